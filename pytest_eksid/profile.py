@@ -1,0 +1,333 @@
+"""Profiles: what a run checks, loaded from YAML into a strict model.
+
+A profile names one cluster, how to run the probe there, and the workload identities to prove.
+An optional ``sandbox`` section tells the embedded emulator what to seed and which faults to
+inject; a live-cluster profile has none.
+
+Every way a profile can be wrong ends in :class:`ProfileError`, whose message names the file,
+the line, the field, what was wrong and what would be right.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+ROLE_ARN_RE = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
+ACTION_RE = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+Mechanism = Literal["pod-identity", "irsa"]
+MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
+FAULTS: tuple[str, ...] = ("wrong-role",)
+
+
+class ProfileError(Exception):
+    """A profile that cannot be used; the message is meant for the person who wrote it."""
+
+
+def _role_arn(value: str) -> str:
+    if not ROLE_ARN_RE.match(value):
+        raise ValueError(
+            f"not an IAM role ARN: {value!r}; expected arn:aws:iam::<12-digit account>:role/<name>"
+        )
+    return value
+
+
+def _account(value: str) -> str:
+    if not ACCOUNT_RE.match(value):
+        raise ValueError(f"not a 12-digit AWS account id: {value!r}")
+    return value
+
+
+def _region(value: str) -> str:
+    if not REGION_RE.match(value):
+        raise ValueError(f"not an AWS region name: {value!r} (for example eu-west-1)")
+    return value
+
+
+def _action(value: str) -> str:
+    if not ACTION_RE.match(value):
+        raise ValueError(f"not an IAM action: {value!r}; expected service:Operation, e.g. s3:GetObject")
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not DNS_LABEL_RE.match(value):
+        raise ValueError(f"not a Kubernetes name (lowercase DNS label): {value!r}")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not DNS_SUBDOMAIN_RE.match(value):
+        raise ValueError(f"not a Kubernetes name (lowercase DNS subdomain): {value!r}")
+    return value
+
+
+RoleArn = Annotated[str, AfterValidator(_role_arn)]
+AccountId = Annotated[str, AfterValidator(_account)]
+Region = Annotated[str, AfterValidator(_region)]
+Action = Annotated[str, AfterValidator(_action)]
+K8sName = Annotated[str, AfterValidator(_dns_subdomain)]
+Namespace = Annotated[str, AfterValidator(_dns_label)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class Cluster(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    region: Region
+    account_id: AccountId
+    kube_context: str | None = None
+    kubeconfig: str | None = None
+    node_role_arn: RoleArn | None = None
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Probe(_Model):
+    image: str = "public.ecr.aws/aws-cli/aws-cli:latest"
+    timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(default_factory=list)
+
+
+class ActionCheck(_Model):
+    action: Action
+    resource: str | None = None
+
+
+class Workload(_Model):
+    name: K8sName
+    namespace: Namespace
+    service_account: K8sName
+    mechanism: Mechanism
+    role_arn: RoleArn
+    owner: str | None = None
+    allow: list[ActionCheck] = Field(default_factory=list)
+    deny: list[ActionCheck] = Field(default_factory=list)
+
+
+class SandboxRole(_Model):
+    name: str = Field(pattern=r"^[\w+=,.@-]{1,64}$")
+    policy: dict[str, Any]
+
+
+class SandboxFault(_Model):
+    fault: Literal["wrong-role"]
+    workload: str
+    role: str | None = None
+
+
+class Sandbox(_Model):
+    roles: list[SandboxRole] = Field(default_factory=list)
+    buckets: list[str] = Field(default_factory=list)
+    queues: list[str] = Field(default_factory=list)
+    faults: list[SandboxFault] = Field(default_factory=list)
+
+
+class Profile(_Model):
+    cluster: Cluster
+    probe: Probe = Field(default_factory=Probe)
+    workloads: list[Workload] = Field(min_length=1)
+    sandbox: Sandbox | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        seen: set[str] = set()
+        for w in self.workloads:
+            if w.name in seen:
+                raise ValueError(f"workload name {w.name!r} is used twice; names must be unique")
+            seen.add(w.name)
+        if self.sandbox is not None:
+            self._check_sandbox(self.sandbox)
+        return self
+
+    def _check_sandbox(self, sandbox: Sandbox) -> None:
+        roles = {r.name for r in sandbox.roles}
+        for w in self.workloads:
+            account, name = role_arn_parts(w.role_arn)
+            if account != self.cluster.account_id or name not in roles:
+                raise ValueError(
+                    f"workload {w.name!r}: role {w.role_arn} is not seeded; add a role named "
+                    f"{name!r} under sandbox.roles (account {self.cluster.account_id})"
+                )
+        names = {w.name for w in self.workloads}
+        for f in sandbox.faults:
+            if f.workload not in names:
+                raise ValueError(
+                    f"fault {f.fault!r} names workload {f.workload!r}, which is not in workloads "
+                    f"(choose one of: {', '.join(sorted(names))})"
+                )
+            if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
+                raise ValueError(
+                    f"fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "
+                    f"(choose one of: {', '.join(sorted(roles))})"
+                )
+
+    def workload(self, name: str) -> Workload:
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        raise KeyError(name)
+
+
+def role_arn_parts(arn: str) -> tuple[str, str]:
+    """Return (account id, role name) of a role ARN."""
+    m = ROLE_ARN_RE.match(arn)
+    if m is None:
+        raise ValueError(f"not an IAM role ARN: {arn!r}")
+    return m.group(1), m.group(2)
+
+
+@dataclass(frozen=True)
+class LoadedProfile:
+    """A validated profile with where it came from."""
+
+    name: str
+    path: Path
+    profile: Profile
+
+
+def resolve_profile_path(spec: str, rootdir: Path) -> Path:
+    """``NAME`` means ``<rootdir>/profiles/NAME.yaml``; anything path-like is a path."""
+    looks_like_path = "/" in spec or "\\" in spec or spec.endswith((".yaml", ".yml"))
+    if looks_like_path:
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = rootdir / path
+    else:
+        path = rootdir / "profiles" / f"{spec}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (rootdir / "profiles").glob("*.yaml"))
+        hint = f"known profiles: {', '.join(known)}" if known else f"no profiles under {rootdir / 'profiles'}"
+        raise ProfileError(f"profile {spec!r}: no such file {path} ({hint}; or pass a path to a YAML file)")
+    return path
+
+
+def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
+    path = resolve_profile_path(spec, rootdir)
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ProfileError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a YAML mapping with 'cluster' and 'workloads' keys")
+    lines = dict(_node_lines(node, ())) if node is not None else {}
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(_format_errors(path, exc, lines)) from None
+    return LoadedProfile(name=path.stem, path=path, profile=profile)
+
+
+def _node_lines(node: yaml.Node, loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], int]]:
+    yield loc, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*loc, str(key.value))
+            yield child, key.start_mark.line + 1
+            for sub, line in _node_lines(value, child):
+                if sub != child:
+                    yield sub, line
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _node_lines(item, (*loc, i))
+
+
+def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> str:
+    out = [f"{path}: invalid profile ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''})"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        line = _line_for(loc, lines)
+        field = _dotted(loc) or "(top level)"
+        out.append(f"  {path}:{line}: {field}: {_explain(err, loc)}")
+    return "\n".join(out)
+
+
+def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: Any, loc: tuple[str | int, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_type":
+        return f"expected a string, got {err['input']!r} (quote it in YAML, e.g. \"{err['input']}\")"
+    if kind == "literal_error":
+        return f"{err['msg']} (got {err['input']!r})"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    model: type[BaseModel] = Profile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return []
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return sorted(f.alias or n for n, f in model.model_fields.items())
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

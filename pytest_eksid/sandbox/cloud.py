@@ -1,0 +1,314 @@
+"""The emulated AWS endpoint: moto with IAM authorization enforced, plus what moto lacks.
+
+One HTTP endpoint (what ``AWS_ENDPOINT_URL`` points at) routes each request:
+- the EKS REST API (signed for service ``eks``) to :class:`EksControlPlane`, after moto's own
+  signature and IAM permission check;
+- STS ``AssumeRoleWithWebIdentity`` to the web-identity front here, which verifies the token
+  against the cluster's issuer and the IAM OIDC provider, evaluates the role's trust policy and
+  mints the session in moto — answering ``InvalidIdentityToken`` / ``AccessDenied`` as AWS does;
+- everything else to moto, which authorizes each call against the caller's real IAM policies.
+
+Role sessions are minted in-process through moto's STS backend, so the minted keys are
+honoured (and limited) by moto exactly like keys from a real ``AssumeRole``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from moto import settings as moto_settings
+from moto.iam.models import get_account_id_from, iam_backends
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sts.models import sts_backends
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from pytest_eksid.sandbox.eks import EksControlPlane, EksError
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, b64url_decode
+from pytest_eksid.sandbox.trust import trust_allows
+
+PARTITION = "aws"
+STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+ADMIN_POLICY = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
+@dataclass(frozen=True)
+class SessionCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime
+    assumed_role_arn: str
+    assumed_role_id: str
+
+    def iso_expiration(self) -> str:
+        return self.expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Iam:
+    """In-process access to moto's IAM and STS state for one sandbox."""
+
+    def __init__(self) -> None:
+        self.minted: list[str] = []  # every secret this sandbox handed out, for leak tests
+        self._lock = threading.Lock()
+
+    def admin_keys(self, account_id: str, user_name: str) -> tuple[str, str]:
+        backend = iam_backends[account_id][PARTITION]
+        backend.create_user(region_name="us-east-1", user_name=user_name)
+        backend.put_user_policy(user_name, "eksid-sandbox-admin", ADMIN_POLICY)
+        key = backend.create_access_key(user_name)
+        self._remember(key.secret_access_key)
+        return key.access_key_id, key.secret_access_key
+
+    def role_trust(self, role_arn: str) -> dict[str, Any] | None:
+        account = role_arn.split(":")[4]
+        try:
+            role = iam_backends[account][PARTITION].get_role_by_arn(role_arn)
+        except Exception:
+            return None
+        doc = role.assume_role_policy_document
+        parsed: dict[str, Any] = json.loads(doc) if isinstance(doc, str) else dict(doc)
+        return parsed
+
+    def oidc_client_ids(self, account_id: str, issuer_host_path: str) -> list[str] | None:
+        arn = f"arn:aws:iam::{account_id}:oidc-provider/{issuer_host_path}"
+        provider = iam_backends[account_id][PARTITION].open_id_providers.get(arn)
+        return None if provider is None else list(provider.client_id_list)
+
+    def mint(self, role_arn: str, session_name: str, duration: int = 3600) -> SessionCredentials:
+        account = role_arn.split(":")[4]
+        with self._lock:
+            assumed = sts_backends[account][PARTITION].assume_role(
+                region_name="us-east-1",
+                role_session_name=session_name[:64],
+                role_arn=role_arn,
+                policy=None,
+                duration=duration,
+                external_id=None,
+            )
+        self._remember(assumed.secret_access_key)
+        self._remember(assumed.session_token)
+        return SessionCredentials(
+            access_key_id=assumed.access_key_id,
+            secret_access_key=assumed.secret_access_key,
+            session_token=assumed.session_token,
+            expiration=assumed.expiration,
+            assumed_role_arn=assumed.arn,
+            assumed_role_id=assumed.user_id,
+        )
+
+    def _remember(self, secret: str) -> None:
+        with self._lock:
+            self.minted.append(secret)
+
+
+def _sts_error(code: str, message: str, status: int) -> Response:
+    body = (
+        f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type><Code>{escape(code)}</Code>'
+        f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    )
+    return Response(body, status=status, content_type="text/xml")
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    try:
+        claims = json.loads(b64url_decode(token.split(".")[1]))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+class WebIdentityFront:
+    """STS AssumeRoleWithWebIdentity as AWS evaluates it for an EKS OIDC issuer."""
+
+    def __init__(self, iam: Iam, issuers: Callable[[], Iterable[Issuer]]) -> None:
+        self.iam = iam
+        self.issuers = issuers
+
+    def __call__(self, params: dict[str, str]) -> Response:
+        role_arn = params.get("RoleArn", "")
+        token = params.get("WebIdentityToken", "")
+        session = params.get("RoleSessionName", "") or "web-identity"
+        if not role_arn or not token:
+            return _sts_error("ValidationError", "RoleArn and WebIdentityToken are required", 400)
+        try:
+            account = role_arn.split(":")[4]
+        except IndexError:
+            return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN", 400)
+        iss = str(_unverified_claims(token).get("iss", ""))
+        host_path = iss.split("://", 1)[-1]
+        client_ids = self.iam.oidc_client_ids(account, host_path)
+        if client_ids is None:
+            return _sts_error(
+                "InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}", 400
+            )
+        issuer = next((i for i in self.issuers() if i.url == iss), None)
+        if issuer is None:
+            return _sts_error("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider", 400)
+        try:
+            claims = issuer.verify(token)
+        except TokenError as exc:
+            return _sts_error("InvalidIdentityToken", str(exc), 400)
+        auds = audiences(claims)
+        if not set(auds) & set(client_ids):
+            return _sts_error("InvalidIdentityToken", "Incorrect token audience", 400)
+        trust = self.iam.role_trust(role_arn)
+        provider_arn = f"arn:aws:iam::{account}:oidc-provider/{host_path}"
+        denied = _sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403)
+        if trust is None:
+            return denied
+        allowed, _ = trust_allows(
+            trust,
+            principal_kind="Federated",
+            principal=provider_arn,
+            actions=["sts:AssumeRoleWithWebIdentity"],
+            context={f"{host_path}:sub": [str(claims.get("sub", ""))], f"{host_path}:aud": auds},
+        )
+        if not allowed:
+            return denied
+        duration = int(params.get("DurationSeconds") or 3600)
+        creds = self.iam.mint(role_arn, session, duration)
+        body = (
+            f'<AssumeRoleWithWebIdentityResponse xmlns="{STS_NS}"><AssumeRoleWithWebIdentityResult>'
+            f"<SubjectFromWebIdentityToken>{escape(str(claims.get('sub', '')))}</SubjectFromWebIdentityToken>"
+            f"<Audience>{escape(auds[0])}</Audience>"
+            f"<AssumedRoleUser><Arn>{escape(creds.assumed_role_arn)}</Arn>"
+            f"<AssumedRoleId>{escape(creds.assumed_role_id)}</AssumedRoleId></AssumedRoleUser>"
+            f"<Credentials><AccessKeyId>{creds.access_key_id}</AccessKeyId>"
+            f"<SecretAccessKey>{escape(creds.secret_access_key)}</SecretAccessKey>"
+            f"<SessionToken>{escape(creds.session_token)}</SessionToken>"
+            f"<Expiration>{creds.iso_expiration()}</Expiration></Credentials>"
+            f"<Provider>{escape(provider_arn)}</Provider>"
+            f"</AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId>"
+            f"</ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+        )
+        return Response(body, status=200, content_type="text/xml")
+
+
+def _credential_scope(authorization: str) -> list[str]:
+    # "AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/eks/aws4_request, SignedHeaders=..."
+    cred = authorization.partition("Credential=")[2].partition(",")[0]
+    return cred.split("/")
+
+
+class AwsGateway:
+    """The WSGI app behind ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, iam: Iam, clusters: Callable[[], dict[str, EksControlPlane]], issuers: Callable[[], Iterable[Issuer]]) -> None:
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.clusters = clusters
+        self.web_identity = WebIdentityFront(iam, issuers)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        body = request.get_data(cache=True)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        authorization = request.headers.get("Authorization", "")
+        scope = _credential_scope(authorization)
+        if (len(scope) >= 4 and scope[3] == "eks") or (not authorization and request.path.startswith("/clusters")):
+            response = self._eks(request, body, authorization, scope)
+            return response(environ, start_response)
+        if request.method == "POST" and not authorization:
+            params = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+            params.update({k: v for k, v in request.args.items()})
+            if params.get("Action") == "AssumeRoleWithWebIdentity":
+                return self.web_identity(params)(environ, start_response)
+        return self.moto(environ, start_response)  # type: ignore[no-any-return]
+
+    def _eks(self, request: Request, body: bytes, authorization: str, scope: list[str]) -> Response:
+        try:
+            if not authorization:
+                raise EksError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+            self._authorize_eks(request, body, scope)
+            name = request.path.strip("/").split("/")[1] if request.path.count("/") >= 2 else ""
+            plane = self.clusters().get(name)
+            if plane is None:
+                raise EksError(404, "ResourceNotFoundException", f"No cluster found for name: {name}.")
+            payload = json.loads(body) if body else {}
+            result = plane.handle(request.method, request.path, dict(request.args.items()), payload)
+            return Response(json.dumps(result), status=200, content_type="application/json")
+        except EksError as exc:
+            return Response(
+                json.dumps({"message": exc.message}),
+                status=exc.status,
+                content_type="application/json",
+                headers={"x-amzn-ErrorType": exc.code},
+            )
+
+    def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
+        from moto.iam.access_control import IAMRequest
+
+        access_key = scope[0] if scope else ""
+        action = _eks_action(request.method, request.path)
+        path = request.full_path.rstrip("?")
+        headers = {k: v for k, v in request.headers.items()}
+        try:
+            iam_request = IAMRequest(
+                account_id=get_account_id_from(access_key),
+                method=request.method,
+                path=path,
+                data={},
+                body=body,
+                headers=headers,
+                action=action,
+            )
+            iam_request.check_signature()
+            iam_request.check_action_permitted("*")
+        except Exception as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            status = 403
+            raise EksError(status, "AccessDeniedException", f"{code}: {getattr(exc, 'message', exc)}") from None
+
+
+def _eks_action(method: str, path: str) -> str:
+    segs = path.strip("/").split("/")
+    if len(segs) == 2:
+        return "DescribeCluster"
+    if len(segs) == 3:
+        return "ListPodIdentityAssociations" if method == "GET" else "CreatePodIdentityAssociation"
+    return {
+        "GET": "DescribePodIdentityAssociation",
+        "DELETE": "DeletePodIdentityAssociation",
+        "POST": "UpdatePodIdentityAssociation",
+    }.get(method, "Unknown")
+
+
+class _QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+
+class AwsServer:
+    """Runs :class:`AwsGateway` on a free loopback port with moto's authorization switched on."""
+
+    def __init__(self, gateway: AwsGateway, host: str = "127.0.0.1") -> None:
+        self._server = make_server(host, 0, gateway, threaded=True, request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="eksid-aws", daemon=True)
+        self._saved_auth = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every call is authenticated and authorized
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth

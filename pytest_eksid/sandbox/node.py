@@ -1,0 +1,486 @@
+"""A worker node: its kubelet, its instance metadata service and its Pod Identity agent.
+
+The kubelet runs each pod's container command as a local OS process with the environment a
+container would get (the pod spec's ``env`` plus the node's network settings) and the projected
+service-account tokens written to files; its output is the pod log, its exit the pod phase.
+Mount paths cannot be created on the host, so a variable whose value lies under a volume's
+mount path is rewritten to the file's host path (the pod spec keeps the real path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_eksid.sandbox.cloud import Iam
+from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.kubeapi import Store, now_rfc3339
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
+from pytest_eksid.sandbox.trust import trust_allows
+from pytest_eksid.sandbox.webhooks import PI_AUDIENCE
+
+Obj = dict[str, Any]
+ImdsMode = Literal["blocked", "exposed"]
+
+
+class _Http:
+    """A small threaded HTTP server on a free loopback port."""
+
+    def __init__(self, name: str, handler: Callable[[BaseHTTPRequestHandler, str], tuple[int, dict[str, str], bytes] | None]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _go(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                answer = handler(self, method)
+                if answer is None:  # drop the request without a reply, like a hop-limited IMDS
+                    self.close_connection = True
+                    return
+                code, headers, body = answer
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._go("GET")
+
+            def do_PUT(self) -> None:
+                self._go("PUT")
+
+        self.stopping = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        _ = outer
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _json(code: int, body: Obj | str) -> tuple[int, dict[str, str], bytes]:
+    if isinstance(body, str):
+        return code, {"Content-Type": "text/plain"}, body.encode()
+    return code, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+class Imds:
+    """IMDS of one node. ``blocked``: hop limit 1 and HttpTokens=required, as seen from a pod —
+    the token PUT gets no reply and v1 GETs are refused. ``exposed``: v1 and v2 both serve the
+    node role's credentials."""
+
+    def __init__(self, iam: Iam, node_role_arn: str | None, mode: ImdsMode) -> None:
+        self.iam = iam
+        self.node_role_arn = node_role_arn
+        self.mode = mode
+        self.http = _Http("eksid-imds", self._handle)
+        self._tokens: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.port}"
+
+    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
+        path = req.path.split("?")[0]
+        if method == "PUT" and path == "/latest/api/token":
+            if self.mode == "blocked":
+                self.http.stopping.wait(30)  # the reply never reaches the pod
+                return None
+            token = uuid.uuid4().hex
+            self._tokens.add(token)
+            return _json(200, token)
+        if method != "GET":
+            return _json(405, "Method Not Allowed")
+        token = req.headers.get("x-aws-ec2-metadata-token")
+        if self.mode == "blocked" and token not in self._tokens:
+            return _json(401, "Unauthorized")
+        prefix = "/latest/meta-data/iam/security-credentials/"
+        role_name = (self.node_role_arn or "").rsplit("/", 1)[-1]
+        if path == prefix.rstrip("/") or path == prefix:
+            return _json(200, role_name) if role_name else _json(404, "Not Found")
+        if path == prefix + role_name and role_name and self.node_role_arn:
+            creds = self.iam.mint(self.node_role_arn, f"i-{uuid.uuid4().hex[:17]}")
+            return _json(200, {
+                "Code": "Success",
+                "LastUpdated": now_rfc3339(),
+                "Type": "AWS-HMAC",
+                "AccessKeyId": creds.access_key_id,
+                "SecretAccessKey": creds.secret_access_key,
+                "Token": creds.session_token,
+                "Expiration": creds.iso_expiration(),
+            })
+        return _json(404, "Not Found")
+
+
+class PodIdentityAgent:
+    """The eks-pod-identity-agent of one node, with EKS Auth's AssumeRoleForPodIdentity inside."""
+
+    def __init__(self, iam: Iam, eks: EksControlPlane, issuer: Issuer) -> None:
+        self.iam = iam
+        self.eks = eks
+        self.issuer = issuer
+        self.healthy = True
+        self.http = _Http("eksid-agent", self._handle)
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.http.port}/v1/credentials"
+
+    def _allowed_hosts(self) -> set[str]:
+        # EKS: 169.254.170.23 or [fd00:ec2::23]. The sandbox agent listens on loopback instead.
+        return {"169.254.170.23", "[fd00:ec2::23]", f"127.0.0.1:{self.http.port}"}
+
+    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
+        path = req.path.split("?")[0]
+        if path in ("/healthz", "/readyz"):
+            return _json(200, "ok") if self.healthy else _json(503, "unhealthy")
+        if path != "/v1/credentials" or method != "GET":
+            return _json(404, "Not Found")
+        if req.headers.get("Host") not in self._allowed_hosts():
+            return _json(403, {"message": "Access denied: invalid host header"})
+        token = req.headers.get("Authorization") or ""
+        try:
+            claims = self.issuer.verify(token)
+        except TokenError as exc:
+            return _json(400, {"message": f"Token is invalid: {exc}"})
+        if PI_AUDIENCE not in audiences(claims):
+            return _json(400, {"message": "Token is invalid: audience is not pods.eks.amazonaws.com"})
+        k8s = claims.get("kubernetes.io", {})
+        ns = k8s.get("namespace", "")
+        sa = k8s.get("serviceaccount", {}).get("name", "")
+        pod = k8s.get("pod", {})
+        assoc = self.eks.find_association(ns, sa)
+        if assoc is None:
+            return _json(400, {"message": f"ResourceNotFoundException: no Pod Identity association for {ns}/{sa}"})
+        trust = self.iam.role_trust(assoc.role_arn)
+        actions = ["sts:AssumeRole"] if assoc.disable_session_tags else ["sts:AssumeRole", "sts:TagSession"]
+        context = {
+            "aws:RequestTag/eks-cluster-arn": [self.eks.arn],
+            "aws:RequestTag/eks-cluster-name": [self.eks.name],
+            "aws:RequestTag/kubernetes-namespace": [ns],
+            "aws:RequestTag/kubernetes-service-account": [sa],
+            "aws:RequestTag/kubernetes-pod-name": [str(pod.get("name", ""))],
+            "aws:RequestTag/kubernetes-pod-uid": [str(pod.get("uid", ""))],
+            "aws:SourceAccount": [self.eks.account_id],
+            "aws:SourceArn": [self.eks.arn],
+        }
+        allowed, reason = (False, "role not found") if trust is None else trust_allows(
+            trust, principal_kind="Service", principal=PI_AUDIENCE, actions=actions, context=context
+        )
+        if not allowed:
+            return _json(403, {"message": f"AccessDeniedException: EKS Pod Identity cannot assume {assoc.role_arn}: {reason}"})
+        session = f"eks-{self.eks.name}-{pod.get('name', '')}-{uuid.uuid4()}"[:64]
+        creds = self.iam.mint(assoc.role_arn, session)
+        return _json(200, {
+            "AccessKeyId": creds.access_key_id,
+            "SecretAccessKey": creds.secret_access_key,
+            "Token": creds.session_token,
+            "AccountId": assoc.role_arn.split(":")[4],
+            "Expiration": creds.iso_expiration(),
+        })
+
+
+@dataclass
+class _Running:
+    process: subprocess.Popen[bytes]
+    root: Path
+    log: Path
+    deleted: bool = False
+
+
+@dataclass
+class Node:
+    name: str
+    nodegroup: str
+    imds: Imds
+    agent: PodIdentityAgent
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def manifest(self) -> Obj:
+        return {
+            "metadata": {
+                "name": self.name,
+                "labels": {
+                    "kubernetes.io/hostname": self.name,
+                    "kubernetes.io/os": "linux",
+                    "eks.amazonaws.com/nodegroup": self.nodegroup,
+                    **self.labels,
+                },
+            },
+            "spec": {"providerID": f"aws:///eu-west-1a/i-{uuid.uuid5(uuid.NAMESPACE_DNS, self.name).hex[:17]}"},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0-eks-sandbox", "operatingSystem": "linux",
+                             "architecture": "amd64", "containerRuntimeVersion": "eksid-sandbox://1",
+                             "kernelVersion": "", "osImage": "sandbox", "kubeProxyVersion": "",
+                             "machineID": "", "systemUUID": "", "bootID": ""},
+            },
+        }
+
+
+class Kubelet:
+    """Runs the pods the scheduler places on the sandbox's nodes."""
+
+    def __init__(self, store: Store, issuer: Issuer, nodes: list[Node], workdir: Path, aws_endpoint: str) -> None:
+        self.store = store
+        self.issuer = issuer
+        self.nodes = nodes
+        self.workdir = workdir
+        self.aws_endpoint = aws_endpoint
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def install(self) -> None:
+        self.store.on_create.append(self._on_create)
+        self.store.on_delete.append(self._on_delete)
+
+    def _on_create(self, pod: Obj) -> None:
+        threading.Thread(target=self._run, args=(pod,), name=f"kubelet-{pod['metadata']['name']}", daemon=True).start()
+
+    def _schedule(self, pod: Obj) -> Node | None:
+        spec = pod["spec"]
+        if spec.get("nodeName"):
+            return next((n for n in self.nodes if n.name == spec["nodeName"]), None)
+        selector = spec.get("nodeSelector") or {}
+        fits = [n for n in self.nodes if all(n.manifest()["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        if not fits:
+            return None
+        with self._lock:
+            self._next += 1
+            return fits[self._next % len(fits)]
+
+    def _patch(self, pod: Obj, change: Callable[[Obj], None]) -> bool:
+        meta = pod["metadata"]
+        try:
+            self.store.update("pods", meta["namespace"], meta["name"], change)
+        except Exception:
+            return False  # deleted meanwhile
+        return True
+
+    def _run(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        node = self._schedule(pod)
+        if node is None:
+            self._patch(pod, lambda p: p["status"].update({"conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": f"0/{len(self.nodes)} nodes are available: node(s) didn't match Pod's node affinity/selector.",
+                "lastTransitionTime": now_rfc3339()}]}))
+            return
+        container = pod["spec"]["containers"][0]
+        root = self.workdir / "pods" / meta["uid"]
+        try:
+            mounts = self._volumes(pod, node, root)
+            env = self._env(container, node, root, mounts)
+            argv = self._argv(container)
+        except ValueError as exc:
+            message = str(exc)
+            self._patch(pod, lambda p: p["status"].update({
+                "phase": "Pending",
+                "containerStatuses": [_status(container, waiting={"reason": "CreateContainerConfigError", "message": message})],
+            }))
+            return
+        log = root / "container.log"
+        started = now_rfc3339()
+
+        def scheduled(p: Obj) -> None:
+            p["spec"]["nodeName"] = node.name
+            p["status"].update({
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": started,
+                "conditions": [{"type": c, "status": "True", "lastTransitionTime": started}
+                               for c in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
+                "containerStatuses": [_status(container, running={"startedAt": started})],
+            })
+
+        with self._lock:
+            if not self._patch(pod, scheduled):
+                return
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=root, env=env, start_new_session=True,
+                )
+            running = _Running(proc, root, log)
+            self._running[meta["uid"]] = running
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        try:
+            code = proc.wait(timeout=float(deadline) if deadline else None)
+            reason = "Completed" if code == 0 else "Error"
+            phase_reason = None
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            code, reason, phase_reason = 137, "Error", "DeadlineExceeded"
+        if running.deleted:
+            return
+        finished = now_rfc3339()
+
+        def terminated(p: Obj) -> None:
+            p["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+            if phase_reason:
+                p["status"]["reason"] = phase_reason
+                p["status"]["message"] = f"Pod was active on the node longer than the specified deadline ({deadline}s)"
+            p["status"]["containerStatuses"] = [_status(container, terminated={
+                "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished})]
+            for c in p["status"].get("conditions", []):
+                if c["type"] in ("Ready", "ContainersReady"):
+                    c["status"] = "False"
+
+        self._patch(pod, terminated)
+
+    def _volumes(self, pod: Obj, node: Node, root: Path) -> dict[str, Path]:
+        """Materialise the pod's volumes; return mountPath -> host dir of the first container."""
+        meta, spec = pod["metadata"], pod["spec"]
+        sa = self.store.find("serviceaccounts", meta["namespace"], spec["serviceAccountName"]) or {"metadata": {}}
+        host_dirs: dict[str, Path] = {}
+        for vol in spec.get("volumes") or []:
+            d = root / "volumes" / vol["name"]
+            d.mkdir(parents=True, exist_ok=True)
+            host_dirs[vol["name"]] = d
+            for source in (vol.get("projected") or {}).get("sources") or []:
+                sat = source.get("serviceAccountToken")
+                if sat is None:
+                    continue
+                token = self.issuer.service_account_token(
+                    namespace=meta["namespace"],
+                    service_account=spec["serviceAccountName"],
+                    sa_uid=str(sa["metadata"].get("uid", "")),
+                    pod_name=meta["name"],
+                    pod_uid=meta["uid"],
+                    node_name=node.name,
+                    audience=sat.get("audience") or "https://kubernetes.default.svc",
+                    expiration_seconds=int(sat.get("expirationSeconds") or 3600),
+                )
+                (d / sat["path"]).write_text(token)
+        mounts: dict[str, Path] = {}
+        for m in spec["containers"][0].get("volumeMounts") or []:
+            if m["name"] not in host_dirs:
+                raise ValueError(f'volume "{m["name"]}" not found in the pod spec')
+            mounts[m["mountPath"].rstrip("/")] = host_dirs[m["name"]]
+        return mounts
+
+    def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path]) -> dict[str, str]:
+        home = root / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": container.get("name", "container"),
+            # The node's network: where AWS and IMDS are. On EKS these are the real endpoints.
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": node.imds.url,
+        }
+        for item in container.get("env") or []:
+            if "value" in item:
+                value = str(item.get("value") or "")
+            elif "valueFrom" in item:
+                value = self._value_from(container, item)
+            else:
+                value = ""
+            for mount, host in mounts.items():
+                if value == mount or value.startswith(mount + "/"):
+                    value = str(host) + value[len(mount):]
+            env[item["name"]] = value
+        return env
+
+    def _value_from(self, container: Obj, item: Obj) -> str:
+        ref = item["valueFrom"].get("secretKeyRef") or item["valueFrom"].get("configMapKeyRef")
+        raise ValueError(f"valueFrom is not supported by the sandbox kubelet ({item['name']} from {ref})")
+
+    def _argv(self, container: Obj) -> list[str]:
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        if not argv:
+            raise ValueError("the sandbox kubelet runs only containers with an explicit command")
+        if argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the image's python: here, the one with botocore
+        elif shutil.which(argv[0]) is None:
+            raise ValueError(f'exec: "{argv[0]}": executable file not found in $PATH')
+        return argv
+
+    def _on_delete(self, pod: Obj) -> None:
+        with self._lock:
+            running = self._running.pop(pod["metadata"]["uid"], None)
+        if running is None:
+            return
+        running.deleted = True
+        _kill(running.process)
+        shutil.rmtree(running.root, ignore_errors=True)
+
+    def read_log(self, namespace: str, name: str, pod: Obj) -> str:
+        with self._lock:
+            running = self._running.get(pod["metadata"]["uid"])
+        if running is None:
+            from pytest_eksid.sandbox.kubeapi import ApiError
+
+            raise ApiError(400, "BadRequest",
+                           f'container "{pod["spec"]["containers"][0]["name"]}" in pod "{name}" is waiting to start: ContainerCreating')
+        return running.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        for r in running:
+            r.deleted = True
+            _kill(r.process)
+
+
+def _status(container: Obj, **state: Obj) -> Obj:
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": "running" in state,
+        "restartCount": 0,
+        "started": "running" in state,
+        "state": state,
+    }
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        time.sleep(0)

@@ -1,0 +1,256 @@
+"""Start, seed and stop one emulated EKS cluster from a profile's ``sandbox`` section."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+
+from pytest_eksid.profile import Profile, Workload, role_arn_parts
+from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
+from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
+from pytest_eksid.sandbox.node import Imds, Kubelet, Node, PodIdentityAgent
+from pytest_eksid.sandbox.tokens import Issuer
+from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
+
+OWNER_LABEL = "platform.mycompany.io/identity-owner"
+RUNNER_USER = "eksid-runner"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a client reaches the sandbox: the same settings it would use for a real cluster."""
+
+    kubeconfig: Path
+    context: str
+    env: dict[str, str | None]  # None: unset the variable
+
+    def export_lines(self) -> list[str]:
+        lines = []
+        for key, value in self.env.items():
+            lines.append(f"unset {key}" if value is None else f"export {key}={value}")
+        return lines
+
+
+@dataclass
+class Binding:
+    workload: Workload
+    role_arn: str  # what the sandbox really binds (a fault may change it)
+
+
+@dataclass
+class Sandbox:
+    profile: Profile
+    workdir: Path | None = None
+    nodes: list[Node] = field(default_factory=list)
+    _own_workdir: bool = False
+
+    def start(self) -> Connection:
+        """Start every service, seed the profile's state, and return how to connect."""
+        started = time.monotonic()
+        cluster = self.profile.cluster
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="eksid-sandbox-"))
+            self._own_workdir = True
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.iam = Iam()
+        self.issuer = Issuer(url=f"https://oidc.eks.{cluster.region}.amazonaws.com/id/{secrets.token_hex(16).upper()}")
+        self.store = Store()
+        self.kubelet: Kubelet | None = None
+        self.kubeapi = KubeApiServer(self.store, log_reader=self._read_log)
+        self.eks = EksControlPlane(
+            name=cluster.name,
+            region=cluster.region,
+            account_id=cluster.account_id,
+            issuer_url=self.issuer.url,
+            endpoint=self.kubeapi.url,
+        )
+        self.aws = AwsServer(AwsGateway(self.iam, lambda: {self.eks.name: self.eks}, lambda: [self.issuer]))
+        self._services: list[Any] = []
+        try:
+            self.kubeapi.start()
+            self._services.append(self.kubeapi)
+            self.aws.start()
+            self._services.append(self.aws)
+            key_id, secret = self.iam.admin_keys(cluster.account_id, RUNNER_USER)
+            self.runner_env: dict[str, str | None] = {
+                "AWS_ENDPOINT_URL": self.aws.url,
+                "AWS_ACCESS_KEY_ID": key_id,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_SESSION_TOKEN": None,
+                "AWS_PROFILE": None,
+                "AWS_DEFAULT_REGION": cluster.region,
+            }
+            self._start_nodes()
+            self._seed_aws(key_id, secret)
+            self._seed_kubernetes()
+            connection = self._write_kubeconfig()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return connection
+
+    # --- services ------------------------------------------------------------------------
+
+    def _start_nodes(self) -> None:
+        assert self.workdir is not None
+        node_role = self.profile.cluster.node_role_arn
+        for i, group in enumerate(("ng-general",)):
+            imds = Imds(self.iam, node_role, "blocked")
+            agent = PodIdentityAgent(self.iam, self.eks, self.issuer)
+            for svc in (imds.http, agent.http):
+                svc.start()
+                self._services.append(svc)
+            name = f"ip-10-0-{i + 1}-10.{self.profile.cluster.region}.compute.internal"
+            self.nodes.append(Node(name=name, nodegroup=group, imds=imds, agent=agent))
+        self.kubelet = Kubelet(self.store, self.issuer, self.nodes, self.workdir, self.aws.url)
+        self.kubelet.install()
+        Webhooks(self.store, self.eks, WebhookConfig(region=self.profile.cluster.region,
+                                                     agent_uri=self.nodes[0].agent.uri)).install()
+
+    def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
+        assert self.kubelet is not None
+        return self.kubelet.read_log(namespace, name, pod)
+
+    def stop(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.stop()
+        for svc in reversed(getattr(self, "_services", [])):
+            svc.stop()
+        self._services = []
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- seeding -------------------------------------------------------------------------
+
+    def bindings(self) -> list[Binding]:
+        sandbox = self.profile.sandbox
+        out = []
+        for w in self.profile.workloads:
+            role_arn = w.role_arn
+            for f in sandbox.faults if sandbox else []:
+                if f.workload == w.name and f.fault == "wrong-role" and f.role:
+                    role_arn = f"arn:aws:iam::{self.profile.cluster.account_id}:role/{f.role}"
+            out.append(Binding(w, role_arn))
+        return out
+
+    def _trust_policy(self, role_arn: str) -> dict[str, Any]:
+        host_path = self.issuer.host_path
+        account = self.profile.cluster.account_id
+        statements: list[dict[str, Any]] = []
+        for b in self.bindings():
+            if b.role_arn != role_arn:
+                continue
+            w = b.workload
+            if w.mechanism == "irsa":
+                statements.append({
+                    "Effect": "Allow",
+                    "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/{host_path}"},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {"StringEquals": {
+                        f"{host_path}:sub": f"system:serviceaccount:{w.namespace}:{w.service_account}",
+                        f"{host_path}:aud": "sts.amazonaws.com",
+                    }},
+                })
+            else:
+                statements.append({
+                    "Effect": "Allow",
+                    "Principal": {"Service": PI_AUDIENCE},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                    "Condition": {"StringEquals": {
+                        "aws:RequestTag/kubernetes-namespace": w.namespace,
+                        "aws:RequestTag/kubernetes-service-account": w.service_account,
+                    }},
+                })
+        if not statements:  # bound to nothing: assumable by no workload
+            statements.append({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                               "Action": "sts:AssumeRole"})
+        return {"Version": "2012-10-17", "Statement": statements}
+
+    def _seed_aws(self, key_id: str, secret: str) -> None:
+        cluster = self.profile.cluster
+        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=cluster.region)
+        kw: dict[str, Any] = {"endpoint_url": self.aws.url}
+        iam = session.client("iam", **kw)
+        iam.create_open_id_connect_provider(
+            Url=self.issuer.url, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"]
+        )
+        sandbox = self.profile.sandbox
+        assert sandbox is not None
+        for role in sandbox.roles:
+            arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
+            iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(self._trust_policy(arn)))
+            iam.put_role_policy(RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy))
+        if cluster.node_role_arn:
+            _, node_role = role_arn_parts(cluster.node_role_arn)
+            iam.create_role(RoleName=node_role, AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+            }))
+            # Broad, as node roles often are: that is why a pod must not reach it.
+            iam.put_role_policy(RoleName=node_role, PolicyName="node-permissions", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:PutObject",
+                                                              "sqs:*", "ecr:*"], "Resource": "*"}],
+            }))
+        s3 = session.client("s3", **kw)
+        for bucket in sandbox.buckets:
+            if cluster.region == "us-east-1":
+                s3.create_bucket(Bucket=bucket)
+            else:
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": cluster.region})
+        sqs = session.client("sqs", **kw)
+        for queue in sandbox.queues:
+            sqs.create_queue(QueueName=queue)
+
+    def _seed_kubernetes(self) -> None:
+        for node in self.nodes:
+            self.store.create("nodes", "", node.manifest())
+        namespaces = {"kube-system", *(w.namespace for w in self.profile.workloads)}
+        for ns in sorted(namespaces):
+            self.store.create("namespaces", "", {"metadata": {"name": ns}})
+        for b in self.bindings():
+            w = b.workload
+            meta: dict[str, Any] = {
+                "name": w.service_account,
+                "labels": {"app.kubernetes.io/name": w.name, **({OWNER_LABEL: w.owner} if w.owner else {})},
+            }
+            if w.mechanism == "irsa":
+                meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
+            else:
+                self.eks.create_association(w.namespace, w.service_account, b.role_arn)
+            self.store.create("serviceaccounts", w.namespace, {"metadata": meta})
+
+    def _write_kubeconfig(self) -> Connection:
+        assert self.workdir is not None
+        name = f"eksid-sandbox-{self.profile.cluster.name}"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": self.kubeapi.url}}],
+            "users": [{"name": RUNNER_USER, "user": {"token": self.kubeapi.token}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": RUNNER_USER}}],
+            "current-context": name,
+        }
+        path = self.workdir / "kubeconfig"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(config, fh)
+        env = {"KUBECONFIG": str(path), **self.runner_env}
+        return Connection(kubeconfig=path, context=name, env=env)
+
+    @property
+    def minted_secrets(self) -> list[str]:
+        """Every secret this sandbox handed out (runner keys, role sessions, the API token)."""
+        return [*self.iam.minted, self.kubeapi.token]

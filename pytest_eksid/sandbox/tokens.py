@@ -1,0 +1,131 @@
+"""The cluster's service-account token issuer: RS256 JWTs, as kube-apiserver signs them.
+
+EKS publishes the issuer as ``https://oidc.eks.<region>.amazonaws.com/id/<ID>``; the sandbox uses
+that name, keeps the signing key in memory and verifies with the same key where AWS would fetch
+the JWKS (the STS web-identity front and the Pod Identity agent's call to EKS Auth).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenError(Exception):
+    """A token that does not verify; the message says why, as AWS would."""
+
+
+@dataclass
+class Issuer:
+    url: str
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    kid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    @property
+    def host_path(self) -> str:
+        """The issuer without scheme: how IAM names the OIDC provider and the condition keys."""
+        return self.url.split("://", 1)[-1]
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        header = {"alg": "RS256", "kid": self.kid, "typ": "JWT"}
+        signing_input = (
+            b64url(json.dumps(header, separators=(",", ":")).encode())
+            + "."
+            + b64url(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        sig = self.key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        return signing_input + "." + b64url(sig)
+
+    def service_account_token(
+        self,
+        *,
+        namespace: str,
+        service_account: str,
+        sa_uid: str,
+        pod_name: str,
+        pod_uid: str,
+        node_name: str,
+        audience: str,
+        expiration_seconds: int,
+    ) -> str:
+        now = int(time.time())
+        return self.sign(
+            {
+                "aud": [audience],
+                "exp": now + expiration_seconds,
+                "iat": now,
+                "nbf": now,
+                "iss": self.url,
+                "jti": str(uuid.uuid4()),
+                "sub": f"system:serviceaccount:{namespace}:{service_account}",
+                "kubernetes.io": {
+                    "namespace": namespace,
+                    "node": {"name": node_name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, node_name))},
+                    "pod": {"name": pod_name, "uid": pod_uid},
+                    "serviceaccount": {"name": service_account, "uid": sa_uid},
+                },
+            }
+        )
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """Check signature, issuer and time; return the claims. Audience is the caller's check."""
+        parts = token.strip().split(".")
+        if len(parts) != 3:
+            raise TokenError("token is not a JWT (expected three dot-separated parts)")
+        try:
+            header = json.loads(b64url_decode(parts[0]))
+            claims = json.loads(b64url_decode(parts[1]))
+            sig = b64url_decode(parts[2])
+        except ValueError as exc:
+            raise TokenError(f"token is malformed: {exc}") from None
+        if header.get("alg") != "RS256":
+            raise TokenError(f"unsupported signing algorithm {header.get('alg')!r}")
+        try:
+            self.key.public_key().verify(
+                sig, f"{parts[0]}.{parts[1]}".encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
+            )
+        except InvalidSignature:
+            raise TokenError("token signature does not verify against the issuer's keys") from None
+        if claims.get("iss") != self.url:
+            raise TokenError(f"token issuer {claims.get('iss')!r} is not {self.url!r}")
+        if int(claims.get("exp", 0)) < time.time():
+            raise TokenError("token is expired")
+        return dict(claims)
+
+    def jwks(self) -> dict[str, Any]:
+        numbers = self.key.public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "alg": "RS256",
+                    "use": "sig",
+                    "kid": self.kid,
+                    "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                    "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+                }
+            ]
+        }
+
+
+def audiences(claims: dict[str, Any]) -> list[str]:
+    aud = claims.get("aud", [])
+    return [aud] if isinstance(aud, str) else [str(a) for a in aud]

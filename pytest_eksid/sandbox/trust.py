@@ -1,0 +1,119 @@
+"""Trust-policy evaluation, as STS and EKS Auth do it before they hand out a role session.
+
+moto does not evaluate trust for web identities or service principals (and crashes on the
+latter over HTTP), so the sandbox decides trust here and then mints the session in moto.
+Only what role trust policies use is supported: Allow/Deny statements, ``Principal`` /
+``NotPrincipal`` of kinds Service, Federated and AWS, ``Action``, and the string condition
+operators. An unknown condition operator never matches, so it can only deny.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _principal_matches(principal: Any, kind: str, value: str) -> bool:
+    if principal == "*":
+        return True
+    if not isinstance(principal, Mapping):
+        return False
+    return any(p == "*" or p == value for p in _as_list(principal.get(kind)))
+
+
+def _action_matches(actions: Any, action: str) -> bool:
+    return any(fnmatch.fnmatchcase(action.lower(), str(a).lower()) for a in _as_list(actions))
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    # IAM wildcards: * and ? only; [ is literal.
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+_OPS = {
+    "StringEquals": lambda p, v: p == v,
+    "StringNotEquals": lambda p, v: p != v,
+    "StringEqualsIgnoreCase": lambda p, v: p.lower() == v.lower(),
+    "StringNotEqualsIgnoreCase": lambda p, v: p.lower() != v.lower(),
+    "StringLike": _string_like,
+    "StringNotLike": lambda p, v: not _string_like(p, v),
+}
+
+
+def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]]) -> bool:
+    if not conditions:
+        return True
+    if not isinstance(conditions, Mapping):
+        return False
+    ctx = {k.lower(): list(v) for k, v in context.items()}
+    for op_name, clauses in conditions.items():
+        base = op_name.removeprefix("ForAnyValue:").removeprefix("ForAllValues:")
+        if_exists = base.endswith("IfExists")
+        base = base.removesuffix("IfExists")
+        op = _OPS.get(base)
+        if op is None or not isinstance(clauses, Mapping):
+            return False
+        negated = "Not" in base
+        for key, expected in clauses.items():
+            values = ctx.get(str(key).lower())
+            if not values:
+                if if_exists or negated:
+                    continue
+                return False
+            patterns = [str(p) for p in _as_list(expected)]
+            if negated:
+                ok = all(op(p, v) for p in patterns for v in values)
+            else:
+                ok = any(op(p, v) for p in patterns for v in values)
+            if not ok:
+                return False
+    return True
+
+
+def trust_allows(
+    document: Mapping[str, Any],
+    *,
+    principal_kind: str,
+    principal: str,
+    actions: Iterable[str],
+    context: Mapping[str, Iterable[str]],
+) -> tuple[bool, str]:
+    """Whether the trust policy lets ``principal`` perform every one of ``actions``.
+
+    Returns (allowed, reason); the reason names the first action nothing allowed or the
+    statement that denied it.
+    """
+    statements = _as_list(document.get("Statement"))
+    for action in actions:
+        allowed = False
+        for i, st in enumerate(statements):
+            if not isinstance(st, Mapping):
+                continue
+            if "Principal" in st:
+                who = _principal_matches(st["Principal"], principal_kind, principal)
+            elif "NotPrincipal" in st:
+                who = not _principal_matches(st["NotPrincipal"], principal_kind, principal)
+            else:
+                who = False
+            if not who:
+                continue
+            if "Action" in st:
+                does = _action_matches(st["Action"], action)
+            else:
+                does = not _action_matches(st.get("NotAction"), action)
+            if not does or not _conditions_hold(st.get("Condition"), context):
+                continue
+            if st.get("Effect") == "Deny":
+                return False, f"{action} explicitly denied by statement {st.get('Sid', i)}"
+            if st.get("Effect") == "Allow":
+                allowed = True
+        if not allowed:
+            return False, f"no statement allows {principal} to perform {action}"
+    return True, "allowed"

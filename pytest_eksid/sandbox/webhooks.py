@@ -1,0 +1,134 @@
+"""The two EKS mutating webhooks, applied to pods at admission.
+
+- IRSA (amazon-eks-pod-identity-webhook): a pod whose ServiceAccount carries
+  ``eks.amazonaws.com/role-arn`` gets ``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE`` and the
+  ``aws-iam-token`` projected volume.
+- EKS Pod Identity: a pod whose (namespace, ServiceAccount) has an association *at creation
+  time* gets ``AWS_CONTAINER_CREDENTIALS_FULL_URI``, ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE``
+  and the ``eks-pod-identity-token`` volume.
+
+Both leave a container's variables alone where it already sets one of the group, as upstream
+does. Both are ``failurePolicy: Ignore`` in EKS: when they are off, pods are admitted bare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.kubeapi import Store
+
+Obj = dict[str, Any]
+
+IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+IRSA_AUDIENCE_ANNOTATION = "eks.amazonaws.com/audience"
+IRSA_REGIONAL_STS_ANNOTATION = "eks.amazonaws.com/sts-regional-endpoints"
+IRSA_EXPIRATION_ANNOTATION = "eks.amazonaws.com/token-expiration"
+IRSA_SKIP_CONTAINERS_ANNOTATION = "eks.amazonaws.com/skip-containers"
+IRSA_SKIP_LABEL = "eks.amazonaws.com/skip-pod-identity-webhook"
+IRSA_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+PI_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
+PI_AUDIENCE = "pods.eks.amazonaws.com"
+
+
+@dataclass
+class WebhookConfig:
+    region: str | None
+    agent_uri: str  # EKS: http://169.254.170.23/v1/credentials; the sandbox's agent is on loopback
+    irsa_enabled: bool = True
+    pod_identity_enabled: bool = True
+
+
+def _set_env_group(container: Obj, group: dict[str, str]) -> None:
+    env = container.setdefault("env", [])
+    names = {e.get("name") for e in env}
+    if names & set(group):
+        return
+    env.extend({"name": k, "value": v} for k, v in group.items())
+
+
+def _add_volume(pod: Obj, volume: Obj, mount_path: str, containers: list[Obj]) -> None:
+    spec = pod["spec"]
+    if any(v.get("name") == volume["name"] for v in spec.setdefault("volumes", [])):
+        return
+    spec["volumes"].append(volume)
+    for c in containers:
+        c.setdefault("volumeMounts", []).append(
+            {"name": volume["name"], "mountPath": mount_path, "readOnly": True}
+        )
+
+
+def _projected_token(name: str, audience: str, path: str, expiration: int) -> Obj:
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration, "path": path}}
+            ]
+        },
+    }
+
+
+class Webhooks:
+    def __init__(self, store: Store, eks: EksControlPlane, config: WebhookConfig) -> None:
+        self.store = store
+        self.eks = eks
+        self.config = config
+
+    def install(self) -> None:
+        self.store.mutators.append(self.mutate)
+
+    def mutate(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        ns = meta["namespace"]
+        sa = self.store.find("serviceaccounts", ns, pod["spec"]["serviceAccountName"])
+        if sa is None:
+            return
+        if self.config.irsa_enabled:
+            self._irsa(pod, sa)
+        if self.config.pod_identity_enabled:
+            self._pod_identity(pod)
+
+    def _irsa(self, pod: Obj, sa: Obj) -> None:
+        annotations = sa["metadata"].get("annotations") or {}
+        role = annotations.get(IRSA_ROLE_ANNOTATION)
+        if not role or IRSA_SKIP_LABEL in (pod["metadata"].get("labels") or {}):
+            return
+        pod_annotations = pod["metadata"].get("annotations") or {}
+        skip = {s.strip() for s in pod_annotations.get(IRSA_SKIP_CONTAINERS_ANNOTATION, "").split(",")}
+        audience = annotations.get(IRSA_AUDIENCE_ANNOTATION, "sts.amazonaws.com")
+        raw_exp = pod_annotations.get(IRSA_EXPIRATION_ANNOTATION) or annotations.get(
+            IRSA_EXPIRATION_ANNOTATION, "86400"
+        )
+        try:
+            expiration = max(600, int(raw_exp))
+        except ValueError:
+            expiration = 86400
+        group = {"AWS_ROLE_ARN": role, "AWS_WEB_IDENTITY_TOKEN_FILE": f"{IRSA_TOKEN_DIR}/token"}
+        if annotations.get(IRSA_REGIONAL_STS_ANNOTATION) == "true":
+            group["AWS_STS_REGIONAL_ENDPOINTS"] = "regional"
+        containers = [c for c in pod["spec"]["containers"] if c.get("name") not in skip]
+        for c in containers:
+            _set_env_group(c, group)
+            if self.config.region:
+                _set_env_group(c, {"AWS_DEFAULT_REGION": self.config.region, "AWS_REGION": self.config.region})
+        _add_volume(pod, _projected_token("aws-iam-token", audience, "token", expiration), IRSA_TOKEN_DIR, containers)
+
+    def _pod_identity(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        if self.eks.find_association(meta["namespace"], pod["spec"]["serviceAccountName"]) is None:
+            return
+        group = {
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.config.agent_uri,
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": f"{PI_TOKEN_DIR}/eks-pod-identity-token",
+        }
+        containers = pod["spec"]["containers"]
+        for c in containers:
+            _set_env_group(c, group)
+        _add_volume(
+            pod,
+            _projected_token("eks-pod-identity-token", PI_AUDIENCE, "eks-pod-identity-token", 86400),
+            PI_TOKEN_DIR,
+            containers,
+        )
