@@ -116,7 +116,7 @@ class Toleration(_Model):
 
 
 class Probe(_Model):
-    image: str = "public.ecr.aws/aws-cli/aws-cli:latest"
+    image: str = Field(min_length=1)
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -159,7 +159,7 @@ class Sandbox(_Model):
 
 class Profile(_Model):
     cluster: Cluster
-    probe: Probe = Field(default_factory=Probe)
+    probe: Probe
     workloads: list[Workload] = Field(min_length=1)
     sandbox: Sandbox | None = None
 

@@ -1,0 +1,107 @@
+"""Is the probe, running as the workload's ServiceAccount, the expected IAM role?"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.profile import Profile, Workload, role_arn_parts
+
+ASSUMED_ROLE_RE = re.compile(r"^arn:aws[\w-]*:sts::(\d{12}):assumed-role/([^/]+)/(.+)$")
+
+# The botocore credential provider each mechanism must be served by.
+EXPECTED_PROVIDER = {"pod-identity": "container-role", "irsa": "assume-role-with-web-identity"}
+PROVIDER_MEANING = {
+    "env": "static keys in the container's environment (AWS_ACCESS_KEY_ID) win over workload identity",
+    "shared-credentials-file": "a ~/.aws/credentials file in the image or a mounted Secret wins over workload identity",
+    "config-file": "a ~/.aws/config file with static keys wins over workload identity",
+    "iam-role": "the node's IMDS role: the pod has no workload identity and IMDS is reachable",
+    "container-role": "EKS Pod Identity (the agent's credentials endpoint)",
+    "assume-role-with-web-identity": "IRSA (a projected token exchanged with STS)",
+}
+
+
+def next_commands(profile: Profile, w: Workload) -> tuple[str, ...]:
+    cluster = profile.cluster
+    sa = f"kubectl -n {w.namespace} get sa {w.service_account} -o yaml"
+    if w.mechanism == "pod-identity":
+        return (
+            f"aws eks list-pod-identity-associations --cluster-name {cluster.name} --region {cluster.region} "
+            f"--namespace {w.namespace} --service-account {w.service_account}",
+            sa,
+        )
+    _, role = role_arn_parts(w.role_arn)
+    return (sa, f"aws iam get-role --role-name {role} --query Role.AssumeRolePolicyDocument")
+
+
+def role_of(caller_arn: str) -> tuple[str, str] | None:
+    """(account, role name) of an assumed-role session ARN, or None for anything else."""
+    m = ASSUMED_ROLE_RE.match(caller_arn)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def _where(w: Workload) -> str:
+    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
+
+
+def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
+    """The caller must be a session of exactly the expected role."""
+    expected_account, expected_role = role_arn_parts(w.role_arn)
+    caller = identity.get("caller") or {}
+    method = identity.get("method") or "none"
+    arn = str(caller.get("arn") or "")
+    details = {"provider": f"{method} — {PROVIDER_MEANING.get(method, 'unexpected provider')}"}
+    if not arn:
+        err = identity.get("error") or {}
+        seen = f"no AWS identity: {err.get('code') or err.get('type', 'error')}: {err.get('message', '')}".strip()
+        likely = _no_identity_hint(w, err)
+        return Finding("caller_role", f"{_where(w)}: the probe has no AWS identity", w.role_arn, seen, likely,
+                       next_commands(profile, w), details)
+    got = role_of(arn)
+    if got == (expected_account, expected_role):
+        return None
+    if got is None:
+        likely = ("the caller is not a role session: static IAM user keys are in use"
+                  if ":user/" in arn else "the caller is not an assumed role")
+    elif method == "iam-role" or (profile.cluster.node_role_arn and got[1] == role_arn_parts(profile.cluster.node_role_arn)[1]):
+        likely = "the pod fell through to the node's IMDS role: its own identity is missing and IMDS is reachable"
+    else:
+        binding = "Pod Identity association" if w.mechanism == "pod-identity" else "eks.amazonaws.com/role-arn annotation"
+        likely = f"wrong role bound: the {binding} points at role {got[1]!r}, not {expected_role!r}"
+    return Finding("caller_role", f"{_where(w)}: the caller is not the expected role", w.role_arn, arn, likely,
+                   next_commands(profile, w), details)
+
+
+def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
+    code = str(err.get("code") or err.get("type") or "")
+    if code == "InvalidIdentityToken":
+        return "IRSA token rejected: no IAM OIDC provider for the cluster's issuer, or a wrong audience"
+    if code == "AccessDenied":
+        return "the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
+    if code == "NoCredentialsError":
+        if w.mechanism == "pod-identity":
+            return ("no credentials injected: no Pod Identity association existed when the pod started "
+                    "(or the webhook did not run); IMDS is blocked")
+        return "no credentials injected: the ServiceAccount lacks the eks.amazonaws.com/role-arn annotation (or the webhook did not run)"
+    return "credential resolution failed; see the probe output"
+
+
+def credential_provider(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
+    """Credentials must come from the mechanism's own provider, not from anything earlier in the chain."""
+    expected = EXPECTED_PROVIDER[w.mechanism]
+    method = identity.get("method")
+    if method == expected and identity.get("caller"):
+        return None
+    seen = str(method or "no provider resolved")
+    if method and not identity.get("caller"):
+        err = identity.get("error") or {}
+        seen += f" (but the STS call failed: {err.get('code') or err.get('type')}: {err.get('message', '')})"
+    return Finding(
+        "credential_provider",
+        f"{_where(w)}: credentials do not come from {w.mechanism}",
+        f"{expected} — {PROVIDER_MEANING[expected]}",
+        seen,
+        PROVIDER_MEANING.get(str(method), _no_identity_hint(w, identity.get("error") or {})),
+        next_commands(profile, w),
+    )

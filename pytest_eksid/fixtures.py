@@ -1,0 +1,143 @@
+"""Fixtures: the profile, the cluster connection, the probe campaign, one workload's probe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.kube import Kube, KubeError, KubeTarget
+from pytest_eksid.probe.pod import Campaign, ProbeOutcome
+from pytest_eksid.profile import LoadedProfile, Workload
+from pytest_eksid.redact import redact_json
+from pytest_eksid.settings import Settings
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+SELECTED_KEY = pytest.StashKey[set[str]]()
+WORKLOAD_FIXTURE = "eksid_workload"
+
+
+def _progress(config: pytest.Config, message: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or config.get_verbosity() < 0:
+        return
+    if capture is None:
+        reporter.write_line(f"eksid: {message}")
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"eksid: {message}")
+
+
+def fail_on(finding: Finding | None) -> None:
+    """Fail the current test with the finding's message (no traceback: the message is the point)."""
+    if finding is not None:
+        pytest.fail(finding.message(), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def eksid_settings(pytestconfig: pytest.Config) -> Settings:
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def eksid_profile(eksid_settings: Settings) -> LoadedProfile:
+    """The loaded profile (``--profile``)."""
+    if eksid_settings.profile is None:
+        raise pytest.UsageError("no profile: pass --profile NAME (e.g. --profile demo)")
+    return eksid_settings.profile.value
+
+
+@pytest.fixture(scope="session")
+def eksid_connection(eksid_profile: LoadedProfile, pytestconfig: pytest.Config) -> Iterator[dict[str, str | None]]:
+    """The environment the run talks to the cluster with.
+
+    For a profile with a ``sandbox`` section this starts the embedded emulated EKS and points the
+    standard settings (``KUBECONFIG``, ``AWS_ENDPOINT_URL``, credentials) at it for the session;
+    for a live profile it is empty and the caller's own environment is used.
+    """
+    if eksid_profile.profile.sandbox is None:
+        yield {}
+        return
+    from pytest_eksid.sandbox.runtime import Sandbox
+
+    sandbox = Sandbox(eksid_profile.profile)
+    _progress(pytestconfig, f"starting the embedded sandbox for cluster {eksid_profile.profile.cluster.name}")
+    connection = sandbox.start()
+    _progress(pytestconfig, f"sandbox ready in {sandbox.startup_seconds:.1f}s (kubeconfig {connection.kubeconfig})")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in connection.env.items():
+                if value is None:
+                    mp.delenv(key, raising=False)
+                else:
+                    mp.setenv(key, value)
+            yield dict(connection.env)
+    finally:
+        sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+def eksid_kube(eksid_profile: LoadedProfile, eksid_connection: dict[str, str | None]) -> Kube:
+    """The Kubernetes client for the profile's cluster."""
+    cluster = eksid_profile.profile.cluster
+    kubeconfig = cluster.kubeconfig
+    if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
+        kubeconfig = str(eksid_profile.path.parent / kubeconfig)
+    try:
+        return Kube(KubeTarget(kubeconfig=kubeconfig, context=cluster.kube_context))
+    except KubeError as exc:
+        problem = str(exc)
+    pytest.fail(f"{eksid_profile.path}: cluster.kubeconfig/kubeContext: {problem}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def eksid_campaign(
+    pytestconfig: pytest.Config, eksid_settings: Settings, eksid_profile: LoadedProfile, eksid_kube: Kube
+) -> Iterator[Campaign]:
+    """The session's probe campaign: all selected workloads' probe pods, launched at once."""
+    campaign = Campaign(
+        kube=eksid_kube,
+        profile=eksid_profile.profile,
+        max_parallel=eksid_settings.max_parallel.value,
+        keep_pods=eksid_settings.keep_pods.value,
+        progress=lambda msg: _progress(pytestconfig, msg),
+        manifest_hook=lambda manifest, workload: pytestconfig.hook.pytest_eksid_probe_manifest(
+            manifest=manifest, profile=eksid_profile.profile, workload=workload
+        ),
+    )
+    selected = pytestconfig.stash.get(SELECTED_KEY, set())
+    try:
+        campaign.run(w for w in eksid_profile.profile.workloads if w.name in selected)
+        yield campaign
+    finally:
+        deleted = campaign.cleanup()
+        if deleted:
+            _progress(pytestconfig, f"deleted {len(deleted)} probe pod(s)")
+        elif campaign.keep_pods:
+            _progress(pytestconfig, f"kept probe pods (run id {campaign.run_id}); delete them with: "
+                      f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}")
+
+
+@pytest.fixture
+def eksid_workload(request: pytest.FixtureRequest) -> Workload:
+    """The workload under test (parametrized from the profile: ``<profile>/<workload>``)."""
+    workload = getattr(request, "param", None)
+    if not isinstance(workload, Workload):
+        raise pytest.UsageError(f"{request.node.nodeid}: eksid_workload is parametrized by the plugin from --profile")
+    return workload
+
+
+@pytest.fixture
+def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_workload: Workload) -> ProbeOutcome:
+    """The probe's result for this workload; fails the test when the probe could not run."""
+    outcome = eksid_campaign.outcomes.get(eksid_workload.name)
+    if outcome is None:
+        outcome = eksid_campaign.run([eksid_workload])[eksid_workload.name]
+    if outcome.result is not None:
+        request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
+    if outcome.error is not None:
+        pytest.fail(f"{eksid_workload.name}: the probe could not run: {outcome.error}", pytrace=False)
+    return outcome

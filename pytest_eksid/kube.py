@@ -1,0 +1,121 @@
+"""Every Kubernetes call pytest-eksid makes, over the official ``kubernetes`` client.
+
+Keeping them here is what lets ``deploy/`` grant the runner exactly these verbs. Nothing else in
+the package imports ``kubernetes``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+Obj = dict[str, Any]
+
+# The verbs this module uses, by resource; deploy/ RBAC is derived from it.
+VERBS: dict[str, tuple[str, ...]] = {
+    "pods": ("create", "get", "list", "delete"),
+    "pods/log": ("get",),
+}
+
+
+class KubeError(Exception):
+    """A Kubernetes call that failed, with the API's own reason."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def _wrap(exc: ApiException, what: str) -> KubeError:
+    import json
+
+    reason, message = "", str(exc.reason)
+    try:
+        body = json.loads(exc.body or "{}")
+        reason, message = str(body.get("reason", "")), str(body.get("message", message))
+    except ValueError:
+        pass
+    return KubeError(f"{what}: {exc.status} {reason or exc.reason}: {message}", exc.status, reason)
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    kubeconfig: str | None
+    context: str | None
+
+    def describe(self) -> str:
+        return f"context {self.context or '(current)'} of {self.kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
+
+
+class Kube:
+    def __init__(self, target: KubeTarget) -> None:
+        self.target = target
+        # Read $KUBECONFIG now: the client reads it once, at import time.
+        config_file = target.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        try:
+            api_client = config.new_client_from_config(config_file=config_file, context=target.context)
+        except (ConfigException, OSError, TypeError) as exc:
+            raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.context = target.context or _current_context(config_file)
+
+    def create_pod(self, namespace: str, manifest: Obj) -> Obj:
+        try:
+            pod = self.core.create_namespaced_pod(namespace, manifest)
+        except ApiException as exc:
+            raise _wrap(exc, f"create pod in namespace {namespace}") from None
+        return _plain(self.api_client, pod)
+
+    def read_pod(self, namespace: str, name: str) -> Obj:
+        try:
+            return _plain(self.api_client, self.core.read_namespaced_pod(name, namespace))
+        except ApiException as exc:
+            raise _wrap(exc, f"read pod {namespace}/{name}") from None
+
+    def pod_log(self, namespace: str, name: str, tail_lines: int | None = None) -> str:
+        try:
+            kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
+            return str(self.core.read_namespaced_pod_log(name, namespace, **kwargs))
+        except ApiException as exc:
+            raise _wrap(exc, f"read log of pod {namespace}/{name}") from None
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete a pod; False when it was already gone."""
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _wrap(exc, f"delete pod {namespace}/{name}") from None
+        return True
+
+    def list_pods(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
+        try:
+            if namespace is None:
+                pods = self.core.list_pod_for_all_namespaces(label_selector=label_selector)
+            else:
+                pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+        except ApiException as exc:
+            raise _wrap(exc, f"list pods ({label_selector})") from None
+        return [_plain(self.api_client, p) for p in pods.items]
+
+
+def _plain(api_client: Any, model: Any) -> Obj:
+    """The client's model object as the API's own JSON shape (camelCase keys)."""
+    data = api_client.sanitize_for_serialization(model)
+    return data if isinstance(data, dict) else {}
+
+
+def _current_context(kubeconfig: str | None) -> str | None:
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (ConfigException, OSError, TypeError):
+        return None
+    return str(active["name"]) if active else None

@@ -1,0 +1,260 @@
+"""Probe pods: the spec, the launch, the wait (with a diagnosis), the result, the cleanup.
+
+One pod per workload runs :mod:`pytest_eksid.probe.program` as the workload's ServiceAccount.
+The runner needs only pods create/get/list/delete and pods/log: the result is the pod's log.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_eksid.kube import Kube, KubeError
+from pytest_eksid.probe import program
+from pytest_eksid.profile import Profile, Workload
+
+Obj = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "pytest-eksid"
+RUN_ID_LABEL = "eksid.dev/run-id"
+WORKLOAD_LABEL = "eksid.dev/workload"
+CONTAINER = "probe"
+POLL_SECONDS = 0.25
+# Waiting reasons that will not resolve by themselves: fail at once, do not wait out the timeout.
+FATAL_WAITING = {
+    "ErrImagePull": "the node cannot pull the probe image",
+    "ImagePullBackOff": "the node cannot pull the probe image",
+    "InvalidImageName": "the probe image name is invalid",
+    "CreateContainerConfigError": "the container's configuration is invalid",
+    "CreateContainerError": "the container could not be created",
+}
+
+
+def program_source() -> str:
+    return Path(program.__file__).read_text(encoding="utf-8")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str) -> Obj:
+    """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
+    probe = profile.probe
+    plan = {"workload": workload.name, "region": profile.cluster.region, "timeout": 5}
+    spec: Obj = {
+        "serviceAccountName": workload.service_account,
+        "automountServiceAccountToken": False,
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": probe.timeout_seconds,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": probe.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python3", "-c", program_source()],
+                "env": [{"name": program.PLAN_VARIABLE, "value": json.dumps(plan, sort_keys=True)}],
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
+    if probe.node_selector:
+        spec["nodeSelector"] = dict(probe.node_selector)
+    if probe.tolerations:
+        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in probe.tolerations]
+    if probe.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in probe.image_pull_secrets]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"eksid-probe-{workload.name}-"[:58],
+            "namespace": workload.namespace,
+            "labels": {
+                MANAGED_BY: MANAGED_BY_VALUE,
+                RUN_ID_LABEL: run_id,
+                WORKLOAD_LABEL: workload.name,
+            },
+        },
+        "spec": spec,
+    }
+
+
+class ProbeError(Exception):
+    """The probe could not produce a result; the message says what was last seen and why."""
+
+
+@dataclass
+class ProbeOutcome:
+    workload: Workload
+    pod: str | None = None
+    result: Obj | None = None
+    error: str | None = None
+    log: str = ""
+    seconds: float = 0.0
+
+    @property
+    def identity(self) -> Obj:
+        return dict((self.result or {}).get("identity") or {})
+
+    @property
+    def environment(self) -> Obj:
+        return dict((self.result or {}).get("environment") or {})
+
+
+def parse_result(log: str) -> Obj | None:
+    for line in reversed(log.splitlines()):
+        if line.startswith(program.RESULT_MARKER):
+            try:
+                data = json.loads(line[len(program.RESULT_MARKER):])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) else None
+    return None
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _diagnose(pod: Obj) -> str | None:
+    """A reason to give up now, or None to keep waiting."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            return f"Unschedulable: {cond.get('message', '')}"
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in FATAL_WAITING:
+            return f"{reason} ({FATAL_WAITING[reason]}): {waiting.get('message', '')}"
+    return None
+
+
+def _seen(pod: Obj) -> str:
+    status = pod.get("status") or {}
+    parts = [f"phase={status.get('phase', '?')}"]
+    for cs in status.get("containerStatuses") or []:
+        for state, detail in (cs.get("state") or {}).items():
+            reason = (detail or {}).get("reason")
+            parts.append(f"container {state}" + (f" ({reason})" if reason else ""))
+    return ", ".join(parts)
+
+
+@dataclass
+class Campaign:
+    """Launch every selected workload's probe pod at once; collect results; clean up."""
+
+    kube: Kube
+    profile: Profile
+    run_id: str = field(default_factory=new_run_id)
+    max_parallel: int = 16
+    keep_pods: bool = False
+    progress: Callable[[str], None] = lambda _msg: None
+    manifest_hook: Callable[[Obj, Workload], object] = lambda _manifest, _workload: None
+    outcomes: dict[str, ProbeOutcome] = field(default_factory=dict)
+    _created: dict[str, str] = field(default_factory=dict)  # pod name -> namespace
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, workloads: Iterable[Workload]) -> dict[str, ProbeOutcome]:
+        todo = [w for w in workloads if w.name not in self.outcomes]
+        if not todo:
+            return self.outcomes
+        self.progress(f"launching {len(todo)} probe pod(s), run id {self.run_id}")
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="eksid-probe") as pool:
+            for outcome in pool.map(self._probe, todo):
+                self.outcomes[outcome.workload.name] = outcome
+        done = sum(1 for w in todo if self.outcomes[w.name].result is not None)
+        self.progress(f"{done}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
+        return self.outcomes
+
+    def _probe(self, workload: Workload) -> ProbeOutcome:
+        outcome = ProbeOutcome(workload)
+        t0 = time.monotonic()
+        try:
+            manifest = probe_pod_manifest(self.profile, workload, self.run_id)
+            self.manifest_hook(manifest, workload)
+            pod = self.kube.create_pod(workload.namespace, manifest)
+            name = str(pod["metadata"]["name"])
+            outcome.pod = name
+            with self._lock:
+                self._created[name] = workload.namespace
+            self._wait(outcome, workload.namespace, name)
+        except (KubeError, ProbeError) as exc:
+            outcome.error = str(exc)
+        outcome.seconds = time.monotonic() - t0
+        return outcome
+
+    def _wait(self, outcome: ProbeOutcome, namespace: str, name: str) -> None:
+        deadline = time.monotonic() + self.profile.probe.timeout_seconds + 10
+        pod: Obj = {}
+        while time.monotonic() < deadline:
+            pod = self.kube.read_pod(namespace, name)
+            phase = (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                outcome.log = self.kube.pod_log(namespace, name)
+                outcome.result = parse_result(outcome.log)
+                if outcome.result is None:
+                    code = _exit_code(pod)
+                    raise ProbeError(
+                        f"probe pod {namespace}/{name} ended {phase} (exit code {code}) without a result line; "
+                        f"last log lines:\n{_tail(outcome.log)}"
+                    )
+                return
+            reason = _diagnose(pod)
+            if reason:
+                raise ProbeError(f"probe pod {namespace}/{name} cannot run: {reason}")
+            time.sleep(POLL_SECONDS)
+        raise ProbeError(
+            f"probe pod {namespace}/{name} did not finish within {self.profile.probe.timeout_seconds + 10}s; "
+            f"last seen: {_seen(pod)}"
+        )
+
+    def cleanup(self) -> list[str]:
+        """Delete every pod this campaign created (unless keep_pods); return the ones deleted."""
+        if self.keep_pods:
+            return []
+        with self._lock:
+            created = dict(self._created)
+            self._created.clear()
+        deleted = []
+        for name, namespace in created.items():
+            try:
+                if self.kube.delete_pod(namespace, name):
+                    deleted.append(f"{namespace}/{name}")
+            except KubeError:
+                continue
+        return deleted
+
+
+def _exit_code(pod: Obj) -> str:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return str(term.get("exitCode"))
+    return "unknown"
