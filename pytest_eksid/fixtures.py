@@ -117,8 +117,11 @@ def eksid_campaign(
         if deleted:
             _progress(pytestconfig, f"deleted {len(deleted)} probe pod(s)")
         elif campaign.keep_pods:
-            _progress(pytestconfig, f"kept probe pods (run id {campaign.run_id}); delete them with: "
-                      f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}")
+            _progress(
+                pytestconfig,
+                f"kept probe pods (run id {campaign.run_id}); delete them with: "
+                f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}",
+            )
 
 
 @pytest.fixture

@@ -59,7 +59,9 @@ class Kube:
         # Read $KUBECONFIG now: the client reads it once, at import time.
         config_file = target.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
         try:
-            api_client = config.new_client_from_config(config_file=config_file, context=target.context)
+            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=config_file, context=target.context
+            )
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
         self.api_client = api_client
@@ -68,7 +70,7 @@ class Kube:
 
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
         try:
-            pod = self.core.create_namespaced_pod(namespace, manifest)
+            pod = self.core.create_namespaced_pod(namespace, manifest)  # type: ignore[arg-type]
         except ApiException as exc:
             raise _wrap(exc, f"create pod in namespace {namespace}") from None
         return _plain(self.api_client, pod)
@@ -115,7 +117,7 @@ def _plain(api_client: Any, model: Any) -> Obj:
 
 def _current_context(kubeconfig: str | None) -> str | None:
     try:
-        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError, TypeError):
         return None
     return str(active["name"]) if active else None

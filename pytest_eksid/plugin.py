@@ -137,7 +137,8 @@ def pytest_configure(config: pytest.Config) -> None:
         profile = Setting(loaded, profile_spec.source)
     keep = _setting(config, "eksid_keep_pods", "--eksid-keep-pods", _bool, False)
     parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 16)
-    assert keep is not None and parallel is not None
+    assert keep is not None
+    assert parallel is not None
     config.stash[SETTINGS_KEY] = Settings(profile=profile, keep_pods=keep, max_parallel=parallel)
 
 
@@ -151,8 +152,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         shown = loaded.path.relative_to(config.rootpath)
     except ValueError:
         shown = loaded.path
-    target = "embedded sandbox (started at session start)" if loaded.profile.sandbox else (
-        f"kube context {cluster.kube_context or '(current)'}"
+    target = (
+        "embedded sandbox (started at session start)"
+        if loaded.profile.sandbox
+        else (f"kube context {cluster.kube_context or '(current)'}")
     )
     return [
         f"eksid: profile {loaded.name}: {shown} (from {settings.profile.source})",

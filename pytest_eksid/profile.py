@@ -45,9 +45,7 @@ class ProfileError(Exception):
 
 def _role_arn(value: str) -> str:
     if not ROLE_ARN_RE.match(value):
-        raise ValueError(
-            f"not an IAM role ARN: {value!r}; expected arn:aws:iam::<12-digit account>:role/<name>"
-        )
+        raise ValueError(f"not an IAM role ARN: {value!r}; expected arn:aws:iam::<12-digit account>:role/<name>")
     return value
 
 
@@ -301,7 +299,7 @@ def _explain(err: Any, loc: tuple[str | int, ...]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
-        return f"expected a string, got {err['input']!r} (quote it in YAML, e.g. \"{err['input']}\")"
+        return f'expected a string, got {err["input"]!r} (quote it in YAML, e.g. "{err["input"]}")'
     if kind == "literal_error":
         return f"{err['msg']} (got {err['input']!r})"
     msg = str(err["msg"])

@@ -56,21 +56,42 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
         err = identity.get("error") or {}
         seen = f"no AWS identity: {err.get('code') or err.get('type', 'error')}: {err.get('message', '')}".strip()
         likely = _no_identity_hint(w, err)
-        return Finding("caller_role", f"{_where(w)}: the probe has no AWS identity", w.role_arn, seen, likely,
-                       next_commands(profile, w), details)
+        return Finding(
+            "caller_role",
+            f"{_where(w)}: the probe has no AWS identity",
+            w.role_arn,
+            seen,
+            likely,
+            next_commands(profile, w),
+            details,
+        )
     got = role_of(arn)
     if got == (expected_account, expected_role):
         return None
     if got is None:
-        likely = ("the caller is not a role session: static IAM user keys are in use"
-                  if ":user/" in arn else "the caller is not an assumed role")
-    elif method == "iam-role" or (profile.cluster.node_role_arn and got[1] == role_arn_parts(profile.cluster.node_role_arn)[1]):
+        likely = (
+            "the caller is not a role session: static IAM user keys are in use"
+            if ":user/" in arn
+            else "the caller is not an assumed role"
+        )
+    elif method == "iam-role" or (
+        profile.cluster.node_role_arn and got[1] == role_arn_parts(profile.cluster.node_role_arn)[1]
+    ):
         likely = "the pod fell through to the node's IMDS role: its own identity is missing and IMDS is reachable"
     else:
-        binding = "Pod Identity association" if w.mechanism == "pod-identity" else "eks.amazonaws.com/role-arn annotation"
+        binding = (
+            "Pod Identity association" if w.mechanism == "pod-identity" else "eks.amazonaws.com/role-arn annotation"
+        )
         likely = f"wrong role bound: the {binding} points at role {got[1]!r}, not {expected_role!r}"
-    return Finding("caller_role", f"{_where(w)}: the caller is not the expected role", w.role_arn, arn, likely,
-                   next_commands(profile, w), details)
+    return Finding(
+        "caller_role",
+        f"{_where(w)}: the caller is not the expected role",
+        w.role_arn,
+        arn,
+        likely,
+        next_commands(profile, w),
+        details,
+    )
 
 
 def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
@@ -81,9 +102,14 @@ def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
         return "the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
     if code == "NoCredentialsError":
         if w.mechanism == "pod-identity":
-            return ("no credentials injected: no Pod Identity association existed when the pod started "
-                    "(or the webhook did not run); IMDS is blocked")
-        return "no credentials injected: the ServiceAccount lacks the eks.amazonaws.com/role-arn annotation (or the webhook did not run)"
+            return (
+                "no credentials injected: no Pod Identity association existed when the pod started "
+                "(or the webhook did not run); IMDS is blocked"
+            )
+        return (
+            "no credentials injected: the ServiceAccount lacks the eks.amazonaws.com/role-arn annotation "
+            "(or the webhook did not run)"
+        )
     return "credential resolution failed; see the probe output"
 
 

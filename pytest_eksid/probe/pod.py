@@ -130,7 +130,7 @@ def parse_result(log: str) -> Obj | None:
     for line in reversed(log.splitlines()):
         if line.startswith(program.RESULT_MARKER):
             try:
-                data = json.loads(line[len(program.RESULT_MARKER):])
+                data = json.loads(line[len(program.RESULT_MARKER) :])
             except ValueError:
                 return None
             return data if isinstance(data, dict) else None
@@ -145,7 +145,11 @@ def _diagnose(pod: Obj) -> str | None:
     """A reason to give up now, or None to keep waiting."""
     status = pod.get("status") or {}
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        if (
+            cond.get("type") == "PodScheduled"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "Unschedulable"
+        ):
             return f"Unschedulable: {cond.get('message', '')}"
     for cs in status.get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -186,7 +190,9 @@ class Campaign:
             return self.outcomes
         self.progress(f"launching {len(todo)} probe pod(s), run id {self.run_id}")
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="eksid-probe") as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="eksid-probe"
+        ) as pool:
             for outcome in pool.map(self._probe, todo):
                 self.outcomes[outcome.workload.name] = outcome
         done = sum(1 for w in todo if self.outcomes[w.name].result is not None)

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 RESULT_MARKER = "EKSID-RESULT "
 PLAN_VARIABLE = "EKSID_PROBE_PLAN"
@@ -45,7 +46,7 @@ TOKEN_FILE_VARIABLES = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZAT
 KEY_ID_VARIABLES = ("AWS_ACCESS_KEY_ID",)
 
 
-def _error(exc: BaseException) -> Dict[str, Any]:
+def _error(exc: BaseException) -> dict[str, Any]:
     """A secret-free description of an exception: botocore's code and message, or the type."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
@@ -59,7 +60,7 @@ def _error(exc: BaseException) -> Dict[str, Any]:
     return {"type": type(exc).__name__, "code": "", "message": str(exc)[:500], "http_status": None}
 
 
-def _jwt_claims(token: str) -> Dict[str, Any]:
+def _jwt_claims(token: str) -> dict[str, Any]:
     """The claims that matter, without verifying the signature (the pod cannot, and need not)."""
     try:
         payload = token.strip().split(".")[1]
@@ -78,8 +79,8 @@ def _jwt_claims(token: str) -> Dict[str, Any]:
     }
 
 
-def audit_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
-    aws: Dict[str, str] = {}
+def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    aws: dict[str, str] = {}
     for name in sorted(environ):
         if not name.startswith("AWS_"):
             continue
@@ -90,12 +91,12 @@ def audit_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
             aws[name] = "set, prefix " + value[:4]
         else:
             aws[name] = "set"
-    tokens: Dict[str, Dict[str, Any]] = {}
+    tokens: dict[str, dict[str, Any]] = {}
     for name in TOKEN_FILE_VARIABLES:
         path = environ.get(name)
         if not path:
             continue
-        entry: Dict[str, Any] = {"path": path}
+        entry: dict[str, Any] = {"path": path}
         try:
             with open(path, encoding="utf-8") as fh:
                 entry["claims"] = _jwt_claims(fh.read())
@@ -103,21 +104,26 @@ def audit_environment(environ: Mapping[str, str]) -> Dict[str, Any]:
             entry["error"] = type(exc).__name__ + ": " + str(exc.strerror or exc)
         tokens[name] = entry
     home = os.path.expanduser("~")
-    files: Dict[str, Dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
     for label, default in (("credentials", ".aws/credentials"), ("config", ".aws/config")):
         path = os.path.join(home, default)
         files[label] = {"path": path, "present": os.path.exists(path)}
     return {"aws_variables": aws, "token_files": tokens, "aws_files": files}
 
 
-def resolve_identity(plan: Mapping[str, Any]) -> Dict[str, Any]:
+def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve credentials through the DEFAULT chain and prove them with a real STS call."""
-    out: Dict[str, Any] = {"method": None, "caller": None, "error": None}
+    out: dict[str, Any] = {"method": None, "caller": None, "error": None}
     try:
         import botocore.session
         from botocore.config import Config
     except ImportError as exc:
-        out["error"] = {"type": "ImportError", "code": "", "message": "botocore is not installed in the probe image: " + str(exc), "http_status": None}
+        out["error"] = {
+            "type": "ImportError",
+            "code": "",
+            "message": "botocore is not installed in the probe image: " + str(exc),
+            "http_status": None,
+        }
         return out
     session = botocore.session.Session()
     try:
@@ -126,7 +132,12 @@ def resolve_identity(plan: Mapping[str, Any]) -> Dict[str, Any]:
         out["error"] = _error(exc)
         return out
     if credentials is None:
-        out["error"] = {"type": "NoCredentialsError", "code": "", "message": "the default credential chain found no credentials", "http_status": None}
+        out["error"] = {
+            "type": "NoCredentialsError",
+            "code": "",
+            "message": "the default credential chain found no credentials",
+            "http_status": None,
+        }
         return out
     out["method"] = credentials.method
     config = Config(
@@ -146,16 +157,23 @@ def resolve_identity(plan: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> Dict[str, Any]:
+def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     started = time.monotonic()
-    result: Dict[str, Any] = {"version": RESULT_VERSION, "workload": plan.get("workload"), "python": sys.version.split()[0]}
+    result: dict[str, Any] = {
+        "version": RESULT_VERSION,
+        "workload": plan.get("workload"),
+        "python": sys.version.split()[0],
+    }
     try:
         import botocore
 
         result["botocore"] = botocore.__version__
     except ImportError:
         result["botocore"] = None
-    steps: List[Tuple[str, Callable[[], Dict[str, Any]]]] = [("environment", lambda: audit_environment(environ)), ("identity", lambda: resolve_identity(plan))]
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("environment", lambda: audit_environment(environ)),
+        ("identity", lambda: resolve_identity(plan)),
+    ]
     for name, step in steps:
         t0 = time.monotonic()
         try:

@@ -38,9 +38,7 @@ from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
-ADMIN_POLICY = json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-)
+ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,34 @@ class SessionCredentials:
         return self.expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# moto keeps its state in process-wide backends: one sandbox at a time per process.
+_ACTIVE = threading.Lock()
+
+
 class Iam:
-    """In-process access to moto's IAM and STS state for one sandbox."""
+    """In-process access to moto's IAM and STS state for one sandbox.
+
+    Owns moto's process-wide state while it lives: :meth:`open` resets every backend and fails
+    if another sandbox in this process holds it; :meth:`close` releases it.
+    """
 
     def __init__(self) -> None:
         self.minted: list[str] = []  # every secret this sandbox handed out, for leak tests
         self._lock = threading.Lock()
+        self._open = False
+
+    def open(self) -> None:
+        from moto.core.base_backend import BackendDict
+
+        if not _ACTIVE.acquire(blocking=False):
+            raise RuntimeError("another sandbox is running in this process; stop it first")
+        self._open = True
+        BackendDict.reset()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            _ACTIVE.release()
 
     def admin_keys(self, account_id: str, user_name: str) -> tuple[str, str]:
         backend = iam_backends[account_id][PARTITION]
@@ -93,9 +113,9 @@ class Iam:
                 region_name="us-east-1",
                 role_session_name=session_name[:64],
                 role_arn=role_arn,
-                policy=None,
+                policy=None,  # type: ignore[arg-type]
                 duration=duration,
-                external_id=None,
+                external_id=None,  # type: ignore[arg-type]
             )
         self._remember(assumed.secret_access_key)
         self._remember(assumed.session_token)
@@ -150,12 +170,12 @@ class WebIdentityFront:
         host_path = iss.split("://", 1)[-1]
         client_ids = self.iam.oidc_client_ids(account, host_path)
         if client_ids is None:
-            return _sts_error(
-                "InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}", 400
-            )
+            return _sts_error("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}", 400)
         issuer = next((i for i in self.issuers() if i.url == iss), None)
         if issuer is None:
-            return _sts_error("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider", 400)
+            return _sts_error(
+                "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider", 400
+            )
         try:
             claims = issuer.verify(token)
         except TokenError as exc:
@@ -205,7 +225,9 @@ def _credential_scope(authorization: str) -> list[str]:
 class AwsGateway:
     """The WSGI app behind ``AWS_ENDPOINT_URL``."""
 
-    def __init__(self, iam: Iam, clusters: Callable[[], dict[str, EksControlPlane]], issuers: Callable[[], Iterable[Issuer]]) -> None:
+    def __init__(
+        self, iam: Iam, clusters: Callable[[], dict[str, EksControlPlane]], issuers: Callable[[], Iterable[Issuer]]
+    ) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.clusters = clusters
         self.web_identity = WebIdentityFront(iam, issuers)
@@ -225,7 +247,8 @@ class AwsGateway:
             params.update({k: v for k, v in request.args.items()})
             if params.get("Action") == "AssumeRoleWithWebIdentity":
                 return self.web_identity(params)(environ, start_response)
-        return self.moto(environ, start_response)  # type: ignore[no-any-return]
+        answer: Iterable[bytes] = self.moto(environ, start_response)
+        return answer
 
     def _eks(self, request: Request, body: bytes, authorization: str, scope: list[str]) -> Response:
         try:
@@ -285,7 +308,7 @@ def _eks_action(method: str, path: str) -> str:
     }.get(method, "Unknown")
 
 
-class _QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+class _QuietHandler(MotoRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
 

@@ -134,8 +134,7 @@ class EksControlPlane:
         with self._lock:
             assoc = self._associations.get(assoc_id)
         if assoc is None:
-            raise EksError(404, "ResourceNotFoundException",
-                           f"No Pod Identity Association found with id {assoc_id}")
+            raise EksError(404, "ResourceNotFoundException", f"No Pod Identity Association found with id {assoc_id}")
         return assoc
 
     def describe_cluster(self) -> Obj:

@@ -91,30 +91,45 @@ def _split_selector(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def label_matcher(selector: str) -> Callable[[dict[str, str]], bool]:
+Requirement = tuple[str, str, frozenset[str]]  # key, operator, values
+
+
+def parse_label_selector(selector: str) -> list[Requirement]:
     """Parse a Kubernetes label selector; raise ApiError(400) on nonsense."""
-    tests: list[Callable[[dict[str, str]], bool]] = []
+    reqs: list[Requirement] = []
     for term in _split_selector(selector):
         m = _SET_RE.match(term)
         if m:
-            key, op, vals = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
-            if op == "in":
-                tests.append(lambda lb, k=key, vs=vals: lb.get(k) in vs)
-            else:
-                tests.append(lambda lb, k=key, vs=vals: lb.get(k) not in vs)
+            reqs.append((m.group(1), m.group(2), frozenset(v.strip() for v in m.group(3).split(","))))
         elif "!=" in term:
-            k, v = (s.strip() for s in term.split("!=", 1))
-            tests.append(lambda lb, k=k, v=v: lb.get(k) != v)
+            k, v = term.split("!=", 1)
+            reqs.append((k.strip(), "!=", frozenset([v.strip()])))
         elif "=" in term:
-            k, v = (s.strip() for s in term.replace("==", "=").split("=", 1))
-            tests.append(lambda lb, k=k, v=v: lb.get(k) == v)
-        elif term.startswith("!"):
-            tests.append(lambda lb, k=term[1:].strip(): k not in lb)
+            k, v = term.replace("==", "=").split("=", 1)
+            reqs.append((k.strip(), "=", frozenset([v.strip()])))
+        elif term.startswith("!") and re.match(r"^[\w./-]+$", term[1:].strip()):
+            reqs.append((term[1:].strip(), "!", frozenset()))
         elif re.match(r"^[\w./-]+$", term):
-            tests.append(lambda lb, k=term: k in lb)
+            reqs.append((term, "exists", frozenset()))
         else:
             raise ApiError(400, "BadRequest", f"unable to parse requirement: {term!r}")
-    return lambda labels: all(t(labels) for t in tests)
+    return reqs
+
+
+def _holds(req: Requirement, value: str | None) -> bool:
+    _, op, values = req
+    if op == "exists":
+        return value is not None
+    if op == "!":
+        return value is None
+    if op in ("=", "in"):
+        return value in values
+    return value not in values  # "!=", "notin"
+
+
+def label_matcher(selector: str) -> Callable[[dict[str, str]], bool]:
+    reqs = parse_label_selector(selector)
+    return lambda labels: all(_holds(r, labels.get(r[0])) for r in reqs)
 
 
 def _field(obj: Obj, path: str) -> str:
@@ -125,17 +140,14 @@ def _field(obj: Obj, path: str) -> str:
 
 
 def field_matcher(selector: str) -> Callable[[Obj], bool]:
-    tests: list[Callable[[Obj], bool]] = []
+    reqs: list[Requirement] = []
     for term in _split_selector(selector):
-        if "!=" in term:
-            k, v = term.split("!=", 1)
-            tests.append(lambda o, k=k.strip(), v=v.strip(): _field(o, k) != v)
-        elif "=" in term:
-            k, v = term.replace("==", "=").split("=", 1)
-            tests.append(lambda o, k=k.strip(), v=v.strip(): _field(o, k) == v)
-        else:
+        op = "!=" if "!=" in term else "="
+        if op not in term.replace("==", "="):
             raise ApiError(400, "BadRequest", f"invalid field selector: {term!r}")
-    return lambda obj: all(t(obj) for t in tests)
+        k, v = term.replace("==", "=").split(op, 1)
+        reqs.append((k.strip(), op, frozenset([v.strip()])))
+    return lambda obj: all(_holds(r, _field(obj, r[0])) for r in reqs)
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -175,13 +187,11 @@ class Store:
                 if meta.get("generateName"):
                     meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
                 else:
-                    raise ApiError(422, "Invalid", f"{kind} is invalid: metadata.name: Required value",
-                                   kind=kind)
+                    raise ApiError(422, "Invalid", f"{kind} is invalid: metadata.name: Required value", kind=kind)
             name = meta["name"]
             key = (resource, namespace if namespaced else "", name)
             if key in self._objects:
-                raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists',
-                               kind=resource, name=name)
+                raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists', kind=resource, name=name)
             obj["kind"] = kind
             obj["apiVersion"] = "v1"
             if resource == "pods":
@@ -252,11 +262,7 @@ class Store:
                 for (r, ns, _), o in sorted(self._objects.items())
                 if r == resource and (namespace is None or ns == namespace)
             ]
-        return [
-            o
-            for o in items
-            if match_labels(o["metadata"].get("labels") or {}) and match_fields(o)
-        ]
+        return [o for o in items if match_labels(o["metadata"].get("labels") or {}) and match_fields(o)]
 
     def update(self, resource: str, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj:
         """Apply ``change`` to the stored object under the lock (status updates, patches)."""
@@ -283,6 +289,7 @@ class Store:
 
 
 # --- HTTP --------------------------------------------------------------------------------
+
 
 def parse_path(path: str) -> tuple[str, str | None, str | None, str | None]:
     """Split ``/api/v1/...`` into (resource, namespace, name, subresource)."""
@@ -316,10 +323,12 @@ def discovery_resources() -> Obj:
             }
         )
         if res == "pods":
-            resources.append({"name": "pods/status", "singularName": "", "namespaced": True,
-                              "kind": "Pod", "verbs": ["get"]})
-            resources.append({"name": "pods/log", "singularName": "", "namespaced": True,
-                              "kind": "Pod", "verbs": ["get"]})
+            resources.append(
+                {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+            )
+            resources.append(
+                {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+            )
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources}
 
 
@@ -404,12 +413,18 @@ class KubeApiServer:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if method == "GET":
             if path == "/version":
-                return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-eks-sandbox",
-                             "platform": "linux/amd64"}
+                return 200, {
+                    "major": "1",
+                    "minor": "33",
+                    "gitVersion": "v1.33.0-eks-sandbox",
+                    "platform": "linux/amd64",
+                }
             if path == "/api":
-                return 200, {"kind": "APIVersions", "versions": ["v1"],
-                             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                                             "serverAddress": "127.0.0.1"}]}
+                return 200, {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+                }
             if path == "/apis":
                 return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
             if path == "/api/v1":

@@ -38,7 +38,9 @@ ImdsMode = Literal["blocked", "exposed"]
 class _Http:
     """A small threaded HTTP server on a free loopback port."""
 
-    def __init__(self, name: str, handler: Callable[[BaseHTTPRequestHandler, str], tuple[int, dict[str, str], bytes] | None]) -> None:
+    def __init__(
+        self, name: str, handler: Callable[[BaseHTTPRequestHandler, str], tuple[int, dict[str, str], bytes] | None]
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,8 +124,8 @@ class Imds:
             return _json(200, token)
         if method != "GET":
             return _json(405, "Method Not Allowed")
-        token = req.headers.get("x-aws-ec2-metadata-token")
-        if self.mode == "blocked" and token not in self._tokens:
+        v2_token = req.headers.get("x-aws-ec2-metadata-token")
+        if self.mode == "blocked" and v2_token not in self._tokens:
             return _json(401, "Unauthorized")
         prefix = "/latest/meta-data/iam/security-credentials/"
         role_name = (self.node_role_arn or "").rsplit("/", 1)[-1]
@@ -131,15 +133,18 @@ class Imds:
             return _json(200, role_name) if role_name else _json(404, "Not Found")
         if path == prefix + role_name and role_name and self.node_role_arn:
             creds = self.iam.mint(self.node_role_arn, f"i-{uuid.uuid4().hex[:17]}")
-            return _json(200, {
-                "Code": "Success",
-                "LastUpdated": now_rfc3339(),
-                "Type": "AWS-HMAC",
-                "AccessKeyId": creds.access_key_id,
-                "SecretAccessKey": creds.secret_access_key,
-                "Token": creds.session_token,
-                "Expiration": creds.iso_expiration(),
-            })
+            return _json(
+                200,
+                {
+                    "Code": "Success",
+                    "LastUpdated": now_rfc3339(),
+                    "Type": "AWS-HMAC",
+                    "AccessKeyId": creds.access_key_id,
+                    "SecretAccessKey": creds.secret_access_key,
+                    "Token": creds.session_token,
+                    "Expiration": creds.iso_expiration(),
+                },
+            )
         return _json(404, "Not Found")
 
 
@@ -169,7 +174,7 @@ class PodIdentityAgent:
             return _json(404, "Not Found")
         if req.headers.get("Host") not in self._allowed_hosts():
             return _json(403, {"message": "Access denied: invalid host header"})
-        token = req.headers.get("Authorization") or ""
+        token = str(req.headers.get("Authorization") or "")
         try:
             claims = self.issuer.verify(token)
         except TokenError as exc:
@@ -195,20 +200,27 @@ class PodIdentityAgent:
             "aws:SourceAccount": [self.eks.account_id],
             "aws:SourceArn": [self.eks.arn],
         }
-        allowed, reason = (False, "role not found") if trust is None else trust_allows(
-            trust, principal_kind="Service", principal=PI_AUDIENCE, actions=actions, context=context
+        allowed, reason = (
+            (False, "role not found")
+            if trust is None
+            else trust_allows(trust, principal_kind="Service", principal=PI_AUDIENCE, actions=actions, context=context)
         )
         if not allowed:
-            return _json(403, {"message": f"AccessDeniedException: EKS Pod Identity cannot assume {assoc.role_arn}: {reason}"})
+            return _json(
+                403, {"message": f"AccessDeniedException: EKS Pod Identity cannot assume {assoc.role_arn}: {reason}"}
+            )
         session = f"eks-{self.eks.name}-{pod.get('name', '')}-{uuid.uuid4()}"[:64]
         creds = self.iam.mint(assoc.role_arn, session)
-        return _json(200, {
-            "AccessKeyId": creds.access_key_id,
-            "SecretAccessKey": creds.secret_access_key,
-            "Token": creds.session_token,
-            "AccountId": assoc.role_arn.split(":")[4],
-            "Expiration": creds.iso_expiration(),
-        })
+        return _json(
+            200,
+            {
+                "AccessKeyId": creds.access_key_id,
+                "SecretAccessKey": creds.secret_access_key,
+                "Token": creds.session_token,
+                "AccountId": assoc.role_arn.split(":")[4],
+                "Expiration": creds.iso_expiration(),
+            },
+        )
 
 
 @dataclass
@@ -240,13 +252,28 @@ class Node:
             },
             "spec": {"providerID": f"aws:///eu-west-1a/i-{uuid.uuid5(uuid.NAMESPACE_DNS, self.name).hex[:17]}"},
             "status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "lastHeartbeatTime": now_rfc3339(), "lastTransitionTime": now_rfc3339()}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "lastHeartbeatTime": now_rfc3339(),
+                        "lastTransitionTime": now_rfc3339(),
+                    }
+                ],
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                "nodeInfo": {"kubeletVersion": "v1.33.0-eks-sandbox", "operatingSystem": "linux",
-                             "architecture": "amd64", "containerRuntimeVersion": "eksid-sandbox://1",
-                             "kernelVersion": "", "osImage": "sandbox", "kubeProxyVersion": "",
-                             "machineID": "", "systemUUID": "", "bootID": ""},
+                "nodeInfo": {
+                    "kubeletVersion": "v1.33.0-eks-sandbox",
+                    "operatingSystem": "linux",
+                    "architecture": "amd64",
+                    "containerRuntimeVersion": "eksid-sandbox://1",
+                    "kernelVersion": "",
+                    "osImage": "sandbox",
+                    "kubeProxyVersion": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                    "bootID": "",
+                },
             },
         }
 
@@ -276,7 +303,9 @@ class Kubelet:
         if spec.get("nodeName"):
             return next((n for n in self.nodes if n.name == spec["nodeName"]), None)
         selector = spec.get("nodeSelector") or {}
-        fits = [n for n in self.nodes if all(n.manifest()["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        fits = [
+            n for n in self.nodes if all(n.manifest()["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]
         if not fits:
             return None
         with self._lock:
@@ -295,10 +324,23 @@ class Kubelet:
         meta = pod["metadata"]
         node = self._schedule(pod)
         if node is None:
-            self._patch(pod, lambda p: p["status"].update({"conditions": [{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "message": f"0/{len(self.nodes)} nodes are available: node(s) didn't match Pod's node affinity/selector.",
-                "lastTransitionTime": now_rfc3339()}]}))
+            self._patch(
+                pod,
+                lambda p: p["status"].update(
+                    {
+                        "conditions": [
+                            {
+                                "type": "PodScheduled",
+                                "status": "False",
+                                "reason": "Unschedulable",
+                                "message": f"0/{len(self.nodes)} nodes are available: "
+                            "node(s) didn't match Pod's node affinity/selector.",
+                                "lastTransitionTime": now_rfc3339(),
+                            }
+                        ]
+                    }
+                ),
+            )
             return
         container = pod["spec"]["containers"][0]
         root = self.workdir / "pods" / meta["uid"]
@@ -308,33 +350,49 @@ class Kubelet:
             argv = self._argv(container)
         except ValueError as exc:
             message = str(exc)
-            self._patch(pod, lambda p: p["status"].update({
-                "phase": "Pending",
-                "containerStatuses": [_status(container, waiting={"reason": "CreateContainerConfigError", "message": message})],
-            }))
+            self._patch(
+                pod,
+                lambda p: p["status"].update(
+                    {
+                        "phase": "Pending",
+                        "containerStatuses": [
+                            _status(container, waiting={"reason": "CreateContainerConfigError", "message": message})
+                        ],
+                    }
+                ),
+            )
             return
         log = root / "container.log"
         started = now_rfc3339()
 
         def scheduled(p: Obj) -> None:
             p["spec"]["nodeName"] = node.name
-            p["status"].update({
-                "phase": "Running",
-                "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
-                "startTime": started,
-                "conditions": [{"type": c, "status": "True", "lastTransitionTime": started}
-                               for c in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-                "containerStatuses": [_status(container, running={"startedAt": started})],
-            })
+            p["status"].update(
+                {
+                    "phase": "Running",
+                    "hostIP": "127.0.0.1",
+                    "podIP": "127.0.0.1",
+                    "startTime": started,
+                    "conditions": [
+                        {"type": c, "status": "True", "lastTransitionTime": started}
+                        for c in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                    ],
+                    "containerStatuses": [_status(container, running={"startedAt": started})],
+                }
+            )
 
         with self._lock:
             if not self._patch(pod, scheduled):
                 return
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=root, env=env, start_new_session=True,
+                    argv,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=root,
+                    env=env,
+                    start_new_session=True,
                 )
             running = _Running(proc, root, log)
             self._running[meta["uid"]] = running
@@ -355,8 +413,12 @@ class Kubelet:
             if phase_reason:
                 p["status"]["reason"] = phase_reason
                 p["status"]["message"] = f"Pod was active on the node longer than the specified deadline ({deadline}s)"
-            p["status"]["containerStatuses"] = [_status(container, terminated={
-                "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished})]
+            p["status"]["containerStatuses"] = [
+                _status(
+                    container,
+                    terminated={"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished},
+                )
+            ]
             for c in p["status"].get("conditions", []):
                 if c["type"] in ("Ready", "ContainersReady"):
                     c["status"] = "False"
@@ -415,7 +477,7 @@ class Kubelet:
                 value = ""
             for mount, host in mounts.items():
                 if value == mount or value.startswith(mount + "/"):
-                    value = str(host) + value[len(mount):]
+                    value = str(host) + value[len(mount) :]
             env[item["name"]] = value
         return env
 
@@ -448,8 +510,12 @@ class Kubelet:
         if running is None:
             from pytest_eksid.sandbox.kubeapi import ApiError
 
-            raise ApiError(400, "BadRequest",
-                           f'container "{pod["spec"]["containers"][0]["name"]}" in pod "{name}" is waiting to start: ContainerCreating')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{pod["spec"]["containers"][0]["name"]}" in pod "{name}" '
+                "is waiting to start: ContainerCreating",
+            )
         return running.log.read_text(errors="replace")
 
     def stop(self) -> None:

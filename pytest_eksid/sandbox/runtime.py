@@ -59,11 +59,12 @@ class Sandbox:
         """Start every service, seed the profile's state, and return how to connect."""
         started = time.monotonic()
         cluster = self.profile.cluster
+        self.iam = Iam()
+        self.iam.open()
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="eksid-sandbox-"))
             self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.iam = Iam()
         self.issuer = Issuer(url=f"https://oidc.eks.{cluster.region}.amazonaws.com/id/{secrets.token_hex(16).upper()}")
         self.store = Store()
         self.kubelet: Kubelet | None = None
@@ -116,8 +117,9 @@ class Sandbox:
             self.nodes.append(Node(name=name, nodegroup=group, imds=imds, agent=agent))
         self.kubelet = Kubelet(self.store, self.issuer, self.nodes, self.workdir, self.aws.url)
         self.kubelet.install()
-        Webhooks(self.store, self.eks, WebhookConfig(region=self.profile.cluster.region,
-                                                     agent_uri=self.nodes[0].agent.uri)).install()
+        Webhooks(
+            self.store, self.eks, WebhookConfig(region=self.profile.cluster.region, agent_uri=self.nodes[0].agent.uri)
+        ).install()
 
     def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
         assert self.kubelet is not None
@@ -129,6 +131,8 @@ class Sandbox:
         for svc in reversed(getattr(self, "_services", [])):
             svc.stop()
         self._services = []
+        if hasattr(self, "iam"):
+            self.iam.close()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -154,28 +158,37 @@ class Sandbox:
                 continue
             w = b.workload
             if w.mechanism == "irsa":
-                statements.append({
-                    "Effect": "Allow",
-                    "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/{host_path}"},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {"StringEquals": {
-                        f"{host_path}:sub": f"system:serviceaccount:{w.namespace}:{w.service_account}",
-                        f"{host_path}:aud": "sts.amazonaws.com",
-                    }},
-                })
+                statements.append(
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/{host_path}"},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {
+                            "StringEquals": {
+                                f"{host_path}:sub": f"system:serviceaccount:{w.namespace}:{w.service_account}",
+                                f"{host_path}:aud": "sts.amazonaws.com",
+                            }
+                        },
+                    }
+                )
             else:
-                statements.append({
-                    "Effect": "Allow",
-                    "Principal": {"Service": PI_AUDIENCE},
-                    "Action": ["sts:AssumeRole", "sts:TagSession"],
-                    "Condition": {"StringEquals": {
-                        "aws:RequestTag/kubernetes-namespace": w.namespace,
-                        "aws:RequestTag/kubernetes-service-account": w.service_account,
-                    }},
-                })
+                statements.append(
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": PI_AUDIENCE},
+                        "Action": ["sts:AssumeRole", "sts:TagSession"],
+                        "Condition": {
+                            "StringEquals": {
+                                "aws:RequestTag/kubernetes-namespace": w.namespace,
+                                "aws:RequestTag/kubernetes-service-account": w.service_account,
+                            }
+                        },
+                    }
+                )
         if not statements:  # bound to nothing: assumable by no workload
-            statements.append({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                               "Action": "sts:AssumeRole"})
+            statements.append(
+                {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            )
         return {"Version": "2012-10-17", "Statement": statements}
 
     def _seed_aws(self, key_id: str, secret: str) -> None:
@@ -184,26 +197,52 @@ class Sandbox:
         kw: dict[str, Any] = {"endpoint_url": self.aws.url}
         iam = session.client("iam", **kw)
         iam.create_open_id_connect_provider(
-            Url=self.issuer.url, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"]
+            Url=self.issuer.url,
+            ClientIDList=["sts.amazonaws.com"],
+            ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
         )
         sandbox = self.profile.sandbox
         assert sandbox is not None
         for role in sandbox.roles:
             arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
             iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(self._trust_policy(arn)))
-            iam.put_role_policy(RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy))
+            iam.put_role_policy(
+                RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy)
+            )
         if cluster.node_role_arn:
             _, node_role = role_arn_parts(cluster.node_role_arn)
-            iam.create_role(RoleName=node_role, AssumeRolePolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-            }))
+            iam.create_role(
+                RoleName=node_role,
+                AssumeRolePolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "ec2.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ],
+                    }
+                ),
+            )
             # Broad, as node roles often are: that is why a pod must not reach it.
-            iam.put_role_policy(RoleName=node_role, PolicyName="node-permissions", PolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:PutObject",
-                                                              "sqs:*", "ecr:*"], "Resource": "*"}],
-            }))
+            iam.put_role_policy(
+                RoleName=node_role,
+                PolicyName="node-permissions",
+                PolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:*", "ecr:*"],
+                                "Resource": "*",
+                            }
+                        ],
+                    }
+                ),
+            )
         s3 = session.client("s3", **kw)
         for bucket in sandbox.buckets:
             if cluster.region == "us-east-1":

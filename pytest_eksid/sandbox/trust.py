@@ -4,13 +4,14 @@ moto does not evaluate trust for web identities or service principals (and crash
 latter over HTTP), so the sandbox decides trust here and then mints the session in moto.
 Only what role trust policies use is supported: Allow/Deny statements, ``Principal`` /
 ``NotPrincipal`` of kinds Service, Federated and AWS, ``Action``, and the string condition
-operators. An unknown condition operator never matches, so it can only deny.
+operators. A condition that cannot be evaluated (unknown operator) never lets an Allow
+apply and always lets a Deny apply, so it can only deny.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -37,7 +38,7 @@ def _string_like(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
 
 
-_OPS = {
+_OPS: dict[str, Callable[[str, str], bool]] = {
     "StringEquals": lambda p, v: p == v,
     "StringNotEquals": lambda p, v: p != v,
     "StringEqualsIgnoreCase": lambda p, v: p.lower() == v.lower(),
@@ -47,11 +48,12 @@ _OPS = {
 }
 
 
-def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]]) -> bool:
+def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]], *, unknown: bool) -> bool:
+    """Whether every condition holds; ``unknown`` is the answer for what cannot be evaluated."""
     if not conditions:
         return True
     if not isinstance(conditions, Mapping):
-        return False
+        return unknown
     ctx = {k.lower(): list(v) for k, v in context.items()}
     for op_name, clauses in conditions.items():
         base = op_name.removeprefix("ForAnyValue:").removeprefix("ForAllValues:")
@@ -59,7 +61,7 @@ def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]]) -> b
         base = base.removesuffix("IfExists")
         op = _OPS.get(base)
         if op is None or not isinstance(clauses, Mapping):
-            return False
+            return unknown
         negated = "Not" in base
         for key, expected in clauses.items():
             values = ctx.get(str(key).lower())
@@ -108,7 +110,9 @@ def trust_allows(
                 does = _action_matches(st["Action"], action)
             else:
                 does = not _action_matches(st.get("NotAction"), action)
-            if not does or not _conditions_hold(st.get("Condition"), context):
+            # What cannot be evaluated never allows and always lets a Deny apply: it can only deny.
+            is_deny = st.get("Effect") == "Deny"
+            if not does or not _conditions_hold(st.get("Condition"), context, unknown=is_deny):
                 continue
             if st.get("Effect") == "Deny":
                 return False, f"{action} explicitly denied by statement {st.get('Sid', i)}"

@@ -54,18 +54,14 @@ def _add_volume(pod: Obj, volume: Obj, mount_path: str, containers: list[Obj]) -
         return
     spec["volumes"].append(volume)
     for c in containers:
-        c.setdefault("volumeMounts", []).append(
-            {"name": volume["name"], "mountPath": mount_path, "readOnly": True}
-        )
+        c.setdefault("volumeMounts", []).append({"name": volume["name"], "mountPath": mount_path, "readOnly": True})
 
 
 def _projected_token(name: str, audience: str, path: str, expiration: int) -> Obj:
     return {
         "name": name,
         "projected": {
-            "sources": [
-                {"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration, "path": path}}
-            ]
+            "sources": [{"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration, "path": path}}]
         },
     }
 
