@@ -169,10 +169,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     settings = metafunc.config.stash[SETTINGS_KEY]
     if settings.profile is None:
-        raise pytest.UsageError(
-            f"{metafunc.definition.nodeid} checks workload identities and needs a profile: "
-            "pass --profile NAME (e.g. --profile demo for the embedded sandbox) or a path to a profile YAML"
-        )
+        return  # reported as a usage error once collection is done (pytest_collection_finish)
     loaded = settings.profile.value
     workloads = sorted(loaded.profile.workloads, key=lambda w: w.name)
     metafunc.parametrize(
@@ -193,6 +190,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Remember which workloads the selected tests need, so only their probes are launched."""
+    if session.config.stash[SETTINGS_KEY].profile is None:
+        needing = [item.nodeid for item in session.items if WORKLOAD_FIXTURE in getattr(item, "fixturenames", ())]
+        if needing:
+            more = f" (and {len(needing) - 1} more)" if len(needing) > 1 else ""
+            raise pytest.UsageError(
+                f"{needing[0]}{more} checks workload identities and needs a profile: "
+                "pass --profile NAME (e.g. --profile demo for the embedded sandbox) or a path to a profile YAML"
+            )
     selected: set[str] = set()
     for item in session.items:
         callspec = getattr(item, "callspec", None)

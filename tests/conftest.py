@@ -12,3 +12,53 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A run of our own tests that collected nothing is broken, not green.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- running the suites in a subprocess, the way a user does ----------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import xml.etree.ElementTree as ET  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    outcomes: dict[str, str]  # "suites/test_x.py::test_y[id]" -> passed/failed/error/skipped
+
+    def failed(self) -> list[str]:
+        return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
+
+
+def run_pytest(*args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300) -> SuiteRun:
+    """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from."""
+    junit = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*.xml')))}.xml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    outcomes: dict[str, str] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            module = case.get("classname", "").replace(".", "/") + ".py"
+            key = f"{module}::{case.get('name')}"
+            kinds = {child.tag for child in case}
+            outcome = "passed"
+            for tag, name in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):
+                if tag in kinds:
+                    outcome = name
+            outcomes[key] = outcome
+    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes)

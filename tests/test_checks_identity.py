@@ -140,11 +140,6 @@ def test_other_non_role_caller(profile: Profile, exporter: Workload) -> None:
     assert f.likely == "the caller is not an assumed role"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a session of a same-named role in another account is explained as "
-    "\"points at role 'demo-invoice-exporter', not 'demo-invoice-exporter'\"",
-)
 def test_same_role_name_other_account_explains_the_account(profile: Profile, exporter: Workload) -> None:
     arn = session_arn("demo-invoice-exporter", account="999988887777")
     f = _finding(caller_role(profile, exporter, seen("container-role", arn, account="999988887777")))
@@ -262,4 +257,6 @@ def test_no_provider_resolved(profile: Profile, exporter: Workload) -> None:
 def test_right_provider_but_sts_call_failed(profile: Profile, worker: Workload) -> None:
     identity = failed("assume-role-with-web-identity", "ClientError", "AccessDenied", "Not authorized")
     f = _finding(credential_provider(profile, worker, identity))
-    assert f.seen == "assume-role-with-web-identity (but the STS call failed: AccessDenied: Not authorized)"
+    assert f.seen == "assume-role-with-web-identity, but the STS call failed: AccessDenied: Not authorized"
+    assert f.summary.endswith("served credentials, but they do not work")
+    assert f.likely.startswith("the role's trust policy does not admit this ServiceAccount")

@@ -391,12 +391,10 @@ def test_cli_without_profile_asks_for_one(run_dir: pytest.Pytester) -> None:
     out, err = result.stdout.str(), result.stderr.str()
     assert "INTERNALERROR" not in out + err
     assert "eksid: no profile (pass --profile NAME, e.g. --profile demo)" in out
-    assert "test_uses_workload.py::test_x checks workload identities and needs a profile: pass --profile NAME" in out
-    # Real behaviour today: the UsageError raised from pytest_generate_tests is reported as a
-    # collection error (with a traceback through pluggy) and the run is "interrupted" (2), not a
-    # usage error (4) like a bad --profile. See the report: this is a plugin bug.
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert "ERROR collecting test_uses_workload.py" in out
+    assert "test_uses_workload.py::test_x checks workload identities and needs a profile: pass --profile NAME" in err
+    # A usage error (4), like a bad --profile: not a collection error with a traceback.
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "Traceback" not in out + err
 
 
 def test_report_header_says_profile_came_from_cli(run_dir: pytest.Pytester) -> None:

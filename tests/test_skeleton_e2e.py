@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.pod import MANAGED_BY, Campaign
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
+from tests.conftest import run_pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,30 +162,17 @@ def test_eks_api_through_boto3(sandbox):
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
-def _pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def test_demo_passes():
-    run = _pytest("--profile", "demo", "-rA")
+def test_demo_passes(tmp_path):
+    run = run_pytest("--profile", "demo", tmp_path=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "eksid: profile demo: profiles/demo.yaml (from --profile)" in run.stdout
     for wid in ("demo/invoice-exporter", "demo/billing-worker"):
-        assert f"PASSED suites/test_identity.py::test_caller_role[{wid}]" in run.stdout
+        assert run.outcomes[f"suites/test_identity.py::test_caller_role[{wid}]"] == "passed"
     assert "eksid: deleted 2 probe pod(s)" in run.stdout
 
 
-def test_collect_only_starts_nothing():
-    run = _pytest("--profile", "demo", "--collect-only", "-q")
+def test_collect_only_starts_nothing(tmp_path):
+    run = run_pytest("--profile", "demo", "--collect-only", "-q", tmp_path=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "suites/test_identity.py::test_caller_role[demo/invoice-exporter]" in run.stdout
     assert "suites/test_identity.py::test_caller_role[demo/billing-worker]" in run.stdout
@@ -199,10 +184,9 @@ def test_wrong_role_fault_fails_exactly_that_workload(tmp_path):
     data["sandbox"]["faults"] = [{"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}]
     profile = tmp_path / "wrong-role.yaml"
     profile.write_text(yaml.safe_dump(data))
-    run = _pytest(f"--profile={profile}", "-rA")
+    run = run_pytest(f"--profile={profile}", tmp_path=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
-    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED ")]
-    assert failed == ["FAILED suites/test_identity.py::test_caller_role[wrong-role/invoice-exporter]"], run.stdout
+    assert run.failed() == ["suites/test_identity.py::test_caller_role[wrong-role/invoice-exporter]"], run.stdout
     assert "expected: arn:aws:iam::111122223333:role/demo-invoice-exporter" in run.stdout
     assert "seen:     arn:aws:sts::111122223333:assumed-role/demo-reporting/" in run.stdout
     assert "kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml" in run.stdout

@@ -45,7 +45,8 @@ def test_b64url_round_trip_without_padding() -> None:
     for data in (b"", b"a", b"ab", b"abc", b"\xff\xfe\xfd\xfc"):
         encoded = b64url(data)
         assert "=" not in encoded
-        assert "+" not in encoded and "/" not in encoded
+        assert "+" not in encoded
+        assert "/" not in encoded
         assert b64url_decode(encoded) == data
 
 
@@ -106,7 +107,7 @@ def test_token_from_another_key_rejected(issuer: Issuer, other_issuer: Issuer) -
 
 
 def test_expired_token_rejected(issuer: Issuer) -> None:
-    with pytest.raises(TokenError, match="^token is expired$"):
+    with pytest.raises(TokenError, match=r"^token is expired$"):
         issuer.verify(_sa_token(issuer, expiration_seconds=-5))
     with pytest.raises(TokenError, match="expired"):
         issuer.verify(issuer.sign({"iss": URL}))  # no exp at all
@@ -137,11 +138,6 @@ def test_alg_none_rejected(issuer: Issuer) -> None:
         issuer.verify(f"{none_header}.{c}.")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a header that is valid JSON but not an object makes verify() raise "
-    "AttributeError instead of TokenError",
-)
 def test_non_object_header_is_a_token_error(issuer: Issuer) -> None:
     with pytest.raises(TokenError):
         issuer.verify(f"{b64url(b'[]')}.{b64url(b'{}')}.{b64url(b'sig')}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from pytest_eksid.sandbox.trust import trust_allows
 
 ISSUER = "oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123456789"
@@ -236,12 +234,8 @@ def test_unknown_condition_operator_denies() -> None:
     assert reason.startswith("no statement allows")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Deny statement whose condition uses an unsupported operator is skipped, so it "
-    "fails open; the module docstring says an unknown operator 'can only deny'",
-)
 def test_unknown_condition_operator_in_deny_does_not_fail_open() -> None:
+    # An unevaluable condition can only deny: it lets a Deny apply.
     policy = _pod_identity_policy()
     policy["Statement"].append(
         {
@@ -251,7 +245,8 @@ def test_unknown_condition_operator_in_deny_does_not_fail_open() -> None:
             "Condition": {"NumericLessThan": {"aws:x": "5"}},
         }
     )
-    assert not _pods(policy, **{"aws:x": ["1"]})[0]
+    assert _pods(policy, **{"aws:x": ["1"]}) == (False, "sts:AssumeRole explicitly denied by statement 1")
+    assert not _pods(policy)[0]  # even when the condition's key is absent
 
 
 def test_if_exists_passes_when_key_absent_and_checks_when_present() -> None:

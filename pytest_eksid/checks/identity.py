@@ -54,7 +54,8 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
     details = {"provider": f"{method} — {PROVIDER_MEANING.get(method, 'unexpected provider')}"}
     if not arn:
         err = identity.get("error") or {}
-        seen = f"no AWS identity: {err.get('code') or err.get('type', 'error')}: {err.get('message', '')}".strip()
+        cause = err.get("code") or err.get("type")
+        seen = f"no AWS identity: {cause}: {err.get('message', '')}" if cause else "no AWS identity (no error reported)"
         likely = _no_identity_hint(w, err)
         return Finding(
             "caller_role",
@@ -74,8 +75,13 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
             if ":user/" in arn
             else "the caller is not an assumed role"
         )
+    elif got[1] == expected_role:
+        likely = (
+            f"a role named {expected_role!r} but in account {got[0]}, not {expected_account}: "
+            "the binding names another account's role"
+        )
     elif method == "iam-role" or (
-        profile.cluster.node_role_arn and got[1] == role_arn_parts(profile.cluster.node_role_arn)[1]
+        profile.cluster.node_role_arn is not None and got == role_arn_parts(profile.cluster.node_role_arn)
     ):
         likely = "the pod fell through to the node's IMDS role: its own identity is missing and IMDS is reachable"
     else:
@@ -119,15 +125,20 @@ def credential_provider(profile: Profile, w: Workload, identity: dict[str, Any])
     method = identity.get("method")
     if method == expected and identity.get("caller"):
         return None
+    err = identity.get("error") or {}
     seen = str(method or "no provider resolved")
-    if method and not identity.get("caller"):
-        err = identity.get("error") or {}
-        seen += f" (but the STS call failed: {err.get('code') or err.get('type')}: {err.get('message', '')})"
+    if method == expected:
+        summary = f"{_where(w)}: {w.mechanism} served credentials, but they do not work"
+        seen += f", but the STS call failed: {err.get('code') or err.get('type')}: {err.get('message', '')}"
+        likely = _no_identity_hint(w, err)
+    else:
+        summary = f"{_where(w)}: credentials do not come from {w.mechanism}"
+        likely = PROVIDER_MEANING.get(str(method), _no_identity_hint(w, err))
     return Finding(
         "credential_provider",
-        f"{_where(w)}: credentials do not come from {w.mechanism}",
+        summary,
         f"{expected} — {PROVIDER_MEANING[expected]}",
         seen,
-        PROVIDER_MEANING.get(str(method), _no_identity_hint(w, identity.get("error") or {})),
+        likely,
         next_commands(profile, w),
     )

@@ -334,7 +334,7 @@ class Kubelet:
                                 "status": "False",
                                 "reason": "Unschedulable",
                                 "message": f"0/{len(self.nodes)} nodes are available: "
-                            "node(s) didn't match Pod's node affinity/selector.",
+                                "node(s) didn't match Pod's node affinity/selector.",
                                 "lastTransitionTime": now_rfc3339(),
                             }
                         ]

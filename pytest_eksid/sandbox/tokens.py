@@ -96,6 +96,8 @@ class Issuer:
             sig = b64url_decode(parts[2])
         except ValueError as exc:
             raise TokenError(f"token is malformed: {exc}") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise TokenError("token is malformed: header and claims must be JSON objects")
         if header.get("alg") != "RS256":
             raise TokenError(f"unsupported signing algorithm {header.get('alg')!r}")
         try:

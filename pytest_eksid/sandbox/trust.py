@@ -26,7 +26,17 @@ def _principal_matches(principal: Any, kind: str, value: str) -> bool:
         return True
     if not isinstance(principal, Mapping):
         return False
-    return any(p == "*" or p == value for p in _as_list(principal.get(kind)))
+    return any(p == "*" or p == value or _account_root(kind, str(p), value) for p in _as_list(principal.get(kind)))
+
+
+def _account_root(kind: str, listed: str, value: str) -> bool:
+    """``{"AWS": "arn:aws:iam::<acct>:root"}`` or a bare account id trusts that whole account."""
+    if kind != "AWS" or value.count(":") < 5:
+        return False
+    account = value.split(":")[4]
+    return listed == account or (
+        listed.endswith(":root") and listed.count(":") >= 5 and listed.split(":")[4] == account
+    )
 
 
 def _action_matches(actions: Any, action: str) -> bool:
@@ -63,10 +73,11 @@ def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]], *, u
         if op is None or not isinstance(clauses, Mapping):
             return unknown
         negated = "Not" in base
+        for_all = op_name.startswith("ForAllValues:")
         for key, expected in clauses.items():
             values = ctx.get(str(key).lower())
             if not values:
-                if if_exists or negated:
+                if if_exists or negated or for_all:  # ForAllValues over no values holds
                     continue
                 return False
             patterns = [str(p) for p in _as_list(expected)]
@@ -93,7 +104,10 @@ def trust_allows(
     statement that denied it.
     """
     statements = _as_list(document.get("Statement"))
-    for action in actions:
+    wanted = list(actions)
+    if not wanted:
+        return False, "no action requested"
+    for action in wanted:
         allowed = False
         for i, st in enumerate(statements):
             if not isinstance(st, Mapping):
