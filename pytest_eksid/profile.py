@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from pytest_eksid.probe.actions import ActionError, plan_item
+
 ROLE_ARN_RE = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
 ACCOUNT_RE = re.compile(r"^\d{12}$")
 REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
@@ -35,8 +37,10 @@ DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 Mechanism = Literal["pod-identity", "irsa"]
+ImdsVersion = Literal["v1", "v2"]
+IMDS_VERSIONS: tuple[ImdsVersion, ...] = ("v1", "v2")
 MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
-FAULTS: tuple[str, ...] = ("wrong-role",)
+FAULTS: tuple[str, ...] = ("wrong-role", "imds-exposed", "agent-down")
 
 
 class ProfileError(Exception):
@@ -121,9 +125,37 @@ class Probe(_Model):
     image_pull_secrets: list[str] = Field(default_factory=list)
 
 
+class GenericCall(_Model):
+    service: str = Field(min_length=2)
+    operation: str = Field(pattern=r"^[A-Z][A-Za-z0-9]+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class ActionCheck(_Model):
     action: Action
     resource: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    live: bool = False  # run calls with side effects for real (writes, receives)
+    call: GenericCall | None = None  # for actions outside the catalogue
+
+    @model_validator(mode="after")
+    def _probe_exists(self) -> ActionCheck:
+        try:
+            self.plan_item("check", "allowed")
+        except ActionError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def plan_item(self, ident: str, expect: str) -> dict[str, Any]:
+        return plan_item(
+            ident=ident,
+            expect=expect,
+            action=self.action,
+            resource=self.resource,
+            params=dict(self.params),
+            live=self.live,
+            call=self.call.model_dump() if self.call else None,
+        )
 
 
 class Workload(_Model):
@@ -143,15 +175,33 @@ class SandboxRole(_Model):
 
 
 class SandboxFault(_Model):
-    fault: Literal["wrong-role"]
-    workload: str
-    role: str | None = None
+    fault: Literal["wrong-role", "imds-exposed", "agent-down"]
+    workload: str | None = None  # wrong-role: whose binding changes
+    role: str | None = None  # wrong-role: the role bound instead
+    nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
+    versions: list[ImdsVersion] = Field(default_factory=lambda: list(IMDS_VERSIONS))  # imds-exposed
+
+
+class SandboxTable(_Model):
+    name: str
+    key: str = "pk"
+
+
+class SandboxValue(_Model):
+    name: str
+    value: str
 
 
 class Sandbox(_Model):
     roles: list[SandboxRole] = Field(default_factory=list)
     buckets: list[str] = Field(default_factory=list)
+    objects: list[str] = Field(default_factory=list)  # s3 object ARNs to create (1 byte each)
     queues: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list)  # KMS key aliases (without "alias/")
+    tables: list[SandboxTable] = Field(default_factory=list)
+    secrets: list[SandboxValue] = Field(default_factory=list)
+    parameters: list[SandboxValue] = Field(default_factory=list)
+    nodegroups: list[str] = Field(default_factory=lambda: ["ng-general", "ng-batch"], min_length=1)
     faults: list[SandboxFault] = Field(default_factory=list)
 
 
@@ -183,6 +233,11 @@ class Profile(_Model):
                 )
         names = {w.name for w in self.workloads}
         for f in sandbox.faults:
+            if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:
+                groups = ", ".join(sandbox.nodegroups)
+                raise ValueError(f"fault {f.fault!r} names node group {f.nodegroup!r}; choose one of: {groups}")
+            if f.fault != "wrong-role":
+                continue
             if f.workload not in names:
                 raise ValueError(
                     f"fault {f.fault!r} names workload {f.workload!r}, which is not in workloads "

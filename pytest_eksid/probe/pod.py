@@ -46,10 +46,24 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def probe_plan(profile: Profile, workload: Workload) -> Obj:
+    """What the probe measures in the pod: its region, timeouts and every allow/deny call."""
+    actions = [c.plan_item(f"allow-{i}", "allowed") for i, c in enumerate(workload.allow)]
+    actions += [c.plan_item(f"deny-{i}", "denied") for i, c in enumerate(workload.deny)]
+    return {
+        "workload": workload.name,
+        "mechanism": workload.mechanism,
+        "region": profile.cluster.region,
+        "timeout": 5,
+        "imds_timeout": 2,
+        "actions": actions,
+    }
+
+
 def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str) -> Obj:
     """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
     probe = profile.probe
-    plan = {"workload": workload.name, "region": profile.cluster.region, "timeout": 5}
+    plan = probe_plan(profile, workload)
     spec: Obj = {
         "serviceAccountName": workload.service_account,
         "automountServiceAccountToken": False,
@@ -116,6 +130,7 @@ class ProbeOutcome:
     error: str | None = None
     log: str = ""
     seconds: float = 0.0
+    node_name: str | None = None
 
     @property
     def identity(self) -> Obj:
@@ -124,6 +139,22 @@ class ProbeOutcome:
     @property
     def environment(self) -> Obj:
         return dict((self.result or {}).get("environment") or {})
+
+    @property
+    def actions(self) -> list[Obj]:
+        found = (self.result or {}).get("actions")
+        return [dict(a) for a in found] if isinstance(found, list) else []
+
+    def action(self, ident: str) -> Obj | None:
+        return next((a for a in self.actions if a.get("id") == ident), None)
+
+    @property
+    def imds(self) -> Obj:
+        return dict((self.result or {}).get("imds") or {})
+
+    @property
+    def agent(self) -> Obj:
+        return dict((self.result or {}).get("agent") or {})
 
 
 def parse_result(log: str) -> Obj | None:
@@ -222,6 +253,7 @@ class Campaign:
         while time.monotonic() < deadline:
             pod = self.kube.read_pod(namespace, name)
             phase = (pod.get("status") or {}).get("phase")
+            outcome.node_name = (pod.get("spec") or {}).get("nodeName") or outcome.node_name
             if phase in ("Succeeded", "Failed"):
                 outcome.log = self.kube.pod_log(namespace, name)
                 outcome.result = parse_result(outcome.log)

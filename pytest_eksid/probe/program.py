@@ -8,7 +8,10 @@ measures, and prints exactly one line: ``EKSID-RESULT <json>``.
 It never prints a secret: for credentials it reports where they came from, the variable
 *names*, and the 4-character prefix of an access key id (AKIA = long-lived user key,
 ASIA = temporary session). Every step is time-boxed and recorded even when it fails.
+Annotations are postponed so that the file runs on the oldest Python 3 a probe image may have.
 """
+
+from __future__ import annotations
 
 import base64
 import json
@@ -157,6 +160,187 @@ def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+DENIAL_CODES = (
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "AuthorizationError",
+    "Forbidden",
+    "403",
+)
+# How AWS names the policy type that denied, most specific first.
+POLICY_TYPES = (
+    ("service control policy", "service-control-policy"),
+    ("resource control policy", "resource-control-policy"),
+    ("permissions boundary", "permissions-boundary"),
+    ("session policy", "session-policy"),
+    ("resource-based policy", "resource-based-policy"),
+    ("vpc endpoint policy", "vpc-endpoint-policy"),
+    ("identity-based policy", "identity-based-policy"),
+)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__bytes__"}:
+            return base64.b64decode(value["__bytes__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def classify(item: Mapping[str, Any], error: dict[str, Any] | None) -> dict[str, Any]:
+    """Turn one call's answer into allowed / denied / inconclusive / error."""
+    if error is None:
+        return {"outcome": "allowed", "why": "the call succeeded"}
+    code = error.get("code") or ""
+    message = error.get("message") or ""
+    status = error.get("http_status")
+    if code and code in item.get("authorized_codes", ()):
+        return {"outcome": "allowed", "why": "authorized, then refused on purpose with " + code}
+    if code in DENIAL_CODES or status == 403:
+        lowered = message.lower()
+        policy = next((name for phrase, name in POLICY_TYPES if phrase in lowered), None)
+        explicit = "explicit deny" in lowered
+        if item.get("bare_403_inconclusive") and policy is None:
+            return {
+                "outcome": "inconclusive",
+                "why": "S3 answers a bare 403 both when GetObject is denied and when the key is missing and "
+                "s3:ListBucket is not allowed; probe a key that exists",
+            }
+        return {
+            "outcome": "denied",
+            "why": "denied" + (" by an explicit deny" if explicit else ""),
+            "policy_type": policy or "unspecified",
+            "explicit": explicit,
+        }
+    return {"outcome": "error", "why": "the call failed for another reason than authorization"}
+
+
+def run_actions(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Run each planned call with the pod's default credentials and classify the answer."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.Session()
+    clients: dict[Any, Any] = {}
+    results = []
+    for item in plan.get("actions", []):
+        entry: dict[str, Any] = {k: item.get(k) for k in ("id", "expect", "action", "form", "form_note")}
+        error = None
+        t0 = time.monotonic()
+        try:
+            extra = dict(item.get("client_config") or {})
+            key = (item["service"], tuple(sorted(extra.items())))
+            if key not in clients:
+                base = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2}}
+                try:
+                    config = Config(**base, **extra)
+                except TypeError:  # an older botocore without that option
+                    config = Config(**base)
+                clients[key] = session.create_client(item["service"], region_name=plan["region"], config=config)
+            client = clients[key]
+            by_operation = {op: name for name, op in client.meta.method_to_api_mapping.items()}
+            if item["operation"] not in by_operation:
+                raise ValueError("botocore's " + item["service"] + " client has no operation " + item["operation"])
+            response = getattr(client, by_operation[item["operation"]])(**_decode(item.get("params") or {}))
+            body = response.get("Body") if isinstance(response, dict) else None
+            if body is not None:
+                body.close()
+            del response  # values (secrets, objects, keys) never leave this function
+        except Exception as exc:
+            error = _error(exc)
+        entry.update(classify(item, error))
+        if error is not None:
+            entry["code"] = error.get("code") or error.get("type")
+            entry["message"] = error.get("message")
+            entry["http_status"] = error.get("http_status")
+        entry["seconds"] = round(time.monotonic() - t0, 3)
+        results.append(entry)
+    return results
+
+
+def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> tuple[str, Any, str]:
+    """(outcome, status, body); outcome is ok / http-error / timeout / refused / error. No proxies."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            return "ok", resp.status, resp.read(8192).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return "http-error", exc.code, ""
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return "timeout", None, ""
+        if isinstance(reason, ConnectionRefusedError):
+            return "refused", None, ""
+        return "error", None, str(reason)[:200]
+    except TimeoutError:
+        return "timeout", None, ""
+    except ConnectionError as exc:
+        return ("refused" if isinstance(exc, ConnectionRefusedError) else "error"), None, str(exc)[:200]
+
+
+def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Can this pod reach the node's instance role through IMDS, v2 or v1? Reports the role NAME only."""
+    base = (environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254").rstrip("/")
+    timeout = float(plan.get("imds_timeout", 2))
+    creds_path = "/latest/meta-data/iam/security-credentials/"
+
+    def role_creds(headers: dict[str, str]) -> dict[str, Any]:
+        outcome, status, body = _http("GET", base + creds_path, headers, timeout)
+        if outcome == "timeout":
+            return {"outcome": "blocked-timeout"}
+        if outcome in ("refused", "error"):
+            return {"outcome": "blocked-refused", "detail": outcome}
+        if outcome == "http-error":
+            if status in (401, 403):
+                return {"outcome": "blocked-refused", "http_status": status}
+            return {"outcome": "no-credentials", "http_status": status}
+        role = body.strip().splitlines()[0] if body.strip() else ""
+        if not role:
+            return {"outcome": "no-credentials", "http_status": status}
+        outcome, status, body = _http("GET", base + creds_path + role, headers, timeout)
+        exposed = outcome == "ok" and '"AccessKeyId"' in body
+        del body
+        return {"outcome": "exposed" if exposed else "no-credentials", "role": role, "http_status": status}
+
+    ttl = {"x-aws-ec2-metadata-token-ttl-seconds": "60"}
+    outcome, status, token = _http("PUT", base + "/latest/api/token", ttl, timeout)
+    if outcome == "ok" and token.strip():
+        v2 = role_creds({"x-aws-ec2-metadata-token": token.strip()})
+    elif outcome == "timeout":
+        v2 = {"outcome": "blocked-timeout"}
+    else:
+        v2 = {"outcome": "blocked-refused", "http_status": status, "detail": outcome}
+    return {"endpoint": base, "v2": v2, "v1": role_creds({})}
+
+
+def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Does the Pod Identity agent answer this pod's token? Reports the status only, never the body."""
+    uri = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    token_file = environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    if not uri:
+        return {"configured": False}
+    headers = {}
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                headers["Authorization"] = fh.read().strip()
+        except OSError as exc:
+            return {"configured": True, "uri": uri, "outcome": "no-token", "detail": str(exc.strerror)}
+    outcome, status, body = _http("GET", uri, headers, 3.0)
+    answered = outcome == "ok" and '"AccessKeyId"' in body
+    del body
+    return {"configured": True, "uri": uri, "outcome": "credentials" if answered else outcome, "http_status": status}
+
+
 def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {
@@ -170,9 +354,12 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         result["botocore"] = botocore.__version__
     except ImportError:
         result["botocore"] = None
-    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+    steps: list[tuple[str, Callable[[], Any]]] = [
         ("environment", lambda: audit_environment(environ)),
         ("identity", lambda: resolve_identity(plan)),
+        ("actions", lambda: run_actions(plan)),
+        ("imds", lambda: check_imds(plan, environ)),
+        ("agent", lambda: check_agent(environ)),
     ]
     for name, step in steps:
         t0 = time.monotonic()

@@ -26,17 +26,19 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from moto import settings as moto_settings
-from moto.iam.models import get_account_id_from, iam_backends
+from moto.iam.models import iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from pytest_eksid.sandbox import fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, b64url_decode
 from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
+JSON_SERVICES = {"sqs", "kms", "dynamodb", "secretsmanager", "ssm"}
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
@@ -128,6 +130,10 @@ class Iam:
             assumed_role_id=assumed.user_id,
         )
 
+    def remember(self, secret: str) -> None:
+        """Record a secret the sandbox holds, so tests can prove it never appears in any output."""
+        self._remember(secret)
+
     def _remember(self, secret: str) -> None:
         with self._lock:
             self.minted.append(secret)
@@ -216,12 +222,6 @@ class WebIdentityFront:
         return Response(body, status=200, content_type="text/xml")
 
 
-def _credential_scope(authorization: str) -> list[str]:
-    # "AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/eks/aws4_request, SignedHeaders=..."
-    cred = authorization.partition("Credential=")[2].partition(",")[0]
-    return cred.split("/")
-
-
 class AwsGateway:
     """The WSGI app behind ``AWS_ENDPOINT_URL``."""
 
@@ -238,7 +238,7 @@ class AwsGateway:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         authorization = request.headers.get("Authorization", "")
-        scope = _credential_scope(authorization)
+        scope = fidelity.credential_scope(authorization)
         if (len(scope) >= 4 and scope[3] == "eks") or (not authorization and request.path.startswith("/clusters")):
             response = self._eks(request, body, authorization, scope)
             return response(environ, start_response)
@@ -247,6 +247,11 @@ class AwsGateway:
             params.update({k: v for k, v in request.args.items()})
             if params.get("Action") == "AssumeRoleWithWebIdentity":
                 return self.web_identity(params)(environ, start_response)
+        service = scope[3] if len(scope) >= 4 else ""
+        if service == "s3":
+            return fidelity.s3(request, body, self.moto, environ)(environ, start_response)
+        if service in JSON_SERVICES and request.headers.get("X-Amz-Target"):
+            return fidelity.json_service(request, body, self.moto, environ, service)(environ, start_response)
         answer: Iterable[bytes] = self.moto(environ, start_response)
         return answer
 
@@ -271,28 +276,9 @@ class AwsGateway:
             )
 
     def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
-        from moto.iam.access_control import IAMRequest
-
-        access_key = scope[0] if scope else ""
-        action = _eks_action(request.method, request.path)
-        path = request.full_path.rstrip("?")
-        headers = {k: v for k, v in request.headers.items()}
-        try:
-            iam_request = IAMRequest(
-                account_id=get_account_id_from(access_key),
-                method=request.method,
-                path=path,
-                data={},
-                body=body,
-                headers=headers,
-                action=action,
-            )
-            iam_request.check_signature()
-            iam_request.check_action_permitted("*")
-        except Exception as exc:
-            code = getattr(exc, "code", None) or type(exc).__name__
-            status = 403
-            raise EksError(status, "AccessDeniedException", f"{code}: {getattr(exc, 'message', exc)}") from None
+        denied = fidelity.authorize(request, body, "eks:" + _eks_action(request.method, request.path), "*")
+        if denied is not None:
+            raise EksError(403, "AccessDeniedException", denied)
 
 
 def _eks_action(method: str, path: str) -> str:

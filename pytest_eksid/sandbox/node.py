@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,17 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.kubeapi import Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
 from pytest_eksid.sandbox.trust import trust_allows
-from pytest_eksid.sandbox.webhooks import PI_AUDIENCE
+from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES, PI_AUDIENCE
 
 Obj = dict[str, Any]
-ImdsMode = Literal["blocked", "exposed"]
 
 
 class _Http:
@@ -98,14 +98,20 @@ def _json(code: int, body: Obj | str) -> tuple[int, dict[str, str], bytes]:
 
 
 class Imds:
-    """IMDS of one node. ``blocked``: hop limit 1 and HttpTokens=required, as seen from a pod —
-    the token PUT gets no reply and v1 GETs are refused. ``exposed``: v1 and v2 both serve the
-    node role's credentials."""
+    """IMDS of one node, as a pod on it sees it.
 
-    def __init__(self, iam: Iam, node_role_arn: str | None, mode: ImdsMode) -> None:
+    The recommended node setting (hop limit 1, HttpTokens=required) is the default: the v2 token
+    PUT gets no reply (the hop limit drops it) and v1 GETs are refused (401). ``v2_exposed``: hop
+    limit 2, so pods get a token and the node role's credentials. ``v1_exposed``: HttpTokens
+    optional, so a plain GET serves the credentials."""
+
+    def __init__(
+        self, iam: Iam, node_role_arn: str | None, *, v1_exposed: bool = False, v2_exposed: bool = False
+    ) -> None:
         self.iam = iam
         self.node_role_arn = node_role_arn
-        self.mode = mode
+        self.v1_exposed = v1_exposed
+        self.v2_exposed = v2_exposed
         self.http = _Http("eksid-imds", self._handle)
         self._tokens: set[str] = set()
 
@@ -116,7 +122,7 @@ class Imds:
     def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
         path = req.path.split("?")[0]
         if method == "PUT" and path == "/latest/api/token":
-            if self.mode == "blocked":
+            if not self.v2_exposed:
                 self.http.stopping.wait(30)  # the reply never reaches the pod
                 return None
             token = uuid.uuid4().hex
@@ -125,7 +131,7 @@ class Imds:
         if method != "GET":
             return _json(405, "Method Not Allowed")
         v2_token = req.headers.get("x-aws-ec2-metadata-token")
-        if self.mode == "blocked" and v2_token not in self._tokens:
+        if v2_token not in self._tokens and not self.v1_exposed:
             return _json(401, "Unauthorized")
         prefix = "/latest/meta-data/iam/security-credentials/"
         role_name = (self.node_role_arn or "").rsplit("/", 1)[-1]
@@ -151,25 +157,41 @@ class Imds:
 class PodIdentityAgent:
     """The eks-pod-identity-agent of one node, with EKS Auth's AssumeRoleForPodIdentity inside."""
 
-    def __init__(self, iam: Iam, eks: EksControlPlane, issuer: Issuer) -> None:
+    def __init__(self, iam: Iam, eks: EksControlPlane, issuer: Issuer, *, running: bool = True) -> None:
         self.iam = iam
         self.eks = eks
         self.issuer = issuer
-        self.healthy = True
+        self.running = running
         self.http = _Http("eksid-agent", self._handle)
+        # A stopped agent: its address is held (bound, not listening), so connections are refused.
+        self._hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._hold.bind(("127.0.0.1", 0))
+
+    @property
+    def port(self) -> int:
+        return self.http.port if self.running else int(self._hold.getsockname()[1])
 
     @property
     def uri(self) -> str:
-        return f"http://127.0.0.1:{self.http.port}/v1/credentials"
+        return f"http://127.0.0.1:{self.port}/v1/credentials"
+
+    def start(self) -> None:
+        if self.running:
+            self.http.start()
+
+    def stop(self) -> None:
+        if self.running:
+            self.http.stop()
+        self._hold.close()
 
     def _allowed_hosts(self) -> set[str]:
         # EKS: 169.254.170.23 or [fd00:ec2::23]. The sandbox agent listens on loopback instead.
-        return {"169.254.170.23", "[fd00:ec2::23]", f"127.0.0.1:{self.http.port}"}
+        return {"169.254.170.23", "[fd00:ec2::23]", f"127.0.0.1:{self.port}"}
 
     def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
         path = req.path.split("?")[0]
         if path in ("/healthz", "/readyz"):
-            return _json(200, "ok") if self.healthy else _json(503, "unhealthy")
+            return _json(200, "ok")
         if path != "/v1/credentials" or method != "GET":
             return _json(404, "Not Found")
         if req.headers.get("Host") not in self._allowed_hosts():
@@ -478,6 +500,10 @@ class Kubelet:
             for mount, host in mounts.items():
                 if value == mount or value.startswith(mount + "/"):
                     value = str(host) + value[len(mount) :]
+            # The agent's link-local address reaches this node's agent (on loopback here).
+            for address in AGENT_ADDRESSES:
+                if value.startswith(address):
+                    value = f"http://127.0.0.1:{node.agent.port}" + value[len(address) :]
             env[item["name"]] = value
         return env
 

@@ -107,19 +107,24 @@ class Sandbox:
     def _start_nodes(self) -> None:
         assert self.workdir is not None
         node_role = self.profile.cluster.node_role_arn
-        for i, group in enumerate(("ng-general",)):
-            imds = Imds(self.iam, node_role, "blocked")
-            agent = PodIdentityAgent(self.iam, self.eks, self.issuer)
-            for svc in (imds.http, agent.http):
-                svc.start()
-                self._services.append(svc)
+        sandbox = self.profile.sandbox
+        assert sandbox is not None
+        for i, group in enumerate(sandbox.nodegroups):
+            faults = [f for f in sandbox.faults if f.nodegroup in (None, group)]
+            exposed = {v for f in faults if f.fault == "imds-exposed" for v in f.versions}
+            imds = Imds(self.iam, node_role, v1_exposed="v1" in exposed, v2_exposed="v2" in exposed)
+            agent = PodIdentityAgent(
+                self.iam, self.eks, self.issuer, running=not any(f.fault == "agent-down" for f in faults)
+            )
+            imds.http.start()
+            self._services.append(imds.http)
+            agent.start()
+            self._services.append(agent)
             name = f"ip-10-0-{i + 1}-10.{self.profile.cluster.region}.compute.internal"
             self.nodes.append(Node(name=name, nodegroup=group, imds=imds, agent=agent))
         self.kubelet = Kubelet(self.store, self.issuer, self.nodes, self.workdir, self.aws.url)
         self.kubelet.install()
-        Webhooks(
-            self.store, self.eks, WebhookConfig(region=self.profile.cluster.region, agent_uri=self.nodes[0].agent.uri)
-        ).install()
+        Webhooks(self.store, self.eks, WebhookConfig(region=self.profile.cluster.region)).install()
 
     def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
         assert self.kubelet is not None
@@ -252,6 +257,28 @@ class Sandbox:
         sqs = session.client("sqs", **kw)
         for queue in sandbox.queues:
             sqs.create_queue(QueueName=queue)
+        for arn in sandbox.objects:
+            bucket, _, key = arn.removeprefix("arn:aws:s3:::").partition("/")
+            s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+        kms = session.client("kms", **kw)
+        for alias in sandbox.keys:
+            key_id = kms.create_key(Description=f"sandbox key {alias}")["KeyMetadata"]["KeyId"]
+            kms.create_alias(AliasName=f"alias/{alias}", TargetKeyId=key_id)
+        ddb = session.client("dynamodb", **kw)
+        for table in sandbox.tables:
+            ddb.create_table(
+                TableName=table.name,
+                KeySchema=[{"AttributeName": table.key, "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        secrets_client = session.client("secretsmanager", **kw)
+        for secret_value in sandbox.secrets:
+            secrets_client.create_secret(Name=secret_value.name, SecretString=secret_value.value)
+            self.iam.remember(secret_value.value)
+        ssm = session.client("ssm", **kw)
+        for parameter in sandbox.parameters:
+            ssm.put_parameter(Name=parameter.name, Value=parameter.value, Type="String")
 
     def _seed_kubernetes(self) -> None:
         for node in self.nodes:

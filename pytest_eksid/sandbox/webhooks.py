@@ -30,12 +30,15 @@ IRSA_SKIP_LABEL = "eks.amazonaws.com/skip-pod-identity-webhook"
 IRSA_TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 PI_TOKEN_DIR = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount"
 PI_AUDIENCE = "pods.eks.amazonaws.com"
+PI_AGENT_URI = "http://169.254.170.23/v1/credentials"
+# Where pods reach the node's agent: IPv4 and (unconfirmed exact URI) IPv6 clusters.
+AGENT_ADDRESSES = ("http://169.254.170.23", "http://[fd00:ec2::23]")
 
 
 @dataclass
 class WebhookConfig:
     region: str | None
-    agent_uri: str  # EKS: http://169.254.170.23/v1/credentials; the sandbox's agent is on loopback
+    agent_uri: str = PI_AGENT_URI
     irsa_enabled: bool = True
     pod_identity_enabled: bool = True
 
