@@ -80,16 +80,20 @@ def eksid_connection(eksid_profile: LoadedProfile, pytestconfig: pytest.Config) 
 
 
 @pytest.fixture(scope="session")
-def eksid_kube(eksid_profile: LoadedProfile, eksid_connection: dict[str, str | None]) -> Kube:
+def eksid_kube(eksid_profile: LoadedProfile, eksid_connection: dict[str, str | None]) -> Iterator[Kube]:
     """The Kubernetes client for the profile's cluster."""
     cluster = eksid_profile.profile.cluster
     kubeconfig = cluster.kubeconfig
     if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
         kubeconfig = str(eksid_profile.path.parent / kubeconfig)
     try:
-        return Kube(KubeTarget(kubeconfig=kubeconfig, context=cluster.kube_context))
+        kube = Kube(KubeTarget(kubeconfig=kubeconfig, context=cluster.kube_context))
     except KubeError as exc:
         problem = str(exc)
+    else:
+        yield kube
+        kube.close()
+        return
     pytest.fail(f"{eksid_profile.path}: cluster.kubeconfig/kubeContext: {problem}", pytrace=False)
 
 
@@ -109,6 +113,11 @@ def eksid_campaign(
         ),
     )
     selected = pytestconfig.stash.get(SELECTED_KEY, set())
+    if eksid_settings.sweep_minutes is not None:
+        swept = campaign.sweep(eksid_settings.sweep_minutes.value)
+        _progress(
+            pytestconfig, f"swept {len(swept)} probe pod(s) older than {eksid_settings.sweep_minutes.value:g} min"
+        )
     try:
         campaign.run(w for w in eksid_profile.profile.workloads if w.name in selected)
         yield campaign
@@ -141,6 +150,13 @@ def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_
         outcome = eksid_campaign.run([eksid_workload])[eksid_workload.name]
     if outcome.result is not None:
         request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
+    if outcome.events:
+        request.node.add_report_section("call", "eksid probe pod events", "\n".join(outcome.events))
     if outcome.error is not None:
-        pytest.fail(f"{eksid_workload.name}: the probe could not run: {outcome.error}", pytrace=False)
+        events = "".join(f"\n    {line}" for line in outcome.events)
+        pytest.fail(
+            f"{eksid_workload.name}: the probe could not run: {outcome.error}"
+            + (f"\n  pod events:{events}" if events else ""),
+            pytrace=False,
+        )
     return outcome

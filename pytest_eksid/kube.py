@@ -20,6 +20,7 @@ Obj = dict[str, Any]
 VERBS: dict[str, tuple[str, ...]] = {
     "pods": ("create", "get", "list", "delete"),
     "pods/log": ("get",),
+    "events": ("list",),
 }
 
 
@@ -68,6 +69,10 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.context = target.context or _current_context(config_file)
 
+    def close(self) -> None:
+        """Release the client's connections."""
+        self.api_client.close()
+
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
         try:
             pod = self.core.create_namespaced_pod(namespace, manifest)  # type: ignore[arg-type]
@@ -97,6 +102,15 @@ class Kube:
                 return False
             raise _wrap(exc, f"delete pod {namespace}/{name}") from None
         return True
+
+    def pod_events(self, namespace: str, name: str) -> list[Obj]:
+        """The events about one pod, oldest first."""
+        try:
+            found = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+        except ApiException as exc:
+            raise _wrap(exc, f"list events of pod {namespace}/{name}") from None
+        events = [_plain(self.api_client, e) for e in found.items]
+        return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def list_pods(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
         try:

@@ -54,6 +54,13 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def _minutes(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more minutes, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -93,7 +100,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Probe pods launched at once (default 16; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
+    group.addoption(
+        "--eksid-sweep",
+        dest="eksid_sweep",
+        metavar="MINUTES",
+        type=_minutes,
+        default=None,
+        help="Before probing, delete probe pods of earlier runs older than MINUTES in the profile's namespaces "
+        "(ini: eksid_sweep, env: EKSID_SWEEP)",
+    )
     parser.addini("eksid_profile", "Profile to check when --profile is not given", default=None)
+    parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
     parser.addini("eksid_max_parallel", "Probe pods launched at once", default=None)
 
@@ -139,7 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
     parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 16)
     assert keep is not None
     assert parallel is not None
-    config.stash[SETTINGS_KEY] = Settings(profile=profile, keep_pods=keep, max_parallel=parallel)
+    sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
+    config.stash[SETTINGS_KEY] = Settings(profile=profile, keep_pods=keep, max_parallel=parallel, sweep_minutes=sweep)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

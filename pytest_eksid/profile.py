@@ -40,7 +40,7 @@ Mechanism = Literal["pod-identity", "irsa"]
 ImdsVersion = Literal["v1", "v2"]
 IMDS_VERSIONS: tuple[ImdsVersion, ...] = ("v1", "v2")
 MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
-FAULTS: tuple[str, ...] = ("wrong-role", "imds-exposed", "agent-down")
+FAULTS: tuple[str, ...] = ("wrong-role", "imds-exposed", "agent-down", "image-pull-error")
 
 
 class ProfileError(Exception):
@@ -175,7 +175,7 @@ class SandboxRole(_Model):
 
 
 class SandboxFault(_Model):
-    fault: Literal["wrong-role", "imds-exposed", "agent-down"]
+    fault: Literal["wrong-role", "imds-exposed", "agent-down", "image-pull-error"]
     workload: str | None = None  # wrong-role: whose binding changes
     role: str | None = None  # wrong-role: the role bound instead
     nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
@@ -202,6 +202,7 @@ class Sandbox(_Model):
     secrets: list[SandboxValue] = Field(default_factory=list)
     parameters: list[SandboxValue] = Field(default_factory=list)
     nodegroups: list[str] = Field(default_factory=lambda: ["ng-general", "ng-batch"], min_length=1)
+    pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
     faults: list[SandboxFault] = Field(default_factory=list)
 
 

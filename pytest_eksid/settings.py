@@ -21,6 +21,7 @@ class Settings:
     profile: Setting[LoadedProfile] | None
     keep_pods: Setting[bool]
     max_parallel: Setting[int]
+    sweep_minutes: Setting[float] | None = None
 
     @property
     def loaded(self) -> LoadedProfile:

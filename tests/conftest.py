@@ -62,3 +62,54 @@ def run_pytest(*args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300)
                     outcome = name
             outcomes[key] = outcome
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes)
+
+
+# --- sandboxes built from variations of the demo profile --------------------------------
+
+import copy  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import yaml  # noqa: E402
+
+from pytest_eksid.kube import Kube, KubeTarget  # noqa: E402
+from pytest_eksid.profile import LoadedProfile, load_profile  # noqa: E402
+from pytest_eksid.sandbox.runtime import Connection, Sandbox  # noqa: E402
+
+
+def demo_data() -> dict[str, Any]:
+    """The demo profile as plain data, to vary in a test."""
+    return copy.deepcopy(yaml.safe_load((REPO / "profiles" / "demo.yaml").read_text()))
+
+
+def write_profile(tmp_path: Path, data: dict[str, Any], name: str = "variant") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass
+class Running:
+    loaded: LoadedProfile
+    sandbox: Sandbox
+    connection: Connection
+    kube: Kube
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Running]]:
+    """Start a sandbox for a profile given as data; stopped at teardown (one at a time)."""
+    started: list[Running] = []
+
+    def start(data: dict[str, Any], name: str = "variant") -> Running:
+        loaded = load_profile(str(write_profile(tmp_path, data, name)), REPO)
+        sandbox = Sandbox(loaded.profile)
+        connection = sandbox.start()
+        running = Running(loaded, sandbox, connection, Kube(KubeTarget(str(connection.kubeconfig), None)))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.kube.close()
+        running.sandbox.stop()

@@ -11,8 +11,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,7 @@ class ProbeOutcome:
     log: str = ""
     seconds: float = 0.0
     node_name: str | None = None
+    events: list[str] = field(default_factory=list)
 
     @property
     def identity(self) -> Obj:
@@ -211,24 +213,61 @@ class Campaign:
     keep_pods: bool = False
     progress: Callable[[str], None] = lambda _msg: None
     manifest_hook: Callable[[Obj, Workload], object] = lambda _manifest, _workload: None
+    progress_every: float = 5.0
     outcomes: dict[str, ProbeOutcome] = field(default_factory=dict)
     _created: dict[str, str] = field(default_factory=dict)  # pod name -> namespace
+    _phase: dict[str, str] = field(default_factory=dict)  # workload -> what its pod was last seen doing
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cancel: threading.Event = field(default_factory=threading.Event)
 
     def run(self, workloads: Iterable[Workload]) -> dict[str, ProbeOutcome]:
+        """Probe these workloads concurrently; on any interruption, stop waiting (cleanup deletes)."""
         todo = [w for w in workloads if w.name not in self.outcomes]
         if not todo:
             return self.outcomes
         self.progress(f"launching {len(todo)} probe pod(s), run id {self.run_id}")
         started = time.monotonic()
-        with ThreadPoolExecutor(
+        pool = ThreadPoolExecutor(
             max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="eksid-probe"
-        ) as pool:
-            for outcome in pool.map(self._probe, todo):
-                self.outcomes[outcome.workload.name] = outcome
-        done = sum(1 for w in todo if self.outcomes[w.name].result is not None)
-        self.progress(f"{done}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
+        )
+        try:
+            pending = {pool.submit(self._probe, w) for w in todo}
+            while pending:
+                done, pending = wait(pending, timeout=self.progress_every, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    self.outcomes[outcome.workload.name] = outcome
+                if pending:
+                    self.progress(self._status_line(len(todo)))
+        except BaseException:
+            self._cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+        done_ok = sum(1 for w in todo if self.outcomes[w.name].result is not None)
+        self.progress(f"{done_ok}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
         return self.outcomes
+
+    def _status_line(self, total: int) -> str:
+        with self._lock:
+            phases = list(self._phase.values())
+        finished = sum(1 for p in phases if p in ("Succeeded", "Failed", "error"))
+        running = phases.count("Running")
+        return f"probes: {finished}/{total} done, {running} running, {total - finished - running} pending"
+
+    def sweep(self, older_than_minutes: float) -> list[str]:
+        """Delete probe pods of earlier runs older than this, in the profile's namespaces."""
+        cutoff = time.time() - older_than_minutes * 60
+        deleted = []
+        for namespace in sorted({w.namespace for w in self.profile.workloads}):
+            for pod in self.kube.list_pods(f"{MANAGED_BY}={MANAGED_BY_VALUE}", namespace):
+                meta = pod.get("metadata") or {}
+                if (meta.get("labels") or {}).get(RUN_ID_LABEL) == self.run_id:
+                    continue
+                created = _epoch(str(meta.get("creationTimestamp") or ""))
+                if created is not None and created < cutoff and self.kube.delete_pod(namespace, meta["name"]):
+                    deleted.append(f"{namespace}/{meta['name']}")
+        return deleted
 
     def _probe(self, workload: Workload) -> ProbeOutcome:
         outcome = ProbeOutcome(workload)
@@ -244,6 +283,10 @@ class Campaign:
             self._wait(outcome, workload.namespace, name)
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
+            with self._lock:
+                self._phase[workload.name] = "error"
+            if outcome.pod is not None and not self._cancel.is_set():
+                outcome.events = self._events(workload.namespace, outcome.pod)
         outcome.seconds = time.monotonic() - t0
         return outcome
 
@@ -251,8 +294,12 @@ class Campaign:
         deadline = time.monotonic() + self.profile.probe.timeout_seconds + 10
         pod: Obj = {}
         while time.monotonic() < deadline:
+            if self._cancel.is_set():
+                raise ProbeError(f"probe pod {namespace}/{name}: run interrupted")
             pod = self.kube.read_pod(namespace, name)
             phase = (pod.get("status") or {}).get("phase")
+            with self._lock:
+                self._phase[outcome.workload.name] = str(phase)
             outcome.node_name = (pod.get("spec") or {}).get("nodeName") or outcome.node_name
             if phase in ("Succeeded", "Failed"):
                 outcome.log = self.kube.pod_log(namespace, name)
@@ -272,6 +319,13 @@ class Campaign:
             f"probe pod {namespace}/{name} did not finish within {self.profile.probe.timeout_seconds + 10}s; "
             f"last seen: {_seen(pod)}"
         )
+
+    def _events(self, namespace: str, name: str) -> list[str]:
+        try:
+            events = self.kube.pod_events(namespace, name)
+        except KubeError as exc:
+            return [f"(events unavailable: {exc})"]
+        return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}" for e in events][-15:]
 
     def cleanup(self) -> list[str]:
         """Delete every pod this campaign created (unless keep_pods); return the ones deleted."""
@@ -296,3 +350,10 @@ def _exit_code(pod: Obj) -> str:
         if term:
             return str(term.get("exitCode"))
     return "unknown"
+
+
+def _epoch(timestamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

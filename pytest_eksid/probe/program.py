@@ -70,7 +70,10 @@ def _jwt_claims(token: str) -> dict[str, Any]:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return {"error": "not a JWT"}
-    k8s = claims.get("kubernetes.io") or {}
+    if not isinstance(claims, dict):
+        return {"error": "not a JWT"}
+    k8s = claims.get("kubernetes.io")
+    k8s = k8s if isinstance(k8s, dict) else {}
     return {
         "iss": claims.get("iss"),
         "sub": claims.get("sub"),
@@ -168,6 +171,19 @@ DENIAL_CODES = (
     "Forbidden",
     "403",
 )
+# 403s that are about the credentials, not about a policy: a broken login proves nothing.
+AUTHENTICATION_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "RequestTimeTooSkewed",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "MissingAuthenticationToken",
+    "IncompleteSignature",
+)
 # How AWS names the policy type that denied, most specific first.
 POLICY_TYPES = (
     ("service control policy", "service-control-policy"),
@@ -199,6 +215,8 @@ def classify(item: Mapping[str, Any], error: dict[str, Any] | None) -> dict[str,
     status = error.get("http_status")
     if code and code in item.get("authorized_codes", ()):
         return {"outcome": "allowed", "why": "authorized, then refused on purpose with " + code}
+    if code in AUTHENTICATION_CODES:
+        return {"outcome": "error", "why": "the credentials were refused (" + code + "), so nothing was decided"}
     if code in DENIAL_CODES or status == 403:
         lowered = message.lower()
         policy = next((name for phrase, name in POLICY_TYPES if phrase in lowered), None)
@@ -218,8 +236,25 @@ def classify(item: Mapping[str, Any], error: dict[str, Any] | None) -> dict[str,
     return {"outcome": "error", "why": "the call failed for another reason than authorization"}
 
 
-def run_actions(plan: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Run each planned call with the pod's default credentials and classify the answer."""
+def run_actions(plan: Mapping[str, Any], identity: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run each planned call with the pod's default credentials and classify the answer.
+
+    When the identity step found no working credentials, nothing is called (each call would only
+    retry the same failing provider): every action is an error that says why.
+    """
+    if identity is not None and not identity.get("caller"):
+        err = identity.get("error") or {}
+        return [
+            {
+                **{k: item.get(k) for k in ("id", "expect", "action", "form", "form_note")},
+                "outcome": "error",
+                "why": "not run: the pod has no working AWS credentials",
+                "code": err.get("code") or err.get("type"),
+                "message": err.get("message"),
+                "http_status": err.get("http_status"),
+            }
+            for item in plan.get("actions", [])
+        ]
     import botocore.session
     from botocore.config import Config
 
@@ -357,7 +392,7 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("environment", lambda: audit_environment(environ)),
         ("identity", lambda: resolve_identity(plan)),
-        ("actions", lambda: run_actions(plan)),
+        ("actions", lambda: run_actions(plan, result.get("identity"))),
         ("imds", lambda: check_imds(plan, environ)),
         ("agent", lambda: check_agent(environ)),
     ]

@@ -9,8 +9,10 @@ mount path is rewritten to the file's host path (the pod spec keeps the real pat
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,12 +29,16 @@ from typing import Any
 
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
-from pytest_eksid.sandbox.kubeapi import Store, now_rfc3339
+from pytest_eksid.sandbox.kubeapi import ApiError, Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
 from pytest_eksid.sandbox.trust import trust_allows
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES, PI_AUDIENCE
 
 Obj = dict[str, Any]
+# An image reference: [registry[:port]/]path[:tag][@digest], lowercase path.
+_IMAGE_RE = re.compile(
+    r"^(?:[\w.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
 
 
 class _Http:
@@ -182,6 +188,8 @@ class PodIdentityAgent:
     def stop(self) -> None:
         if self.running:
             self.http.stop()
+        else:
+            self.http.server.server_close()  # bound at construction, never served
         self._hold.close()
 
     def _allowed_hosts(self) -> set[str]:
@@ -250,6 +258,8 @@ class _Running:
     process: subprocess.Popen[bytes]
     root: Path
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    execs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     deleted: bool = False
 
 
@@ -303,19 +313,75 @@ class Node:
 class Kubelet:
     """Runs the pods the scheduler places on the sandbox's nodes."""
 
-    def __init__(self, store: Store, issuer: Issuer, nodes: list[Node], workdir: Path, aws_endpoint: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        issuer: Issuer,
+        nodes: list[Node],
+        workdir: Path,
+        aws_endpoint: str,
+        *,
+        start_latency: float = 0.0,
+        unpullable_images: frozenset[str] = frozenset(),
+    ) -> None:
         self.store = store
         self.issuer = issuer
         self.nodes = nodes
         self.workdir = workdir
         self.aws_endpoint = aws_endpoint
+        self.start_latency = start_latency  # seconds between scheduling and the process start
+        self.unpullable_images = unpullable_images
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._next = 0
+        self._stopping = threading.Event()
+        self.live = 0  # pods whose process runs now
+        self.peak = 0  # the most that ever ran at once
+
+    def _event(self, pod: Obj, reason: str, message: str, kind: str = "Normal") -> None:
+        meta = pod["metadata"]
+        now = now_rfc3339()
+        try:
+            self.store.create(
+                "events",
+                meta["namespace"],
+                {
+                    "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}"},
+                    "involvedObject": {
+                        "kind": "Pod",
+                        "namespace": meta["namespace"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "apiVersion": "v1",
+                    },
+                    "reason": reason,
+                    "message": message,
+                    "type": kind,
+                    "source": {"component": "kubelet" if reason != "FailedScheduling" else "default-scheduler"},
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "count": 1,
+                },
+            )
+        except Exception:
+            return  # the namespace went away: events are best effort, as in Kubernetes
+
+    def _waiting(self, pod: Obj, container: Obj, reason: str, message: str) -> None:
+        self._event(pod, "Failed", message, "Warning")
+        self._patch(
+            pod,
+            lambda p: p["status"].update(
+                {
+                    "phase": "Pending",
+                    "containerStatuses": [_status(container, waiting={"reason": reason, "message": message})],
+                }
+            ),
+        )
 
     def install(self) -> None:
         self.store.on_create.append(self._on_create)
         self.store.on_delete.append(self._on_delete)
+        self.store.exec_handler = self.exec
 
     def _on_create(self, pod: Obj) -> None:
         threading.Thread(target=self._run, args=(pod,), name=f"kubelet-{pod['metadata']['name']}", daemon=True).start()
@@ -346,6 +412,12 @@ class Kubelet:
         meta = pod["metadata"]
         node = self._schedule(pod)
         if node is None:
+            self._event(
+                pod,
+                "FailedScheduling",
+                f"0/{len(self.nodes)} nodes are available: node(s) didn't match Pod's node affinity/selector.",
+                "Warning",
+            )
             self._patch(
                 pod,
                 lambda p: p["status"].update(
@@ -365,24 +437,40 @@ class Kubelet:
             )
             return
         container = pod["spec"]["containers"][0]
+        self._event(pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {node.name}")
+        self._patch(pod, lambda p: p["spec"].update({"nodeName": node.name}))
+        if self.start_latency and self._stopping.wait(self.start_latency):
+            return
+        image = str(container.get("image") or "")
+        if not _IMAGE_RE.match(image):
+            self._waiting(
+                pod,
+                container,
+                "InvalidImageName",
+                f'Failed to apply default image tag "{image}": invalid reference format',
+            )
+            return
+        if image in self.unpullable_images:
+            self._waiting(
+                pod,
+                container,
+                "ErrImagePull",
+                f'Failed to pull image "{image}": rpc error: code = NotFound '
+                "desc = failed to pull and unpack image: not found",
+            )
+            return
+        self._event(pod, "Pulled", f'Container image "{image}" already present on machine')
         root = self.workdir / "pods" / meta["uid"]
         try:
             mounts = self._volumes(pod, node, root)
-            env = self._env(container, node, root, mounts)
+            env = self._env(container, node, root, mounts, meta["namespace"])
+        except ValueError as exc:
+            self._waiting(pod, container, "CreateContainerConfigError", f"Error: {exc}")
+            return
+        try:
             argv = self._argv(container)
         except ValueError as exc:
-            message = str(exc)
-            self._patch(
-                pod,
-                lambda p: p["status"].update(
-                    {
-                        "phase": "Pending",
-                        "containerStatuses": [
-                            _status(container, waiting={"reason": "CreateContainerConfigError", "message": message})
-                        ],
-                    }
-                ),
-            )
+            self._waiting(pod, container, "CreateContainerError", f"Error: {exc}")
             return
         log = root / "container.log"
         started = now_rfc3339()
@@ -416,8 +504,12 @@ class Kubelet:
                     env=env,
                     start_new_session=True,
                 )
-            running = _Running(proc, root, log)
+            running = _Running(proc, root, log, env)
             self._running[meta["uid"]] = running
+            self.live += 1
+            self.peak = max(self.peak, self.live)
+        self._event(pod, "Created", f"Created container {container['name']}")
+        self._event(pod, "Started", f"Started container {container['name']}")
         deadline = pod["spec"].get("activeDeadlineSeconds")
         try:
             code = proc.wait(timeout=float(deadline) if deadline else None)
@@ -426,6 +518,9 @@ class Kubelet:
         except subprocess.TimeoutExpired:
             _kill(proc)
             code, reason, phase_reason = 137, "Error", "DeadlineExceeded"
+        finally:
+            with self._lock:
+                self.live -= 1
         if running.deleted:
             return
         finished = now_rfc3339()
@@ -478,7 +573,7 @@ class Kubelet:
             mounts[m["mountPath"].rstrip("/")] = host_dirs[m["name"]]
         return mounts
 
-    def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path]) -> dict[str, str]:
+    def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path], namespace: str) -> dict[str, str]:
         home = root / "home"
         home.mkdir(parents=True, exist_ok=True)
         env = {
@@ -494,7 +589,7 @@ class Kubelet:
             if "value" in item:
                 value = str(item.get("value") or "")
             elif "valueFrom" in item:
-                value = self._value_from(container, item)
+                value = self._value_from(namespace, item)
             else:
                 value = ""
             for mount, host in mounts.items():
@@ -507,9 +602,28 @@ class Kubelet:
             env[item["name"]] = value
         return env
 
-    def _value_from(self, container: Obj, item: Obj) -> str:
-        ref = item["valueFrom"].get("secretKeyRef") or item["valueFrom"].get("configMapKeyRef")
-        raise ValueError(f"valueFrom is not supported by the sandbox kubelet ({item['name']} from {ref})")
+    def _value_from(self, namespace: str, item: Obj) -> str:
+        source = item["valueFrom"]
+        for kind, resource in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
+            ref = source.get(kind)
+            if ref is None:
+                continue
+            obj = self.store.find(resource, namespace, ref.get("name", ""))
+            singular = resource.rstrip("s")
+            if obj is None:
+                if ref.get("optional"):
+                    return ""
+                raise ValueError(f'{singular} "{ref.get("name")}" not found')
+            data = obj.get("data") or {}
+            if ref.get("key") not in data:
+                if ref.get("optional"):
+                    return ""
+                raise ValueError(
+                    f"couldn't find key {ref.get('key')} in {singular.capitalize()} {namespace}/{ref.get('name')}"
+                )
+            value = str(data[ref["key"]])
+            return base64.b64decode(value).decode("utf-8", "replace") if resource == "secrets" else value
+        raise ValueError(f"unsupported valueFrom for {item['name']}: only secretKeyRef and configMapKeyRef")
 
     def _argv(self, container: Obj) -> list[str]:
         argv = [*(container.get("command") or []), *(container.get("args") or [])]
@@ -521,6 +635,26 @@ class Kubelet:
             raise ValueError(f'exec: "{argv[0]}": executable file not found in $PATH')
         return argv
 
+    def exec(
+        self, namespace: str, name: str, container: str | None, argv: list[str], stdio: dict[str, Any]
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` "in" a running pod's container: a local process with the container's
+        environment and working directory (``pods/exec``); ``stdio`` are ``Popen`` keywords."""
+        pod = self.store.get("pods", namespace, name)
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        if container is not None and container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        with self._lock:
+            running = self._running.get(pod["metadata"]["uid"])
+        if running is None or running.process.poll() is not None or container not in (None, names[0]):
+            raise ApiError(
+                400, "BadRequest", f'unable to upgrade connection: container not found ("{container or names[0]}")'
+            )
+        argv = [sys.executable if i == 0 and a in ("python", "python3") else a for i, a in enumerate(argv)]
+        proc = subprocess.Popen(argv, cwd=running.root, env=running.env, start_new_session=True, **stdio)
+        running.execs.append(proc)
+        return proc
+
     def _on_delete(self, pod: Obj) -> None:
         with self._lock:
             running = self._running.pop(pod["metadata"]["uid"], None)
@@ -528,14 +662,14 @@ class Kubelet:
             return
         running.deleted = True
         _kill(running.process)
+        for proc in running.execs:
+            _kill(proc)
         shutil.rmtree(running.root, ignore_errors=True)
 
     def read_log(self, namespace: str, name: str, pod: Obj) -> str:
         with self._lock:
             running = self._running.get(pod["metadata"]["uid"])
         if running is None:
-            from pytest_eksid.sandbox.kubeapi import ApiError
-
             raise ApiError(
                 400,
                 "BadRequest",
@@ -545,12 +679,15 @@ class Kubelet:
         return running.log.read_text(errors="replace")
 
     def stop(self) -> None:
+        self._stopping.set()
         with self._lock:
             running = list(self._running.values())
             self._running.clear()
         for r in running:
             r.deleted = True
             _kill(r.process)
+            for proc in r.execs:
+                _kill(proc)
 
 
 def _status(container: Obj, **state: Obj) -> Obj:

@@ -122,7 +122,18 @@ class Sandbox:
             self._services.append(agent)
             name = f"ip-10-0-{i + 1}-10.{self.profile.cluster.region}.compute.internal"
             self.nodes.append(Node(name=name, nodegroup=group, imds=imds, agent=agent))
-        self.kubelet = Kubelet(self.store, self.issuer, self.nodes, self.workdir, self.aws.url)
+        unpullable = frozenset(
+            self.profile.probe.image for f in sandbox.faults if f.fault == "image-pull-error"
+        )  # the registry does not have the probe image
+        self.kubelet = Kubelet(
+            self.store,
+            self.issuer,
+            self.nodes,
+            self.workdir,
+            self.aws.url,
+            start_latency=sandbox.pod_start_seconds,
+            unpullable_images=unpullable,
+        )
         self.kubelet.install()
         Webhooks(self.store, self.eks, WebhookConfig(region=self.profile.cluster.region)).install()
 
@@ -190,6 +201,8 @@ class Sandbox:
                         },
                     }
                 )
+        unique = {json.dumps(st, sort_keys=True): st for st in statements}
+        statements = list(unique.values())
         if not statements:  # bound to nothing: assumable by no workload
             statements.append(
                 {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
@@ -286,8 +299,12 @@ class Sandbox:
         namespaces = {"kube-system", *(w.namespace for w in self.profile.workloads)}
         for ns in sorted(namespaces):
             self.store.create("namespaces", "", {"metadata": {"name": ns}})
+        seen: set[tuple[str, str]] = set()
         for b in self.bindings():
             w = b.workload
+            if (w.namespace, w.service_account) in seen:
+                continue  # workloads sharing a ServiceAccount share its binding: the first one sets it
+            seen.add((w.namespace, w.service_account))
             meta: dict[str, Any] = {
                 "name": w.service_account,
                 "labels": {"app.kubernetes.io/name": w.name, **({OWNER_LABEL: w.owner} if w.owner else {})},

@@ -1,0 +1,300 @@
+"""The probe, run for real in probe pods on the sandbox: every measurement and every diagnosis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pytest_eksid.checks.podsecurity import restricted_violations
+from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, probe_pod_manifest
+from tests.conftest import REPO, demo_data, write_profile
+
+REPORTER = {
+    "name": "reporter",
+    "namespace": "finance-demo",
+    "serviceAccount": "reporter-aws-sa",
+    "mechanism": "pod-identity",
+    "roleArn": "arn:aws:iam::111122223333:role/demo-reporting",
+    "owner": "finance-team",
+    # GetObject is allowed on reports/*, ListBucket is not, and the key does not exist: S3's 403
+    # cannot say which, so the probe must say inconclusive.
+    "allow": [{"action": "s3:GetObject", "resource": "arn:aws:s3:::company-demo-finance/reports/missing.csv"}],
+}
+
+
+def by_id(outcome):
+    return {a["id"]: a for a in outcome.actions}
+
+
+def test_actions_allowed_denied_and_inconclusive(start_sandbox):
+    data = demo_data()
+    data["workloads"].append(REPORTER)
+    run = start_sandbox(data)
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    outcomes = campaign.run(run.loaded.profile.workloads)
+    campaign.cleanup()
+    exporter = by_id(outcomes["invoice-exporter"])
+    assert exporter["allow-0"]["outcome"] == "allowed"  # PutObject, safe form
+    assert exporter["allow-0"]["form"] == "safe"
+    assert exporter["allow-0"]["code"] == "BadDigest"
+    assert exporter["allow-1"]["outcome"] == "allowed"  # SendMessage, safe form
+    for deny in ("deny-0", "deny-1", "deny-2"):
+        assert exporter[deny]["outcome"] == "denied", exporter[deny]
+        assert exporter[deny]["policy_type"] == "identity-based-policy"
+    reporter = by_id(outcomes["reporter"])
+    assert reporter["allow-0"]["outcome"] == "inconclusive", reporter
+    assert "s3:ListBucket" in reporter["allow-0"]["why"]
+
+
+def test_nothing_was_written_by_safe_forms(start_sandbox):
+    import boto3
+
+    run = start_sandbox(demo_data())
+    Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)
+    env = run.connection.env
+    s3 = boto3.client(
+        "s3",
+        region_name="eu-west-1",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="company-demo-finance").get("Contents", [])]
+    assert keys == ["payroll/2026-11.csv"]
+
+
+def test_imds_blocked_by_default_and_agent_answers(start_sandbox):
+    run = start_sandbox(demo_data())
+    outcomes = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)
+    for outcome in outcomes.values():
+        assert outcome.imds["v2"] == {"outcome": "blocked-timeout"}
+        assert outcome.imds["v1"]["outcome"] == "blocked-refused"
+    assert outcomes["invoice-exporter"].agent["outcome"] == "credentials"
+    assert outcomes["billing-worker"].agent == {"configured": False}
+
+
+@pytest.mark.parametrize(
+    ("versions", "v1", "v2"),
+    [
+        (["v1", "v2"], "exposed", "exposed"),
+        (["v2"], "blocked-refused", "exposed"),
+        (["v1"], "exposed", "blocked-timeout"),
+    ],
+)
+def test_imds_exposed(start_sandbox, versions, v1, v2):
+    data = demo_data()
+    data["sandbox"]["faults"] = [{"fault": "imds-exposed", "versions": versions}]
+    run = start_sandbox(data)
+    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["billing-worker"]
+    assert outcome.imds["v1"]["outcome"] == v1
+    assert outcome.imds["v2"]["outcome"] == v2
+    for version, expected in (("v1", v1), ("v2", v2)):
+        if expected == "exposed":
+            assert outcome.imds[version]["role"] == "demo-node"
+    # The node role's keys were minted, and none of them left the pod.
+    for secret in run.sandbox.minted_secrets:
+        assert secret not in outcome.log
+
+
+def test_imds_exposed_on_one_node_group_only(start_sandbox):
+    data = demo_data()
+    data["probe"]["nodeSelector"] = {"eks.amazonaws.com/nodegroup": "ng-batch"}
+    data["sandbox"]["faults"] = [{"fault": "imds-exposed", "nodegroup": "ng-general"}]
+    run = start_sandbox(data)
+    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["billing-worker"]
+    assert outcome.node_name is not None
+    assert outcome.node_name.startswith("ip-10-0-2-")
+    assert outcome.imds["v1"]["outcome"] == "blocked-refused"
+
+
+def test_agent_down(start_sandbox):
+    data = demo_data()
+    data["sandbox"]["faults"] = [{"fault": "agent-down"}]
+    run = start_sandbox(data)
+    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is None
+    assert outcome.agent["outcome"] == "refused"
+    assert outcome.identity["caller"] is None
+    assert outcome.identity["error"] is not None
+
+
+def _campaign(run, hook=None):
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    if hook is not None:
+        campaign.manifest_hook = hook
+    return campaign
+
+
+def _only_exporter(data):
+    data["workloads"] = [w for w in data["workloads"] if w["name"] == "invoice-exporter"]
+    return data
+
+
+def test_image_pull_error_is_diagnosed_at_once(start_sandbox):
+    data = _only_exporter(demo_data())
+    data["sandbox"]["faults"] = [{"fault": "image-pull-error"}]
+    run = start_sandbox(data)
+    t0 = time.monotonic()
+    outcome = _campaign(run).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert time.monotonic() - t0 < 10  # not the 60 s timeout
+    assert outcome.error is not None
+    assert "ErrImagePull" in outcome.error
+    assert "cannot pull the probe image" in outcome.error
+    assert any("Failed to pull image" in e for e in outcome.events)
+
+
+def test_unschedulable_is_diagnosed(start_sandbox):
+    data = _only_exporter(demo_data())
+    data["probe"]["nodeSelector"] = {"eks.amazonaws.com/nodegroup": "gpu"}
+    run = start_sandbox(data)
+    outcome = _campaign(run).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is not None
+    assert "Unschedulable" in outcome.error
+    assert any("FailedScheduling" in e for e in outcome.events)
+
+
+def test_create_container_config_error(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+
+    def missing_secret(manifest, workload):
+        manifest["spec"]["containers"][0]["env"].append(
+            {"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}
+        )
+
+    outcome = _campaign(run, missing_secret).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is not None
+    assert "CreateContainerConfigError" in outcome.error
+    assert 'secret "absent" not found' in outcome.error
+
+
+def test_crash_reports_exit_code_and_log_tail(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+
+    def crash(manifest, workload):
+        manifest["spec"]["containers"][0]["command"] = [
+            "python3",
+            "-c",
+            "print('probe went boom'); raise SystemExit(3)",
+        ]
+
+    outcome = _campaign(run, crash).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is not None
+    assert "exit code 3" in outcome.error
+    assert "probe went boom" in outcome.error
+
+
+def test_unparseable_output(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+
+    def garbage(manifest, workload):
+        manifest["spec"]["containers"][0]["command"] = ["python3", "-c", "print('EKSID-RESULT {not json')"]
+
+    outcome = _campaign(run, garbage).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is not None
+    assert "without a result line" in outcome.error
+    assert "EKSID-RESULT {not json" in outcome.error
+
+
+def test_twenty_workloads_run_concurrently(start_sandbox):
+    data = demo_data()
+    base = data["workloads"][1]  # billing-worker (IRSA)
+    data["workloads"] = [dict(base, name=f"worker-{i:02d}") for i in range(20)]
+    data["sandbox"]["podStartSeconds"] = 1.0
+    run = start_sandbox(data)
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, max_parallel=20)
+    outcomes = campaign.run(run.loaded.profile.workloads)
+    assert all(o.result is not None for o in outcomes.values()), [o.error for o in outcomes.values()]
+    assert run.sandbox.kubelet is not None
+    assert run.sandbox.kubelet.peak >= 10  # they ran side by side, not one after another
+    assert len(campaign.cleanup()) == 20
+    assert run.kube.list_pods(f"{MANAGED_BY}={MANAGED_BY_VALUE}") == []
+
+
+def test_no_secret_in_any_probe_output(start_sandbox):
+    data = demo_data()
+    data["sandbox"]["secrets"] = [{"name": "billing-demo/api-token", "value": "s3cr3t-value-that-must-not-leak"}]
+    data["sandbox"]["roles"][1]["policy"]["Statement"].append(
+        {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"], "Resource": ["*"]}
+    )
+    data["workloads"][1]["allow"].append(
+        {
+            "action": "secretsmanager:GetSecretValue",
+            "resource": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:billing-demo/api-token",
+        }
+    )
+    run = start_sandbox(data)
+    outcomes = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)
+    assert by_id(outcomes["billing-worker"])["allow-1"]["outcome"] == "allowed"
+    secrets = run.sandbox.minted_secrets
+    assert "s3cr3t-value-that-must-not-leak" in secrets
+    for outcome in outcomes.values():
+        text = outcome.log + json.dumps(outcome.result)
+        for secret in secrets:
+            assert secret not in text
+
+
+def test_probe_pod_passes_restricted_pod_security(start_sandbox):
+    run = start_sandbox(demo_data())
+    for workload in run.loaded.profile.workloads:
+        assert restricted_violations(probe_pod_manifest(run.loaded.profile, workload, "run")) == []
+    privileged = probe_pod_manifest(run.loaded.profile, run.loaded.profile.workloads[0], "run")
+    privileged["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    privileged["spec"]["hostNetwork"] = True
+    assert restricted_violations(privileged) == [
+        "spec.hostNetwork must not be true",
+        "container 'probe': privileged",
+    ]
+
+
+def test_sweep_deletes_old_probe_pods_of_other_runs(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+    old = Campaign(kube=run.kube, profile=run.loaded.profile, keep_pods=True)
+    old.run(run.loaded.profile.workloads)
+    assert old.cleanup() == []  # kept
+    kept = run.kube.list_pods(f"{RUN_ID_LABEL}={old.run_id}", "finance-demo")
+    assert len(kept) == 1
+    new = Campaign(kube=run.kube, profile=run.loaded.profile)
+    assert new.sweep(60) == []  # not old enough
+    assert new.sweep(0) == [f"finance-demo/{kept[0]['metadata']['name']}"]
+    assert run.kube.list_pods(f"{MANAGED_BY}={MANAGED_BY_VALUE}") == []
+
+
+def test_sigint_deletes_probe_pods(tmp_path):
+    """A real Ctrl-C while probe pods are starting: the run stops and deletes its pods."""
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 30
+    profile = write_profile(tmp_path, data, "slow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--profile={profile}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "launching 2 probe pod(s)" not in seen:
+        assert time.monotonic() < deadline, seen
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    out = seen + rest
+    assert proc.returncode == 2, out
+    assert "KeyboardInterrupt" in out
+    assert "eksid: deleted 2 probe pod(s)" in out
+    assert "INTERNALERROR" not in out
