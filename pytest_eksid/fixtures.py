@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from pytest_eksid.aws import Aws
 from pytest_eksid.checks import Finding
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome
-from pytest_eksid.profile import LoadedProfile, Workload
+from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
 from pytest_eksid.settings import Settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 SELECTED_KEY = pytest.StashKey[set[str]]()
 WORKLOAD_FIXTURE = "eksid_workload"
+ACTION_FIXTURE = "eksid_action"
 
 
 def _progress(config: pytest.Config, message: str) -> None:
@@ -31,10 +34,18 @@ def _progress(config: pytest.Config, message: str) -> None:
         reporter.write_line(f"eksid: {message}")
 
 
-def fail_on(finding: Finding | None) -> None:
-    """Fail the current test with the finding's message (no traceback: the message is the point)."""
-    if finding is not None:
-        pytest.fail(finding.message(), pytrace=False)
+def fail_on(finding: Finding | Iterable[Finding] | None) -> None:
+    """Fail the current test with the findings' messages (no traceback: the message is the point)."""
+    findings = [finding] if isinstance(finding, Finding) else list(finding or [])
+    if findings:
+        pytest.fail("\n\n".join(f.message() for f in findings), pytrace=False)
+
+
+def inconclusive(settings: Settings, reason: str) -> NoReturn:
+    """An inconclusive measurement: reported as such (skipped, or failed with --eksid-inconclusive=fail)."""
+    if settings.inconclusive.value == "fail":
+        pytest.fail(f"INCONCLUSIVE (--eksid-inconclusive=fail): {reason}", pytrace=False)
+    pytest.skip(f"INCONCLUSIVE: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +171,20 @@ def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_
             pytrace=False,
         )
     return outcome
+
+
+@pytest.fixture(scope="session")
+def eksid_aws(eksid_profile: LoadedProfile, eksid_connection: dict[str, str | None]) -> Aws:
+    """Read-only AWS facts (IAM, EKS) for the profile's cluster, with the runner's own credentials."""
+    return Aws(region=eksid_profile.profile.cluster.region)
+
+
+@pytest.fixture
+def eksid_action(request: pytest.FixtureRequest) -> tuple[str, str, ActionCheck]:
+    """``(expect, id, check)`` of one allow/deny entry of the workload (parametrized by the plugin)."""
+    param = getattr(request, "param", None)
+    if not isinstance(param, tuple):
+        raise pytest.UsageError(f"{request.node.nodeid}: eksid_action is parametrized by the plugin from --profile")
+    expect, index, check = param
+    prefix = "allow" if expect == "allowed" else "deny"
+    return str(expect), f"{prefix}-{index}", check

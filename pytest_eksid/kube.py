@@ -21,6 +21,13 @@ VERBS: dict[str, tuple[str, ...]] = {
     "pods": ("create", "get", "list", "delete"),
     "pods/log": ("get",),
     "events": ("list",),
+    "serviceaccounts": ("get",),
+    "secrets": ("list",),
+    "configmaps": ("list",),
+    "nodes": ("list",),
+    "apps/deployments": ("list",),
+    "apps/statefulsets": ("list",),
+    "apps/daemonsets": ("get", "list"),
 }
 
 
@@ -67,6 +74,7 @@ class Kube:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
         self.context = target.context or _current_context(config_file)
 
     def close(self) -> None:
@@ -111,6 +119,60 @@ class Kube:
             raise _wrap(exc, f"list events of pod {namespace}/{name}") from None
         events = [_plain(self.api_client, e) for e in found.items]
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    def service_account(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _plain(self.api_client, self.core.read_namespaced_service_account(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _wrap(exc, f"read serviceaccount {namespace}/{name}") from None
+
+    def secrets(self, namespace: str) -> list[Obj]:
+        """Secrets of a namespace. Their values are read only to scan them, never reported."""
+        try:
+            return [_plain(self.api_client, s) for s in self.core.list_namespaced_secret(namespace).items]
+        except ApiException as exc:
+            raise _wrap(exc, f"list secrets in {namespace}") from None
+
+    def config_maps(self, namespace: str) -> list[Obj]:
+        try:
+            return [_plain(self.api_client, c) for c in self.core.list_namespaced_config_map(namespace).items]
+        except ApiException as exc:
+            raise _wrap(exc, f"list configmaps in {namespace}") from None
+
+    def workloads(self, namespace: str, label_selector: str) -> list[Obj]:
+        """Deployments and StatefulSets matching the selector (their pod templates matter here)."""
+        out: list[Obj] = []
+        for kind, lister in (
+            ("Deployment", self.apps.list_namespaced_deployment),
+            ("StatefulSet", self.apps.list_namespaced_stateful_set),
+        ):
+            try:
+                items = lister(namespace, label_selector=label_selector).items
+            except ApiException as exc:
+                if exc.status == 404:  # the API server does not serve this kind
+                    continue
+                raise _wrap(exc, f"list {kind}s in {namespace}") from None
+            for item in items:
+                obj = _plain(self.api_client, item)
+                obj.setdefault("kind", kind)
+                out.append(obj)
+        return out
+
+    def daemon_set(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _plain(self.api_client, self.apps.read_namespaced_daemon_set(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _wrap(exc, f"read daemonset {namespace}/{name}") from None
+
+    def nodes(self) -> list[Obj]:
+        try:
+            return [_plain(self.api_client, n) for n in self.core.list_node().items]
+        except ApiException as exc:
+            raise _wrap(exc, "list nodes") from None
 
     def list_pods(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
         try:

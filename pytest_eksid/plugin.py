@@ -11,9 +11,12 @@ import pytest
 
 from pytest_eksid import hooks
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
+    ACTION_FIXTURE,
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
+    eksid_action,
+    eksid_aws,
     eksid_campaign,
     eksid_connection,
     eksid_kube,
@@ -22,10 +25,12 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     eksid_settings,
     eksid_workload,
 )
-from pytest_eksid.profile import LoadedProfile, ProfileError, load_profile
+from pytest_eksid.profile import LoadedProfile, ProfileError, Workload, load_profile
 from pytest_eksid.settings import Setting, Settings
 
 __all__ = [
+    "eksid_action",
+    "eksid_aws",
     "eksid_campaign",
     "eksid_connection",
     "eksid_kube",
@@ -37,9 +42,16 @@ __all__ = [
 
 
 MARKERS = {
-    "identity": "checks that the workload's pods are the expected IAM role, by the expected provider",
+    "identity": "the workload's pods are the expected IAM role, by the expected credential provider",
+    "permissions": "allowed actions succeed and denied actions fail, as the probe measured",
+    "imds": "the node's IMDS role is unreachable from the workload's pods",
+    "agent": "the Pod Identity Agent is healthy (IRSA: the cluster's IAM OIDC provider exists)",
+    "static_credentials": "no static AWS credentials for the workload anywhere",
+    "configuration": "ServiceAccount, owner, binding, trust policy and permission policy",
     "pod_identity": "checks of workloads bound by EKS Pod Identity",
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
+    "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
+    "(e.g. only Pod Identity workloads)",
 }
 
 T = TypeVar("T")
@@ -52,6 +64,12 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _inconclusive(text: str) -> str:
+    if text not in ("skip", "fail"):
+        raise ValueError(f"expected skip or fail, got {text!r}")
+    return text
 
 
 def _minutes(text: str) -> float:
@@ -109,6 +127,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Before probing, delete probe pods of earlier runs older than MINUTES in the profile's namespaces "
         "(ini: eksid_sweep, env: EKSID_SWEEP)",
     )
+    group.addoption(
+        "--eksid-inconclusive",
+        dest="eksid_inconclusive",
+        metavar="skip|fail",
+        type=_inconclusive,
+        default=None,
+        help="What an inconclusive probe result does to its test: skip (reported as INCONCLUSIVE, the default) "
+        "or fail (ini: eksid_inconclusive, env: EKSID_INCONCLUSIVE)",
+    )
+    parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
     parser.addini("eksid_profile", "Profile to check when --profile is not given", default=None)
     parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
@@ -157,7 +185,11 @@ def pytest_configure(config: pytest.Config) -> None:
     assert keep is not None
     assert parallel is not None
     sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
-    config.stash[SETTINGS_KEY] = Settings(profile=profile, keep_pods=keep, max_parallel=parallel, sweep_minutes=sweep)
+    inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
+    assert inconclusive is not None
+    config.stash[SETTINGS_KEY] = Settings(
+        profile=profile, keep_pods=keep, max_parallel=parallel, sweep_minutes=sweep, inconclusive=inconclusive
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -190,6 +222,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # reported as a usage error once collection is done (pytest_collection_finish)
     loaded = settings.profile.value
     workloads = sorted(loaded.profile.workloads, key=lambda w: w.name)
+    for mark in metafunc.definition.iter_markers("eksid_applies"):
+        workloads = [w for w in workloads if mark.args[0](w)]
+    if ACTION_FIXTURE in metafunc.fixturenames:
+        pairs = [
+            (w, (expect, i, check))
+            for w in workloads
+            for expect, checks in (("allowed", w.allow), ("denied", w.deny))
+            for i, check in enumerate(checks)
+        ]
+        metafunc.parametrize(
+            [WORKLOAD_FIXTURE, ACTION_FIXTURE],
+            pairs,
+            indirect=True,
+            ids=[
+                f"{loaded.name}/{w.name}/{'allow' if e == 'allowed' else 'deny'}-{i}:{c.action}"
+                for w, (e, i, c) in pairs
+            ],
+        )
+        return
     metafunc.parametrize(
         WORKLOAD_FIXTURE,
         workloads,
@@ -202,7 +253,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
-        if workload is not None:
+        if isinstance(workload, Workload):
             item.add_marker(workload.mechanism.replace("-", "_"))
 
 
@@ -220,6 +271,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
-        if workload is not None:
+        if isinstance(workload, Workload):
             selected.add(workload.name)
     session.config.stash[SELECTED_KEY] = selected

@@ -40,7 +40,40 @@ Mechanism = Literal["pod-identity", "irsa"]
 ImdsVersion = Literal["v1", "v2"]
 IMDS_VERSIONS: tuple[ImdsVersion, ...] = ("v1", "v2")
 MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
-FAULTS: tuple[str, ...] = ("wrong-role", "imds-exposed", "agent-down", "image-pull-error")
+FaultName = Literal[
+    "wrong-role",
+    "default-service-account",
+    "missing-association",
+    "missing-annotation",
+    "wildcard-trust-sub",
+    "missing-aud-condition",
+    "missing-tag-session",
+    "static-keys-in-secret",
+    "static-keys-in-env",
+    "excess-permissions",
+    "both-mechanisms",
+    "legacy-user-active-key",
+    "imds-exposed",
+    "agent-down",
+    "image-pull-error",
+    "webhook-not-injecting",
+    "no-oidc-provider",
+]
+# Faults that change one workload's setup, and the mechanism they apply to (None: either).
+WORKLOAD_FAULTS: dict[str, str | None] = {
+    "wrong-role": None,
+    "default-service-account": None,
+    "missing-association": "pod-identity",
+    "missing-annotation": "irsa",
+    "wildcard-trust-sub": "irsa",
+    "missing-aud-condition": "irsa",
+    "missing-tag-session": "pod-identity",
+    "static-keys-in-secret": None,
+    "static-keys-in-env": None,
+    "excess-permissions": None,
+    "both-mechanisms": None,
+    "legacy-user-active-key": None,
+}
 
 
 class ProfileError(Exception):
@@ -108,6 +141,7 @@ class Cluster(_Model):
     kube_context: str | None = None
     kubeconfig: str | None = None
     node_role_arn: RoleArn | None = None
+    owner_label: str = "platform.mycompany.io/identity-owner"  # the ServiceAccount label naming the owner
 
 
 class Toleration(_Model):
@@ -165,6 +199,10 @@ class Workload(_Model):
     mechanism: Mechanism
     role_arn: RoleArn
     owner: str | None = None
+    # How to find the workload's own pod templates (Deployments, StatefulSets, ...) in its namespace.
+    selector: str | None = None  # default: app.kubernetes.io/name=<name>
+    legacy_iam_user: str | None = None  # an IAM user the workload used before: it must hold no active keys
+    migration: bool = False  # both mechanisms bound on purpose (IRSA -> Pod Identity migration)
     allow: list[ActionCheck] = Field(default_factory=list)
     deny: list[ActionCheck] = Field(default_factory=list)
 
@@ -175,7 +213,7 @@ class SandboxRole(_Model):
 
 
 class SandboxFault(_Model):
-    fault: Literal["wrong-role", "imds-exposed", "agent-down", "image-pull-error"]
+    fault: FaultName
     workload: str | None = None  # wrong-role: whose binding changes
     role: str | None = None  # wrong-role: the role bound instead
     nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
@@ -237,13 +275,18 @@ class Profile(_Model):
             if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:
                 groups = ", ".join(sandbox.nodegroups)
                 raise ValueError(f"fault {f.fault!r} names node group {f.nodegroup!r}; choose one of: {groups}")
-            if f.fault != "wrong-role":
+            if f.fault not in WORKLOAD_FAULTS:
                 continue
             if f.workload not in names:
                 raise ValueError(
                     f"fault {f.fault!r} names workload {f.workload!r}, which is not in workloads "
                     f"(choose one of: {', '.join(sorted(names))})"
                 )
+            mechanism = WORKLOAD_FAULTS[f.fault]
+            if mechanism is not None and self.workload(str(f.workload)).mechanism != mechanism:
+                raise ValueError(f"fault {f.fault!r} applies to {mechanism} workloads; {f.workload!r} is not one")
+            if f.fault == "legacy-user-active-key" and self.workload(str(f.workload)).legacy_iam_user is None:
+                raise ValueError(f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser")
             if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
                 raise ValueError(
                     f"fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "
@@ -251,6 +294,7 @@ class Profile(_Model):
                 )
 
     def workload(self, name: str) -> Workload:
+        """The workload of that name; KeyError if there is none."""
         for w in self.workloads:
             if w.name == name:
                 return w

@@ -22,6 +22,7 @@ class Settings:
     keep_pods: Setting[bool]
     max_parallel: Setting[int]
     sweep_minutes: Setting[float] | None = None
+    inconclusive: Setting[str] = Setting("skip", "default")
 
     @property
     def loaded(self) -> LoadedProfile:

@@ -285,6 +285,8 @@ def _eks_action(method: str, path: str) -> str:
     segs = path.strip("/").split("/")
     if len(segs) == 2:
         return "DescribeCluster"
+    if len(segs) >= 3 and segs[2] == "addons":
+        return "DescribeAddon"
     if len(segs) == 3:
         return "ListPodIdentityAssociations" if method == "GET" else "CreatePodIdentityAssociation"
     return {

@@ -77,6 +77,7 @@ class EksControlPlane:
         self.created_at = time.time()
         self._lock = threading.Lock()
         self._associations: dict[str, Association] = {}
+        self._addons: dict[str, str] = {}
 
     # --- in-process API (webhook, agent, seeding) ----------------------------------------
 
@@ -137,6 +138,38 @@ class EksControlPlane:
             raise EksError(404, "ResourceNotFoundException", f"No Pod Identity Association found with id {assoc_id}")
         return assoc
 
+    def set_addon(self, name: str, status: str) -> None:
+        with self._lock:
+            self._addons[name] = status
+
+    def describe_addon(self, name: str) -> Obj:
+        with self._lock:
+            status = self._addons.get(name)
+        if status is None:
+            raise EksError(404, "ResourceNotFoundException", f"No addon: {name} found in cluster: {self.name}")
+        issues = (
+            []
+            if status == "ACTIVE"
+            else [
+                {
+                    "code": "InsufficientNumberOfReplicas",
+                    "message": "The add-on is unhealthy because it doesn't have the desired number of replicas.",
+                    "resourceIds": [],
+                }
+            ]
+        )
+        return {
+            "addonName": name,
+            "clusterName": self.name,
+            "status": status,
+            "addonVersion": "v1.3.4-eksbuild.1",
+            "health": {"issues": issues},
+            "addonArn": f"arn:aws:eks:{self.region}:{self.account_id}:addon/{self.name}/{name}/sandbox",
+            "createdAt": self.created_at,
+            "modifiedAt": self.created_at,
+            "tags": {},
+        }
+
     def describe_cluster(self) -> Obj:
         return {
             "name": self.name,
@@ -163,6 +196,8 @@ class EksControlPlane:
         rest = segs[2:]
         if not rest and method == "GET":
             return {"cluster": self.describe_cluster()}
+        if rest[:1] == ["addons"] and len(rest) == 2 and method == "GET":
+            return {"addon": self.describe_addon(rest[1])}
         if rest[:1] != ["pod-identity-associations"]:
             raise EksError(404, "ResourceNotFoundException", f"No resource at {path}")
         if len(rest) == 1 and method == "GET":

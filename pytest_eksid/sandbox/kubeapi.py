@@ -98,6 +98,7 @@ class ResourceType:
     subresources: tuple[str, ...] = ()
     field_labels: tuple[str, ...] = ()
     generation: bool = False  # metadata.generation tracks spec changes
+    delete_returns_object: bool = False  # else DELETE answers with a Status
 
     @property
     def api_version(self) -> str:
@@ -148,14 +149,14 @@ _POD_FIELDS = (
 _STATUS = ("status",)
 
 RESOURCES: tuple[ResourceType, ...] = (
-    ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), (), _STATUS, ("status.phase",)),
+    ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), (), _STATUS, ("status.phase",), False, True),
     ResourceType("", "v1", "nodes", "Node", False, ("no",), (), _STATUS, ("spec.unschedulable",)),
-    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),
-    ResourceType("", "v1", "pods", "Pod", True, ("po",), ("all",), ("status", "log", "exec"), _POD_FIELDS),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), delete_returns_object=True),
+    ResourceType("", "v1", "pods", "Pod", True, ("po",), ("all",), ("status", "log", "exec"), _POD_FIELDS, False, True),
     ResourceType("", "v1", "secrets", "Secret", True, (), (), (), ("type",)),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     ResourceType("", "v1", "events", "Event", True, ("ev",), (), (), _EVENT_FIELDS),
-    ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), (), _STATUS),
+    ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, ("quota",), (), _STATUS, (), False, True),
     ResourceType("", "v1", "limitranges", "LimitRange", True, ("limits",)),
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), ("all",), _STATUS, generation=True),
     ResourceType("apps", "v1", "deployments", "Deployment", True, ("deploy",), ("all",), _STATUS, generation=True),
@@ -737,9 +738,10 @@ def _validate_webhooks(obj: Obj) -> list[FieldError]:
     return errors
 
 
-def validate(rt: ResourceType, obj: Obj) -> None:
+def validate(rt: ResourceType, obj: Obj, errors: list[FieldError] | None = None) -> None:
+    """Raise 422 Invalid for ``obj`` (and the update ``errors`` found already)."""
     meta = obj["metadata"]
-    errors = _validate_meta(rt, meta)
+    errors = [*_validate_meta(rt, meta), *(errors or [])]
     if rt is PODS:
         errors += _validate_containers((obj.get("spec") or {}).get("containers"), "spec.containers")
     elif rt.group == "apps":
@@ -803,8 +805,7 @@ def _pod_spec_shape(spec: Obj) -> Obj:
     return shape
 
 
-def _check_update(rt: ResourceType, old: Obj, new: Obj) -> None:
-    name = old["metadata"]["name"]
+def _update_errors(rt: ResourceType, old: Obj, new: Obj) -> list[FieldError]:
     errors: list[FieldError] = []
     if rt is PODS and _pod_spec_shape(new.get("spec") or {}) != _pod_spec_shape(old.get("spec") or {}):
         errors.append(
@@ -821,8 +822,7 @@ def _check_update(rt: ResourceType, old: Obj, new: Obj) -> None:
         for field in ("data", "binaryData", "stringData", "immutable"):
             if new.get(field) != old.get(field):
                 errors.append(_forbidden(field, "field is immutable when `immutable` is set"))
-    if errors:
-        raise invalid(rt, name, errors)
+    return errors
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -1119,8 +1119,7 @@ class Store:
                 result["status"] = old["status"]
             else:
                 result.pop("status", None)
-        validate(rt, result)
-        _check_update(rt, old, result)
+        validate(rt, result, _update_errors(rt, old, result))
         if rt.generation and {k: v for k, v in result.items() if k not in ("metadata", "status")} != {
             k: v for k, v in old.items() if k not in ("metadata", "status")
         }:
@@ -1237,7 +1236,8 @@ class Store:
         namespace = meta.get("namespace") or "default"
         now = now_rfc3339()
         event = {
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
+            # As client-go's recorder names them: unique, and sorted by name is sorted by time.
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
             "involvedObject": {
                 "kind": involved.get("kind", ""),
                 "namespace": meta.get("namespace", ""),
@@ -1730,6 +1730,54 @@ def discovery_aggregated(core: bool) -> Obj:
     return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}
 
 
+_OPENAPI_PARAMS = [
+    {"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
+    for n in ("dryRun", "fieldManager", "fieldValidation", "force")
+]
+
+
+def openapi_v3_index() -> Obj:
+    """``/openapi/v3``: one document per group version."""
+    paths = {}
+    for group, versions in api_groups().items():
+        for version in versions:
+            gv = f"apis/{group}/{version}" if group else f"api/{version}"
+            paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash=sandbox"}
+    return {"paths": paths}
+
+
+def openapi_v3_document(group: str, version: str) -> Obj:
+    """A group version's OpenAPI v3 document: operations without schemas. Enough for kubectl to
+    see that every kind's PATCH takes ``fieldValidation`` (so it validates on the server and
+    needs no schema); not enough for ``kubectl explain``."""
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    paths: Obj = {}
+    for rt in api_groups().get(group, {}).get(version, []):
+        gvk = {"group": rt.group, "version": rt.version, "kind": rt.kind}
+        base = f"{prefix}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else f"{prefix}/{rt.plural}"
+
+        def operation(verb: str, gvk: Obj = gvk, rt: ResourceType = rt) -> Obj:
+            return {
+                "operationId": f"{verb}{rt.kind}",
+                "parameters": _OPENAPI_PARAMS,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk,
+            }
+
+        paths[base] = {"get": operation("list"), "post": operation("post")}
+        paths[base + "/{name}"] = {
+            verb: operation(action)
+            for verb, action in (("get", "get"), ("put", "put"), ("patch", "patch"), ("delete", "delete"))
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0-eks-sandbox"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }
+
+
 def _media_types(accept: str) -> list[tuple[str, dict[str, str]]]:
     out = []
     for part in accept.split(","):
@@ -1847,6 +1895,10 @@ class _Server(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         sock = request
+        try:  # headers and body are separate writes: without this, Nagle meets delayed ACK (40 ms)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            return
         if self.tls is not None:
             try:
                 request.settimeout(10)
@@ -1961,6 +2013,152 @@ def exec_status(returncode: int, argv: list[str]) -> Obj:
 # --- HTTP --------------------------------------------------------------------------------
 
 
+# --- protobuf bodies (kubectl's typed clients) ---------------------------------------------
+# kubectl's imperative ``create sa|configmap|secret|namespace`` post protobuf and do not fall
+# back to JSON on 415. These kinds are decoded with their field numbers from the Kubernetes
+# .proto files (k8s.io/api/core/v1, k8s.io/apimachinery/pkg/apis/meta/v1); anything else is 415.
+
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+_PB_MAGIC = b"k8s\x00"
+PbSchema = dict[int, tuple[str, Any]]
+_PB_OWNER: PbSchema = {
+    1: ("kind", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+    6: ("controller", "bool"),
+    7: ("blockOwnerDeletion", "bool"),
+}
+_PB_META: PbSchema = {
+    1: ("name", "string"),
+    2: ("generateName", "string"),
+    3: ("namespace", "string"),
+    5: ("uid", "string"),
+    6: ("resourceVersion", "string"),
+    11: ("labels", "map"),
+    12: ("annotations", "map"),
+    13: ("ownerReferences", ("repeated", _PB_OWNER)),
+    14: ("finalizers", "strings"),
+}
+_PB_OBJECT_REF: PbSchema = {
+    1: ("kind", "string"),
+    2: ("namespace", "string"),
+    3: ("name", "string"),
+    4: ("uid", "string"),
+    5: ("apiVersion", "string"),
+}
+_PB_KINDS: dict[tuple[str, str], PbSchema] = {
+    ("v1", "ConfigMap"): {
+        1: ("metadata", _PB_META),
+        2: ("data", "map"),
+        3: ("binaryData", "bytesmap"),
+        4: ("immutable", "bool"),
+    },
+    ("v1", "Secret"): {
+        1: ("metadata", _PB_META),
+        2: ("data", "bytesmap"),
+        3: ("type", "string"),
+        4: ("stringData", "map"),
+        5: ("immutable", "bool"),
+    },
+    ("v1", "ServiceAccount"): {
+        1: ("metadata", _PB_META),
+        2: ("secrets", ("repeated", _PB_OBJECT_REF)),
+        3: ("imagePullSecrets", ("repeated", {1: ("name", "string")})),
+        4: ("automountServiceAccountToken", "bool"),
+    },
+    ("v1", "Namespace"): {1: ("metadata", _PB_META), 2: ("spec", {1: ("finalizers", "strings")})},
+}
+
+
+def _pb_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    def varint(i: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            b = data[i]
+            value |= (b & 0x7F) << shift
+            i, shift = i + 1, shift + 7
+            if not b & 0x80:
+                return value, i
+
+    i = 0
+    while i < len(data):
+        key, i = varint(i)
+        wire = key & 7
+        if wire == 0:
+            value, i = varint(i)
+            yield key >> 3, value
+        elif wire == 2:
+            n, i = varint(i)
+            yield key >> 3, data[i : i + n]
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _pb_message(data: bytes, schema: PbSchema) -> Obj:
+    out: Obj = {}
+    for number, value in _pb_fields(data):
+        if number not in schema:
+            continue
+        name, kind = schema[number]
+        if kind == "bool":
+            out[name] = bool(value)
+        elif isinstance(value, int):
+            continue
+        elif kind == "string":
+            if value:
+                out[name] = value.decode()
+        elif kind == "strings":
+            out.setdefault(name, []).append(value.decode())
+        elif kind in ("map", "bytesmap"):
+            entry = dict(_pb_fields(value))
+            key, raw = entry.get(1, b""), entry.get(2, b"")
+            if isinstance(key, bytes) and isinstance(raw, bytes):
+                text = base64.b64encode(raw).decode() if kind == "bytesmap" else raw.decode()
+                out.setdefault(name, {})[key.decode()] = text
+        elif isinstance(kind, tuple):
+            out.setdefault(name, []).append(_pb_message(value, kind[1]))
+        else:
+            out[name] = _pb_message(value, kind)
+    return out
+
+
+def decode_protobuf(body: bytes) -> Obj:
+    """A Kubernetes protobuf envelope (``runtime.Unknown``) holding one of ``_PB_KINDS``."""
+    if not body.startswith(_PB_MAGIC):
+        raise bad_request("the protobuf body lacks the Kubernetes envelope")
+    try:
+        unknown = dict(_pb_fields(body[len(_PB_MAGIC) :]))
+        type_meta = unknown.get(1, b"")
+        raw = unknown.get(2, b"")
+        if not isinstance(type_meta, bytes) or not isinstance(raw, bytes):
+            raise ValueError("malformed envelope")
+        tm = _pb_message(type_meta, {1: ("apiVersion", "string"), 2: ("kind", "string")})
+        schema = _PB_KINDS.get((tm.get("apiVersion", ""), tm.get("kind", "")))
+        if schema is None:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the sandbox apiserver decodes protobuf only for {', '.join(k for _, k in _PB_KINDS)}, "
+                f"not {tm.get('apiVersion')} {tm.get('kind')}: send JSON (e.g. `kubectl create ... "
+                "--dry-run=client -o yaml | kubectl apply -f -`)",
+            )
+        return {**tm, **_pb_message(raw, schema)}
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid {PROTOBUF}: {exc}") from None
+
+
+_BODY_TYPES = (
+    "application/json",
+    "application/yaml",
+    PROTOBUF,
+    *PATCH_TYPES,
+)
+
+
 @dataclass
 class _Request:
     method: str
@@ -1988,8 +2186,17 @@ class _Request:
         if not self.body:
             return None
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
+        if ctype not in _BODY_TYPES:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join(_BODY_TYPES),
+            )
+        if ctype == PROTOBUF:
+            return decode_protobuf(self.body)
         try:
-            if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
+            if ctype == "application/yaml":
                 return yaml.safe_load(self.body)
             return json.loads(self.body)
         except (ValueError, yaml.YAMLError) as exc:
@@ -2093,6 +2300,15 @@ class KubeApiServer:
                     },
                 )
             return _Response(200, discovery_groups())
+        if req.method == "GET" and path == "/openapi/v3":
+            return _Response(200, openapi_v3_index())
+        if req.method == "GET" and path.startswith("/openapi/v3/"):
+            gv = path[len("/openapi/v3/") :].split("/")
+            if gv[0] == "api" and gv[1:] == ["v1"]:
+                return _Response(200, openapi_v3_document("", "v1"))
+            if gv[0] == "apis" and len(gv) == 3 and gv[2] in api_groups().get(gv[1], {}):
+                return _Response(200, openapi_v3_document(gv[1], gv[2]))
+            raise ApiError(404, "NotFound", _NOT_FOUND)
         if path == "/api/v1" or path.startswith("/api/v1/"):
             group, version, rest = "", "v1", path[len("/api/v1/") :]
         elif path.startswith("/apis/"):
@@ -2117,7 +2333,7 @@ class KubeApiServer:
         self, req: _Request, handler: _Handler, group: str, version: str, segs: list[str]
     ) -> _Response | None:
         ns: str | None = None
-        if segs[0] == "namespaces" and len(segs) >= 3 and (group, version) == ("", "v1") and segs[2] != "status":
+        if segs[0] == "namespaces" and len(segs) >= 3 and (group or segs[2] != "status"):
             ns, segs = segs[1], segs[2:]
         rt = _BY_PATH.get((group, version, segs[0]))
         if rt is None or len(segs) > 3 or (ns is not None and not rt.namespaced):
@@ -2188,7 +2404,7 @@ class KubeApiServer:
                 propagation=str(options.get("propagationPolicy") or req.q("propagationPolicy") or "Background"),
                 preconditions=options.get("preconditions"),
             )
-            if rt in (PODS, NAMESPACES):
+            if rt.delete_returns_object:
                 return _Response(200, obj)
             return _Response(
                 200,

@@ -35,6 +35,7 @@ from pytest_eksid.sandbox.trust import trust_allows
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES, PI_AUDIENCE
 
 Obj = dict[str, Any]
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # An image reference: [registry[:port]/]path[:tag][@digest], lowercase path.
 _IMAGE_RE = re.compile(
     r"^(?:[\w.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
@@ -384,6 +385,8 @@ class Kubelet:
         self.store.exec_handler = self.exec
 
     def _on_create(self, pod: Obj) -> None:
+        if MIRROR_ANNOTATION in (pod["metadata"].get("annotations") or {}):
+            return  # a mirror pod: its node runs it, not the process runner
         threading.Thread(target=self._run, args=(pod,), name=f"kubelet-{pod['metadata']['name']}", daemon=True).start()
 
     def _schedule(self, pod: Obj) -> Node | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
-from pytest_eksid.sandbox.node import Imds, Kubelet, Node, PodIdentityAgent
+from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Imds, Kubelet, Node, PodIdentityAgent
 from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
 
@@ -135,7 +137,12 @@ class Sandbox:
             unpullable_images=unpullable,
         )
         self.kubelet.install()
-        Webhooks(self.store, self.eks, WebhookConfig(region=self.profile.cluster.region)).install()
+        injecting = not self.faulted("webhook-not-injecting")
+        Webhooks(
+            self.store,
+            self.eks,
+            WebhookConfig(region=self.profile.cluster.region, irsa_enabled=injecting, pod_identity_enabled=injecting),
+        ).install()
 
     def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
         assert self.kubelet is not None
@@ -154,6 +161,14 @@ class Sandbox:
 
     # --- seeding -------------------------------------------------------------------------
 
+    def faulted(self, fault: str, workload: str | None = None) -> bool:
+        """Whether the profile injects ``fault`` (for ``workload``, where the fault names one)."""
+        sandbox = self.profile.sandbox
+        return any(
+            f.fault == fault and (workload is None or f.workload == workload)
+            for f in (sandbox.faults if sandbox else [])
+        )
+
     def bindings(self) -> list[Binding]:
         sandbox = self.profile.sandbox
         out = []
@@ -165,42 +180,51 @@ class Sandbox:
             out.append(Binding(w, role_arn))
         return out
 
-    def _trust_policy(self, role_arn: str) -> dict[str, Any]:
+    def _trust_statement(self, w: Workload, mechanism: str) -> dict[str, Any]:
         host_path = self.issuer.host_path
         account = self.profile.cluster.account_id
-        statements: list[dict[str, Any]] = []
-        for b in self.bindings():
-            if b.role_arn != role_arn:
-                continue
-            w = b.workload
-            if w.mechanism == "irsa":
-                statements.append(
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/{host_path}"},
-                        "Action": "sts:AssumeRoleWithWebIdentity",
-                        "Condition": {
-                            "StringEquals": {
-                                f"{host_path}:sub": f"system:serviceaccount:{w.namespace}:{w.service_account}",
-                                f"{host_path}:aud": "sts.amazonaws.com",
-                            }
-                        },
-                    }
-                )
-            else:
-                statements.append(
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": PI_AUDIENCE},
-                        "Action": ["sts:AssumeRole", "sts:TagSession"],
-                        "Condition": {
-                            "StringEquals": {
-                                "aws:RequestTag/kubernetes-namespace": w.namespace,
-                                "aws:RequestTag/kubernetes-service-account": w.service_account,
-                            }
-                        },
-                    }
-                )
+        if mechanism == "irsa":
+            sub_key, aud_key = f"{host_path}:sub", f"{host_path}:aud"
+            subject = f"system:serviceaccount:{w.namespace}:{w.service_account}"
+            conditions: dict[str, dict[str, str]] = {"StringEquals": {sub_key: subject, aud_key: "sts.amazonaws.com"}}
+            if self.faulted("wildcard-trust-sub", w.name):
+                del conditions["StringEquals"][sub_key]
+                conditions["StringLike"] = {sub_key: f"system:serviceaccount:{w.namespace}:*"}
+            if self.faulted("missing-aud-condition", w.name):
+                del conditions["StringEquals"][aud_key]
+            return {
+                "Effect": "Allow",
+                "Principal": {"Federated": f"arn:aws:iam::{account}:oidc-provider/{host_path}"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {k: v for k, v in conditions.items() if v},
+            }
+        actions = (
+            ["sts:AssumeRole"] if self.faulted("missing-tag-session", w.name) else ["sts:AssumeRole", "sts:TagSession"]
+        )
+        return {
+            "Effect": "Allow",
+            "Principal": {"Service": PI_AUDIENCE},
+            "Action": actions,
+            "Condition": {
+                "StringEquals": {
+                    "aws:RequestTag/kubernetes-namespace": w.namespace,
+                    "aws:RequestTag/kubernetes-service-account": w.service_account,
+                }
+            },
+        }
+
+    def _mechanisms(self, w: Workload) -> list[str]:
+        """How the sandbox binds the workload: its own mechanism, plus the other under both-mechanisms."""
+        other = "irsa" if w.mechanism == "pod-identity" else "pod-identity"
+        return [w.mechanism, other] if self.faulted("both-mechanisms", w.name) else [w.mechanism]
+
+    def _trust_policy(self, role_arn: str) -> dict[str, Any]:
+        statements = [
+            self._trust_statement(b.workload, mechanism)
+            for b in self.bindings()
+            if b.role_arn == role_arn
+            for mechanism in self._mechanisms(b.workload)
+        ]
         unique = {json.dumps(st, sort_keys=True): st for st in statements}
         statements = list(unique.values())
         if not statements:  # bound to nothing: assumable by no workload
@@ -214,11 +238,12 @@ class Sandbox:
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=cluster.region)
         kw: dict[str, Any] = {"endpoint_url": self.aws.url}
         iam = session.client("iam", **kw)
-        iam.create_open_id_connect_provider(
-            Url=self.issuer.url,
-            ClientIDList=["sts.amazonaws.com"],
-            ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-        )
+        if not self.faulted("no-oidc-provider"):
+            iam.create_open_id_connect_provider(
+                Url=self.issuer.url,
+                ClientIDList=["sts.amazonaws.com"],
+                ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
+            )
         sandbox = self.profile.sandbox
         assert sandbox is not None
         for role in sandbox.roles:
@@ -227,6 +252,18 @@ class Sandbox:
             iam.put_role_policy(
                 RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy)
             )
+            if any(b.role_arn == arn and self.faulted("excess-permissions", b.workload.name) for b in self.bindings()):
+                # What "temporarily" broad grants look like: every S3 action on every bucket.
+                iam.put_role_policy(
+                    RoleName=role.name,
+                    PolicyName="temporary-debug-access",
+                    PolicyDocument=json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [{"Sid": "Debug", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                        }
+                    ),
+                )
         if cluster.node_role_arn:
             _, node_role = role_arn_parts(cluster.node_role_arn)
             iam.create_role(
@@ -261,6 +298,15 @@ class Sandbox:
                     }
                 ),
             )
+        for w in self.profile.workloads:
+            if w.legacy_iam_user is None:
+                continue
+            # The IAM user the workload used before workload identity: its key is deactivated, unless faulted.
+            iam.create_user(UserName=w.legacy_iam_user)
+            key = iam.create_access_key(UserName=w.legacy_iam_user)["AccessKey"]
+            self.iam.remember(key["SecretAccessKey"])
+            if not self.faulted("legacy-user-active-key", w.name):
+                iam.update_access_key(UserName=w.legacy_iam_user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
         s3 = session.client("s3", **kw)
         for bucket in sandbox.buckets:
             if cluster.region == "us-east-1":
@@ -302,6 +348,7 @@ class Sandbox:
         seen: set[tuple[str, str]] = set()
         for b in self.bindings():
             w = b.workload
+            self._seed_workload(w)
             if (w.namespace, w.service_account) in seen:
                 continue  # workloads sharing a ServiceAccount share its binding: the first one sets it
             seen.add((w.namespace, w.service_account))
@@ -309,11 +356,147 @@ class Sandbox:
                 "name": w.service_account,
                 "labels": {"app.kubernetes.io/name": w.name, **({OWNER_LABEL: w.owner} if w.owner else {})},
             }
-            if w.mechanism == "irsa":
+            mechanisms = self._mechanisms(w)
+            if "irsa" in mechanisms and not self.faulted("missing-annotation", w.name):
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
-            else:
-                self.eks.create_association(w.namespace, w.service_account, b.role_arn)
             self.store.create("serviceaccounts", w.namespace, {"metadata": meta})
+            if "pod-identity" in mechanisms and not self.faulted("missing-association", w.name):
+                self.eks.create_association(w.namespace, w.service_account, b.role_arn)
+        self._seed_agent()
+
+    def _seed_workload(self, w: Workload) -> None:
+        """The workload's own Deployment (not run: the sandbox runs only probe pods), and its faults."""
+        env: list[dict[str, Any]] = []
+        if self.faulted("static-keys-in-env", w.name):
+            env = [
+                {"name": "AWS_ACCESS_KEY_ID", "value": "AKIA" + "EKSIDSANDBOX0001"},
+                {"name": "AWS_SECRET_ACCESS_KEY", "value": self._fake_secret()},
+            ]
+        if self.faulted("static-keys-in-secret", w.name):
+            self.store.create(
+                "secrets",
+                w.namespace,
+                {
+                    "metadata": {"name": f"{w.name}-aws-credentials"},
+                    "type": "Opaque",
+                    "data": {
+                        "aws_access_key_id": base64.b64encode(b"AKIAEKSIDSANDBOX0002").decode(),
+                        "aws_secret_access_key": base64.b64encode(self._fake_secret().encode()).decode(),
+                    },
+                },
+            )
+        sa = "default" if self.faulted("default-service-account", w.name) else w.service_account
+        labels = {"app.kubernetes.io/name": w.name}
+        self.store.create(
+            "deployments",
+            w.namespace,
+            {
+                "metadata": {"name": w.name, "labels": dict(labels)},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": dict(labels)},
+                    "template": {
+                        "metadata": {"labels": dict(labels)},
+                        "spec": {
+                            "serviceAccountName": sa,
+                            "containers": [{"name": "app", "image": f"registry.example/{w.name}:1", "env": env}],
+                        },
+                    },
+                },
+            },
+        )
+
+    def _fake_secret(self) -> str:
+        value = secrets.token_urlsafe(30)[:40]
+        self.iam.remember(value)
+        return value
+
+    def _seed_agent(self) -> None:
+        """The eks-pod-identity-agent DaemonSet, its per-node pods and the EKS add-on, as healthy as the agents."""
+        ns, name = "kube-system", "eks-pod-identity-agent"
+        labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
+        self.store.create("serviceaccounts", ns, {"metadata": {"name": name}})
+        self.store.create(
+            "daemonsets",
+            ns,
+            {
+                "metadata": {"name": name, "labels": dict(labels)},
+                "spec": {
+                    "selector": {"matchLabels": dict(labels)},
+                    "template": {
+                        "metadata": {"labels": dict(labels)},
+                        "spec": {
+                            "hostNetwork": True,
+                            "serviceAccountName": name,
+                            "containers": [{"name": name, "image": "eks-pod-identity-agent:v0.1.29"}],
+                        },
+                    },
+                },
+            },
+        )
+        ready = 0
+        for node in self.nodes:
+            pod = self.store.create(
+                "pods",
+                ns,
+                {
+                    "metadata": {
+                        "generateName": f"{name}-",
+                        "labels": dict(labels),
+                        # Run by the node itself (in process), not by the kubelet's process runner.
+                        "annotations": {MIRROR_ANNOTATION: "sandbox"},
+                    },
+                    "spec": {
+                        "nodeName": node.name,
+                        "hostNetwork": True,
+                        "serviceAccountName": name,
+                        "containers": [{"name": name, "image": "eks-pod-identity-agent:v0.1.29"}],
+                    },
+                },
+            )
+            up = node.agent.running
+            ready += up
+            state: dict[str, Any] = (
+                {"running": {"startedAt": pod["metadata"]["creationTimestamp"]}}
+                if up
+                else {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}}
+            )
+            status = {
+                "phase": "Running" if up else "Pending",
+                "conditions": [{"type": "Ready", "status": "True" if up else "False"}],
+                "containerStatuses": [
+                    {
+                        "name": name,
+                        "ready": up,
+                        "restartCount": 0 if up else 7,
+                        "image": "",
+                        "imageID": "",
+                        "state": state,
+                    }
+                ],
+            }
+            self.store.update("pods", ns, pod["metadata"]["name"], _set_status(status))
+        total = len(self.nodes)
+        self.store.update(
+            "daemonsets",
+            ns,
+            name,
+            lambda d: d.update(
+                {
+                    "status": {
+                        "currentNumberScheduled": total,
+                        "desiredNumberScheduled": total,
+                        "numberAvailable": ready,
+                        "numberReady": ready,
+                        "updatedNumberScheduled": total,
+                        "numberMisscheduled": 0,
+                        "observedGeneration": d["metadata"].get("generation", 1),
+                        **({"numberUnavailable": total - ready} if ready < total else {}),
+                    }
+                }
+            ),
+        )
+        self.eks.set_addon(name, "ACTIVE" if ready == total else "DEGRADED")
 
     def _write_kubeconfig(self) -> Connection:
         assert self.workdir is not None
@@ -337,3 +520,10 @@ class Sandbox:
     def minted_secrets(self) -> list[str]:
         """Every secret this sandbox handed out (runner keys, role sessions, the API token)."""
         return [*self.iam.minted, self.kubeapi.token]
+
+
+def _set_status(status: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def change(obj: dict[str, Any]) -> None:
+        obj["status"] = status
+
+    return change

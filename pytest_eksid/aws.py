@@ -1,0 +1,189 @@
+"""Every AWS call the runner makes (IAM, EKS, STS), over boto3, read-only.
+
+The runner's credentials come from its own environment (profile, SSO, instance role, or the
+sandbox's exported keys), never from a workload. Keeping the calls here is what lets the docs
+list the runner's exact IAM permissions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# The IAM actions this module uses; docs/fleet.md's runner policy is derived from it.
+ACTIONS = (
+    "sts:GetCallerIdentity",
+    "iam:GetRole",
+    "iam:ListRolePolicies",
+    "iam:GetRolePolicy",
+    "iam:ListAttachedRolePolicies",
+    "iam:GetPolicy",
+    "iam:GetPolicyVersion",
+    "iam:ListOpenIDConnectProviders",
+    "iam:GetOpenIDConnectProvider",
+    "iam:ListAccessKeys",
+    "eks:DescribeCluster",
+    "eks:ListPodIdentityAssociations",
+    "eks:DescribePodIdentityAssociation",
+    "eks:DescribeAddon",
+)
+
+
+class AwsError(Exception):
+    """An AWS call that failed; the message names the call and AWS's own code."""
+
+
+def _doc(value: Any) -> dict[str, Any]:
+    """IAM documents arrive URL-encoded JSON strings (or already parsed, depending on the SDK)."""
+    if isinstance(value, dict):
+        return value
+    text = unquote(str(value))
+    parsed = json.loads(text)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+@dataclass
+class Aws:
+    """Read-only AWS facts for one cluster, cached for the session."""
+
+    region: str
+    _session: Any = None
+    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _client(self, service: str) -> Any:
+        if self._session is None:
+            self._session = boto3.Session(region_name=self.region)
+        return self._session.client(service, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+    def _cached(self, key: tuple[str, ...], fetch: Any) -> Any:
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        try:
+            value = fetch()
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise AwsError(f"{'.'.join(key[:2])}: {err.get('Code')}: {err.get('Message')}") from None
+        except BotoCoreError as exc:
+            raise AwsError(f"{'.'.join(key[:2])}: {exc}") from None
+        with self._lock:
+            self._cache[key] = value
+        return value
+
+    def caller(self) -> dict[str, str]:
+        def fetch() -> dict[str, str]:
+            ident = self._client("sts").get_caller_identity()
+            return {"arn": ident["Arn"], "account": ident["Account"]}
+
+        result: dict[str, str] = self._cached(("sts", "GetCallerIdentity"), fetch)
+        return result
+
+    def role(self, name: str) -> dict[str, Any] | None:
+        """The role with its trust policy, or None when it does not exist."""
+
+        def fetch() -> dict[str, Any] | None:
+            try:
+                role = self._client("iam").get_role(RoleName=name)["Role"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+                    return None
+                raise
+            return {"arn": role["Arn"], "trust": _doc(role["AssumeRolePolicyDocument"])}
+
+        result: dict[str, Any] | None = self._cached(("iam", "GetRole", name), fetch)
+        return result
+
+    def role_policies(self, name: str) -> dict[str, dict[str, Any]]:
+        """Every permission policy of the role: inline by name, managed by ARN."""
+
+        def fetch() -> dict[str, dict[str, Any]]:
+            iam = self._client("iam")
+            out: dict[str, dict[str, Any]] = {}
+            for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+                for policy_name in page["PolicyNames"]:
+                    doc = iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
+                    out[policy_name] = _doc(doc)
+            for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
+                for attached in page["AttachedPolicies"]:
+                    arn = attached["PolicyArn"]
+                    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+                    doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+                    out[arn] = _doc(doc)
+            return out
+
+        result: dict[str, dict[str, Any]] = self._cached(("iam", "RolePolicies", name), fetch)
+        return result
+
+    def oidc_providers(self) -> dict[str, list[str]]:
+        """IAM OIDC providers: URL (host/path, no scheme) -> client ids."""
+
+        def fetch() -> dict[str, list[str]]:
+            iam = self._client("iam")
+            out: dict[str, list[str]] = {}
+            for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+                provider = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+                url = str(provider["Url"]).split("://", 1)[-1]
+                out[url] = list(provider.get("ClientIDList", []))
+            return out
+
+        result: dict[str, list[str]] = self._cached(("iam", "OIDCProviders"), fetch)
+        return result
+
+    def access_keys(self, user: str) -> list[dict[str, Any]]:
+        def fetch() -> list[dict[str, Any]]:
+            pages = self._client("iam").get_paginator("list_access_keys").paginate(UserName=user)
+            return [dict(k) for page in pages for k in page["AccessKeyMetadata"]]
+
+        result: list[dict[str, Any]] = self._cached(("iam", "ListAccessKeys", user), fetch)
+        return result
+
+    def cluster(self, name: str) -> dict[str, Any]:
+        def fetch() -> dict[str, Any]:
+            return dict(self._client("eks").describe_cluster(name=name)["cluster"])
+
+        result: dict[str, Any] = self._cached(("eks", "DescribeCluster", name), fetch)
+        return result
+
+    def oidc_issuer(self, cluster: str) -> str | None:
+        issuer = ((self.cluster(cluster).get("identity") or {}).get("oidc") or {}).get("issuer")
+        return str(issuer) if issuer else None
+
+    def associations(self, cluster: str, namespace: str, service_account: str) -> list[dict[str, Any]]:
+        """Pod Identity associations of one ServiceAccount, described (role, target role, dates)."""
+
+        def fetch() -> list[dict[str, Any]]:
+            eks = self._client("eks")
+            pages = eks.get_paginator("list_pod_identity_associations").paginate(
+                clusterName=cluster, namespace=namespace, serviceAccount=service_account
+            )
+            out = []
+            for page in pages:
+                for summary in page["associations"]:
+                    described = eks.describe_pod_identity_association(
+                        clusterName=cluster, associationId=summary["associationId"]
+                    )["association"]
+                    out.append(dict(described))
+            return out
+
+        result: list[dict[str, Any]] = self._cached(("eks", "Associations", cluster, namespace, service_account), fetch)
+        return result
+
+    def addon(self, cluster: str, name: str = "eks-pod-identity-agent") -> dict[str, Any] | None:
+        def fetch() -> dict[str, Any] | None:
+            try:
+                return dict(self._client("eks").describe_addon(clusterName=cluster, addonName=name)["addon"])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return None
+                raise
+
+        result: dict[str, Any] | None = self._cached(("eks", "DescribeAddon", cluster, name), fetch)
+        return result

@@ -1,0 +1,422 @@
+"""The machinery each mechanism depends on: the Pod Identity Agent (DaemonSet, per-node pods,
+EKS add-on, the endpoint as a pod sees it) and, for IRSA, the cluster's IAM OIDC provider.
+
+Inputs are Kubernetes JSON (apps/v1 DaemonSet, v1 Pod, v1 Node), boto3 answers
+(``eks.describe_addon()["addon"]``, IAM OIDC providers) and the probe's ``agent`` result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.profile import Workload
+
+AGENT_NAME = "eks-pod-identity-agent"
+AGENT_NAMESPACE = "kube-system"
+AGENT_LABEL = f"app.kubernetes.io/name={AGENT_NAME}"
+AGENT_HOSTS = "169.254.170.23,fd00:ec2::23"
+STS_AUDIENCE = "sts.amazonaws.com"
+# Node labels of compute the agent does not run on (Pod Identity is not supported there).
+NO_AGENT_COMPUTE = {"fargate", "hybrid", "auto"}
+
+FM_AGENT = "Failure Mode 5 — Pod Identity Agent Missing"
+FM_CONSISTENCY = "Failure Mode 7 — Association Eventual Consistency"
+FM_TRUST = "Failure Mode 3 — Trust Policy Denied"
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _selector(ds: Mapping[str, Any] | None, name: str) -> str:
+    """The DaemonSet's own pod selector as a ``-l`` argument (the add-on's labels are not the chart's)."""
+    labels = ((ds or {}).get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+    if not labels:
+        return f"app.kubernetes.io/name={name}"
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def daemonset_findings(
+    ds: Mapping[str, Any] | None, *, namespace: str = AGENT_NAMESPACE, name: str = AGENT_NAME
+) -> list[Finding]:
+    """The agent DaemonSet must exist, run on some node, be fully ready and fully rolled out.
+
+    Reported: no DaemonSet; ``desiredNumberScheduled`` 0 (the agent runs nowhere); not every
+    desired pod ready or some unavailable (one finding with all the numbers); not every pod
+    updated to the current template; ``status.observedGeneration`` behind ``metadata.generation``.
+    """
+    nxt = (
+        f"kubectl -n {namespace} describe daemonset {name}",
+        f"kubectl -n {namespace} get pods -l {_selector(ds, name)} -o wide",
+    )
+    if ds is None:
+        return [
+            Finding(
+                "pod_identity_agent",
+                "Pod Identity Agent DaemonSet not found",
+                f"DaemonSet {namespace}/{name}",
+                f"no DaemonSet {name} in namespace {namespace}",
+                f"{FM_AGENT}: the eks-pod-identity-agent add-on (or chart) is not installed, or is installed under "
+                "another name or namespace; no pod can get Pod Identity credentials",
+                (f"kubectl get daemonsets -A -l {AGENT_LABEL}", f"kubectl -n {namespace} get daemonsets"),
+            )
+        ]
+    status = ds.get("status") or {}
+    meta = ds.get("metadata") or {}
+    desired = _int(status.get("desiredNumberScheduled"))
+    ready = _int(status.get("numberReady"))
+    updated = _int(status.get("updatedNumberScheduled"))
+    available = _int(status.get("numberAvailable"))
+    unavailable = _int(status.get("numberUnavailable"))
+    counts = f"desired {desired}, ready {ready}, available {available}, unavailable {unavailable}, updated {updated}"
+    where = f"Pod Identity Agent DaemonSet {namespace}/{name}"
+    out: list[Finding] = []
+
+    def finding(summary: str, expected: str, likely: str, seen: str = counts) -> None:
+        out.append(Finding("pod_identity_agent", f"{where}: {summary}", expected, seen, likely, nxt))
+
+    if desired == 0:
+        finding(
+            "scheduled on no node",
+            "desiredNumberScheduled > 0: an agent pod on every node that runs Pod Identity workloads",
+            f"{FM_AGENT}: the DaemonSet's nodeSelector, affinity or tolerations match no node (or every node is "
+            "Fargate, hybrid or Auto Mode, where the agent does not run)",
+        )
+    elif ready < desired or unavailable > 0:
+        finding(
+            f"{ready} of {desired} agent pods ready",
+            f"numberReady == desiredNumberScheduled ({desired}), numberUnavailable 0",
+            f"{FM_AGENT}: on the nodes whose agent pod is not ready, every Pod Identity workload fails to get "
+            "credentials (crash-looping agent, image pull failure, or a port conflict with another hostNetwork pod)",
+        )
+    if desired > 0 and updated < desired:
+        finding(
+            f"{updated} of {desired} agent pods run the current template",
+            f"updatedNumberScheduled == desiredNumberScheduled ({desired})",
+            "a rollout of a new agent version is in progress or stuck (maxUnavailable reached by failing pods); "
+            "nodes still run the old version",
+        )
+    generation = meta.get("generation")
+    observed = status.get("observedGeneration")
+    observed_text = "unset" if observed is None else str(observed)
+    if generation is not None and _int(observed) < _int(generation):
+        finding(
+            "the controller has not observed the latest spec",
+            f"status.observedGeneration >= metadata.generation ({generation})",
+            "the status above describes an older spec: the DaemonSet was just changed, or the controller "
+            "manager is not processing it",
+            seen=f"metadata.generation {generation}, status.observedGeneration {observed_text}",
+        )
+    return out
+
+
+def _condition(obj: Mapping[str, Any], kind: str) -> str | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return str(cond.get("status"))
+    return None
+
+
+def _pod_state(pod: Mapping[str, Any]) -> tuple[bool, str]:
+    """(healthy, description) of one agent pod."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Unknown")
+    ready = _condition(pod, "Ready") == "True"
+    reasons: list[str] = []
+    restarts = 0
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        state = cs.get("state") or {}
+        restarts += _int(cs.get("restartCount"))
+        for key in ("waiting", "terminated"):
+            reason = (state.get(key) or {}).get("reason")
+            if reason:
+                reasons.append(f"{cs.get('name')}: {reason}")
+    description = f"pod {meta.get('name')} phase {phase}, Ready {'True' if ready else 'False'}"
+    if reasons:
+        description += f", {', '.join(reasons)}"
+    if restarts:
+        description += f", {restarts} restarts"
+    return phase == "Running" and ready, description
+
+
+def node_coverage_findings(
+    agent_pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    *,
+    node_selector: Mapping[str, str],
+) -> list[Finding]:
+    """Every Ready node the workload can run on (labels matching ``node_selector``; all when it is
+    empty) needs a Running, Ready agent pod (``spec.nodeName`` == the node). A finding per node
+    that lacks one, saying what its agent pod shows (none, a waiting reason such as
+    CrashLoopBackOff, not ready). Taints and affinity are not considered.
+    """
+    by_node: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in agent_pods:
+        by_node.setdefault(str((pod.get("spec") or {}).get("nodeName") or ""), []).append(pod)
+    out: list[Finding] = []
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        node_name = str(meta.get("name") or "?")
+        if any(labels.get(k) != v for k, v in node_selector.items()):
+            continue
+        if _condition(node, "Ready") != "True":
+            continue
+        pods = by_node.get(node_name, [])
+        states = [_pod_state(p) for p in pods]
+        if any(ok for ok, _ in states):
+            continue
+        compute = str(labels.get("eks.amazonaws.com/compute-type") or "")
+        nxt = [f"kubectl get pods -A -l {AGENT_LABEL} -o wide --field-selector spec.nodeName={node_name}"]
+        if not pods:
+            seen = "no agent pod on the node"
+            if compute in NO_AGENT_COMPUTE:
+                likely = (
+                    f"the node is {compute} compute, where the agent does not run: EKS Pod Identity does not work "
+                    "there (use IRSA, or keep the workload off these nodes)"
+                )
+            else:
+                likely = (
+                    f"{FM_AGENT}: the agent DaemonSet does not schedule onto this node (its tolerations do not "
+                    "cover the node's taints, or a nodeSelector/affinity excludes it)"
+                )
+            nxt.append(f"kubectl describe node {node_name}")
+        else:
+            seen = "; ".join(desc for _, desc in states)
+            crash = any("CrashLoopBackOff" in desc or "Error" in desc for _, desc in states)
+            likely = (
+                f"{FM_AGENT}: the agent on this node keeps crashing (its logs tell why: a port conflict on "
+                "80/2703, or it cannot reach EKS Auth)"
+                if crash
+                else f"{FM_AGENT}: the agent pod on this node is not ready; Pod Identity workloads there get no "
+                "credentials"
+            )
+            for pod in pods:
+                pmeta = pod.get("metadata") or {}
+                nxt.append(
+                    f"kubectl -n {pmeta.get('namespace') or AGENT_NAMESPACE} logs {pmeta.get('name')} --previous"
+                    if crash
+                    else f"kubectl -n {pmeta.get('namespace') or AGENT_NAMESPACE} describe pod {pmeta.get('name')}"
+                )
+        out.append(
+            Finding(
+                "pod_identity_agent",
+                f"node {node_name}: no running Pod Identity Agent",
+                f"a Running, Ready {AGENT_NAME} pod on node {node_name}",
+                seen,
+                likely,
+                tuple(nxt),
+                {"node": node_name},
+            )
+        )
+    return out
+
+
+def addon_findings(addon: Mapping[str, Any] | None) -> list[Finding]:
+    """The ``eks-pod-identity-agent`` EKS add-on must be ACTIVE when it is installed.
+
+    ``None`` (the add-on is not installed) is not a finding: the agent can be installed with Helm
+    or manifests instead; :func:`daemonset_findings` decides whether an agent runs at all.
+    """
+    if addon is None:
+        return []
+    status = str(addon.get("status") or "UNKNOWN")
+    if status == "ACTIVE":
+        return []
+    name = str(addon.get("addonName") or AGENT_NAME)
+    cluster = str(addon.get("clusterName") or "<cluster>")
+    issues = (addon.get("health") or {}).get("issues") or []
+    described = [f"{i.get('code')}: {i.get('message')}" for i in issues]
+    seen = f"status {status}, version {addon.get('addonVersion') or 'unknown'}"
+    if described:
+        seen += f"; health issues: {'; '.join(described)}"
+    likely = {
+        "CREATING": "the add-on is still being installed: agents may not be running on every node yet",
+        "UPDATING": "the add-on is being updated: agents restart node by node",
+        "DELETING": "the add-on is being removed: agents are going away",
+        "DEGRADED": f"{FM_AGENT}: the add-on is installed but unhealthy (see the health issues)",
+        "CREATE_FAILED": f"{FM_AGENT}: the add-on failed to install (see the health issues)",
+        "UPDATE_FAILED": "the add-on update failed, often a conflict with hand-edited fields (see the health issues)",
+        "DELETE_FAILED": "the add-on removal failed (see the health issues)",
+    }.get(status, f"{FM_AGENT}: the add-on is not ACTIVE")
+    return [
+        Finding(
+            "pod_identity_agent",
+            f"EKS add-on {name} on cluster {cluster} is {status}",
+            "add-on status ACTIVE with no health issues",
+            seen,
+            likely,
+            (
+                f"aws eks describe-addon --cluster-name {cluster} --addon-name {name}",
+                f"kubectl -n {AGENT_NAMESPACE} describe daemonset {AGENT_NAME}",
+            ),
+            {"issues": ", ".join(str(i.get("code")) for i in issues)} if issues else {},
+        )
+    ]
+
+
+def _where(w: Workload) -> str:
+    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
+
+
+def endpoint_findings(w: Workload, agent_result: Mapping[str, Any], *, cluster: str | None = None) -> list[Finding]:
+    """The agent endpoint as the probe pod sees it (the probe's ``agent`` result).
+
+    For a Pod Identity workload: the webhook must have injected the endpoint
+    (``configured``), and the agent must hand out credentials for the pod's token
+    (``outcome`` "credentials"). IRSA workloads do not use the agent: always empty.
+    ``cluster`` (the cluster name) only fills in the ``aws eks`` command.
+    """
+    if w.mechanism != "pod-identity":
+        return []
+    where = _where(w)
+    cluster_arg = cluster or "<cluster>"
+    assoc = (
+        f"aws eks list-pod-identity-associations --cluster-name {cluster_arg} "
+        f"--namespace {w.namespace} --service-account {w.service_account}"
+    )
+    agent_pods = f"kubectl -n {AGENT_NAMESPACE} get pods -l {AGENT_LABEL} -o wide"
+    if not agent_result.get("configured"):
+        return [
+            Finding(
+                "pod_identity_agent",
+                f"{where}: the pod has no Pod Identity endpoint (AWS_CONTAINER_CREDENTIALS_FULL_URI not injected)",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials and "
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE injected by EKS",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI not set in the pod",
+                f"no Pod Identity association for {w.namespace}/{w.service_account} existed when the pod started "
+                f"({FM_CONSISTENCY}: pods started before the association keep no identity until restarted), "
+                "or EKS's admission webhook did not mutate the pod",
+                (assoc, f"kubectl -n {w.namespace} get sa {w.service_account} -o yaml"),
+            )
+        ]
+    outcome = str(agent_result.get("outcome") or "error")
+    if outcome == "credentials":
+        return []
+    status = agent_result.get("http_status")
+    uri = str(agent_result.get("uri") or "?")
+    seen = f"GET {uri}: {outcome}" + (f", HTTP {status}" if status is not None else "")
+    nxt: tuple[str, ...] = (agent_pods, f"kubectl -n {AGENT_NAMESPACE} describe daemonset {AGENT_NAME}")
+    if outcome in ("refused", "timeout"):
+        likely = (
+            f"{FM_AGENT}: nothing answers on the pod's node (the agent is missing, crash-looping or not yet "
+            "started there), or a NetworkPolicy/host firewall blocks 169.254.170.23:80; hostNetwork pods "
+            "cannot reach it"
+        )
+    elif outcome == "no-token":
+        likely = (
+            "the projected eks-pod-identity-token volume is missing or unreadable in the pod (the pod was "
+            "mutated partially, or its securityContext cannot read the file)"
+        )
+        nxt = (f"kubectl -n {w.namespace} get pods -o yaml | grep -n eks-pod-identity-token", assoc)
+    elif status == 400:
+        likely = "the agent rejected the pod's token as invalid or expired (wrong audience, or a stale token file)"
+    elif status == 403:
+        likely = (
+            "the Host header was not 169.254.170.23 (a proxy in the path: set "
+            f"NO_PROXY={AGENT_HOSTS}), or EKS Auth was denied: the role's trust does not admit "
+            f"pods.eks.amazonaws.com with sts:AssumeRole and sts:TagSession ({FM_TRUST})"
+        )
+        nxt = (*nxt, assoc)
+    elif status == 404:
+        likely = (
+            f"EKS Auth found no association for {w.namespace}/{w.service_account} ({FM_CONSISTENCY}: it was "
+            "deleted or is not yet visible)"
+        )
+        nxt = (assoc, *nxt)
+    elif isinstance(status, int) and status >= 500:
+        likely = f"{FM_AGENT}: the agent or EKS Auth behind it failed; the agent's logs show which"
+        nxt = (*nxt, f"kubectl -n {AGENT_NAMESPACE} logs -l {AGENT_LABEL} --tail=100")
+    else:
+        likely = f"{FM_AGENT}: the agent did not hand out credentials; its logs show why"
+        nxt = (*nxt, f"kubectl -n {AGENT_NAMESPACE} logs -l {AGENT_LABEL} --tail=100")
+    return [
+        Finding(
+            "pod_identity_agent",
+            f"{where}: the Pod Identity Agent did not return credentials",
+            f"GET {uri} with the pod's token answers credentials",
+            seen,
+            likely,
+            nxt,
+        )
+    ]
+
+
+def _provider_path(url: str) -> str:
+    """Normalise an issuer URL, a provider URL or a provider ARN to ``host/path``."""
+    url = url.split(":oidc-provider/", 1)[1] if ":oidc-provider/" in url else url
+    return url.removeprefix("https://").removeprefix("http://").rstrip("/")
+
+
+def oidc_provider_findings(
+    issuer: str | None,
+    providers: Mapping[str, Sequence[str]],
+    *,
+    cluster: str | None = None,
+    region: str | None = None,
+) -> list[Finding]:
+    """IRSA: the account must have an IAM OIDC provider for the cluster's issuer, listing
+    ``sts.amazonaws.com`` as a client id (audience).
+
+    ``providers`` maps a provider URL (``host/path`` as IAM returns it; a scheme or a provider
+    ARN is tolerated) to its client id list. ``cluster``/``region`` only fill in the commands.
+    """
+    name = cluster or "<cluster>"
+    region_arg = f" --region {region}" if region else ""
+    nxt = (
+        "aws iam list-open-id-connect-providers",
+        f"eksctl utils associate-iam-oidc-provider --cluster {name}{region_arg} --approve",
+    )
+    if issuer is None:
+        return [
+            Finding(
+                "oidc_provider",
+                f"cluster {name} has no OIDC issuer",
+                "cluster.identity.oidc.issuer set (https://oidc.eks.<region>.amazonaws.com/id/<id>)",
+                "no issuer",
+                f"{FM_TRUST}: without an issuer IAM cannot verify the pod's tokens and IRSA cannot work "
+                "(or the cluster description could not be read)",
+                (f"aws eks describe-cluster --name {name}{region_arg} --query cluster.identity.oidc.issuer", *nxt),
+            )
+        ]
+    path = _provider_path(issuer)
+    known = {_provider_path(url).lower(): (url, list(ids)) for url, ids in providers.items()}
+    match = known.get(path.lower())
+    if match is None:
+        listed = ", ".join(sorted(_provider_path(u) for u in providers)) or "none"
+        return [
+            Finding(
+                "oidc_provider",
+                f"cluster {name}: no IAM OIDC provider for its issuer",
+                f"an IAM OIDC provider for {path}",
+                f"providers in the account: {listed}",
+                f"{FM_TRUST}: STS answers InvalidIdentityToken to every IRSA pod of the cluster (the provider was "
+                "never created, or the cluster was recreated with a new issuer)",
+                nxt,
+            )
+        ]
+    _, client_ids = match
+    if STS_AUDIENCE not in client_ids:
+        return [
+            Finding(
+                "oidc_provider",
+                f"cluster {name}: the IAM OIDC provider does not list {STS_AUDIENCE} as a client id",
+                f"client ids of {path} include {STS_AUDIENCE}",
+                f"client ids: {', '.join(client_ids) or 'none'}",
+                f"{FM_TRUST}: the webhook projects tokens with audience {STS_AUDIENCE}; STS rejects them as "
+                "InvalidIdentityToken (incorrect token audience)",
+                (
+                    f"aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
+                    f'$(aws iam list-open-id-connect-providers --query "OpenIDConnectProviderList[?ends_with(Arn, '
+                    f"'{path}')].Arn\" --output text) --client-id {STS_AUDIENCE}",
+                    nxt[0],
+                ),
+            )
+        ]
+    return []

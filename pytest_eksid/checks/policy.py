@@ -1,0 +1,765 @@
+"""IAM policy lint for a workload's role: who may assume it (trust) and what it may do (permissions).
+
+Everything here reads policy documents as plain JSON data (what ``iam get-role`` and
+``iam get-role-policy`` return, already URL-decoded). Nothing is evaluated against a live
+account: the checks look at the shape of the documents and name the statement to change.
+
+Statements are labelled by their ``Sid`` when they have one, else by their 0-based index in
+the document's ``Statement`` list (``Statement[0]``; ``<policy>#0`` in
+:func:`allowing_statements`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.profile import Profile, Workload, role_arn_parts
+
+STS_AUDIENCE = "sts.amazonaws.com"
+PODS_PRINCIPAL = "pods.eks.amazonaws.com"
+WEB_IDENTITY_ACTION = "sts:AssumeRoleWithWebIdentity"
+POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
+
+# Failure-mode and anti-pattern names of the reference article, quoted in "likely" texts.
+FM_PERMISSION_DENIED = "Failure Mode 2 — IAM Permission Denied"
+FM_TRUST_DENIED = "Failure Mode 3 — Trust Policy Denied"
+AP_WILDCARD_TRUST = "Anti-Pattern 1 — Namespace Wildcard Trust Everywhere"
+AP_SHARED_ROLE = "Anti-Pattern 3 — One Shared app-role-prod"
+
+# Services whose data a workload role usually touches; Resource "*" on them reaches every
+# team's data in the account. List*/Describe* actions are inventory, not data, and are fine.
+DATA_PLANE_SERVICES = frozenset({"s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm"})
+READ_ONLY_PREFIXES = ("list", "describe")
+# Concrete actions that destroy data or open it up. Any IAM action except Get*/List* counts too.
+DESTRUCTIVE_ACTIONS = (
+    "s3:DeleteObject",
+    "s3:DeleteBucket",
+    "s3:PutBucketPolicy",
+    "sqs:DeleteQueue",
+    "sqs:PurgeQueue",
+    "dynamodb:DeleteTable",
+    "kms:ScheduleKeyDeletion",
+    "kms:DisableKey",
+    "secretsmanager:DeleteSecret",
+)
+IAM_READ_PREFIXES = ("get", "list")
+
+_OIDC_PROVIDER_RE = re.compile(r"^arn:[\w-]+:iam::(\d{12}):oidc-provider/(.+)$")
+# An ARN whose resource part is only a wildcard, after an optional resource type
+# ("arn:aws:sqs:*:*:*", "...:table/*", "...:secret:*"); S3 ARNs have no resource type.
+_ALL_RESOURCES_RE = re.compile(r"^arn:[^:]*:(?P<service>[^:]*):[^:]*:[^:]*:(?P<type>[\w-]+[/:])?\*(?:/\*)?$")
+_LIST_KEYS = ("Action", "NotAction", "Resource", "NotResource")
+
+
+# --- documents --------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The document's ``Statement`` as a list of dicts (a single statement may be a bare dict).
+
+    ``Action``/``NotAction``/``Resource``/``NotResource`` values become lists; entries that
+    are not mappings are dropped. The input is not modified.
+    """
+    out: list[dict[str, Any]] = []
+    for st in _as_list(document.get("Statement")):
+        if not isinstance(st, Mapping):
+            continue
+        item = dict(st)
+        for key in _LIST_KEYS:
+            if key in item:
+                item[key] = [str(v) for v in _as_list(item[key])]
+        out.append(item)
+    return out
+
+
+def _label(st: Mapping[str, Any], index: int) -> str:
+    sid = st.get("Sid")
+    return f"statement {sid!r}" if sid else f"Statement[{index}]"
+
+
+def _ref(st: Mapping[str, Any], index: int) -> str:
+    sid = st.get("Sid")
+    return str(sid) if sid else str(index)
+
+
+def _quote(st: Mapping[str, Any], *keys: str) -> str:
+    """The statement's relevant part as compact JSON, for the "seen" line."""
+    part = {k: st[k] for k in ("Sid", *keys) if k in st}
+    text = json.dumps(part, separators=(", ", ": "), default=str)
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _is_allow(st: Mapping[str, Any]) -> bool:
+    return str(st.get("Effect", "")).lower() == "allow"
+
+
+def _wildcard(pattern: str, value: str, *, case_sensitive: bool) -> bool:
+    """IAM wildcard matching: ``*`` is any run of characters, ``?`` one character; ``[`` is literal."""
+    if not case_sensitive:
+        pattern, value = pattern.lower(), value.lower()
+    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+
+
+def _action_patterns_match(patterns: Iterable[str], action: str) -> str | None:
+    """The first pattern matching the action (case-insensitive), or None."""
+    for p in patterns:
+        if _wildcard(p, action, case_sensitive=False):
+            return p
+    return None
+
+
+def _grants_action(st: Mapping[str, Any], action: str) -> str | None:
+    """How the statement covers the action: the matching Action pattern, "NotAction", or None."""
+    if "Action" in st:
+        return _action_patterns_match(st["Action"], action)
+    if "NotAction" in st and _action_patterns_match(st["NotAction"], action) is None:
+        return "NotAction"
+    return None
+
+
+def _resource_matches(pattern: str, resource: str) -> bool:
+    if pattern == "*":
+        return True
+    p_parts, r_parts = pattern.split(":", 5), resource.split(":", 5)
+    if len(p_parts) == 6 and len(r_parts) == 6:  # both ARNs: segment by segment
+        return all(_wildcard(p, r, case_sensitive=True) for p, r in zip(p_parts, r_parts, strict=True))
+    return _wildcard(pattern, resource, case_sensitive=True)
+
+
+def _grants_resource(st: Mapping[str, Any], resource: str | None) -> bool:
+    if resource is None:
+        return True
+    if "Resource" in st:
+        return any(_resource_matches(p, resource) for p in st["Resource"])
+    if "NotResource" in st:
+        return not any(_resource_matches(p, resource) for p in st["NotResource"])
+    return False
+
+
+def _role_name(w: Workload) -> str:
+    return role_arn_parts(w.role_arn)[1]
+
+
+def _partition(arn: str) -> str:
+    return arn.split(":")[1]
+
+
+def _where(w: Workload) -> str:
+    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
+
+
+# --- trust policy -------------------------------------------------------------------------
+
+
+def _principals(st: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, value) pairs of the statement's Principal; ("*", "*") for ``"Principal": "*"``."""
+    principal = st.get("Principal")
+    if principal is None:
+        return []
+    if not isinstance(principal, Mapping):
+        return [("*", "*")] if str(principal) == "*" else [("?", str(principal))]
+    return [(str(kind), str(v)) for kind, values in principal.items() for v in _as_list(values)]
+
+
+def _conditions(st: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(operator, key, values) of every condition clause of the statement."""
+    out: list[tuple[str, str, list[str]]] = []
+    cond = st.get("Condition")
+    if not isinstance(cond, Mapping):
+        return out
+    for op, clauses in cond.items():
+        if not isinstance(clauses, Mapping):
+            continue
+        for key, values in clauses.items():
+            out.append((str(op), str(key), [str(v) for v in _as_list(values)]))
+    return out
+
+
+def _base_operator(op: str) -> str:
+    """``ForAnyValue:StringEqualsIfExists`` -> ``StringEquals``."""
+    base = op.split(":", 1)[1] if op.startswith(("ForAnyValue:", "ForAllValues:")) else op
+    return base.removesuffix("IfExists")
+
+
+def _issuer_path(issuer: str) -> str:
+    return issuer.removeprefix("https://").removeprefix("http://").rstrip("/")
+
+
+def trust_findings(
+    profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None
+) -> list[Finding]:
+    """Lint the role's trust policy for the workload's mechanism; empty when it is tight and correct.
+
+    ``oidc_issuer`` is the cluster's issuer URL (``https://oidc.eks.<region>.amazonaws.com/id/X``);
+    when it is None, every IAM OIDC provider of the cluster's account is taken as a candidate and
+    linted against its own ``<issuer>:sub``/``:aud`` keys (a foreign issuer cannot be told apart).
+    Narrowing conditions that are merely absent on a Pod Identity trust are not findings: see
+    :func:`trust_notes`.
+    """
+    role = _role_name(w)
+    nxt = (f"aws iam get-role --role-name {role} --query Role.AssumeRolePolicyDocument",)
+    allows = [(i, st) for i, st in enumerate(statements(trust)) if _is_allow(st)]
+    out: list[Finding] = []
+
+    def finding(summary: str, expected: str, seen: str, likely: str, **details: str) -> None:
+        out.append(Finding("trust_policy", f"{_where(w)}: {summary}", expected, seen, likely, nxt, details))
+
+    if w.mechanism == "irsa":
+        expected_principal = _irsa_expected_principal(profile, w, oidc_issuer)
+    else:
+        expected_principal = f"Service {PODS_PRINCIPAL}"
+
+    for i, st in allows:
+        if "NotPrincipal" in st:
+            finding(
+                f"role {role} trust: {_label(st, i)} allows with NotPrincipal",
+                f"only {expected_principal} may assume the role",
+                _quote(st, "Effect", "NotPrincipal", "Action"),
+                "Allow with NotPrincipal trusts every principal except the listed ones, in every account",
+                statement=_label(st, i),
+            )
+        if any(v == "*" for _, v in _principals(st)):
+            finding(
+                f'role {role} trust: {_label(st, i)} trusts Principal "*"',
+                f"only {expected_principal} may assume the role",
+                _quote(st, "Effect", "Principal", "Action", "Condition"),
+                'Principal "*" lets any AWS principal (any account) assume the role, limited only by its '
+                "conditions; the role's permissions are exposed outside the cluster",
+                statement=_label(st, i),
+            )
+
+    if w.mechanism == "irsa":
+        _irsa_trust(profile, w, allows, oidc_issuer, finding)
+    else:
+        _pod_identity_trust(profile, w, allows, finding)
+    return out
+
+
+def _irsa_expected_principal(profile: Profile, w: Workload, oidc_issuer: str | None) -> str:
+    account = profile.cluster.account_id
+    if oidc_issuer is None:
+        return f"Federated arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/<this cluster's issuer>"
+    return f"Federated arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/{_issuer_path(oidc_issuer)}"
+
+
+class _Report(Protocol):
+    """Signature of the local ``finding`` callback in :func:`trust_findings`."""
+
+    def __call__(self, summary: str, expected: str, seen: str, likely: str, **details: str) -> None: ...
+
+
+def _irsa_trust(
+    profile: Profile,
+    w: Workload,
+    allows: list[tuple[int, dict[str, Any]]],
+    oidc_issuer: str | None,
+    finding: _Report,
+) -> None:
+    role = _role_name(w)
+    account = profile.cluster.account_id
+    issuer = _issuer_path(oidc_issuer) if oidc_issuer else None
+    provider = f"arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/{issuer}" if issuer else None
+    expected_principal = _irsa_expected_principal(profile, w, oidc_issuer)
+    candidates: list[tuple[int, dict[str, Any], str]] = []  # (index, statement, issuer path)
+
+    for i, st in allows:
+        for kind, value in _principals(st):
+            if value == "*":
+                continue  # reported above
+            m = _OIDC_PROVIDER_RE.match(value) if kind == "Federated" else None
+            if m is not None:
+                same = provider.lower() == value.lower() if provider else m.group(1) == account
+                if same:
+                    candidates.append((i, st, m.group(2)))
+                    continue
+                where = f"account {m.group(1)}" if m.group(1) != account else f"issuer {m.group(2)}"
+                finding(
+                    f"role {role} trust: {_label(st, i)} trusts another OIDC provider ({where})",
+                    f"only {expected_principal}",
+                    _quote(st, "Principal", "Action"),
+                    "a trust policy copied from another cluster, or this cluster was recreated and got a new "
+                    "issuer: that cluster's ServiceAccounts can assume the role, and if no statement names "
+                    f"this cluster's provider its tokens are refused ({FM_TRUST_DENIED})",
+                    statement=_label(st, i),
+                )
+                continue
+            if kind == "Service" and value.lower() == PODS_PRINCIPAL:
+                likely = (
+                    "the role also trusts EKS Pod Identity: any Pod Identity association in the account can bind "
+                    "it to another ServiceAccount (a trust left over from a migration between mechanisms)"
+                )
+            else:
+                likely = (
+                    f"{kind} {value} can assume the workload's role outside Kubernetes and act as "
+                    f"{w.namespace}/{w.service_account} with all its permissions; a role shared between "
+                    "callers should be split"
+                )
+            finding(
+                f"role {role} trust: extra principal in {_label(st, i)}: {kind} {value}",
+                f"only {expected_principal}",
+                _quote(st, "Principal", "Action"),
+                likely,
+                statement=_label(st, i),
+            )
+
+    usable = [(i, st, path) for i, st, path in candidates if _grants_action(st, WEB_IDENTITY_ACTION)]
+    if not usable:
+        if candidates:
+            seen = "; ".join(f"{_label(st, i)}: {_quote(st, 'Principal', 'Action')}" for i, st, _ in candidates)
+            summary = f"role {role} trust: the cluster's OIDC provider may not call {WEB_IDENTITY_ACTION}"
+        else:
+            federated = [f"{k} {v}" for _, st in allows for k, v in _principals(st)]
+            seen = f"principals: {', '.join(federated) or 'none'}"
+            summary = f"role {role} does not trust the cluster's OIDC provider"
+        finding(
+            summary,
+            f"an Allow statement for {expected_principal} with Action {WEB_IDENTITY_ACTION}",
+            seen,
+            f"{FM_TRUST_DENIED}: STS refuses the pod's token (AccessDenied: Not authorized to perform "
+            f"{WEB_IDENTITY_ACTION}); the role was written for another cluster or for EKS Pod Identity",
+        )
+        return
+    for i, st, path in usable:
+        _irsa_conditions(w, i, st, path, finding)
+
+
+def _irsa_conditions(w: Workload, i: int, st: dict[str, Any], path: str, finding: _Report) -> None:
+    role = _role_name(w)
+    label = _label(st, i)
+    expected_sub = f"system:serviceaccount:{w.namespace}:{w.service_account}"
+    sub_key, aud_key = f"{path}:sub", f"{path}:aud"
+    conds = _conditions(st)
+    subs = [(op, vals) for op, key, vals in conds if key.lower() == sub_key.lower()]
+    auds = [(op, vals) for op, key, vals in conds if key.lower() == aud_key.lower()]
+    others = sorted({key for _, key, _ in conds if key.lower().endswith((":sub", ":aud"))} - {sub_key, aud_key})
+    other_note = f"; it constrains {', '.join(others)} (another issuer's keys)" if others else ""
+    expect_sub = f'StringEquals {{"{sub_key}": "{expected_sub}"}}'
+    expect_aud = f'StringEquals {{"{aud_key}": "{STS_AUDIENCE}"}}'
+
+    if not subs:
+        finding(
+            f"role {role} trust: {label} has no sub condition",
+            expect_sub,
+            f"no condition on {sub_key}{other_note}: {_quote(st, 'Condition')}",
+            "every ServiceAccount of every namespace in the cluster can assume the role once its pod "
+            f"is annotated — wider still than {AP_WILDCARD_TRUST}",
+            statement=label,
+        )
+    for op, vals in subs:
+        base = _base_operator(op)
+        wild = [v for v in vals if "*" in v or "?" in v]
+        seen = f'{op} {{"{sub_key}": {json.dumps(vals if len(vals) != 1 else vals[0])}}}'
+        if wild and base in ("StringLike", "StringNotLike"):
+            finding(
+                f"role {role} trust: wildcard subject widens trust ({label})",
+                expect_sub,
+                seen,
+                f"{AP_WILDCARD_TRUST}: every ServiceAccount matching {', '.join(wild)} can assume the role, "
+                "so anyone who may create a ServiceAccount or pod there gets its permissions",
+                statement=label,
+            )
+        elif wild:
+            finding(
+                f"role {role} trust: wildcard subject widens trust ({label}) — but under {base} it is literal",
+                expect_sub,
+                seen,
+                f"the wildcard was meant to widen trust ({AP_WILDCARD_TRUST}); under {base} '*' and '?' "
+                f"match only themselves, so no real ServiceAccount matches and STS refuses ({FM_TRUST_DENIED})",
+                statement=label,
+            )
+        elif base == "StringLike":
+            finding(
+                f"role {role} trust: sub condition uses StringLike ({label})",
+                expect_sub,
+                seen,
+                "StringLike without a wildcard behaves like StringEquals today, but invites one: "
+                f"a later '*' silently widens trust ({AP_WILDCARD_TRUST})",
+                statement=label,
+            )
+        elif base != "StringEquals":
+            finding(
+                f"role {role} trust: sub condition uses {op} ({label})",
+                expect_sub,
+                seen,
+                f"{op} on the subject does not pin one ServiceAccount; negated operators admit every other one",
+                statement=label,
+            )
+        else:
+            if expected_sub not in vals:
+                finding(
+                    f"role {role} trust: sub does not admit {w.namespace}/{w.service_account} ({label})",
+                    expect_sub,
+                    seen,
+                    f"{FM_TRUST_DENIED}: STS answers AccessDenied for this ServiceAccount; the trust names another "
+                    "namespace or ServiceAccount (renamed, or the workload moved)",
+                    statement=label,
+                )
+            extra = [v for v in vals if v != expected_sub]
+            if extra and expected_sub in vals:
+                finding(
+                    f"role {role} trust: sub admits other ServiceAccounts too ({label})",
+                    expect_sub,
+                    seen,
+                    f"the role is shared with {', '.join(extra)} ({AP_SHARED_ROLE}): audit and blast radius "
+                    "no longer follow one workload",
+                    statement=label,
+                )
+    if not auds:
+        finding(
+            f"role {role} trust: {label} has no aud condition",
+            expect_aud,
+            f"no condition on {aud_key}{other_note}: {_quote(st, 'Condition')}",
+            "tokens minted for any audience the OIDC provider lists are accepted, not only the ones the "
+            "webhook projects for STS",
+            statement=label,
+        )
+    for op, vals in auds:
+        base = _base_operator(op)
+        seen = f'{op} {{"{aud_key}": {json.dumps(vals if len(vals) != 1 else vals[0])}}}'
+        if base != "StringEquals":
+            finding(
+                f"role {role} trust: aud condition uses {op} ({label})",
+                expect_aud,
+                seen,
+                f"{op} does not pin the token audience to {STS_AUDIENCE}",
+                statement=label,
+            )
+        elif STS_AUDIENCE not in vals:
+            finding(
+                f"role {role} trust: aud does not admit {STS_AUDIENCE} ({label})",
+                expect_aud,
+                seen,
+                f"{FM_TRUST_DENIED}: the webhook projects tokens for {STS_AUDIENCE} (unless the ServiceAccount "
+                "sets eks.amazonaws.com/audience), so STS refuses them",
+                statement=label,
+            )
+        elif len(set(vals)) > 1:
+            finding(
+                f"role {role} trust: aud admits other audiences too ({label})",
+                expect_aud,
+                seen,
+                "tokens minted for other audiences (other systems that accept the cluster's tokens) "
+                "can be replayed to assume this role",
+                statement=label,
+            )
+
+
+def _pod_identity_context(profile: Profile, w: Workload) -> dict[str, str]:
+    """What EKS Auth presents to STS for this workload, by lowercased condition key."""
+    c = profile.cluster
+    cluster_arn = f"arn:{_partition(w.role_arn)}:eks:{c.region}:{c.account_id}:cluster/{c.name}"
+    return {
+        "aws:requesttag/kubernetes-namespace": w.namespace,
+        "aws:requesttag/kubernetes-service-account": w.service_account,
+        "aws:requesttag/eks-cluster-name": c.name,
+        "aws:requesttag/eks-cluster-arn": cluster_arn,
+        "aws:sourceaccount": c.account_id,
+        "aws:sourcearn": cluster_arn,
+    }
+
+
+def _excluding_conditions(st: Mapping[str, Any], context: Mapping[str, str]) -> list[str]:
+    """Conditions of the statement that this workload's request cannot satisfy (known keys only)."""
+    out: list[str] = []
+    for op, key, vals in _conditions(st):
+        actual = context.get(key.lower())
+        if actual is None:
+            continue
+        base = _base_operator(op)
+        if base in ("StringEquals", "ArnEquals"):
+            ok = actual in vals
+        elif base == "StringEqualsIgnoreCase":
+            ok = actual.lower() in (v.lower() for v in vals)
+        elif base in ("StringLike", "ArnLike"):
+            ok = any(_wildcard(v, actual, case_sensitive=True) for v in vals)
+        else:
+            continue  # operators we do not evaluate never count as excluding
+        if not ok:
+            out.append(f'{op} {{"{key}": {json.dumps(vals if len(vals) != 1 else vals[0])}}} (this workload: {actual})')
+    return out
+
+
+def _pod_identity_trust(
+    profile: Profile, w: Workload, allows: list[tuple[int, dict[str, Any]]], finding: _Report
+) -> None:
+    role = _role_name(w)
+    expected = f"Service {PODS_PRINCIPAL} with Action {POD_IDENTITY_ACTIONS[0]} and {POD_IDENTITY_ACTIONS[1]}"
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    for i, st in allows:
+        pods = False
+        for kind, value in _principals(st):
+            if value == "*":
+                continue
+            if kind == "Service" and value.lower() == PODS_PRINCIPAL:
+                pods = True
+                continue
+            finding(
+                f"role {role} trust: extra principal in {_label(st, i)}: {kind} {value}",
+                f"only Service {PODS_PRINCIPAL}",
+                _quote(st, "Principal", "Action"),
+                f"{kind} {value} can assume the workload's role outside EKS Pod Identity and act as "
+                f"{w.namespace}/{w.service_account} with all its permissions (an IRSA trust left over from a "
+                "migration keeps working until removed)",
+                statement=_label(st, i),
+            )
+        if pods:
+            candidates.append((i, st))
+    if not candidates:
+        principals = [f"{k} {v}" for _, st in allows for k, v in _principals(st)]
+        irsa = any(k == "Federated" for _, st in allows for k, _ in _principals(st))
+        finding(
+            f"role {role} does not trust {PODS_PRINCIPAL}",
+            expected,
+            f"principals: {', '.join(principals) or 'none'}",
+            "EKS Auth cannot assume the role (AssumeRoleForPodIdentity fails), so the agent returns an error "
+            "and the SDK gets no credentials"
+            + ("; this trust policy is written for IRSA (Federated OIDC provider)" if irsa else ""),
+        )
+        return
+    for action in POD_IDENTITY_ACTIONS:
+        if any(_grants_action(st, action) for _, st in candidates):
+            continue
+        seen = "; ".join(f"{_label(st, i)}: {_quote(st, 'Principal', 'Action', 'NotAction')}" for i, st in candidates)
+        if action == "sts:TagSession":
+            likely = (
+                "EKS Pod Identity tags every session (kubernetes-namespace, kubernetes-service-account, ...); "
+                "without sts:TagSession AssumeRoleForPodIdentity fails and the agent returns an error"
+            )
+        else:
+            likely = "without sts:AssumeRole EKS Auth cannot assume the role: AssumeRoleForPodIdentity fails"
+        finding(f"role {role} trust: {PODS_PRINCIPAL} may not call {action}", expected, seen, likely)
+    context = _pod_identity_context(profile, w)
+    excluded = [(i, st, _excluding_conditions(st, context)) for i, st in candidates]
+    if all(reasons for _, _, reasons in excluded):
+        seen = "; ".join(f"{_label(st, i)}: {', '.join(reasons)}" for i, st, reasons in excluded)
+        finding(
+            f"role {role} trust: conditions exclude {w.namespace}/{w.service_account}",
+            f"conditions admitting namespace {w.namespace}, ServiceAccount {w.service_account}, "
+            f"cluster {profile.cluster.name} in account {profile.cluster.account_id}",
+            seen,
+            "AssumeRoleForPodIdentity is denied for this workload: the trust's conditions name another "
+            "namespace, ServiceAccount, cluster or account (copied from another workload, or the workload moved)",
+        )
+
+
+_NARROWING = (
+    (
+        ("aws:requesttag/kubernetes-namespace",),
+        "no aws:RequestTag/kubernetes-namespace condition: any Pod Identity association in the account "
+        "may bind this role, in any namespace (narrow it: StringEquals aws:RequestTag/kubernetes-namespace "
+        "= {ns})",
+    ),
+    (
+        ("aws:requesttag/kubernetes-service-account",),
+        "no aws:RequestTag/kubernetes-service-account condition: any ServiceAccount named by an association "
+        "may use this role (narrow it: StringEquals aws:RequestTag/kubernetes-service-account = {sa})",
+    ),
+    (
+        ("aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid"),
+        "no aws:SourceAccount, aws:SourceArn or aws:SourceOrgId condition: the trust is not pinned to "
+        "this account's (or organisation's) clusters, the confused-deputy guard the EKS best-practices "
+        "guide recommends",
+    ),
+)
+
+
+def trust_notes(w: Workload, trust: Mapping[str, Any]) -> list[str]:
+    """Pod Identity: narrowing conditions the trust could carry but does not (advice, not failures).
+
+    Only Allow statements trusting ``pods.eks.amazonaws.com`` are looked at; when there are several,
+    each note names the statements that lack the condition. IRSA: always empty (its sub/aud
+    conditions are required and reported by :func:`trust_findings`).
+    """
+    if w.mechanism != "pod-identity":
+        return []
+    candidates = [
+        (i, st)
+        for i, st in enumerate(statements(trust))
+        if _is_allow(st) and any(k == "Service" and v.lower() == PODS_PRINCIPAL for k, v in _principals(st))
+    ]
+    notes: list[str] = []
+    for keys, text in _NARROWING:
+        lacking = [
+            _label(st, i) for i, st in candidates if not any(key.lower() in keys for _, key, _ in _conditions(st))
+        ]
+        if not lacking:
+            continue
+        note = text.format(ns=w.namespace, sa=w.service_account)
+        notes.append(note if len(candidates) == 1 else f"{', '.join(lacking)}: {note}")
+    return notes
+
+
+# --- permission policies ------------------------------------------------------------------
+
+
+def _policy_next(role: str, name: str) -> tuple[str, ...]:
+    if name.startswith("arn:"):
+        return (
+            f"aws iam get-policy-version --policy-arn {name} --version-id "
+            f"$(aws iam get-policy --policy-arn {name} --query Policy.DefaultVersionId --output text)",
+        )
+    return (f"aws iam get-role-policy --role-name {role} --policy-name {name}",)
+
+
+def _service(pattern: str) -> tuple[str, str]:
+    service, _, operation = pattern.partition(":")
+    return service.lower(), operation
+
+
+def _all_resources(resource: str) -> bool:
+    """``*``, or an ARN covering every resource of its type (``arn:aws:s3:::*``, ``...:table/*``)."""
+    if resource == "*":
+        return True
+    m = _ALL_RESOURCES_RE.match(resource)
+    return m is not None and not (m.group("service") == "s3" and m.group("type"))
+
+
+def _broad_resource(st: Mapping[str, Any]) -> str | None:
+    """A quote of the statement's resource scope when it covers every resource, else None."""
+    if "NotResource" in st:
+        return f"NotResource {json.dumps(st['NotResource'])}"
+    broad = [r for r in st.get("Resource", []) if _all_resources(r)]
+    return f"Resource {json.dumps(broad if len(broad) != 1 else broad[0])}" if broad else None
+
+
+def _data_plane(pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    service, operation = _service(pattern)
+    if not any(_wildcard(service, s, case_sensitive=False) for s in DATA_PLANE_SERVICES):
+        return False
+    return not operation.lower().startswith(READ_ONLY_PREFIXES)
+
+
+def _iam_write(pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    service, operation = _service(pattern)
+    return _wildcard(service, "iam", case_sensitive=False) and not operation.lower().startswith(IAM_READ_PREFIXES)
+
+
+def permission_findings(
+    w: Workload, policies: Mapping[str, Mapping[str, Any]], *, allowed_actions: Iterable[str] = ()
+) -> list[Finding]:
+    """Lint the role's permission policies (``policies``: inline name or managed ARN -> document).
+
+    Reported, per Allow statement: ``*`` or ``<service>:*`` actions (narrower wildcards such as
+    ``s3:Get*`` are not); NotAction; data-plane actions of s3/sqs/kms/dynamodb/secretsmanager/ssm
+    on every resource (``*``, an ARN whose resource part is only a wildcard, or NotResource);
+    destructive actions, matched through wildcards, unless listed in ``allowed_actions`` (the
+    workload's contract; exact, case-insensitive); any IAM action except Get*/List* (an ``iam:*``
+    pattern is reported even if the contract names one IAM action); ``iam:PassRole`` and
+    ``sts:AssumeRole`` on every resource. Conditions are ignored.
+    """
+    role = _role_name(w)
+    contract = {a.lower() for a in allowed_actions}
+    out: list[Finding] = []
+    for name, document in policies.items():
+        for i, st in enumerate(statements(document)):
+            if _is_allow(st):
+                out += _statement_findings(w, role, name, i, st, contract, sorted(allowed_actions))
+    return out
+
+
+def _statement_findings(
+    w: Workload, role: str, name: str, i: int, st: dict[str, Any], contract: set[str], allowed: list[str]
+) -> list[Finding]:
+    kind = "managed policy" if name.startswith("arn:") else "inline policy"
+    where = f"{_where(w)}: {kind} {name} {_label(st, i)}"
+    nxt = _policy_next(role, name)
+    details = {"policy": name, "statement": _label(st, i)}
+    out: list[Finding] = []
+
+    def finding(summary: str, expected: str, seen: str, likely: str) -> None:
+        out.append(Finding("permission_policy", f"{where} {summary}", expected, seen, likely, nxt, dict(details)))
+
+    actions: list[str] = st.get("Action", [])
+    broad = _broad_resource(st)
+    wild = [a for a in actions if a == "*" or _service(a)[1] == "*"]
+    if wild:
+        services = ", ".join("every service" if a == "*" else _service(a)[0] for a in wild)
+        finding(
+            f"allows {', '.join(wild)}",
+            "actions named one by one (e.g. s3:GetObject), only those the workload calls",
+            _quote(st, "Effect", "Action", "Resource"),
+            f"written broad to get past a denial ({FM_PERMISSION_DENIED}): every current and future "
+            f"action of {services} is granted, including destructive ones",
+        )
+    if "NotAction" in st:
+        finding(
+            "allows with NotAction",
+            "an Allow listing Action, never NotAction",
+            _quote(st, "Effect", "NotAction", "Resource", "NotResource"),
+            "Allow with NotAction grants every action of every service except the listed ones, "
+            "including actions AWS adds later",
+        )
+    data = [a for a in actions if _data_plane(a)]
+    if broad and data:
+        finding(
+            f"allows data-plane actions on every resource: {', '.join(data)}",
+            "resources scoped to the workload's own buckets, queues, keys, tables, secrets, parameters",
+            _quote(st, "Effect", "Action", "Resource", "NotResource"),
+            f"{broad} reaches every team's data of that service in the account, not only this workload's; "
+            "a compromised pod reads (or writes) all of it",
+        )
+    granted: list[str] = []
+    for action in DESTRUCTIVE_ACTIONS:
+        via = _grants_action(st, action)
+        if via is not None and action.lower() not in contract:
+            granted.append(action if via.lower() == action.lower() else f"{action} (via {via})")
+    granted += [a for a in actions if a != "*" and _iam_write(a) and a.lower() not in contract]
+    if "*" in actions:
+        granted.append("iam:* (via *)")
+    elif "NotAction" in st and not any(p.lower() in ("*", "iam:*") for p in st["NotAction"]):
+        granted.append("iam:* (via NotAction)")
+    if granted:
+        finding(
+            f"allows destructive actions: {', '.join(granted)}",
+            f"no destructive or IAM actions beyond the workload's contract (contract allows: "
+            f"{', '.join(allowed) or 'none'})",
+            _quote(st, "Effect", "Action", "NotAction", "Resource"),
+            "a bug or a compromised pod can delete data, open a resource policy or change IAM; "
+            "destructive rights belong to a separate, rarely used role",
+        )
+    if broad:
+        for action, meaning in (
+            ("iam:PassRole", "hand any role (an admin role included) to a service it launches"),
+            ("sts:AssumeRole", "chain into any role whose trust admits it, in any account"),
+        ):
+            via = _grants_action(st, action)
+            if via is None:
+                continue
+            suffix = "" if via.lower() == action.lower() else f" (via {via})"
+            finding(
+                f"allows {action} on every resource{suffix}",
+                f"{action} limited to the named role ARNs the workload needs",
+                _quote(st, "Effect", "Action", "NotAction", "Resource", "NotResource"),
+                f"privilege escalation: the workload can {meaning}; its reach is no longer its own role's",
+            )
+    return out
+
+
+def allowing_statements(policies: Mapping[str, Mapping[str, Any]], action: str, resource: str | None) -> list[str]:
+    """Allow statements covering ``action`` on ``resource``, as ``"<policy name>#<Sid or index>"``.
+
+    IAM wildcards (``*``, ``?``) match actions case-insensitively and resources case-sensitively
+    (segment by segment when both are ARNs); NotAction and NotResource are honoured; conditions
+    and Deny statements are ignored. ``resource=None`` matches any resource.
+    """
+    out: list[str] = []
+    for name, document in policies.items():
+        for i, st in enumerate(statements(document)):
+            if _is_allow(st) and _grants_action(st, action) is not None and _grants_resource(st, resource):
+                out.append(f"{name}#{_ref(st, i)}")
+    return out

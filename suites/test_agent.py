@@ -1,0 +1,49 @@
+"""Definition of done, point 5: the Pod Identity Agent is healthy where the workload runs.
+
+For IRSA workloads the counterpart is the cluster's IAM OIDC provider.
+"""
+
+import pytest
+
+from pytest_eksid.checks import agent
+from pytest_eksid.fixtures import fail_on
+
+pytestmark = pytest.mark.agent
+
+AGENT_NS, AGENT_NAME = "kube-system", "eks-pod-identity-agent"
+pod_identity_only = pytest.mark.eksid_applies(lambda w: w.mechanism == "pod-identity")
+irsa_only = pytest.mark.eksid_applies(lambda w: w.mechanism == "irsa")
+
+
+@pod_identity_only
+def test_agent_daemonset_available(eksid_workload, eksid_kube):
+    """desired = ready = updated, none unavailable, observed generation current."""
+    fail_on(agent.daemonset_findings(eksid_kube.daemon_set(AGENT_NS, AGENT_NAME)))
+
+
+@pod_identity_only
+def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube):
+    """A ready agent pod on every node where the workload's pods can be scheduled."""
+    pods = eksid_kube.list_pods(f"app.kubernetes.io/name={AGENT_NAME}", AGENT_NS)
+    fail_on(
+        agent.node_coverage_findings(pods, eksid_kube.nodes(), node_selector=eksid_profile.profile.probe.node_selector)
+    )
+
+
+@pod_identity_only
+def test_agent_addon_active(eksid_profile, eksid_workload, eksid_aws):
+    """Where the agent is the EKS add-on, EKS reports it ACTIVE."""
+    fail_on(agent.addon_findings(eksid_aws.addon(eksid_profile.profile.cluster.name, AGENT_NAME)))
+
+
+@pod_identity_only
+def test_agent_endpoint_answers(eksid_workload, eksid_probe):
+    """The probe pod reached the agent's credentials endpoint with its token."""
+    fail_on(agent.endpoint_findings(eksid_workload, eksid_probe.agent))
+
+
+@irsa_only
+def test_oidc_provider(eksid_profile, eksid_workload, eksid_aws):
+    """The cluster's OIDC issuer has an IAM OIDC provider with sts.amazonaws.com as a client id."""
+    issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
+    fail_on(agent.oidc_provider_findings(issuer, eksid_aws.oidc_providers()))

@@ -1,0 +1,28 @@
+"""Definition of done, points 2 and 3: allowed actions succeed, denied actions fail."""
+
+import pytest
+
+from pytest_eksid.checks import policy
+from pytest_eksid.checks.permissions import Inconclusive, action_verdict
+from pytest_eksid.fixtures import fail_on, inconclusive
+from pytest_eksid.profile import role_arn_parts
+
+pytestmark = pytest.mark.permissions
+
+
+def test_action(eksid_settings, eksid_profile, eksid_workload, eksid_action, eksid_probe, eksid_aws, record_property):
+    """One allow/deny entry of the workload, as the probe measured it running as the workload."""
+    expect, ident, check = eksid_action
+    result = eksid_probe.action(ident)
+    record_property("probe_form", (result or {}).get("form"))
+
+    def allowing(action, resource):
+        # Only asked when an action that must be denied was allowed: name the statements that allow it.
+        return policy.allowing_statements(
+            eksid_aws.role_policies(role_arn_parts(eksid_workload.role_arn)[1]), action, resource
+        )
+
+    verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing)
+    if isinstance(verdict, Inconclusive):
+        inconclusive(eksid_settings, verdict.reason)
+    fail_on(verdict)

@@ -1,0 +1,39 @@
+"""Definition of done, point 6: no static AWS credentials exist for the workload."""
+
+import pytest
+
+from pytest_eksid.checks import static
+from pytest_eksid.fixtures import fail_on
+
+pytestmark = pytest.mark.static_credentials
+
+
+def test_probe_environment(eksid_workload, eksid_probe):
+    """No keys in the environment or files of a pod running as the workload's ServiceAccount."""
+    fail_on(static.probe_findings(eksid_workload, eksid_probe.environment, eksid_probe.identity))
+
+
+def test_namespace_secrets_and_configmaps(eksid_workload, eksid_kube):
+    """No Secret or ConfigMap in the workload's namespace carries AWS keys (names reported, never values)."""
+    findings = static.scan_objects("Secret", eksid_kube.secrets(eksid_workload.namespace))
+    findings += static.scan_objects("ConfigMap", eksid_kube.config_maps(eksid_workload.namespace))
+    fail_on(findings)
+
+
+def test_pod_templates(eksid_workload, eksid_kube):
+    """The workload's pod templates set no AWS key variables, directly or through envFrom."""
+    ns = eksid_workload.namespace
+    flagged = {
+        (f.details.get("kind", ""), f.details.get("name", ""))
+        for f in static.scan_objects("Secret", eksid_kube.secrets(ns))
+        + static.scan_objects("ConfigMap", eksid_kube.config_maps(ns))
+    }
+    selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
+    fail_on(static.scan_pod_templates(eksid_kube.workloads(ns, selector), flagged=flagged))
+
+
+@pytest.mark.eksid_applies(lambda w: w.legacy_iam_user is not None)
+def test_legacy_iam_user_has_no_active_keys(eksid_workload, eksid_aws):
+    """The IAM user the workload used before holds no active access keys."""
+    user = eksid_workload.legacy_iam_user
+    fail_on(static.legacy_user_findings(user, eksid_aws.access_keys(user)))

@@ -1,0 +1,415 @@
+"""pytest_eksid.checks.agent over hand-made DaemonSet/Pod/Node JSON, add-on answers and probe results."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.checks.agent import (
+    addon_findings,
+    daemonset_findings,
+    endpoint_findings,
+    node_coverage_findings,
+    oidc_provider_findings,
+)
+from pytest_eksid.profile import Workload
+
+PI = Workload.model_validate(
+    {
+        "name": "checkout-api",
+        "namespace": "checkout-prod",
+        "serviceAccount": "checkout-api-aws-sa",
+        "mechanism": "pod-identity",
+        "roleArn": "arn:aws:iam::111122223333:role/eks-prod-checkout-api-s3-read",
+    }
+)
+IRSA = PI.model_copy(update={"mechanism": "irsa"})
+FM5 = "Failure Mode 5 — Pod Identity Agent Missing"
+DESCRIBE = "kubectl -n kube-system describe daemonset eks-pod-identity-agent"
+PODS = "kubectl -n kube-system get pods -l app.kubernetes.io/name=eks-pod-identity-agent -o wide"
+
+
+def _one(findings: list[Finding], needle: str) -> Finding:
+    hits = [f for f in findings if needle in f.summary]
+    assert len(hits) == 1, f"expected one finding with {needle!r}, got: {[f.summary for f in findings]}"
+    return hits[0]
+
+
+# --- daemonset_findings ---------------------------------------------------------------------
+
+HEALTHY_DS: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "DaemonSet",
+    "metadata": {"name": "eks-pod-identity-agent", "namespace": "kube-system", "generation": 3},
+    "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "eks-pod-identity-agent"}}},
+    "status": {
+        "desiredNumberScheduled": 3,
+        "currentNumberScheduled": 3,
+        "numberReady": 3,
+        "numberAvailable": 3,
+        "updatedNumberScheduled": 3,
+        "observedGeneration": 3,
+    },
+}
+
+
+def ds_with(status: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+    ds = copy.deepcopy(HEALTHY_DS)
+    ds["status"].update(status or {})
+    ds["metadata"].update(metadata)
+    return ds
+
+
+def test_daemonset_healthy() -> None:
+    assert daemonset_findings(HEALTHY_DS) == []
+    assert daemonset_findings(ds_with({"numberUnavailable": 0})) == []
+
+
+def test_daemonset_missing() -> None:
+    (f,) = daemonset_findings(None)
+    assert f.summary == "Pod Identity Agent DaemonSet not found"
+    assert f.check == "pod_identity_agent"
+    assert f.likely.startswith(FM5)
+    assert f.expected == "DaemonSet kube-system/eks-pod-identity-agent"
+    assert "kubectl -n kube-system get daemonsets" in f.next_steps
+
+
+@pytest.mark.parametrize(
+    ("status", "summary", "seen"),
+    [
+        pytest.param(
+            {"numberReady": 2, "numberAvailable": 2, "numberUnavailable": 1},
+            "2 of 3 agent pods ready",
+            "desired 3, ready 2, available 2, unavailable 1, updated 3",
+            id="not-ready",
+        ),
+        pytest.param(
+            {"numberUnavailable": 1},
+            "3 of 3 agent pods ready",
+            "unavailable 1",
+            id="unavailable-only",
+        ),
+        pytest.param(
+            {"updatedNumberScheduled": 1},
+            "1 of 3 agent pods run the current template",
+            "updated 1",
+            id="not-updated",
+        ),
+        pytest.param(
+            {"desiredNumberScheduled": 0, "numberReady": 0, "numberAvailable": 0, "updatedNumberScheduled": 0},
+            "scheduled on no node",
+            "desired 0",
+            id="no-node",
+        ),
+        pytest.param(
+            {"observedGeneration": 2},
+            "the controller has not observed the latest spec",
+            "metadata.generation 3, status.observedGeneration 2",
+            id="stale-generation",
+        ),
+        pytest.param(
+            {"observedGeneration": None},
+            "the controller has not observed the latest spec",
+            "status.observedGeneration unset",
+            id="no-observed-generation",
+        ),
+    ],
+)
+def test_daemonset_unhealthy(status: dict[str, Any], summary: str, seen: str) -> None:
+    found = daemonset_findings(ds_with(status))
+    assert len(found) == 1, [f.summary for f in found]
+    f = found[0]
+    assert f.summary == f"Pod Identity Agent DaemonSet kube-system/eks-pod-identity-agent: {summary}"
+    assert seen in f.seen
+    assert f.next_steps == (DESCRIBE, PODS)
+
+
+def test_daemonset_uses_its_own_selector_and_name() -> None:
+    ds = ds_with({"numberReady": 0})
+    ds["metadata"].update(name="pod-identity", namespace="platform")
+    ds["spec"]["selector"]["matchLabels"] = {"app": "pia", "tier": "node"}
+    f = daemonset_findings(ds, namespace="platform", name="pod-identity")[0]
+    assert f.next_steps == (
+        "kubectl -n platform describe daemonset pod-identity",
+        "kubectl -n platform get pods -l app=pia,tier=node -o wide",
+    )
+    assert f.likely.startswith(FM5)
+
+
+def test_daemonset_empty_status_reports_nothing_scheduled_and_stale() -> None:
+    ds = {"metadata": {"name": "eks-pod-identity-agent", "generation": 1}}
+    summaries = [f.summary.split(": ", 1)[1] for f in daemonset_findings(ds)]
+    assert summaries == ["scheduled on no node", "the controller has not observed the latest spec"]
+
+
+# --- node_coverage_findings -----------------------------------------------------------------
+
+
+def node(name: str, ready: str = "True", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux", **labels}},
+        "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]},
+    }
+
+
+def agent_pod(
+    name: str,
+    node_name: str,
+    phase: str = "Running",
+    ready: str = "True",
+    waiting: str | None = None,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    state: dict[str, Any] = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {"nodeName": node_name},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": ready}],
+            "containerStatuses": [{"name": "eks-pod-identity-agent", "state": state, "restartCount": restarts}],
+        },
+    }
+
+
+NODES = [
+    node("ip-10-0-1-1", group="general"),
+    node("ip-10-0-1-2", group="general"),
+    node("ip-10-0-2-1", group="batch"),
+    node("ip-10-0-3-1", ready="False", group="general"),
+]
+GOOD_PODS = [agent_pod("a1", "ip-10-0-1-1"), agent_pod("a2", "ip-10-0-1-2"), agent_pod("a3", "ip-10-0-2-1")]
+
+
+def test_all_nodes_covered() -> None:
+    assert node_coverage_findings(GOOD_PODS, NODES, node_selector={}) == []
+    assert node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={"group": "general"}) == []
+
+
+def test_old_crashing_pod_next_to_a_healthy_one_is_covered() -> None:
+    pods = [*GOOD_PODS, agent_pod("old", "ip-10-0-1-1", waiting="CrashLoopBackOff", ready="False")]
+    assert node_coverage_findings(pods, NODES, node_selector={}) == []
+
+
+@pytest.mark.parametrize(
+    ("pods", "selector", "seen", "likely"),
+    [
+        pytest.param(GOOD_PODS[1:], {}, "no agent pod on the node", "does not schedule onto this node", id="missing"),
+        pytest.param(
+            [agent_pod("a1", "ip-10-0-1-1", ready="False", waiting="CrashLoopBackOff", restarts=7), *GOOD_PODS[1:]],
+            {"group": "general"},
+            "pod a1 phase Running, Ready False, eks-pod-identity-agent: CrashLoopBackOff, 7 restarts",
+            "keeps crashing",
+            id="crashloop",
+        ),
+        pytest.param(
+            [agent_pod("a1", "ip-10-0-1-1", ready="False"), *GOOD_PODS[1:]],
+            {},
+            "pod a1 phase Running, Ready False",
+            "not ready",
+            id="not-ready",
+        ),
+        pytest.param(
+            [
+                agent_pod("a1", "ip-10-0-1-1", phase="Pending", ready="False", waiting="ImagePullBackOff"),
+                *GOOD_PODS[1:],
+            ],
+            {},
+            "pod a1 phase Pending, Ready False, eks-pod-identity-agent: ImagePullBackOff",
+            "not ready",
+            id="pending",
+        ),
+    ],
+)
+def test_uncovered_node(pods: list[dict[str, Any]], selector: dict[str, str], seen: str, likely: str) -> None:
+    found = node_coverage_findings(pods, NODES, node_selector=selector)
+    assert len(found) == 1
+    f = found[0]
+    assert f.summary == "node ip-10-0-1-1: no running Pod Identity Agent"
+    assert f.seen == seen
+    assert likely in f.likely
+    assert f.likely.startswith(FM5)
+    assert f.details == {"node": "ip-10-0-1-1"}
+    assert f.next_steps[0] == (
+        "kubectl get pods -A -l app.kubernetes.io/name=eks-pod-identity-agent -o wide "
+        "--field-selector spec.nodeName=ip-10-0-1-1"
+    )
+
+
+def test_crashloop_points_at_previous_logs() -> None:
+    pods = [agent_pod("a1", "ip-10-0-1-1", ready="False", waiting="CrashLoopBackOff"), *GOOD_PODS[1:]]
+    f = node_coverage_findings(pods, NODES, node_selector={})[0]
+    assert f.next_steps[1] == "kubectl -n kube-system logs a1 --previous"
+
+
+def test_selector_excludes_nodes_and_not_ready_nodes_are_skipped() -> None:
+    assert node_coverage_findings([], NODES, node_selector={"group": "nowhere"}) == []
+    found = node_coverage_findings([], NODES, node_selector={"group": "general"})
+    assert [f.details["node"] for f in found] == ["ip-10-0-1-1", "ip-10-0-1-2"]  # ip-10-0-3-1 is NotReady
+
+
+def test_fargate_node_says_pod_identity_does_not_run_there() -> None:
+    nodes = [node("fargate-ip-10-0-9-9", **{"eks.amazonaws.com/compute-type": "fargate"})]
+    f = node_coverage_findings([], nodes, node_selector={})[0]
+    assert "fargate compute, where the agent does not run" in f.likely
+
+
+# --- addon_findings -------------------------------------------------------------------------
+
+
+def test_addon_absent_or_active() -> None:
+    assert addon_findings(None) == []
+    assert addon_findings({"addonName": "eks-pod-identity-agent", "clusterName": "prod", "status": "ACTIVE"}) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "likely"),
+    [
+        ("DEGRADED", "installed but unhealthy"),
+        ("CREATE_FAILED", "failed to install"),
+        ("UPDATE_FAILED", "hand-edited fields"),
+        ("CREATING", "still being installed"),
+        ("SOMETHING_NEW", "not ACTIVE"),
+    ],
+)
+def test_addon_not_active(status: str, likely: str) -> None:
+    addon = {
+        "addonName": "eks-pod-identity-agent",
+        "clusterName": "prod-platform-a",
+        "status": status,
+        "addonVersion": "v1.3.4-eksbuild.1",
+        "health": {"issues": [{"code": "InsufficientNumberOfReplicas", "message": "2 of 3 ready", "resourceIds": []}]},
+    }
+    (f,) = addon_findings(addon)
+    assert f.summary == f"EKS add-on eks-pod-identity-agent on cluster prod-platform-a is {status}"
+    assert f.seen == (
+        f"status {status}, version v1.3.4-eksbuild.1; health issues: InsufficientNumberOfReplicas: 2 of 3 ready"
+    )
+    assert likely in f.likely
+    assert f.details == {"issues": "InsufficientNumberOfReplicas"}
+    assert (
+        f.next_steps[0] == "aws eks describe-addon --cluster-name prod-platform-a --addon-name eks-pod-identity-agent"
+    )
+
+
+def test_addon_without_health() -> None:
+    (f,) = addon_findings({"addonName": "eks-pod-identity-agent", "clusterName": "c", "status": "DEGRADED"})
+    assert f.seen == "status DEGRADED, version unknown"
+    assert f.details == {}
+
+
+# --- endpoint_findings ----------------------------------------------------------------------
+
+URI = "http://169.254.170.23/v1/credentials"
+
+
+def test_endpoint_good_and_irsa() -> None:
+    assert endpoint_findings(PI, {"configured": True, "uri": URI, "outcome": "credentials", "http_status": 200}) == []
+    assert endpoint_findings(IRSA, {"configured": False}) == []
+
+
+def test_endpoint_not_configured() -> None:
+    (f,) = endpoint_findings(PI, {"configured": False}, cluster="prod-platform-a")
+    assert f.summary.startswith("checkout-api (checkout-prod/checkout-api-aws-sa, pod-identity): the pod has no ")
+    assert "Failure Mode 7 — Association Eventual Consistency" in f.likely
+    assert f.next_steps[0] == (
+        "aws eks list-pod-identity-associations --cluster-name prod-platform-a "
+        "--namespace checkout-prod --service-account checkout-api-aws-sa"
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "seen", "likely"),
+    [
+        ({"outcome": "refused"}, f"GET {URI}: refused", "nothing answers on the pod's node"),
+        ({"outcome": "timeout"}, f"GET {URI}: timeout", FM5),
+        ({"outcome": "http-error", "http_status": 400}, f"GET {URI}: http-error, HTTP 400", "invalid or expired"),
+        ({"outcome": "http-error", "http_status": 403}, "HTTP 403", "NO_PROXY=169.254.170.23,fd00:ec2::23"),
+        ({"outcome": "http-error", "http_status": 403}, "HTTP 403", "sts:TagSession"),
+        ({"outcome": "http-error", "http_status": 404}, "HTTP 404", "found no association"),
+        ({"outcome": "http-error", "http_status": 500}, "HTTP 500", "EKS Auth behind it failed"),
+        ({"outcome": "no-token", "detail": "No such file"}, f"GET {URI}: no-token", "eks-pod-identity-token"),
+        ({"outcome": "error"}, f"GET {URI}: error", "did not hand out credentials"),
+        ({}, f"GET {URI}: error", "did not hand out credentials"),
+    ],
+)
+def test_endpoint_failures(result: dict[str, Any], seen: str, likely: str) -> None:
+    (f,) = endpoint_findings(PI, {"configured": True, "uri": URI, **result})
+    assert f.summary.endswith(": the Pod Identity Agent did not return credentials")
+    assert seen in f.seen
+    assert likely in f.likely
+    assert f.next_steps
+
+
+# --- oidc_provider_findings -----------------------------------------------------------------
+
+ISSUER = "https://oidc.eks.ap-southeast-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+PATH = "oidc.eks.ap-southeast-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+OTHER = "oidc.eks.eu-west-1.amazonaws.com/id/OTHER"
+
+
+@pytest.mark.parametrize(
+    "providers",
+    [
+        {PATH: ["sts.amazonaws.com"], OTHER: []},
+        {f"https://{PATH}/": ["sts.amazonaws.com", "other"]},
+        {f"arn:aws:iam::111122223333:oidc-provider/{PATH}": ["sts.amazonaws.com"]},
+        {PATH.lower(): ["sts.amazonaws.com"]},
+    ],
+)
+def test_oidc_provider_good(providers: dict[str, list[str]]) -> None:
+    assert oidc_provider_findings(ISSUER, providers) == []
+
+
+@pytest.mark.parametrize(
+    ("issuer", "providers", "summary", "seen", "likely"),
+    [
+        (
+            None,
+            {PATH: ["sts.amazonaws.com"]},
+            "cluster prod-platform-a has no OIDC issuer",
+            "no issuer",
+            "IRSA cannot work",
+        ),
+        (ISSUER, {}, "no IAM OIDC provider for its issuer", "providers in the account: none", "InvalidIdentityToken"),
+        (
+            ISSUER,
+            {OTHER: ["sts.amazonaws.com"]},
+            "no IAM OIDC provider",
+            f"providers in the account: {OTHER}",
+            "recreated",
+        ),
+        (
+            ISSUER,
+            {PATH: ["vault"]},
+            "does not list sts.amazonaws.com as a client id",
+            "client ids: vault",
+            "incorrect token audience",
+        ),
+        (ISSUER, {PATH: []}, "does not list sts.amazonaws.com", "client ids: none", "InvalidIdentityToken"),
+    ],
+)
+def test_oidc_provider_failures(
+    issuer: str | None, providers: dict[str, list[str]], summary: str, seen: str, likely: str
+) -> None:
+    (f,) = oidc_provider_findings(issuer, providers, cluster="prod-platform-a", region="ap-southeast-1")
+    assert f.check == "oidc_provider"
+    assert summary in f.summary
+    assert f.seen == seen
+    assert likely in f.likely
+    assert "Failure Mode 3 — Trust Policy Denied" in f.likely
+    if "does not list" not in summary:
+        assert f.next_steps[-2:] == (
+            "aws iam list-open-id-connect-providers",
+            "eksctl utils associate-iam-oidc-provider --cluster prod-platform-a --region ap-southeast-1 --approve",
+        )
+    else:
+        assert "--client-id sts.amazonaws.com" in f.next_steps[0]
+
+
+def test_oidc_provider_without_cluster_name_uses_placeholder() -> None:
+    (f,) = oidc_provider_findings(ISSUER, {})
+    assert f.next_steps[1] == "eksctl utils associate-iam-oidc-provider --cluster <cluster> --approve"

@@ -1,0 +1,783 @@
+"""pytest_eksid.checks.policy over plain policy documents (the reference article's, and broken variants)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.checks.policy import (
+    allowing_statements,
+    permission_findings,
+    statements,
+    trust_findings,
+    trust_notes,
+)
+from pytest_eksid.profile import Profile, Workload
+
+ACCOUNT = "111122223333"
+ISSUER_PATH = "oidc.eks.ap-southeast-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+ISSUER = f"https://{ISSUER_PATH}"
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER_PATH}"
+SUB = f"{ISSUER_PATH}:sub"
+AUD = f"{ISSUER_PATH}:aud"
+SUBJECT = "system:serviceaccount:checkout-prod:checkout-api-aws-sa"
+IRSA_NEXT = "aws iam get-role --role-name irsa-prod-checkout-api-s3-read --query Role.AssumeRolePolicyDocument"
+PI_NEXT = "aws iam get-role --role-name eks-prod-checkout-api-s3-read --query Role.AssumeRolePolicyDocument"
+
+PROFILE = Profile.model_validate(
+    {
+        "cluster": {"name": "prod-platform-a", "region": "ap-southeast-1", "accountId": ACCOUNT},
+        "probe": {"image": "probe:test"},
+        "workloads": [
+            {
+                "name": "checkout-api",
+                "namespace": "checkout-prod",
+                "serviceAccount": "checkout-api-aws-sa",
+                "mechanism": "pod-identity",
+                "roleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-checkout-api-s3-read",
+            },
+            {
+                "name": "checkout-api-irsa",
+                "namespace": "checkout-prod",
+                "serviceAccount": "checkout-api-aws-sa",
+                "mechanism": "irsa",
+                "roleArn": f"arn:aws:iam::{ACCOUNT}:role/irsa-prod-checkout-api-s3-read",
+            },
+        ],
+    }
+)
+PI: Workload = PROFILE.workload("checkout-api")
+IRSA: Workload = PROFILE.workload("checkout-api-irsa")
+
+# --- the reference article's documents ----------------------------------------------------
+
+ARTICLE_PI_TRUST: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+        }
+    ],
+}
+ARTICLE_IRSA_TRUST: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": PROVIDER},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {AUD: "sts.amazonaws.com", SUB: SUBJECT}},
+        }
+    ],
+}
+ARTICLE_BAD_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
+ARTICLE_BETTER_POLICY: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "ListOnlyCheckoutPrefix",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": "arn:aws:s3:::company-prod-app-data",
+            "Condition": {"StringLike": {"s3:prefix": ["checkout-api/*"]}},
+        },
+        {
+            "Sid": "ReadCheckoutObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": "arn:aws:s3:::company-prod-app-data/checkout-api/*",
+        },
+    ],
+}
+ARTICLE_SQS_PRODUCER: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+            "Resource": "arn:aws:sqs:ap-southeast-1:111122223333:checkout-events-prod",
+        }
+    ],
+}
+ARTICLE_DYNAMODB_READ: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:DescribeTable"],
+            "Resource": [
+                "arn:aws:dynamodb:ap-southeast-1:111122223333:table/product-catalog-prod",
+                "arn:aws:dynamodb:ap-southeast-1:111122223333:table/product-catalog-prod/index/*",
+            ],
+        }
+    ],
+}
+ARTICLE_KMS: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": "arn:aws:kms:ap-southeast-1:111122223333:key/12345678-1234-1234-1234-123456789012",
+            "Condition": {"StringEquals": {"kms:ViaService": "s3.ap-southeast-1.amazonaws.com"}},
+        }
+    ],
+}
+
+
+def _irsa_trust(statement: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(ARTICLE_IRSA_TRUST)
+    doc["Statement"][0].update(changes)
+    if statement is not None:
+        doc["Statement"].append(statement)
+    return doc
+
+
+def _pi_trust(statement: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(ARTICLE_PI_TRUST)
+    doc["Statement"][0].update(changes)
+    if statement is not None:
+        doc["Statement"].append(statement)
+    return doc
+
+
+def _one(findings: list[Finding], needle: str) -> Finding:
+    hits = [f for f in findings if needle in f.summary]
+    assert len(hits) == 1, f"expected one finding with {needle!r} in its summary, got: {[f.summary for f in findings]}"
+    return hits[0]
+
+
+# --- statements -----------------------------------------------------------------------------
+
+
+def test_statements_normalises_dict_and_strings() -> None:
+    doc = {"Statement": {"Effect": "Allow", "Action": "s3:GetObject", "NotResource": "arn:aws:s3:::b/*"}}
+    assert statements(doc) == [{"Effect": "Allow", "Action": ["s3:GetObject"], "NotResource": ["arn:aws:s3:::b/*"]}]
+    assert doc["Statement"]["Action"] == "s3:GetObject"  # input untouched
+
+
+def test_statements_list_and_junk() -> None:
+    doc = {"Statement": [{"Effect": "Deny", "NotAction": ["iam:*"], "Resource": "*"}, "junk"]}
+    assert statements(doc) == [{"Effect": "Deny", "NotAction": ["iam:*"], "Resource": ["*"]}]
+    assert statements({}) == []
+
+
+# --- trust: the article's good policies ------------------------------------------------------
+
+
+def test_article_irsa_trust_is_clean() -> None:
+    assert trust_findings(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
+    assert trust_notes(IRSA, ARTICLE_IRSA_TRUST) == []
+
+
+def test_irsa_trust_with_unknown_issuer_lints_the_account_provider() -> None:
+    assert trust_findings(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=None) == []
+    bad = _irsa_trust(
+        Condition={"StringLike": {AUD: "sts.amazonaws.com", SUB: "system:serviceaccount:checkout-prod:*"}}
+    )
+    assert "wildcard subject widens trust" in trust_findings(PROFILE, IRSA, bad, oidc_issuer=None)[0].summary
+
+
+def test_article_pod_identity_trust_is_clean_but_noted() -> None:
+    assert trust_findings(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER) == []
+    notes = trust_notes(PI, ARTICLE_PI_TRUST)
+    assert len(notes) == 3
+    assert notes[0].startswith("no aws:RequestTag/kubernetes-namespace condition")
+    assert "kubernetes-namespace = checkout-prod" in notes[0]
+    assert "kubernetes-service-account = checkout-api-aws-sa" in notes[1]
+    assert "aws:SourceOrgId" in notes[2]
+
+
+def test_narrowed_pod_identity_trust_has_no_notes() -> None:
+    trust = _pi_trust(
+        Condition={
+            "StringEquals": {
+                "aws:RequestTag/kubernetes-namespace": "checkout-prod",
+                "aws:RequestTag/kubernetes-service-account": "checkout-api-aws-sa",
+                "aws:SourceAccount": ACCOUNT,
+            },
+            "ArnLike": {"aws:SourceArn": f"arn:aws:eks:ap-southeast-1:{ACCOUNT}:cluster/prod-*"},
+        }
+    )
+    assert trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER) == []
+    assert trust_notes(PI, trust) == []
+
+
+def test_pod_identity_notes_name_the_lacking_statement() -> None:
+    second = {
+        "Sid": "Narrow",
+        "Effect": "Allow",
+        "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {"StringEquals": {"aws:SourceOrgId": "o-abc"}},
+    }
+    notes = trust_notes(PI, _pi_trust(second))
+    assert len(notes) == 3
+    assert notes[2].startswith("Statement[0]: no aws:SourceAccount")
+    assert notes[0].startswith("Statement[0], statement 'Narrow': ")
+
+
+def test_pod_identity_sts_star_covers_both_actions() -> None:
+    assert trust_findings(PROFILE, PI, _pi_trust(Action="sts:*"), oidc_issuer=ISSUER) == []
+
+
+# --- trust: IRSA failures --------------------------------------------------------------------
+
+RISKY = {"StringLike": {SUB: "system:serviceaccount:checkout-prod:*"}, "StringEquals": {AUD: "sts.amazonaws.com"}}
+
+IRSA_BAD = [
+    pytest.param(_irsa_trust(Condition=RISKY), "wildcard subject widens trust", "Anti-Pattern 1", id="article-risky"),
+    pytest.param(
+        _irsa_trust(
+            Condition={"StringEquals": {SUB: "system:serviceaccount:checkout-prod:*", AUD: "sts.amazonaws.com"}}
+        ),
+        "is literal",
+        "no real ServiceAccount matches",
+        id="wildcard-under-stringequals",
+    ),
+    pytest.param(
+        _irsa_trust(Condition={"StringLike": {SUB: SUBJECT}, "StringEquals": {AUD: "sts.amazonaws.com"}}),
+        "sub condition uses StringLike",
+        "invites one",
+        id="stringlike-exact",
+    ),
+    pytest.param(
+        _irsa_trust(
+            Condition={
+                "StringNotEquals": {SUB: "system:serviceaccount:x:y"},
+                "StringEquals": {AUD: "sts.amazonaws.com"},
+            }
+        ),
+        "sub condition uses StringNotEquals",
+        "negated",
+        id="negated-sub",
+    ),
+    pytest.param(
+        _irsa_trust(Condition={"StringEquals": {AUD: "sts.amazonaws.com"}}),
+        "has no sub condition",
+        "every ServiceAccount of every namespace",
+        id="no-sub",
+    ),
+    pytest.param(
+        _irsa_trust(Condition={"StringEquals": {SUB: SUBJECT}}), "has no aud condition", "any audience", id="no-aud"
+    ),
+    pytest.param(_irsa_trust(Condition=None), "has no sub condition", "every ServiceAccount", id="no-condition"),
+    pytest.param(
+        _irsa_trust(Condition={"StringEquals": {SUB: SUBJECT, AUD: "vault"}}),
+        "aud does not admit sts.amazonaws.com",
+        "Failure Mode 3 — Trust Policy Denied",
+        id="wrong-aud",
+    ),
+    pytest.param(
+        _irsa_trust(Condition={"StringEquals": {SUB: SUBJECT, AUD: ["sts.amazonaws.com", "vault"]}}),
+        "aud admits other audiences",
+        "replayed",
+        id="extra-aud",
+    ),
+    pytest.param(
+        _irsa_trust(Condition={"StringLike": {SUB: SUBJECT, AUD: "sts.*"}}),
+        "aud condition uses StringLike",
+        "does not pin",
+        id="stringlike-aud",
+    ),
+    pytest.param(
+        _irsa_trust(
+            Condition={"StringEquals": {SUB: "system:serviceaccount:checkout-prod:other-sa", AUD: "sts.amazonaws.com"}}
+        ),
+        "sub does not admit checkout-prod/checkout-api-aws-sa",
+        "Failure Mode 3 — Trust Policy Denied",
+        id="wrong-subject",
+    ),
+    pytest.param(
+        _irsa_trust(
+            Condition={
+                "StringEquals": {SUB: [SUBJECT, "system:serviceaccount:billing-prod:worker"], AUD: "sts.amazonaws.com"}
+            }
+        ),
+        "sub admits other ServiceAccounts too",
+        "Anti-Pattern 3 — One Shared app-role-prod",
+        id="shared-subject",
+    ),
+    pytest.param(
+        _irsa_trust(
+            Principal={"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/OTHER"}
+        ),
+        "trusts another OIDC provider (issuer oidc.eks.eu-west-1.amazonaws.com/id/OTHER)",
+        "copied from another cluster",
+        id="other-issuer",
+    ),
+    pytest.param(
+        _irsa_trust(
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999988887777:root"}, "Action": "sts:AssumeRole"}
+        ),
+        "extra principal in Statement[1]: AWS arn:aws:iam::999988887777:root",
+        "outside Kubernetes",
+        id="other-account",
+    ),
+    pytest.param(
+        _irsa_trust(
+            {"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ),
+        "extra principal in Statement[1]: Service pods.eks.amazonaws.com",
+        "also trusts EKS Pod Identity",
+        id="service-principal",
+    ),
+    pytest.param(
+        _irsa_trust({"Sid": "Open", "Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole"}),
+        "statement 'Open' trusts Principal \"*\"",
+        "any AWS principal",
+        id="principal-star",
+    ),
+    pytest.param(
+        _irsa_trust({"Effect": "Allow", "Principal": {"AWS": ["*"]}, "Action": "sts:AssumeRole"}),
+        'trusts Principal "*"',
+        "any account",
+        id="aws-star",
+    ),
+    pytest.param(
+        _irsa_trust({"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::1:root"}, "Action": "sts:AssumeRole"}),
+        "allows with NotPrincipal",
+        "every principal except",
+        id="not-principal",
+    ),
+    pytest.param(
+        _irsa_trust(Action="sts:AssumeRole"),
+        "the cluster's OIDC provider may not call sts:AssumeRoleWithWebIdentity",
+        "Failure Mode 3 — Trust Policy Denied",
+        id="wrong-action",
+    ),
+    pytest.param(
+        ARTICLE_PI_TRUST,
+        "does not trust the cluster's OIDC provider",
+        "Failure Mode 3 — Trust Policy Denied",
+        id="pod-identity-trust-for-irsa",
+    ),
+]
+
+
+@pytest.mark.parametrize(("trust", "summary", "likely"), IRSA_BAD)
+def test_irsa_trust_failures(trust: dict[str, Any], summary: str, likely: str) -> None:
+    found = trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER)
+    f = _one(found, summary)
+    assert f.check == "trust_policy"
+    assert likely in f.likely
+    assert f.next_steps == (IRSA_NEXT,)
+    assert f.summary.startswith("checkout-api-irsa (checkout-prod/checkout-api-aws-sa, irsa): role irsa-prod-")
+    assert f"next:     {IRSA_NEXT}" in f.message()
+
+
+def test_irsa_wildcard_finding_quotes_the_condition() -> None:
+    f = _one(trust_findings(PROFILE, IRSA, _irsa_trust(Condition=RISKY), oidc_issuer=ISSUER), "wildcard")
+    assert f.seen == f'StringLike {{"{SUB}": "system:serviceaccount:checkout-prod:*"}}'
+    assert f.expected == f'StringEquals {{"{SUB}": "{SUBJECT}"}}'
+    assert f.details == {"statement": "Statement[0]"}
+
+
+def test_irsa_other_issuer_also_reports_missing_trust() -> None:
+    other = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/OTHER"
+    found = trust_findings(PROFILE, IRSA, _irsa_trust(Principal={"Federated": other}), oidc_issuer=ISSUER)
+    _one(found, "does not trust the cluster's OIDC provider")
+    assert len(found) == 2
+
+
+def test_irsa_sub_key_of_another_issuer_is_named() -> None:
+    other = "oidc.eks.eu-west-1.amazonaws.com/id/OTHER"
+    trust = _irsa_trust(Condition={"StringEquals": {f"{other}:sub": SUBJECT, f"{other}:aud": "sts.amazonaws.com"}})
+    f = _one(trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER), "no sub condition")
+    assert f"{other}:sub" in f.seen
+    assert "another issuer's keys" in f.seen
+
+
+def test_irsa_provider_of_another_account_when_issuer_unknown() -> None:
+    foreign = f"arn:aws:iam::999988887777:oidc-provider/{ISSUER_PATH}"
+    found = trust_findings(PROFILE, IRSA, _irsa_trust(Principal={"Federated": foreign}), oidc_issuer=None)
+    _one(found, "trusts another OIDC provider (account 999988887777)")
+
+
+def test_irsa_condition_keys_match_case_insensitively() -> None:
+    trust = _irsa_trust(Condition={"StringEquals": {SUB.upper(): SUBJECT, AUD: "sts.amazonaws.com"}})
+    assert trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER + "/") == []
+
+
+# --- trust: Pod Identity failures ------------------------------------------------------------
+
+PI_BAD = [
+    pytest.param(
+        _pi_trust(Action="sts:AssumeRole"),
+        "pods.eks.amazonaws.com may not call sts:TagSession",
+        "without sts:TagSession AssumeRoleForPodIdentity fails",
+        id="no-tagsession",
+    ),
+    pytest.param(
+        _pi_trust(Action=["sts:TagSession"]),
+        "pods.eks.amazonaws.com may not call sts:AssumeRole",
+        "AssumeRoleForPodIdentity fails",
+        id="no-assumerole",
+    ),
+    pytest.param(
+        ARTICLE_IRSA_TRUST,
+        "does not trust pods.eks.amazonaws.com",
+        "written for IRSA",
+        id="irsa-trust-for-pod-identity",
+    ),
+    pytest.param(
+        _pi_trust(Principal="*"),
+        'trusts Principal "*"',
+        "any AWS principal",
+        id="principal-star",
+    ),
+    pytest.param(
+        _pi_trust(Principal={"Service": "pods.eks.amazonaws.com", "AWS": f"arn:aws:iam::{ACCOUNT}:role/ci"}),
+        f"extra principal in Statement[0]: AWS arn:aws:iam::{ACCOUNT}:role/ci",
+        "outside EKS Pod Identity",
+        id="extra-aws",
+    ),
+    pytest.param(
+        _pi_trust({"Effect": "Allow", "Principal": {"Federated": PROVIDER}, "Action": "sts:AssumeRoleWithWebIdentity"}),
+        "extra principal in Statement[1]: Federated",
+        "left over from a migration",
+        id="leftover-irsa",
+    ),
+    pytest.param(
+        _pi_trust(Condition={"StringEquals": {"aws:RequestTag/kubernetes-namespace": "billing-prod"}}),
+        "conditions exclude checkout-prod/checkout-api-aws-sa",
+        "name another namespace",
+        id="other-namespace",
+    ),
+    pytest.param(
+        _pi_trust(Condition={"StringLike": {"aws:RequestTag/kubernetes-service-account": "billing-*"}}),
+        "conditions exclude",
+        "AssumeRoleForPodIdentity is denied",
+        id="other-sa-pattern",
+    ),
+    pytest.param(
+        _pi_trust(Condition={"StringEquals": {"aws:SourceAccount": "999988887777"}}),
+        "conditions exclude",
+        "account",
+        id="other-account",
+    ),
+]
+
+
+@pytest.mark.parametrize(("trust", "summary", "likely"), PI_BAD)
+def test_pod_identity_trust_failures(trust: dict[str, Any], summary: str, likely: str) -> None:
+    f = _one(trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER), summary)
+    assert f.check == "trust_policy"
+    assert likely in f.likely
+    assert f.next_steps == (PI_NEXT,)
+
+
+def test_pod_identity_exclusion_names_the_condition() -> None:
+    trust = _pi_trust(Condition={"StringEquals": {"aws:RequestTag/kubernetes-namespace": "billing-prod"}})
+    f = _one(trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER), "conditions exclude")
+    assert 'aws:RequestTag/kubernetes-namespace": "billing-prod"' in f.seen
+    assert "(this workload: checkout-prod)" in f.seen
+
+
+def test_pod_identity_one_admitting_statement_is_enough() -> None:
+    other = copy.deepcopy(ARTICLE_PI_TRUST["Statement"][0])
+    other["Condition"] = {"StringEquals": {"aws:RequestTag/kubernetes-namespace": "billing-prod"}}
+    assert trust_findings(PROFILE, PI, _pi_trust(other), oidc_issuer=ISSUER) == []
+
+
+def test_deny_statements_are_not_linted() -> None:
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "sts:AssumeRole", "Condition": {"Bool": {"x": "y"}}}
+    assert trust_findings(PROFILE, PI, _pi_trust(deny), oidc_issuer=ISSUER) == []
+
+
+# --- permission policies ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(ARTICLE_BETTER_POLICY, id="article-better"),
+        pytest.param(ARTICLE_SQS_PRODUCER, id="article-sqs-producer"),
+        pytest.param(ARTICLE_DYNAMODB_READ, id="article-dynamodb-read"),
+        pytest.param(ARTICLE_KMS, id="article-kms"),
+        pytest.param(
+            {
+                "Statement": {
+                    "Effect": "Allow",
+                    "Action": ["s3:ListAllMyBuckets", "sqs:ListQueues", "kms:ListKeys"],
+                    "Resource": "*",
+                }
+            },
+            id="list-only-on-star",
+        ),
+        pytest.param(
+            {
+                "Statement": [
+                    {"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::company-prod-app-data/*"}
+                ]
+            },
+            id="narrow-wildcard",
+        ),
+        pytest.param({"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}, id="deny-star"),
+        pytest.param(
+            {"Statement": [{"Effect": "Allow", "Action": ["iam:GetRole", "iam:ListRoles"], "Resource": "*"}]},
+            id="iam-read",
+        ),
+        pytest.param(
+            {"Statement": [{"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"}]},
+            id="non-data-service-on-star",
+        ),
+    ],
+)
+def test_permission_good(document: dict[str, Any]) -> None:
+    assert permission_findings(PI, {"app": document}) == []
+
+
+PERMISSION_BAD = [
+    pytest.param(ARTICLE_BAD_POLICY, "allows s3:*", "every current and future action of s3", id="article-bad-action"),
+    pytest.param(
+        ARTICLE_BAD_POLICY,
+        "allows data-plane actions on every resource: s3:*",
+        "every team's data",
+        id="article-bad-resource",
+    ),
+    pytest.param(
+        ARTICLE_BAD_POLICY,
+        "allows destructive actions: s3:DeleteObject (via s3:*), s3:DeleteBucket (via s3:*)",
+        "separate, rarely used role",
+        id="article-bad-destructive",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+        "allows *",
+        "every service",
+        id="admin",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"}]},
+        "allows data-plane actions on every resource: s3:Get*",
+        'Resource "*"',
+        id="get-star-on-star",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": "arn:aws:secretsmanager:ap-southeast-1:111122223333:secret:*",
+                }
+            ]
+        },
+        "data-plane actions on every resource: secretsmanager:GetSecretValue",
+        "secret:*",
+        id="all-secrets-arn",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*/*"}]},
+        "data-plane actions on every resource: s3:GetObject",
+        "arn:aws:s3:::*/*",
+        id="all-buckets-arn",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "ssm:GetParameter", "Resource": "arn:aws:ssm:*:*:parameter/*"}]},
+        "data-plane actions on every resource: ssm:GetParameter",
+        "parameter/*",
+        id="all-parameters-arn",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "sqs:SendMessage", "NotResource": "arn:aws:sqs:*:*:secret-queue"}
+            ]
+        },
+        "data-plane actions on every resource: sqs:SendMessage",
+        "NotResource",
+        id="not-resource",
+    ),
+    pytest.param(
+        {"Statement": [{"Sid": "Everything", "Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]},
+        "statement 'Everything' allows with NotAction",
+        "except the listed ones",
+        id="not-action",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::company-prod-app-data/*"}
+            ]
+        },
+        "allows destructive actions: s3:DeleteObject",
+        "delete data",
+        id="delete-object",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:Delete*", "Resource": "arn:aws:s3:::company-prod-app-data/*"}
+            ]
+        },
+        "s3:DeleteObject (via s3:Delete*), s3:DeleteBucket (via s3:Delete*)",
+        "delete data",
+        id="delete-wildcard",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["sqs:PurgeQueue", "kms:ScheduleKeyDeletion"],
+                    "Resource": "arn:aws:sqs:ap-southeast-1:111122223333:q",
+                }
+            ]
+        },
+        "allows destructive actions: sqs:PurgeQueue, kms:ScheduleKeyDeletion",
+        "delete data",
+        id="purge-and-schedule",
+    ),
+    pytest.param(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": "iam:CreateAccessKey", "Resource": f"arn:aws:iam::{ACCOUNT}:user/x"}
+            ]
+        },
+        "allows destructive actions: iam:CreateAccessKey",
+        "change IAM",
+        id="iam-write",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "NotAction": "s3:*", "Resource": "*"}]},
+        "iam:* (via NotAction)",
+        "change IAM",
+        id="not-action-iam",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}]},
+        "allows iam:PassRole on every resource",
+        "privilege escalation",
+        id="passrole-star",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]},
+        "allows sts:AssumeRole on every resource",
+        "chain into any role",
+        id="assumerole-star",
+    ),
+    pytest.param(
+        {"Statement": [{"Effect": "Allow", "Action": "sts:Assume*", "Resource": "*"}]},
+        "allows sts:AssumeRole on every resource (via sts:Assume*)",
+        "chain into any role",
+        id="assumerole-wildcard",
+    ),
+]
+
+
+@pytest.mark.parametrize(("document", "summary", "likely"), PERMISSION_BAD)
+def test_permission_failures(document: dict[str, Any], summary: str, likely: str) -> None:
+    found = permission_findings(PI, {"checkout-inline": document})
+    f = _one(found, summary)
+    assert f.check == "permission_policy"
+    assert likely in f.likely or likely in f.seen
+    assert f.summary.startswith(
+        "checkout-api (checkout-prod/checkout-api-aws-sa, pod-identity): inline policy checkout-inline "
+    )
+    assert f.next_steps == (
+        "aws iam get-role-policy --role-name eks-prod-checkout-api-s3-read --policy-name checkout-inline",
+    )
+    assert f.details["policy"] == "checkout-inline"
+
+
+def test_article_bad_policy_has_exactly_three_findings() -> None:
+    found = permission_findings(PI, {"checkout-inline": ARTICLE_BAD_POLICY})
+    assert len(found) == 3
+    assert {f.details["statement"] for f in found} == {"Statement[0]"}
+    assert found[0].seen == '{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["*"]}'
+
+
+def test_contract_allows_destructive_actions() -> None:
+    doc = {"Statement": [{"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": "arn:aws:s3:::b/tmp/*"}]}
+    assert permission_findings(PI, {"p": doc}, allowed_actions=["s3:deleteobject"]) == []
+    delete_star = {"Statement": [{"Effect": "Allow", "Action": "s3:Delete*", "Resource": "arn:aws:s3:::b/tmp/*"}]}
+    f = _one(permission_findings(PI, {"p": delete_star}, allowed_actions=["s3:DeleteObject"]), "destructive")
+    assert "s3:DeleteBucket (via s3:Delete*)" in f.summary
+    assert "s3:DeleteObject" not in f.summary
+    assert "contract allows: s3:DeleteObject" in f.expected
+
+
+def test_contract_iam_passrole_still_not_on_star() -> None:
+    doc = {"Statement": [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}]}
+    found = permission_findings(PI, {"p": doc}, allowed_actions=["iam:PassRole"])
+    assert [f.summary.split(": ", 1)[1] for f in found] == [
+        "inline policy p Statement[0] allows iam:PassRole on every resource"
+    ]
+    iam_star = {"Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": f"arn:aws:iam::{ACCOUNT}:role/x"}]}
+    f = _one(permission_findings(PI, {"p": iam_star}, allowed_actions=["iam:PassRole"]), "destructive")
+    assert "iam:*" in f.summary
+
+
+def test_managed_policy_next_step() -> None:
+    arn = "arn:aws:iam::aws:policy/AmazonS3FullAccess"
+    found = permission_findings(PI, {arn: ARTICLE_BAD_POLICY})
+    assert found[0].summary.split(": ", 1)[1].startswith(f"managed policy {arn} Statement[0]")
+    assert found[0].next_steps == (
+        f"aws iam get-policy-version --policy-arn {arn} --version-id "
+        f"$(aws iam get-policy --policy-arn {arn} --query Policy.DefaultVersionId --output text)",
+    )
+
+
+# --- allowing_statements ---------------------------------------------------------------------
+
+POLICIES: dict[str, dict[str, Any]] = {
+    "inline": ARTICLE_BETTER_POLICY,
+    "writer": {
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:Put?bject", "Resource": "arn:aws:s3:::company-prod-app-data/out/*"},
+            {"Sid": "Deny", "Effect": "Deny", "Action": "s3:*", "Resource": "*"},
+            {
+                "Sid": "AllButIam",
+                "Effect": "Allow",
+                "NotAction": ["iam:*", "s3:Delete*"],
+                "NotResource": "arn:aws:s3:::secret/*",
+            },
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "expected"),
+    [
+        (
+            "s3:GetObject",
+            "arn:aws:s3:::company-prod-app-data/checkout-api/a.pdf",
+            ["inline#ReadCheckoutObjects", "writer#AllButIam"],
+        ),
+        (
+            "S3:getobject",
+            "arn:aws:s3:::company-prod-app-data/checkout-api/a.pdf",
+            ["inline#ReadCheckoutObjects", "writer#AllButIam"],
+        ),
+        ("s3:GetObject", "arn:aws:s3:::COMPANY-prod-app-data/checkout-api/a.pdf", ["writer#AllButIam"]),
+        ("s3:GetObject", "arn:aws:s3:::secret/x", []),
+        ("s3:PutObject", "arn:aws:s3:::company-prod-app-data/out/2026/a.pdf", ["writer#0", "writer#AllButIam"]),
+        ("s3:DeleteObject", "arn:aws:s3:::company-prod-app-data/out/a.pdf", []),
+        ("iam:PassRole", None, []),
+        ("s3:ListBucket", "arn:aws:s3:::company-prod-app-data", ["inline#ListOnlyCheckoutPrefix", "writer#AllButIam"]),
+        ("s3:ListBucket", None, ["inline#ListOnlyCheckoutPrefix", "writer#AllButIam"]),
+        ("sqs:SendMessage", "arn:aws:sqs:ap-southeast-1:111122223333:q", ["writer#AllButIam"]),
+    ],
+)
+def test_allowing_statements(action: str, resource: str | None, expected: list[str]) -> None:
+    assert allowing_statements(POLICIES, action, resource) == expected
+
+
+def test_allowing_statements_arn_segments_and_question_mark() -> None:
+    policies = {
+        "p": {"Statement": [{"Effect": "Allow", "Action": "sqs:*", "Resource": "arn:aws:sqs:*:111122223333:q?"}]}
+    }
+    assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:111122223333:q1") == ["p#0"]
+    assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:111122223333:q12") == []
+    assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:999988887777:q1") == []
