@@ -198,6 +198,8 @@ class Workload(_Model):
     service_account: K8sName
     mechanism: Mechanism
     role_arn: RoleArn
+    # Pod Identity role chaining: the association's targetRoleArn, the identity the pods finally get.
+    target_role_arn: RoleArn | None = None
     owner: str | None = None
     # How to find the workload's own pod templates (Deployments, StatefulSets, ...) in its namespace.
     selector: str | None = None  # default: app.kubernetes.io/name=<name>
@@ -205,6 +207,17 @@ class Workload(_Model):
     migration: bool = False  # both mechanisms bound on purpose (IRSA -> Pod Identity migration)
     allow: list[ActionCheck] = Field(default_factory=list)
     deny: list[ActionCheck] = Field(default_factory=list)
+
+    @property
+    def final_role_arn(self) -> str:
+        """The role the pods' calls finally run as (the target role of a chained association)."""
+        return self.target_role_arn or self.role_arn
+
+    @model_validator(mode="after")
+    def _target_needs_pod_identity(self) -> Workload:
+        if self.target_role_arn is not None and self.mechanism != "pod-identity":
+            raise ValueError("targetRoleArn is a Pod Identity association setting; IRSA workloads cannot have it")
+        return self
 
 
 class SandboxRole(_Model):
@@ -264,12 +277,13 @@ class Profile(_Model):
     def _check_sandbox(self, sandbox: Sandbox) -> None:
         roles = {r.name for r in sandbox.roles}
         for w in self.workloads:
-            account, name = role_arn_parts(w.role_arn)
-            if account != self.cluster.account_id or name not in roles:
-                raise ValueError(
-                    f"workload {w.name!r}: role {w.role_arn} is not seeded; add a role named "
-                    f"{name!r} under sandbox.roles (account {self.cluster.account_id})"
-                )
+            for arn in filter(None, (w.role_arn, w.target_role_arn)):
+                account, name = role_arn_parts(arn)
+                if account != self.cluster.account_id or name not in roles:
+                    raise ValueError(
+                        f"workload {w.name!r}: role {arn} is not seeded; add a role named "
+                        f"{name!r} under sandbox.roles (account {self.cluster.account_id})"
+                    )
         names = {w.name for w in self.workloads}
         for f in sandbox.faults:
             if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:

@@ -5,6 +5,7 @@ import pytest
 from pytest_eksid.checks import configuration, policy
 from pytest_eksid.fixtures import fail_on
 from pytest_eksid.profile import role_arn_parts
+from pytest_eksid.redact import redact_json
 
 pytestmark = pytest.mark.configuration
 
@@ -35,18 +36,23 @@ def test_binding(eksid_profile, eksid_workload, eksid_kube, eksid_aws):
     fail_on(configuration.binding(eksid_profile.profile, eksid_workload, sa, associations))
 
 
-def test_trust_policy(eksid_profile, eksid_workload, eksid_aws, record_property):
+def test_trust_policy(eksid_profile, eksid_workload, eksid_aws, record_property, request):
     """The role's trust policy admits exactly this workload's mechanism, narrowly."""
     role = eksid_aws.role(_role(eksid_workload))
-    assert role is not None, f"role {eksid_workload.role_arn} does not exist"
+    if role is None:
+        pytest.fail(
+            f"role {eksid_workload.role_arn} does not exist: aws iam get-role --role-name {_role(eksid_workload)}"
+        )
+    request.node.add_report_section("call", "eksid trust policy", redact_json(role["trust"]))
     for note in policy.trust_notes(eksid_workload, role["trust"]):
         record_property("trust_note", note)
     issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
     fail_on(policy.trust_findings(eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer))
 
 
-def test_permission_policy(eksid_workload, eksid_aws):
+def test_permission_policy(eksid_workload, eksid_aws, request):
     """Least privilege: no wildcards, no Resource * on data actions, nothing destructive outside the contract."""
-    policies = eksid_aws.role_policies(_role(eksid_workload))
+    policies = eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1])
+    request.node.add_report_section("call", "eksid permission policies", redact_json(policies))
     contract = [c.action for c in eksid_workload.allow]
     fail_on(policy.permission_findings(eksid_workload, policies, allowed_actions=contract))

@@ -19,7 +19,7 @@ def test_action(eksid_settings, eksid_profile, eksid_workload, eksid_action, eks
     def allowing(action, resource):
         # Only asked when an action that must be denied was allowed: name the statements that allow it.
         return policy.allowing_statements(
-            eksid_aws.role_policies(role_arn_parts(eksid_workload.role_arn)[1]), action, resource
+            eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1]), action, resource
         )
 
     verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing)

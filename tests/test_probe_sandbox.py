@@ -298,3 +298,19 @@ def test_sigint_deletes_probe_pods(tmp_path):
     assert "KeyboardInterrupt" in out
     assert "eksid: deleted 2 probe pod(s)" in out
     assert "INTERNALERROR" not in out
+
+
+def test_chained_association_ends_as_the_target_role(start_sandbox):
+    """Pod Identity with targetRoleArn: EKS chains, and the pod's calls run as the target role."""
+    data = _only_exporter(demo_data())
+    data["workloads"][0]["roleArn"] = "arn:aws:iam::111122223333:role/demo-reporting"
+    data["workloads"][0]["targetRoleArn"] = "arn:aws:iam::111122223333:role/demo-invoice-exporter"
+    run = start_sandbox(data)
+    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.identity["caller"]["arn"].startswith(
+        "arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/eks-demo-"
+    )
+    from pytest_eksid.checks.identity import caller_role
+
+    assert caller_role(run.loaded.profile, run.loaded.profile.workloads[0], outcome.identity) is None
+    assert by_id(outcome)["allow-0"]["outcome"] == "allowed"  # the target role's permissions apply

@@ -179,13 +179,13 @@ def binding(
         )
     else:
         a = associations[0]
-        bound = a.get("targetRoleArn") or a.get("roleArn")
-        if bound != w.role_arn:
+        if a.get("roleArn") != w.role_arn or a.get("targetRoleArn") != w.target_role_arn:
+            bound = a.get("targetRoleArn") or a.get("roleArn")
             out.append(
                 Finding(
                     "configuration",
                     f"{_where(w)}: the association binds another role",
-                    w.role_arn,
+                    w.role_arn + (f" -> target {w.target_role_arn}" if w.target_role_arn else ""),
                     f"{a.get('associationId')}: {a.get('roleArn')}"
                     + (f" -> target {a.get('targetRoleArn')}" if a.get("targetRoleArn") else ""),
                     f"wrong role bound: {role_arn_parts(str(bound))[1] if bound else '?'}",

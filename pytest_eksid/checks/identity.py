@@ -47,7 +47,7 @@ def _where(w: Workload) -> str:
 
 def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
     """The caller must be a session of exactly the expected role."""
-    expected_account, expected_role = role_arn_parts(w.role_arn)
+    expected_account, expected_role = role_arn_parts(w.final_role_arn)
     caller = identity.get("caller") or {}
     method = identity.get("method") or "none"
     arn = str(caller.get("arn") or "")
@@ -60,7 +60,7 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
         return Finding(
             "caller_role",
             f"{_where(w)}: the probe has no AWS identity",
-            w.role_arn,
+            w.final_role_arn,
             seen,
             likely,
             next_commands(profile, w),
@@ -92,7 +92,7 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
     return Finding(
         "caller_role",
         f"{_where(w)}: the caller is not the expected role",
-        w.role_arn,
+        w.final_role_arn,
         arn,
         likely,
         next_commands(profile, w),

@@ -241,14 +241,31 @@ class PodIdentityAgent:
                 403, {"message": f"AccessDeniedException: EKS Pod Identity cannot assume {assoc.role_arn}: {reason}"}
             )
         session = f"eks-{self.eks.name}-{pod.get('name', '')}-{uuid.uuid4()}"[:64]
-        creds = self.iam.mint(assoc.role_arn, session)
+        final = assoc.role_arn
+        if assoc.target_role_arn:
+            # EKS chains to the target role itself; the target must trust the association's role.
+            target_trust = self.iam.role_trust(assoc.target_role_arn)
+            chained, why = (
+                (False, "role not found")
+                if target_trust is None
+                else trust_allows(
+                    target_trust, principal_kind="AWS", principal=assoc.role_arn, actions=actions, context=context
+                )
+            )
+            if not chained:
+                return _json(
+                    403,
+                    {"message": f"AccessDeniedException: cannot assume target role {assoc.target_role_arn}: {why}"},
+                )
+            final = assoc.target_role_arn
+        creds = self.iam.mint(final, session)
         return _json(
             200,
             {
                 "AccessKeyId": creds.access_key_id,
                 "SecretAccessKey": creds.secret_access_key,
                 "Token": creds.session_token,
-                "AccountId": assoc.role_arn.split(":")[4],
+                "AccountId": final.split(":")[4],
                 "Expiration": creds.iso_expiration(),
             },
         )

@@ -225,6 +225,12 @@ class Sandbox:
             if b.role_arn == role_arn
             for mechanism in self._mechanisms(b.workload)
         ]
+        # A chained association's target role trusts the association's role.
+        statements += [
+            {"Effect": "Allow", "Principal": {"AWS": b.role_arn}, "Action": ["sts:AssumeRole", "sts:TagSession"]}
+            for b in self.bindings()
+            if b.workload.target_role_arn == role_arn
+        ]
         unique = {json.dumps(st, sort_keys=True): st for st in statements}
         statements = list(unique.values())
         if not statements:  # bound to nothing: assumable by no workload
@@ -361,7 +367,9 @@ class Sandbox:
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
             self.store.create("serviceaccounts", w.namespace, {"metadata": meta})
             if "pod-identity" in mechanisms and not self.faulted("missing-association", w.name):
-                self.eks.create_association(w.namespace, w.service_account, b.role_arn)
+                self.eks.create_association(
+                    w.namespace, w.service_account, b.role_arn, target_role_arn=w.target_role_arn
+                )
         self._seed_agent()
 
     def _seed_workload(self, w: Workload) -> None:
