@@ -250,11 +250,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    not_applicable = []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
+        workload = callspec.params.get(WORKLOAD_FIXTURE, None) if callspec is not None else None
         if isinstance(workload, Workload):
             item.add_marker(workload.mechanism.replace("-", "_"))
+        elif callspec is not None and WORKLOAD_FIXTURE in callspec.params:
+            not_applicable.append(item)  # eksid_applies left no workload: the check does not apply here
+    if not_applicable:
+        config.hook.pytest_deselected(items=not_applicable)
+        items[:] = [item for item in items if item not in not_applicable]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
