@@ -26,7 +26,17 @@ def _core(connection):
 def test_stop_leaves_no_processes(demo):
     sb = Sandbox(demo.profile)
     connection = sb.start()
-    core = _core(connection)
+    try:
+        _run_sleeper(sb, _core(connection))
+    finally:
+        procs = [r.process for r in sb.kubelet._running.values()] if sb.kubelet else []
+        sb.stop()
+    assert len(procs) == 1
+    assert all(p.poll() is not None for p in procs)
+    assert not Path(sb.workdir).exists()
+
+
+def _run_sleeper(sb, core):
     core.create_namespaced_pod(
         "finance-demo",
         {
@@ -39,15 +49,9 @@ def test_stop_leaves_no_processes(demo):
         },
     )
     deadline = time.monotonic() + 10
-    while core.read_namespaced_pod("sleeper", "finance-demo").status.phase != "Running":
+    while core.read_namespaced_pod("sleeper", "finance-demo").status.phase != "Running" or not sb.kubelet._running:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert sb.kubelet is not None
-    procs = [r.process for r in sb.kubelet._running.values()]
-    assert len(procs) == 1
-    sb.stop()
-    assert all(p.poll() is not None for p in procs)
-    assert not Path(sb.workdir).exists()
 
 
 def test_second_sandbox_in_one_process_is_refused(demo):
@@ -61,3 +65,53 @@ def test_second_sandbox_in_one_process_is_refused(demo):
     again = Sandbox(demo.profile)
     again.start()
     again.stop()
+
+
+def test_sandbox_runs_on_its_own_and_stops_on_ctrl_c():
+    """`python -m pytest_eksid.sandbox --profile demo`: exports that real clients use, then a clean Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import boto3
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_eksid.sandbox", "--profile", "demo", "--rootdir", str(REPO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    assert proc.stdout is not None
+    env: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline
+            line = proc.stdout.readline()
+            assert line, "the sandbox exited early"
+            if line.startswith("export "):
+                key, _, value = line[len("export ") :].strip().partition("=")
+                env[key] = value
+            if line.startswith("# Ctrl-C"):
+                break
+        core = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
+        assert "invoice-exporter-aws-sa" in [
+            sa.metadata.name for sa in core.list_namespaced_service_account("finance-demo").items
+        ]
+        sts = boto3.client(
+            "sts",
+            region_name="eu-west-1",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+        assert sts.get_caller_identity()["Arn"] == "arn:aws:iam::111122223333:user/eksid-runner"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "# sandbox stopped" in rest
+    assert not Path(env["KUBECONFIG"]).exists()

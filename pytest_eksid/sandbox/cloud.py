@@ -306,7 +306,7 @@ class AwsServer:
 
     def __init__(self, gateway: AwsGateway, host: str = "127.0.0.1") -> None:
         self._server = make_server(host, 0, gateway, threaded=True, request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="eksid-aws", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="eksid-aws", daemon=True)
         self._saved_auth = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
 
     @property

@@ -81,7 +81,7 @@ class _Http:
         self.stopping = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), name=name, daemon=True)
         _ = outer
 
     @property

@@ -1,0 +1,333 @@
+"""Reports people read: JUnit properties, the terminal matrix, the inventory, Allure metadata.
+
+Plain data in, plain data or text out; no pytest here. The plugin turns pytest's reports into
+:class:`Result` records (in the controller, also under pytest-xdist: everything a record needs
+travels in the report's ``user_properties``) and hands them to :class:`Results`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_eksid.profile import LoadedProfile, Workload, role_arn_parts
+
+# The check families, one per suite module (their pytest markers), in the order a person reads them.
+FAMILIES: tuple[str, ...] = ("identity", "permissions", "imds", "agent", "static_credentials", "configuration")
+# Narrow column titles, used when the full family names do not fit the terminal.
+SHORT_TITLES: dict[str, str] = {
+    "identity": "ident",
+    "permissions": "perms",
+    "imds": "imds",
+    "agent": "agent",
+    "static_credentials": "static",
+    "configuration": "config",
+}
+
+# Cell values, worst first: the aggregate of a family is its worst test.
+FAIL, INCONCLUSIVE, PASS, SKIP, NONE = "FAIL", "inconclusive", "pass", "skip", "-"
+_RANK = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, SKIP: 3}
+
+# Allure severity per family (docs/reports.md says why).
+SEVERITY: dict[str, str] = {
+    "identity": "critical",
+    "static_credentials": "critical",
+    "imds": "critical",
+    "permissions": "critical",
+    "agent": "normal",
+    "configuration": "normal",
+}
+
+INVENTORY_FORMATS: tuple[str, ...] = (".json", ".csv", ".md")
+INVENTORY_COLUMNS: tuple[str, ...] = (
+    "workload",
+    "cluster",
+    "namespace",
+    "serviceAccount",
+    "mechanism",
+    "role",
+    "owner",
+    "lastChanged",
+    *FAMILIES,
+)
+
+IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
+INCONCLUSIVE_PREFIX = "INCONCLUSIVE"
+_NEXT_RE = re.compile(r"^\s*(?:E\s+)?next:\s+(\S.*?)\s*$", re.MULTILINE)
+
+
+def junit_properties(profile: LoadedProfile, workload: Workload, family: str | None) -> list[tuple[str, str]]:
+    """The JUnit properties of one suite test of ``workload`` (and what the controller's matrix reads)."""
+    props = [
+        ("profile", profile.name),
+        ("cluster", profile.profile.cluster.name),
+        ("workload", workload.name),
+        ("namespace", workload.namespace),
+        ("serviceAccount", workload.service_account),
+        ("mechanism", workload.mechanism),
+        ("role", workload.role_arn),
+    ]
+    if family is not None:
+        props.append(("family", family))
+    return props
+
+
+def role_console_url(role_arn: str) -> str:
+    return IAM_CONSOLE_ROLE.format(name=role_arn_parts(role_arn)[1])
+
+
+def last_changed(associations: Iterable[Mapping[str, Any]]) -> str | None:
+    """The latest ``modifiedAt`` of a ServiceAccount's Pod Identity associations, ISO 8601 in UTC."""
+    stamps = [_utc(a.get("modifiedAt") or a.get("createdAt")) for a in associations]
+    known = [s for s in stamps if s is not None]
+    return max(known).strftime("%Y-%m-%dT%H:%M:%SZ") if known else None
+
+
+def _utc(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value:
+        try:
+            return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One test's outcome over its setup, call and teardown, as the matrix and the failure list need it."""
+
+    nodeid: str
+    workload: str | None
+    family: str | None
+    status: str = PASS
+    message: str = ""  # the failure's (or inconclusive skip's) first line
+    next_step: str | None = None  # the failure's first `next:` command
+
+
+def failure_text(message: str) -> tuple[str, str | None]:
+    """The first line of a failure message (a Finding's summary) and its first ``next:`` command."""
+    text = message.strip()
+    if text.startswith("Failed: "):
+        text = text[len("Failed: ") :]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    found = _NEXT_RE.search(text)
+    return first, found.group(1) if found else None
+
+
+@dataclass
+class Results:
+    """The session's test outcomes, keyed by node id, in the order they arrived."""
+
+    by_nodeid: dict[str, Result] = field(default_factory=dict)
+
+    def record(
+        self,
+        nodeid: str,
+        when: str,
+        outcome: str,
+        message: str = "",
+        properties: Iterable[Sequence[Any]] = (),
+    ) -> None:
+        """One phase report: ``outcome`` is pytest's passed/failed/skipped, ``message`` its text.
+
+        A failure in any phase fails the test; a skip in setup or call skips it (inconclusive
+        when the reason starts with ``INCONCLUSIVE``); the first failure's message is kept.
+        """
+        props = {str(p[0]): str(p[1]) for p in properties if len(p) == 2}
+        result = self.by_nodeid.get(nodeid)
+        if result is None:
+            result = self.by_nodeid[nodeid] = Result(nodeid, props.get("workload"), props.get("family"))
+        result.workload = result.workload or props.get("workload")
+        result.family = result.family or props.get("family")
+        if outcome == "failed":
+            if result.status != FAIL:
+                result.status = FAIL
+                result.message, result.next_step = failure_text(message)
+        elif outcome == "skipped" and result.status == PASS:
+            reason = message.strip().removeprefix("Skipped: ")
+            result.status = INCONCLUSIVE if reason.startswith(INCONCLUSIVE_PREFIX) else SKIP
+            result.message = reason.splitlines()[0] if reason else ""
+
+    def failures(self) -> list[Result]:
+        return [r for r in self.by_nodeid.values() if r.status == FAIL]
+
+    def workloads(self, order: Sequence[str] = ()) -> list[str]:
+        """Workloads with results: those in ``order`` first, in that order, then the others as seen."""
+        seen = [r.workload for r in self.by_nodeid.values() if r.workload]
+        return [w for w in order if w in seen] + list(dict.fromkeys(w for w in seen if w not in order))
+
+    def matrix(self, workloads: Sequence[str]) -> dict[str, dict[str, str]]:
+        """workload -> family -> cell (FAIL, inconclusive, pass, skip, or - for no test)."""
+        cells: dict[str, dict[str, list[str]]] = {w: {f: [] for f in FAMILIES} for w in workloads}
+        for r in self.by_nodeid.values():
+            if r.workload in cells and r.family in FAMILIES:
+                cells[r.workload][r.family].append(r.status)
+        return {w: {f: aggregate(statuses) for f, statuses in row.items()} for w, row in cells.items()}
+
+
+def aggregate(statuses: Iterable[str]) -> str:
+    """Any FAIL -> FAIL; else any inconclusive -> inconclusive; else any pass -> pass; else skip; none -> -."""
+    ranked = sorted(statuses, key=lambda s: _RANK.get(s, len(_RANK)))
+    return ranked[0] if ranked else NONE
+
+
+# --- terminal ------------------------------------------------------------------------------
+
+
+def render_matrix(matrix: Mapping[str, Mapping[str, str]], width: int = 100) -> list[str]:
+    """The workloads x families table as lines no wider than ``width`` (names are cut with ~ if need be)."""
+    if not matrix:
+        return []
+    gap = "  "
+    for titles in ({f: f for f in FAMILIES}, SHORT_TITLES):
+        widths = {f: max([len(titles[f]), *(len(row[f]) for row in matrix.values())]) for f in FAMILIES}
+        cells_width = sum(widths.values()) + len(gap) * len(FAMILIES)
+        name_width = max(len("workload"), *(len(w) for w in matrix))
+        if name_width + cells_width <= width:
+            break
+    name_width = max(len("workload"), min(name_width, width - cells_width))
+
+    def line(name: str, values: Mapping[str, str]) -> str:
+        if len(name) > name_width:
+            name = name[: name_width - 1] + "~"
+        return (f"{name:<{name_width}}" + "".join(f"{gap}{values[f]:<{widths[f]}}" for f in FAMILIES)).rstrip()
+
+    return [line("workload", titles), *(line(w, row) for w, row in matrix.items())]
+
+
+def failure_lines(failures: Iterable[Result]) -> list[str]:
+    """One line per failed test: its id, the first line of its message and its first next command."""
+    lines = []
+    for r in failures:
+        text = f"{r.nodeid} - {r.message}" if r.message else r.nodeid
+        lines.append(f"{text} (next: {r.next_step})" if r.next_step else text)
+    return lines
+
+
+# --- inventory -----------------------------------------------------------------------------
+
+
+def inventory_format(path: str | Path) -> str:
+    """The inventory format a path asks for by its extension; ValueError naming the choices otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in INVENTORY_FORMATS:
+        raise ValueError(
+            f"cannot write an inventory to {str(path)!r}: unknown extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(INVENTORY_FORMATS)}"
+        )
+    return suffix[1:]
+
+
+def inventory_rows(
+    profile: LoadedProfile,
+    matrix: Mapping[str, Mapping[str, str]],
+    changed: Mapping[str, str | None],
+) -> list[dict[str, str | None]]:
+    """One row per workload of the profile: where it runs, its binding, owner, last change, conformance."""
+    rows: list[dict[str, str | None]] = []
+    for w in profile.profile.workloads:
+        statuses = matrix.get(w.name, {})
+        row: dict[str, str | None] = {
+            "workload": w.name,
+            "cluster": profile.profile.cluster.name,
+            "namespace": w.namespace,
+            "serviceAccount": w.service_account,
+            "mechanism": w.mechanism,
+            "role": w.role_arn,
+            "owner": w.owner,
+            "lastChanged": changed.get(w.name),
+        }
+        row.update({f: statuses.get(f, NONE) for f in FAMILIES})
+        rows.append(row)
+    return rows
+
+
+def render_inventory(rows: Sequence[Mapping[str, str | None]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([{c: row.get(c) for c in INVENTORY_COLUMNS} for row in rows], indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(INVENTORY_COLUMNS)
+        writer.writerows([row.get(c) or "" for c in INVENTORY_COLUMNS] for row in rows)
+        return out.getvalue()
+    if fmt == "md":
+        lines = [
+            "| " + " | ".join(INVENTORY_COLUMNS) + " |",
+            "|" + "---|" * len(INVENTORY_COLUMNS),
+            *("| " + " | ".join(_md_cell(row.get(c)) for c in INVENTORY_COLUMNS) + " |" for row in rows),
+        ]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown inventory format {fmt!r}; use one of {', '.join(INVENTORY_FORMATS)}")
+
+
+def _md_cell(value: str | None) -> str:
+    return (value or "").replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def write_inventory(path: Path, rows: Sequence[Mapping[str, str | None]]) -> None:
+    text = render_inventory(rows, inventory_format(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# --- run facts and Allure ------------------------------------------------------------------
+
+
+@dataclass
+class RunFacts:
+    """What only the cluster can tell, gathered while tests run (workers send it to the controller)."""
+
+    runner: str | None = None  # the runner's own AWS identity (ARN), or why it is unknown
+    kube_context: str | None = None
+    last_changed: dict[str, str | None] = field(default_factory=dict)  # workload -> ISO timestamp
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runner": self.runner, "kube_context": self.kube_context, "last_changed": dict(self.last_changed)}
+
+    def merge(self, data: Mapping[str, Any]) -> None:
+        self.runner = self.runner or data.get("runner")
+        self.kube_context = self.kube_context or data.get("kube_context")
+        for name, value in dict(data.get("last_changed") or {}).items():
+            if self.last_changed.get(name) is None:
+                self.last_changed[name] = value
+
+    def line(self) -> str:
+        runner = self.runner or "not determined (no test reached AWS)"
+        context = self.kube_context or "not determined (no test reached the cluster)"
+        return f"eksid: runner {runner}; kube context {context}"
+
+
+def allure_environment(profile: LoadedProfile, facts: RunFacts | None = None) -> str:
+    """``environment.properties`` for an Allure results directory."""
+    cluster = profile.profile.cluster
+    values = {
+        "profile": profile.name,
+        "cluster": cluster.name,
+        "region": cluster.region,
+        "account": cluster.account_id,
+        "probe.image": profile.profile.probe.image,
+    }
+    if facts is not None and facts.runner:
+        values["runner"] = facts.runner
+    if facts is not None and facts.kube_context:
+        values["kube.context"] = facts.kube_context
+    return "".join(f"{key}={_properties_value(value)}\n" for key, value in values.items())
+
+
+def _properties_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")

@@ -1,0 +1,55 @@
+"""Run the embedded sandbox on its own: ``python -m pytest_eksid.sandbox --profile demo``.
+
+Prints the kubeconfig and the ``export`` lines for the AWS side, then serves until Ctrl-C, so
+that kubectl, boto3 or the AWS CLI can be pointed at it from another shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pytest_eksid.profile import ProfileError, load_profile
+from pytest_eksid.sandbox import SandboxUnavailable, require
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_eksid.sandbox", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", required=True, metavar="NAME|PATH", help="Profile with a sandbox section")
+    parser.add_argument("--rootdir", default=".", help="Where profiles/NAME.yaml is looked up (default: .)")
+    args = parser.parse_args(argv)
+    try:
+        require()
+        loaded = load_profile(args.profile, Path(args.rootdir))
+    except (SandboxUnavailable, ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if loaded.profile.sandbox is None:
+        print(f"error: {loaded.path} has no 'sandbox' section: it describes a live cluster", file=sys.stderr)
+        return 2
+    from pytest_eksid.sandbox.runtime import Sandbox
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sandbox = Sandbox(loaded.profile)
+    connection = sandbox.start()
+    try:
+        print(f"# sandbox for cluster {loaded.profile.cluster.name} ready in {sandbox.startup_seconds:.2f}s")
+        print(f"# kubeconfig: {connection.kubeconfig}")
+        print("# in another shell:")
+        for line in connection.export_lines():
+            print(line)
+        print("# Ctrl-C stops the sandbox", flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+        print("# sandbox stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
