@@ -16,19 +16,32 @@ from kubernetes.config.config_exception import ConfigException
 
 Obj = dict[str, Any]
 
-# The verbs this module uses, by resource; deploy/ RBAC is derived from it.
-VERBS: dict[str, tuple[str, ...]] = {
-    "pods": ("create", "get", "list", "delete"),
-    "pods/log": ("get",),
-    "events": ("list",),
-    "serviceaccounts": ("get",),
-    "secrets": ("list",),
-    "configmaps": ("list",),
-    "nodes": ("list",),
-    "apps/deployments": ("list",),
-    "apps/statefulsets": ("list",),
-    "apps/daemonsets": ("get", "list"),
+# Every client method this module calls -> (API group, resource, verb). The runner's RBAC in
+# deploy/rbac.yaml must grant exactly these; tests/test_deploy.py checks both directions.
+METHODS: dict[str, tuple[str, str, str]] = {
+    "create_namespaced_pod": ("", "pods", "create"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "delete_namespaced_pod": ("", "pods", "delete"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+    "list_namespaced_event": ("", "events", "list"),
+    "read_namespaced_service_account": ("", "serviceaccounts", "get"),
+    "list_namespaced_secret": ("", "secrets", "list"),
+    "list_namespaced_config_map": ("", "configmaps", "list"),
+    "list_node": ("", "nodes", "list"),
+    "list_namespaced_deployment": ("apps", "deployments", "list"),
+    "list_namespaced_stateful_set": ("apps", "statefulsets", "list"),
+    "read_namespaced_daemon_set": ("apps", "daemonsets", "get"),
 }
+
+
+def rbac_rules() -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) -> verbs: the least privilege the runner needs."""
+    rules: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verb in METHODS.values():
+        rules.setdefault((group, resource), set()).add(verb)
+    return rules
 
 
 class KubeError(Exception):
@@ -66,20 +79,31 @@ class Kube:
         self.target = target
         # Read $KUBECONFIG now: the client reads it once, at import time.
         config_file = target.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        in_cluster = (
+            target.kubeconfig is None
+            and not os.environ.get("KUBECONFIG")
+            and not os.path.exists(config_file)
+            and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        )
         try:
-            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=config_file, context=target.context
-            )
+            if in_cluster:  # the nightly Job: the pod's own service account (deploy/rbac.yaml)
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                api_client = client.ApiClient(configuration)
+            else:
+                api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=config_file, context=target.context
+                )
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
-        self.context = target.context or _current_context(config_file)
+        self.context = "in-cluster" if in_cluster else (target.context or _current_context(config_file))
 
     def close(self) -> None:
         """Release the client's connections."""
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
         try:
