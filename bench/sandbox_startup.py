@@ -1,6 +1,6 @@
 """How long the embedded sandbox takes from start() to ready, and to stop.
 
-    python bench/sandbox_startup.py [--runs 5] [--profile demo]
+python bench/sandbox_startup.py [--runs 5] [--profile demo]
 """
 
 from __future__ import annotations

@@ -8,12 +8,13 @@ from typing import NoReturn
 
 import pytest
 
-from pytest_eksid.aws import Aws
+from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
+from pytest_eksid.report import RunFacts, last_changed
 from pytest_eksid.settings import Settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -188,3 +189,47 @@ def eksid_action(request: pytest.FixtureRequest) -> tuple[str, str, ActionCheck]
     expect, index, check = param
     prefix = "allow" if expect == "allowed" else "deny"
     return str(expect), f"{prefix}-{index}", check
+
+
+# --- facts for the reports (pytest_eksid.report) ------------------------------------------
+
+FACTS_KEY = pytest.StashKey[RunFacts]()
+FACTS_WORKEROUTPUT = "eksid_facts"  # under pytest-xdist, the key of a worker's facts in its workeroutput
+
+
+@pytest.fixture(autouse=True)
+def _eksid_report_facts(request: pytest.FixtureRequest) -> None:
+    """Gather what only the cluster knows for the reports: the runner's identity, the kube context,
+    and when a Pod Identity association last changed (also a ``last_changed`` JUnit property).
+
+    Only for tests of a workload that reach the cluster anyway; each fact is asked once per process,
+    and an AWS error leaves it unknown rather than failing the test.
+    """
+    if WORKLOAD_FIXTURE not in request.fixturenames or "eksid_connection" not in request.fixturenames:
+        return
+    workload: Workload = request.getfixturevalue(WORKLOAD_FIXTURE)
+    profile: LoadedProfile = request.getfixturevalue("eksid_profile")
+    aws: Aws = request.getfixturevalue("eksid_aws")
+    facts = request.config.stash.setdefault(FACTS_KEY, RunFacts())
+    if facts.runner is None:
+        try:
+            facts.runner = aws.caller()["arn"]
+        except AwsError as exc:
+            facts.runner = f"unknown ({exc})"
+    if facts.kube_context is None and "eksid_kube" in request.fixturenames:
+        kube: Kube = request.getfixturevalue("eksid_kube")
+        facts.kube_context = kube.context or "(current)"
+    if workload.mechanism == "pod-identity":
+        if workload.name not in facts.last_changed:
+            cluster = profile.profile.cluster.name
+            try:
+                associations = aws.associations(cluster, workload.namespace, workload.service_account)
+            except AwsError:
+                associations = []
+            facts.last_changed[workload.name] = last_changed(associations)
+        changed = facts.last_changed[workload.name]
+        if changed is not None:
+            request.node.user_properties.append(("last_changed", changed))
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if isinstance(workeroutput, dict):
+        workeroutput[FACTS_WORKEROUTPUT] = facts.as_dict()

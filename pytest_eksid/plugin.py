@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from pytest_eksid import hooks
+from pytest_eksid import report as reporting
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
+    FACTS_KEY,
+    FACTS_WORKEROUTPUT,
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
+    _eksid_report_facts,
     eksid_action,
     eksid_aws,
     eksid_campaign,
@@ -29,6 +33,7 @@ from pytest_eksid.profile import LoadedProfile, ProfileError, Workload, load_pro
 from pytest_eksid.settings import Setting, Settings
 
 __all__ = [
+    "_eksid_report_facts",
     "eksid_action",
     "eksid_aws",
     "eksid_campaign",
@@ -136,7 +141,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="What an inconclusive probe result does to its test: skip (reported as INCONCLUSIVE, the default) "
         "or fail (ini: eksid_inconclusive, env: EKSID_INCONCLUSIVE)",
     )
+    group.addoption(
+        "--eksid-inventory",
+        dest="eksid_inventory",
+        metavar="PATH",
+        type=str,
+        default=None,
+        help="Write the profile's workload inventory (binding, owner, last change, conformance per check family) "
+        "to PATH at the end of the run, as .json, .csv or .md (ini: eksid_inventory, env: EKSID_INVENTORY)",
+    )
     parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
+    parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
     parser.addini("eksid_profile", "Profile to check when --profile is not given", default=None)
     parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
@@ -190,6 +205,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = Settings(
         profile=profile, keep_pods=keep, max_parallel=parallel, sweep_minutes=sweep, inconclusive=inconclusive
     )
+    _configure_reports(config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -280,3 +296,171 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if isinstance(workload, Workload):
             selected.add(workload.name)
     session.config.stash[SELECTED_KEY] = selected
+
+
+# --- reports: JUnit properties, terminal matrix, inventory, Allure (logic in pytest_eksid.report) ---
+
+RESULTS_KEY = pytest.StashKey[reporting.Results]()
+INVENTORY_KEY = pytest.StashKey[Setting[Path] | None]()
+
+
+def _configure_reports(config: pytest.Config) -> None:
+    inventory = _setting(config, "eksid_inventory", "--eksid-inventory", str, None)
+    config.stash[INVENTORY_KEY] = None
+    if inventory is not None:
+        try:
+            reporting.inventory_format(inventory.value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{inventory.source}: {exc}") from None
+        base = config.rootpath if inventory.source.startswith("ini ") else config.invocation_params.dir
+        config.stash[INVENTORY_KEY] = Setting(base / Path(inventory.value).expanduser(), inventory.source)
+    config.stash[RESULTS_KEY] = reporting.Results()
+    config.stash[FACTS_KEY] = reporting.RunFacts()
+    if not _is_worker(config):
+        config.pluginmanager.register(ReportCollector(config), "eksid-reports")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _allure_active(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("allure_listener")
+
+
+def _item_workload(item: pytest.Item) -> Workload | None:
+    callspec = getattr(item, "callspec", None)
+    workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
+    return workload if isinstance(workload, Workload) else None
+
+
+def _item_family(item: pytest.Item) -> str | None:
+    names = {mark.name for mark in item.iter_markers()}
+    return next((family for family in reporting.FAMILIES if family in names), None)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test of a workload carries its identity as JUnit properties (and to the xdist controller)."""
+    workload = _item_workload(item)
+    settings = item.config.stash[SETTINGS_KEY]
+    if workload is None or settings.profile is None:
+        return
+    item.user_properties.extend(reporting.junit_properties(settings.profile.value, workload, _item_family(item)))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Allure labels of a workload's test: epic = cluster, feature = family, story = workload."""
+    workload = _item_workload(item)
+    settings = item.config.stash[SETTINGS_KEY]
+    if workload is None or settings.profile is None or not _allure_active(item.config):
+        return
+    import allure
+
+    dynamic: Any = allure.dynamic  # allure-python is untyped
+    family = _item_family(item)
+    dynamic.epic(settings.profile.value.profile.cluster.name)
+    dynamic.story(workload.name)
+    if family is not None:
+        dynamic.feature(family)
+        dynamic.severity(allure.severity_level(reporting.SEVERITY[family]))
+    for arn in dict.fromkeys((workload.role_arn, workload.final_role_arn)):
+        dynamic.link(reporting.role_console_url(arn), name=f"IAM role {arn}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Attach the probe's (redacted) result to the Allure result of a test that used it."""
+    test_report = yield
+    if call.when == "call" and _allure_active(item.config):
+        probe = getattr(item, "funcargs", {}).get("eksid_probe")
+        result = getattr(probe, "result", None)
+        if result is not None:
+            import allure
+
+            from pytest_eksid.redact import redact_json
+
+            allure.attach(redact_json(result), name="eksid probe result", attachment_type=allure.attachment_type.JSON)
+    return test_report
+
+
+def _report_message(report: pytest.TestReport) -> str:
+    """A report's message: the skip reason, the exception's own message, or the whole long report."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple | list) and len(longrepr) == 3:
+        return str(longrepr[2])
+    crash = getattr(longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    return str(message) if message else report.longreprtext
+
+
+class ReportCollector:
+    """Collects outcomes where the reports end up (the xdist controller, or the only process) and writes
+    the session's reports: the terminal matrix, the inventory and Allure's environment.properties."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.inventory_error: str | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.config.stash[RESULTS_KEY].record(
+            report.nodeid, report.when, report.outcome, _report_message(report), report.user_properties
+        )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: a worker is done; take the facts it gathered."""
+        facts = getattr(node, "workeroutput", {}).get(FACTS_WORKEROUTPUT)
+        if isinstance(facts, dict):
+            self.config.stash[FACTS_KEY].merge(facts)
+
+    def _loaded(self) -> LoadedProfile | None:
+        settings = self.config.stash[SETTINGS_KEY]
+        return settings.profile.value if settings.profile is not None else None
+
+    def _matrix(self) -> dict[str, dict[str, str]]:
+        results = self.config.stash[RESULTS_KEY]
+        loaded = self._loaded()
+        order = [w.name for w in loaded.profile.workloads] if loaded is not None else []
+        return results.matrix(results.workloads(order))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        loaded = self._loaded()
+        if loaded is None or self.config.option.collectonly:
+            return
+        facts = self.config.stash[FACTS_KEY]
+        inventory = self.config.stash[INVENTORY_KEY]
+        if inventory is not None:
+            matrix = self.config.stash[RESULTS_KEY].matrix([w.name for w in loaded.profile.workloads])
+            rows = reporting.inventory_rows(loaded, matrix, facts.last_changed)
+            try:
+                reporting.write_inventory(inventory.value, rows)
+            except OSError as exc:
+                self.inventory_error = f"cannot write the inventory to {inventory.value}: {exc}"
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        alluredir = getattr(self.config.option, "allure_report_dir", None)
+        if alluredir and _allure_active(self.config):
+            target = Path(alluredir)
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "environment.properties").write_text(reporting.allure_environment(loaded, facts), "utf-8")
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = reporting.render_matrix(self._matrix())
+        if not lines or self.config.get_verbosity() < -1:
+            return  # no test of a workload ran
+        results = self.config.stash[RESULTS_KEY]
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "eksid conformance")
+        for line in lines:
+            write(line)
+        failures = reporting.failure_lines(results.failures())
+        if failures:
+            terminalreporter.write_sep("-", f"eksid failures ({len(failures)})")
+            for line in failures:
+                write(line)
+        write(self.config.stash[FACTS_KEY].line())
+        inventory = self.config.stash[INVENTORY_KEY]
+        if self.inventory_error is not None:
+            write(f"eksid: ERROR: {self.inventory_error}", red=True)
+        elif inventory is not None:
+            write(f"eksid: inventory written to {inventory.value} (from {inventory.source})")

@@ -53,6 +53,7 @@ INVENTORY_COLUMNS: tuple[str, ...] = (
     "serviceAccount",
     "mechanism",
     "role",
+    "targetRole",
     "owner",
     "lastChanged",
     *FAMILIES,
@@ -74,6 +75,8 @@ def junit_properties(profile: LoadedProfile, workload: Workload, family: str | N
         ("mechanism", workload.mechanism),
         ("role", workload.role_arn),
     ]
+    if workload.target_role_arn is not None:
+        props.append(("targetRole", workload.target_role_arn))
     if family is not None:
         props.append(("family", family))
     return props
@@ -163,7 +166,7 @@ class Results:
             result.message = reason.splitlines()[0] if reason else ""
 
     def failures(self) -> list[Result]:
-        return [r for r in self.by_nodeid.values() if r.status == FAIL]
+        return sorted((r for r in self.by_nodeid.values() if r.status == FAIL), key=lambda r: r.nodeid)
 
     def workloads(self, order: Sequence[str] = ()) -> list[str]:
         """Workloads with results: those in ``order`` first, in that order, then the others as seen."""
@@ -248,6 +251,7 @@ def inventory_rows(
             "serviceAccount": w.service_account,
             "mechanism": w.mechanism,
             "role": w.role_arn,
+            "targetRole": w.target_role_arn,
             "owner": w.owner,
             "lastChanged": changed.get(w.name),
         }

@@ -127,7 +127,7 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
     "both-mechanisms": (
         {"fault": "both-mechanisms", "workload": PI},
         {PI},
-        ids(BINDING, PROVIDER, workload=PI),
+        ids(BINDING, workload=PI),
         ["both mechanisms"],
     ),
     "webhook-not-injecting": (

@@ -166,7 +166,7 @@ def test_unknown_key_names_line_field_and_allowed_keys(tmp_path: Path) -> None:
     path, message = _error(tmp_path, text)
     line = _line(text, "nmae")
     assert f"{path}:{line}: cluster.nmae: unknown key 'nmae'" in message
-    assert "allowed here: accountId, kubeContext, kubeconfig, name, nodeRoleArn, region" in message
+    assert "allowed here: accountId, kubeContext, kubeconfig, name, nodeRoleArn, ownerLabel, region" in message
     # the missing 'name' is reported too
     assert "cluster.name: required field is missing" in message
 
@@ -175,7 +175,10 @@ def test_unknown_key_inside_a_workload(tmp_path: Path) -> None:
     text = LIVE.replace("    mechanism: irsa", "    mechansim: irsa")
     path, message = _error(tmp_path, text)
     assert f"{path}:{_line(text, 'mechansim')}: workloads[0].mechansim: unknown key" in message
-    assert "allowed here: allow, deny, mechanism, name, namespace, owner, roleArn, serviceAccount" in message
+    assert (
+        "allowed here: allow, deny, legacyIamUser, mechanism, migration, name, namespace, owner, roleArn, "
+        "selector, serviceAccount, targetRoleArn" in message
+    )
 
 
 def test_unquoted_account_id_says_to_quote_it(tmp_path: Path) -> None:

@@ -149,8 +149,8 @@ def binding(
                     f"{_where(w)}: also bound by EKS Pod Identity",
                     "one mechanism (IRSA), unless the profile declares a migration",
                     ", ".join(f"{a.get('associationId')} -> {a.get('roleArn')}" for a in associations),
-                    "both mechanisms: the SDK takes IRSA first, so the association is dead weight or a migration "
-                    "left half done",
+                    "both mechanisms, a migration left half done: the webhook injects only the association's "
+                    "container credentials (they take precedence), so the pods no longer use IRSA at all",
                     (list_cmd,),
                 )
             )
@@ -199,8 +199,8 @@ def binding(
                 f"{_where(w)}: also annotated for IRSA",
                 "one mechanism (Pod Identity), unless the profile declares a migration",
                 f"{IRSA_ANNOTATION}: {annotation}",
-                "both mechanisms: the SDK's chain takes IRSA (web identity) before Pod Identity (container "
-                "credentials), so the association is silently unused",
+                "both mechanisms, a migration left half done: the webhook injects only container credentials, "
+                "so the annotation is dead weight and the role's IRSA trust still admits web-identity tokens",
                 (_sa_cmd(w),),
             )
         )

@@ -277,8 +277,13 @@ class AwsGateway:
 
     def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
         denied = fidelity.authorize(request, body, "eks:" + _eks_action(request.method, request.path), "*")
-        if denied is not None:
-            raise EksError(403, "AccessDeniedException", denied)
+        if denied is None:
+            return
+        if "security token included in the request is invalid" in denied or "InvalidClientTokenId" in denied:
+            raise EksError(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        if "signature" in denied.lower():
+            raise EksError(403, "InvalidSignatureException", denied)
+        raise EksError(403, "AccessDeniedException", denied)
 
 
 def _eks_action(method: str, path: str) -> str:

@@ -32,6 +32,9 @@ from werkzeug.wrappers import Request, Response
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 JSON_DENIAL_CODE = {"sqs": "AccessDenied"}  # everything else: AccessDeniedException
+# moto's authentication failures, and how each JSON-protocol service names them.
+AUTH_FAILURES = {b"InvalidClientTokenId", b"SignatureDoesNotMatch", b"InvalidToken", b"AuthFailure"}
+JSON_AUTH_CODE = {"sqs": "InvalidClientTokenId"}  # everything else: UnrecognizedClientException
 
 
 def credential_scope(authorization: str) -> list[str]:
@@ -128,7 +131,11 @@ class Captured:
         return int(self.status.split()[0])
 
     def response(self) -> Response:
-        return Response(self.body, status=self.status, headers=self.headers)
+        answer = Response(self.body, status=self.status, headers=self.headers)
+        length = next((v for k, v in self.headers if k.lower() == "content-length"), None)
+        if length is not None:  # a HEAD answer has no body but the object's real length
+            answer.headers["Content-Length"] = length
+        return answer
 
 
 def s3(request: Request, body: bytes, moto: WsgiApp, environ: dict[str, Any]) -> Response:
@@ -187,7 +194,22 @@ def json_service(request: Request, body: bytes, moto: WsgiApp, environ: dict[str
                 headers={"x-amzn-ErrorType": "DryRunOperationException"},
             )
     answer = Captured(moto, environ)
-    if answer.code == 403 and answer.body.lstrip().startswith(b"<"):
+    auth_failure = next((code for code in AUTH_FAILURES if b"<Code>" + code + b"</Code>" in answer.body), None)
+    if answer.code == 403 and auth_failure is not None:
+        code = JSON_AUTH_CODE.get(service, "UnrecognizedClientException")
+        if auth_failure == b"SignatureDoesNotMatch" and service != "sqs":
+            code = "InvalidSignatureException"
+        found = _XML_MESSAGE.search(answer.body)
+        return Response(
+            json.dumps({"__type": code, "message": found.group(1).decode("utf-8", "replace") if found else code}),
+            status=400 if service != "sqs" else 403,
+            content_type="application/x-amz-json-1.0",
+            headers={
+                "x-amzn-ErrorType": code,
+                **({"x-amzn-query-error": f"{code};Sender"} if service == "sqs" else {}),
+            },
+        )
+    if answer.code == 403 and answer.body.lstrip().startswith(b"<") and b"<Code>AccessDenied</Code>" in answer.body:
         found = _XML_MESSAGE.search(answer.body)
         message = found.group(1).decode("utf-8", "replace") if found else "Access denied"
         acted = _ACTION_IN_MESSAGE.search(message)

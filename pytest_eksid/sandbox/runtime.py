@@ -76,7 +76,7 @@ class Sandbox:
             region=cluster.region,
             account_id=cluster.account_id,
             issuer_url=self.issuer.url,
-            endpoint=self.kubeapi.url,
+            endpoint=self.kubeapi.https_url,
         )
         self.aws = AwsServer(AwsGateway(self.iam, lambda: {self.eks.name: self.eks}, lambda: [self.issuer]))
         self._services: list[Any] = []
@@ -304,9 +304,11 @@ class Sandbox:
                     }
                 ),
             )
+        legacy_users: set[str] = set()
         for w in self.profile.workloads:
-            if w.legacy_iam_user is None:
+            if w.legacy_iam_user is None or w.legacy_iam_user in legacy_users:
                 continue
+            legacy_users.add(w.legacy_iam_user)
             # The IAM user the workload used before workload identity: its key is deactivated, unless faulted.
             iam.create_user(UserName=w.legacy_iam_user)
             key = iam.create_access_key(UserName=w.legacy_iam_user)["AccessKey"]
@@ -509,14 +511,8 @@ class Sandbox:
     def _write_kubeconfig(self) -> Connection:
         assert self.workdir is not None
         name = f"eksid-sandbox-{self.profile.cluster.name}"
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": name, "cluster": {"server": self.kubeapi.url}}],
-            "users": [{"name": RUNNER_USER, "user": {"token": self.kubeapi.token}}],
-            "contexts": [{"name": name, "context": {"cluster": name, "user": RUNNER_USER}}],
-            "current-context": name,
-        }
+        # https with the sandbox's own CA: kubectl sends no bearer token over plain http.
+        config = self.kubeapi.kubeconfig(name, RUNNER_USER)
         path = self.workdir / "kubeconfig"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

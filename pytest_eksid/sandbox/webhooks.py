@@ -80,54 +80,79 @@ class Webhooks:
 
     def mutate(self, pod: Obj) -> None:
         meta = pod["metadata"]
-        ns = meta["namespace"]
-        sa = self.store.find("serviceaccounts", ns, pod["spec"]["serviceAccountName"])
+        if IRSA_SKIP_LABEL in (meta.get("labels") or {}):
+            return  # the webhook's objectSelector excludes the pod
+        sa = self.store.find("serviceaccounts", meta["namespace"], pod["spec"]["serviceAccountName"])
         if sa is None:
+            return
+        # Container credentials take precedence: with an association, the IRSA variables are not
+        # injected even when the ServiceAccount is also annotated (as upstream does).
+        if self.config.pod_identity_enabled and self._pod_identity(pod, sa):
             return
         if self.config.irsa_enabled:
             self._irsa(pod, sa)
-        if self.config.pod_identity_enabled:
-            self._pod_identity(pod)
+
+    def _containers(self, pod: Obj) -> list[Obj]:
+        """The containers to inject: all but those named in skip-containers (CSV, kept verbatim)."""
+        raw = (pod["metadata"].get("annotations") or {}).get(IRSA_SKIP_CONTAINERS_ANNOTATION, "")
+        skip = set(raw.split(",")) if raw else set()
+        return [c for c in pod["spec"]["containers"] if c.get("name") not in skip]
+
+    def _expiration(self, pod: Obj, sa: Obj, default: int) -> int:
+        sa_value = (sa["metadata"].get("annotations") or {}).get(IRSA_EXPIRATION_ANNOTATION)
+        pod_value = (pod["metadata"].get("annotations") or {}).get(IRSA_EXPIRATION_ANNOTATION)
+        for raw in (pod_value, sa_value):  # an unparseable pod value falls back to the SA's
+            try:
+                return max(600, int(str(raw)))
+            except ValueError:
+                continue
+        return default
+
+    def _region(self, containers: list[Obj]) -> None:
+        if self.config.region:
+            for c in containers:
+                _set_env_group(c, {"AWS_DEFAULT_REGION": self.config.region, "AWS_REGION": self.config.region})
 
     def _irsa(self, pod: Obj, sa: Obj) -> None:
         annotations = sa["metadata"].get("annotations") or {}
         role = annotations.get(IRSA_ROLE_ANNOTATION)
-        if not role or IRSA_SKIP_LABEL in (pod["metadata"].get("labels") or {}):
+        if not role:
             return
-        pod_annotations = pod["metadata"].get("annotations") or {}
-        skip = {s.strip() for s in pod_annotations.get(IRSA_SKIP_CONTAINERS_ANNOTATION, "").split(",")}
         audience = annotations.get(IRSA_AUDIENCE_ANNOTATION, "sts.amazonaws.com")
-        raw_exp = pod_annotations.get(IRSA_EXPIRATION_ANNOTATION) or annotations.get(
-            IRSA_EXPIRATION_ANNOTATION, "86400"
-        )
-        try:
-            expiration = max(600, int(raw_exp))
-        except ValueError:
-            expiration = 86400
+        expiration = self._expiration(pod, sa, 86400)
         group = {"AWS_ROLE_ARN": role, "AWS_WEB_IDENTITY_TOKEN_FILE": f"{IRSA_TOKEN_DIR}/token"}
-        if annotations.get(IRSA_REGIONAL_STS_ANNOTATION) == "true":
+        if _parse_bool(annotations.get(IRSA_REGIONAL_STS_ANNOTATION, "")):
             group["AWS_STS_REGIONAL_ENDPOINTS"] = "regional"
-        containers = [c for c in pod["spec"]["containers"] if c.get("name") not in skip]
+        containers = self._containers(pod)
         for c in containers:
             _set_env_group(c, group)
-            if self.config.region:
-                _set_env_group(c, {"AWS_DEFAULT_REGION": self.config.region, "AWS_REGION": self.config.region})
+        self._region(containers)
         _add_volume(pod, _projected_token("aws-iam-token", audience, "token", expiration), IRSA_TOKEN_DIR, containers)
 
-    def _pod_identity(self, pod: Obj) -> None:
+    def _pod_identity(self, pod: Obj, sa: Obj) -> bool:
+        """Inject container credentials when an association exists now; whether it did."""
         meta = pod["metadata"]
         if self.eks.find_association(meta["namespace"], pod["spec"]["serviceAccountName"]) is None:
-            return
+            return False
         group = {
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.config.agent_uri,
             "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": f"{PI_TOKEN_DIR}/eks-pod-identity-token",
         }
-        containers = pod["spec"]["containers"]
+        containers = self._containers(pod)
         for c in containers:
             _set_env_group(c, group)
+        self._region(containers)
+        expiration = self._expiration(pod, sa, 86400)
         _add_volume(
             pod,
-            _projected_token("eks-pod-identity-token", PI_AUDIENCE, "eks-pod-identity-token", 86400),
+            _projected_token("eks-pod-identity-token", PI_AUDIENCE, "eks-pod-identity-token", expiration),
             PI_TOKEN_DIR,
             containers,
         )
+        meta.setdefault("labels", {})["eks.amazonaws.com/pod-identity"] = "enabled"
+        return True
+
+
+def _parse_bool(text: str) -> bool:
+    """Go's strconv.ParseBool, for the true values."""
+    return text in ("1", "t", "T", "TRUE", "true", "True")
