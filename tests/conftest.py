@@ -96,20 +96,28 @@ class Running:
     kube: Kube
 
 
+def open_sandbox(data: dict[str, Any], tmp_path: Path, name: str = "variant") -> Running:
+    """Start a sandbox for a profile given as data; the caller stops it with close_sandbox()."""
+    loaded = load_profile(str(write_profile(tmp_path, data, name)), REPO)
+    sandbox = Sandbox(loaded.profile)
+    connection = sandbox.start()
+    return Running(loaded, sandbox, connection, Kube(KubeTarget(str(connection.kubeconfig), None)))
+
+
+def close_sandbox(running: Running) -> None:
+    running.kube.close()
+    running.sandbox.stop()
+
+
 @pytest.fixture
 def start_sandbox(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Running]]:
     """Start a sandbox for a profile given as data; stopped at teardown (one at a time)."""
     started: list[Running] = []
 
     def start(data: dict[str, Any], name: str = "variant") -> Running:
-        loaded = load_profile(str(write_profile(tmp_path, data, name)), REPO)
-        sandbox = Sandbox(loaded.profile)
-        connection = sandbox.start()
-        running = Running(loaded, sandbox, connection, Kube(KubeTarget(str(connection.kubeconfig), None)))
-        started.append(running)
-        return running
+        started.append(open_sandbox(data, tmp_path, name))
+        return started[-1]
 
     yield start
     for running in started:
-        running.kube.close()
-        running.sandbox.stop()
+        close_sandbox(running)

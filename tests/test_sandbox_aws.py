@@ -26,12 +26,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from kubernetes import client, config
 
-from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.program import AUTHENTICATION_CODES
-from pytest_eksid.profile import load_profile
-from pytest_eksid.sandbox.runtime import Sandbox
 from pytest_eksid.sandbox.tokens import Issuer
-from tests.conftest import REPO, Running, demo_data, write_profile
+from tests.conftest import close_sandbox, demo_data, open_sandbox
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -63,16 +60,11 @@ def demo(tmp_path_factory):
     Starting a sandbox costs about a second; the tests that share one leave its state as they
     found it (or touch only names of their own). Tests that need a fault start their own.
     """
-    tmp = tmp_path_factory.mktemp("sandbox")
-    loaded = load_profile(str(write_profile(tmp, fidelity_data(), "shared")), REPO)
-    sandbox = Sandbox(loaded.profile)
-    connection = sandbox.start()
-    running = Running(loaded, sandbox, connection, Kube(KubeTarget(str(connection.kubeconfig), None)))
+    running = open_sandbox(fidelity_data(), tmp_path_factory.mktemp("sandbox"), "shared")
     try:
         yield running
     finally:
-        running.kube.close()
-        sandbox.stop()
+        close_sandbox(running)
 
 
 @pytest.fixture

@@ -16,10 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from pytest_eksid.kube import Kube, KubeTarget
-from pytest_eksid.profile import load_profile
-from pytest_eksid.sandbox.runtime import Sandbox
-from tests.conftest import REPO, Running, demo_data, write_profile
+from tests.conftest import Running, close_sandbox, demo_data, open_sandbox
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -62,16 +59,11 @@ CLAIMS_CODE = textwrap.dedent(
 @pytest.fixture(scope="class")
 def demo(tmp_path_factory):
     """One demo sandbox shared by a class of tests; they only add objects with names of their own."""
-    tmp = tmp_path_factory.mktemp("sandbox")
-    loaded = load_profile(str(write_profile(tmp, demo_data(), "shared")), REPO)
-    sandbox = Sandbox(loaded.profile)
-    connection = sandbox.start()
-    running = Running(loaded, sandbox, connection, Kube(KubeTarget(str(connection.kubeconfig), None)))
+    running = open_sandbox(demo_data(), tmp_path_factory.mktemp("sandbox"), "shared")
     try:
         yield running
     finally:
-        running.kube.close()
-        sandbox.stop()
+        close_sandbox(running)
 
 
 class Cluster:
