@@ -36,10 +36,14 @@ METHODS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Used outside this module: --eksid-exec runs `kubectl exec` through pytest-testinfra.
+EXTERNAL: dict[str, tuple[str, str, str]] = {"kubectl exec (--eksid-exec)": ("", "pods/exec", "create")}
+
+
 def rbac_rules() -> dict[tuple[str, str], set[str]]:
     """(API group, resource) -> verbs: the least privilege the runner needs."""
     rules: dict[tuple[str, str], set[str]] = {}
-    for group, resource, verb in METHODS.values():
+    for group, resource, verb in (*METHODS.values(), *EXTERNAL.values()):
         rules.setdefault((group, resource), set()).add(verb)
     return rules
 
@@ -183,6 +187,12 @@ class Kube:
                 obj.setdefault("kind", kind)
                 out.append(obj)
         return out
+
+    def running_pods(self, namespace: str, label_selector: str) -> list[Obj]:
+        """The workload's pods that are running now (for --eksid-exec)."""
+        return [
+            p for p in self.list_pods(label_selector, namespace) if (p.get("status") or {}).get("phase") == "Running"
+        ]
 
     def daemon_set(self, namespace: str, name: str) -> Obj | None:
         try:

@@ -55,6 +55,7 @@ MARKERS = {
     "configuration": "ServiceAccount, owner, binding, trust policy and permission policy",
     "pod_identity": "checks of workloads bound by EKS Pod Identity",
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
+    "eksid_exec": "looks inside the workload's running containers; runs only with --eksid-exec",
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
     "(e.g. only Pod Identity workloads)",
 }
@@ -152,6 +153,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
     parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
+    group.addoption(
+        "--eksid-exec",
+        dest="eksid_exec",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Also look inside the workload's running containers with kubectl exec (pytest-testinfra); "
+        "needs pods/exec (ini: eksid_exec, env: EKSID_EXEC)",
+    )
+    parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)
     parser.addini("eksid_profile", "Profile to check when --profile is not given", default=None)
     parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
@@ -200,10 +211,17 @@ def pytest_configure(config: pytest.Config) -> None:
     assert keep is not None
     assert parallel is not None
     sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
+    exec_containers = _setting(config, "eksid_exec", "--eksid-exec", _bool, False)
+    assert exec_containers is not None
     inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
     assert inconclusive is not None
     config.stash[SETTINGS_KEY] = Settings(
-        profile=profile, keep_pods=keep, max_parallel=parallel, sweep_minutes=sweep, inconclusive=inconclusive
+        profile=profile,
+        keep_pods=keep,
+        max_parallel=parallel,
+        sweep_minutes=sweep,
+        inconclusive=inconclusive,
+        exec_containers=exec_containers,
     )
     _configure_reports(config)
 
@@ -266,8 +284,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    settings = config.stash[SETTINGS_KEY]
     not_applicable = []
     for item in items:
+        if item.get_closest_marker("eksid_exec") is not None and not settings.exec_containers.value:
+            not_applicable.append(item)  # opt-in: it execs into the workload's own pods
+            continue
         callspec = getattr(item, "callspec", None)
         workload = callspec.params.get(WORKLOAD_FIXTURE, None) if callspec is not None else None
         if isinstance(workload, Workload):

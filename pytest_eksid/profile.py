@@ -53,6 +53,7 @@ FaultName = Literal[
     "excess-permissions",
     "both-mechanisms",
     "legacy-user-active-key",
+    "association-after-pod",
     "imds-exposed",
     "agent-down",
     "image-pull-error",
@@ -73,6 +74,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "excess-permissions": None,
     "both-mechanisms": None,
     "legacy-user-active-key": None,
+    "association-after-pod": "pod-identity",
 }
 
 
@@ -254,6 +256,7 @@ class Sandbox(_Model):
     parameters: list[SandboxValue] = Field(default_factory=list)
     nodegroups: list[str] = Field(default_factory=lambda: ["ng-general", "ng-batch"], min_length=1)
     pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
+    workload_pods: bool = True  # run one pod per workload (for --eksid-exec); off for large benchmarks
     faults: list[SandboxFault] = Field(default_factory=list)
 
 

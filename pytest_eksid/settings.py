@@ -23,6 +23,7 @@ class Settings:
     max_parallel: Setting[int]
     sweep_minutes: Setting[float] | None = None
     inconclusive: Setting[str] = Setting("skip", "default")
+    exec_containers: Setting[bool] = Setting(False, "default")
 
     @property
     def loaded(self) -> LoadedProfile:

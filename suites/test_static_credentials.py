@@ -37,3 +37,35 @@ def test_legacy_iam_user_has_no_active_keys(eksid_workload, eksid_aws):
     """The IAM user the workload used before holds no active access keys."""
     user = eksid_workload.legacy_iam_user
     fail_on(static.legacy_user_findings(user, eksid_aws.access_keys(user)))
+
+
+@pytest.mark.eksid_exec
+def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
+    """With --eksid-exec: inside the workload's running containers, its identity and no static keys."""
+    from pytest_eksid.checks.containers import container_findings
+    from pytest_eksid.inspect import inspect_container
+
+    cluster = eksid_profile.profile.cluster
+    selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
+    pods = eksid_kube.running_pods(eksid_workload.namespace, selector)
+    if not pods:
+        pytest.fail(
+            f"{eksid_workload.name}: no running pod matches {selector!r} in {eksid_workload.namespace}: "
+            "nothing to inspect (set 'selector' in the profile)",
+            pytrace=False,
+        )
+    findings = []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        for container in pod["spec"]["containers"]:
+            view = inspect_container(
+                name,
+                eksid_workload.namespace,
+                container["name"],
+                kubeconfig=cluster.kubeconfig or eksid_kube.target.kubeconfig,
+                context=cluster.kube_context,
+            )
+            findings += container_findings(
+                eksid_profile.profile, eksid_workload, name, container["name"], view.variables, view.values, view.files
+            )
+    fail_on(findings)

@@ -111,7 +111,7 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
     "static-keys-in-env": (
         {"fault": "static-keys-in-env", "workload": PI},
         {PI},
-        ids(TEMPLATES, workload=PI),
+        ids(TEMPLATES, "suites/test_static_credentials.py::test_running_containers", workload=PI),
         ["AWS_ACCESS_KEY_ID"],
     ),
     "excess-permissions": (
@@ -148,6 +148,12 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
         ids("suites/test_static_credentials.py::test_legacy_iam_user_has_no_active_keys", workload=IRSA),
         ["billing-worker-legacy", "update-access-key"],
     ),
+    "association-after-pod": (
+        {"fault": "association-after-pod", "workload": PI},
+        {PI},
+        ids("suites/test_static_credentials.py::test_running_containers", workload=PI),
+        ["association created after the pod started", "rollout restart deployment/invoice-exporter"],
+    ),
     "image-pull-error": (
         {"fault": "image-pull-error"},
         {PI, IRSA},
@@ -163,7 +169,7 @@ def _workload_of(test_id: str) -> str:
 
 
 def test_clean_demo_passes_every_check(tmp_path):
-    run = run_pytest(f"--profile={write_profile(tmp_path, demo_data(), 'fault')}", tmp_path=tmp_path)
+    run = run_pytest(f"--profile={write_profile(tmp_path, demo_data(), 'fault')}", "--eksid-exec", tmp_path=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:]
     assert run.failed() == []
     assert len(run.outcomes) >= 30
@@ -176,7 +182,7 @@ def test_fault_is_caught(tmp_path, name):
     fault, workloads, must_fail, texts = FAULTS[name]
     data = demo_data()
     data["sandbox"]["faults"] = [fault]
-    run = run_pytest(f"--profile={write_profile(tmp_path, data, 'fault')}", tmp_path=tmp_path)
+    run = run_pytest(f"--profile={write_profile(tmp_path, data, 'fault')}", "--eksid-exec", tmp_path=tmp_path)
     failed = set(run.failed())
     assert must_fail <= failed, f"not caught: {sorted(must_fail - failed)}\n{run.stdout[-8000:]}"
     strays = sorted(t for t in failed if not any(f"fault/{w}" in t for w in workloads))

@@ -358,6 +358,7 @@ class Sandbox:
             w = b.workload
             self._seed_workload(w)
             if (w.namespace, w.service_account) in seen:
+                self._start_workload_pod(w)
                 continue  # workloads sharing a ServiceAccount share its binding: the first one sets it
             seen.add((w.namespace, w.service_account))
             meta: dict[str, Any] = {
@@ -368,11 +369,32 @@ class Sandbox:
             if "irsa" in mechanisms and not self.faulted("missing-annotation", w.name):
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
             self.store.create("serviceaccounts", w.namespace, {"metadata": meta})
+            late = self.faulted("association-after-pod", w.name)
+            if late:  # the workload's pods started before the association existed: nothing injected
+                self._start_workload_pod(w)
             if "pod-identity" in mechanisms and not self.faulted("missing-association", w.name):
                 self.eks.create_association(
                     w.namespace, w.service_account, b.role_arn, target_role_arn=w.target_role_arn
                 )
+            if not late:
+                self._start_workload_pod(w)
         self._seed_agent()
+
+    def _start_workload_pod(self, w: Workload) -> None:
+        """One running pod of the workload's Deployment (the sandbox has no controllers to make it)."""
+        sandbox = self.profile.sandbox
+        if sandbox is None or not sandbox.workload_pods:
+            return
+        deployment = self.store.get("deployments", w.namespace, w.name)
+        template = deployment["spec"]["template"]
+        self.store.create(
+            "pods",
+            w.namespace,
+            {
+                "metadata": {"generateName": f"{w.name}-", "labels": dict(template["metadata"]["labels"])},
+                "spec": {**template["spec"], "containers": [dict(c) for c in template["spec"]["containers"]]},
+            },
+        )
 
     def _seed_workload(self, w: Workload) -> None:
         """The workload's own Deployment (not run: the sandbox runs only probe pods), and its faults."""
@@ -409,7 +431,14 @@ class Sandbox:
                         "metadata": {"labels": dict(labels)},
                         "spec": {
                             "serviceAccountName": sa,
-                            "containers": [{"name": "app", "image": f"registry.example/{w.name}:1", "env": env}],
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "image": f"registry.example/{w.name}:1",
+                                    "command": ["sleep", "infinity"],  # stands in for the application
+                                    "env": env,
+                                }
+                            ],
                         },
                     },
                 },

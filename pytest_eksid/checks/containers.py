@@ -1,0 +1,94 @@
+"""What the workload's own running containers have: its identity injected, no static keys."""
+
+from __future__ import annotations
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.profile import Profile, Workload
+
+STATIC = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def container_findings(
+    profile: Profile,
+    w: Workload,
+    pod: str,
+    container: str,
+    variables: set[str],
+    values: dict[str, str],
+    files: dict[str, bool],
+) -> list[Finding]:
+    where = f"{w.name}: container {container} of running pod {w.namespace}/{pod}"
+    restart = f"kubectl -n {w.namespace} rollout restart deployment/{w.name}"
+    out: list[Finding] = []
+    static = [v for v in STATIC if v in variables]
+    if static:
+        out.append(
+            Finding(
+                "static_credentials",
+                f"{where}: static AWS keys in the environment",
+                "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the SDK would use them before workload identity)",
+                ", ".join(static) + " set",
+                "static keys in the container's environment win over workload identity (Failure Mode 4)",
+                (f"kubectl -n {w.namespace} get pod {pod} -o jsonpath='{{.spec.containers[*].env[*].name}}'",),
+            )
+        )
+    if files.get("aws_credentials_file"):
+        out.append(
+            Finding(
+                "static_credentials",
+                f"{where}: ~/.aws/credentials exists",
+                "no shared credentials file in the container",
+                "present",
+                "a credentials file in the image or a mounted Secret wins over workload identity",
+                (f"kubectl -n {w.namespace} exec {pod} -c {container} -- ls -l ~/.aws",),
+            )
+        )
+    if w.mechanism == "pod-identity":
+        if "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in variables:
+            out.append(
+                Finding(
+                    "identity",
+                    f"{where}: no Pod Identity credentials injected",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    "not set",
+                    "association created after the pod started (Failure Mode 7), or the webhook did not run: "
+                    "the pod has no identity until it is restarted",
+                    (restart,),
+                )
+            )
+        elif not files.get("pod_identity_token_readable"):
+            out.append(
+                Finding(
+                    "identity",
+                    f"{where}: the Pod Identity token file is not readable",
+                    "a readable eks-pod-identity-token",
+                    "missing or unreadable",
+                    "the container's user cannot read the projected token (fsGroup / runAsUser)",
+                    (f"kubectl -n {w.namespace} get pod {pod} -o yaml",),
+                )
+            )
+    else:
+        role = values.get("AWS_ROLE_ARN")
+        if role != w.role_arn:
+            out.append(
+                Finding(
+                    "identity",
+                    f"{where}: IRSA not injected as expected",
+                    f"AWS_ROLE_ARN={w.role_arn}",
+                    f"AWS_ROLE_ARN={role}" if role else "AWS_ROLE_ARN not set",
+                    "the annotation changed after the pod started, or the webhook did not run: restart the pods",
+                    (restart,),
+                )
+            )
+        elif not files.get("web_identity_token_readable"):
+            out.append(
+                Finding(
+                    "identity",
+                    f"{where}: the web identity token file is not readable",
+                    "a readable token at AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "missing or unreadable",
+                    "the container's user cannot read the projected token (fsGroup / runAsUser)",
+                    (f"kubectl -n {w.namespace} get pod {pod} -o yaml",),
+                )
+            )
+    return out
