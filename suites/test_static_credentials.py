@@ -43,7 +43,7 @@ def test_legacy_iam_user_has_no_active_keys(eksid_workload, eksid_aws):
 def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
     """With --eksid-exec: inside the workload's running containers, its identity and no static keys."""
     from pytest_eksid.checks.containers import container_findings
-    from pytest_eksid.inspect import inspect_container
+    from pytest_eksid.incontainer import inspect_container
 
     cluster = eksid_profile.profile.cluster
     selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
