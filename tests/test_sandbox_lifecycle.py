@@ -115,3 +115,52 @@ def test_sandbox_runs_on_its_own_and_stops_on_ctrl_c():
     assert proc.returncode == 0
     assert "# sandbox stopped" in rest
     assert not Path(env["KUBECONFIG"]).exists()
+
+
+def test_oidc_discovery_and_jwks_verify_a_pod_token(demo):
+    """The issuer's discovery document and JWKS (served without auth) verify a token the kubelet projected."""
+    import base64
+    import json
+    import ssl
+    import urllib.request
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    sb = Sandbox(demo.profile)
+    sb.start()
+    try:
+        context = ssl.create_default_context(cadata=base64.b64decode(sb.kubeapi.ca_data).decode())
+        base = sb.kubeapi.https_url
+        with urllib.request.urlopen(f"{base}/.well-known/openid-configuration", context=context, timeout=5) as r:
+            document = json.load(r)
+        with urllib.request.urlopen(f"{base}/openid/v1/jwks", context=context, timeout=5) as r:
+            jwks = json.load(r)
+        assert document["issuer"] == sb.issuer.url
+        assert document["id_token_signing_alg_values_supported"] == ["RS256"]
+        token = sb.issuer.service_account_token(
+            namespace="billing-demo",
+            service_account="billing-worker-aws-sa",
+            sa_uid="u",
+            pod_name="p",
+            pod_uid="q",
+            node_name="n",
+            audience="sts.amazonaws.com",
+            expiration_seconds=600,
+        )
+        header_b64, claims_b64, sig_b64 = token.split(".")
+        pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+        kid = json.loads(base64.urlsafe_b64decode(pad(header_b64)))["kid"]
+        key = next(k for k in jwks["keys"] if k["kid"] == kid)
+        public = rsa.RSAPublicNumbers(
+            int.from_bytes(base64.urlsafe_b64decode(pad(key["e"])), "big"),
+            int.from_bytes(base64.urlsafe_b64decode(pad(key["n"])), "big"),
+        ).public_key()
+        public.verify(
+            base64.urlsafe_b64decode(pad(sig_b64)),
+            f"{header_b64}.{claims_b64}".encode(),
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
+    finally:
+        sb.stop()

@@ -2213,6 +2213,9 @@ class _Response:
 _NOT_FOUND = "the server could not find the requested resource"
 
 
+OIDC_PATHS = ("/.well-known/openid-configuration", "/openid/v1/jwks")
+
+
 class KubeApiServer:
     """Serves ``store`` on a free loopback port over HTTP and HTTPS (same port); requests need
     ``Authorization: Bearer <token>``. ``kubeconfig()`` is what clients should use."""
@@ -2228,6 +2231,8 @@ class KubeApiServer:
         self.store = store
         self.token = secrets.token_urlsafe(32)
         self.read_log = log_reader
+        # Service-account issuer discovery (set by the sandbox): the OIDC document and the JWKS.
+        self.oidc_discovery: Callable[[], tuple[Obj, Obj]] | None = None
         self.certificate = make_serving_certificate(
             [host, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
         )
@@ -2776,6 +2781,12 @@ class _Handler(BaseHTTPRequestHandler):
             body=raw,
         )
         try:
+            discovery = self.api.oidc_discovery
+            if method == "GET" and discovery is not None and req.path in OIDC_PATHS:
+                # Public, like EKS's issuer and kube-apiserver's service-account-issuer-discovery.
+                document, jwks = discovery()
+                self._send(_Response(200, document if req.path == OIDC_PATHS[0] else jwks))
+                return
             if self.headers.get("Authorization") != f"Bearer {self.api.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             response = self.api.route(req, self)

@@ -78,6 +78,18 @@ class Sandbox:
             issuer_url=self.issuer.url,
             endpoint=self.kubeapi.https_url,
         )
+        self.kubeapi.oidc_discovery = lambda: (
+            {
+                "issuer": self.issuer.url,
+                "jwks_uri": f"{self.issuer.url}/keys",
+                "authorization_endpoint": "urn:kubernetes:programmatic_authorization",
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "claims_supported": ["sub", "iss"],
+            },
+            self.issuer.jwks(),
+        )
         self.aws = AwsServer(AwsGateway(self.iam, lambda: {self.eks.name: self.eks}, lambda: [self.issuer]))
         self._services: list[Any] = []
         try:
