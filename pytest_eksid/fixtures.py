@@ -11,7 +11,7 @@ import pytest
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
-from pytest_eksid.probe.pod import Campaign, ProbeOutcome
+from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
 from pytest_eksid.report import RunFacts, last_changed
@@ -21,6 +21,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 SELECTED_KEY = pytest.StashKey[set[str]]()
 WORKLOAD_FIXTURE = "eksid_workload"
 ACTION_FIXTURE = "eksid_action"
+NODEGROUP_FIXTURE = "eksid_nodegroup"
 
 
 def _progress(config: pytest.Config, message: str) -> None:
@@ -131,7 +132,13 @@ def eksid_campaign(
             pytestconfig, f"swept {len(swept)} probe pod(s) older than {eksid_settings.sweep_minutes.value:g} min"
         )
     try:
-        campaign.run(w for w in eksid_profile.profile.workloads if w.name in selected)
+        targets = [
+            Target(w, key.partition("@")[2] or None)
+            for key in sorted(selected)
+            for w in eksid_profile.profile.workloads
+            if w.name == key.partition("@")[0]
+        ]
+        campaign.run(targets)
         yield campaign
     finally:
         deleted = campaign.cleanup()
@@ -154,12 +161,10 @@ def eksid_workload(request: pytest.FixtureRequest) -> Workload:
     return workload
 
 
-@pytest.fixture
-def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_workload: Workload) -> ProbeOutcome:
-    """The probe's result for this workload; fails the test when the probe could not run."""
-    outcome = eksid_campaign.outcomes.get(eksid_workload.name)
+def _outcome(request: pytest.FixtureRequest, campaign: Campaign, target: Target) -> ProbeOutcome:
+    outcome = campaign.outcomes.get(target.key)
     if outcome is None:
-        outcome = eksid_campaign.run([eksid_workload])[eksid_workload.name]
+        outcome = campaign.run([target])[target.key]
     if outcome.result is not None:
         request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
     if outcome.events:
@@ -167,11 +172,31 @@ def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_
     if outcome.error is not None:
         events = "".join(f"\n    {line}" for line in outcome.events)
         pytest.fail(
-            f"{eksid_workload.name}: the probe could not run: {outcome.error}"
-            + (f"\n  pod events:{events}" if events else ""),
+            f"{target.key}: the probe could not run: {outcome.error}" + (f"\n  pod events:{events}" if events else ""),
             pytrace=False,
         )
     return outcome
+
+
+@pytest.fixture
+def eksid_probe(request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_workload: Workload) -> ProbeOutcome:
+    """The probe's result for this workload; fails the test when the probe could not run."""
+    return _outcome(request, eksid_campaign, Target(eksid_workload))
+
+
+@pytest.fixture
+def eksid_nodegroup(request: pytest.FixtureRequest) -> str | None:
+    """The node group a probe is pinned to (``probe.nodeGroups``), or None for any node."""
+    param = getattr(request, "param", None)
+    return str(param) if param is not None else None
+
+
+@pytest.fixture
+def eksid_node_probe(
+    request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_workload: Workload, eksid_nodegroup: str | None
+) -> ProbeOutcome:
+    """The probe's result for this workload on this node group (the workload's own probe when none)."""
+    return _outcome(request, eksid_campaign, Target(eksid_workload, eksid_nodegroup))
 
 
 @pytest.fixture(scope="session")

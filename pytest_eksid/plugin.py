@@ -15,6 +15,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     ACTION_FIXTURE,
     FACTS_KEY,
     FACTS_WORKEROUTPUT,
+    NODEGROUP_FIXTURE,
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
@@ -24,11 +25,14 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     eksid_campaign,
     eksid_connection,
     eksid_kube,
+    eksid_node_probe,
+    eksid_nodegroup,
     eksid_probe,
     eksid_profile,
     eksid_settings,
     eksid_workload,
 )
+from pytest_eksid.probe.pod import Target
 from pytest_eksid.profile import LoadedProfile, ProfileError, Workload, load_profile
 from pytest_eksid.settings import Setting, Settings
 
@@ -39,6 +43,8 @@ __all__ = [
     "eksid_campaign",
     "eksid_connection",
     "eksid_kube",
+    "eksid_node_probe",
+    "eksid_nodegroup",
     "eksid_probe",
     "eksid_profile",
     "eksid_settings",
@@ -275,6 +281,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ],
         )
         return
+    if NODEGROUP_FIXTURE in metafunc.fixturenames:
+        groups: list[str | None] = list(loaded.profile.probe.node_groups) or [None]
+        targets = [(w, g) for w in workloads for g in groups]
+        metafunc.parametrize(
+            [WORKLOAD_FIXTURE, NODEGROUP_FIXTURE],
+            targets,
+            indirect=True,
+            ids=[f"{loaded.name}/{w.name}" + (f"@{g}" if g else "") for w, g in targets],
+        )
+        return
     metafunc.parametrize(
         WORKLOAD_FIXTURE,
         workloads,
@@ -316,7 +332,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         callspec = getattr(item, "callspec", None)
         workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
         if isinstance(workload, Workload):
-            selected.add(workload.name)
+            group = callspec.params.get(NODEGROUP_FIXTURE) if callspec is not None else None
+            selected.add(Target(workload, group).key)
     session.config.stash[SELECTED_KEY] = selected
 
 

@@ -159,6 +159,9 @@ class Probe(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     image_pull_secrets: list[str] = Field(default_factory=list)
+    # IMDS is a property of the node: probe it once per node group the workloads can run on.
+    node_groups: list[str] = Field(default_factory=list)
+    node_group_label: str = "eks.amazonaws.com/nodegroup"
 
 
 class GenericCall(_Model):

@@ -32,6 +32,8 @@ COVERAGE = "suites/test_agent.py::test_agent_on_every_node"
 ADDON = "suites/test_agent.py::test_agent_addon_active"
 OIDC = "suites/test_agent.py::test_oidc_provider"
 SECRETS = "suites/test_static_credentials.py::test_namespace_secrets_and_configmaps"
+IMDS = "suites/test_imds.py::test_imds_blocked"
+GROUPS = ("ng-general", "ng-batch")
 TEMPLATES = "suites/test_static_credentials.py::test_pod_templates"
 
 # fault -> (the fault's entry, the workloads it may break, tests that must fail, text the messages must carry)
@@ -93,14 +95,20 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
     "imds-exposed": (
         {"fault": "imds-exposed"},
         {PI, IRSA},
-        {f"suites/test_imds.py::test_imds_blocked[fault/{w}-{v}]" for w in (PI, IRSA) for v in ("v1", "v2")},
+        {f"{IMDS}[fault/{w}@{g}-{v}]" for w in (PI, IRSA) for g in GROUPS for v in ("v1", "v2")},
         ["Failure Mode 6", "demo-node"],
     ),
     "imds-exposed-v1": (
         {"fault": "imds-exposed", "versions": ["v1"]},
         {PI, IRSA},
-        {f"suites/test_imds.py::test_imds_blocked[fault/{w}-v1]" for w in (PI, IRSA)},
+        {f"{IMDS}[fault/{w}@{g}-v1]" for w in (PI, IRSA) for g in GROUPS},
         ["HttpTokens=required"],
+    ),
+    "imds-exposed-one-node-group": (
+        {"fault": "imds-exposed", "nodegroup": "ng-batch"},
+        {f"{w}@ng-batch" for w in (PI, IRSA)},
+        {f"{IMDS}[fault/{w}@ng-batch-{v}]" for w in (PI, IRSA) for v in ("v1", "v2")},
+        ["ip-10-0-2-10"],
     ),
     "static-keys-in-secret": (
         {"fault": "static-keys-in-secret", "workload": PI},
@@ -161,11 +169,6 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
         ["ErrImagePull", "Failed to pull image"],
     ),
 }
-
-
-def _workload_of(test_id: str) -> str:
-    inside = test_id.split("[", 1)[1].rstrip("]")
-    return inside.split("/")[1].split("-v")[0] if "/" in inside else inside
 
 
 def test_clean_demo_passes_every_check(tmp_path):

@@ -61,7 +61,19 @@ def probe_plan(profile: Profile, workload: Workload) -> Obj:
     }
 
 
-def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str) -> Obj:
+@dataclass(frozen=True)
+class Target:
+    """What one probe pod measures: a workload, on any node or pinned to one node group."""
+
+    workload: Workload
+    nodegroup: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.workload.name if self.nodegroup is None else f"{self.workload.name}@{self.nodegroup}"
+
+
+def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegroup: str | None = None) -> Obj:
     """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
     probe = profile.probe
     plan = probe_plan(profile, workload)
@@ -97,8 +109,8 @@ def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str) -> Obj
             }
         ],
     }
-    if probe.node_selector:
-        spec["nodeSelector"] = dict(probe.node_selector)
+    if probe.node_selector or nodegroup is not None:
+        spec["nodeSelector"] = {**probe.node_selector, **({probe.node_group_label: nodegroup} if nodegroup else {})}
     if probe.tolerations:
         spec["tolerations"] = [t.model_dump(exclude_none=True) for t in probe.tolerations]
     if probe.image_pull_secrets:
@@ -126,6 +138,7 @@ class ProbeError(Exception):
 @dataclass
 class ProbeOutcome:
     workload: Workload
+    nodegroup: str | None = None
     pod: str | None = None
     result: Obj | None = None
     error: str | None = None
@@ -220,9 +233,13 @@ class Campaign:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
 
-    def run(self, workloads: Iterable[Workload]) -> dict[str, ProbeOutcome]:
-        """Probe these workloads concurrently; on any interruption, stop waiting (cleanup deletes)."""
-        todo = [w for w in workloads if w.name not in self.outcomes]
+    def run(self, workloads: Iterable[Workload | Target]) -> dict[str, ProbeOutcome]:
+        """Probe these workloads (or targets) concurrently; on interruption, stop waiting (cleanup deletes).
+
+        Outcomes are keyed by ``Target.key``: the workload's name, or ``name@nodegroup``.
+        """
+        targets = [t if isinstance(t, Target) else Target(t) for t in workloads]
+        todo = [t for t in targets if t.key not in self.outcomes]
         if not todo:
             return self.outcomes
         self.progress(f"launching {len(todo)} probe pod(s), run id {self.run_id}")
@@ -236,7 +253,7 @@ class Campaign:
                 done, pending = wait(pending, timeout=self.progress_every, return_when=FIRST_COMPLETED)
                 for future in done:
                     outcome = future.result()
-                    self.outcomes[outcome.workload.name] = outcome
+                    self.outcomes[Target(outcome.workload, outcome.nodegroup).key] = outcome
                 if pending:
                     self.progress(self._status_line(len(todo)))
         except BaseException:
@@ -244,7 +261,7 @@ class Campaign:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-        done_ok = sum(1 for w in todo if self.outcomes[w.name].result is not None)
+        done_ok = sum(1 for t in todo if self.outcomes[t.key].result is not None)
         self.progress(f"{done_ok}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
         return self.outcomes
 
@@ -269,11 +286,12 @@ class Campaign:
                     deleted.append(f"{namespace}/{meta['name']}")
         return deleted
 
-    def _probe(self, workload: Workload) -> ProbeOutcome:
-        outcome = ProbeOutcome(workload)
+    def _probe(self, target: Target) -> ProbeOutcome:
+        workload = target.workload
+        outcome = ProbeOutcome(workload, target.nodegroup)
         t0 = time.monotonic()
         try:
-            manifest = probe_pod_manifest(self.profile, workload, self.run_id)
+            manifest = probe_pod_manifest(self.profile, workload, self.run_id, target.nodegroup)
             self.manifest_hook(manifest, workload)
             pod = self.kube.create_pod(workload.namespace, manifest)
             name = str(pod["metadata"]["name"])
@@ -284,7 +302,7 @@ class Campaign:
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
             with self._lock:
-                self._phase[workload.name] = "error"
+                self._phase[target.key] = "error"
             if outcome.pod is not None and not self._cancel.is_set():
                 outcome.events = self._events(workload.namespace, outcome.pod)
         outcome.seconds = time.monotonic() - t0
@@ -299,7 +317,7 @@ class Campaign:
             pod = self.kube.read_pod(namespace, name)
             phase = (pod.get("status") or {}).get("phase")
             with self._lock:
-                self._phase[outcome.workload.name] = str(phase)
+                self._phase[Target(outcome.workload, outcome.nodegroup).key] = str(phase)
             outcome.node_name = (pod.get("spec") or {}).get("nodeName") or outcome.node_name
             if phase in ("Succeeded", "Failed"):
                 outcome.log = self.kube.pod_log(namespace, name)
