@@ -282,7 +282,7 @@ def test_sigint_deletes_probe_pods(tmp_path):
     assert proc.stdout is not None
     seen = ""
     deadline = time.monotonic() + 60
-    while "launching 2 probe pod(s)" not in seen:
+    while "launching 6 probe pod(s)" not in seen:  # 2 workloads, + 2 node groups each for IMDS
         assert time.monotonic() < deadline, seen
         line = proc.stdout.readline()
         assert line, seen
@@ -296,7 +296,7 @@ def test_sigint_deletes_probe_pods(tmp_path):
     out = seen + rest
     assert proc.returncode == 2, out
     assert "KeyboardInterrupt" in out
-    assert "eksid: deleted 2 probe pod(s)" in out
+    assert "eksid: deleted 6 probe pod(s)" in out
     assert "INTERNALERROR" not in out
 
 
