@@ -31,7 +31,8 @@ def test_stop_leaves_no_processes(demo):
     finally:
         procs = [r.process for r in sb.kubelet._running.values()] if sb.kubelet else []
         sb.stop()
-    assert len(procs) == 1
+    assert any("time.sleep(600)" in " ".join(p.args) for p in procs)  # the sleeper, beside the workload pods
+    assert len(procs) == 3
     assert all(p.poll() is not None for p in procs)
     assert not Path(sb.workdir).exists()
 
@@ -49,7 +50,7 @@ def _run_sleeper(sb, core):
         },
     )
     deadline = time.monotonic() + 10
-    while core.read_namespaced_pod("sleeper", "finance-demo").status.phase != "Running" or not sb.kubelet._running:
+    while core.read_namespaced_pod("sleeper", "finance-demo").status.phase != "Running" or len(sb.kubelet._running) < 3:
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
