@@ -249,12 +249,14 @@ class Campaign:
         )
         try:
             pending = {pool.submit(self._probe, w) for w in todo}
+            last_report = time.monotonic()
             while pending:
                 done, pending = wait(pending, timeout=self.progress_every, return_when=FIRST_COMPLETED)
                 for future in done:
                     outcome = future.result()
                     self.outcomes[Target(outcome.workload, outcome.nodegroup).key] = outcome
-                if pending:
+                if pending and time.monotonic() - last_report >= self.progress_every:
+                    last_report = time.monotonic()
                     self.progress(self._status_line(len(todo)))
         except BaseException:
             self._cancel.set()
