@@ -319,7 +319,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Remember which workloads the selected tests need, so only their probes are launched."""
-    if session.config.stash[SETTINGS_KEY].profile is None:
+    listing = session.config.getoption("showfixtures", False) or session.config.getoption(
+        "show_fixtures_per_test", False
+    )
+    if session.config.stash[SETTINGS_KEY].profile is None and not listing:
         needing = [item.nodeid for item in session.items if WORKLOAD_FIXTURE in getattr(item, "fixturenames", ())]
         if needing:
             more = f" (and {len(needing) - 1} more)" if len(needing) > 1 else ""

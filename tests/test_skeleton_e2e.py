@@ -192,3 +192,11 @@ def test_wrong_role_fault_fails_exactly_that_workload(tmp_path):
     assert "expected: arn:aws:iam::111122223333:role/demo-invoice-exporter" in run.stdout
     assert "seen:     arn:aws:sts::111122223333:assumed-role/demo-reporting/" in run.stdout
     assert "kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml" in run.stdout
+
+
+def test_fixtures_listing_works_without_a_profile(tmp_path):
+    """`pytest --fixtures` is documentation: it must work offline and without --profile."""
+    run = run_pytest("--fixtures", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in ("eksid_probe", "eksid_node_probe", "eksid_campaign", "eksid_kube", "eksid_aws"):
+        assert name in run.stdout
