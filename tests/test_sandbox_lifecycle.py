@@ -165,3 +165,16 @@ def test_oidc_discovery_and_jwks_verify_a_pod_token(demo):
         )
     finally:
         sb.stop()
+
+
+def test_stop_right_after_start_leaves_no_workload_processes(demo):
+    """A pod whose start races stop() must not leave its process behind (bench/sandbox_startup.py found it)."""
+    import subprocess
+
+    for _ in range(3):
+        sb = Sandbox(demo.profile)
+        sb.start()
+        sb.stop()
+    time.sleep(0.5)  # give any racing kubelet thread the chance to (wrongly) start a process
+    found = subprocess.run(["pgrep", "-f", "^sleep infinity"], capture_output=True, text=True, check=False)
+    assert found.stdout.strip() == ""

@@ -512,7 +512,8 @@ class Kubelet:
             )
 
         with self._lock:
-            if not self._patch(pod, scheduled):
+            # stop() takes the same lock: a pod whose start races the shutdown never gets a process.
+            if self._stopping.is_set() or not self._patch(pod, scheduled):
                 return
             with log.open("wb") as out:
                 proc = subprocess.Popen(
