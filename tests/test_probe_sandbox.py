@@ -278,6 +278,8 @@ def test_sigint_deletes_probe_pods(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # An xdist worker may ignore SIGINT, and a child inherits that: restore Ctrl-C as a user has it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     seen = ""
