@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -176,5 +177,8 @@ def test_stop_right_after_start_leaves_no_workload_processes(demo):
         sb.start()
         sb.stop()
     time.sleep(0.5)  # give any racing kubelet thread the chance to (wrongly) start a process
-    found = subprocess.run(["pgrep", "-f", "^sleep infinity"], capture_output=True, text=True, check=False)
+    # only this process's children: another xdist worker may be running a sandbox with live workload pods
+    found = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "-f", "^sleep infinity"], capture_output=True, text=True, check=False
+    )
     assert found.stdout.strip() == ""
