@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -59,6 +60,7 @@ FaultName = Literal[
     "image-pull-error",
     "webhook-not-injecting",
     "no-oidc-provider",
+    "kms-key-policy-deny",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -75,6 +77,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "both-mechanisms": None,
     "legacy-user-active-key": None,
     "association-after-pod": "pod-identity",
+    "kms-key-policy-deny": None,
 }
 
 
@@ -234,6 +237,7 @@ class SandboxFault(_Model):
     fault: FaultName
     workload: str | None = None  # wrong-role: whose binding changes
     role: str | None = None  # wrong-role: the role bound instead
+    key: str | None = None  # kms-key-policy-deny: the key alias whose policy leaves the workload out
     nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
     versions: list[ImdsVersion] = Field(default_factory=lambda: list(IMDS_VERSIONS))  # imds-exposed
 
@@ -248,12 +252,25 @@ class SandboxValue(_Model):
     value: str
 
 
+class SandboxKey(_Model):
+    alias: str = Field(pattern=r"^[a-zA-Z0-9/_-]{1,250}$")  # without "alias/"
+    # A fixed key id, so that policies and probes can name the key's ARN; default: a random one.
+    id: str | None = Field(default=None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class SandboxBucket(_Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    kms_key: str | None = None  # SSE-KMS by default with this key (an alias under sandbox.keys)
+
+
 class Sandbox(_Model):
     roles: list[SandboxRole] = Field(default_factory=list)
-    buckets: list[str] = Field(default_factory=list)
+    # A bucket is a name, or {name, kmsKey} for default SSE-KMS encryption.
+    buckets: list[SandboxBucket] = Field(default_factory=list)
     objects: list[str] = Field(default_factory=list)  # s3 object ARNs to create (1 byte each)
     queues: list[str] = Field(default_factory=list)
-    keys: list[str] = Field(default_factory=list)  # KMS key aliases (without "alias/")
+    # A KMS key is an alias (without "alias/"), or {alias, id} to fix its key id.
+    keys: list[SandboxKey] = Field(default_factory=list)
     tables: list[SandboxTable] = Field(default_factory=list)
     secrets: list[SandboxValue] = Field(default_factory=list)
     parameters: list[SandboxValue] = Field(default_factory=list)
@@ -261,6 +278,28 @@ class Sandbox(_Model):
     pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
     workload_pods: bool = True  # run one pod per workload (for --eksid-exec); off for large benchmarks
     faults: list[SandboxFault] = Field(default_factory=list)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _key_shorthand(cls, value: Any) -> Any:
+        return [{"alias": k} if isinstance(k, str) else k for k in value] if isinstance(value, list) else value
+
+    @field_validator("buckets", mode="before")
+    @classmethod
+    def _bucket_shorthand(cls, value: Any) -> Any:
+        return [{"name": b} if isinstance(b, str) else b for b in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _references(self) -> Sandbox:
+        aliases = [k.alias for k in self.keys]
+        for b in self.buckets:
+            if b.kms_key is not None and b.kms_key not in aliases:
+                raise ValueError(f"bucket {b.name!r}: kmsKey {b.kms_key!r} is not under sandbox.keys")
+        for f in self.faults:
+            if f.fault == "kms-key-policy-deny" and f.key not in aliases:
+                choices = ", ".join(aliases) or "none seeded: add one under sandbox.keys"
+                raise ValueError(f"fault 'kms-key-policy-deny' needs 'key': a key alias under sandbox.keys ({choices})")
+        return self
 
 
 class Profile(_Model):

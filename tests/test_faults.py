@@ -162,6 +162,15 @@ FAULTS: dict[str, tuple[dict[str, object], set[str], set[str], list[str]]] = {
         ids("suites/test_static_credentials.py::test_running_containers", workload=PI),
         ["association created after the pod started", "rollout restart deployment/invoice-exporter"],
     ),
+    "kms-key-policy-deny": (
+        {"fault": "kms-key-policy-deny", "workload": PI, "key": "demo-finance"},
+        {PI},
+        {
+            f"suites/test_permissions.py::test_action[fault/{PI}/allow-0:s3:PutObject]",
+            f"suites/test_permissions.py::test_action[fault/{PI}/allow-2:kms:Decrypt]",
+        },
+        ["no resource-based policy allows the kms:Decrypt action", "aws kms get-key-policy --key-id"],
+    ),
     "image-pull-error": (
         {"fault": "image-pull-error"},
         {PI, IRSA},

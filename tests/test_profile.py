@@ -452,3 +452,23 @@ def test_ini_option_beats_env_var(run_dir: pytest.Pytester, monkeypatch: pytest.
             "eksid: cluster live, *",
         ]
     )
+
+
+def test_sandbox_bucket_kms_key_must_be_seeded(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("  faults: []", "  buckets:\n    - name: finance\n      kmsKey: ghost\n  faults: []")
+    _, message = _error(tmp_path, text)
+    assert "bucket 'finance': kmsKey 'ghost' is not under sandbox.keys" in message
+
+
+def test_sandbox_kms_fault_needs_a_seeded_key(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace(
+        "  faults: []", "  keys: [finance]\n  faults:\n    - fault: kms-key-policy-deny\n      workload: app"
+    )
+    _, message = _error(tmp_path, text)
+    assert "fault 'kms-key-policy-deny' needs 'key': a key alias under sandbox.keys (finance)" in message
+
+
+def test_sandbox_key_ids_are_uuids(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("  faults: []", "  keys:\n    - alias: finance\n      id: not-a-uuid\n  faults: []")
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'not-a-uuid')}:" in message

@@ -41,6 +41,7 @@ NODE_ROLE = ROLE + "demo-node"
 IRSA_NS, IRSA_SA = "billing-demo", "billing-worker-aws-sa"
 PI_NS, PI_SA = "finance-demo", "invoice-exporter-aws-sa"
 BUCKET = "company-demo-finance"
+FINANCE_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/5e1f0c2a-7b3d-4c9e-8a61-2f4d9b0e7c13"  # demo.yaml fixes its id
 PI_AUDIENCE = "pods.eks.amazonaws.com"
 
 
@@ -888,7 +889,7 @@ def test_imds_exposed_reached_by_botocore_in_a_pod(start_sandbox):
 
 def fidelity_data() -> dict:
     data = demo_data()
-    data["sandbox"]["keys"] = ["demo-key"]
+    data["sandbox"]["keys"].append("demo-key")
     data["sandbox"]["tables"] = [{"name": "demo-table"}]
     data["sandbox"]["roles"].append(
         {
@@ -1012,6 +1013,45 @@ class TestFidelity:
         assert code == "AccessDeniedException"
         assert "identity-based policy" in message
 
+    def test_kms_authorizes_against_the_key_arn(self, demo, clients):
+        run = demo
+        assert clients.aws(run, "kms").describe_key(KeyId="alias/demo-finance")["KeyMetadata"]["Arn"] == FINANCE_KEY
+        # The exporter's policy names the key's ARN (not "*"): allowed on that key ...
+        exporter = clients.aws(run, "kms", run.sandbox.iam.mint(EXPORTER_ROLE, "test"))
+        with pytest.raises(ClientError) as err:
+            exporter.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
+        assert error_of(err)[0::2] == ("DryRunOperationException", 412)
+        # ... also when the key comes from the ciphertext alone (Decrypt without KeyId) ...
+        blob = clients.aws(run, "kms").encrypt(KeyId="alias/demo-finance", Plaintext=b"invoice")["CiphertextBlob"]
+        assert exporter.decrypt(CiphertextBlob=blob)["Plaintext"] == b"invoice"
+        # ... and on no other key.
+        with pytest.raises(ClientError) as err:
+            exporter.generate_data_key(KeyId="alias/demo-key", KeySpec="AES_256")
+        code, message, _ = error_of(err)
+        assert code == "AccessDeniedException"
+        assert "kms:GenerateDataKey on resource: arn:aws:kms:" in message
+        assert "identity-based policy" in message
+
+    def test_sse_kms_bucket_needs_the_key(self, demo, clients):
+        run = demo
+        admin = clients.aws(run, "s3")
+        assert admin.get_bucket_encryption(Bucket=BUCKET)["ServerSideEncryptionConfiguration"]["Rules"][0][
+            "ApplyServerSideEncryptionByDefault"
+        ] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": FINANCE_KEY}
+        # The exporter may write invoices and use the key: the object is stored SSE-KMS.
+        exporter = clients.aws(run, "s3", run.sandbox.iam.mint(EXPORTER_ROLE, "test"))
+        exporter.put_object(Bucket=BUCKET, Key="invoices/2026/11/29/kms.pdf", Body=b"x")
+        head = admin.head_object(Bucket=BUCKET, Key="invoices/2026/11/29/kms.pdf")
+        assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", FINANCE_KEY)
+        # The reporting role may read reports/* from S3, but not decrypt with the bucket's key.
+        admin.put_object(Bucket=BUCKET, Key="reports/2026-11.csv", Body=b"x")
+        reporting = clients.aws(run, "s3", run.sandbox.iam.mint(REPORTING_ROLE, "test"))
+        with pytest.raises(ClientError) as err:
+            reporting.get_object(Bucket=BUCKET, Key="reports/2026-11.csv")
+        code, message, status = error_of(err)
+        assert (code, status) == ("AccessDenied", 403)
+        assert f"kms:Decrypt on resource: {FINANCE_KEY} because no identity-based policy allows" in message
+
     def test_minted_role_sessions_are_honoured_and_limited(self, demo, clients):
         run = demo
         creds = run.sandbox.iam.mint(EXPORTER_ROLE, "test")
@@ -1023,3 +1063,39 @@ class TestFidelity:
         with pytest.raises(ClientError) as err:
             s3.delete_object(Bucket=BUCKET, Key="invoices/2026/11/29/ok.pdf")
         assert error_of(err)[0::2] == ("AccessDenied", 403)
+
+
+def test_kms_key_policy_deny(start_sandbox, clients):
+    """The key policy lists its users without the workload's role: IAM allows, KMS still says no."""
+    fault = {"fault": "kms-key-policy-deny", "workload": "invoice-exporter", "key": "demo-finance"}
+    run = start_sandbox(with_faults(fault))
+    creds = run.sandbox.iam.mint(EXPORTER_ROLE, "test")
+    kms = clients.aws(run, "kms", creds)
+    with pytest.raises(ClientError) as err:
+        kms.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
+    code, message, status = error_of(err)
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message.endswith(
+        f"kms:Decrypt on resource: {FINANCE_KEY} because no resource-based policy allows the kms:Decrypt action"
+    )
+    # Writing to the SSE-KMS bucket fails the same way: S3 asks KMS for a data key as the caller.
+    with pytest.raises(ClientError) as err:
+        clients.aws(run, "s3", creds).put_object(Bucket=BUCKET, Key="invoices/2026/11/29/k.pdf", Body=b"x")
+    code, message, status = error_of(err)
+    assert (code, status) == ("AccessDenied", 403)
+    assert "kms:GenerateDataKey" in message
+    assert "no resource-based policy allows" in message
+    # The key's users (here the runner) are unaffected.
+    clients.aws(run, "s3").put_object(Bucket=BUCKET, Key="invoices/2026/11/29/k.pdf", Body=b"x")
+    policy = json.loads(clients.aws(run, "kms").get_key_policy(KeyId=FINANCE_KEY, PolicyName="default")["Policy"])
+    users = next(st for st in policy["Statement"] if st["Sid"] == "KeyUsers")["Principal"]["AWS"]
+    assert EXPORTER_ROLE not in users
+    # An explicit deny in the key policy is named as one.
+    policy["Statement"].append(
+        {"Effect": "Deny", "Principal": {"AWS": EXPORTER_ROLE}, "Action": "kms:*", "Resource": "*"}
+    )
+    policy["Statement"][1]["Principal"]["AWS"] = [*users, EXPORTER_ROLE]
+    clients.aws(run, "kms").put_key_policy(KeyId=FINANCE_KEY, PolicyName="default", Policy=json.dumps(policy))
+    with pytest.raises(ClientError) as err:
+        kms.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
+    assert error_of(err)[1].endswith("with an explicit deny in a resource-based policy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,14 +25,44 @@ def _where(w: Workload, check: ActionCheck, expect: str) -> str:
     return f"{w.name} ({w.namespace}/{w.service_account}): {check.action}{target} must be {expect}"
 
 
-def _next(profile: Profile, w: Workload, check: ActionCheck) -> tuple[str, ...]:
-    _, role = role_arn_parts(w.role_arn)
+def _next(w: Workload, check: ActionCheck) -> tuple[str, ...]:
+    # The calls run as the final role (a chained association's target): its policies decide.
+    _, role = role_arn_parts(w.final_role_arn)
     return (
         f"aws iam list-role-policies --role-name {role}",
         f"aws iam list-attached-role-policies --role-name {role}",
-        f"aws iam simulate-principal-policy --policy-source-arn {w.role_arn} --action-names {check.action}"
+        f"aws iam simulate-principal-policy --policy-source-arn {w.final_role_arn} --action-names {check.action}"
         + (f" --resource-arns {check.resource}" if check.resource else ""),
     )
+
+
+_DENIED_ON = re.compile(r"perform: ([\w-]+:\w+) on (?:the )?resource:? \"?(arn:[^\s\"]+)")
+
+
+def _resource_policy_help(check: ActionCheck, message: str, explicit: bool) -> tuple[str, tuple[str, ...]]:
+    """What a resource-based-policy denial most likely means, and the commands that show that policy."""
+    found = _DENIED_ON.search(message)
+    action, resource = (found.group(1), found.group(2)) if found else (check.action, check.resource or "")
+    how = "explicitly denies" if explicit else "does not allow"
+    service = resource.split(":")[2] if resource.count(":") >= 5 else ""
+    if service == "kms":
+        through_s3 = check.action.lower().startswith("s3:") and action.lower() != check.action.lower()
+        via = f" (S3 calls {action} on the caller's behalf: the object is SSE-KMS)" if through_s3 else ""
+        likely = (
+            f"the KMS key policy {how} {action} for this role{via}: a key policy must name the role, or "
+            "delegate to IAM through the account root"
+        )
+        return likely, (f"aws kms get-key-policy --key-id {resource} --policy-name default --output text",)
+    if service == "s3":
+        bucket = resource.split(":::", 1)[-1].split("/", 1)[0]
+        return f"the bucket policy {how} it", (f"aws s3api get-bucket-policy --bucket {bucket}",)
+    if service == "sqs":
+        _, _, _, region, account, name = resource.split(":", 5)
+        url = f"https://sqs.{region}.amazonaws.com/{account}/{name}"
+        return f"the queue policy {how} it", (
+            f"aws sqs get-queue-attributes --queue-url {url} --attribute-names Policy",
+        )
+    return "the resource's own policy (bucket, queue or key policy) denies it", ()
 
 
 def action_verdict(
@@ -50,7 +81,7 @@ def action_verdict(
             expect,
             "the probe did not report this action",
             "the probe failed before its actions step; see the probe result",
-            _next(profile, w, check),
+            _next(w, check),
         )
     outcome = str(result.get("outcome"))
     form = f"{result.get('form')} form: {result.get('form_note')}"
@@ -61,6 +92,16 @@ def action_verdict(
         return None
     if outcome == "inconclusive":
         return Inconclusive(f"{_where(w, check, expect)}: inconclusive: {result.get('why')}")
+    if outcome not in ("allowed", "denied", "error"):
+        return Finding(
+            "permissions",
+            _where(w, check, expect),
+            expect,
+            f"an outcome the plugin does not know: {result.get('outcome')!r}",
+            "the probe and the plugin versions may differ; see the probe result",
+            _next(w, check),
+            details,
+        )
     if outcome == "error":
         return Finding(
             "permissions",
@@ -68,7 +109,7 @@ def action_verdict(
             expect,
             f"error {code}: {message}",
             str(result.get("why") or "the call failed for a reason other than authorization"),
-            _next(profile, w, check),
+            _next(w, check),
             details,
         )
     if expect == "allowed":  # seen: denied
@@ -84,13 +125,17 @@ def action_verdict(
             "resource-based-policy": "the resource's own policy (bucket, queue or key policy) denies it",
             "vpc-endpoint-policy": "the VPC endpoint's policy denies it",
         }.get(str(policy), "AWS denied it without naming the policy type")
+        commands = _next(w, check)
+        if policy == "resource-based-policy":
+            likely, first = _resource_policy_help(check, message, bool(result.get("explicit")))
+            commands = first + commands
         return Finding(
             "permissions",
             _where(w, check, expect),
             "allowed",
             f"denied by {policy}{explicit}: {code}: {message}",
             likely,
-            _next(profile, w, check),
+            commands,
             details,
         )
     statements = allowing(check.action, check.resource) if allowing is not None else []
@@ -106,6 +151,6 @@ def action_verdict(
             else "no statement of the role allows it on its own: "
             "check resource policies, and whether the caller is the expected role"
         ),
-        _next(profile, w, check),
+        _next(w, check),
         details,
     )

@@ -321,6 +321,7 @@ class AwsServer:
 
     def start(self) -> None:
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every call is authenticated and authorized
+        fidelity.install_kms_resource()  # ... KMS calls against the key they name
         self._thread.start()
 
     def stop(self) -> None:
@@ -328,3 +329,4 @@ class AwsServer:
         self._server.server_close()
         self._thread.join(timeout=5)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth
+        fidelity.uninstall_kms_resource()

@@ -10,6 +10,11 @@
   for SQS) and names the policy type that denied.
 - S3 denials name the caller, the action and the policy type, as same-account S3 denials do.
 - KMS ``DryRun``: ``DryRunOperationException`` (HTTP 412) when the caller is allowed.
+- KMS authorizes against the key's ARN (moto uses ``*``, so a policy scoped to a key never
+  matched), and the key policy decides too: a key policy that neither names the caller nor
+  delegates to IAM (the account root) denies, "because no resource-based policy allows" it.
+- S3 on an SSE-KMS bucket: PutObject needs ``kms:GenerateDataKey`` and GetObject needs
+  ``kms:Decrypt`` on the bucket's key, checked with ``kms:ViaService`` = S3 (moto checks neither).
 
 Authorization questions are put to moto's own authorizer, so the answers agree with moto's
 enforcement of the same policies.
@@ -27,8 +32,11 @@ from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 from moto.iam.models import get_account_id_from, iam_backends
+from moto.kms.models import kms_backends
 from moto.sts.models import sts_backends
 from werkzeug.wrappers import Request, Response
+
+from pytest_eksid.sandbox.trust import trust_allows
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 JSON_DENIAL_CODE = {"sqs": "AccessDenied"}  # everything else: AccessDeniedException
@@ -52,6 +60,123 @@ def caller_arn(access_key: str) -> str:
     return str(user.arn) if user is not None else f"arn:aws:iam::{account}:user/unknown"
 
 
+def caller_principal(access_key: str) -> tuple[str, str]:
+    """(the caller's ARN as AWS prints it, the principal policies name): the role for a role session."""
+    account = get_account_id_from(access_key)
+    assumed = sts_backends[account]["aws"].get_assumed_role_from_access_key(access_key)
+    if assumed is not None:
+        return str(assumed.arn), str(assumed.role_arn)
+    arn = caller_arn(access_key)
+    return arn, arn
+
+
+_KEY_ID = re.compile(r"^(mrk-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+
+def kms_key(account: str, region: str, key_id: str) -> Any | None:
+    """The moto key a KeyId (key id, key ARN, alias name or alias ARN) names; None when none."""
+    backend = kms_backends[account][region]
+    name = key_id
+    if name.startswith("arn:") and ":alias/" in name:
+        name = "alias/" + name.split(":alias/", 1)[1]
+    if name.startswith("alias/"):
+        found = next((k for k in backend.keys.values() if name in k.aliases), None)
+        return found
+    if name.startswith("arn:") and ":key/" in name:
+        name = name.split(":key/", 1)[1]
+    return backend.keys.get(name)
+
+
+def kms_key_from_ciphertext(account: str, region: str, blob: bytes) -> Any | None:
+    """The key a ciphertext was made with (the sandbox's ciphertexts start with the key id, as moto writes them)."""
+    head = blob[:36].decode("ascii", "replace")
+    return kms_key(account, region, head) if _KEY_ID.match(head) else None
+
+
+def key_policy_denial(
+    key: Any, *, caller: str, principal: str, action: str, via_service: str | None = None
+) -> str | None:
+    """None when the key policy lets ``principal`` perform ``action`` (by naming it, or by delegating to
+    IAM through the account root), else the AccessDenied message KMS gives.
+
+    The IAM side is decided separately (by moto, against the key's ARN). Simplification: a key policy
+    that names the role still needs an identity-policy allow here; on AWS the key policy alone suffices
+    within the account.
+    """
+    try:
+        document = json.loads(key.policy)
+    except (TypeError, ValueError):
+        document = {}
+    account = str(key.account_id)
+    context: dict[str, list[str]] = {
+        "aws:PrincipalArn": [principal],
+        "aws:PrincipalAccount": [account],
+        "kms:CallerAccount": [account],
+    }
+    if via_service:
+        context["kms:ViaService"] = [via_service]
+    allowed, reason = trust_allows(
+        document if isinstance(document, dict) else {},
+        principal_kind="AWS",
+        principal=principal,
+        actions=[action],
+        context=context,
+    )
+    if allowed:
+        return None
+    why = (
+        "with an explicit deny in a resource-based policy"
+        if "explicitly denied" in reason
+        else f"because no resource-based policy allows the {action} action"
+    )
+    return f"User: {caller} is not authorized to perform: {action} on resource: {key.arn} {why}"
+
+
+def kms_denial(request: Request, body: bytes, key: Any, action: str, via_service: str | None = None) -> str | None:
+    """The caller's identity policies (moto) and the key policy, as KMS evaluates both; None when allowed."""
+    scope = credential_scope(request.headers.get("Authorization", ""))
+    if len(scope) < 4 or not scope[0]:
+        return "Missing Authentication Token"
+    denied = authorize(request, body, action, str(key.arn))
+    if denied is not None and "is not authorized" not in denied and denied != "Access Denied":
+        return denied  # not a policy decision: the credentials were refused
+    try:
+        caller, principal = caller_principal(scope[0])
+    except Exception:  # an unknown key id: moto answers the authentication failure itself
+        return None
+    if denied is not None:
+        return f"User: {caller} is not authorized to perform: {action} on resource: {key.arn} {_denial_reason(action)}"
+    return key_policy_denial(key, caller=caller, principal=principal, action=action, via_service=via_service)
+
+
+def _determine_kms_resource(self: Any) -> str:
+    """What moto's KMS authorizes against: the key's ARN (moto's default is ``*``)."""
+    try:
+        key_id = self._get_param("KeyId")
+        key = None
+        if isinstance(key_id, str) and key_id:
+            key = kms_key(self.current_account, self.region, key_id)
+        elif isinstance(self._get_param("CiphertextBlob"), bytes):  # moto's _get_param decodes it
+            key = kms_key_from_ciphertext(self.current_account, self.region, self._get_param("CiphertextBlob"))
+    except Exception:  # malformed input: moto reports it after authorization
+        return "*"
+    return str(key.arn) if key is not None else "*"
+
+
+def install_kms_resource() -> None:
+    """Make moto's KMS authorize against key ARNs (undone by :func:`uninstall_kms_resource`)."""
+    from moto.kms.responses import KmsResponse
+
+    KmsResponse._determine_resource = _determine_kms_resource  # type: ignore[attr-defined]
+
+
+def uninstall_kms_resource() -> None:
+    from moto.kms.responses import KmsResponse
+
+    if "_determine_resource" in vars(KmsResponse):
+        del KmsResponse._determine_resource  # type: ignore[attr-defined]
+
+
 def authorize(request: Request, body: bytes, action: str, resource: str) -> str | None:
     """Ask moto's authorizer about ``service:Action`` on ``resource``; None when allowed, else why not."""
     from moto.iam.access_control import IAMRequest, S3IAMRequest
@@ -59,8 +184,10 @@ def authorize(request: Request, body: bytes, action: str, resource: str) -> str 
     scope = credential_scope(request.headers.get("Authorization", ""))
     if len(scope) < 4:
         return "Missing Authentication Token"
-    service, operation = action.split(":", 1)
-    cls = S3IAMRequest if service == "s3" else IAMRequest
+    operation = action.split(":", 1)[1]
+    # The signature is checked as the request's own service signs; the action may be another
+    # service's (S3 asking KMS on the caller's behalf).
+    cls = S3IAMRequest if scope[3] == "s3" else IAMRequest
     try:
         iam_request = cls(
             account_id=get_account_id_from(scope[0]),
@@ -71,6 +198,7 @@ def authorize(request: Request, body: bytes, action: str, resource: str) -> str 
             headers=dict(request.headers.items()),
             action=operation,
         )
+        iam_request._action = action  # moto would prefix the request's service
         iam_request.check_signature()
         iam_request.check_action_permitted(resource)
     except Exception as exc:
@@ -138,11 +266,53 @@ class Captured:
         return answer
 
 
+def _s3_kms_check(request: Request, bucket: str, key: str, args: dict[str, str]) -> tuple[Any, str] | None:
+    """(the KMS key, the KMS action) an object read or write of an SSE-KMS object needs; None otherwise."""
+    if not key or args or request.method not in ("GET", "HEAD", "PUT"):
+        return None
+    scope = credential_scope(request.headers.get("Authorization", ""))
+    if len(scope) < 4 or not scope[0]:
+        return None
+    from moto.s3.models import s3_backends
+
+    try:
+        account = get_account_id_from(scope[0])
+        found = s3_backends[account]["aws"].buckets.get(bucket)
+        if found is None:
+            return None
+        if request.method == "PUT":
+            key_id = request.headers.get("x-amz-server-side-encryption-aws-kms-key-id")
+            algorithm = request.headers.get("x-amz-server-side-encryption")
+            default = ((found.encryption or {}).get("Rule") or {}).get("ApplyServerSideEncryptionByDefault") or {}
+            if algorithm is None:
+                algorithm, key_id = default.get("SSEAlgorithm"), key_id or default.get("KMSMasterKeyID")
+            kms_action = "kms:GenerateDataKey"
+        else:
+            stored = found.keys.get(key)
+            if stored is None:
+                return None
+            algorithm, key_id, kms_action = stored.encryption, stored.kms_key_id, "kms:Decrypt"
+        if algorithm != "aws:kms" or not key_id:
+            return None
+        kms_key_obj = kms_key(account, scope[2], str(key_id))
+    except Exception:  # anything unexpected: moto answers as it would
+        return None
+    return (kms_key_obj, kms_action) if kms_key_obj is not None else None
+
+
 def s3(request: Request, body: bytes, moto: WsgiApp, environ: dict[str, Any]) -> Response:
     bucket, key = _s3_target(request)
     args = dict(request.args.items())
     action = "s3:" + _s3_action(request.method, key, args)
     resource = f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
+    kms_check = _s3_kms_check(request, bucket, key, args)
+    if kms_check is not None and authorize(request, body, action, resource) is None:
+        kms_key_obj, kms_action = kms_check
+        region = credential_scope(request.headers.get("Authorization", ""))[2]
+        denied = kms_denial(request, body, kms_key_obj, kms_action, via_service=f"s3.{region}.amazonaws.com")
+        if denied is not None and denied.startswith("User: "):
+            # S3 passes KMS's denial on as its own 403 (assumed: before the Content-MD5 check).
+            return _s3_error("AccessDenied", denied, 403)
     md5 = request.headers.get("Content-MD5")
     if request.method == "PUT" and key and md5 and not _is_streaming(request) and not args:
         actual = base64.b64encode(hashlib.md5(body).digest()).decode()
@@ -180,8 +350,15 @@ def json_service(request: Request, body: bytes, moto: WsgiApp, environ: dict[str
             payload = json.loads(body)
         except ValueError:
             payload = {}
+        key = _kms_request_key(request, payload)
+        action = f"kms:{operation}"
+        if key is not None:
+            denied = kms_denial(request, body, key, action)
+            if denied is not None and denied.startswith("User: "):
+                return _json_denial(service, denied)
         dry_run = isinstance(payload, dict) and payload.get("DryRun") is True
-        if dry_run and authorize(request, body, f"kms:{operation}", "*") is None:
+        resource = str(key.arn) if key is not None else "*"
+        if dry_run and authorize(request, body, action, resource) is None:
             return Response(
                 json.dumps(
                     {
@@ -214,14 +391,34 @@ def json_service(request: Request, body: bytes, moto: WsgiApp, environ: dict[str
         message = found.group(1).decode("utf-8", "replace") if found else "Access denied"
         acted = _ACTION_IN_MESSAGE.search(message)
         action = acted.group(1) if acted else f"{service}:{operation}"
-        code = JSON_DENIAL_CODE.get(service, "AccessDeniedException")
-        headers = {"x-amzn-ErrorType": code}
-        if service == "sqs":
-            headers["x-amzn-query-error"] = "AccessDenied;Sender"
-        return Response(
-            json.dumps({"__type": code, "message": f"{message} {_denial_reason(action)}"}),
-            status=400 if service != "sqs" else 403,
-            content_type="application/x-amz-json-1.0",
-            headers=headers,
-        )
+        return _json_denial(service, f"{message} {_denial_reason(action)}")
     return answer.response()
+
+
+def _json_denial(service: str, message: str) -> Response:
+    code = JSON_DENIAL_CODE.get(service, "AccessDeniedException")
+    headers = {"x-amzn-ErrorType": code}
+    if service == "sqs":
+        headers["x-amzn-query-error"] = "AccessDenied;Sender"
+    return Response(
+        json.dumps({"__type": code, "message": message}),
+        status=400 if service != "sqs" else 403,
+        content_type="application/x-amz-json-1.0",
+        headers=headers,
+    )
+
+
+def _kms_request_key(request: Request, payload: Any) -> Any | None:
+    """The key a KMS request is about (KeyId, else the ciphertext's key); None when it names none."""
+    scope = credential_scope(request.headers.get("Authorization", ""))
+    if len(scope) < 4 or not scope[0] or not isinstance(payload, dict):
+        return None
+    try:
+        account, region = get_account_id_from(scope[0]), scope[2]
+        if isinstance(payload.get("KeyId"), str):
+            return kms_key(account, region, payload["KeyId"])
+        if isinstance(payload.get("CiphertextBlob"), str):
+            return kms_key_from_ciphertext(account, region, base64.b64decode(payload["CiphertextBlob"]))
+    except Exception:  # malformed input: KMS reports it itself
+        return None
+    return None

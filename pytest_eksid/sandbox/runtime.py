@@ -225,6 +225,50 @@ class Sandbox:
             },
         }
 
+    def _key_policy(self, alias: str) -> dict[str, Any]:
+        """AWS's default key policy (the account root: IAM policies decide), unless ``kms-key-policy-deny``
+        names this key: then the policy lists its key users itself, without the faulted workloads' roles."""
+        account = self.profile.cluster.account_id
+        root = f"arn:aws:iam::{account}:root"
+        faulted = {f.workload for f in (self.profile.sandbox.faults if self.profile.sandbox else []) if f.key == alias}
+        if not faulted:
+            statement = {"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": root}}
+            return {
+                "Version": "2012-10-17",
+                "Id": "key-default-1",
+                "Statement": [{**statement, "Action": "kms:*", "Resource": "*"}],
+            }
+        users = sorted(
+            {f"arn:aws:iam::{account}:user/{RUNNER_USER}"}  # the platform's own automation seeds the bucket
+            | {
+                arn
+                for b in self.bindings()
+                if b.workload.name not in faulted
+                for arn in (b.role_arn, b.workload.target_role_arn)
+                if arn is not None
+            }
+        )
+        admin_actions = [
+            "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
+            "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
+            "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+        ]  # fmt: skip
+        statements: list[dict[str, Any]] = [
+            {
+                "Sid": "KeyAdministrators",
+                "Effect": "Allow",
+                "Principal": {"AWS": root},
+                "Action": admin_actions,
+                "Resource": "*",
+            }
+        ]
+        if users:  # always: the runner
+            use = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+            statements.append(
+                {"Sid": "KeyUsers", "Effect": "Allow", "Principal": {"AWS": users}, "Action": use, "Resource": "*"}
+            )
+        return {"Version": "2012-10-17", "Id": "key-users-listed", "Statement": statements}
+
     def _mechanisms(self, w: Workload) -> list[str]:
         """How the sandbox binds the workload: its own mechanism, plus the other under both-mechanisms."""
         other = "irsa" if w.mechanism == "pod-identity" else "pod-identity"
@@ -309,7 +353,14 @@ class Sandbox:
                         "Statement": [
                             {
                                 "Effect": "Allow",
-                                "Action": ["s3:GetObject", "s3:ListBucket", "s3:PutObject", "sqs:*", "ecr:*"],
+                                "Action": [
+                                    "s3:GetObject",
+                                    "s3:ListBucket",
+                                    "s3:PutObject",
+                                    "sqs:*",
+                                    "ecr:*",
+                                    "kms:Decrypt",
+                                ],
                                 "Resource": "*",
                             }
                         ],
@@ -327,22 +378,35 @@ class Sandbox:
             self.iam.remember(key["SecretAccessKey"])
             if not self.faulted("legacy-user-active-key", w.name):
                 iam.update_access_key(UserName=w.legacy_iam_user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+        kms = session.client("kms", **kw)
+        key_arns: dict[str, str] = {}
+        for spec in sandbox.keys:
+            key_id = kms.create_key(
+                Description=f"sandbox key {spec.alias}", Policy=json.dumps(self._key_policy(spec.alias))
+            )["KeyMetadata"]["KeyId"]
+            if spec.id is not None:
+                key_id = _rekey(cluster.account_id, cluster.region, key_id, spec.id)
+            kms.create_alias(AliasName=f"alias/{spec.alias}", TargetKeyId=key_id)
+            key_arns[spec.alias] = f"arn:aws:kms:{cluster.region}:{cluster.account_id}:key/{key_id}"
         s3 = session.client("s3", **kw)
-        for bucket in sandbox.buckets:
+        for bucket_spec in sandbox.buckets:
+            bucket = bucket_spec.name
             if cluster.region == "us-east-1":
                 s3.create_bucket(Bucket=bucket)
             else:
                 s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": cluster.region})
+            if bucket_spec.kms_key is not None:
+                default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arns[bucket_spec.kms_key]}
+                s3.put_bucket_encryption(
+                    Bucket=bucket,
+                    ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": default}]},
+                )
         sqs = session.client("sqs", **kw)
         for queue in sandbox.queues:
             sqs.create_queue(QueueName=queue)
         for arn in sandbox.objects:
             bucket, _, key = arn.removeprefix("arn:aws:s3:::").partition("/")
             s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-        kms = session.client("kms", **kw)
-        for alias in sandbox.keys:
-            key_id = kms.create_key(Description=f"sandbox key {alias}")["KeyMetadata"]["KeyId"]
-            kms.create_alias(AliasName=f"alias/{alias}", TargetKeyId=key_id)
         ddb = session.client("dynamodb", **kw)
         for table in sandbox.tables:
             ddb.create_table(
@@ -572,3 +636,15 @@ def _set_status(status: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         obj["status"] = status
 
     return change
+
+
+def _rekey(account: str, region: str, key_id: str, wanted: str) -> str:
+    """Give a freshly created moto key the id the profile fixes (moto always draws a random one)."""
+    from moto.kms.models import kms_backends
+
+    backend = kms_backends[account][region]
+    key = backend.keys.pop(key_id)
+    key.id = wanted
+    key.arn = key.arn.rsplit("/", 1)[0] + "/" + wanted
+    backend.keys[wanted] = key
+    return wanted
