@@ -86,12 +86,16 @@ def owner_label(profile: Profile, w: Workload, sa: Mapping[str, Any] | None) -> 
     if sa is not None and value and (w.owner is None or value == w.owner):
         return None
     seen = "the ServiceAccount does not exist" if sa is None else (f"{key}={value}" if value else f"no {key} label")
+    other = sa is not None and bool(value)
     return Finding(
         "configuration",
-        f"{_where(w)}: the ServiceAccount does not name its owner",
+        f"{_where(w)}: "
+        + ("the ServiceAccount names another owner" if other else "the ServiceAccount does not name its owner"),
         f"{key}={w.owner or '<team>'}",
         seen,
-        "ownership metadata is missing: nobody is accountable for this identity in reviews and incidents",
+        "the owner on the cluster and in the profile disagree: fix whichever is stale"
+        if other
+        else "ownership metadata is missing: nobody is accountable for this identity in reviews and incidents",
         (_sa_cmd(w), f"kubectl -n {w.namespace} label sa {w.service_account} {key}={w.owner or '<team>'}"),
     )
 
@@ -180,7 +184,9 @@ def binding(
     else:
         a = associations[0]
         if a.get("roleArn") != w.role_arn or a.get("targetRoleArn") != w.target_role_arn:
-            bound = a.get("targetRoleArn") or a.get("roleArn")
+            # Name the role that differs: the association's own role first, else its target.
+            bound = a.get("roleArn") if a.get("roleArn") != w.role_arn else a.get("targetRoleArn")
+            wrong = f"wrong role bound: {role_arn_parts(str(bound))[1]}" if bound else "the target role is missing"
             out.append(
                 Finding(
                     "configuration",
@@ -188,7 +194,7 @@ def binding(
                     w.role_arn + (f" -> target {w.target_role_arn}" if w.target_role_arn else ""),
                     f"{a.get('associationId')}: {a.get('roleArn')}"
                     + (f" -> target {a.get('targetRoleArn')}" if a.get("targetRoleArn") else ""),
-                    f"wrong role bound: {role_arn_parts(str(bound))[1] if bound else '?'}",
+                    wrong,
                     (list_cmd,),
                 )
             )

@@ -25,8 +25,12 @@ def imds_finding(
             "imds",
             f"{where}: IMDS{version} was not measured",
             "blocked (token request times out or is refused, no credentials)",
-            str(seen or imds.get("error") or "no result"),
+            ", ".join(f"{k}={v}" for k, v in seen.items()) or str(imds.get("error") or "no result"),
             "the probe's IMDS step failed; see the probe result",
+            (
+                "pytest --eksid-keep-pods ... then: "
+                f"kubectl -n {w.namespace} logs -l eksid.dev/workload={w.name} --tail=-1",
+            ),
         )
     role = seen.get("role", "?")
     fix = (
