@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -54,14 +55,38 @@ class Aws:
     """Read-only AWS facts for one cluster, cached for the session."""
 
     region: str
+    # How this cluster's AWS side is reached, as the standard variables would say it (credentials,
+    # AWS_ENDPOINT_URL[_<SERVICE>]); empty: the process environment's default chain.
+    env: Mapping[str, str | None] = field(default_factory=dict)
+    profile_name: str | None = None  # an AWS named profile (cluster.awsProfile)
     _session: Any = None
+    _clients: dict[str, Any] = field(default_factory=dict)
     _cache: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _client(self, service: str) -> Any:
-        if self._session is None:
-            self._session = boto3.Session(region_name=self.region)
-        return self._session.client(service, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+        with self._lock:
+            if service in self._clients:
+                return self._clients[service]
+            if self._session is None:
+                keys = {
+                    "aws_access_key_id": self.env.get("AWS_ACCESS_KEY_ID"),
+                    "aws_secret_access_key": self.env.get("AWS_SECRET_ACCESS_KEY"),
+                    "aws_session_token": self.env.get("AWS_SESSION_TOKEN"),
+                }
+                self._session = boto3.Session(
+                    region_name=self.region,
+                    profile_name=self.profile_name,
+                    **{k: v for k, v in keys.items() if v},
+                )
+            endpoint = self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or self.env.get("AWS_ENDPOINT_URL")
+            client = self._session.client(
+                service,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+                **({"endpoint_url": endpoint} if endpoint else {}),
+            )
+            self._clients[service] = client
+            return client
 
     def _cached(self, key: tuple[str, ...], fetch: Any) -> Any:
         with self._lock:

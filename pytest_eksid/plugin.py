@@ -19,10 +19,12 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
+    Subject,
     _eksid_report_facts,
     eksid_action,
     eksid_aws,
     eksid_campaign,
+    eksid_clusters,
     eksid_connection,
     eksid_kube,
     eksid_node_probe,
@@ -31,9 +33,10 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     eksid_profile,
     eksid_settings,
     eksid_workload,
+    subject_of,
 )
 from pytest_eksid.probe.pod import Target
-from pytest_eksid.profile import LoadedProfile, ProfileError, Workload, load_profile
+from pytest_eksid.profile import LoadedProfile, ProfileError, check_unique_names, load_fleet, load_profile
 from pytest_eksid.settings import Setting, Settings
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "eksid_action",
     "eksid_aws",
     "eksid_campaign",
+    "eksid_clusters",
     "eksid_connection",
     "eksid_kube",
     "eksid_node_probe",
@@ -108,10 +112,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--profile",
         dest="eksid_profile",
         metavar="NAME|PATH",
+        action="append",
         type=str,
         default=None,
-        help="Profile to check: NAME loads profiles/NAME.yaml under the rootdir, or a path to a YAML file "
-        "(ini: eksid_profile, env: EKSID_PROFILE)",
+        help="Profile to check: NAME loads profiles/NAME.yaml under the rootdir, or a path to a YAML file; "
+        "repeat it to check several clusters in one run (ini: eksid_profile, env: EKSID_PROFILE; "
+        "several separated by spaces or commas)",
+    )
+    group.addoption(
+        "--fleet",
+        dest="eksid_fleet",
+        metavar="PATH",
+        type=str,
+        default=None,
+        help="A fleet file listing the clusters to check (profiles with their kube contexts and AWS profiles); "
+        "combines with --profile (ini: eksid_fleet, env: EKSID_FLEET)",
     )
     group.addoption(
         "--eksid-keep-pods",
@@ -169,7 +184,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "needs pods/exec (ini: eksid_exec, env: EKSID_EXEC)",
     )
     parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)
-    parser.addini("eksid_profile", "Profile to check when --profile is not given", default=None)
+    parser.addini("eksid_profile", "Profile(s) to check when --profile is not given", default=None)
+    parser.addini("eksid_fleet", "Fleet file to check when --fleet is not given", default=None)
     parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
     parser.addini("eksid_max_parallel", "Probe pods launched at once", default=None)
@@ -197,21 +213,7 @@ def _setting(
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
-    profile_spec = _setting(config, "eksid_profile", "--profile", str, None)
-    profile: Setting[LoadedProfile] | None = None
-    if profile_spec is not None:
-        try:
-            loaded = load_profile(profile_spec.value, Path(config.rootpath))
-        except ProfileError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if loaded.profile.sandbox is not None:
-            from pytest_eksid.sandbox import SandboxUnavailable, require
-
-            try:
-                require()
-            except SandboxUnavailable as exc:
-                raise pytest.UsageError(f"{loaded.path}: {exc}") from None
-        profile = Setting(loaded, profile_spec.source)
+    profiles = _profiles(config)
     keep = _setting(config, "eksid_keep_pods", "--eksid-keep-pods", _bool, False)
     parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 16)
     assert keep is not None
@@ -222,7 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
     inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
     assert inconclusive is not None
     config.stash[SETTINGS_KEY] = Settings(
-        profile=profile,
+        profiles=profiles,
         keep_pods=keep,
         max_parallel=parallel,
         sweep_minutes=sweep,
@@ -232,84 +234,114 @@ def pytest_configure(config: pytest.Config) -> None:
     _configure_reports(config)
 
 
+def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
+    """The run's profiles: the fleet file's clusters, then each --profile (else ini, else environment)."""
+    out: list[Setting[LoadedProfile]] = []
+    rootdir = Path(config.rootpath)
+    fleet = _setting(config, "eksid_fleet", "--fleet", str, None)
+    try:
+        if fleet is not None:
+            base = rootdir if fleet.source.startswith("ini ") else Path(config.invocation_params.dir)
+            out += [Setting(p, f"{fleet.source} {fleet.value}") for p in load_fleet(fleet.value, rootdir, base)]
+        specs = _setting(config, "eksid_profile", "--profile", _names, None)
+        for spec in specs.value if specs is not None else []:
+            out.append(Setting(load_profile(spec, rootdir), specs.source if specs is not None else ""))
+        check_unique_names(p.value for p in out)
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for setting in out:
+        if setting.value.profile.sandbox is not None:
+            from pytest_eksid.sandbox import SandboxUnavailable, require
+
+            try:
+                require()
+            except SandboxUnavailable as exc:
+                raise pytest.UsageError(f"{setting.value.path}: {exc}") from None
+    return tuple(out)
+
+
+def _names(text: str) -> list[str]:
+    return [n for n in text.replace(",", " ").split() if n]
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or settings.profile is None:
+    if settings is None or not settings.profiles:
         return ["eksid: no profile (pass --profile NAME, e.g. --profile demo)"]
-    loaded = settings.profile.value
-    cluster = loaded.profile.cluster
-    try:
-        shown = loaded.path.relative_to(config.rootpath)
-    except ValueError:
-        shown = loaded.path
-    target = (
-        "embedded sandbox (started at session start)"
-        if loaded.profile.sandbox
-        else (f"kube context {cluster.kube_context or '(current)'}")
-    )
-    return [
-        f"eksid: profile {loaded.name}: {shown} (from {settings.profile.source})",
-        f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",
-        f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
-    ]
+    lines = []
+    for setting in settings.profiles:
+        loaded = setting.value
+        cluster = loaded.profile.cluster
+        try:
+            shown = loaded.path.relative_to(config.rootpath)
+        except ValueError:
+            shown = loaded.path
+        target = (
+            "embedded sandbox (started when first needed)"
+            if loaded.profile.sandbox
+            else f"kube context {cluster.kube_context or '(current)'}"
+            + (f", AWS profile {cluster.aws_profile}" if cluster.aws_profile else "")
+        )
+        lines += [
+            f"eksid: profile {loaded.name}: {shown} (from {setting.source})",
+            f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",
+            f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
+        ]
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if WORKLOAD_FIXTURE not in metafunc.fixturenames:
         return
     settings = metafunc.config.stash[SETTINGS_KEY]
-    if settings.profile is None:
+    if not settings.profiles:
         return  # reported as a usage error once collection is done (pytest_collection_finish)
-    loaded = settings.profile.value
-    workloads = sorted(loaded.profile.workloads, key=lambda w: w.name)
+    subjects = [
+        Subject(loaded, w) for loaded in settings.loaded for w in sorted(loaded.profile.workloads, key=lambda w: w.name)
+    ]
     for mark in metafunc.definition.iter_markers("eksid_applies"):
-        workloads = [w for w in workloads if mark.args[0](w)]
+        subjects = [s for s in subjects if mark.args[0](s.workload)]
     if ACTION_FIXTURE in metafunc.fixturenames:
         pairs = [
-            (w, (expect, i, check))
-            for w in workloads
-            for expect, checks in (("allowed", w.allow), ("denied", w.deny))
+            (s, (expect, i, check))
+            for s in subjects
+            for expect, checks in (("allowed", s.workload.allow), ("denied", s.workload.deny))
             for i, check in enumerate(checks)
         ]
         metafunc.parametrize(
             [WORKLOAD_FIXTURE, ACTION_FIXTURE],
             pairs,
             indirect=True,
-            ids=[
-                f"{loaded.name}/{w.name}/{'allow' if e == 'allowed' else 'deny'}-{i}:{c.action}"
-                for w, (e, i, c) in pairs
-            ],
+            ids=[f"{s.key}/{'allow' if e == 'allowed' else 'deny'}-{i}:{c.action}" for s, (e, i, c) in pairs],
         )
         return
     if NODEGROUP_FIXTURE in metafunc.fixturenames:
-        groups: list[str | None] = list(loaded.profile.probe.node_groups) or [None]
-        targets = [(w, g) for w in workloads for g in groups]
+        targets = [(s, g) for s in subjects for g in (list[str | None](s.profile.profile.probe.node_groups) or [None])]
         metafunc.parametrize(
             [WORKLOAD_FIXTURE, NODEGROUP_FIXTURE],
             targets,
             indirect=True,
-            ids=[f"{loaded.name}/{w.name}" + (f"@{g}" if g else "") for w, g in targets],
+            ids=[s.key + (f"@{g}" if g else "") for s, g in targets],
         )
         return
-    metafunc.parametrize(
-        WORKLOAD_FIXTURE,
-        workloads,
-        indirect=True,
-        ids=[f"{loaded.name}/{w.name}" for w in workloads],
-    )
+    metafunc.parametrize(WORKLOAD_FIXTURE, subjects, indirect=True, ids=[s.key for s in subjects])
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     settings = config.stash[SETTINGS_KEY]
+    grouping = config.pluginmanager.hasplugin("xdist")
     not_applicable = []
     for item in items:
         if item.get_closest_marker("eksid_exec") is not None and not settings.exec_containers.value:
             not_applicable.append(item)  # opt-in: it execs into the workload's own pods
             continue
+        subject = subject_of(item)
         callspec = getattr(item, "callspec", None)
-        workload = callspec.params.get(WORKLOAD_FIXTURE, None) if callspec is not None else None
-        if isinstance(workload, Workload):
-            item.add_marker(workload.mechanism.replace("-", "_"))
+        if subject is not None:
+            item.add_marker(subject.workload.mechanism.replace("-", "_"))
+            if grouping:  # pytest-xdist --dist loadgroup: one cluster's tests (and probes) on one worker
+                item.add_marker(pytest.mark.xdist_group(name=subject.profile.name))
         elif callspec is not None and WORKLOAD_FIXTURE in callspec.params:
             not_applicable.append(item)  # eksid_applies left no workload: the check does not apply here
     if not_applicable:
@@ -317,12 +349,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in not_applicable]
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist ``--dist loadgroup``: group by cluster (see pytest_eksid.grouping)."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if config.getvalue("dist") != "loadgroup" or settings is None or not settings.profiles:
+        return None
+    from pytest_eksid.grouping import ClusterGroupScheduling
+
+    return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded])
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Remember which workloads the selected tests need, so only their probes are launched."""
+    """Remember which workloads the selected tests need, per cluster, so only their probes are launched."""
     listing = session.config.getoption("showfixtures", False) or session.config.getoption(
         "show_fixtures_per_test", False
     )
-    if session.config.stash[SETTINGS_KEY].profile is None and not listing:
+    if not session.config.stash[SETTINGS_KEY].profiles and not listing:
         needing = [item.nodeid for item in session.items if WORKLOAD_FIXTURE in getattr(item, "fixturenames", ())]
         if needing:
             more = f" (and {len(needing) - 1} more)" if len(needing) > 1 else ""
@@ -330,13 +373,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 f"{needing[0]}{more} checks workload identities and needs a profile: "
                 "pass --profile NAME (e.g. --profile demo for the embedded sandbox) or a path to a profile YAML"
             )
-    selected: set[str] = set()
+    selected: dict[str, set[str]] = {}
     for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
-        if isinstance(workload, Workload):
+        subject = subject_of(item)
+        if subject is not None:
+            callspec = getattr(item, "callspec", None)
             group = callspec.params.get(NODEGROUP_FIXTURE) if callspec is not None else None
-            selected.add(Target(workload, group).key)
+            selected.setdefault(subject.profile.name, set()).add(Target(subject.workload, group).key)
     session.config.stash[SELECTED_KEY] = selected
 
 
@@ -356,7 +399,7 @@ def _configure_reports(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{inventory.source}: {exc}") from None
         base = config.rootpath if inventory.source.startswith("ini ") else config.invocation_params.dir
         config.stash[INVENTORY_KEY] = Setting(base / Path(inventory.value).expanduser(), inventory.source)
-    config.stash[RESULTS_KEY] = reporting.Results()
+    config.stash[RESULTS_KEY] = reporting.Results(qualified=len(config.stash[SETTINGS_KEY].profiles) > 1)
     config.stash[FACTS_KEY] = reporting.RunFacts()
     if not _is_worker(config):
         config.pluginmanager.register(ReportCollector(config), "eksid-reports")
@@ -370,12 +413,6 @@ def _allure_active(config: pytest.Config) -> bool:
     return config.pluginmanager.has_plugin("allure_listener")
 
 
-def _item_workload(item: pytest.Item) -> Workload | None:
-    callspec = getattr(item, "callspec", None)
-    workload = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
-    return workload if isinstance(workload, Workload) else None
-
-
 def _item_family(item: pytest.Item) -> str | None:
     names = {mark.name for mark in item.iter_markers()}
     return next((family for family in reporting.FAMILIES if family in names), None)
@@ -383,24 +420,22 @@ def _item_family(item: pytest.Item) -> str | None:
 
 def pytest_itemcollected(item: pytest.Item) -> None:
     """Every test of a workload carries its identity as JUnit properties (and to the xdist controller)."""
-    workload = _item_workload(item)
-    settings = item.config.stash[SETTINGS_KEY]
-    if workload is None or settings.profile is None:
-        return
-    item.user_properties.extend(reporting.junit_properties(settings.profile.value, workload, _item_family(item)))
+    subject = subject_of(item)
+    if subject is not None:
+        item.user_properties.extend(reporting.junit_properties(subject.profile, subject.workload, _item_family(item)))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Allure labels of a workload's test: epic = cluster, feature = family, story = workload."""
-    workload = _item_workload(item)
-    settings = item.config.stash[SETTINGS_KEY]
-    if workload is None or settings.profile is None or not _allure_active(item.config):
+    subject = subject_of(item)
+    if subject is None or not _allure_active(item.config):
         return
     import allure
 
+    workload = subject.workload
     dynamic: Any = allure.dynamic  # allure-python is untyped
     family = _item_family(item)
-    dynamic.epic(settings.profile.value.profile.cluster.name)
+    dynamic.epic(subject.profile.profile.cluster.name)
     dynamic.story(workload.name)
     if family is not None:
         dynamic.feature(family)
@@ -455,25 +490,33 @@ class ReportCollector:
         if isinstance(facts, dict):
             self.config.stash[FACTS_KEY].merge(facts)
 
-    def _loaded(self) -> LoadedProfile | None:
-        settings = self.config.stash[SETTINGS_KEY]
-        return settings.profile.value if settings.profile is not None else None
+    def _profiles(self) -> list[LoadedProfile]:
+        return self.config.stash[SETTINGS_KEY].loaded
+
+    def _rows(self, loaded: LoadedProfile) -> list[str]:
+        """The matrix rows of one profile's workloads: their names, or <profile>/<name> with several clusters."""
+        qualified = self.config.stash[RESULTS_KEY].qualified
+        return [f"{loaded.name}/{w.name}" if qualified else w.name for w in loaded.profile.workloads]
 
     def _matrix(self) -> dict[str, dict[str, str]]:
         results = self.config.stash[RESULTS_KEY]
-        loaded = self._loaded()
-        order = [w.name for w in loaded.profile.workloads] if loaded is not None else []
+        order = [row for loaded in self._profiles() for row in self._rows(loaded)]
         return results.matrix(results.workloads(order))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        loaded = self._loaded()
-        if loaded is None or self.config.option.collectonly:
+        profiles = self._profiles()
+        if not profiles or self.config.option.collectonly:
             return
         facts = self.config.stash[FACTS_KEY]
         inventory = self.config.stash[INVENTORY_KEY]
         if inventory is not None:
-            matrix = self.config.stash[RESULTS_KEY].matrix([w.name for w in loaded.profile.workloads])
-            rows = reporting.inventory_rows(loaded, matrix, facts.last_changed)
+            rows = []
+            for loaded in profiles:
+                keys = self._rows(loaded)
+                matrix = self.config.stash[RESULTS_KEY].matrix(keys)
+                by_name = {w.name: matrix[key] for w, key in zip(loaded.profile.workloads, keys, strict=True)}
+                changed = {w.name: facts.last_changed.get(f"{loaded.name}/{w.name}") for w in loaded.profile.workloads}
+                rows += reporting.inventory_rows(loaded, by_name, changed)
             try:
                 reporting.write_inventory(inventory.value, rows)
             except OSError as exc:
@@ -484,7 +527,7 @@ class ReportCollector:
         if alluredir and _allure_active(self.config):
             target = Path(alluredir)
             target.mkdir(parents=True, exist_ok=True)
-            (target / "environment.properties").write_text(reporting.allure_environment(loaded, facts), "utf-8")
+            (target / "environment.properties").write_text(reporting.allure_environment(profiles, facts), "utf-8")
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         lines = reporting.render_matrix(self._matrix())
@@ -500,7 +543,8 @@ class ReportCollector:
             terminalreporter.write_sep("-", f"eksid failures ({len(failures)})")
             for line in failures:
                 write(line)
-        write(self.config.stash[FACTS_KEY].line())
+        for line in self.config.stash[FACTS_KEY].lines([p.name for p in self._profiles()]):
+            write(line)
         inventory = self.config.stash[INVENTORY_KEY]
         if self.inventory_error is not None:
             write(f"eksid: ERROR: {self.inventory_error}", red=True)

@@ -11,10 +11,10 @@ the line, the field, what was wrong and what would be right.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -145,6 +145,9 @@ class Cluster(_Model):
     account_id: AccountId
     kube_context: str | None = None
     kubeconfig: str | None = None
+    # The AWS named profile (~/.aws/config) the runner's own calls use for this cluster;
+    # default: the environment's credentials.
+    aws_profile: str | None = Field(default=None, min_length=1)
     node_role_arn: RoleArn | None = None
     owner_label: str = "platform.mycompany.io/identity-owner"  # the ServiceAccount label naming the owner
 
@@ -395,7 +398,19 @@ def resolve_profile_path(spec: str, rootdir: Path) -> Path:
 
 def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
     path = resolve_profile_path(spec, rootdir)
-    text = path.read_text(encoding="utf-8")
+    profile = _load_model(path, Profile, "a profile is a YAML mapping with 'cluster' and 'workloads' keys")
+    return LoadedProfile(name=path.stem, path=path, profile=profile)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _load_model(path: Path, model: type[M], shape: str) -> M:
+    """Parse and validate a YAML file; every problem is a ProfileError naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -404,13 +419,12 @@ def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ProfileError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
     if not isinstance(data, dict):
-        raise ProfileError(f"{path}: a profile is a YAML mapping with 'cluster' and 'workloads' keys")
+        raise ProfileError(f"{path}: {shape}")
     lines = dict(_node_lines(node, ())) if node is not None else {}
     try:
-        profile = Profile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_format_errors(path, exc, lines)) from None
-    return LoadedProfile(name=path.stem, path=path, profile=profile)
+        raise ProfileError(_format_errors(path, exc, lines, model)) from None
 
 
 def _node_lines(node: yaml.Node, loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], int]]:
@@ -427,13 +441,16 @@ def _node_lines(node: yaml.Node, loc: tuple[str | int, ...]) -> Iterator[tuple[t
             yield from _node_lines(item, (*loc, i))
 
 
-def _format_errors(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> str:
-    out = [f"{path}: invalid profile ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''})"]
+def _format_errors(
+    path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int], model: type[BaseModel]
+) -> str:
+    what = "fleet file" if model is Fleet else "profile"
+    out = [f"{path}: invalid {what} ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''})"]
     for err in exc.errors():
         loc = tuple(err["loc"])
         line = _line_for(loc, lines)
         field = _dotted(loc) or "(top level)"
-        out.append(f"  {path}:{line}: {field}: {_explain(err, loc)}")
+        out.append(f"  {path}:{line}: {field}: {_explain(err, loc, model)}")
     return "\n".join(out)
 
 
@@ -451,10 +468,10 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _explain(err: Any, loc: tuple[str | int, ...]) -> str:
+def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+        return f"unknown key {loc[-1]!r}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
     if kind == "missing":
         return "required field is missing"
     if kind == "string_type":
@@ -465,8 +482,7 @@ def _explain(err: Any, loc: tuple[str | int, ...]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
-    model: type[BaseModel] = Profile
+def _allowed_keys(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
@@ -488,3 +504,70 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+# --- fleets: several clusters in one run ------------------------------------------------------
+
+
+class FleetCluster(_Model):
+    profile: str = Field(min_length=1)  # NAME (profiles/NAME.yaml under the rootdir) or a path relative to the file
+    kube_context: str | None = None  # overrides the profile's cluster.kubeContext
+    kubeconfig: str | None = None  # overrides cluster.kubeconfig (relative to the fleet file)
+    aws_profile: str | None = Field(default=None, min_length=1)  # overrides cluster.awsProfile
+
+
+class Fleet(_Model):
+    clusters: list[FleetCluster] = Field(min_length=1)
+
+
+def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
+    """The profiles a fleet file lists, with its per-cluster overrides applied.
+
+    ``spec`` is relative to ``base`` (where the option came from); a cluster's ``profile`` is a NAME
+    under the rootdir's ``profiles/`` or a path relative to the fleet file.
+    """
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.is_file():
+        raise ProfileError(f"fleet file {spec!r}: no such file {path}")
+    fleet = _load_model(path, Fleet, "a fleet file is a YAML mapping with a 'clusters' list")
+    out: list[LoadedProfile] = []
+    for i, entry in enumerate(fleet.clusters):
+        where = f"{path}: clusters[{i}]"
+        spec_path = entry.profile
+        if ("/" in spec_path or spec_path.endswith((".yaml", ".yml"))) and not Path(spec_path).is_absolute():
+            spec_path = str(path.parent / spec_path)
+        try:
+            loaded = load_profile(spec_path, rootdir)
+        except ProfileError as exc:
+            raise ProfileError(f"{where}: {exc}") from None
+        overrides: dict[str, Any] = {}
+        if entry.kube_context is not None:
+            overrides["kube_context"] = entry.kube_context
+        if entry.kubeconfig is not None:
+            overrides["kubeconfig"] = str((path.parent / Path(entry.kubeconfig).expanduser()).resolve())
+        if entry.aws_profile is not None:
+            overrides["aws_profile"] = entry.aws_profile
+        if overrides and loaded.profile.sandbox is not None:
+            keys = ", ".join(sorted(overrides))
+            raise ProfileError(
+                f"{where}: {loaded.path} starts the embedded sandbox, which brings its own kubeconfig and "
+                f"credentials; remove {keys} from this entry"
+            )
+        if overrides:
+            cluster = loaded.profile.cluster.model_copy(update=overrides)
+            loaded = LoadedProfile(loaded.name, loaded.path, loaded.profile.model_copy(update={"cluster": cluster}))
+        out.append(loaded)
+    return out
+
+
+def check_unique_names(profiles: Iterable[LoadedProfile]) -> None:
+    """Profile names become test ids (``<profile>/<workload>``): two of a name would be ambiguous."""
+    seen: dict[str, Path] = {}
+    for loaded in profiles:
+        if loaded.name in seen:
+            raise ProfileError(
+                f"two profiles named {loaded.name!r} in one run ({seen[loaded.name]} and {loaded.path}): "
+                "test ids are <profile>/<workload>, so profile file names must differ"
+            )
+        seen[loaded.name] = loaded.path

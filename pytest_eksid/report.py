@@ -136,6 +136,8 @@ class Results:
     """The session's test outcomes, keyed by node id, in the order they arrived."""
 
     by_nodeid: dict[str, Result] = field(default_factory=dict)
+    # Several clusters in the run: rows are "<profile>/<workload>" (workload names may repeat across clusters).
+    qualified: bool = False
 
     def record(
         self,
@@ -151,10 +153,13 @@ class Results:
         when the reason starts with ``INCONCLUSIVE``); the first failure's message is kept.
         """
         props = {str(p[0]): str(p[1]) for p in properties if len(p) == 2}
+        row = props.get("workload")
+        if row is not None and self.qualified:
+            row = f"{props.get('profile')}/{row}"
         result = self.by_nodeid.get(nodeid)
         if result is None:
-            result = self.by_nodeid[nodeid] = Result(nodeid, props.get("workload"), props.get("family"))
-        result.workload = result.workload or props.get("workload")
+            result = self.by_nodeid[nodeid] = Result(nodeid, row, props.get("family"))
+        result.workload = result.workload or row
         result.family = result.family or props.get("family")
         if outcome == "failed":
             if result.status != FAIL:
@@ -294,43 +299,60 @@ def write_inventory(path: Path, rows: Sequence[Mapping[str, str | None]]) -> Non
 
 @dataclass
 class RunFacts:
-    """What only the cluster can tell, gathered while tests run (workers send it to the controller)."""
+    """What only the clusters can tell, gathered while tests run (workers send it to the controller).
 
-    runner: str | None = None  # the runner's own AWS identity (ARN), or why it is unknown
-    kube_context: str | None = None
-    last_changed: dict[str, str | None] = field(default_factory=dict)  # workload -> ISO timestamp
+    Keyed by profile name (one per cluster); ``last_changed`` by ``<profile>/<workload>``.
+    """
+
+    runner: dict[str, str] = field(default_factory=dict)  # the runner's own AWS identity (ARN), or why unknown
+    kube_context: dict[str, str] = field(default_factory=dict)
+    last_changed: dict[str, str | None] = field(default_factory=dict)  # ISO timestamp
 
     def as_dict(self) -> dict[str, Any]:
-        return {"runner": self.runner, "kube_context": self.kube_context, "last_changed": dict(self.last_changed)}
+        return {
+            "runner": dict(self.runner),
+            "kube_context": dict(self.kube_context),
+            "last_changed": dict(self.last_changed),
+        }
 
     def merge(self, data: Mapping[str, Any]) -> None:
-        self.runner = self.runner or data.get("runner")
-        self.kube_context = self.kube_context or data.get("kube_context")
-        for name, value in dict(data.get("last_changed") or {}).items():
-            if self.last_changed.get(name) is None:
-                self.last_changed[name] = value
+        for mine, theirs in (
+            (self.runner, data.get("runner")),
+            (self.kube_context, data.get("kube_context")),
+            (self.last_changed, data.get("last_changed")),
+        ):
+            for name, value in dict(theirs or {}).items():
+                if mine.get(name) is None:
+                    mine[name] = value
 
-    def line(self) -> str:
-        runner = self.runner or "not determined (no test reached AWS)"
-        context = self.kube_context or "not determined (no test reached the cluster)"
-        return f"eksid: runner {runner}; kube context {context}"
+    def lines(self, profiles: Sequence[str]) -> list[str]:
+        """One line per cluster: the runner's identity and the kube context it used."""
+        out = []
+        for name in profiles:
+            runner = self.runner.get(name) or "not determined (no test reached AWS)"
+            context = self.kube_context.get(name) or "not determined (no test reached the cluster)"
+            prefix = "eksid: " if len(profiles) == 1 else f"eksid: {name}: "
+            out.append(f"{prefix}runner {runner}; kube context {context}")
+        return out
 
 
-def allure_environment(profile: LoadedProfile, facts: RunFacts | None = None) -> str:
-    """``environment.properties`` for an Allure results directory."""
-    cluster = profile.profile.cluster
+def allure_environment(profiles: Sequence[LoadedProfile], facts: RunFacts | None = None) -> str:
+    """``environment.properties`` for an Allure results directory (values of several clusters joined by ", ")."""
+    facts = facts or RunFacts()
+
+    def joined(values: Iterable[str | None]) -> str:
+        return ", ".join(dict.fromkeys(v for v in values if v))
+
     values = {
-        "profile": profile.name,
-        "cluster": cluster.name,
-        "region": cluster.region,
-        "account": cluster.account_id,
-        "probe.image": profile.profile.probe.image,
+        "profile": joined(p.name for p in profiles),
+        "cluster": joined(p.profile.cluster.name for p in profiles),
+        "region": joined(p.profile.cluster.region for p in profiles),
+        "account": joined(p.profile.cluster.account_id for p in profiles),
+        "probe.image": joined(p.profile.probe.image for p in profiles),
+        "runner": joined(facts.runner.get(p.name) for p in profiles),
+        "kube.context": joined(facts.kube_context.get(p.name) for p in profiles),
     }
-    if facts is not None and facts.runner:
-        values["runner"] = facts.runner
-    if facts is not None and facts.kube_context:
-        values["kube.context"] = facts.kube_context
-    return "".join(f"{key}={_properties_value(value)}\n" for key, value in values.items())
+    return "".join(f"{key}={_properties_value(value)}\n" for key, value in values.items() if value)
 
 
 def _properties_value(value: str) -> str:

@@ -45,7 +45,6 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
     from pytest_eksid.checks.containers import container_findings
     from pytest_eksid.incontainer import inspect_container
 
-    cluster = eksid_profile.profile.cluster
     selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
     pods = eksid_kube.running_pods(eksid_workload.namespace, selector)
     if not pods:
@@ -62,8 +61,8 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
                 name,
                 eksid_workload.namespace,
                 container["name"],
-                kubeconfig=cluster.kubeconfig or eksid_kube.target.kubeconfig,
-                context=cluster.kube_context,
+                kubeconfig=eksid_kube.target.kubeconfig,
+                context=eksid_kube.target.context,
             )
             findings += container_findings(
                 eksid_profile.profile, eksid_workload, name, container["name"], view.variables, view.values, view.files

@@ -166,7 +166,9 @@ def test_unknown_key_names_line_field_and_allowed_keys(tmp_path: Path) -> None:
     path, message = _error(tmp_path, text)
     line = _line(text, "nmae")
     assert f"{path}:{line}: cluster.nmae: unknown key 'nmae'" in message
-    assert "allowed here: accountId, kubeContext, kubeconfig, name, nodeRoleArn, ownerLabel, region" in message
+    assert (
+        "allowed here: accountId, awsProfile, kubeContext, kubeconfig, name, nodeRoleArn, ownerLabel, region" in message
+    )
     # the missing 'name' is reported too
     assert "cluster.name: required field is missing" in message
 

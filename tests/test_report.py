@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -219,19 +220,37 @@ def test_junit_properties_and_console_link():
     assert set(report.SEVERITY) == set(FAMILIES)
 
 
-def test_run_facts_merge_and_line():
+def test_run_facts_merge_and_lines():
     facts = RunFacts()
-    assert facts.line() == (
+    assert facts.lines(["demo"]) == [
         "eksid: runner not determined (no test reached AWS); kube context not determined (no test reached the cluster)"
+    ]
+    # A worker's facts: what the controller does not know yet fills in; what it knows stays.
+    facts.merge({"runner": {"demo": "arn:aws:iam::1:user/r"}, "kube_context": {}, "last_changed": {"demo/a": None}})
+    facts.merge(
+        RunFacts(
+            {"demo": "arn:aws:iam::2:user/other", "b": "arn:aws:iam::3:user/r"},
+            {"demo": "ctx"},
+            {"demo/a": "2026-01-01T00:00:00Z", "demo/b": None},
+        ).as_dict()
     )
-    facts.merge({"runner": "arn:aws:iam::1:user/r", "kube_context": None, "last_changed": {"a": None}})
-    facts.merge(RunFacts("arn:aws:iam::2:user/other", "ctx", {"a": "2026-01-01T00:00:00Z", "b": None}).as_dict())
-    assert facts == RunFacts("arn:aws:iam::1:user/r", "ctx", {"a": "2026-01-01T00:00:00Z", "b": None})
-    assert facts.line() == "eksid: runner arn:aws:iam::1:user/r; kube context ctx"
+    assert facts == RunFacts(
+        {"demo": "arn:aws:iam::1:user/r", "b": "arn:aws:iam::3:user/r"},
+        {"demo": "ctx"},
+        {"demo/a": "2026-01-01T00:00:00Z", "demo/b": None},
+    )
+    assert facts.lines(["demo"]) == ["eksid: runner arn:aws:iam::1:user/r; kube context ctx"]
+    # Several clusters: one line each, named.
+    assert facts.lines(["demo", "b"]) == [
+        "eksid: demo: runner arn:aws:iam::1:user/r; kube context ctx",
+        "eksid: b: runner arn:aws:iam::3:user/r; kube context not determined (no test reached the cluster)",
+    ]
 
 
 def test_allure_environment(tmp_path: Path):
-    text = report.allure_environment(DEMO, RunFacts("arn:aws:iam::111122223333:user/eksid-runner", "ctx"))
+    text = report.allure_environment(
+        [DEMO], RunFacts({"demo": "arn:aws:iam::111122223333:user/eksid-runner"}, {"demo": "ctx"})
+    )
     assert text.splitlines() == [
         "profile=demo",
         "cluster=demo",
@@ -241,3 +260,28 @@ def test_allure_environment(tmp_path: Path):
         "runner=arn:aws:iam::111122223333:user/eksid-runner",
         "kube.context=ctx",
     ]
+
+
+def test_allure_environment_of_several_clusters():
+    other = dataclasses.replace(
+        DEMO,
+        name="other",
+        profile=DEMO.profile.model_copy(
+            update={"cluster": DEMO.profile.cluster.model_copy(update={"name": "other", "region": "us-east-1"})}
+        ),
+    )
+    facts = RunFacts({"demo": "arn:aws:iam::111122223333:user/r", "other": "arn:aws:iam::111122223333:user/r"})
+    lines = report.allure_environment([DEMO, other], facts).splitlines()
+    assert lines[:3] == ["profile=demo, other", "cluster=demo, other", "region=eu-west-1, us-east-1"]
+    assert "runner=arn:aws:iam::111122223333:user/r" in lines  # the same value once
+    assert not any(line.startswith("kube.context=") for line in lines)  # unknown: left out
+
+
+def test_results_of_several_clusters_have_qualified_rows():
+    results = Results(qualified=True)
+    for profile, outcome in (("demo", "passed"), ("east", "failed")):
+        props = [("profile", profile), ("workload", "w"), ("family", "identity")]
+        results.record(f"suites/test_identity.py::test_caller_role[{profile}/w]", "call", outcome, "boom", props)
+    assert results.workloads() == ["demo/w", "east/w"]
+    assert results.matrix(["demo/w", "east/w"])["east/w"]["identity"] == FAIL
+    assert results.matrix(["demo/w", "east/w"])["demo/w"]["identity"] == PASS

@@ -7,6 +7,8 @@ that kubectl, boto3 or the AWS CLI can be pointed at it from another shell.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
@@ -20,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_eksid.sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True, metavar="NAME|PATH", help="Profile with a sandbox section")
     parser.add_argument("--rootdir", default=".", help="Where profiles/NAME.yaml is looked up (default: .)")
+    parser.add_argument(
+        "--connection-file",
+        metavar="PATH",
+        help="When ready, write the connection (kubeconfig, context, environment; it holds the runner's keys) "
+        "as JSON to PATH (mode 0600), print nothing else, and also stop when stdin closes: how pytest runs "
+        "a second sandbox in a child process",
+    )
     args = parser.parse_args(argv)
     try:
         require()
@@ -37,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox = Sandbox(loaded.profile)
     connection = sandbox.start()
+    if args.connection_file:
+        try:
+            _write_connection(Path(args.connection_file), connection, sandbox.startup_seconds)
+            # The parent holds our stdin: when it goes away, so do we (and our pods).
+            threading.Thread(target=_stop_on_eof, args=(stop,), daemon=True).start()
+            stop.wait()
+        finally:
+            sandbox.stop()
+        return 0
     try:
         print(f"# sandbox for cluster {loaded.profile.cluster.name} ready in {sandbox.startup_seconds:.2f}s")
         print(f"# kubeconfig: {connection.kubeconfig}")
@@ -49,6 +67,28 @@ def main(argv: list[str] | None = None) -> int:
         sandbox.stop()
         print("# sandbox stopped", flush=True)
     return 0
+
+
+def _stop_on_eof(stop: threading.Event) -> None:
+    sys.stdin.buffer.read()
+    stop.set()
+
+
+def _write_connection(path: Path, connection: object, startup_seconds: float) -> None:
+    from pytest_eksid.sandbox.runtime import Connection
+
+    assert isinstance(connection, Connection)
+    data = {
+        "kubeconfig": str(connection.kubeconfig),
+        "context": connection.context,
+        "env": connection.env,
+        "startup_seconds": startup_seconds,
+    }
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    partial.replace(path)  # the parent sees the whole file or none
 
 
 if __name__ == "__main__":

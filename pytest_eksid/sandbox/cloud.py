@@ -60,6 +60,11 @@ class SessionCredentials:
 _ACTIVE = threading.Lock()
 
 
+def sandbox_in_process_free() -> bool:
+    """Whether this process can host a sandbox (moto's state is process-wide: one at a time)."""
+    return not _ACTIVE.locked()
+
+
 class Iam:
     """In-process access to moto's IAM and STS state for one sandbox.
 

@@ -1,0 +1,241 @@
+"""Several clusters in one run: --profile a --profile b, fleet files, and pytest-xdist's loadgroup.
+
+The end-to-end tests run the real suites against two emulated clusters at once (the second
+sandbox of a process runs in a child process) and compare a serial run with ``-n 2 --dist
+loadgroup``: the same tests, the same outcomes, each cluster's tests on one worker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_eksid.profile import ProfileError, check_unique_names, load_fleet, load_profile
+from tests.conftest import REPO, demo_data, run_pytest, write_profile
+
+WRONG_ROLE = {"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}
+
+
+def second_cluster(tmp_path: Path, *faults: dict[str, object]) -> Path:
+    """The demo profile as another cluster ("east", in another region), with these faults."""
+    data = demo_data()
+    data["cluster"]["name"] = "demo-east"
+    data["sandbox"]["faults"] = list(faults)
+    return write_profile(tmp_path, data, "east")
+
+
+def without_group(outcomes: dict[str, str]) -> dict[str, str]:
+    """Node ids as a serial run has them: xdist's loadgroup appends @<group> to each."""
+    return {re.sub(r"@[\w.-]+$", "", k) if k.endswith(("@demo", "@east")) else k: v for k, v in outcomes.items()}
+
+
+def test_two_clusters_serial_and_loadgroup_give_the_same_results(tmp_path):
+    east = second_cluster(tmp_path, WRONG_ROLE)
+    args = ("--profile", "demo", f"--profile={east}")
+    serial = run_pytest(*args, tmp_path=tmp_path)
+    spread = run_pytest(*args, "-n", "2", "--dist", "loadgroup", "-v", tmp_path=tmp_path)
+
+    assert serial.returncode == 1, serial.stdout[-4000:]
+    assert spread.returncode == 1, spread.stdout[-4000:]
+    assert len(serial.outcomes) >= 80
+    assert without_group(spread.outcomes) == serial.outcomes
+    # Both clusters were checked, and only the faulted one fails.
+    assert {k.split("[")[1].split("/")[0] for k in serial.outcomes if "[" in k} == {"demo", "east"}
+    failed = serial.failed()
+    assert failed
+    assert all("[east/invoice-exporter" in t for t in failed), failed
+    # The matrix names each cluster's rows.
+    assert re.search(r"^east/invoice-exporter\s+FAIL", serial.stdout, re.M), serial.stdout[-3000:]
+    assert re.search(r"^demo/invoice-exporter\s+pass", serial.stdout, re.M)
+    # --dist loadgroup: all of one cluster's tests ran on one worker.
+    workers: dict[str, set[str]] = {}
+    for worker, group in re.findall(r"^\[(gw\d+)\] \[[ \d]+%\] \w+ \S+\[(demo|east)/", spread.stdout, re.M):
+        workers.setdefault(group, set()).add(worker)
+    assert set(workers) == {"demo", "east"}, spread.stdout[-3000:]
+    assert all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_second_sandbox_runs_in_a_child_process_and_leaves_nothing(tmp_path):
+    east = second_cluster(tmp_path)
+    run = run_pytest("--profile", "demo", f"--profile={east}", "suites/test_identity.py", "-s", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "eksid: sandbox demo ready in" in run.stdout
+    assert "eksid: sandbox demo-east ready in a child process" in run.stdout
+    assert "eksid: east: launching" in run.stdout  # progress says which cluster
+    time.sleep(0.5)
+    # this run's child only: another test may be running its own at the same time
+    left = subprocess.run(["pgrep", "-f", f"pytest_eksid.sandbox --profile {east}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+def test_fleet_file(tmp_path):
+    east = second_cluster(tmp_path)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"clusters:\n  - profile: demo\n  - profile: {east.name}\n")
+    inventory = tmp_path / "inventory.json"
+    run = run_pytest(
+        f"--fleet={fleet}", "suites/test_configuration.py", f"--eksid-inventory={inventory}", tmp_path=tmp_path
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert f"eksid: profile east: {east} (from --fleet {fleet})" in run.stdout
+    rows = yaml.safe_load(inventory.read_text())
+    assert sorted((r["cluster"], r["workload"], r["configuration"]) for r in rows) == [
+        ("demo", "billing-worker", "pass"),
+        ("demo", "invoice-exporter", "pass"),
+        ("demo-east", "billing-worker", "pass"),
+        ("demo-east", "invoice-exporter", "pass"),
+    ]
+
+
+def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(tmp_path):
+    east = second_cluster(tmp_path)
+    test = tmp_path / "test_custom.py"
+    test.write_text("def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
+    demo = REPO / "profiles" / "demo.yaml"
+    run = run_pytest(f"--profile={demo}", f"--profile={east}", str(test), tmp_path=tmp_path)
+    assert run.returncode != 0
+    assert "uses eksid_profile without a workload, but this run checks several profiles (demo, east)" in (
+        run.stdout + run.stderr
+    )
+
+
+# --- fleet files: parsing and errors (no cluster needed) -------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+LIVE = (REPO / "profiles" / "finance-prod.yaml").read_text()
+
+
+def test_fleet_overrides_apply_to_live_clusters(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "prod.yaml").write_text(LIVE)
+    (tmp_path / "fleets").mkdir()
+    fleet = write(
+        tmp_path / "fleets" / "nightly.yaml",
+        """\
+        clusters:
+          - profile: prod
+            kubeContext: arn:aws:eks:ap-southeast-1:111122223333:cluster/prod
+            kubeconfig: ../kube/nightly.config
+            awsProfile: prod-audit
+        """,
+    )
+    [loaded] = load_fleet(str(fleet), tmp_path, tmp_path)
+    cluster = loaded.profile.cluster
+    assert loaded.name == "prod"
+    assert cluster.kube_context == "arn:aws:eks:ap-southeast-1:111122223333:cluster/prod"
+    assert cluster.kubeconfig == str((tmp_path / "kube" / "nightly.config").resolve())
+    assert cluster.aws_profile == "prod-audit"
+
+
+def test_fleet_profile_paths_are_relative_to_the_fleet_file(tmp_path):
+    (tmp_path / "fleets").mkdir()
+    (tmp_path / "fleets" / "prod.yaml").write_text(LIVE)
+    write(tmp_path / "fleets" / "all.yaml", "clusters:\n  - profile: ./prod.yaml\n")
+    # The fleet file is relative to where the option came from; its profile to the fleet file.
+    [loaded] = load_fleet("fleets/all.yaml", REPO, tmp_path)
+    assert loaded.path == tmp_path / "fleets" / "prod.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("clusters: []\n", "all.yaml:1: clusters: List should have at least 1 item"),
+        (
+            "clusters:\n  - profile: demo\n    context: x\n",
+            "unknown key 'context'; allowed here: awsProfile, kubeContext",
+        ),
+        ("clusters:\n  - profile: nosuch\n", "clusters[0]: profile 'nosuch': no such file"),
+        ("- demo\n", "a fleet file is a YAML mapping with a 'clusters' list"),
+        ("clusters: [\n", "YAML syntax error"),
+        (
+            "clusters:\n  - profile: demo\n    kubeContext: other\n",
+            "starts the embedded sandbox, which brings its own kubeconfig and credentials; remove kube_context",
+        ),
+    ],
+    ids=["empty", "unknown-key", "missing-profile", "not-a-mapping", "yaml", "sandbox-override"],
+)
+def test_fleet_errors_name_the_file_and_the_fix(tmp_path, text, message):
+    fleet = write(tmp_path / "all.yaml", text)
+    with pytest.raises(ProfileError) as err:
+        load_fleet(str(fleet), REPO, tmp_path)
+    assert message in str(err.value)
+
+
+def test_missing_fleet_file(tmp_path):
+    with pytest.raises(ProfileError, match=r"fleet file 'nope.yaml': no such file .*nope.yaml"):
+        load_fleet("nope.yaml", REPO, tmp_path)
+
+
+def test_two_profiles_of_one_name_are_refused(tmp_path):
+    copy = tmp_path / "demo.yaml"
+    copy.write_text((REPO / "profiles" / "demo.yaml").read_text())
+    with pytest.raises(ProfileError, match="two profiles named 'demo' in one run"):
+        check_unique_names([load_profile("demo", REPO), load_profile(str(copy), REPO)])
+
+
+def test_duplicate_profiles_are_a_usage_error(tmp_path):
+    run = run_pytest("--profile", "demo", "--profile", "demo", "--collect-only", tmp_path=tmp_path)
+    assert run.returncode == 4
+    assert "ERROR: two profiles named 'demo' in one run" in run.stderr
+
+
+def test_cluster_group_reads_the_profile_from_the_parameter_id():
+    from pytest_eksid.grouping import cluster_group
+
+    profiles = ["demo", "east"]
+    assert cluster_group("suites/test_identity.py::test_caller_role[east/invoice-exporter]", profiles) == "east"
+    assert cluster_group("suites/test_imds.py::test_imds_blocked[demo/w@ng-batch-v1]", profiles) == "demo"
+    assert cluster_group("suites/test_permissions.py::test_action[demo/w/allow-0:s3:PutObject]", profiles) == "demo"
+    assert cluster_group("tests/test_x.py::test_y[other/thing]", profiles) is None  # not a profile of the run
+    assert cluster_group("tests/test_x.py::test_y", profiles) is None
+
+
+def test_ctrl_c_with_two_clusters_deletes_pods_and_stops_the_child_sandbox(tmp_path):
+    data = demo_data()
+    data["cluster"]["name"] = "demo-east"
+    data["sandbox"]["podStartSeconds"] = 30
+    east = write_profile(tmp_path, data, "east")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--profile", "demo", f"--profile={east}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a user's shell has it
+    )
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 90
+    while "east: launching 6 probe pod(s)" not in seen:
+        assert time.monotonic() < deadline, seen
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    out = seen + rest
+    assert proc.returncode == 2, out
+    assert "eksid: east: deleted 6 probe pod(s)" in out
+    assert "INTERNALERROR" not in out
+    left = subprocess.run(["pgrep", "-f", f"pytest_eksid.sandbox --profile {east}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
