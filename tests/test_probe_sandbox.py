@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
-from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, probe_pod_manifest
+from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, Target, probe_pod_manifest
 from tests.conftest import REPO, demo_data, write_profile
 
 REPORTER = {
@@ -316,3 +316,41 @@ def test_chained_association_ends_as_the_target_role(start_sandbox):
 
     assert caller_role(run.loaded.profile, run.loaded.profile.workloads[0], outcome.identity) is None
     assert by_id(outcome)["allow-0"]["outcome"] == "allowed"  # the target role's permissions apply
+
+
+def _count_aws_requests(run) -> list[str]:
+    """Every request reaching the sandbox's AWS endpoint, by its action (werkzeug reads server.app per request)."""
+    seen: list[str] = []
+    server = run.sandbox.aws._server
+    inner = server.app
+
+    def app(environ, start_response):
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        seen.append(auth.split("Credential=", 1)[1].split("/")[3] if "Credential=" in auth else "unsigned")
+        return inner(environ, start_response)
+
+    server.app = app
+    return seen
+
+
+def test_probe_resolves_credentials_once_and_node_probes_measure_only_imds(start_sandbox):
+    data = demo_data()
+    data["workloads"] = [w for w in data["workloads"] if w["name"] == "billing-worker"]  # IRSA: STS is visible
+    run = start_sandbox(data)
+    seen = _count_aws_requests(run)
+    worker = run.loaded.profile.workloads[0]
+    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run([Target(worker)])["billing-worker"]
+    assert outcome.identity["caller"]["arn"].startswith("arn:aws:sts::111122223333:assumed-role/demo-billing-worker/")
+    # One AssumeRoleWithWebIdentity for the whole probe (identity and actions share the session),
+    # then GetCallerIdentity and one call per planned action.
+    assert seen.count("unsigned") == 1, seen
+    assert len(seen) == 1 + 1 + len(worker.allow) + len(worker.deny), seen
+    seen.clear()
+    node = Campaign(kube=run.kube, profile=run.loaded.profile).run([Target(worker, "ng-batch")])
+    result = node["billing-worker@ng-batch"].result
+    assert result is not None
+    assert set(result) >= {"environment", "imds"}
+    assert "identity" not in result
+    assert "actions" not in result
+    assert result["imds"]["v2"]["outcome"].startswith("blocked")
+    assert seen == []  # no AWS call at all: a node probe does not need the workload's credentials

@@ -47,6 +47,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
+NODE_STEPS = ("environment", "imds")  # what a probe pinned to a node group measures
+
+
 def probe_plan(profile: Profile, workload: Workload) -> Obj:
     """What the probe measures in the pod: its region, timeouts and every allow/deny call."""
     actions = [c.plan_item(f"allow-{i}", "allowed") for i, c in enumerate(workload.allow)]
@@ -77,6 +80,8 @@ def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegr
     """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
     probe = profile.probe
     plan = probe_plan(profile, workload)
+    if nodegroup is not None:
+        plan["steps"] = list(NODE_STEPS)  # IMDS is the node's: no identity, no actions (no botocore)
     spec: Obj = {
         "serviceAccountName": workload.service_account,
         "automountServiceAccountToken": False,

@@ -117,11 +117,22 @@ def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {"aws_variables": aws, "token_files": tokens, "aws_files": files}
 
 
+_SESSIONS: list[Any] = []
+
+
+def _session() -> Any:
+    """The probe's one botocore session (created on first use; botocore is imported only then)."""
+    if not _SESSIONS:
+        import botocore.session
+
+        _SESSIONS.append(botocore.session.Session())
+    return _SESSIONS[0]
+
+
 def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
     """Resolve credentials through the DEFAULT chain and prove them with a real STS call."""
     out: dict[str, Any] = {"method": None, "caller": None, "error": None}
     try:
-        import botocore.session
         from botocore.config import Config
     except ImportError as exc:
         out["error"] = {
@@ -131,7 +142,7 @@ def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
             "http_status": None,
         }
         return out
-    session = botocore.session.Session()
+    session = _session()
     try:
         credentials = session.get_credentials()
     except Exception as exc:  # a provider that fails hard (bad token file, agent refusing)
@@ -255,10 +266,9 @@ def run_actions(plan: Mapping[str, Any], identity: Mapping[str, Any] | None = No
             }
             for item in plan.get("actions", [])
         ]
-    import botocore.session
     from botocore.config import Config
 
-    session = botocore.session.Session()
+    session = _session()  # the identity step's: its credentials are resolved once, not per step
     clients: dict[Any, Any] = {}
     results = []
     for item in plan.get("actions", []):
@@ -384,10 +394,10 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         "python": sys.version.split()[0],
     }
     try:
-        import botocore
+        from importlib.metadata import version
 
-        result["botocore"] = botocore.__version__
-    except ImportError:
+        result["botocore"] = version("botocore")  # without importing it: a step that needs it will
+    except Exception:
         result["botocore"] = None
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("environment", lambda: audit_environment(environ)),
@@ -396,7 +406,10 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         ("imds", lambda: check_imds(plan, environ)),
         ("agent", lambda: check_agent(environ)),
     ]
+    wanted = plan.get("steps")  # a node-group probe only looks at its node's IMDS
     for name, step in steps:
+        if isinstance(wanted, list) and name not in wanted:
+            continue
         t0 = time.monotonic()
         try:
             result[name] = step()
