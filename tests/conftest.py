@@ -19,6 +19,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -121,3 +122,54 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Running
     yield start
     for running in started:
         close_sandbox(running)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[tuple[Sandbox, Connection]]:
+    """The demo profile's sandbox, shared by one module's tests (each leaves it as it found it)."""
+    sb = Sandbox(load_profile("demo", REPO).profile)
+    connection = sb.start()
+    yield sb, connection
+    sb.stop()
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(sandbox: tuple[Sandbox, Connection]) -> Path:
+    """The shared sandbox's kubeconfig: HTTPS with the sandbox's CA (kubectl sends no token over plain HTTP)."""
+    _, connection = sandbox
+    server = yaml.safe_load(connection.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    assert server.startswith("https://"), server
+    return connection.kubeconfig
+
+
+def interrupt_pytest(*args: str, when: str, wait: float = 90) -> tuple[int, str]:
+    """Run pytest in a subprocess as a user would, press Ctrl-C once ``when`` is printed, and return
+    (exit code, all output)."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # An xdist worker may ignore SIGINT, and a child inherits that: restore Ctrl-C as a user has it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + wait
+    while when not in seen:
+        assert time.monotonic() < deadline, seen
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, seen + rest

@@ -7,11 +7,8 @@ loadgroup``: the same tests, the same outcomes, each cluster's tests on one work
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -20,7 +17,7 @@ import pytest
 import yaml
 
 from pytest_eksid.profile import ProfileError, check_unique_names, load_fleet, load_profile
-from tests.conftest import REPO, demo_data, run_pytest, write_profile
+from tests.conftest import REPO, demo_data, interrupt_pytest, run_pytest, write_profile
 
 WRONG_ROLE = {"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}
 
@@ -209,32 +206,8 @@ def test_ctrl_c_with_two_clusters_deletes_pods_and_stops_the_child_sandbox(tmp_p
     data["cluster"]["name"] = "demo-east"
     data["sandbox"]["podStartSeconds"] = 30
     east = write_profile(tmp_path, data, "east")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--profile", "demo", f"--profile={east}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a user's shell has it
-    )
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 90
-    while "east: launching 6 probe pod(s)" not in seen:
-        assert time.monotonic() < deadline, seen
-        line = proc.stdout.readline()
-        assert line, seen
-        seen += line
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    try:
-        rest, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    out = seen + rest
-    assert proc.returncode == 2, out
+    code, out = interrupt_pytest("--profile", "demo", f"--profile={east}", when="east: launching 6 probe pod(s)")
+    assert code == 2, out
     assert "eksid: east: deleted 6 probe pod(s)" in out
     assert "INTERNALERROR" not in out
     left = subprocess.run(["pgrep", "-f", f"pytest_eksid.sandbox --profile {east}"], capture_output=True, text=True)

@@ -17,33 +17,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.kubeapi import ApiError
-from pytest_eksid.sandbox.runtime import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "finance-demo"
 SA = "invoice-exporter-aws-sa"
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    sb = Sandbox(load_profile("demo", REPO).profile)
-    connection = sb.start()
-    yield sb, connection
-    sb.stop()
-
-
-@pytest.fixture(scope="module")
-def kubeconfig(sandbox, tmp_path_factory):
-    """HTTPS with the sandbox CA, as kubectl (testinfra) needs; see test_kubeapi_kubectl.py."""
-    sb, connection = sandbox
-    server = yaml.safe_load(connection.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    if server.startswith("https://"):
-        return connection.kubeconfig
-    path = tmp_path_factory.mktemp("kubeconfig") / "kubeconfig"
-    path.write_text(yaml.safe_dump(sb.kubeapi.kubeconfig(connection.context, "eksid-runner")))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -14,34 +14,10 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from pytest_eksid.profile import load_profile
-from pytest_eksid.sandbox.runtime import Sandbox
-
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 NS = "finance-demo"
 SA = "invoice-exporter-aws-sa"
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    sb = Sandbox(load_profile("demo", REPO).profile)
-    connection = sb.start()
-    yield sb, connection
-    sb.stop()
-
-
-@pytest.fixture(scope="module")
-def kubeconfig(sandbox, tmp_path_factory):
-    """The sandbox's kubeconfig once it names the HTTPS endpoint; until runtime.py writes
-    ``kubeapi.kubeconfig(...)``, the same settings written here (kubectl sends no token over HTTP)."""
-    sb, connection = sandbox
-    server = yaml.safe_load(connection.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    if server.startswith("https://"):
-        return connection.kubeconfig
-    path = tmp_path_factory.mktemp("kubeconfig") / "kubeconfig"
-    path.write_text(yaml.safe_dump(sb.kubeapi.kubeconfig(connection.context, "eksid-runner")))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
 from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, Target, probe_pod_manifest
-from tests.conftest import REPO, demo_data, write_profile
+from tests.conftest import demo_data, interrupt_pytest, write_profile
 
 REPORTER = {
     "name": "reporter",
@@ -270,33 +266,9 @@ def test_sigint_deletes_probe_pods(tmp_path):
     data = demo_data()
     data["sandbox"]["podStartSeconds"] = 30
     profile = write_profile(tmp_path, data, "slow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--profile={profile}"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # An xdist worker may ignore SIGINT, and a child inherits that: restore Ctrl-C as a user has it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 60
-    while "launching 6 probe pod(s)" not in seen:  # 2 workloads, + 2 node groups each for IMDS
-        assert time.monotonic() < deadline, seen
-        line = proc.stdout.readline()
-        assert line, seen
-        seen += line
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    try:
-        rest, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    out = seen + rest
-    assert proc.returncode == 2, out
+    # 2 workloads, + 2 node groups each for IMDS
+    code, out = interrupt_pytest(f"--profile={profile}", when="launching 6 probe pod(s)", wait=60)
+    assert code == 2, out
     assert "KeyboardInterrupt" in out
     assert "eksid: deleted 6 probe pod(s)" in out
     assert "INTERNALERROR" not in out
