@@ -347,7 +347,10 @@ def cookbook_workload(kube: Any, profile: Any, workload: Any) -> tuple[bool, lis
 
 
 def campaign_ok(outcome: Any) -> bool:
-    """The probe reported, proved an identity, and every allow/deny came out as expected."""
+    """The probe reported, proved an identity, and every allow/deny came out as expected; a probe
+    pinned to a node group (it measures only IMDS) reported both IMDS versions."""
+    if outcome.result is not None and outcome.nodegroup is not None:
+        return all(str(outcome.imds.get(v, {}).get("outcome", "")) for v in ("v1", "v2"))
     if outcome.result is None or not outcome.identity.get("caller"):
         return False
     expected = len(outcome.workload.allow) + len(outcome.workload.deny)
