@@ -57,12 +57,12 @@ class Aws:
     region: str
     # How this cluster's AWS side is reached, as the standard variables would say it (credentials,
     # AWS_ENDPOINT_URL[_<SERVICE>]); empty: the process environment's default chain.
-    env: Mapping[str, str | None] = field(default_factory=dict)
+    env: Mapping[str, str | None] = field(default_factory=dict, repr=False)  # may hold keys: never printed
     profile_name: str | None = None  # an AWS named profile (cluster.awsProfile)
-    _session: Any = None
-    _clients: dict[str, Any] = field(default_factory=dict)
-    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _session: Any = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _client(self, service: str) -> Any:
         with self._lock:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import pytest
 
@@ -81,7 +82,7 @@ class Reach:
 
     kubeconfig: str | None
     context: str | None
-    env: dict[str, str | None]
+    env: dict[str, str | None] = field(repr=False)  # holds the sandbox runner's keys
 
 
 class Clusters:
@@ -100,8 +101,9 @@ class Clusters:
         self._kube: dict[str, Kube] = {}
         self._aws: dict[str, Aws] = {}
         self._campaigns: dict[str, Campaign] = {}
+        self._launched: list[Campaign] = []
         self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
-        self._sandboxes: list[Any] = []
+        self._sandboxes: list[tuple[str, Any]] = []
         self._env = pytest.MonkeyPatch()
 
     def reach(self, loaded: LoadedProfile) -> Reach:
@@ -113,6 +115,7 @@ class Clusters:
                 self._reach[name] = self._connect(loaded)
             except Exception as exc:
                 self._broken[name] = f"{loaded.path}: cannot reach cluster {loaded.profile.cluster.name}: {exc}"
+            if name in self._broken:
                 pytest.fail(self._broken[name], pytrace=False)
         return self._reach[name]
 
@@ -125,7 +128,7 @@ class Clusters:
             return Reach(kubeconfig, cluster.kube_context, {})
         from pytest_eksid.sandbox.cloud import sandbox_in_process_free
 
-        _progress(self.config, f"starting the embedded sandbox for cluster {cluster.name}")
+        self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
         sandbox: Any
         if sandbox_in_process_free():
             from pytest_eksid.sandbox.runtime import Sandbox
@@ -136,10 +139,10 @@ class Clusters:
 
             sandbox = SandboxProcess(loaded.path, Path(self.config.rootpath))
         connection = sandbox.start()
-        self._sandboxes.append(sandbox)
+        self._sandboxes.append((loaded.name, sandbox))
         where = "" if sandbox.__class__.__name__ == "Sandbox" else " in a child process"
-        _progress(
-            self.config,
+        self._say(
+            loaded.name,
             f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
             f"(kubeconfig {connection.kubeconfig})",
         )
@@ -159,8 +162,14 @@ class Clusters:
                 self._kube[name] = Kube(KubeTarget(kubeconfig=reach.kubeconfig, context=reach.context))
             except KubeError as exc:
                 self._broken[name] = f"{loaded.path}: cluster.kubeconfig/kubeContext: {exc}"
+            if name in self._broken:
                 pytest.fail(self._broken[name], pytrace=False)
         return self._kube[name]
+
+    def kube_context(self, name: str) -> str | None:
+        """The context of the profile's Kubernetes client, once one was made."""
+        kube = self._kube.get(name)
+        return (kube.context or "(current)") if kube is not None else None
 
     def aws(self, loaded: LoadedProfile) -> Aws:
         name = loaded.name
@@ -175,6 +184,8 @@ class Clusters:
         name = loaded.name
         if name in self._campaigns:
             return self._campaigns[name]
+        if name in self._broken:
+            pytest.fail(self._broken[name], pytrace=False)
         kube = self.kube(loaded)
         settings, config = self.settings, self.config
         campaign = Campaign(
@@ -182,47 +193,74 @@ class Clusters:
             profile=loaded.profile,
             max_parallel=settings.max_parallel.value,
             keep_pods=settings.keep_pods.value,
-            progress=lambda msg: _progress(config, msg if len(settings.profiles) == 1 else f"{name}: {msg}"),
+            progress=lambda msg: self._say(name, msg),
             manifest_hook=lambda manifest, workload: config.hook.pytest_eksid_probe_manifest(
                 manifest=manifest, profile=loaded.profile, workload=workload
             ),
         )
+        self._launched.append(campaign)  # whatever happens next, its pods are deleted at the end
+        try:
+            if settings.sweep_minutes is not None:
+                swept = campaign.sweep(settings.sweep_minutes.value)
+                campaign.progress(f"swept {len(swept)} probe pod(s) older than {settings.sweep_minutes.value:g} min")
+            selected = config.stash.get(SELECTED_KEY, {}).get(name, set())
+            campaign.run(
+                [
+                    Target(w, key.partition("@")[2] or None)
+                    for key in sorted(selected)
+                    for w in loaded.profile.workloads
+                    if w.name == key.partition("@")[0]
+                ]
+            )
+        except KubeError as exc:
+            self._broken[name] = (
+                f"{loaded.path}: cluster {loaded.profile.cluster.name}: the probe campaign failed: {exc}"
+            )
+        if name in self._broken:
+            pytest.fail(self._broken[name], pytrace=False)
         self._campaigns[name] = campaign
-        if settings.sweep_minutes is not None:
-            swept = campaign.sweep(settings.sweep_minutes.value)
-            campaign.progress(f"swept {len(swept)} probe pod(s) older than {settings.sweep_minutes.value:g} min")
-        selected = config.stash.get(SELECTED_KEY, {}).get(name, set())
-        campaign.run(
-            [
-                Target(w, key.partition("@")[2] or None)
-                for key in sorted(selected)
-                for w in loaded.profile.workloads
-                if w.name == key.partition("@")[0]
-            ]
-        )
         return campaign
 
     def close(self) -> None:
-        """Delete probe pods, close clients, stop sandboxes, restore the environment: each step even if
-        an earlier one failed."""
-        try:
-            for campaign in self._campaigns.values():
-                deleted = campaign.cleanup()
-                if deleted:
-                    campaign.progress(f"deleted {len(deleted)} probe pod(s)")
-                elif campaign.keep_pods:
-                    campaign.progress(
-                        f"kept probe pods (run id {campaign.run_id}); delete them with: "
-                        f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}"
-                    )
-        finally:
-            for kube in self._kube.values():
-                kube.close()
+        """Delete probe pods, close clients, stop sandboxes, restore the environment: each cluster and
+        each step even if an earlier one failed; the first error is raised at the end."""
+        errors: list[BaseException] = []
+
+        def attempt(step: Callable[[], object]) -> None:
             try:
-                for sandbox in reversed(self._sandboxes):
-                    sandbox.stop()
-            finally:
-                self._env.undo()
+                step()
+            except Exception as exc:
+                errors.append(exc)
+                _progress(self.config, f"cleanup step failed: {exc.__class__.__name__}: {exc}")
+
+        for campaign in self._launched:
+            attempt(functools.partial(self._cleanup, campaign))
+        for kube in self._kube.values():
+            attempt(kube.close)
+        for name, sandbox in reversed(self._sandboxes):
+            attempt(functools.partial(self._stop_sandbox, name, sandbox))
+        self._env.undo()
+        if errors:
+            raise errors[0]
+
+    def _say(self, profile: str, message: str) -> None:
+        """Progress about one cluster: prefixed with its profile when the run has several."""
+        _progress(self.config, message if len(self.settings.profiles) == 1 else f"{profile}: {message}")
+
+    def _stop_sandbox(self, profile: str, sandbox: Any) -> None:
+        sandbox.stop()
+        self._say(profile, "sandbox stopped")
+
+    @staticmethod
+    def _cleanup(campaign: Campaign) -> None:
+        deleted = campaign.cleanup()
+        if deleted:
+            campaign.progress(f"deleted {len(deleted)} probe pod(s)")
+        elif campaign.keep_pods:
+            campaign.progress(
+                f"kept probe pods (run id {campaign.run_id}); delete them with: "
+                f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -240,40 +278,56 @@ def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Ite
         clusters.close()
 
 
-@pytest.fixture
+def _cluster_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "function"]:
+    """Session-scoped with one cluster in the run (so a user's session fixtures may use them);
+    per test with several, where each test's cluster is its workload's."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    return "function" if settings is not None and len(settings.profiles) > 1 else "session"
+
+
+@pytest.fixture(scope=_cluster_scope)
 def eksid_profile(request: pytest.FixtureRequest, eksid_settings: Settings) -> LoadedProfile:
     """The profile of the cluster under test: the workload's, or the run's only one."""
     subject = subject_of(request.node) if isinstance(request.node, pytest.Item) else None
     if subject is not None:
         return subject.profile
-    profiles = eksid_settings.loaded
+    profiles = eksid_settings.loaded_all
     if not profiles:
         raise pytest.UsageError("no profile: pass --profile NAME (e.g. --profile demo)")
     if len(profiles) > 1:
         names = ", ".join(p.name for p in profiles)
-        raise pytest.UsageError(
-            f"{request.node.nodeid}: uses eksid_profile without a workload, but this run checks several "
-            f"profiles ({names}); request eksid_workload too, or run one profile"
+        pytest.fail(
+            f"{request.node.nodeid}: this test has no workload, so which cluster it is about is unknown: the run "
+            f"checks several profiles ({names}); ask for eksid_workload too (the plugin parametrizes it), or run "
+            "one profile",
+            pytrace=False,
         )
     return profiles[0]
 
 
-@pytest.fixture
+@pytest.fixture(scope=_cluster_scope)
 def eksid_connection(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> dict[str, str | None]:
-    """How the runner reaches the cluster under test (starting its sandbox on first use): the standard
-    settings (``KUBECONFIG``, ``AWS_ENDPOINT_URL``, credentials) for a sandbox; empty for a live cluster,
-    whose access is the caller's own environment."""
+    """How the runner reaches the cluster under test, as the standard variables say it, for tools of
+    your own (``subprocess.run([...], env={**os.environ, **eksid_connection})``): for a sandbox (started on
+    first use) ``KUBECONFIG``, ``AWS_ENDPOINT_URL`` and its credentials; for a live cluster ``KUBECONFIG``
+    and ``AWS_PROFILE`` where the profile sets them (else your own environment's apply). The kube
+    context is ``eksid_kube.context``."""
     reach = eksid_clusters.reach(eksid_profile)
-    return {"KUBECONFIG": reach.kubeconfig, **reach.env} if reach.env else dict(reach.env)
+    out: dict[str, str | None] = {}
+    if reach.kubeconfig is not None:
+        out["KUBECONFIG"] = reach.kubeconfig
+    if eksid_profile.profile.cluster.aws_profile is not None:
+        out["AWS_PROFILE"] = eksid_profile.profile.cluster.aws_profile
+    return {**out, **reach.env}
 
 
-@pytest.fixture
+@pytest.fixture(scope=_cluster_scope)
 def eksid_kube(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Kube:
     """The Kubernetes client for the cluster under test."""
     return eksid_clusters.kube(eksid_profile)
 
 
-@pytest.fixture
+@pytest.fixture(scope=_cluster_scope)
 def eksid_campaign(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Campaign:
     """The cluster's probe campaign: all its selected workloads' probe pods, launched at once."""
     return eksid_clusters.campaign(eksid_profile)
@@ -326,7 +380,7 @@ def eksid_node_probe(
     return _outcome(request, eksid_campaign, Target(eksid_workload, eksid_nodegroup))
 
 
-@pytest.fixture
+@pytest.fixture(scope=_cluster_scope)
 def eksid_aws(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Aws:
     """Read-only AWS facts (IAM, EKS) for the cluster under test, with the runner's own credentials."""
     return eksid_clusters.aws(eksid_profile)
@@ -369,7 +423,8 @@ def _eksid_report_facts(request: pytest.FixtureRequest) -> None:
             facts.runner[name] = aws.caller()["arn"]
         except AwsError as exc:
             facts.runner[name] = f"unknown ({exc})"
-    if name not in facts.kube_context and "eksid_kube" in request.fixturenames:
+    reaching = {"eksid_kube", "eksid_campaign", "eksid_probe", "eksid_node_probe"}
+    if name not in facts.kube_context and reaching & set(request.fixturenames):
         kube: Kube = request.getfixturevalue("eksid_kube")
         facts.kube_context[name] = kube.context or "(current)"
     if workload.mechanism == "pod-identity":

@@ -15,13 +15,18 @@ from typing import Any
 
 from xdist.scheduler import LoadGroupScheduling
 
-_PARAM_PROFILE = re.compile(r"\[([^\[\]/]+)/")
-
 
 def cluster_group(nodeid: str, profiles: Iterable[str]) -> str | None:
-    """The profile a workload test's node id names in its parameter id; None for any other test."""
-    found = _PARAM_PROFILE.search(nodeid)
-    return found.group(1) if found is not None and found.group(1) in set(profiles) else None
+    """The profile a workload test's node id names in its parameter id (``[<profile>/...``, or after
+    another parameter's id and ``-``); None for any other test."""
+    params = nodeid[nodeid.find("[") + 1 :] if "[" in nodeid else ""
+    found = [
+        (m.start(), -len(name), name)
+        for name in set(profiles)
+        for m in [re.search(rf"(?:^|-){re.escape(name)}/", params)]
+        if m is not None
+    ]
+    return min(found)[2] if found else None  # the leftmost, and of two there the longer name
 
 
 class ClusterGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]  # xdist is untyped

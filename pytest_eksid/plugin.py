@@ -238,14 +238,21 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
     """The run's profiles: the fleet file's clusters, then each --profile (else ini, else environment)."""
     out: list[Setting[LoadedProfile]] = []
     rootdir = Path(config.rootpath)
+    # The command line wins: with --fleet or --profile given there, neither's ini/environment value joins in.
+    on_cli = config.getoption("eksid_fleet") is not None or config.getoption("eksid_profile") is not None
     fleet = _setting(config, "eksid_fleet", "--fleet", str, None)
+    if on_cli and fleet is not None and fleet.source != "--fleet":
+        fleet = None
     try:
         if fleet is not None:
             base = rootdir if fleet.source.startswith("ini ") else Path(config.invocation_params.dir)
             out += [Setting(p, f"{fleet.source} {fleet.value}") for p in load_fleet(fleet.value, rootdir, base)]
         specs = _setting(config, "eksid_profile", "--profile", _names, None)
+        if on_cli and specs is not None and specs.source != "--profile":
+            specs = None
         for spec in specs.value if specs is not None else []:
             out.append(Setting(load_profile(spec, rootdir), specs.source if specs is not None else ""))
+        out = _without_repeats(out)
         check_unique_names(p.value for p in out)
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -258,6 +265,18 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
             except SandboxUnavailable as exc:
                 raise pytest.UsageError(f"{setting.value.path}: {exc}") from None
     return tuple(out)
+
+
+def _without_repeats(profiles: list[Setting[LoadedProfile]]) -> list[Setting[LoadedProfile]]:
+    """The same file named twice (say by the fleet and by --profile) is one cluster, checked once."""
+    seen: set[Path] = set()
+    out = []
+    for setting in profiles:
+        path = setting.value.path.resolve()
+        if path not in seen:
+            seen.add(path)
+            out.append(setting)
+    return out
 
 
 def _names(text: str) -> list[str]:
@@ -290,6 +309,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+@pytest.hookimpl(tryfirst=True)  # the workload's id first: "[<profile>/<workload>-<other params>]"
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if WORKLOAD_FIXTURE not in metafunc.fixturenames:
         return
@@ -297,7 +317,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if not settings.profiles:
         return  # reported as a usage error once collection is done (pytest_collection_finish)
     subjects = [
-        Subject(loaded, w) for loaded in settings.loaded for w in sorted(loaded.profile.workloads, key=lambda w: w.name)
+        Subject(loaded, w)
+        for loaded in settings.loaded_all
+        for w in sorted(loaded.profile.workloads, key=lambda w: w.name)
     ]
     for mark in metafunc.definition.iter_markers("eksid_applies"):
         subjects = [s for s in subjects if mark.args[0](s.workload)]
@@ -357,7 +379,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from pytest_eksid.grouping import ClusterGroupScheduling
 
-    return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded])
+    return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded_all])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -491,7 +513,7 @@ class ReportCollector:
             self.config.stash[FACTS_KEY].merge(facts)
 
     def _profiles(self) -> list[LoadedProfile]:
-        return self.config.stash[SETTINGS_KEY].loaded
+        return self.config.stash[SETTINGS_KEY].loaded_all
 
     def _rows(self, loaded: LoadedProfile) -> list[str]:
         """The matrix rows of one profile's workloads: their names, or <profile>/<name> with several clusters."""

@@ -392,6 +392,11 @@ def resolve_profile_path(spec: str, rootdir: Path) -> Path:
     if not path.is_file():
         known = sorted(p.stem for p in (rootdir / "profiles").glob("*.yaml"))
         hint = f"known profiles: {', '.join(known)}" if known else f"no profiles under {rootdir / 'profiles'}"
+        if not known and not looks_like_path:
+            hint += (
+                f"; the rootdir is {rootdir}: a path given as '--profile /a/b.yaml' or '--fleet /a/f.yaml' "
+                "(with a space) can move pytest's rootdir there, write '--profile=/a/b.yaml' instead"
+            )
         raise ProfileError(f"profile {spec!r}: no such file {path} ({hint}; or pass a path to a YAML file)")
     return path
 
@@ -535,8 +540,8 @@ def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
     for i, entry in enumerate(fleet.clusters):
         where = f"{path}: clusters[{i}]"
         spec_path = entry.profile
-        if ("/" in spec_path or spec_path.endswith((".yaml", ".yml"))) and not Path(spec_path).is_absolute():
-            spec_path = str(path.parent / spec_path)
+        if "/" in spec_path or spec_path.endswith((".yaml", ".yml")):
+            spec_path = str(path.parent / Path(spec_path).expanduser())  # an absolute path stays as it is
         try:
             loaded = load_profile(spec_path, rootdir)
         except ProfileError as exc:
@@ -549,7 +554,7 @@ def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
         if entry.aws_profile is not None:
             overrides["aws_profile"] = entry.aws_profile
         if overrides and loaded.profile.sandbox is not None:
-            keys = ", ".join(sorted(overrides))
+            keys = ", ".join(sorted(FleetCluster.model_fields[k].alias or k for k in overrides))
             raise ProfileError(
                 f"{where}: {loaded.path} starts the embedded sandbox, which brings its own kubeconfig and "
                 f"credentials; remove {keys} from this entry"

@@ -337,22 +337,24 @@ class RunFacts:
 
 
 def allure_environment(profiles: Sequence[LoadedProfile], facts: RunFacts | None = None) -> str:
-    """``environment.properties`` for an Allure results directory (values of several clusters joined by ", ")."""
+    """``environment.properties`` for an Allure results directory; with several clusters, each key is
+    prefixed with its profile (``demo.region=...``) so that values stay with their cluster."""
     facts = facts or RunFacts()
-
-    def joined(values: Iterable[str | None]) -> str:
-        return ", ".join(dict.fromkeys(v for v in values if v))
-
-    values = {
-        "profile": joined(p.name for p in profiles),
-        "cluster": joined(p.profile.cluster.name for p in profiles),
-        "region": joined(p.profile.cluster.region for p in profiles),
-        "account": joined(p.profile.cluster.account_id for p in profiles),
-        "probe.image": joined(p.profile.probe.image for p in profiles),
-        "runner": joined(facts.runner.get(p.name) for p in profiles),
-        "kube.context": joined(facts.kube_context.get(p.name) for p in profiles),
-    }
-    return "".join(f"{key}={_properties_value(value)}\n" for key, value in values.items() if value)
+    lines = []
+    for loaded in profiles:
+        cluster = loaded.profile.cluster
+        values = {
+            "profile": loaded.name,
+            "cluster": cluster.name,
+            "region": cluster.region,
+            "account": cluster.account_id,
+            "probe.image": loaded.profile.probe.image,
+            "runner": facts.runner.get(loaded.name),
+            "kube.context": facts.kube_context.get(loaded.name),
+        }
+        prefix = f"{loaded.name}." if len(profiles) > 1 else ""
+        lines += [f"{prefix}{key}={_properties_value(value)}\n" for key, value in values.items() if value]
+    return "".join(lines)
 
 
 def _properties_value(value: str) -> str:

@@ -27,7 +27,19 @@ class Settings:
     exec_containers: Setting[bool] = Setting(False, "default")
 
     @property
-    def loaded(self) -> list[LoadedProfile]:
+    def profile(self) -> Setting[LoadedProfile] | None:
+        """The first profile (the only one in a single-cluster run), or None."""
+        return self.profiles[0] if self.profiles else None
+
+    @property
+    def loaded(self) -> LoadedProfile:
+        """The first profile's (the only one in a single-cluster run); LookupError when there is none."""
+        if not self.profiles:
+            raise LookupError("no profile")
+        return self.profiles[0].value
+
+    @property
+    def loaded_all(self) -> list[LoadedProfile]:
         return [p.value for p in self.profiles]
 
     def find(self, name: str) -> LoadedProfile:

@@ -38,10 +38,13 @@ class SuiteRun:
         return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
 
 
-def run_pytest(*args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300) -> SuiteRun:
-    """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from."""
+def run_pytest(
+    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: dict[str, str] | None = None
+) -> SuiteRun:
+    """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from
+    (``env``: extra environment variables)."""
     junit = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*.xml')))}.xml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))} | (env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args],
         cwd=cwd,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -63,15 +62,47 @@ def test_two_clusters_serial_and_loadgroup_give_the_same_results(tmp_path):
 
 def test_second_sandbox_runs_in_a_child_process_and_leaves_nothing(tmp_path):
     east = second_cluster(tmp_path)
-    run = run_pytest("--profile", "demo", f"--profile={east}", "suites/test_identity.py", "-s", tmp_path=tmp_path)
+    scratch = tmp_path / "tmp"  # the run's temporary files (sandbox work dirs, the child's connection dir)
+    scratch.mkdir()
+    run = run_pytest(
+        "--profile",
+        "demo",
+        f"--profile={east}",
+        "suites/test_identity.py",
+        tmp_path=tmp_path,
+        env={"TMPDIR": str(scratch)},
+    )
     assert run.returncode == 0, run.stdout[-4000:]
-    assert "eksid: sandbox demo ready in" in run.stdout
-    assert "eksid: sandbox demo-east ready in a child process" in run.stdout
+    assert "eksid: demo: sandbox demo ready in" in run.stdout
+    assert "eksid: east: sandbox demo-east ready in a child process" in run.stdout
     assert "eksid: east: launching" in run.stdout  # progress says which cluster
-    time.sleep(0.5)
+    # pytest stopped the child itself (after deleting its pods), not the child noticing pytest gone
+    assert run.stdout.index("eksid: east: deleted") < run.stdout.index("eksid: east: sandbox stopped")
+    assert "eksid: demo: sandbox stopped" in run.stdout
+    # The identity suite alone reaches each cluster through its probes: the summary knows the contexts.
+    assert "eksid: east: runner arn:aws:iam::111122223333:user/eksid-runner; kube context eksid-sandbox-demo-east" in (
+        run.stdout
+    )
     # this run's child only: another test may be running its own at the same time
     left = subprocess.run(["pgrep", "-f", f"pytest_eksid.sandbox --profile {east}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+    assert sorted(p.name for p in scratch.iterdir() if p.name.startswith("eksid-")) == []
+
+
+def test_live_and_sandbox_clusters_in_one_run(tmp_path):
+    """A live cluster that cannot be reached fails its own tests, with why; the sandbox's still pass."""
+    live = yaml.safe_load((REPO / "profiles" / "finance-prod.yaml").read_text())
+    live["cluster"]["kubeconfig"] = str(tmp_path / "no-such-kubeconfig")
+    path = write_profile(tmp_path, live, "prod")
+    run = run_pytest("--profile", "demo", f"--profile={path}", "suites/test_identity.py", tmp_path=tmp_path)
+    assert run.returncode == 1, run.stdout[-4000:]
+    assert {k for k, v in run.outcomes.items() if v == "passed"} == {
+        f"suites/test_identity.py::{t}[demo/{w}]"
+        for t in ("test_caller_role", "test_credential_provider")
+        for w in ("invoice-exporter", "billing-worker")
+    }
+    assert all("[prod/" in k for k, v in run.outcomes.items() if v != "passed")
+    assert "no-such-kubeconfig" in run.stdout
 
 
 def test_fleet_file(tmp_path):
@@ -99,10 +130,28 @@ def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(t
     test.write_text("def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
     demo = REPO / "profiles" / "demo.yaml"
     run = run_pytest(f"--profile={demo}", f"--profile={east}", str(test), tmp_path=tmp_path)
-    assert run.returncode != 0
-    assert "uses eksid_profile without a workload, but this run checks several profiles (demo, east)" in (
-        run.stdout + run.stderr
+    assert run.returncode == 1
+    assert list(run.outcomes.values()) == ["error"]  # its setup failed, with a message and no traceback
+    assert "this test has no workload, so which cluster it is about is unknown" in run.stdout
+    assert "several profiles (demo, east)" in run.stdout
+    assert "Traceback" not in run.stdout
+
+
+def test_own_session_fixtures_may_use_the_cluster_fixtures_in_a_single_cluster_run(tmp_path):
+    """eksid_kube & co. are session-scoped when the run has one cluster, as they always were."""
+    test = tmp_path / "test_own.py"
+    test.write_text(
+        "import pytest, subprocess, os\n"
+        "@pytest.fixture(scope='session')\n"
+        "def namespaces(eksid_kube):\n"
+        "    return eksid_kube\n"
+        "def test_uses_it(namespaces, eksid_connection, eksid_profile):\n"
+        "    assert namespaces.context == 'eksid-sandbox-demo'\n"
+        "    assert eksid_connection['KUBECONFIG'] and eksid_connection['AWS_ENDPOINT_URL']\n"
+        "    assert eksid_profile.name == 'demo'\n"
     )
+    run = run_pytest(f"--profile={REPO / 'profiles' / 'demo.yaml'}", str(test), tmp_path=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
 
 
 # --- fleet files: parsing and errors (no cluster needed) -------------------------------------
@@ -160,7 +209,7 @@ def test_fleet_profile_paths_are_relative_to_the_fleet_file(tmp_path):
         ("clusters: [\n", "YAML syntax error"),
         (
             "clusters:\n  - profile: demo\n    kubeContext: other\n",
-            "starts the embedded sandbox, which brings its own kubeconfig and credentials; remove kube_context",
+            "starts the embedded sandbox, which brings its own kubeconfig and credentials; remove kubeContext",
         ),
     ],
     ids=["empty", "unknown-key", "missing-profile", "not-a-mapping", "yaml", "sandbox-override"],
@@ -184,10 +233,16 @@ def test_two_profiles_of_one_name_are_refused(tmp_path):
         check_unique_names([load_profile("demo", REPO), load_profile(str(copy), REPO)])
 
 
-def test_duplicate_profiles_are_a_usage_error(tmp_path):
-    run = run_pytest("--profile", "demo", "--profile", "demo", "--collect-only", tmp_path=tmp_path)
-    assert run.returncode == 4
-    assert "ERROR: two profiles named 'demo' in one run" in run.stderr
+def test_one_file_named_twice_is_one_cluster_two_of_a_name_an_error(tmp_path):
+    twice = run_pytest("--profile", "demo", f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--co", tmp_path=tmp_path)
+    assert twice.returncode == 0, twice.stdout[-2000:]
+    assert twice.stdout.count("eksid: profile demo:") == 1
+    assert "42/44 tests collected" in twice.stdout
+    other = tmp_path / "demo.yaml"
+    other.write_text((REPO / "profiles" / "demo.yaml").read_text())
+    clash = run_pytest("--profile", "demo", f"--profile={other}", "--co", tmp_path=tmp_path)
+    assert clash.returncode == 4
+    assert "ERROR: two profiles named 'demo' in one run" in clash.stderr
 
 
 def test_cluster_group_reads_the_profile_from_the_parameter_id():
@@ -199,6 +254,29 @@ def test_cluster_group_reads_the_profile_from_the_parameter_id():
     assert cluster_group("suites/test_permissions.py::test_action[demo/w/allow-0:s3:PutObject]", profiles) == "demo"
     assert cluster_group("tests/test_x.py::test_y[other/thing]", profiles) is None  # not a profile of the run
     assert cluster_group("tests/test_x.py::test_y", profiles) is None
+    # another parameter's id before the workload's (a user's parametrize ran first)
+    assert cluster_group("tests/test_x.py::test_y[eu-east/w]", profiles) == "east"
+    assert cluster_group("tests/test_x.py::test_y[a/b-demo/w]", ["demo", "a"]) == "a"
+
+
+def test_command_line_profiles_do_not_mix_with_the_environments(tmp_path):
+    east = second_cluster(tmp_path)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"clusters:\n  - profile: {east.name}\n")
+    run = run_pytest(f"--fleet={fleet}", "--co", tmp_path=tmp_path, env={"EKSID_PROFILE": "demo"})
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "eksid: profile east:" in run.stdout
+    assert "eksid: profile demo:" not in run.stdout  # $EKSID_PROFILE does not join a --fleet given here
+    both = run_pytest("--co", tmp_path=tmp_path, env={"EKSID_PROFILE": f"demo, {east}"})
+    assert both.stdout.count("eksid: profile ") == 2, both.stdout[-2000:]
+
+
+def test_fleet_profile_path_with_a_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "east.yaml").write_text((REPO / "profiles" / "finance-prod.yaml").read_text())
+    fleet = write(tmp_path / "fleet.yaml", "clusters:\n  - profile: ~/east.yaml\n")
+    [loaded] = load_fleet(str(fleet), REPO, tmp_path)
+    assert loaded.path == tmp_path / "east.yaml"
 
 
 def test_ctrl_c_with_two_clusters_deletes_pods_and_stops_the_child_sandbox(tmp_path):

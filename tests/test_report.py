@@ -272,9 +272,11 @@ def test_allure_environment_of_several_clusters():
     )
     facts = RunFacts({"demo": "arn:aws:iam::111122223333:user/r", "other": "arn:aws:iam::111122223333:user/r"})
     lines = report.allure_environment([DEMO, other], facts).splitlines()
-    assert lines[:3] == ["profile=demo, other", "cluster=demo, other", "region=eu-west-1, us-east-1"]
-    assert "runner=arn:aws:iam::111122223333:user/r" in lines  # the same value once
-    assert not any(line.startswith("kube.context=") for line in lines)  # unknown: left out
+    # Each value stays with its cluster.
+    assert lines[:3] == ["demo.profile=demo", "demo.cluster=demo", "demo.region=eu-west-1"]
+    assert "other.region=us-east-1" in lines
+    assert "other.runner=arn:aws:iam::111122223333:user/r" in lines
+    assert not any(".kube.context=" in line for line in lines)  # unknown: left out
 
 
 def test_results_of_several_clusters_have_qualified_rows():

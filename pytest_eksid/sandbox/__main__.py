@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait()
         finally:
             sandbox.stop()
+            # The directory of the connection file is this child's (the parent made it for us): when the
+            # parent died without cleaning up, nothing is left behind.
+            if Path(args.connection_file).parent.name.startswith("eksid-child-"):
+                shutil.rmtree(Path(args.connection_file).parent, ignore_errors=True)
         return 0
     try:
         print(f"# sandbox for cluster {loaded.profile.cluster.name} ready in {sandbox.startup_seconds:.2f}s")

@@ -36,7 +36,7 @@ class SandboxProcess:
         self._stderr: IO[bytes] | None = None
 
     def start(self, timeout: float = READY_TIMEOUT) -> Connection:
-        self._dir = tempfile.TemporaryDirectory(prefix="eksid-child-")
+        self._dir = tempfile.TemporaryDirectory(prefix="eksid-child-", ignore_cleanup_errors=True)
         ready = Path(self._dir.name) / "connection.json"
         self._stderr = open(Path(self._dir.name) / "stderr.log", "w+b")  # noqa: SIM115 - closed in stop()
         started = time.monotonic()
@@ -57,20 +57,26 @@ class SandboxProcess:
             stderr=self._stderr,
             start_new_session=True,
         )
-        while not ready.exists():
-            code = self._proc.poll()
-            if code is not None or time.monotonic() - started > timeout:
-                why = f"exited with code {code}" if code is not None else f"was not ready after {timeout:.0f}s"
-                tail = self._stderr_tail()
-                self.stop()
-                raise SandboxProcessError(
-                    f"the sandbox for {self.profile_path} (child process) {why}" + (f":\n{tail}" if tail else "")
-                )
-            time.sleep(0.05)
-        data = json.loads(ready.read_text(encoding="utf-8"))
-        ready.unlink()  # it holds the runner's keys
+        try:
+            while not ready.exists():
+                code = self._proc.poll()
+                if code is not None or time.monotonic() - started > timeout:
+                    why = f"exited with code {code}" if code is not None else f"was not ready after {timeout:.0f}s"
+                    tail = self._stderr_tail()
+                    raise SandboxProcessError(
+                        f"the sandbox for {self.profile_path} (child process) {why}" + (f":\n{tail}" if tail else "")
+                    )
+                time.sleep(0.05)
+            data = json.loads(ready.read_text(encoding="utf-8"))
+            ready.unlink()  # it holds the runner's keys
+            connection = Connection(
+                kubeconfig=Path(data["kubeconfig"]), context=str(data["context"]), env=dict(data["env"])
+            )
+        except BaseException:  # also Ctrl-C while waiting: no child outlives a failed start
+            self.stop()
+            raise
         self.startup_seconds = time.monotonic() - started
-        return Connection(kubeconfig=Path(data["kubeconfig"]), context=str(data["context"]), env=dict(data["env"]))
+        return connection
 
     def _stderr_tail(self, lines: int = 20) -> str:
         if self._stderr is None:
@@ -95,5 +101,5 @@ class SandboxProcess:
             self._stderr.close()
             self._stderr = None
         if self._dir is not None:
-            self._dir.cleanup()
+            self._dir.cleanup()  # the child removes it itself when it outlives us (see __main__)
             self._dir = None
