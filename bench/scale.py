@@ -360,13 +360,13 @@ def campaign_ok(outcome: Any) -> bool:
 
 def campaign_targets(profile: Any, workloads: list[Any], node_groups: bool) -> list[Any]:
     """The workloads, or (``--node-groups``) what a pytest run of the suites launches: each workload's
-    probe plus one pinned to each of the profile's ``probe.nodeGroups`` (the IMDS-per-node-group probes)."""
+    probe (on the first of the profile's ``probe.nodeGroups``) plus an IMDS-only probe pinned to each other group."""
     if not node_groups:
         return workloads
-    from pytest_eksid.probe.pod import Target
+    from pytest_eksid.probe.pod import probe_target
 
     groups = list(profile.probe.node_groups)
-    return [Target(w, g) for w in workloads for g in [None, *groups]]
+    return list(dict.fromkeys(probe_target(profile, w, g) for w in workloads for g in [None, *groups]))
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -13,7 +13,7 @@ import pytest
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
-from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target
+from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target, probe_target
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
 from pytest_eksid.report import RunFacts, last_changed
@@ -377,7 +377,7 @@ def eksid_node_probe(
     request: pytest.FixtureRequest, eksid_campaign: Campaign, eksid_workload: Workload, eksid_nodegroup: str | None
 ) -> ProbeOutcome:
     """The probe's result for this workload on this node group (the workload's own probe when none)."""
-    return _outcome(request, eksid_campaign, Target(eksid_workload, eksid_nodegroup))
+    return _outcome(request, eksid_campaign, probe_target(eksid_campaign.profile, eksid_workload, eksid_nodegroup))
 
 
 @pytest.fixture(scope=_cluster_scope)

@@ -35,7 +35,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     eksid_workload,
     subject_of,
 )
-from pytest_eksid.probe.pod import Target
+from pytest_eksid.probe.pod import probe_target
 from pytest_eksid.profile import LoadedProfile, ProfileError, check_unique_names, load_fleet, load_profile
 from pytest_eksid.settings import Setting, Settings
 
@@ -401,7 +401,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if subject is not None:
             callspec = getattr(item, "callspec", None)
             group = callspec.params.get(NODEGROUP_FIXTURE) if callspec is not None else None
-            selected.setdefault(subject.profile.name, set()).add(Target(subject.workload, group).key)
+            target = probe_target(subject.profile.profile, subject.workload, group)
+            selected.setdefault(subject.profile.name, set()).add(target.key)
     session.config.stash[SELECTED_KEY] = selected
 
 

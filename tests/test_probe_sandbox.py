@@ -9,7 +9,7 @@ import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
 from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, Target, probe_pod_manifest
-from tests.conftest import demo_data, interrupt_pytest, write_profile
+from tests.conftest import REPO, demo_data, interrupt_pytest, write_profile
 
 REPORTER = {
     "name": "reporter",
@@ -266,11 +266,11 @@ def test_sigint_deletes_probe_pods(tmp_path):
     data = demo_data()
     data["sandbox"]["podStartSeconds"] = 30
     profile = write_profile(tmp_path, data, "slow")
-    # 2 workloads, + 2 node groups each for IMDS
-    code, out = interrupt_pytest(f"--profile={profile}", when="launching 6 probe pod(s)", wait=60)
+    # 2 workloads on the first node group, + an IMDS-only probe each on the second
+    code, out = interrupt_pytest(f"--profile={profile}", when="launching 4 probe pod(s)", wait=60)
     assert code == 2, out
     assert "KeyboardInterrupt" in out
-    assert "eksid: deleted 6 probe pod(s)" in out
+    assert "eksid: deleted 4 probe pod(s)" in out
     assert "INTERNALERROR" not in out
 
 
@@ -326,3 +326,43 @@ def test_probe_resolves_credentials_once_and_node_probes_measure_only_imds(start
     assert "actions" not in result
     assert result["imds"]["v2"]["outcome"].startswith("blocked")
     assert seen == []  # no AWS call at all: a node probe does not need the workload's credentials
+
+
+def test_with_node_groups_the_workload_probe_runs_on_the_first_and_imds_only_probes_on_the_others():
+    from pytest_eksid.probe.pod import probe_target
+    from pytest_eksid.probe.program import PLAN_VARIABLE
+    from pytest_eksid.profile import load_profile
+
+    profile = load_profile("demo", REPO).profile  # nodeGroups: [ng-general, ng-batch]
+    w = profile.workloads[0]
+    assert probe_target(profile, w) == Target(w)
+    assert probe_target(profile, w, "ng-general") == Target(w)  # the workload's own probe stands for it
+    assert probe_target(profile, w, "ng-batch") == Target(w, "ng-batch")
+
+    def plan_and_selector(nodegroup):
+        spec = probe_pod_manifest(profile, w, "run", nodegroup)["spec"]
+        plan = json.loads(next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == PLAN_VARIABLE))
+        return plan.get("steps"), spec["nodeSelector"]
+
+    label = profile.probe.node_group_label
+    assert plan_and_selector(None) == (None, {label: "ng-general"})  # every step
+    assert plan_and_selector("ng-batch") == (["environment", "imds"], {label: "ng-batch"})
+    # Without node groups: no pinning, every step.
+    bare = profile.model_copy(update={"probe": profile.probe.model_copy(update={"node_groups": []})})
+    assert probe_target(bare, w, None) == Target(w)
+    assert "nodeSelector" not in probe_pod_manifest(bare, w, "run")["spec"]
+
+
+def test_a_node_selector_naming_a_group_keeps_the_workload_probe_there():
+    from pytest_eksid.probe.pod import probe_target
+    from pytest_eksid.profile import load_profile
+
+    profile = load_profile("demo", REPO).profile
+    label = profile.probe.node_group_label
+    chosen = profile.model_copy(
+        update={"probe": profile.probe.model_copy(update={"node_selector": {label: "ng-batch"}})}
+    )
+    w = chosen.workloads[0]
+    assert probe_pod_manifest(chosen, w, "run")["spec"]["nodeSelector"] == {label: "ng-batch"}
+    # it is not on the first group, so that group gets a probe of its own
+    assert probe_target(chosen, w, "ng-general") == Target(w, "ng-general")

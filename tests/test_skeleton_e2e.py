@@ -168,7 +168,7 @@ def test_demo_passes(tmp_path):
     assert "eksid: profile demo: profiles/demo.yaml (from --profile)" in run.stdout
     for wid in ("demo/invoice-exporter", "demo/billing-worker"):
         assert run.outcomes[f"suites/test_identity.py::test_caller_role[{wid}]"] == "passed"
-    assert "eksid: deleted 6 probe pod(s)" in run.stdout
+    assert "eksid: deleted 4 probe pod(s)" in run.stdout
 
 
 def test_collect_only_starts_nothing(tmp_path):

@@ -76,12 +76,32 @@ class Target:
         return self.workload.name if self.nodegroup is None else f"{self.workload.name}@{self.nodegroup}"
 
 
+def probe_target(profile: Profile, workload: Workload, nodegroup: str | None = None) -> Target:
+    """The probe that measures ``workload`` (on ``nodegroup``). With ``probe.nodeGroups``, the
+    workload's own probe runs on the first group, so it also stands for that group's IMDS: one
+    pod fewer per workload; the other groups each get a probe that measures only IMDS."""
+    if nodegroup is None or nodegroup == _home_group(profile):
+        return Target(workload)
+    return Target(workload, nodegroup)
+
+
+def _home_group(profile: Profile) -> str | None:
+    """The node group the workload's own probe is pinned to: the first of ``probe.nodeGroups``, unless
+    the profile's ``nodeSelector`` already chooses a group itself."""
+    probe = profile.probe
+    if not probe.node_groups or probe.node_group_label in probe.node_selector:
+        return None
+    return probe.node_groups[0]
+
+
 def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegroup: str | None = None) -> Obj:
     """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
     probe = profile.probe
     plan = probe_plan(profile, workload)
     if nodegroup is not None:
         plan["steps"] = list(NODE_STEPS)  # IMDS is the node's: no identity, no actions (no botocore)
+    else:
+        nodegroup = _home_group(profile)  # the whole probe, on the first group (see probe_target)
     spec: Obj = {
         "serviceAccountName": workload.service_account,
         "automountServiceAccountToken": False,
