@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=2.0, help="injected pod start latency, seconds")
     parser.add_argument("--sizes", default="1,20", help="comma-separated workload counts")
-    parser.add_argument("--max-parallel", type=int, default=16)
+    parser.add_argument("--max-parallel", type=int, default=32)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"pod start latency {args.latency:.1f}s, max parallel {args.max_parallel}")

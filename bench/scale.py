@@ -366,7 +366,8 @@ def campaign_targets(profile: Any, workloads: list[Any], node_groups: bool) -> l
     from pytest_eksid.probe.pod import probe_target
 
     groups = list(profile.probe.node_groups)
-    return list(dict.fromkeys(probe_target(profile, w, g) for w in workloads for g in [None, *groups]))
+    targets = [probe_target(profile, w, g) for w in workloads for g in [None, *groups]]
+    return list({t.key: t for t in targets}.values())  # the first group's probe is the workload's own
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -697,9 +698,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,10,50,200", help="comma-separated workload counts")
     parser.add_argument(
         "--max-parallel",
-        default="16",
+        default="32",
         type=lambda s: [int(x) for x in s.split(",")],
-        help="comma-separated Campaign.max_parallel values to measure (default 16, the plugin's default)",
+        help="comma-separated Campaign.max_parallel values to measure (default 32, the plugin's default)",
     )
     parser.add_argument("--cookbook-full", type=int, default=10, help="run the cookbook fully up to this many")
     parser.add_argument("--cookbook-sample", type=int, default=5, help="above that, workloads measured")

@@ -143,7 +143,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=_positive_int,
         default=None,
-        help="Probe pods launched at once (default 16; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
+        help="Probe pods launched at once, per cluster (default 32; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
     group.addoption(
         "--eksid-sweep",
@@ -215,7 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {help_text}")
     profiles = _profiles(config)
     keep = _setting(config, "eksid_keep_pods", "--eksid-keep-pods", _bool, False)
-    parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 16)
+    parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 32)
     assert keep is not None
     assert parallel is not None
     sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
