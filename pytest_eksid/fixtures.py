@@ -130,7 +130,8 @@ class Clusters:
 
         self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
         sandbox: Any
-        if sandbox_in_process_free():
+        in_process = sandbox_in_process_free()
+        if in_process:
             from pytest_eksid.sandbox.runtime import Sandbox
 
             sandbox = Sandbox(loaded.profile)
@@ -140,7 +141,7 @@ class Clusters:
             sandbox = SandboxProcess(loaded.path, Path(self.config.rootpath))
         connection = sandbox.start()
         self._sandboxes.append((loaded.name, sandbox))
-        where = "" if sandbox.__class__.__name__ == "Sandbox" else " in a child process"
+        where = "" if in_process else " in a child process"
         self._say(
             loaded.name,
             f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
@@ -165,11 +166,6 @@ class Clusters:
             if name in self._broken:
                 pytest.fail(self._broken[name], pytrace=False)
         return self._kube[name]
-
-    def kube_context(self, name: str) -> str | None:
-        """The context of the profile's Kubernetes client, once one was made."""
-        kube = self._kube.get(name)
-        return (kube.context or "(current)") if kube is not None else None
 
     def aws(self, loaded: LoadedProfile) -> Aws:
         name = loaded.name

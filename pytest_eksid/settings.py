@@ -41,10 +41,3 @@ class Settings:
     @property
     def loaded_all(self) -> list[LoadedProfile]:
         return [p.value for p in self.profiles]
-
-    def find(self, name: str) -> LoadedProfile:
-        """The profile of that name; KeyError if the run has none."""
-        for p in self.profiles:
-            if p.value.name == name:
-                return p.value
-        raise KeyError(name)
