@@ -8,6 +8,7 @@ import time
 import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
+from pytest_eksid.kube import KubeError
 from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, Target, probe_pod_manifest
 from tests.conftest import REPO, demo_data, interrupt_pytest, write_profile
 
@@ -366,3 +367,24 @@ def test_a_node_selector_naming_a_group_keeps_the_workload_probe_there():
     assert probe_pod_manifest(chosen, w, "run")["spec"]["nodeSelector"] == {label: "ng-batch"}
     # it is not on the first group, so that group gets a probe of its own
     assert probe_target(chosen, w, "ng-general") == Target(w, "ng-general")
+
+
+def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_sandbox, monkeypatch):
+    run = start_sandbox(demo_data())
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    campaign.run(run.loaded.profile.workloads)
+    real_delete = run.kube.delete_pod
+    calls = []
+
+    def flaky_delete(namespace, name):
+        calls.append(name)
+        if len(calls) == 1:
+            raise ConnectionError("API server unreachable")  # not a KubeError: a network failure
+        return real_delete(namespace, name)
+
+    monkeypatch.setattr(run.kube, "delete_pod", flaky_delete)
+    with pytest.raises(KubeError) as err:
+        campaign.cleanup()
+    assert len(calls) == 2  # the second pod was still deleted
+    assert "could not delete 1 probe pod(s) (deleted 1)" in str(err.value)
+    assert f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}" in str(err.value)

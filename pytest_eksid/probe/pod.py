@@ -379,13 +379,18 @@ class Campaign:
         with self._lock:
             created = dict(self._created)
             self._created.clear()
-        deleted = []
+        deleted, failed = [], []
         for name, namespace in created.items():
             try:
                 if self.kube.delete_pod(namespace, name):
                     deleted.append(f"{namespace}/{name}")
-            except KubeError:
-                continue
+            except Exception as exc:  # an API error, or the API server unreachable: try the others
+                failed.append(f"{namespace}/{name} ({exc.__class__.__name__}: {str(exc)[:200]})")
+        if failed:
+            raise KubeError(
+                f"could not delete {len(failed)} probe pod(s) (deleted {len(deleted)}): {'; '.join(failed[:5])}; "
+                f"delete them with: kubectl delete pods -A -l {RUN_ID_LABEL}={self.run_id}"
+            )
         return deleted
 
 
