@@ -208,12 +208,16 @@ class Kube:
         except ApiException as exc:
             raise _wrap(exc, "list nodes") from None
 
-    def list_pods(self, label_selector: str, namespace: str | None = None) -> list[Obj]:
+    def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
         try:
             if namespace is None:
-                pods = self.core.list_pod_for_all_namespaces(label_selector=label_selector)
+                pods = self.core.list_pod_for_all_namespaces(
+                    label_selector=label_selector, field_selector=field_selector
+                )
             else:
-                pods = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+                pods = self.core.list_namespaced_pod(
+                    namespace, label_selector=label_selector, field_selector=field_selector
+                )
         except ApiException as exc:
             raise _wrap(exc, f"list pods ({label_selector})") from None
         return [_plain(self.api_client, p) for p in pods.items]

@@ -9,7 +9,15 @@ import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
 from pytest_eksid.kube import KubeError
-from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, RUN_ID_LABEL, Campaign, Target, probe_pod_manifest
+from pytest_eksid.probe.pod import (
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    POLL_SECONDS,
+    RUN_ID_LABEL,
+    Campaign,
+    Target,
+    probe_pod_manifest,
+)
 from tests.conftest import REPO, demo_data, interrupt_pytest, write_profile
 
 REPORTER = {
@@ -388,3 +396,36 @@ def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_
     assert len(calls) == 2  # the second pod was still deleted
     assert "could not delete 1 probe pod(s) (deleted 1)" in str(err.value)
     assert f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}" in str(err.value)
+
+
+def test_waiting_probes_share_one_pod_list_per_namespace(start_sandbox, monkeypatch):
+    """Polling is one LIST per namespace per tick for all waiting probes, not one GET per pod per tick."""
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 1.5  # every probe waits through several ticks
+    run = start_sandbox(data)
+    counts = {"get": 0, "list": 0}
+    real_read, real_list = run.kube.read_pod, run.kube.list_pods
+
+    def read_pod(namespace, name):
+        counts["get"] += 1
+        return real_read(namespace, name)
+
+    def list_pods(*args, **kwargs):
+        counts["list"] += 1
+        return real_list(*args, **kwargs)
+
+    monkeypatch.setattr(run.kube, "read_pod", read_pod)
+    monkeypatch.setattr(run.kube, "list_pods", list_pods)
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    workloads = run.loaded.profile.workloads
+    targets = [Target(w, g) for w in workloads for g in (None, "ng-batch")]
+    started = time.monotonic()
+    outcomes = campaign.run(targets)
+    ticks = (time.monotonic() - started) / POLL_SECONDS
+    assert all(o.result is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
+    # each pod is read alone about once (when it leaves the list of unfinished pods) ...
+    assert counts["get"] <= 2 * len(targets), counts
+    # ... and the waiting is at most one LIST per namespace per tick (plus one per new pod)
+    namespaces = len({w.namespace for w in workloads})
+    assert 0 < counts["list"] <= namespaces * (ticks + 1) + len(targets), (counts, ticks)
+    campaign.cleanup()
