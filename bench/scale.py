@@ -346,6 +346,21 @@ def cookbook_workload(kube: Any, profile: Any, workload: Any) -> tuple[bool, lis
     return ok, notes
 
 
+def resources(memory: TreeMemory, sandbox: Any, cpu: list[float]) -> dict[str, float]:
+    """A row's memory and CPU columns (``cpu``: this process, its pods, the whole machine, as deltas)."""
+    self_mb, child_mb = rusage_mb()
+    return {
+        "tree_peak_mb": memory.peak_kb / 1024,
+        "pod_peak_mb": memory.peak_pod_kb / 1024,
+        "live_peak": sandbox.kubelet.peak,
+        "rusage_self_mb": self_mb,
+        "rusage_child_mb": child_mb,
+        "cpu_self": cpu[0],
+        "cpu_pods": cpu[1],
+        "cpu_other": max(0.0, cpu[2] - cpu[0] - cpu[1]),
+    }
+
+
 def campaign_ok(outcome: Any) -> bool:
     """The probe reported, proved an identity, and every allow/deny came out as expected; a probe
     pinned to a node group (it measures only IMDS) reported both IMDS versions."""
@@ -429,7 +444,6 @@ def worker(args: argparse.Namespace) -> None:
                     if (i + 1) % 5 == 0:
                         log(f"N={n}: cookbook {i + 1}/{len(sample)} in {time.monotonic() - t0:.1f}s")
                 wall = time.monotonic() - t0
-            self_mb, child_mb = rusage_mb()
             cpu = [b - a for a, b in zip(cpu0, cpu_seconds(), strict=True)]
             k = len(sample)
             rows.append(
@@ -447,14 +461,7 @@ def worker(args: argparse.Namespace) -> None:
                     "k8s": k8s.reset(),
                     "aws": aws.reset(),
                     "per": k,
-                    "tree_peak_mb": memory.peak_kb / 1024,
-                    "pod_peak_mb": memory.peak_pod_kb / 1024,
-                    "live_peak": sandbox.kubelet.peak,
-                    "rusage_self_mb": self_mb,
-                    "rusage_child_mb": child_mb,
-                    "cpu_self": cpu[0],
-                    "cpu_pods": cpu[1],
-                    "cpu_other": max(0.0, cpu[2] - cpu[0] - cpu[1]),
+                    **resources(memory, sandbox, cpu),
                     "ok": good,
                     "notes": notes[:5],
                 }
@@ -473,7 +480,6 @@ def worker(args: argparse.Namespace) -> None:
                     t1 = time.monotonic()
                     campaign.cleanup()
                     cleanup = time.monotonic() - t1
-                self_mb, child_mb = rusage_mb()
                 cpu = [b - a for a, b in zip(cpu0, cpu_seconds(), strict=True)]
                 owns = [float((o.result or {}).get("seconds", {}).get("total", 0.0)) for o in outcomes.values()]
                 errors = [f"{o.workload.name}: {o.error}" for o in outcomes.values() if o.error]
@@ -492,14 +498,7 @@ def worker(args: argparse.Namespace) -> None:
                         "k8s": k8s.reset(),
                         "aws": aws.reset(),
                         "per": n,
-                        "tree_peak_mb": memory.peak_kb / 1024,
-                        "pod_peak_mb": memory.peak_pod_kb / 1024,
-                        "live_peak": sandbox.kubelet.peak,
-                        "rusage_self_mb": self_mb,
-                        "rusage_child_mb": child_mb,
-                        "cpu_self": cpu[0],
-                        "cpu_pods": cpu[1],
-                        "cpu_other": max(0.0, cpu[2] - cpu[0] - cpu[1]),
+                        **resources(memory, sandbox, cpu),
                         "ok": len(
                             {o.workload.name for o in outcomes.values()}
                             - {o.workload.name for o in outcomes.values() if not campaign_ok(o)}

@@ -176,3 +176,17 @@ def interrupt_pytest(*args: str, when: str, wait: float = 90) -> tuple[int, str]
     finally:
         proc.kill()
     return proc.returncode, seen + rest
+
+
+def wait_pod_phase(
+    core: Any, namespace: str, name: str, phases: tuple[str, ...] = ("Running",), timeout: float = 20.0
+) -> Any:
+    """Poll a pod through the kubernetes client until it is in one of ``phases``."""
+    deadline = time.monotonic() + timeout
+    pod = None
+    while time.monotonic() < deadline:
+        pod = core.read_namespaced_pod(name, namespace)
+        if pod.status.phase in phases:
+            return pod
+        time.sleep(0.05)
+    raise AssertionError(f"pod {namespace}/{name} not {phases} after {timeout}s: {pod.status if pod else None}")

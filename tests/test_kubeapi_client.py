@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from pytest_eksid.sandbox.kubeapi import ApiError
+from tests.conftest import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "finance-demo"
@@ -61,13 +62,7 @@ def _pod(name_prefix, command, sa=SA, **spec):
 
 
 def _wait_phase(core, name, phases=("Running",), timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pod = core.read_namespaced_pod(name, NS)
-        if pod.status.phase in phases:
-            return pod
-        time.sleep(0.05)
-    raise AssertionError(f"pod {NS}/{name} not {phases} after {timeout}s: {pod.status}")
+    return wait_pod_phase(core, NS, name, phases, timeout)
 
 
 @pytest.fixture(scope="module")

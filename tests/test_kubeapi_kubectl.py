@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client, config
+
+from tests.conftest import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
@@ -50,13 +51,7 @@ def api(kubeconfig):
 
 
 def _wait_phase(core, name, phases=("Running",), timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pod = core.read_namespaced_pod(name, NS)
-        if pod.status.phase in phases:
-            return pod
-        time.sleep(0.05)
-    raise AssertionError(f"pod {NS}/{name} not {phases} after {timeout}s: {pod.status}")
+    return wait_pod_phase(core, NS, name, phases, timeout)
 
 
 @pytest.fixture(scope="module")
