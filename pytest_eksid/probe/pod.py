@@ -87,9 +87,10 @@ def probe_target(profile: Profile, workload: Workload, nodegroup: str | None = N
 
 def _home_group(profile: Profile) -> str | None:
     """The node group the workload's own probe is pinned to: the first of ``probe.nodeGroups``, unless
-    the profile's ``nodeSelector`` already chooses a group itself."""
+    the profile has a ``nodeSelector`` (pinning on top of it could leave the probe nowhere to run;
+    then every group gets its own IMDS-only probe and the workload's probe lands where it may)."""
     probe = profile.probe
-    if not probe.node_groups or probe.node_group_label in probe.node_selector:
+    if not probe.node_groups or probe.node_selector:
         return None
     return probe.node_groups[0]
 
@@ -241,42 +242,70 @@ def _seen(pod: Obj) -> str:
 
 
 class PodBoard:
-    """This run's unfinished probe pods, one LIST per namespace per tick shared by every waiting
-    thread, instead of one GET per pod per tick: with 32 probes in flight, 1 request where 32 were.
+    """This run's unfinished probe pods, from one LIST per tick shared by every waiting thread, instead
+    of one GET per pod per tick: with 32 probes in flight, 1 request where 32 were, whatever their namespaces.
 
-    A pod the last LIST does not show (it finished, or it is newer than the LIST) is read on its own.
+    The LIST is cluster-wide (by the run's label); where that is refused, per namespace; where that is
+    refused too, each pod is read on its own, as a campaign always could. A pod the last LIST does not
+    show (it finished, or it is newer than the LIST) is read alone; so is every pod while another
+    thread's LIST takes longer than a tick: a slow LIST holds up the other waiters one tick at most.
     """
+
+    ALL = "*"  # the snapshot key of a cluster-wide LIST
+    PERMANENT = (400, 403, 405)  # refusals that will not change during the run
 
     def __init__(self, kube: Kube, run_id: str, interval: float) -> None:
         self.kube = kube
         self.selector = f"{RUN_ID_LABEL}={run_id}"
         self.interval = interval
         self._lock = threading.Lock()
-        self._namespace_locks: dict[str, threading.Lock] = {}
-        self._snapshots: dict[str, tuple[float, dict[str, Obj]]] = {}  # namespace -> (listed at, name -> pod)
-        self.listing = True  # off when LIST fails (then each pod is read alone, as before)
+        self._listing: dict[str, threading.Lock] = {}
+        self._snapshots: dict[str, tuple[float, dict[tuple[str, str], Obj]]] = {}  # scope -> (listed at, pods)
+        self.refused: set[str] = set()  # scopes whose LIST was refused for good ("*" or a namespace)
 
     def read(self, namespace: str, name: str, since: float) -> Obj:
         """The pod as last seen by a LIST taken after ``since`` and at most one tick ago, else by a GET."""
-        if self.listing:
-            with self._lock:
-                lock = self._namespace_locks.setdefault(namespace, threading.Lock())
-            with lock:  # one LIST at a time per namespace; the others reuse it
-                taken, pods = self._snapshots.get(namespace, (float("-inf"), {}))
-                now = time.monotonic()
-                if now - taken >= self.interval or taken < since:
-                    try:
-                        listed = self.kube.list_pods(
-                            self.selector, namespace, field_selector="status.phase!=Succeeded,status.phase!=Failed"
-                        )
-                    except KubeError:
-                        self.listing = False
-                        listed = []
-                    pods = {str((p.get("metadata") or {}).get("name")): p for p in listed}
-                    self._snapshots[namespace] = (now, pods)
-            if name in pods:
-                return pods[name]
+        scope = self.ALL if self.ALL not in self.refused else namespace
+        if scope not in self.refused:
+            pods = self._snapshot(scope, since)
+            if pods is not None and (namespace, name) in pods:
+                return pods[(namespace, name)]
         return self.kube.read_pod(namespace, name)
+
+    def _snapshot(self, scope: str, since: float) -> dict[tuple[str, str], Obj] | None:
+        with self._lock:
+            lock = self._listing.setdefault(scope, threading.Lock())
+            taken, pods = self._snapshots.get(scope, (float("-inf"), {}))
+        if time.monotonic() - taken < self.interval and taken >= since:
+            return pods
+        if not lock.acquire(timeout=self.interval):
+            return None  # another thread's LIST is slow: do not wait longer than a tick for it
+        try:
+            with self._lock:  # it may have just been refreshed by the thread we waited for
+                taken, pods = self._snapshots.get(scope, (float("-inf"), {}))
+            if time.monotonic() - taken < self.interval and taken >= since:
+                return pods
+            now = time.monotonic()
+            try:
+                listed = self.kube.list_pods(
+                    self.selector,
+                    None if scope == self.ALL else scope,
+                    field_selector="status.phase!=Succeeded,status.phase!=Failed",
+                )
+            except KubeError as exc:
+                if exc.status in self.PERMANENT:
+                    with self._lock:
+                        self.refused.add(scope)
+                return None  # a passing error: this tick reads pods alone, the next one lists again
+            fresh = {
+                (str((p.get("metadata") or {}).get("namespace")), str((p.get("metadata") or {}).get("name"))): p
+                for p in listed
+            }
+            with self._lock:
+                self._snapshots[scope] = (now, fresh)
+            return fresh
+        finally:
+            lock.release()
 
 
 @dataclass
@@ -424,12 +453,18 @@ class Campaign:
             created = dict(self._created)
             self._created.clear()
         deleted, failed = [], []
-        for name, namespace in created.items():
+        pending = list(created.items())
+        while pending:
+            name, namespace = pending.pop(0)
             try:
                 if self.kube.delete_pod(namespace, name):
                     deleted.append(f"{namespace}/{name}")
-            except Exception as exc:  # an API error, or the API server unreachable: try the others
+            except KubeError as exc:  # the API refused this one: try the others
+                failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
+            except Exception as exc:  # the API server unreachable: each further try could wait minutes
                 failed.append(f"{namespace}/{name} ({exc.__class__.__name__}: {str(exc)[:200]})")
+                failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
+                break
         if failed:
             raise KubeError(
                 f"could not delete {len(failed)} probe pod(s) (deleted {len(deleted)}): {'; '.join(failed[:5])}; "

@@ -388,6 +388,7 @@ def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     started = time.monotonic()
+    _SESSIONS.clear()  # one run, one session (a process that runs several must not reuse credentials)
     result: dict[str, Any] = {
         "version": RESULT_VERSION,
         "workload": plan.get("workload"),
@@ -416,7 +417,7 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         except Exception as exc:  # one step's failure must not hide the others
             result[name] = {"error": _error(exc)}
         result.setdefault("seconds", {})[name] = round(time.monotonic() - t0, 3)
-    result["seconds"]["total"] = round(time.monotonic() - started, 3)
+    result.setdefault("seconds", {})["total"] = round(time.monotonic() - started, 3)
     return result
 
 
