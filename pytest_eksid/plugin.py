@@ -232,6 +232,37 @@ def pytest_configure(config: pytest.Config) -> None:
         exec_containers=exec_containers,
     )
     _configure_reports(config)
+    if profiles:
+        _stop_on_sigterm(config)
+
+
+TERM_KEY = pytest.StashKey[Any]()
+
+
+def _stop_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM (a CI job cancelled or timed out) stops the run as Ctrl-C does, so that teardown still
+    deletes the probe pods on the cluster and stops sandboxes; only where nothing else handles it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone else's handler (or an ignored signal): leave it alone
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    config.stash[TERM_KEY] = interrupt
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import signal
+
+    if config.stash.get(TERM_KEY, None) is not None and signal.getsignal(signal.SIGTERM) is config.stash[TERM_KEY]:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:

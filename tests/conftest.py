@@ -145,9 +145,9 @@ def kubeconfig(sandbox: tuple[Sandbox, Connection]) -> Path:
     return connection.kubeconfig
 
 
-def interrupt_pytest(*args: str, when: str, wait: float = 90) -> tuple[int, str]:
-    """Run pytest in a subprocess as a user would, press Ctrl-C once ``when`` is printed, and return
-    (exit code, all output)."""
+def interrupt_pytest(*args: str, when: str, wait: float = 90, signum: int | None = None) -> tuple[int, str]:
+    """Run pytest in a subprocess as a user would, press Ctrl-C (or send ``signum``) once ``when`` is
+    printed, and return (exit code, all output)."""
     import signal
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
@@ -158,8 +158,12 @@ def interrupt_pytest(*args: str, when: str, wait: float = 90) -> tuple[int, str]
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # An xdist worker may ignore SIGINT, and a child inherits that: restore Ctrl-C as a user has it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # An xdist worker may ignore SIGINT (or handle SIGTERM), and a child inherits that: restore
+        # the signals as a user's shell has them.
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGINT, signal.SIG_DFL),
+            signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        ),
     )
     assert proc.stdout is not None
     seen = ""
@@ -170,7 +174,7 @@ def interrupt_pytest(*args: str, when: str, wait: float = 90) -> tuple[int, str]
         assert line, seen
         seen += line
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT if signum is None else signum)
     try:
         rest, _ = proc.communicate(timeout=60)
     finally:

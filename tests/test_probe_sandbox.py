@@ -270,6 +270,22 @@ def test_sweep_deletes_old_probe_pods_of_other_runs(start_sandbox):
     assert run.kube.list_pods(f"{MANAGED_BY}={MANAGED_BY_VALUE}") == []
 
 
+def test_sigterm_deletes_probe_pods_too(tmp_path):
+    """A CI job cancelled or timed out gets SIGTERM: the probe pods on the cluster are deleted all the same."""
+    import signal
+
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 30
+    profile = write_profile(tmp_path, data, "slow")
+    code, out = interrupt_pytest(
+        f"--profile={profile}", when="launching 4 probe pod(s)", wait=60, signum=signal.SIGTERM
+    )
+    assert code == 2, out
+    assert "KeyboardInterrupt" in out
+    assert "eksid: deleted 4 probe pod(s)" in out
+    assert "eksid: sandbox stopped" in out
+
+
 def test_sigint_deletes_probe_pods(tmp_path):
     """A real Ctrl-C while probe pods are starting: the run stops and deletes its pods."""
     data = demo_data()
