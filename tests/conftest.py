@@ -194,3 +194,16 @@ def wait_pod_phase(
             return pod
         time.sleep(0.05)
     raise AssertionError(f"pod {namespace}/{name} not {phases} after {timeout}s: {pod.status if pod else None}")
+
+
+def unit_profile(workloads: list[dict[str, Any]], region: str = "eu-west-1", **cluster: Any) -> Any:
+    """A live-cluster profile for the pure check tests: cluster prod-platform-a in account 111122223333."""
+    from pytest_eksid.profile import Profile
+
+    return Profile.model_validate(
+        {
+            "cluster": {"name": "prod-platform-a", "region": region, "accountId": "111122223333", **cluster},
+            "probe": {"image": "probe:test"},
+            "workloads": workloads,
+        }
+    )

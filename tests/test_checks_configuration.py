@@ -8,7 +8,8 @@ import pytest
 
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.configuration import IRSA_ANNOTATION, binding, dedicated_service_account, owner_label
-from pytest_eksid.profile import Profile, Workload
+from pytest_eksid.profile import Workload
+from tests.conftest import unit_profile
 
 ACCOUNT = "111122223333"
 OWNER_LABEL = "platform.mycompany.io/identity-owner"
@@ -37,25 +38,8 @@ WORKLOADS = [
     workload("refunds-api", "irsa", migration=True),
     {**workload("legacy-cron", "irsa"), "serviceAccount": "default"},
 ]
-PROFILE = Profile.model_validate(
-    {
-        "cluster": {"name": "prod-platform-a", "region": "eu-west-1", "accountId": ACCOUNT},
-        "probe": {"image": "probe:test"},
-        "workloads": WORKLOADS,
-    }
-)
-CUSTOM_LABEL_PROFILE = Profile.model_validate(
-    {
-        "cluster": {
-            "name": "prod-platform-a",
-            "region": "eu-west-1",
-            "accountId": ACCOUNT,
-            "ownerLabel": "example.com/team",
-        },
-        "probe": {"image": "probe:test"},
-        "workloads": WORKLOADS,
-    }
-)
+PROFILE = unit_profile(WORKLOADS)
+CUSTOM_LABEL_PROFILE = unit_profile(WORKLOADS, ownerLabel="example.com/team")
 PI: Workload = PROFILE.workload("invoice-exporter")
 IRSA: Workload = PROFILE.workload("billing-worker")
 CHAINED: Workload = PROFILE.workload("ledger-sync")

@@ -8,27 +8,24 @@ import pytest
 
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.imds import imds_finding
-from pytest_eksid.profile import Profile, Workload
+from pytest_eksid.profile import Workload
+from tests.conftest import unit_profile
 
 ACCOUNT = "111122223333"
 NODE = "ip-10-0-12-34.eu-west-1.compute.internal"
 ENDPOINT = "http://169.254.169.254"
 BLOCKED_TEXT = "blocked (token request times out or is refused, no credentials)"
 
-PROFILE = Profile.model_validate(
-    {
-        "cluster": {"name": "prod-platform-a", "region": "eu-west-1", "accountId": ACCOUNT},
-        "probe": {"image": "probe:test"},
-        "workloads": [
-            {
-                "name": "invoice-exporter",
-                "namespace": "finance-prod",
-                "serviceAccount": "invoice-exporter-aws-sa",
-                "mechanism": "pod-identity",
-                "roleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-invoice-exporter",
-            }
-        ],
-    }
+PROFILE = unit_profile(
+    [
+        {
+            "name": "invoice-exporter",
+            "namespace": "finance-prod",
+            "serviceAccount": "invoice-exporter-aws-sa",
+            "mechanism": "pod-identity",
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-invoice-exporter",
+        }
+    ]
 )
 W: Workload = PROFILE.workload("invoice-exporter")
 WHERE = f"invoice-exporter (finance-prod/invoice-exporter-aws-sa) on node {NODE}"

@@ -9,7 +9,8 @@ import pytest
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.permissions import Inconclusive, action_verdict
 from pytest_eksid.probe.program import classify
-from pytest_eksid.profile import ActionCheck, Profile, Workload
+from pytest_eksid.profile import ActionCheck, Workload
+from tests.conftest import unit_profile
 
 ACCOUNT = "111122223333"
 ROLE = "eks-prod-invoice-exporter"
@@ -28,28 +29,24 @@ KMS_MESSAGE = (
     "policy allows the kms:Decrypt action"
 )
 
-PROFILE = Profile.model_validate(
-    {
-        "cluster": {"name": "prod-platform-a", "region": "eu-west-1", "accountId": ACCOUNT},
-        "probe": {"image": "probe:test"},
-        "workloads": [
-            {
-                "name": "invoice-exporter",
-                "namespace": "finance-prod",
-                "serviceAccount": "invoice-exporter-aws-sa",
-                "mechanism": "pod-identity",
-                "roleArn": ROLE_ARN,
-            },
-            {
-                "name": "ledger-sync",
-                "namespace": "finance-prod",
-                "serviceAccount": "ledger-sync-aws-sa",
-                "mechanism": "pod-identity",
-                "roleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-ledger-sync-source",
-                "targetRoleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-ledger-sync-target",
-            },
-        ],
-    }
+PROFILE = unit_profile(
+    [
+        {
+            "name": "invoice-exporter",
+            "namespace": "finance-prod",
+            "serviceAccount": "invoice-exporter-aws-sa",
+            "mechanism": "pod-identity",
+            "roleArn": ROLE_ARN,
+        },
+        {
+            "name": "ledger-sync",
+            "namespace": "finance-prod",
+            "serviceAccount": "ledger-sync-aws-sa",
+            "mechanism": "pod-identity",
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-ledger-sync-source",
+            "targetRoleArn": f"arn:aws:iam::{ACCOUNT}:role/eks-prod-ledger-sync-target",
+        },
+    ]
 )
 W: Workload = PROFILE.workload("invoice-exporter")
 CHAINED: Workload = PROFILE.workload("ledger-sync")
