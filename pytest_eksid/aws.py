@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,16 @@ from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from pytest_eksid.settings import DEFAULT_API_TIMEOUT
 
 # The IAM actions this module uses; docs/fleet.md's runner policy is derived from it.
 ACTIONS = (
@@ -41,6 +51,10 @@ class AwsError(Exception):
     """An AWS call that failed; the message names the call and AWS's own code."""
 
 
+# Failures that no later call of the run can get past: they are reported once, then repeated at once.
+_UNAVAILABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, NoCredentialsError)
+
+
 def _doc(value: Any) -> dict[str, Any]:
     """IAM documents arrive URL-encoded JSON strings (or already parsed, depending on the SDK)."""
     if isinstance(value, dict):
@@ -59,6 +73,8 @@ class Aws:
     # AWS_ENDPOINT_URL[_<SERVICE>]); empty: the process environment's default chain.
     env: Mapping[str, str | None] = field(default_factory=dict, repr=False)  # may hold keys: never printed
     profile_name: str | None = None  # an AWS named profile (cluster.awsProfile)
+    timeout: float = DEFAULT_API_TIMEOUT
+    _unavailable: str | None = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
@@ -82,23 +98,41 @@ class Aws:
             endpoint = self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or self.env.get("AWS_ENDPOINT_URL")
             client = self._session.client(
                 service,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+                config=Config(
+                    retries={"max_attempts": 5, "mode": "standard"},
+                    connect_timeout=self.timeout,
+                    read_timeout=self.timeout,
+                ),
                 **({"endpoint_url": endpoint} if endpoint else {}),
             )
             self._clients[service] = client
             return client
 
     def _cached(self, key: tuple[str, ...], fetch: Any) -> Any:
+        call = ".".join(key[:2])
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
+            if self._unavailable is not None:
+                raise AwsError(f"{call}: {self._unavailable}")
         try:
             value = fetch()
+        except _UNAVAILABLE as exc:
+            if isinstance(exc, NoCredentialsError):
+                why = (
+                    "the runner has no AWS credentials: give it some for this cluster's account "
+                    "(AWS_PROFILE or cluster.awsProfile, SSO, environment keys, or an instance/pod role)"
+                )
+            else:
+                why = f"cannot reach AWS in {self.region}: {exc}"
+            with self._lock:
+                self._unavailable = f"{why} (at {time.strftime('%H:%M:%S')}; later AWS calls of this run are not tried)"
+            raise AwsError(f"{call}: {self._unavailable}") from None
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            raise AwsError(f"{'.'.join(key[:2])}: {err.get('Code')}: {err.get('Message')}") from None
+            raise AwsError(f"{call}: {err.get('Code')}: {err.get('Message')}") from None
         except BotoCoreError as exc:
-            raise AwsError(f"{'.'.join(key[:2])}: {exc}") from None
+            raise AwsError(f"{call}: {exc}") from None
         with self._lock:
             self._cache[key] = value
         return value

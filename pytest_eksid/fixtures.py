@@ -160,7 +160,10 @@ class Clusters:
         if name not in self._kube:
             reach = self.reach(loaded)
             try:
-                self._kube[name] = Kube(KubeTarget(kubeconfig=reach.kubeconfig, context=reach.context))
+                self._kube[name] = Kube(
+                    KubeTarget(kubeconfig=reach.kubeconfig, context=reach.context),
+                    timeout=self.settings.api_timeout.value,
+                )
             except KubeError as exc:
                 self._broken[name] = f"{loaded.path}: cluster.kubeconfig/kubeContext: {exc}"
             if name in self._broken:
@@ -172,7 +175,12 @@ class Clusters:
         if name not in self._aws:
             reach = self.reach(loaded)
             cluster = loaded.profile.cluster
-            self._aws[name] = Aws(region=cluster.region, env=reach.env, profile_name=cluster.aws_profile)
+            self._aws[name] = Aws(
+                region=cluster.region,
+                env=reach.env,
+                profile_name=cluster.aws_profile,
+                timeout=self.settings.api_timeout.value,
+            )
         return self._aws[name]
 
     def campaign(self, loaded: LoadedProfile) -> Campaign:

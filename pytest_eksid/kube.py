@@ -7,12 +7,17 @@ the package imports ``kubernetes``.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+
+from pytest_eksid.settings import DEFAULT_API_TIMEOUT
 
 Obj = dict[str, Any]
 
@@ -48,6 +53,10 @@ def rbac_rules() -> dict[tuple[str, str], set[str]]:
     return rules
 
 
+# Connection-level failures are retried this often, with backoff, before the API server counts as unreachable.
+RETRIES = 3
+
+
 class KubeError(Exception):
     """A Kubernetes call that failed, with the API's own reason."""
 
@@ -55,6 +64,13 @@ class KubeError(Exception):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class KubeUnreachable(KubeError):
+    """The API server did not answer at all (refused, timed out, TLS failure): no status, no reason.
+
+    Once raised, every later call of the same client raises it again at once (deleting probe pods still
+    tries), so that a run against an unreachable cluster fails in seconds, not minutes per test."""
 
 
 def _wrap(exc: ApiException, what: str) -> KubeError:
@@ -79,8 +95,10 @@ class KubeTarget:
 
 
 class Kube:
-    def __init__(self, target: KubeTarget) -> None:
+    def __init__(self, target: KubeTarget, timeout: float = DEFAULT_API_TIMEOUT) -> None:
         self.target = target
+        self.timeout = timeout
+        self._unreachable: str | None = None
         # Read $KUBECONFIG now: the client reads it once, at import time.
         config_file = target.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
         in_cluster = (
@@ -90,49 +108,104 @@ class Kube:
             and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         )
         try:
+            configuration = client.Configuration()
             if in_cluster:  # the nightly Job: the pod's own service account (deploy/rbac.yaml)
-                configuration = client.Configuration()
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                api_client = client.ApiClient(configuration)
             else:
-                api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                    config_file=config_file, context=target.context
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=config_file, context=target.context, client_configuration=configuration
                 )
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
-        self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
+        # Retry what never reached the server (and 429/503 with Retry-After, for reads), with backoff.
+        configuration.retries = urllib3.Retry(total=RETRIES, read=0, backoff_factor=0.5)
+        self.server = str(configuration.host)
+        self.api_client = client.ApiClient(configuration)
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
         self.context = "in-cluster" if in_cluster else (target.context or _current_context(config_file))
 
     def close(self) -> None:
         """Release the client's connections."""
         self.api_client.close()  # type: ignore[no-untyped-call]
 
+    def _call(self, what: str, method: Callable[..., Any], *args: Any, retry: bool = False, **kwargs: Any) -> Any:
+        """One API call with the request timeout; a connection-level failure becomes KubeUnreachable.
+
+        After one, later calls fail at once with the same message, unless ``retry`` (cleanup) asks to try."""
+        if self._unreachable is not None and not retry:
+            raise KubeUnreachable(f"{what}: {self._unreachable}")
+        try:
+            return method(*args, _request_timeout=self.timeout, **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._unreachable = (
+                f"cannot reach the Kubernetes API server {self.server} ({self.target.describe()}): "
+                f"{self._cause(exc)} (at {time.strftime('%H:%M:%S')}; later calls of this run are not tried). "
+                f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
+            )
+            raise KubeUnreachable(f"{what}: {self._unreachable}") from None
+
+    def _cause(self, exc: BaseException) -> str:
+        reason = getattr(exc, "reason", None)
+        cause: BaseException = reason if isinstance(reason, BaseException) else exc
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):  # refused, no route, DNS
+            return str(cause).rpartition("Failed to establish a new connection: ")[2] or str(cause)
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return f"no connection within {self.timeout:g}s (a private endpoint out of reach, a VPN down?)"
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+            return f"no answer within {self.timeout:g}s"
+        if isinstance(cause, urllib3.exceptions.SSLError):
+            return f"TLS failed: {cause}"
+        return f"{cause.__class__.__name__}: {cause}"
+
+    def _kubectl_args(self) -> str:
+        args = ""
+        if self.target.kubeconfig:
+            args += f" --kubeconfig {self.target.kubeconfig}"
+        if self.target.context:
+            args += f" --context {self.target.context}"
+        return args
+
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
         try:
-            pod = self.core.create_namespaced_pod(namespace, manifest)  # type: ignore[arg-type]
+            pod = self._call(
+                f"create pod in namespace {namespace}", self.core.create_namespaced_pod, namespace, manifest
+            )
         except ApiException as exc:
             raise _wrap(exc, f"create pod in namespace {namespace}") from None
         return _plain(self.api_client, pod)
 
     def read_pod(self, namespace: str, name: str) -> Obj:
         try:
-            return _plain(self.api_client, self.core.read_namespaced_pod(name, namespace))
+            return _plain(
+                self.api_client,
+                self._call(f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace),
+            )
         except ApiException as exc:
             raise _wrap(exc, f"read pod {namespace}/{name}") from None
 
     def pod_log(self, namespace: str, name: str, tail_lines: int | None = None) -> str:
         try:
             kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
-            return str(self.core.read_namespaced_pod_log(name, namespace, **kwargs))
+            return str(
+                self._call(
+                    f"read log of pod {namespace}/{name}", self.core.read_namespaced_pod_log, name, namespace, **kwargs
+                )
+            )
         except ApiException as exc:
             raise _wrap(exc, f"read log of pod {namespace}/{name}") from None
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete a pod; False when it was already gone."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            self._call(
+                f"delete pod {namespace}/{name}",
+                self.core.delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=0,
+                retry=True,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -142,7 +215,12 @@ class Kube:
     def pod_events(self, namespace: str, name: str) -> list[Obj]:
         """The events about one pod, oldest first."""
         try:
-            found = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+            found = self._call(
+                f"list events of pod {namespace}/{name}",
+                self.core.list_namespaced_event,
+                namespace,
+                field_selector=f"involvedObject.name={name}",
+            )
         except ApiException as exc:
             raise _wrap(exc, f"list events of pod {namespace}/{name}") from None
         events = [_plain(self.api_client, e) for e in found.items]
@@ -150,7 +228,10 @@ class Kube:
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
         try:
-            return _plain(self.api_client, self.core.read_namespaced_service_account(name, namespace))
+            sa = self._call(
+                f"read serviceaccount {namespace}/{name}", self.core.read_namespaced_service_account, name, namespace
+            )
+            return _plain(self.api_client, sa)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -159,13 +240,15 @@ class Kube:
     def secrets(self, namespace: str) -> list[Obj]:
         """Secrets of a namespace. Their values are read only to scan them, never reported."""
         try:
-            return [_plain(self.api_client, s) for s in self.core.list_namespaced_secret(namespace).items]
+            found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
+            return [_plain(self.api_client, s) for s in found.items]
         except ApiException as exc:
             raise _wrap(exc, f"list secrets in {namespace}") from None
 
     def config_maps(self, namespace: str) -> list[Obj]:
         try:
-            return [_plain(self.api_client, c) for c in self.core.list_namespaced_config_map(namespace).items]
+            found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
+            return [_plain(self.api_client, c) for c in found.items]
         except ApiException as exc:
             raise _wrap(exc, f"list configmaps in {namespace}") from None
 
@@ -177,7 +260,9 @@ class Kube:
             ("StatefulSet", self.apps.list_namespaced_stateful_set),
         ):
             try:
-                items = lister(namespace, label_selector=label_selector).items
+                items = self._call(
+                    f"list {kind}s in {namespace}", lister, namespace, label_selector=label_selector
+                ).items
             except ApiException as exc:
                 if exc.status == 404:  # the API server does not serve this kind
                     continue
@@ -196,7 +281,10 @@ class Kube:
 
     def daemon_set(self, namespace: str, name: str) -> Obj | None:
         try:
-            return _plain(self.api_client, self.apps.read_namespaced_daemon_set(name, namespace))
+            found = self._call(
+                f"read daemonset {namespace}/{name}", self.apps.read_namespaced_daemon_set, name, namespace
+            )
+            return _plain(self.api_client, found)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -204,19 +292,26 @@ class Kube:
 
     def nodes(self) -> list[Obj]:
         try:
-            return [_plain(self.api_client, n) for n in self.core.list_node().items]
+            return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
         except ApiException as exc:
             raise _wrap(exc, "list nodes") from None
 
     def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
         try:
             if namespace is None:
-                pods = self.core.list_pod_for_all_namespaces(
-                    label_selector=label_selector, field_selector=field_selector
+                pods = self._call(
+                    f"list pods ({label_selector})",
+                    self.core.list_pod_for_all_namespaces,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
                 )
             else:
-                pods = self.core.list_namespaced_pod(
-                    namespace, label_selector=label_selector, field_selector=field_selector
+                pods = self._call(
+                    f"list pods ({label_selector})",
+                    self.core.list_namespaced_pod,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
                 )
         except ApiException as exc:
             raise _wrap(exc, f"list pods ({label_selector})") from None

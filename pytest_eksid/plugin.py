@@ -11,6 +11,7 @@ import pytest
 
 from pytest_eksid import hooks
 from pytest_eksid import report as reporting
+from pytest_eksid.aws import AwsError
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     FACTS_KEY,
@@ -35,9 +36,10 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     eksid_workload,
     subject_of,
 )
+from pytest_eksid.kube import KubeError
 from pytest_eksid.probe.pod import probe_target
 from pytest_eksid.profile import LoadedProfile, ProfileError, check_unique_names, load_fleet, load_profile
-from pytest_eksid.settings import Setting, Settings
+from pytest_eksid.settings import DEFAULT_API_TIMEOUT, Setting, Settings
 
 __all__ = [
     "_eksid_report_facts",
@@ -95,6 +97,13 @@ def _minutes(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -146,6 +155,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Probe pods launched at once, per cluster (default 32; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
     group.addoption(
+        "--eksid-api-timeout",
+        dest="eksid_api_timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="How long one Kubernetes or AWS request of the runner may wait to connect, and then for its answer, "
+        "before the cluster counts as unreachable (default 30; ini: eksid_api_timeout, env: EKSID_API_TIMEOUT)",
+    )
+    group.addoption(
         "--eksid-sweep",
         dest="eksid_sweep",
         metavar="MINUTES",
@@ -189,6 +207,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("eksid_sweep", "Delete earlier runs' probe pods older than this many minutes", default=None)
     parser.addini("eksid_keep_pods", "Keep probe pods after the run (true/false)", default=None)
     parser.addini("eksid_max_parallel", "Probe pods launched at once", default=None)
+    parser.addini("eksid_api_timeout", "Seconds a Kubernetes or AWS request may wait", default=None)
 
 
 def _setting(
@@ -219,6 +238,8 @@ def pytest_configure(config: pytest.Config) -> None:
     assert keep is not None
     assert parallel is not None
     sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
+    api_timeout = _setting(config, "eksid_api_timeout", "--eksid-api-timeout", _seconds, DEFAULT_API_TIMEOUT)
+    assert api_timeout is not None
     exec_containers = _setting(config, "eksid_exec", "--eksid-exec", _bool, False)
     assert exec_containers is not None
     inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
@@ -230,6 +251,7 @@ def pytest_configure(config: pytest.Config) -> None:
         sweep_minutes=sweep,
         inconclusive=inconclusive,
         exec_containers=exec_containers,
+        api_timeout=api_timeout,
     )
     _configure_reports(config)
     if profiles:
@@ -500,8 +522,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Attach the probe's (redacted) result to the Allure result of a test that used it."""
+    """Attach the probe's (redacted) result to the Allure result of a test that used it; report a cluster or
+    AWS call that failed by its message alone (the plugin's traceback helps nobody; --tb=long keeps it)."""
     test_report = yield
+    if (
+        test_report.failed
+        and call.excinfo is not None
+        and call.excinfo.errisinstance((KubeError, AwsError))
+        and item.config.getoption("tbstyle", "auto") != "long"
+    ):
+        test_report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
     if call.when == "call" and _allure_active(item.config):
         probe = getattr(item, "funcargs", {}).get("eksid_probe")
         result = getattr(probe, "result", None)

@@ -9,6 +9,10 @@ from pytest_eksid.profile import LoadedProfile
 
 T = TypeVar("T")
 
+# Seconds one Kubernetes or AWS request of the runner may wait to connect, and then for its answer.
+# Without a bound a blackholed endpoint (a VPN down, a private API server out of reach) hangs each call.
+DEFAULT_API_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class Setting(Generic[T]):
@@ -25,6 +29,7 @@ class Settings:
     sweep_minutes: Setting[float] | None = None
     inconclusive: Setting[str] = Setting("skip", "default")
     exec_containers: Setting[bool] = Setting(False, "default")
+    api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:

@@ -39,12 +39,13 @@ class SuiteRun:
 
 
 def run_pytest(
-    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: dict[str, str] | None = None
+    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: dict[str, str | None] | None = None
 ) -> SuiteRun:
     """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from
-    (``env``: extra environment variables)."""
+    (``env``: extra environment variables; None removes one)."""
     junit = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*.xml')))}.xml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))} | (env or {})
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    env = {k: v for k, v in (inherited | (env or {})).items() if v is not None}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args],
         cwd=cwd,

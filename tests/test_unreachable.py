@@ -1,0 +1,179 @@
+"""A cluster or AWS that does not answer: every check fails at once with one message a person can act on,
+instead of a urllib3 traceback per test and minutes of retries per call."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.kube import Kube, KubeTarget, KubeUnreachable
+from tests.conftest import REPO, run_pytest
+
+
+@dataclass
+class Endpoint:
+    """A TCP listener that accepts connections and never answers: ``hangup`` closes each at once
+    (the peer sees the connection dropped), otherwise it holds them open in silence (a read timeout)."""
+
+    hangup: bool
+    sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    accepted: int = 0
+    held: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed at the end of the test
+            self.accepted += 1
+            if self.hangup:
+                conn.close()
+            else:
+                self.held.append(conn)
+
+
+def _endpoint(hangup: bool) -> Iterator[Endpoint]:
+    endpoint = Endpoint(hangup)
+    endpoint.sock.bind(("127.0.0.1", 0))
+    endpoint.sock.listen(64)
+    thread = threading.Thread(target=endpoint.serve, daemon=True)
+    thread.start()
+    yield endpoint
+    endpoint.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
+    endpoint.sock.close()
+    for conn in endpoint.held:
+        conn.close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def silent() -> Iterator[Endpoint]:
+    yield from _endpoint(hangup=False)
+
+
+@pytest.fixture
+def hangup() -> Iterator[Endpoint]:
+    yield from _endpoint(hangup=True)
+
+
+def _kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    return path
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_silent_api_server_times_out_and_later_calls_do_not_connect(tmp_path: Path, silent: Endpoint) -> None:
+    kube = Kube(KubeTarget(str(_kubeconfig(tmp_path / "kubeconfig", silent.url)), "gone"), timeout=0.3)
+    with pytest.raises(KubeUnreachable) as first:
+        kube.secrets("finance-prod")
+    message = str(first.value)
+    assert message.startswith("list secrets in finance-prod: cannot reach the Kubernetes API server " + silent.url)
+    assert "no answer within 0.3s" in message
+    assert f"kubectl --kubeconfig {tmp_path / 'kubeconfig'} --context gone get --raw /version" in message
+    connections = silent.accepted
+    assert connections == 1  # a read timeout is not retried: the request may have been acted on
+    with pytest.raises(KubeUnreachable, match=r"^read pod finance-prod/p: cannot reach the Kubernetes API server"):
+        kube.read_pod("finance-prod", "p")
+    assert silent.accepted == connections  # failed at once, without trying
+    kube.close()
+
+
+def test_refused_connection_is_retried_then_named(tmp_path: Path) -> None:
+    port = _closed_port()
+    kube = Kube(KubeTarget(str(_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")), None), timeout=5)
+    with pytest.raises(KubeUnreachable, match=r"Connection refused \(at \d\d:\d\d:\d\d; later calls"):
+        kube.nodes()
+    kube.close()
+
+
+def test_deleting_probe_pods_still_tries_after_the_api_server_was_unreachable(tmp_path: Path, silent: Endpoint) -> None:
+    kube = Kube(KubeTarget(str(_kubeconfig(tmp_path / "kubeconfig", silent.url)), None), timeout=0.3)
+    with pytest.raises(KubeUnreachable):
+        kube.read_pod("ns", "p")
+    before = silent.accepted
+    with pytest.raises(KubeUnreachable, match=r"^delete pod ns/p: "):
+        kube.delete_pod("ns", "p")
+    assert silent.accepted > before  # cleanup is worth one more try: the server may be back
+    kube.close()
+
+
+def test_aws_that_cannot_be_reached_is_tried_once() -> None:
+    aws = Aws(region="eu-west-1")
+    calls: list[str] = []
+
+    def unreachable() -> None:
+        calls.append("try")
+        raise EndpointConnectionError(endpoint_url="https://iam.amazonaws.com/")
+
+    with pytest.raises(AwsError, match=r"^iam\.GetRole: cannot reach AWS in eu-west-1: Could not connect"):
+        aws._cached(("iam", "GetRole", "r"), unreachable)
+    with pytest.raises(AwsError, match=r"^eks\.DescribeCluster: cannot reach AWS in eu-west-1: .*not tried"):
+        aws._cached(("eks", "DescribeCluster", "c"), unreachable)
+    assert calls == ["try"]
+
+
+def test_a_runner_without_aws_credentials_is_told_how_to_get_some() -> None:
+    aws = Aws(region="eu-west-1")
+
+    def no_credentials() -> None:
+        raise NoCredentialsError()
+
+    with pytest.raises(AwsError, match=r"^sts\.GetCallerIdentity: the runner has no AWS credentials: .*AWS_PROFILE"):
+        aws._cached(("sts", "GetCallerIdentity"), no_credentials)
+
+
+def test_suites_against_an_unreachable_cluster_fail_at_once_with_one_message(tmp_path: Path, hangup: Endpoint) -> None:
+    profile = yaml.safe_load((REPO / "profiles" / "finance-prod.yaml").read_text())
+    profile["cluster"]["kubeconfig"] = str(_kubeconfig(tmp_path / "kubeconfig", hangup.url))
+    profile["cluster"]["kubeContext"] = "gone"
+    (tmp_path / "gone.yaml").write_text(yaml.safe_dump(profile))
+    no_aws = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_PROFILE": None,
+        "COLUMNS": "4000",  # whole messages in the short summary
+    }
+    run = run_pytest(f"--profile={tmp_path / 'gone.yaml'}", "-rfE", tmp_path=tmp_path, env=no_aws)
+    assert run.outcomes, run.stdout
+    assert set(run.outcomes.values()) == {"failed", "error"}, run.stdout
+    summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    assert summary
+    for line in summary:
+        assert "cannot reach the Kubernetes API server" in line or "the runner has no AWS credentials" in line, line
+    assert "Traceback" not in run.stdout, run.stdout
+    assert "urllib3.exceptions" not in run.stdout, run.stdout
+    # The first call found the server gone; no other call connected again (no probe pod to clean up).
+    assert hangup.accepted == 1, hangup.accepted
