@@ -546,7 +546,8 @@ PERMISSION_BAD = [
     ),
     pytest.param(
         ARTICLE_BAD_POLICY,
-        "allows destructive actions: s3:DeleteObject (via s3:*), s3:DeleteBucket (via s3:*)",
+        "allows destructive actions: s3:DeleteObject (via s3:*), s3:DeleteObjectVersion (via s3:*), "
+        "s3:DeleteBucket (via s3:*), s3:PutBucketPolicy (via s3:*)",
         "separate, rarely used role",
         id="article-bad-destructive",
     ),
@@ -620,7 +621,7 @@ PERMISSION_BAD = [
                 {"Effect": "Allow", "Action": "s3:Delete*", "Resource": "arn:aws:s3:::company-prod-app-data/*"}
             ]
         },
-        "s3:DeleteObject (via s3:Delete*), s3:DeleteBucket (via s3:Delete*)",
+        "s3:DeleteObject (via s3:Delete*), s3:DeleteObjectVersion (via s3:Delete*), s3:DeleteBucket (via s3:Delete*)",
         "delete data",
         id="delete-wildcard",
     ),
@@ -703,8 +704,28 @@ def test_contract_allows_destructive_actions() -> None:
     delete_star = {"Statement": [{"Effect": "Allow", "Action": "s3:Delete*", "Resource": "arn:aws:s3:::b/tmp/*"}]}
     f = _one(permission_findings(PI, {"p": delete_star}, allowed_actions=["s3:DeleteObject"]), "destructive")
     assert "s3:DeleteBucket (via s3:Delete*)" in f.summary
-    assert "s3:DeleteObject" not in f.summary
+    assert "s3:DeleteObject " not in f.summary
+    assert "s3:DeleteObjectVersion (via s3:Delete*)" in f.summary
     assert "contract allows: s3:DeleteObject" in f.expected
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "s3:DeleteObjectVersion",
+        "s3:PutBucketAcl",
+        "s3:PutLifecycleConfiguration",
+        "kms:PutKeyPolicy",
+        "dynamodb:DeleteItem",
+        "secretsmanager:PutSecretValue",
+        "ssm:DeleteParameter",
+        "sqs:SetQueueAttributes",
+    ],
+)
+def test_data_destroying_and_policy_changing_actions_are_destructive(action: str) -> None:
+    doc = {"Statement": [{"Effect": "Allow", "Action": action, "Resource": "arn:aws:s3:::b/tmp/*"}]}
+    f = _one(permission_findings(PI, {"p": doc}), "destructive")
+    assert f.summary.endswith(f"allows destructive actions: {action}")
 
 
 def test_contract_iam_passrole_still_not_on_star() -> None:

@@ -36,16 +36,28 @@ AP_SHARED_ROLE = "Anti-Pattern 3 — One Shared app-role-prod"
 DATA_PLANE_SERVICES = frozenset({"s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm"})
 READ_ONLY_PREFIXES = ("list", "describe")
 # Concrete actions that destroy data or open it up. Any IAM action except Get*/List* counts too.
+# Actions that destroy data or open a resource to others: never granted unless the contract names them.
 DESTRUCTIVE_ACTIONS = (
     "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
     "s3:DeleteBucket",
     "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+    "s3:PutBucketAcl",
+    "s3:PutObjectAcl",
+    "s3:PutLifecycleConfiguration",
     "sqs:DeleteQueue",
     "sqs:PurgeQueue",
+    "sqs:SetQueueAttributes",
+    "dynamodb:DeleteItem",
     "dynamodb:DeleteTable",
     "kms:ScheduleKeyDeletion",
     "kms:DisableKey",
+    "kms:PutKeyPolicy",
     "secretsmanager:DeleteSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:PutResourcePolicy",
+    "ssm:DeleteParameter",
 )
 IAM_READ_PREFIXES = ("get", "list")
 
