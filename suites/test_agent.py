@@ -37,13 +37,17 @@ def test_agent_addon_active(eksid_profile, eksid_workload, eksid_aws):
 
 
 @pod_identity_only
-def test_agent_endpoint_answers(eksid_workload, eksid_probe):
+def test_agent_endpoint_answers(eksid_profile, eksid_workload, eksid_probe):
     """The probe pod reached the agent's credentials endpoint with its token."""
-    fail_on(agent.endpoint_findings(eksid_workload, eksid_probe.agent))
+    cluster = eksid_profile.profile.cluster
+    fail_on(agent.endpoint_findings(eksid_workload, eksid_probe.agent, cluster=cluster.name, region=cluster.region))
 
 
 @irsa_only
 def test_oidc_provider(eksid_profile, eksid_workload, eksid_aws):
     """The cluster's OIDC issuer has an IAM OIDC provider with sts.amazonaws.com as a client id."""
-    issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
-    fail_on(agent.oidc_provider_findings(issuer, eksid_aws.oidc_providers()))
+    cluster = eksid_profile.profile.cluster
+    issuer = eksid_aws.oidc_issuer(cluster.name)
+    fail_on(
+        agent.oidc_provider_findings(issuer, eksid_aws.oidc_providers(), cluster=cluster.name, region=cluster.region)
+    )

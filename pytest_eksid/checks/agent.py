@@ -265,21 +265,24 @@ def _where(w: Workload) -> str:
     return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
 
 
-def endpoint_findings(w: Workload, agent_result: Mapping[str, Any], *, cluster: str | None = None) -> list[Finding]:
+def endpoint_findings(
+    w: Workload, agent_result: Mapping[str, Any], *, cluster: str | None = None, region: str | None = None
+) -> list[Finding]:
     """The agent endpoint as the probe pod sees it (the probe's ``agent`` result).
 
     For a Pod Identity workload: the webhook must have injected the endpoint
     (``configured``), and the agent must hand out credentials for the pod's token
     (``outcome`` "credentials"). IRSA workloads do not use the agent: always empty.
-    ``cluster`` (the cluster name) only fills in the ``aws eks`` command.
+    ``cluster`` (the cluster name) and ``region`` only fill in the ``aws eks`` command.
     """
     if w.mechanism != "pod-identity":
         return []
     where = _where(w)
     cluster_arg = cluster or "<cluster>"
     assoc = (
-        f"aws eks list-pod-identity-associations --cluster-name {cluster_arg} "
-        f"--namespace {w.namespace} --service-account {w.service_account}"
+        f"aws eks list-pod-identity-associations --cluster-name {cluster_arg}"
+        + (f" --region {region}" if region else "")
+        + f" --namespace {w.namespace} --service-account {w.service_account}"
     )
     agent_pods = f"kubectl -n {AGENT_NAMESPACE} get pods -l {AGENT_LABEL} -o wide"
     if not agent_result.get("configured"):
