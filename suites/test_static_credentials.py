@@ -65,6 +65,13 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
                 context=eksid_kube.target.context,
             )
             findings += container_findings(
-                eksid_profile.profile, eksid_workload, name, container["name"], view.variables, view.values, view.files
+                eksid_profile.profile,
+                eksid_workload,
+                name,
+                container["name"],
+                view.variables,
+                view.values,
+                view.files,
+                service_account=pod["spec"].get("serviceAccountName") or "default",
             )
     fail_on(findings)

@@ -842,3 +842,216 @@ def test_run_actions_reports_an_unknown_operation_as_an_error(fake_aws: FakeAws)
     assert result["code"] == "ValueError"
     assert result["message"] == "botocore's s3 client has no operation GetObjectFoo"
     assert fake_aws.server.requests == []
+
+
+# --- Secrets Manager, SSM (JSON 1.1) -------------------------------------------------------------
+
+SECRET = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:finance/db-AbCdEf"
+PARAMETER = "arn:aws:ssm:eu-west-1:111122223333:parameter/finance/db-url"
+AWS_JSON_11 = {"content-type": "application/x-amz-json-1.1", "x-amzn-requestid": "R3"}
+
+
+def _identity_denial(action: str, resource: str) -> str:
+    return (
+        f"User: {ROLE_SESSION} is not authorized to perform: {action} on resource: {resource} "
+        f"because no identity-based policy allows the {action} action"
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "action", "resource", "message_key"),
+    [
+        pytest.param("secretsmanager", "GetSecretValue", "secretsmanager:GetSecretValue", SECRET, "Message", id="sm"),
+        pytest.param("ssm", "GetParameter", "ssm:GetParameter", PARAMETER, "message", id="ssm"),
+    ],
+)
+def test_json11_access_denied_exception_400_is_denied(
+    service: str, operation: str, action: str, resource: str, message_key: str
+) -> None:
+    message = _identity_denial(action, resource)
+    exc = _json_error(service, operation, 400, "AccessDeniedException", message, message_key=message_key)
+    error = program._error(exc)
+    assert error == {"type": "ClientError", "code": "AccessDeniedException", "message": message, "http_status": 400}
+    result = program.classify(_item(action, resource), error)
+    assert result == {
+        "outcome": "denied",
+        "why": "denied",
+        "policy_type": "identity-based-policy",
+        "explicit": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "action", "resource"),
+    [
+        pytest.param("secretsmanager", "GetSecretValue", "secretsmanager:GetSecretValue", SECRET, id="sm"),
+        pytest.param("ssm", "GetParameter", "ssm:GetParameter", PARAMETER, id="ssm"),
+    ],
+)
+def test_json11_explicit_deny_in_an_identity_based_policy(
+    service: str, operation: str, action: str, resource: str
+) -> None:
+    message = (
+        f"User: {ROLE_SESSION} is not authorized to perform: {action} on resource: {resource} "
+        "with an explicit deny in an identity-based policy"
+    )
+    exc = _json_error(service, operation, 400, "AccessDeniedException", message)
+    result = _classify(action, resource, exc)
+    assert result == {
+        "outcome": "denied",
+        "why": "denied by an explicit deny",
+        "policy_type": "identity-based-policy",
+        "explicit": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "form_note"),
+    [
+        pytest.param(
+            "secretsmanager:GetSecretValue",
+            SECRET,
+            "live call; side effect: none (the value is discarded in the pod, never reported)",
+            id="sm",
+        ),
+        pytest.param("ssm:GetParameter", PARAMETER, "live call; side effect: none (WithDecryption=false)", id="ssm"),
+    ],
+)
+def test_json11_reads_are_live_with_no_authorized_codes(action: str, resource: str, form_note: str) -> None:
+    # No safe form and no "authorized, then refused" code: only success proves the read is allowed.
+    item = _item(action, resource)
+    assert item["form"] == "live"
+    assert item["form_note"] == form_note
+    assert item["authorized_codes"] == []
+    assert program.classify(item, None) == {"outcome": "allowed", "why": "the call succeeded"}
+
+
+def test_secretsmanager_resource_not_found_is_an_error() -> None:
+    # Like S3 NoSuchBucket and SQS's NonExistentQueue: the named resource is missing, so nothing about
+    # authorization on it was decided (GetSecretValue has no authorized_codes, unlike GetObject's NoSuchKey).
+    exc = _json_error(
+        "secretsmanager",
+        "GetSecretValue",
+        400,
+        "ResourceNotFoundException",
+        "Secrets Manager can't find the specified secret.",
+        message_key="Message",
+    )
+    error = program._error(exc)
+    assert error == {
+        "type": "ClientError",
+        "code": "ResourceNotFoundException",
+        "message": "Secrets Manager can't find the specified secret.",
+        "http_status": 400,
+    }
+    result = program.classify(_item("secretsmanager:GetSecretValue", SECRET), error)
+    assert result == {"outcome": "error", "why": "the call failed for another reason than authorization"}
+
+
+def test_ssm_parameter_not_found_is_an_error() -> None:
+    exc = _json_error("ssm", "GetParameter", 400, "ParameterNotFound", "")
+    error = program._error(exc)
+    assert error["code"] == "ParameterNotFound"
+    assert error["http_status"] == 400
+    result = program.classify(_item("ssm:GetParameter", PARAMETER), error)
+    assert result == {"outcome": "error", "why": "the call failed for another reason than authorization"}
+
+
+def test_run_actions_secretsmanager_and_ssm_over_http(fake_aws: FakeAws) -> None:
+    secret_value = "postgres://exporter:s3cr3t-EXAMPLE@db.internal:5432/finance"
+    parameter_value = "db.internal:5432/finance-EXAMPLE"
+    fake_aws.answers += [
+        (
+            200,
+            AWS_JSON_11,
+            json.dumps(
+                {
+                    "ARN": SECRET,
+                    "Name": "finance/db",
+                    "VersionId": "EXAMPLE1-90ab-cdef-fedc-ba987SECRET1",
+                    "SecretString": secret_value,
+                    "VersionStages": ["AWSCURRENT"],
+                    "CreatedDate": 1700000000.0,
+                }
+            ).encode(),
+        ),
+        (
+            200,
+            AWS_JSON_11,
+            json.dumps(
+                {
+                    "Parameter": {
+                        "Name": "/finance/db-url",
+                        "Type": "String",
+                        "Value": parameter_value,
+                        "Version": 1,
+                        "ARN": PARAMETER,
+                        "DataType": "text",
+                    }
+                }
+            ).encode(),
+        ),
+        (
+            400,
+            AWS_JSON_11,
+            json.dumps(
+                {
+                    "__type": "AccessDeniedException",
+                    "Message": _identity_denial("secretsmanager:GetSecretValue", SECRET),
+                }
+            ).encode(),
+        ),
+        (
+            400,
+            AWS_JSON_11,
+            json.dumps(
+                {
+                    "__type": "AccessDeniedException",
+                    "message": _identity_denial("ssm:GetParameter", PARAMETER),
+                }
+            ).encode(),
+        ),
+        (
+            400,
+            AWS_JSON_11,
+            json.dumps(
+                {"__type": "ResourceNotFoundException", "Message": "Secrets Manager can't find the specified secret."}
+            ).encode(),
+        ),
+        (400, AWS_JSON_11, b'{"__type":"ParameterNotFound"}'),
+    ]
+    plan: dict[str, Any] = {
+        "region": "eu-west-1",
+        "actions": [
+            _item("secretsmanager:GetSecretValue", SECRET, ident="sm-ok", expect="allowed"),
+            _item("ssm:GetParameter", PARAMETER, ident="ssm-ok", expect="allowed"),
+            _item("secretsmanager:GetSecretValue", SECRET, ident="sm-denied"),
+            _item("ssm:GetParameter", PARAMETER, ident="ssm-denied"),
+            _item("secretsmanager:GetSecretValue", SECRET, ident="sm-missing", expect="allowed"),
+            _item("ssm:GetParameter", PARAMETER, ident="ssm-missing", expect="allowed"),
+        ],
+    }
+    results = program.run_actions(plan)
+    by_id = {r["id"]: r for r in results}
+    assert [r["outcome"] for r in results] == ["allowed", "allowed", "denied", "denied", "error", "error"]
+    for ident in ("sm-ok", "ssm-ok"):
+        assert by_id[ident]["why"] == "the call succeeded"
+        assert "code" not in by_id[ident]
+    for ident in ("sm-denied", "ssm-denied"):
+        assert by_id[ident]["code"] == "AccessDeniedException"
+        assert by_id[ident]["http_status"] == 400
+        assert by_id[ident]["policy_type"] == "identity-based-policy"
+        assert by_id[ident]["explicit"] is False
+    assert by_id["sm-denied"]["message"] == _identity_denial("secretsmanager:GetSecretValue", SECRET)
+    assert by_id["ssm-denied"]["message"] == _identity_denial("ssm:GetParameter", PARAMETER)
+    assert by_id["sm-missing"]["code"] == "ResourceNotFoundException"
+    assert by_id["ssm-missing"]["code"] == "ParameterNotFound"
+    # The values read never leave run_actions.
+    dumped = json.dumps(results)
+    assert secret_value not in dumped
+    assert parameter_value not in dumped
+    # What went over the wire: the catalogue's own parameters, to each service's JSON 1.1 target.
+    targets = [headers["x-amz-target"] for _, _, headers in fake_aws.server.requests]
+    assert targets == ["secretsmanager.GetSecretValue", "AmazonSSM.GetParameter"] * 3
+    assert json.loads(fake_aws.bodies[0]) == {"SecretId": SECRET}
+    assert json.loads(fake_aws.bodies[1]) == {"Name": "/finance/db-url", "WithDecryption": False}

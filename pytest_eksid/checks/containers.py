@@ -16,17 +16,30 @@ def container_findings(
     variables: set[str],
     values: dict[str, str],
     files: dict[str, bool],
+    service_account: str | None = None,
 ) -> list[Finding]:
+    """``service_account``: the one the pod runs as (its spec), when known."""
     where = f"{w.name}: container {container} of running pod {w.namespace}/{pod}"
     restart = f"kubectl -n {w.namespace} rollout restart deployment/{w.name}"
     out: list[Finding] = []
+    not_injected: str | None = None
+    if service_account is not None and service_account != w.service_account:
+        # Not a timing problem: restarting changes nothing, the pod template names another ServiceAccount.
+        not_injected = (
+            f"the pod runs as ServiceAccount {service_account!r}, not {w.service_account!r}, which is the one bound: "
+            f"set serviceAccountName: {w.service_account} in the pod template"
+        )
+        if service_account == "default":
+            not_injected = f"Failure Mode 1 — Pod Uses default ServiceAccount: {not_injected}"
+        restart = f"kubectl -n {w.namespace} get pod {pod} -o jsonpath='{{.spec.serviceAccountName}}'"
     static = [v for v in STATIC if v in variables]
     if static:
         out.append(
             Finding(
                 "static_credentials",
                 f"{where}: static AWS keys in the environment",
-                "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the SDK would use them before workload identity)",
+                "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN "
+                "(the SDK would use them before workload identity)",
                 ", ".join(static) + " set",
                 "static keys in the container's environment win over workload identity (Failure Mode 4)",
                 (f"kubectl -n {w.namespace} get pod {pod} -o jsonpath='{{.spec.containers[*].env[*].name}}'",),
@@ -51,7 +64,8 @@ def container_findings(
                     f"{where}: no Pod Identity credentials injected",
                     "AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
                     "not set",
-                    "association created after the pod started (Failure Mode 7), or the webhook did not run: "
+                    not_injected
+                    or "association created after the pod started (Failure Mode 7), or the webhook did not run: "
                     "the pod has no identity until it is restarted",
                     (restart,),
                 )
@@ -76,7 +90,8 @@ def container_findings(
                     f"{where}: IRSA not injected as expected",
                     f"AWS_ROLE_ARN={w.role_arn}",
                     f"AWS_ROLE_ARN={role}" if role else "AWS_ROLE_ARN not set",
-                    "the annotation changed after the pod started, or the webhook did not run: restart the pods",
+                    not_injected
+                    or "the annotation changed after the pod started, or the webhook did not run: restart the pods",
                     (restart,),
                 )
             )

@@ -1,0 +1,355 @@
+"""pytest_eksid.checks.containers.container_findings over hand-made container views (incontainer's shapes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_eksid.checks import Finding
+from pytest_eksid.checks.containers import container_findings
+from pytest_eksid.profile import Workload
+from tests.conftest import unit_profile
+
+ACCOUNT = "111122223333"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/eks-prod-invoice-exporter"
+IRSA_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/eks-prod-report-builder"
+OTHER_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/demo-reporting"
+POD = "invoice-exporter-7d9f8c6b5-x2k4q"
+IRSA_POD = "report-builder-5c8d7f9b4-m7p2z"
+CONTAINER = "app"
+
+PROFILE = unit_profile(
+    [
+        {
+            "name": "invoice-exporter",
+            "namespace": "finance-prod",
+            "serviceAccount": "invoice-exporter-aws-sa",
+            "mechanism": "pod-identity",
+            "roleArn": ROLE_ARN,
+        },
+        {
+            "name": "report-builder",
+            "namespace": "reporting-prod",
+            "serviceAccount": "report-builder-aws-sa",
+            "mechanism": "irsa",
+            "roleArn": IRSA_ROLE_ARN,
+        },
+    ]
+)
+W: Workload = PROFILE.workload("invoice-exporter")
+IRSA: Workload = PROFILE.workload("report-builder")
+
+# What incontainer.inspect_container reports for a healthy container of each mechanism.
+PI_VARIABLES = {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_REGION"}
+PI_VALUES = {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials"}
+PI_FILES = {"aws_credentials_file": False, "web_identity_token_readable": False, "pod_identity_token_readable": True}
+IRSA_VARIABLES = {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS", "AWS_REGION"}
+IRSA_VALUES = {"AWS_ROLE_ARN": IRSA_ROLE_ARN}
+IRSA_FILES = {"aws_credentials_file": False, "web_identity_token_readable": True, "pod_identity_token_readable": False}
+
+# Fake secrets: a container view may hold values in memory, but a finding must never print them.
+SECRET_VALUES = {
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLESESSIONTOKEN",
+}
+
+WHERE = f"invoice-exporter: container {CONTAINER} of running pod finance-prod/{POD}"
+IRSA_WHERE = f"report-builder: container {CONTAINER} of running pod reporting-prod/{IRSA_POD}"
+RESTART = "kubectl -n finance-prod rollout restart deployment/invoice-exporter"
+IRSA_RESTART = "kubectl -n reporting-prod rollout restart deployment/report-builder"
+
+
+def pod_identity(
+    variables: set[str] = PI_VARIABLES,
+    values: dict[str, str] = PI_VALUES,
+    service_account: str | None = None,
+    **files: bool,
+) -> list[Finding]:
+    """container_findings for the Pod Identity workload; ``files`` overrides the healthy answers."""
+    return container_findings(
+        PROFILE, W, POD, CONTAINER, set(variables), dict(values), {**PI_FILES, **files}, service_account
+    )
+
+
+def irsa(
+    variables: set[str] = IRSA_VARIABLES,
+    values: dict[str, str] = IRSA_VALUES,
+    service_account: str | None = None,
+    **files: bool,
+) -> list[Finding]:
+    """container_findings for the IRSA workload; ``files`` overrides the healthy answers."""
+    return container_findings(
+        PROFILE, IRSA, IRSA_POD, CONTAINER, set(variables), dict(values), {**IRSA_FILES, **files}, service_account
+    )
+
+
+def only(findings: list[Finding]) -> Finding:
+    assert len(findings) == 1, [f.summary for f in findings]
+    return findings[0]
+
+
+# --- clean containers ------------------------------------------------------------------------
+
+
+def test_clean_pod_identity_container_passes() -> None:
+    assert pod_identity() == []
+
+
+def test_clean_irsa_container_passes() -> None:
+    assert irsa() == []
+
+
+@pytest.mark.parametrize("service_account", [None, "invoice-exporter-aws-sa"])
+def test_clean_pod_identity_container_with_its_own_service_account_passes(service_account: str | None) -> None:
+    assert pod_identity(service_account=service_account) == []
+
+
+def test_clean_irsa_container_with_its_own_service_account_passes() -> None:
+    assert irsa(service_account="report-builder-aws-sa") == []
+
+
+def test_missing_file_answers_count_as_no() -> None:
+    # A view without file answers (e.g. an older incontainer) reads as "not readable", never as healthy.
+    findings = container_findings(PROFILE, W, POD, CONTAINER, set(PI_VARIABLES), dict(PI_VALUES), {})
+    assert [f.summary for f in findings] == [f"{WHERE}: the Pod Identity token file is not readable"]
+
+
+# --- static keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"])
+def test_each_static_key_variable_is_named(variable: str) -> None:
+    f = only(pod_identity(variables=PI_VARIABLES | {variable}, values={**PI_VALUES, variable: SECRET_VALUES[variable]}))
+    assert f.check == "static_credentials"
+    assert f.summary == f"{WHERE}: static AWS keys in the environment"
+    assert f.expected == (
+        "no AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN "
+        "(the SDK would use them before workload identity)"
+    )
+    assert f.seen == f"{variable} set"
+    assert f.likely == "static keys in the container's environment win over workload identity (Failure Mode 4)"
+    assert f.next_steps == (f"kubectl -n finance-prod get pod {POD} -o jsonpath='{{.spec.containers[*].env[*].name}}'",)
+    assert f.details == {}
+    assert SECRET_VALUES[variable] not in f.message()
+
+
+def test_all_static_keys_are_named_in_order_in_one_finding() -> None:
+    findings = irsa(variables=IRSA_VARIABLES | set(SECRET_VALUES), values={**IRSA_VALUES, **SECRET_VALUES})
+    f = only(findings)
+    assert f.summary == f"{IRSA_WHERE}: static AWS keys in the environment"
+    assert f.seen == "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN set"
+    assert f.next_steps == (
+        f"kubectl -n reporting-prod get pod {IRSA_POD} -o jsonpath='{{.spec.containers[*].env[*].name}}'",
+    )
+
+
+def test_static_key_values_never_appear_in_any_finding() -> None:
+    # Every finding at once: static keys, a credentials file, and no identity injected.
+    findings = pod_identity(
+        variables={"AWS_REGION", *SECRET_VALUES},
+        values=dict(SECRET_VALUES),
+        aws_credentials_file=True,
+    )
+    assert [f.check for f in findings] == ["static_credentials", "static_credentials", "identity"]
+    for f in findings:
+        for secret in SECRET_VALUES.values():
+            assert secret not in f.message()
+            assert secret not in repr(f)
+
+
+def test_other_aws_variables_are_not_static_keys() -> None:
+    variables = PI_VARIABLES | {"AWS_PROFILE", "AWS_ACCESS_KEY_ID_FILE", "AWS_DEFAULT_REGION"}
+    assert pod_identity(variables=variables) == []
+
+
+# --- ~/.aws/credentials ------------------------------------------------------------------------
+
+
+def test_credentials_file_pod_identity() -> None:
+    f = only(pod_identity(aws_credentials_file=True))
+    assert f.check == "static_credentials"
+    assert f.summary == f"{WHERE}: ~/.aws/credentials exists"
+    assert f.expected == "no shared credentials file in the container"
+    assert f.seen == "present"
+    assert f.likely == "a credentials file in the image or a mounted Secret wins over workload identity"
+    assert f.next_steps == (f"kubectl -n finance-prod exec {POD} -c {CONTAINER} -- ls -l ~/.aws",)
+
+
+def test_credentials_file_irsa() -> None:
+    f = only(irsa(aws_credentials_file=True))
+    assert f.summary == f"{IRSA_WHERE}: ~/.aws/credentials exists"
+    assert f.next_steps == (f"kubectl -n reporting-prod exec {IRSA_POD} -c {CONTAINER} -- ls -l ~/.aws",)
+
+
+def test_static_keys_and_credentials_file_are_two_findings() -> None:
+    findings = pod_identity(variables=PI_VARIABLES | {"AWS_ACCESS_KEY_ID"}, aws_credentials_file=True)
+    assert [f.summary for f in findings] == [
+        f"{WHERE}: static AWS keys in the environment",
+        f"{WHERE}: ~/.aws/credentials exists",
+    ]
+
+
+# --- Pod Identity ------------------------------------------------------------------------------
+
+PI_NOT_INJECTED = f"{WHERE}: no Pod Identity credentials injected"
+
+
+def test_pod_identity_not_injected_points_at_failure_mode_7() -> None:
+    f = only(pod_identity(variables={"AWS_REGION"}, values={}))
+    assert f.check == "identity"
+    assert f.summary == PI_NOT_INJECTED
+    assert f.expected == "AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+    assert f.seen == "not set"
+    assert f.likely == (
+        "association created after the pod started (Failure Mode 7), or the webhook did not run: "
+        "the pod has no identity until it is restarted"
+    )
+    assert f.next_steps == (RESTART,)
+    assert f.details == {}
+    assert f"  next:     {RESTART}" in f.message()
+
+
+def test_pod_identity_not_injected_under_the_default_service_account() -> None:
+    f = only(pod_identity(variables={"AWS_REGION"}, values={}, service_account="default"))
+    assert f.summary == PI_NOT_INJECTED
+    assert f.seen == "not set"
+    assert f.likely == (
+        "Failure Mode 1 — Pod Uses default ServiceAccount: the pod runs as ServiceAccount 'default', not "
+        "'invoice-exporter-aws-sa', which is the one bound: set serviceAccountName: invoice-exporter-aws-sa "
+        "in the pod template"
+    )
+    assert "Failure Mode 7" not in f.likely
+    # A restart would change nothing: the next step shows what the pod runs as.
+    assert f.next_steps == (f"kubectl -n finance-prod get pod {POD} -o jsonpath='{{.spec.serviceAccountName}}'",)
+
+
+def test_pod_identity_not_injected_under_another_named_service_account() -> None:
+    f = only(pod_identity(variables={"AWS_REGION"}, values={}, service_account="legacy-exporter"))
+    assert f.likely.startswith("the pod runs as ServiceAccount 'legacy-exporter', not 'invoice-exporter-aws-sa'")
+    assert "Failure Mode 1" not in f.likely  # that one is about 'default' only
+
+
+def test_pod_identity_token_file_variable_alone_is_not_injected() -> None:
+    # Only the credentials URI makes the SDK use the agent: the token file without it is no identity.
+    f = only(pod_identity(variables={"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}, values={}))
+    assert f.summary == PI_NOT_INJECTED
+
+
+def test_pod_identity_injected_under_another_service_account_is_not_this_checks_concern() -> None:
+    # The other ServiceAccount is bound too: the caller-role check says whose role it is.
+    assert pod_identity(service_account="default") == []
+
+
+def test_pod_identity_token_unreadable() -> None:
+    f = only(pod_identity(pod_identity_token_readable=False))
+    assert f.check == "identity"
+    assert f.summary == f"{WHERE}: the Pod Identity token file is not readable"
+    assert f.expected == "a readable eks-pod-identity-token"
+    assert f.seen == "missing or unreadable"
+    assert f.likely == "the container's user cannot read the projected token (fsGroup / runAsUser)"
+    assert f.next_steps == (f"kubectl -n finance-prod get pod {POD} -o yaml",)
+
+
+def test_pod_identity_ignores_irsa_answers() -> None:
+    # A Pod Identity workload is not judged on AWS_ROLE_ARN or the web identity token.
+    values = {**PI_VALUES, "AWS_ROLE_ARN": OTHER_ROLE_ARN}
+    assert pod_identity(values=values, web_identity_token_readable=False) == []
+
+
+# --- IRSA --------------------------------------------------------------------------------------
+
+IRSA_NOT_INJECTED = f"{IRSA_WHERE}: IRSA not injected as expected"
+IRSA_LIKELY = "the annotation changed after the pod started, or the webhook did not run: restart the pods"
+
+
+def test_irsa_role_arn_missing() -> None:
+    f = only(irsa(variables={"AWS_REGION"}, values={}))
+    assert f.check == "identity"
+    assert f.summary == IRSA_NOT_INJECTED
+    assert f.expected == f"AWS_ROLE_ARN={IRSA_ROLE_ARN}"
+    assert f.seen == "AWS_ROLE_ARN not set"
+    assert f.likely == IRSA_LIKELY
+    assert f.next_steps == (IRSA_RESTART,)
+
+
+def test_irsa_role_arn_empty_is_not_set() -> None:
+    f = only(irsa(values={"AWS_ROLE_ARN": ""}))
+    assert f.seen == "AWS_ROLE_ARN not set"
+
+
+def test_irsa_role_arn_of_another_role_names_it() -> None:
+    f = only(irsa(values={"AWS_ROLE_ARN": OTHER_ROLE_ARN}))
+    assert f.summary == IRSA_NOT_INJECTED
+    assert f.expected == f"AWS_ROLE_ARN={IRSA_ROLE_ARN}"
+    assert f.seen == f"AWS_ROLE_ARN={OTHER_ROLE_ARN}"
+    assert f.likely == IRSA_LIKELY
+    assert f.next_steps == (IRSA_RESTART,)
+
+
+def test_irsa_not_injected_under_the_default_service_account() -> None:
+    f = only(irsa(variables={"AWS_REGION"}, values={}, service_account="default"))
+    assert f.summary == IRSA_NOT_INJECTED
+    assert f.seen == "AWS_ROLE_ARN not set"
+    assert f.likely == (
+        "Failure Mode 1 — Pod Uses default ServiceAccount: the pod runs as ServiceAccount 'default', not "
+        "'report-builder-aws-sa', which is the one bound: set serviceAccountName: report-builder-aws-sa "
+        "in the pod template"
+    )
+    assert f.next_steps == (f"kubectl -n reporting-prod get pod {IRSA_POD} -o jsonpath='{{.spec.serviceAccountName}}'",)
+
+
+def test_irsa_web_identity_token_unreadable() -> None:
+    f = only(irsa(web_identity_token_readable=False))
+    assert f.check == "identity"
+    assert f.summary == f"{IRSA_WHERE}: the web identity token file is not readable"
+    assert f.expected == "a readable token at AWS_WEB_IDENTITY_TOKEN_FILE"
+    assert f.seen == "missing or unreadable"
+    assert f.likely == "the container's user cannot read the projected token (fsGroup / runAsUser)"
+    assert f.next_steps == (f"kubectl -n reporting-prod get pod {IRSA_POD} -o yaml",)
+
+
+def test_irsa_wrong_role_is_reported_before_the_token() -> None:
+    # One identity finding per container: the wrong role, not also the token behind it.
+    f = only(irsa(values={"AWS_ROLE_ARN": OTHER_ROLE_ARN}, web_identity_token_readable=False))
+    assert f.summary == IRSA_NOT_INJECTED
+
+
+def test_irsa_ignores_pod_identity_answers() -> None:
+    assert irsa(pod_identity_token_readable=False) == []
+
+
+# --- the workload's own ServiceAccount changes nothing ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run", "service_account", "kwargs"),
+    [
+        pytest.param(pod_identity, "invoice-exporter-aws-sa", {"variables": {"AWS_REGION"}, "values": {}}, id="pi"),
+        pytest.param(pod_identity, "invoice-exporter-aws-sa", {"pod_identity_token_readable": False}, id="pi-token"),
+        pytest.param(irsa, "report-builder-aws-sa", {"variables": {"AWS_REGION"}, "values": {}}, id="irsa"),
+        pytest.param(irsa, "report-builder-aws-sa", {"values": {"AWS_ROLE_ARN": OTHER_ROLE_ARN}}, id="irsa-other"),
+        pytest.param(irsa, "report-builder-aws-sa", {"aws_credentials_file": True}, id="irsa-file"),
+    ],
+)
+def test_the_workloads_own_service_account_changes_nothing(
+    run: Callable[..., list[Finding]], service_account: str, kwargs: dict[str, Any]
+) -> None:
+    without = run(**kwargs)
+    assert without, "the case must produce a finding"
+    assert run(service_account=service_account, **kwargs) == without
+
+
+def test_another_service_account_changes_only_likely_and_next() -> None:
+    unknown = only(pod_identity(variables={"AWS_REGION"}, values={}))
+    other = only(pod_identity(variables={"AWS_REGION"}, values={}, service_account="default"))
+    assert (other.check, other.summary, other.expected, other.seen) == (
+        unknown.check,
+        unknown.summary,
+        unknown.expected,
+        unknown.seen,
+    )
+    assert other.likely != unknown.likely
+    assert other.next_steps != unknown.next_steps
