@@ -61,6 +61,10 @@ FaultName = Literal[
     "webhook-not-injecting",
     "no-oidc-provider",
     "kms-key-policy-deny",
+    "missing-owner-label",
+    "static-keys-in-configmap",
+    "exact-key-delete-grant",
+    "image-baked-credentials",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -78,6 +82,9 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "legacy-user-active-key": None,
     "association-after-pod": "pod-identity",
     "kms-key-policy-deny": None,
+    "missing-owner-label": None,
+    "static-keys-in-configmap": None,
+    "exact-key-delete-grant": None,
 }
 
 
@@ -349,6 +356,12 @@ class Profile(_Model):
                 raise ValueError(f"fault {f.fault!r} applies to {mechanism} workloads; {f.workload!r} is not one")
             if f.fault == "legacy-user-active-key" and self.workload(str(f.workload)).legacy_iam_user is None:
                 raise ValueError(f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser")
+            if f.fault == "exact-key-delete-grant" and not any(
+                c.action == "s3:DeleteObject" for c in self.workload(str(f.workload)).deny
+            ):
+                raise ValueError(
+                    f"fault 'exact-key-delete-grant' needs workload {f.workload!r} to deny s3:DeleteObject on a key"
+                )
             if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
                 raise ValueError(
                     f"fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "

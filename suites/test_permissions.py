@@ -17,12 +17,13 @@ def test_action(eksid_settings, eksid_profile, eksid_workload, eksid_action, eks
     record_property("probe_form", (result or {}).get("form"))
 
     def allowing(action, resource):
-        # Only asked when an action that must be denied was allowed: name the statements that allow it.
+        # Asked only when the probe alone cannot settle it: the role's statements that allow the action.
         return policy.allowing_statements(
             eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1]), action, resource
         )
 
-    verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing)
+    identity = eksid_probe.identity if eksid_probe.result is not None else None
+    verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing, identity)
     if isinstance(verdict, Inconclusive):
         inconclusive(eksid_settings, verdict.reason)
     fail_on(verdict)

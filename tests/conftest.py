@@ -21,6 +21,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -33,13 +34,14 @@ class SuiteRun:
     stdout: str
     stderr: str
     outcomes: dict[str, str]  # "suites/test_x.py::test_y[id]" -> passed/failed/error/skipped
+    messages: dict[str, str]  # the same keys -> the failure, error or skip message and its text
 
     def failed(self) -> list[str]:
         return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
 
 
 def run_pytest(
-    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: dict[str, str | None] | None = None
+    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: Mapping[str, str | None] | None = None
 ) -> SuiteRun:
     """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from
     (``env``: extra environment variables; None removes one)."""
@@ -56,17 +58,19 @@ def run_pytest(
         check=False,
     )
     outcomes: dict[str, str] = {}
+    messages: dict[str, str] = {}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
             module = case.get("classname", "").replace(".", "/") + ".py"
             key = f"{module}::{case.get('name')}"
-            kinds = {child.tag for child in case}
             outcome = "passed"
             for tag, name in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):
-                if tag in kinds:
+                found = case.find(tag)
+                if found is not None:
                     outcome = name
+                    messages[key] = f"{found.get('message', '')}\n{found.text or ''}"
             outcomes[key] = outcome
-    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes)
+    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes, messages)
 
 
 # --- sandboxes built from variations of the demo profile --------------------------------

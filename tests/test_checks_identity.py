@@ -160,7 +160,8 @@ def test_same_role_name_other_account_is_a_finding(profile: Profile, exporter: W
             "NoCredentialsError",
             "",
             "no credentials injected: no Pod Identity association existed when the pod started "
-            "(or the webhook did not run); IMDS is blocked",
+            "(if it was created since: Failure Mode 7 — Association Eventual Consistency), "
+            "or the webhook did not run; IMDS is blocked",
         ),
         (
             "billing-worker",
@@ -179,14 +180,17 @@ def test_same_role_name_other_account_is_a_finding(profile: Profile, exporter: W
             "billing-worker",
             "ClientError",
             "AccessDenied",
-            "the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)",
+            "Failure Mode 3 — Trust Policy Denied: the role's trust policy does not admit this ServiceAccount "
+            "(sub/aud condition mismatch)",
         ),
         (
             "invoice-exporter",
             "CredentialRetrievalError",
             "",
-            "credential resolution failed; see the probe output",
+            "the Pod Identity Agent did not serve credentials; see the probe output and the agent's log "
+            "(kubectl -n kube-system logs ds/eks-pod-identity-agent)",
         ),
+        ("billing-worker", "CredentialRetrievalError", "", "credential resolution failed; see the probe output"),
     ],
 )
 def test_no_identity_explanations(profile: Profile, workload: str, error_type: str, code: str, likely: str) -> None:
@@ -197,7 +201,33 @@ def test_no_identity_explanations(profile: Profile, workload: str, error_type: s
     assert f.expected == w.role_arn
     assert f.seen == f"no AWS identity: {code or error_type}: the reason"
     assert f.likely == likely
-    assert f.details["provider"] == "none — unexpected provider"
+    assert f.details["provider"] == "none resolved"
+
+
+@pytest.mark.parametrize(
+    ("message", "likely"),
+    [
+        (
+            'Received non 200 response 403 from container metadata: {"message": "AccessDeniedException: EKS Pod '
+            "Identity cannot assume arn:aws:iam::111122223333:role/demo-invoice-exporter: no statement allows "
+            'pods.eks.amazonaws.com to perform sts:TagSession"}',
+            "Failure Mode 3 — Trust Policy Denied: the role's trust policy lets pods.eks.amazonaws.com assume it "
+            "but not sts:TagSession",
+        ),
+        (
+            "Received non 200 response 403 from container metadata: AccessDeniedException",
+            "Failure Mode 3 — Trust Policy Denied: the agent could not assume the role",
+        ),
+        (
+            "Received error when attempting to retrieve container metadata: Could not connect to the endpoint URL: "
+            '"http://169.254.170.23/v1/credentials"',
+            "Failure Mode 5 — Pod Identity Agent Missing: nothing answers",
+        ),
+    ],
+)
+def test_agent_errors_name_the_failure_mode(profile: Profile, exporter: Workload, message: str, likely: str) -> None:
+    f = _finding(caller_role(profile, exporter, failed(None, "CredentialRetrievalError", message=message)))
+    assert f.likely.startswith(likely)
 
 
 def test_no_identity_next_steps_name_the_workload(profile: Profile, worker: Workload) -> None:
@@ -259,4 +289,4 @@ def test_right_provider_but_sts_call_failed(profile: Profile, worker: Workload) 
     f = _finding(credential_provider(profile, worker, identity))
     assert f.seen == "assume-role-with-web-identity, but the STS call failed: AccessDenied: Not authorized"
     assert f.summary.endswith("served credentials, but they do not work")
-    assert f.likely.startswith("the role's trust policy does not admit this ServiceAccount")
+    assert f.likely.startswith("Failure Mode 3 — Trust Policy Denied: the role's trust policy does not admit")

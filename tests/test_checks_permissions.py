@@ -466,3 +466,88 @@ def test_unknown_outcome_is_never_read_as_the_opposite(outcome: Any) -> None:
     f = _finding(action_verdict(PROFILE, W, PUT, "allowed", {"outcome": outcome, "form": "safe", "form_note": "x"}))
     assert f.seen == f"an outcome the plugin does not know: {outcome!r}"
     assert "denied" not in f.seen
+
+
+# --- a safe form that probes a stand-in beside the named resource ---------------------------
+
+DELETE = ActionCheck.model_validate({"action": "s3:DeleteObject", "resource": OBJECT_ARN})
+S3_DENIED = denial("AccessDenied", "Access Denied", 403)
+
+
+def test_delete_denied_on_the_stand_in_but_granted_on_exactly_the_key_fails() -> None:
+    result = measured(DELETE, "denied", S3_DENIED)
+    assert result["form"] == "safe"
+    assert result["outcome"] == "denied"
+    asked: list[tuple[str, str | None]] = []
+
+    def allowing(action: str, resource: str | None) -> list[str]:
+        asked.append((action, resource))
+        return ["cleanup#DeleteProbeObject"]
+
+    f = _finding(action_verdict(PROFILE, W, DELETE, "denied", result, allowing))
+    assert asked == [("s3:DeleteObject", OBJECT_ARN)]
+    assert f.seen == (
+        "denied on the safe form's stand-in beside it, but cleanup#DeleteProbeObject allow s3:DeleteObject "
+        "on exactly this resource"
+    )
+    assert f.likely.startswith("the role is broader than its contract: it grants the action on exactly")
+    assert "live: true" in f.likely
+
+
+def test_delete_denied_on_the_stand_in_without_a_grant_passes() -> None:
+    result = measured(DELETE, "denied", S3_DENIED)
+    assert action_verdict(PROFILE, W, DELETE, "denied", result, lambda action, resource: []) is None
+
+
+def test_delete_that_must_be_allowed_but_only_the_exact_key_is_granted_is_inconclusive() -> None:
+    result = measured(DELETE, "allowed", S3_DENIED)
+    verdict = action_verdict(PROFILE, W, DELETE, "allowed", result, lambda action, resource: ["cleanup#0"])
+    assert isinstance(verdict, Inconclusive)
+    assert "stand-in" in verdict.reason
+    assert "live: true" in verdict.reason
+
+
+def test_live_delete_is_read_as_measured() -> None:
+    live = ActionCheck.model_validate({"action": "s3:DeleteObject", "resource": OBJECT_ARN, "live": True})
+
+    def allowing(action: str, resource: str | None) -> list[str]:
+        raise AssertionError("a live call on the named key needs no second opinion")
+
+    result = measured(live, "denied", S3_DENIED)
+    assert result["form"] == "live"
+    assert action_verdict(PROFILE, W, live, "denied", result, allowing) is None
+
+
+# --- the probe was not the workload's role ---------------------------------------------------
+
+OTHER = f"arn:aws:sts::{ACCOUNT}:assumed-role/demo-reporting/eks-prod-plat-invoice-ex-5f1b"
+PI_NEXT = (
+    "aws eks list-pod-identity-associations --cluster-name prod-platform-a --region eu-west-1 "
+    "--namespace finance-prod --service-account invoice-exporter-aws-sa"
+)
+
+
+def test_permission_failure_under_another_caller_points_at_the_binding() -> None:
+    identity = {"method": "container-role", "caller": {"arn": OTHER}}
+    result = denied(PUT, "identity-based-policy")
+    f = _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None, identity))
+    assert f.likely == (
+        f"the probe ran as {OTHER}, not as role {ROLE_ARN} (see test_caller_role): fix the binding first; "
+        "these are another principal's permissions"
+    )
+    assert f.next_steps[0] == PI_NEXT
+    assert f.next_steps[-3:] == iam_next(PUT)
+
+
+def test_permission_failure_without_an_identity_says_so() -> None:
+    identity = {"method": None, "caller": None, "error": {"type": "NoCredentialsError"}}
+    result = measured(PUT, "allowed", {"type": "NoCredentialsError", "code": "", "message": "no credentials"})
+    f = _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None, identity))
+    assert f.likely.startswith("the probe has no AWS identity (see test_caller_role)")
+
+
+def test_the_expected_caller_changes_nothing() -> None:
+    identity = {"method": "container-role", "caller": {"arn": SESSION}}
+    result = denied(PUT, "identity-based-policy")
+    with_identity = _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None, identity))
+    assert with_identity == _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None))

@@ -51,7 +51,11 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
     caller = identity.get("caller") or {}
     method = identity.get("method") or "none"
     arn = str(caller.get("arn") or "")
-    details = {"provider": f"{method} — {PROVIDER_MEANING.get(method, 'unexpected provider')}"}
+    details = {
+        "provider": f"{method} — {PROVIDER_MEANING.get(method, 'unexpected provider')}"
+        if method != "none"
+        else "none resolved"
+    }
     if not arn:
         err = identity.get("error") or {}
         cause = err.get("code") or err.get("type")
@@ -100,17 +104,55 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
     )
 
 
+FM_TRUST = "Failure Mode 3 — Trust Policy Denied"
+FM_AGENT = "Failure Mode 5 — Pod Identity Agent Missing"
+FM_CONSISTENCY = "Failure Mode 7 — Association Eventual Consistency"
+
+
+def wrong_caller(w: Workload, identity: dict[str, Any] | None) -> str | None:
+    """Why the probe's calls say nothing about the workload's role: it had no identity, or another one."""
+    if identity is None:
+        return None
+    arn = str((identity.get("caller") or {}).get("arn") or "")
+    if not arn:
+        return (
+            "the probe has no AWS identity (see test_caller_role): fix the identity first; "
+            "the role's policies were never exercised"
+        )
+    if role_of(arn) != role_arn_parts(w.final_role_arn):
+        return (
+            f"the probe ran as {arn}, not as role {w.final_role_arn} (see test_caller_role): fix the binding first; "
+            "these are another principal's permissions"
+        )
+    return None
+
+
 def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
     code = str(err.get("code") or err.get("type") or "")
+    message = str(err.get("message") or "")
     if code == "InvalidIdentityToken":
         return "IRSA token rejected: no IAM OIDC provider for the cluster's issuer, or a wrong audience"
     if code == "AccessDenied":
-        return "the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
+        return f"{FM_TRUST}: the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
+    if code == "CredentialRetrievalError" and w.mechanism == "pod-identity":
+        if "TagSession" in message:
+            return (
+                f"{FM_TRUST}: the role's trust policy lets pods.eks.amazonaws.com assume it but not sts:TagSession, "
+                "which Pod Identity always calls"
+            )
+        if "AccessDenied" in message or " 403 " in message:
+            return f"{FM_TRUST}: the agent could not assume the role; its trust must allow pods.eks.amazonaws.com"
+        if "connect" in message.lower() or "timed out" in message.lower():
+            return f"{FM_AGENT}: nothing answers at the agent's credentials endpoint on this node"
+        return (
+            "the Pod Identity Agent did not serve credentials; see the probe output and the agent's log "
+            "(kubectl -n kube-system logs ds/eks-pod-identity-agent)"
+        )
     if code == "NoCredentialsError":
         if w.mechanism == "pod-identity":
             return (
                 "no credentials injected: no Pod Identity association existed when the pod started "
-                "(or the webhook did not run); IMDS is blocked"
+                f"(if it was created since: {FM_CONSISTENCY}), or the webhook did not run; IMDS is blocked"
             )
         return (
             "no credentials injected: the ServiceAccount lacks the eks.amazonaws.com/role-arn annotation "

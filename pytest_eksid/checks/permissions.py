@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_eksid.checks import Finding
+from pytest_eksid.checks.identity import next_commands, wrong_caller
+from pytest_eksid.probe.actions import probes_stand_in
 from pytest_eksid.profile import ActionCheck, Profile, Workload, role_arn_parts
 
 AllowingStatements = Callable[[str, str | None], list[str]]
@@ -72,8 +75,27 @@ def action_verdict(
     expect: str,
     result: Mapping[str, Any] | None,
     allowing: AllowingStatements | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> Finding | Inconclusive | None:
-    """None when the probe saw what the contract says; else a Finding, or Inconclusive."""
+    """None when the probe saw what the contract says; else a Finding, or Inconclusive.
+
+    ``identity`` is the probe's identity step: when the probe was not the workload's role, a failure
+    says so and points at the binding, not at the role's policies."""
+    found = _action_verdict(profile, w, check, expect, result, allowing)
+    problem = wrong_caller(w, identity)
+    if isinstance(found, Finding) and problem is not None:
+        return dataclasses.replace(found, likely=problem, next_steps=next_commands(profile, w) + found.next_steps)
+    return found
+
+
+def _action_verdict(
+    profile: Profile,
+    w: Workload,
+    check: ActionCheck,
+    expect: str,
+    result: Mapping[str, Any] | None,
+    allowing: AllowingStatements | None,
+) -> Finding | Inconclusive | None:
     if result is None:
         return Finding(
             "permissions",
@@ -88,6 +110,27 @@ def action_verdict(
     code = result.get("code")
     message = str(result.get("message") or "")
     details = {"probe": form}
+    if outcome == "denied" and result.get("form") == "safe" and probes_stand_in(check.action) and allowing:
+        # The safe form was denied on a stand-in beside the named resource; a grant on exactly that
+        # resource would not show. The role's own statements say whether there is one.
+        exact = allowing(check.action, check.resource)
+        if exact and expect == "denied":
+            return Finding(
+                "permissions",
+                _where(w, check, expect),
+                "denied",
+                f"denied on the safe form's stand-in beside it, but {', '.join(exact)} allow {check.action} "
+                "on exactly this resource",
+                "the role is broader than its contract: it grants the action on exactly the named resource, "
+                "which the safe form cannot reach (live: true on this entry runs the real call)",
+                _next(w, check),
+                details,
+            )
+        if exact:
+            return Inconclusive(
+                f"{_where(w, check, expect)}: inconclusive: the safe form was denied on a stand-in beside it; "
+                f"{', '.join(exact)} allow it on exactly this resource, which only the live form (live: true) proves"
+            )
     if outcome == expect:
         return None
     if outcome == "inconclusive":

@@ -79,6 +79,9 @@ class Probe:
     # A bare 403 here cannot tell denied from allowed (S3 GetObject of a missing key without ListBucket).
     bare_403_inconclusive: bool = False
     client_config: tuple[tuple[str, str], ...] = ()
+    # The safe form calls on another resource than the one named (a stand-in beside it), so a grant on
+    # exactly the named resource is out of its reach: the runner then reads the role's policies too.
+    stand_in: bool = False
 
     @property
     def has_side_effect(self) -> bool:
@@ -241,6 +244,7 @@ CATALOGUE: dict[str, Probe] = {
             safe="DeleteObject of an absent key beside it (<key>.eksid-absent-<random>): nothing to delete; "
             "on a versioned bucket S3 records a delete marker",
             safe_params=_s3_delete_safe,
+            stand_in=True,
         ),
         Probe("s3:ListBucket", "s3", "ListObjectsV2", "none (lists at most one key)", _s3_list),
         Probe(
@@ -310,6 +314,12 @@ GENERIC_HINT = (
     "{action: <service>:<Operation>, call: {service: <botocore service>, operation: <Operation>, params: {...}}, "
     "live: true}"
 )
+
+
+def probes_stand_in(action: str) -> bool:
+    """Whether the safe form of ``action`` exercises a stand-in beside the named resource."""
+    probe = CATALOGUE.get(action)
+    return probe is not None and probe.stand_in
 
 
 def supported() -> str:

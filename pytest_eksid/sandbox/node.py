@@ -349,6 +349,8 @@ class Kubelet:
         self.aws_endpoint = aws_endpoint
         self.start_latency = start_latency  # seconds between scheduling and the process start
         self.unpullable_images = unpullable_images
+        # Files an image carries under its user's home: image -> {path relative to $HOME: content}.
+        self.image_home_files: dict[str, dict[str, str]] = {}
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
         self._next = 0
@@ -597,6 +599,10 @@ class Kubelet:
     def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path], namespace: str) -> dict[str, str]:
         home = root / "home"
         home.mkdir(parents=True, exist_ok=True)
+        for relative, content in self.image_home_files.get(str(container.get("image")), {}).items():
+            path = home / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),

@@ -26,6 +26,7 @@ from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
 
 OWNER_LABEL = "platform.mycompany.io/identity-owner"
+BAKED_USER = "ci-image-builder"  # image-baked-credentials: whose key the probe image carries
 RUNNER_USER = "eksid-runner"
 
 
@@ -275,9 +276,13 @@ class Sandbox:
         return [w.mechanism, other] if self.faulted("both-mechanisms", w.name) else [w.mechanism]
 
     def _trust_policy(self, role_arn: str) -> dict[str, Any]:
+        # A role trusts the workloads meant for it and those bound to it: under wrong-role the expected
+        # role keeps its trust (only the binding is wrong), and the wrong role trusts the workload too.
+        bound = self.bindings()
+        intended = [Binding(b.workload, b.workload.role_arn) for b in bound]
         statements = [
             self._trust_statement(b.workload, mechanism)
-            for b in self.bindings()
+            for b in (*intended, *bound)
             if b.role_arn == role_arn
             for mechanism in self._mechanisms(b.workload)
         ]
@@ -314,6 +319,22 @@ class Sandbox:
             iam.put_role_policy(
                 RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy)
             )
+            for b in self.bindings():
+                if b.role_arn == arn and self.faulted("exact-key-delete-grant", b.workload.name):
+                    # A grant on exactly the object the contract says must not be deleted.
+                    keys = [c.resource for c in b.workload.deny if c.action == "s3:DeleteObject"]
+                    iam.put_role_policy(
+                        RoleName=role.name,
+                        PolicyName="probe-object-cleanup",
+                        PolicyDocument=json.dumps(
+                            {
+                                "Version": "2012-10-17",
+                                "Statement": [
+                                    {"Sid": "Cleanup", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": keys}
+                                ],
+                            }
+                        ),
+                    )
             if any(b.role_arn == arn and self.faulted("excess-permissions", b.workload.name) for b in self.bindings()):
                 # What "temporarily" broad grants look like: every S3 action on every bucket.
                 iam.put_role_policy(
@@ -367,6 +388,16 @@ class Sandbox:
                     }
                 ),
             )
+        if self.faulted("image-baked-credentials"):
+            # A CI user's key left in the probe image's ~/.aws/credentials.
+            iam.create_user(UserName=BAKED_USER)
+            baked = iam.create_access_key(UserName=BAKED_USER)["AccessKey"]
+            self.iam.remember(baked["SecretAccessKey"])
+            assert self.kubelet is not None
+            self.kubelet.image_home_files[self.profile.probe.image] = {
+                ".aws/credentials": f"[default]\naws_access_key_id = {baked['AccessKeyId']}\n"
+                f"aws_secret_access_key = {baked['SecretAccessKey']}\n"
+            }
         legacy_users: set[str] = set()
         for w in self.profile.workloads:
             if w.legacy_iam_user is None or w.legacy_iam_user in legacy_users:
@@ -439,8 +470,10 @@ class Sandbox:
             seen.add((w.namespace, w.service_account))
             meta: dict[str, Any] = {
                 "name": w.service_account,
-                "labels": {"app.kubernetes.io/name": w.name, **({OWNER_LABEL: w.owner} if w.owner else {})},
+                "labels": {"app.kubernetes.io/name": w.name},
             }
+            if w.owner and not self.faulted("missing-owner-label", w.name):
+                meta["labels"][OWNER_LABEL] = w.owner
             mechanisms = self._mechanisms(w)
             if "irsa" in mechanisms and not self.faulted("missing-annotation", w.name):
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
@@ -490,6 +523,19 @@ class Sandbox:
                     "data": {
                         "aws_access_key_id": base64.b64encode(b"AKIAEKSIDSANDBOX0002").decode(),
                         "aws_secret_access_key": base64.b64encode(self._fake_secret().encode()).decode(),
+                    },
+                },
+            )
+        if self.faulted("static-keys-in-configmap", w.name):
+            self.store.create(
+                "configmaps",
+                w.namespace,
+                {
+                    "metadata": {"name": f"{w.name}-aws-config"},
+                    "data": {
+                        "AWS_REGION": self.profile.cluster.region,
+                        "AWS_ACCESS_KEY_ID": "AKIA" + "EKSIDSANDBOX0003",
+                        "AWS_SECRET_ACCESS_KEY": self._fake_secret(),
                     },
                 },
             )
