@@ -212,3 +212,61 @@ def unit_profile(workloads: list[dict[str, Any]], region: str = "eu-west-1", **c
             "workloads": workloads,
         }
     )
+
+
+# --- endpoints that never answer ------------------------------------------------------------
+
+import socket  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import field  # noqa: E402
+
+
+@dataclass
+class Endpoint:
+    """A TCP listener that accepts connections and never answers: ``hangup`` closes each at once
+    (the peer sees the connection dropped), otherwise it holds them open in silence (a read timeout)."""
+
+    hangup: bool
+    sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    accepted: int = 0
+    held: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed at the end of the test
+            self.accepted += 1
+            if self.hangup:
+                conn.close()
+            else:
+                self.held.append(conn)
+
+
+def _endpoint(hangup: bool) -> Iterator[Endpoint]:
+    endpoint = Endpoint(hangup)
+    endpoint.sock.bind(("127.0.0.1", 0))
+    endpoint.sock.listen(64)
+    thread = threading.Thread(target=endpoint.serve, daemon=True)
+    thread.start()
+    yield endpoint
+    endpoint.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
+    endpoint.sock.close()
+    for conn in endpoint.held:
+        conn.close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def silent() -> Iterator[Endpoint]:
+    yield from _endpoint(hangup=False)
+
+
+@pytest.fixture
+def hangup() -> Iterator[Endpoint]:
+    yield from _endpoint(hangup=True)

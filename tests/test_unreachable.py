@@ -4,9 +4,6 @@ instead of a urllib3 traceback per test and minutes of retries per call."""
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,58 +12,7 @@ from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.kube import Kube, KubeTarget, KubeUnreachable
-from tests.conftest import REPO, run_pytest
-
-
-@dataclass
-class Endpoint:
-    """A TCP listener that accepts connections and never answers: ``hangup`` closes each at once
-    (the peer sees the connection dropped), otherwise it holds them open in silence (a read timeout)."""
-
-    hangup: bool
-    sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-    accepted: int = 0
-    held: list[socket.socket] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed at the end of the test
-            self.accepted += 1
-            if self.hangup:
-                conn.close()
-            else:
-                self.held.append(conn)
-
-
-def _endpoint(hangup: bool) -> Iterator[Endpoint]:
-    endpoint = Endpoint(hangup)
-    endpoint.sock.bind(("127.0.0.1", 0))
-    endpoint.sock.listen(64)
-    thread = threading.Thread(target=endpoint.serve, daemon=True)
-    thread.start()
-    yield endpoint
-    endpoint.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() above
-    endpoint.sock.close()
-    for conn in endpoint.held:
-        conn.close()
-    thread.join(timeout=5)
-
-
-@pytest.fixture
-def silent() -> Iterator[Endpoint]:
-    yield from _endpoint(hangup=False)
-
-
-@pytest.fixture
-def hangup() -> Iterator[Endpoint]:
-    yield from _endpoint(hangup=True)
+from tests.conftest import REPO, Endpoint, run_pytest
 
 
 def _kubeconfig(path: Path, server: str) -> Path:

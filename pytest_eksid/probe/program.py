@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -120,13 +121,50 @@ def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
 _SESSIONS: list[Any] = []
 
 
-def _session() -> Any:
-    """The probe's one botocore session (created on first use; botocore is imported only then)."""
+def _session(timeout: float = 5) -> Any:
+    """The probe's one botocore session (created on first use; botocore is imported only then).
+
+    Its default client config bounds every client the session makes, the credential providers'
+    own included: the web-identity provider's STS client otherwise waits 60 s per read, with retries."""
     if not _SESSIONS:
         import botocore.session
+        from botocore.config import Config
 
-        _SESSIONS.append(botocore.session.Session())
+        session = botocore.session.Session()
+        session.set_default_client_config(
+            Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 2, "mode": "standard"})
+        )
+        _SESSIONS.append(session)
     return _SESSIONS[0]
+
+
+def _bounded(step: Callable[[], Any], seconds: float) -> Any:
+    """Run a step that calls AWS with a wall-clock limit: past it, the step is recorded as timed out
+    and the probe goes on (the stuck call is left to its daemon thread), so that a hanging endpoint
+    cannot keep the probe from printing its result before the pod's deadline."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = step()
+        except Exception as exc:  # re-raised below, in the probe's own thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="eksid-step", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return {
+            "error": {
+                "type": "StepTimeout",
+                "code": "",
+                "message": f"did not finish within {seconds:g}s: an AWS endpoint that does not answer?",
+                "http_status": None,
+            }
+        }
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,7 +180,7 @@ def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
             "http_status": None,
         }
         return out
-    session = _session()
+    session = _session(plan.get("timeout", 5))
     try:
         credentials = session.get_credentials()
     except Exception as exc:  # a provider that fails hard (bad token file, agent refusing)
@@ -400,12 +438,15 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         result["botocore"] = version("botocore")  # without importing it: a step that needs it will
     except Exception:
         result["botocore"] = None
+    # The steps without AWS calls first: their own short timeouts bound them. The AWS steps each get
+    # a wall-clock budget, so a stuck endpoint costs its step, never the whole result.
+    budget = float(plan.get("step_seconds", 50))
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("environment", lambda: audit_environment(environ)),
-        ("identity", lambda: resolve_identity(plan)),
-        ("actions", lambda: run_actions(plan, result.get("identity"))),
         ("imds", lambda: check_imds(plan, environ)),
         ("agent", lambda: check_agent(environ)),
+        ("identity", lambda: _bounded(lambda: resolve_identity(plan), budget)),
+        ("actions", lambda: _bounded(lambda: run_actions(plan, result.get("identity")), budget)),
     ]
     wanted = plan.get("steps")  # a node-group probe only looks at its node's IMDS
     for name, step in steps:
