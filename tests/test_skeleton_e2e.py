@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -171,12 +174,38 @@ def test_demo_passes(tmp_path):
     assert "eksid: deleted 4 probe pod(s)" in run.stdout
 
 
+COLLECT_ONLY = """
+import socket, sys
+import pytest
+
+used = []
+for name in ("bind", "connect"):
+    original = getattr(socket.socket, name)
+    def spy(self, address, _name=name, _original=original):
+        if (_name, address) != ("bind", ("::1", 0)):  # urllib3's IPv6 support check, at import
+            used.append((_name, address))
+        return _original(self, address)
+    setattr(socket.socket, name, spy)
+code = pytest.main(["-p", "no:cacheprovider", "--profile", "demo", "--collect-only", "-q"])
+loaded = [m for m in ("moto", "pytest_eksid.sandbox.runtime", "pytest_eksid.sandbox.cloud") if m in sys.modules]
+print("EKSID-CHECK", int(code), used, loaded)
+"""
+
+
 def test_collect_only_starts_nothing(tmp_path):
-    run = run_pytest("--profile", "demo", "--collect-only", "-q", tmp_path=tmp_path)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "suites/test_identity.py::test_caller_role[demo/invoice-exporter]" in run.stdout
-    assert "suites/test_identity.py::test_caller_role[demo/billing-worker]" in run.stdout
-    assert "sandbox" not in run.stdout.replace("embedded sandbox (started at session start)", "")
+    """No sandbox, no cluster, no AWS: no socket bound or connected, no sandbox work dir, and the
+    sandbox (moto) not even imported."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))} | {"TMPDIR": str(scratch)}
+    proc = subprocess.run(
+        [sys.executable, "-c", COLLECT_ONLY], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "suites/test_identity.py::test_caller_role[demo/invoice-exporter]" in proc.stdout
+    assert "suites/test_identity.py::test_caller_role[demo/billing-worker]" in proc.stdout
+    check = next(line for line in proc.stdout.splitlines() if line.startswith("EKSID-CHECK"))
+    assert check == "EKSID-CHECK 0 [] []", proc.stdout + proc.stderr
+    assert list(scratch.iterdir()) == []
 
 
 def test_wrong_role_fault_fails_exactly_that_workload(tmp_path):
