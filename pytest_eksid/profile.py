@@ -496,8 +496,27 @@ def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> st
         return f'expected a string, got {err["input"]!r} (quote it in YAML, e.g. "{err["input"]}")'
     if kind == "literal_error":
         return f"{err['msg']} (got {err['input']!r})"
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
+    got = _shown(err.get("input"))
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {got}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, got {got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {got}"
+    if kind == "list_type":
+        return f"expected a list, got {got}: write [a, b], or one '- item' per line below the key"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping (key: value lines below the key), got {got}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind.startswith(("greater_than", "less_than", "string_too", "too_short", "too_long", "string_pattern")):
+        return f"{msg}, got {got}"
+    return msg
+
+
+def _shown(value: Any) -> str:
+    """A value as the error shows it: short, and never a whole nested structure."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _allowed_keys(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:

@@ -7,6 +7,7 @@ subprocess, as a user would, and check that every bad profile ends in a clean us
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -215,6 +216,42 @@ def test_bad_region_and_account_values(tmp_path: Path) -> None:
     assert "(2 problems)" in message
     assert "cluster.region: not an AWS region name: 'Europe'" in message
     assert "cluster.accountId: not a 12-digit AWS account id: '1234'" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "image: registry.example.com/eksid-probe:1",
+            "image: registry.example.com/eksid-probe:1\n  timeoutSeconds: two minutes",
+            "probe.timeoutSeconds: expected a whole number, got 'two minutes'",
+        ),
+        (
+            "image: registry.example.com/eksid-probe:1",
+            "image: registry.example.com/eksid-probe:1\n  timeoutSeconds: 1",
+            "probe.timeoutSeconds: Input should be greater than or equal to 5, got 1",
+        ),
+        (
+            "image: registry.example.com/eksid-probe:1",
+            "image: registry.example.com/eksid-probe:1\n  nodeGroups: ng-general",
+            "probe.nodeGroups: expected a list, got 'ng-general': write [a, b], or one '- item' per line below the key",
+        ),
+        (
+            "image: registry.example.com/eksid-probe:1",
+            "image: registry.example.com/eksid-probe:1\n  nodeSelector: [ng-general]",
+            "probe.nodeSelector: expected a mapping (key: value lines below the key), got ['ng-general']",
+        ),
+        (
+            "roleArn: arn:aws:iam::111122223333:role/app",
+            "roleArn: arn:aws:iam::111122223333:role/app\n    allow: [{action: s3:GetObject, "
+            "resource: 'arn:aws:s3:::b/k', live: perhaps}]",
+            "workloads[0].allow[0].live: expected true or false, got 'perhaps'",
+        ),
+    ],
+)
+def test_wrong_types_show_the_value_and_the_expected_form(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path, err = _error(tmp_path, LIVE.replace(old, new, 1))
+    assert re.search(rf"{re.escape(str(path))}:\d+: {re.escape(message)}$", err, re.MULTILINE), err
 
 
 def test_duplicate_workload_names(tmp_path: Path) -> None:
