@@ -1,4 +1,9 @@
-"""``--dist loadgroup``: one cluster's tests (and so its probe pods and clients) on one worker.
+"""pytest-xdist scheduling for workload tests.
+
+``-n N`` (``--dist load``): each workload's tests — and so its probe pods — on one worker, fixed in
+advance, so that every worker probes only its own workloads (:class:`WorkloadScheduling`).
+
+``--dist loadgroup``: one cluster's tests (and so its probe pods and clients) on one worker.
 
 The plugin marks every workload test ``xdist_group(<profile>)``. pytest-xdist 3.8 carries that
 group to its scheduler by appending ``@<group>`` to node ids, which no longer takes effect on
@@ -10,10 +15,10 @@ silently. This scheduler reads the group from what the node id already says — 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xdist.scheduler import LoadGroupScheduling
+from xdist.scheduler import LoadGroupScheduling, LoadScopeScheduling
 
 
 def cluster_group(nodeid: str, profiles: Iterable[str]) -> str | None:
@@ -39,3 +44,70 @@ class ClusterGroupScheduling(LoadGroupScheduling):  # type: ignore[misc]  # xdis
             return str(super()._split_scope(nodeid))
         group = cluster_group(nodeid, self.profiles)
         return f"eksid:{group}" if group is not None else str(super()._split_scope(nodeid))
+
+
+def workload_scope(nodeid: str, workloads: Mapping[str, Iterable[str]]) -> str | None:
+    """``<profile>/<workload>`` of a workload test's node id (its parameter id starts so, then ``]``,
+    ``/`` (an action), ``@`` (a node group) or ``-`` (another parameter)); None for any other test."""
+    profile = cluster_group(nodeid, workloads)
+    if profile is None:
+        return None
+    params = nodeid[nodeid.find("[") + 1 :]
+    found = re.search(rf"(?:^|-){re.escape(profile)}/", params)
+    assert found is not None
+    rest = params[found.end() :]
+    names = [w for w in workloads[profile] if rest.startswith(w) and rest[len(w) : len(w) + 1] in ("]", "/", "@", "-")]
+    return f"{profile}/{max(names, key=len)}" if names else None
+
+
+def owners(scopes: Iterable[str], workers: int) -> dict[str, int]:
+    """Which worker (by index) runs each scope: the same answer in the controller and in every worker,
+    which each compute it from the same collection."""
+    return {scope: i % workers for i, scope in enumerate(sorted(set(scopes)))}
+
+
+def worker_index(worker_id: str) -> int | None:
+    """``gw3`` -> 3."""
+    return int(worker_id[2:]) if worker_id.startswith("gw") and worker_id[2:].isdigit() else None
+
+
+class WorkloadScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+    """Every workload's tests on one worker, decided up front from the collection; other tests by
+    module, spread the same way. Each worker gets all its tests at once."""
+
+    def __init__(self, config: Any, log: Any = None, workloads: Mapping[str, Iterable[str]] | None = None) -> None:
+        super().__init__(config, log)
+        self.workloads = {name: frozenset(names) for name, names in (workloads or {}).items()}
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope = workload_scope(nodeid, self.workloads)
+        return f"eksid:{scope}" if scope is not None else str(super()._split_scope(nodeid))
+
+    def schedule(self) -> None:
+        if getattr(self, "collection", None) is not None:  # a replacement worker after a crash: xdist's way
+            super().schedule()
+            return
+        if not self._check_nodes_have_same_collection():
+            self.log("**Different tests collected, aborting run**")
+            return
+        collection: list[str] = list(next(iter(self.registered_collections.values())))
+        self.collection = collection
+        if not collection:
+            return
+        units: dict[str, dict[str, bool]] = {}
+        for nodeid in collection:
+            units.setdefault(self._split_scope(nodeid), {})[nodeid] = False
+        nodes = list(self.nodes)
+        count = int(nodes[0].workerinput.get("workercount", len(nodes)))
+        by_index = {worker_index(str(n.gateway.id)): n for n in nodes}
+        owner = owners(units, count)
+        for scope, unit in units.items():
+            # The worker that planned this scope's probes; if it is gone, any (it probes on demand).
+            node = by_index.get(owner[scope]) or nodes[owner[scope] % len(nodes)]
+            self.assigned_work[node][scope] = unit
+        position = {nodeid: i for i, nodeid in enumerate(collection)}
+        for node in nodes:
+            indices = [position[nodeid] for unit in self.assigned_work[node].values() for nodeid in unit]
+            if indices:
+                node.send_runtest_some(indices)
+            node.shutdown()  # everything it will run has been sent

@@ -426,13 +426,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist ``--dist loadgroup``: group by cluster (see pytest_eksid.grouping)."""
+    """pytest-xdist: ``-n N`` puts each workload on one worker, ``--dist loadgroup`` each cluster
+    (see pytest_eksid.grouping)."""
     settings = config.stash.get(SETTINGS_KEY, None)
-    if config.getvalue("dist") != "loadgroup" or settings is None or not settings.profiles:
+    if settings is None or not settings.profiles:
         return None
-    from pytest_eksid.grouping import ClusterGroupScheduling
+    from pytest_eksid.grouping import ClusterGroupScheduling, WorkloadScheduling
 
-    return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded_all])
+    if config.getvalue("dist") == "load":
+        return WorkloadScheduling(config, log, workloads=_workload_names(settings))
+    if config.getvalue("dist") == "loadgroup":
+        return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded_all])
+    return None
+
+
+DIST_WORKERINPUT = "eksid_dist"  # the controller's --dist, which workers do not see in their own options
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each worker how the controller distributes, so that it can tell which workloads are its own."""
+    node.workerinput[DIST_WORKERINPUT] = node.config.getvalue("dist")
+
+
+def _workload_names(settings: Settings) -> dict[str, list[str]]:
+    return {p.name: [w.name for w in p.profile.workloads] for p in settings.loaded_all}
+
+
+def _my_workloads(config: pytest.Config, items: list[pytest.Item]) -> set[str] | None:
+    """On a worker of ``-n N`` (``--dist load``): the ``<profile>/<workload>`` scopes the plugin's
+    scheduler sends it, computed as the controller does; None anywhere else (every workload)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None or workerinput.get(DIST_WORKERINPUT) != "load":
+        return None
+    from pytest_eksid.grouping import owners, worker_index, workload_scope
+
+    index = worker_index(str(workerinput.get("workerid", "")))
+    if index is None:
+        return None
+    names = _workload_names(config.stash[SETTINGS_KEY])
+    scopes = {workload_scope(item.nodeid, names) for item in items}
+    owner = owners((s for s in scopes if s is not None), int(workerinput.get("workercount", 1)))
+    return {scope for scope, i in owner.items() if i == index}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -449,9 +484,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 "pass --profile NAME (e.g. --profile demo for the embedded sandbox) or a path to a profile YAML"
             )
     selected: dict[str, set[str]] = {}
+    mine = _my_workloads(session.config, session.items)
     for item in session.items:
         subject = subject_of(item)
-        if subject is not None:
+        if subject is not None and (mine is None or f"{subject.profile.name}/{subject.workload.name}" in mine):
             callspec = getattr(item, "callspec", None)
             group = callspec.params.get(NODEGROUP_FIXTURE) if callspec is not None else None
             target = probe_target(subject.profile.profile, subject.workload, group)

@@ -1,0 +1,69 @@
+"""``-n N``: each workload's tests run on one worker, and only that worker probes it.
+
+Both workers of the run reach the same emulated cluster, started here, as two processes reach a
+live cluster: every probe pod they launch is then visible in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from pytest_eksid.grouping import owners, worker_index, workload_scope
+from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABEL
+from tests.conftest import Running, demo_data, run_pytest, write_profile
+
+WORKLOADS = ("invoice-exporter", "billing-worker")
+
+
+def test_plain_n_gives_each_workload_one_worker_and_one_probe(tmp_path, start_sandbox: Callable[..., Running]):
+    running = start_sandbox(demo_data())
+    live: dict[str, Any] = demo_data()
+    del live["sandbox"]
+    live["cluster"]["kubeconfig"] = str(running.connection.kubeconfig)
+    live["cluster"]["kubeContext"] = running.connection.context
+    path = write_profile(tmp_path, live, "shared")
+    run = run_pytest(
+        f"--profile={path}",
+        "-n",
+        "2",
+        "-v",
+        "--eksid-keep-pods",
+        "suites/test_identity.py",
+        "suites/test_permissions.py",
+        tmp_path=tmp_path,
+        env=dict(running.connection.env),
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    ran_on: dict[str, set[str]] = {w: set() for w in WORKLOADS}
+    for line in run.stdout.splitlines():
+        found = re.match(r"\[(gw\d+)\] .*PASSED \S+\[shared/([\w-]+?)[\]/]", line)
+        if found:
+            ran_on[found.group(2)].add(found.group(1))
+    assert all(len(workers) == 1 for workers in ran_on.values()), ran_on
+    assert set().union(*ran_on.values()) == {"gw0", "gw1"}, ran_on  # and the work was shared
+    pods = running.kube.list_pods(f"{MANAGED_BY}={MANAGED_BY_VALUE}")
+    probed = Counter(p["metadata"]["labels"][WORKLOAD_LABEL] for p in pods)
+    assert probed == Counter(WORKLOADS), probed  # one probe pod per workload, not one per worker
+
+
+def test_workload_scope_reads_the_workload_from_the_test_id():
+    names = {"demo": ["invoice", "invoice-exporter"], "demo-east": ["invoice-exporter"]}
+    assert workload_scope("suites/t.py::test_caller_role[demo/invoice-exporter]", names) == "demo/invoice-exporter"
+    assert workload_scope("suites/t.py::test_caller_role[demo/invoice]", names) == "demo/invoice"
+    assert workload_scope("suites/t.py::test_action[demo/invoice/allow-0:s3:GetObject]", names) == "demo/invoice"
+    assert workload_scope("suites/t.py::test_imds_blocked[demo/invoice-exporter@ng-batch-v1]", names) == (
+        "demo/invoice-exporter"
+    )
+    assert workload_scope("suites/t.py::test_x[demo-east/invoice-exporter-v2]", names) == "demo-east/invoice-exporter"
+    assert workload_scope("suites/t.py::test_x[demo/other]", names) is None
+    assert workload_scope("tests/test_mine.py::test_plain", names) is None
+
+
+def test_owners_are_the_same_whatever_order_the_scopes_come_in():
+    scopes = ["demo/b", "demo/a", "east/a", "demo/c"]
+    assert owners(scopes, 2) == owners(reversed(scopes), 2) == {"demo/a": 0, "demo/b": 1, "demo/c": 0, "east/a": 1}
+    assert worker_index("gw12") == 12
+    assert worker_index("main") is None
