@@ -65,6 +65,7 @@ FaultName = Literal[
     "static-keys-in-configmap",
     "exact-key-delete-grant",
     "image-baked-credentials",
+    "kms-via-service-missing",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -85,6 +86,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "missing-owner-label": None,
     "static-keys-in-configmap": None,
     "exact-key-delete-grant": None,
+    "kms-via-service-missing": None,
 }
 
 

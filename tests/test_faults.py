@@ -233,11 +233,16 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
             f"{ACTION}[fault/{PI}/allow-0:s3:PutObject]": (
                 "the KMS key policy does not allow kms:GenerateDataKey",
                 "the object is SSE-KMS",
-            ),
-            f"{ACTION}[fault/{PI}/allow-2:kms:Decrypt]": (
-                "no resource-based policy allows the kms:Decrypt action",
                 "aws kms get-key-policy --key-id",
             ),
+        },
+    ),
+    "kms-via-service-missing": (
+        {"fault": "kms-via-service-missing", "workload": PI},
+        {
+            f"{ACTION}[fault/{PI}/deny-3:kms:Decrypt]": (
+                "allowed by demo-invoice-exporter-permissions#UseFinanceKeyThroughS3",
+            )
         },
     ),
     "missing-owner-label": (

@@ -1013,24 +1013,16 @@ class TestFidelity:
         assert code == "AccessDeniedException"
         assert "identity-based policy" in message
 
-    def test_kms_authorizes_against_the_key_arn(self, demo, clients):
+    def test_kms_key_is_usable_through_s3_only(self, demo, clients):
         run = demo
         assert clients.aws(run, "kms").describe_key(KeyId="alias/demo-finance")["KeyMetadata"]["Arn"] == FINANCE_KEY
-        # The exporter's policy names the key's ARN (not "*"): allowed on that key ...
+        # The exporter's grant carries kms:ViaService = S3 (moto ignores conditions; the sandbox does not).
         exporter = clients.aws(run, "kms", run.sandbox.iam.mint(EXPORTER_ROLE, "test"))
         with pytest.raises(ClientError) as err:
             exporter.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
-        assert error_of(err)[0::2] == ("DryRunOperationException", 412)
-        # ... also when the key comes from the ciphertext alone (Decrypt without KeyId) ...
-        blob = clients.aws(run, "kms").encrypt(KeyId="alias/demo-finance", Plaintext=b"invoice")["CiphertextBlob"]
-        assert exporter.decrypt(CiphertextBlob=blob)["Plaintext"] == b"invoice"
-        # ... and on no other key.
-        with pytest.raises(ClientError) as err:
-            exporter.generate_data_key(KeyId="alias/demo-key", KeySpec="AES_256")
-        code, message, _ = error_of(err)
-        assert code == "AccessDeniedException"
-        assert "kms:GenerateDataKey on resource: arn:aws:kms:" in message
-        assert "identity-based policy" in message
+        code, message, status = error_of(err)
+        assert (code, status) == ("AccessDeniedException", 400)
+        assert message.endswith("because no identity-based policy allows the kms:Decrypt action"), message
 
     def test_sse_kms_bucket_needs_the_key(self, demo, clients):
         run = demo
@@ -1065,10 +1057,33 @@ class TestFidelity:
         assert error_of(err)[0::2] == ("AccessDenied", 403)
 
 
+def test_kms_authorizes_against_the_key_arn(start_sandbox, clients):
+    # Without its kms:ViaService condition the exporter's grant lets it use its key directly.
+    data = fidelity_data()
+    data["sandbox"]["faults"] = [{"fault": "kms-via-service-missing", "workload": "invoice-exporter"}]
+    run = start_sandbox(data)
+    exporter = clients.aws(run, "kms", run.sandbox.iam.mint(EXPORTER_ROLE, "test"))
+    # The policy names the key's ARN (not "*"): allowed on that key ...
+    with pytest.raises(ClientError) as err:
+        exporter.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
+    assert error_of(err)[0::2] == ("DryRunOperationException", 412)
+    # ... also when the key comes from the ciphertext alone (Decrypt without KeyId) ...
+    blob = clients.aws(run, "kms").encrypt(KeyId="alias/demo-finance", Plaintext=b"invoice")["CiphertextBlob"]
+    assert exporter.decrypt(CiphertextBlob=blob)["Plaintext"] == b"invoice"
+    # ... and on no other key.
+    with pytest.raises(ClientError) as err:
+        exporter.generate_data_key(KeyId="alias/demo-key", KeySpec="AES_256")
+    code, message, _ = error_of(err)
+    assert code == "AccessDeniedException"
+    assert "kms:GenerateDataKey on resource: arn:aws:kms:" in message
+    assert "identity-based policy" in message
+
+
 def test_kms_key_policy_deny(start_sandbox, clients):
     """The key policy lists its users without the workload's role: IAM allows, KMS still says no."""
     fault = {"fault": "kms-key-policy-deny", "workload": "invoice-exporter", "key": "demo-finance"}
-    run = start_sandbox(with_faults(fault))
+    direct = {"fault": "kms-via-service-missing", "workload": "invoice-exporter"}  # so that IAM allows direct use
+    run = start_sandbox(with_faults(fault, direct))
     creds = run.sandbox.iam.mint(EXPORTER_ROLE, "test")
     kms = clients.aws(run, "kms", creds)
     with pytest.raises(ClientError) as err:

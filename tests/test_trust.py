@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_eksid.sandbox.trust import trust_allows
+from pytest_eksid.sandbox.trust import identity_allows, trust_allows
 
 ISSUER = "oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123456789"
 PROVIDER = f"arn:aws:iam::111122223333:oidc-provider/{ISSUER}"
@@ -318,3 +318,41 @@ def test_not_action() -> None:
 def test_statement_without_principal_is_ignored() -> None:
     policy = {"Statement": [{"Effect": "Allow", "Action": "sts:*"}]}
     assert not _pods(policy)[0]
+
+
+# --- identity policies with conditions (moto ignores them) ----------------------------------
+
+KEY = "arn:aws:kms:eu-west-1:111122223333:key/5e1f0c2a-7b3d-4c9e-8a61-2f4d9b0e7c13"
+THROUGH_S3 = {
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": [KEY],
+            "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}},
+        }
+    ]
+}
+
+
+def test_a_via_service_grant_holds_only_through_that_service() -> None:
+    via_s3 = {"kms:ViaService": ["s3.eu-west-1.amazonaws.com"]}
+    assert identity_allows([THROUGH_S3], action="kms:GenerateDataKey", resource=KEY, context=via_s3)
+    assert not identity_allows([THROUGH_S3], action="kms:Decrypt", resource=KEY, context={})
+    assert not identity_allows(
+        [THROUGH_S3], action="kms:Decrypt", resource=KEY, context={"kms:ViaService": ["sqs.eu-west-1.amazonaws.com"]}
+    )
+
+
+def test_identity_allows_needs_the_action_and_the_resource() -> None:
+    plain = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "arn:aws:kms:eu-west-1:*:key/*"}]}
+    assert identity_allows([plain], action="kms:Decrypt", resource=KEY, context={})
+    assert not identity_allows([plain], action="s3:GetObject", resource=KEY, context={})
+    assert not identity_allows(
+        [plain], action="kms:Decrypt", resource=KEY.replace("eu-west-1", "us-east-1"), context={}
+    )
+    not_resource = {"Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "NotResource": KEY}]}
+    assert not identity_allows([not_resource], action="kms:Decrypt", resource=KEY, context={})
+    deny_only = {"Statement": [{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}
+    assert not identity_allows([deny_only], action="kms:Decrypt", resource=KEY, context={})
+    assert identity_allows([deny_only, plain], action="kms:Decrypt", resource=KEY, context={})

@@ -316,8 +316,13 @@ class Sandbox:
         for role in sandbox.roles:
             arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
             iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(self._trust_policy(arn)))
+            policy = role.policy
+            if any(
+                b.role_arn == arn and self.faulted("kms-via-service-missing", b.workload.name) for b in self.bindings()
+            ):
+                policy = _without_via_service(policy)  # the key usable directly, not only through S3
             iam.put_role_policy(
-                RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(role.policy)
+                RoleName=role.name, PolicyName=f"{role.name}-permissions", PolicyDocument=json.dumps(policy)
             )
             for b in self.bindings():
                 if b.role_arn == arn and self.faulted("exact-key-delete-grant", b.workload.name):
@@ -694,3 +699,19 @@ def _rekey(account: str, region: str, key_id: str, wanted: str) -> str:
     key.arn = key.arn.rsplit("/", 1)[0] + "/" + wanted
     backend.keys[wanted] = key
     return wanted
+
+
+def _without_via_service(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy with every ``kms:ViaService`` condition dropped (the kms-via-service-missing fault)."""
+    out = json.loads(json.dumps(policy))
+    for st in out.get("Statement") or []:
+        conditions = st.get("Condition") or {}
+        for op in list(conditions):
+            clauses = {k: v for k, v in dict(conditions[op]).items() if k.lower() != "kms:viaservice"}
+            if clauses:
+                conditions[op] = clauses
+            else:
+                del conditions[op]
+        if "Condition" in st and not conditions:
+            del st["Condition"]
+    return dict(out)

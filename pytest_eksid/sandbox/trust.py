@@ -135,3 +135,25 @@ def trust_allows(
         if not allowed:
             return False, f"no statement allows {principal} to perform {action}"
     return True, "allowed"
+
+
+def identity_allows(
+    documents: Iterable[Mapping[str, Any]], *, action: str, resource: str, context: Mapping[str, Iterable[str]]
+) -> bool:
+    """Whether an Allow statement of these identity policies covers ``action`` on ``resource`` with its
+    conditions holding in ``context`` (moto decides identity policies without their conditions)."""
+    for document in documents:
+        for st in _as_list(document.get("Statement")):
+            if not isinstance(st, Mapping) or st.get("Effect") != "Allow":
+                continue
+            if "Action" in st:
+                does = _action_matches(st["Action"], action)
+            else:
+                does = not _action_matches(st.get("NotAction"), action)
+            if "Resource" in st:
+                where = any(_string_like(str(r), resource) for r in _as_list(st["Resource"]))
+            else:
+                where = not any(_string_like(str(r), resource) for r in _as_list(st.get("NotResource")))
+            if does and where and _conditions_hold(st.get("Condition"), context, unknown=False):
+                return True
+    return False
