@@ -2,15 +2,19 @@
 
 import pytest
 
+from pytest_eksid.aws import AwsError
 from pytest_eksid.checks import policy
 from pytest_eksid.checks.permissions import Inconclusive, action_verdict
 from pytest_eksid.fixtures import fail_on, inconclusive
 from pytest_eksid.profile import role_arn_parts
+from pytest_eksid.redact import redact_json
 
 pytestmark = pytest.mark.permissions
 
 
-def test_action(eksid_settings, eksid_profile, eksid_workload, eksid_action, eksid_probe, eksid_aws, record_property):
+def test_action(
+    eksid_settings, eksid_profile, eksid_workload, eksid_action, eksid_probe, eksid_aws, record_property, request
+):
     """One allow/deny entry of the workload, as the probe measured it running as the workload."""
     expect, ident, check = eksid_action
     result = eksid_probe.action(ident)
@@ -26,4 +30,10 @@ def test_action(eksid_settings, eksid_profile, eksid_workload, eksid_action, eks
     verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing, identity)
     if isinstance(verdict, Inconclusive):
         inconclusive(eksid_settings, verdict.reason)
+    if verdict is not None:  # the role's policies beside the failure (redacted); reading them must not hide it
+        try:
+            policies = eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1])
+        except AwsError as exc:
+            policies = {"unavailable": str(exc)}
+        request.node.add_report_section("call", "eksid permission policies", redact_json(policies))
     fail_on(verdict)
