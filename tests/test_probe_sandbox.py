@@ -518,3 +518,33 @@ def test_a_slow_pod_list_holds_up_the_other_waiters_one_tick_at_most(start_sandb
         k: o.seconds for k, o in outcomes.items()
     }
     campaign.cleanup()
+
+
+def test_the_probe_pod_spec_carries_the_profiles_image_placement_and_pull_secrets():
+    from pytest_eksid.probe.program import PLAN_VARIABLE
+    from pytest_eksid.profile import load_profile
+
+    profile = load_profile("finance-prod", REPO).profile
+    probe = profile.probe.model_validate(
+        {
+            "image": "registry.example/eksid-probe:2",
+            "timeoutSeconds": 90,
+            "nodeSelector": {"eks.amazonaws.com/nodegroup": "finance"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "finance", "effect": "NoSchedule"}],
+            "imagePullSecrets": ["ecr-pull"],
+        }
+    )
+    custom = profile.model_copy(update={"probe": probe})
+    manifest = probe_pod_manifest(custom, custom.workloads[0], "run-1")
+    spec = manifest["spec"]
+    assert spec["serviceAccountName"] == "invoice-exporter-aws-sa"
+    assert spec["containers"][0]["image"] == "registry.example/eksid-probe:2"
+    assert spec["activeDeadlineSeconds"] == 90
+    assert spec["nodeSelector"] == {"eks.amazonaws.com/nodegroup": "finance"}
+    assert spec["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "finance", "effect": "NoSchedule"}
+    ]
+    assert spec["imagePullSecrets"] == [{"name": "ecr-pull"}]
+    plan = json.loads(next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == PLAN_VARIABLE))
+    assert plan["step_seconds"] == 35  # (90 - 20) / 2: identity and actions both fit in the deadline
+    assert restricted_violations(manifest) == []
