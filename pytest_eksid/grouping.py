@@ -100,7 +100,11 @@ class WorkloadScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is
         nodes = list(self.nodes)
         count = int(nodes[0].workerinput.get("workercount", len(nodes)))
         by_index = {worker_index(str(n.gateway.id)): n for n in nodes}
-        owner = owners(units, count)
+        # The workers deal the workload scopes alone (they plan their probes from them): deal them the
+        # same way here, and the other tests' scopes separately.
+        workload_units = [s for s in units if s.startswith("eksid:")]
+        owner = {f"eksid:{s}": i for s, i in owners((s.removeprefix("eksid:") for s in workload_units), count).items()}
+        owner |= owners((s for s in units if not s.startswith("eksid:")), count)
         for scope, unit in units.items():
             # The worker that planned this scope's probes; if it is gone, any (it probes on demand).
             node = by_index.get(owner[scope]) or nodes[owner[scope] % len(nodes)]

@@ -67,3 +67,57 @@ def test_owners_are_the_same_whatever_order_the_scopes_come_in():
     assert owners(scopes, 2) == owners(reversed(scopes), 2) == {"demo/a": 0, "demo/b": 1, "demo/c": 0, "east/a": 1}
     assert worker_index("gw12") == 12
     assert worker_index("main") is None
+
+
+class FakeNode:
+    """What WorkloadScheduling uses of an xdist worker controller."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self.gateway = type("Gateway", (), {"id": f"gw{index}"})()
+        self.workerinput = {"workerid": f"gw{index}", "workercount": count}
+        self.sent: list[int] = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent += indices
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+class FakeConfig:
+    """What xdist's scope scheduler reads of the config: two local workers."""
+
+    option = type("Option", (), {"loadscopereorder": True})()
+
+    def getvalue(self, name: str) -> Any:
+        return {"tx": ["2*popen"]}[name]
+
+
+def test_the_scheduler_deals_workloads_as_the_workers_do_whatever_else_is_collected():
+    from pytest_eksid.grouping import WorkloadScheduling
+
+    names = {"demo": ["billing-worker", "invoice-exporter"]}
+    collection = [
+        "checks/test_nodes.py::test_a",  # sorts before "eksid:": must not shift the workloads' deal
+        "suites/test_identity.py::test_caller_role[demo/invoice-exporter]",
+        "suites/test_identity.py::test_caller_role[demo/billing-worker]",
+        "suites/test_permissions.py::test_action[demo/invoice-exporter/allow-0:s3:PutObject]",
+        "tests/test_z.py::test_b",
+    ]
+    scheduler = WorkloadScheduling(FakeConfig(), None, workloads=names)
+    nodes = [FakeNode(0, 2), FakeNode(1, 2)]
+    for node in nodes:
+        scheduler.add_node(node)
+        scheduler.add_node_collection(node, collection)
+    scheduler.schedule()
+    got = {
+        workload_scope(collection[i], names): node.gateway.id
+        for node in nodes
+        for i in node.sent
+        if workload_scope(collection[i], names)
+    }
+    planned = owners([s for s in (workload_scope(n, names) for n in collection) if s], 2)
+    assert got == {scope: f"gw{i}" for scope, i in planned.items()}
+    assert sorted(i for node in nodes for i in node.sent) == list(range(len(collection)))  # each test once
+    assert all(node.shutting_down for node in nodes)
