@@ -53,8 +53,9 @@ def rbac_rules() -> dict[tuple[str, str], set[str]]:
     return rules
 
 
-# Connection-level failures are retried this often, with backoff, before the API server counts as unreachable.
-RETRIES = 3
+# A connection that cannot be made is tried this many more times, with backoff, before the API server
+# counts as unreachable; a GET whose answer broke off is tried once more.
+RETRIES = 2
 
 
 class KubeError(Exception):
@@ -118,7 +119,7 @@ class Kube:
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
         # Retry what never reached the server (and 429/503 with Retry-After, for reads), with backoff.
-        configuration.retries = urllib3.Retry(total=RETRIES, read=0, backoff_factor=0.5)
+        configuration.retries = urllib3.Retry(total=RETRIES, read=1, backoff_factor=0.5)
         self.server = str(configuration.host)
         self.api_client = client.ApiClient(configuration)
         self.core = client.CoreV1Api(self.api_client)
@@ -138,6 +139,12 @@ class Kube:
         try:
             return method(*args, _request_timeout=self.timeout, **kwargs)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if not _never_connected(exc):
+                # The server took the request, then the answer broke off or came too late (a reset
+                # connection, one slow call): this call failed, not the cluster.
+                raise KubeError(
+                    f"{what}: no complete answer from the Kubernetes API server {self.server}: {self._cause(exc)}"
+                ) from None
             self._unreachable = (
                 f"cannot reach the Kubernetes API server {self.server} ({self.target.describe()}): "
                 f"{self._cause(exc)} (at {time.strftime('%H:%M:%S')}; later calls of this run are not tried). "
@@ -316,6 +323,16 @@ class Kube:
         except ApiException as exc:
             raise _wrap(exc, f"list pods ({label_selector})") from None
         return [_plain(self.api_client, p) for p in pods.items]
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a failure happened before the server got the request: refused, no route, DNS, connect
+    timeout, TLS. Only those say the API server is out of reach."""
+    reason = getattr(exc, "reason", None)
+    cause = reason if isinstance(reason, BaseException) else exc
+    return isinstance(
+        cause, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.SSLError | ConnectionRefusedError
+    ) or (isinstance(cause, OSError) and not isinstance(cause, TimeoutError | ConnectionResetError))
 
 
 def _plain(api_client: Any, model: Any) -> Obj:

@@ -160,8 +160,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         type=_seconds,
         default=None,
-        help="How long one Kubernetes or AWS request of the runner may wait to connect, and then for its answer, "
-        "before the cluster counts as unreachable (default 30; ini: eksid_api_timeout, env: EKSID_API_TIMEOUT)",
+        help="How long one Kubernetes or AWS request of the runner may wait to connect, and then for its answer "
+        "(default 30); a connection that cannot be made is tried 3 times before the cluster counts as unreachable "
+        "(ini: eksid_api_timeout, env: EKSID_API_TIMEOUT)",
     )
     group.addoption(
         "--eksid-sweep",

@@ -270,3 +270,16 @@ def silent() -> Iterator[Endpoint]:
 @pytest.fixture
 def hangup() -> Iterator[Endpoint]:
     yield from _endpoint(hangup=True)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """The URL of an address where connecting times out, as at a private endpoint out of reach: a
+    listener with a backlog of 0 that never accepts, its one queue slot already taken."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    filler = socket.create_connection(sock.getsockname(), timeout=5)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    filler.close()
+    sock.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pytest_eksid.checks.podsecurity import restricted_violations
-from pytest_eksid.kube import KubeError
+from pytest_eksid.kube import KubeError, KubeUnreachable
 from pytest_eksid.probe.pod import (
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -420,7 +420,14 @@ def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_
     assert f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}" in str(err.value)
 
 
-def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, monkeypatch):
+@pytest.mark.parametrize(
+    "failure",
+    [
+        KubeUnreachable("delete pod: cannot reach the Kubernetes API server https://x: no connection within 30s"),
+        ConnectionError("connect timeout"),  # anything unexpected below the client
+    ],
+)
+def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, monkeypatch, failure):
     """Each try against an unreachable endpoint can take minutes: one is enough to know."""
     run = start_sandbox(demo_data())
     campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
@@ -429,7 +436,7 @@ def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, 
 
     def unreachable(namespace, name):
         calls.append(name)
-        raise ConnectionError("connect timeout")
+        raise failure
 
     monkeypatch.setattr(run.kube, "delete_pod", unreachable)
     with pytest.raises(KubeError) as err:

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_eksid.kube import Kube, KubeError
+from pytest_eksid.kube import Kube, KubeError, KubeUnreachable
 from pytest_eksid.probe import program
 from pytest_eksid.profile import Profile, Workload
 
@@ -462,9 +462,13 @@ class Campaign:
             try:
                 if self.kube.delete_pod(namespace, name):
                     deleted.append(f"{namespace}/{name}")
+            except KubeUnreachable as exc:  # each further try could wait minutes: stop here
+                failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
+                failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
+                break
             except KubeError as exc:  # the API refused this one: try the others
                 failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
-            except Exception as exc:  # the API server unreachable: each further try could wait minutes
+            except Exception as exc:  # anything else unexpected: do not risk minutes per pod
                 failed.append(f"{namespace}/{name} ({exc.__class__.__name__}: {str(exc)[:200]})")
                 failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
                 break
