@@ -359,10 +359,11 @@ class Profile(_Model):
             if f.fault == "legacy-user-active-key" and self.workload(str(f.workload)).legacy_iam_user is None:
                 raise ValueError(f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser")
             if f.fault == "exact-key-delete-grant" and not any(
-                c.action == "s3:DeleteObject" for c in self.workload(str(f.workload)).deny
+                c.action == "s3:DeleteObject" and c.resource for c in self.workload(str(f.workload)).deny
             ):
                 raise ValueError(
-                    f"fault 'exact-key-delete-grant' needs workload {f.workload!r} to deny s3:DeleteObject on a key"
+                    f"fault 'exact-key-delete-grant' needs workload {f.workload!r} to deny s3:DeleteObject "
+                    "on a key (an entry with its resource)"
                 )
             if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
                 raise ValueError(
@@ -494,11 +495,15 @@ def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> st
         return f"unknown key {loc[-1]!r}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
     if kind == "missing":
         return "required field is missing"
+    # Values seeded as secrets are never echoed, not even mistyped.
+    secret = len(loc) >= 2 and loc[0] == "sandbox" and loc[1] in ("secrets", "parameters")
+    if kind == "string_type" and secret:
+        return "expected a string (the value is not shown); quote it in YAML"
     if kind == "string_type":
         return f'expected a string, got {err["input"]!r} (quote it in YAML, e.g. "{err["input"]}")'
     if kind == "literal_error":
         return f"{err['msg']} (got {err['input']!r})"
-    got = _shown(err.get("input"))
+    got = "(a value, not shown)" if secret else _shown(err.get("input"))
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {got}"
     if kind in ("float_parsing", "float_type"):

@@ -4,7 +4,7 @@ import pytest
 
 from pytest_eksid.aws import AwsError
 from pytest_eksid.checks import policy
-from pytest_eksid.checks.permissions import Inconclusive, action_verdict
+from pytest_eksid.checks.permissions import Inconclusive, PolicyUnavailable, action_verdict
 from pytest_eksid.fixtures import fail_on, inconclusive
 from pytest_eksid.profile import role_arn_parts
 from pytest_eksid.redact import redact_json
@@ -20,14 +20,28 @@ def test_action(
     result = eksid_probe.action(ident)
     record_property("probe_form", (result or {}).get("form"))
 
-    def allowing(action, resource):
-        # Asked only when the probe alone cannot settle it: the role's statements that allow the action.
-        return policy.allowing_statements(
-            eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1]), action, resource
-        )
+    def statements(select):
+        # Asked only when the probe alone cannot settle it: the role's statements about the action.
+        def find(action, resource):
+            try:
+                policies = eksid_aws.role_policies(role_arn_parts(eksid_workload.final_role_arn)[1])
+            except AwsError as exc:
+                raise PolicyUnavailable(str(exc)) from None
+            return select(policies, action, resource)
+
+        return find
 
     identity = eksid_probe.identity if eksid_probe.result is not None else None
-    verdict = action_verdict(eksid_profile.profile, eksid_workload, check, expect, result, allowing, identity)
+    verdict = action_verdict(
+        eksid_profile.profile,
+        eksid_workload,
+        check,
+        expect,
+        result,
+        statements(policy.allowing_statements),
+        identity,
+        statements(policy.denying_statements),
+    )
     if isinstance(verdict, Inconclusive):
         inconclusive(eksid_settings, verdict.reason)
     if verdict is not None:  # the role's policies beside the failure (redacted); reading them must not hide it

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_eksid.checks import Finding
-from pytest_eksid.checks.permissions import Inconclusive, action_verdict
+from pytest_eksid.checks.permissions import Inconclusive, PolicyUnavailable, action_verdict
 from pytest_eksid.probe.program import classify
 from pytest_eksid.profile import ActionCheck, Workload
 from tests.conftest import unit_profile
@@ -551,3 +551,51 @@ def test_the_expected_caller_changes_nothing() -> None:
     result = denied(PUT, "identity-based-policy")
     with_identity = _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None, identity))
     assert with_identity == _finding(action_verdict(PROFILE, W, PUT, "allowed", result, None))
+
+
+def test_delete_granted_on_the_key_but_also_denied_there_by_the_role_passes() -> None:
+    result = measured(DELETE, "denied", S3_DENIED)
+    verdict = action_verdict(
+        PROFILE,
+        W,
+        DELETE,
+        "denied",
+        result,
+        lambda action, resource: ["broad#ReadWrite"],
+        None,
+        lambda action, resource: ["guard#NoDeletes"],
+    )
+    assert verdict is None
+
+
+def test_stand_in_denied_by_something_else_than_the_role_is_inconclusive() -> None:
+    result = measured(
+        DELETE,
+        "denied",
+        denial(
+            "AccessDenied",
+            "User: x is not authorized to perform: s3:DeleteObject with an explicit deny in a service control policy",
+            403,
+        ),
+    )
+    assert (result["policy_type"], result["explicit"]) == ("service-control-policy", True)
+    verdict = action_verdict(PROFILE, W, DELETE, "denied", result, lambda action, resource: ["cleanup#0"])
+    assert isinstance(verdict, Inconclusive)
+    assert "denied by service-control-policy (explicit deny)" in verdict.reason
+
+
+def test_unreadable_policies_make_the_stand_in_inconclusive_not_a_failure() -> None:
+    def unreadable(action: str, resource: str | None) -> list[str]:
+        raise PolicyUnavailable("iam.RolePolicies: AccessDenied: not authorized to perform iam:ListRolePolicies")
+
+    verdict = action_verdict(PROFILE, W, DELETE, "denied", measured(DELETE, "denied", S3_DENIED), unreadable)
+    assert isinstance(verdict, Inconclusive)
+    assert "could not be read: iam.RolePolicies: AccessDenied" in verdict.reason
+
+
+def test_a_right_outcome_measured_as_another_principal_is_inconclusive() -> None:
+    identity = {"method": "container-role", "caller": {"arn": OTHER}}
+    result = denied(SEND, "identity-based-policy")
+    verdict = action_verdict(PROFILE, W, SEND, "denied", result, None, identity)
+    assert isinstance(verdict, Inconclusive)
+    assert f"the probe ran as {OTHER}" in verdict.reason

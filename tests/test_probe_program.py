@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,14 @@ from pytest_eksid.probe import program
 from tests.conftest import Endpoint
 
 ROLE_ARN = "arn:aws:iam::111122223333:role/demo-billing-worker"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session() -> Iterator[None]:
+    """The probe keeps one botocore session per process: none of these tests' may outlive them."""
+    program._SESSIONS.clear()
+    yield
+    program._SESSIONS.clear()
 
 
 def _jwt() -> str:
@@ -93,3 +103,18 @@ def test_a_step_past_its_budget_is_recorded_and_the_others_still_reported(
     assert result["imds"]["v1"]["outcome"].startswith("blocked"), result["imds"]
     assert "agent" in result
     assert list(result["seconds"])[:3] == ["environment", "imds", "agent"]
+
+
+def test_actions_past_the_budget_are_not_run_and_the_earlier_ones_keep_their_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, silent: Endpoint
+) -> None:
+    environ = _irsa_pod(monkeypatch, tmp_path, silent.url, "http://127.0.0.1:9")
+    plan = _plan(timeout=0.3, step_seconds=0.1)
+    plan["actions"] = [dict(plan["actions"][0], id=f"allow-{i}") for i in range(3)]
+    identity = {"method": "assume-role-with-web-identity", "caller": {"arn": "arn:aws:sts::1:assumed-role/r/s"}}
+    results = program.run_actions(plan, identity, deadline=time.monotonic() + 0.1)
+    assert [r["id"] for r in results] == ["allow-0", "allow-1", "allow-2"]
+    assert results[0]["code"] != "StepTimeout"  # the first call was made (and timed out on its own)
+    assert [r["code"] for r in results[1:]] == ["StepTimeout", "StepTimeout"]
+    assert results[1]["why"].startswith("not run: the actions step used up its time")
+    assert environ  # the pod's environment was in place for the calls

@@ -511,3 +511,10 @@ def test_sandbox_key_ids_are_uuids(tmp_path: Path) -> None:
     text = LIVE + SANDBOX.replace("  faults: []", "  keys:\n    - alias: finance\n      id: not-a-uuid\n  faults: []")
     path, message = _error(tmp_path, text)
     assert f"{path}:{_line(text, 'not-a-uuid')}:" in message
+
+
+def test_a_mistyped_sandbox_secret_is_not_echoed(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + "  secrets:\n    - {name: finance/db, value: [hunter2-s3cr3t]}\n"
+    _, err = _error(tmp_path, text)
+    assert "sandbox.secrets[0].value" in err
+    assert "hunter2-s3cr3t" not in err

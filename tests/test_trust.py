@@ -336,12 +336,14 @@ THROUGH_S3 = {
 
 
 def test_a_via_service_grant_holds_only_through_that_service() -> None:
+    decide = ["kms:ViaService"]  # its absence (a direct call) is an answer
     via_s3 = {"kms:ViaService": ["s3.eu-west-1.amazonaws.com"]}
-    assert identity_allows([THROUGH_S3], action="kms:GenerateDataKey", resource=KEY, context=via_s3)
-    assert not identity_allows([THROUGH_S3], action="kms:Decrypt", resource=KEY, context={})
-    assert not identity_allows(
-        [THROUGH_S3], action="kms:Decrypt", resource=KEY, context={"kms:ViaService": ["sqs.eu-west-1.amazonaws.com"]}
-    )
+    assert identity_allows([THROUGH_S3], action="kms:GenerateDataKey", resource=KEY, context=via_s3, decided=decide)
+    assert not identity_allows([THROUGH_S3], action="kms:Decrypt", resource=KEY, context={}, decided=decide)
+    via_sqs = {"kms:ViaService": ["sqs.eu-west-1.amazonaws.com"]}
+    assert not identity_allows([THROUGH_S3], action="kms:Decrypt", resource=KEY, context=via_sqs, decided=decide)
+    # A key it is not asked to decide keeps moto's answer.
+    assert identity_allows([THROUGH_S3], action="kms:Decrypt", resource=KEY, context={})
 
 
 def test_identity_allows_needs_the_action_and_the_resource() -> None:
@@ -356,3 +358,30 @@ def test_identity_allows_needs_the_action_and_the_resource() -> None:
     deny_only = {"Statement": [{"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}
     assert not identity_allows([deny_only], action="kms:Decrypt", resource=KEY, context={})
     assert identity_allows([deny_only, plain], action="kms:Decrypt", resource=KEY, context={})
+
+
+def test_conditions_the_sandbox_cannot_decide_keep_motos_answer() -> None:
+    paired = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "kms:Decrypt",
+                "Resource": KEY,
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": "s3.eu-west-1.amazonaws.com",
+                        "kms:CallerAccount": "111122223333",
+                    },
+                    "Bool": {"aws:SecureTransport": "true"},
+                    "StringLike": {"aws:PrincipalTag/team": "finance*"},
+                },
+            }
+        ]
+    }
+    context = {"kms:CallerAccount": ["111122223333"], "kms:ViaService": ["s3.eu-west-1.amazonaws.com"]}
+    decide = ["kms:ViaService"]
+    assert identity_allows([paired], action="kms:Decrypt", resource=KEY, context=context, decided=decide)
+    direct = {"kms:CallerAccount": ["111122223333"]}
+    assert not identity_allows([paired], action="kms:Decrypt", resource=KEY, context=direct, decided=decide)
+    other_account = {**context, "kms:CallerAccount": ["999988887777"]}
+    assert not identity_allows([paired], action="kms:Decrypt", resource=KEY, context=other_account, decided=decide)

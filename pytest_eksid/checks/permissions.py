@@ -16,6 +16,10 @@ from pytest_eksid.profile import ActionCheck, Profile, Workload, role_arn_parts
 AllowingStatements = Callable[[str, str | None], list[str]]
 
 
+class PolicyUnavailable(Exception):
+    """The role's policies, asked for by a check, could not be read (the runner's IAM access)."""
+
+
 @dataclass(frozen=True)
 class Inconclusive:
     """The probe could not tell; never a pass."""
@@ -76,15 +80,20 @@ def action_verdict(
     result: Mapping[str, Any] | None,
     allowing: AllowingStatements | None = None,
     identity: dict[str, Any] | None = None,
+    denying: AllowingStatements | None = None,
 ) -> Finding | Inconclusive | None:
     """None when the probe saw what the contract says; else a Finding, or Inconclusive.
 
     ``identity`` is the probe's identity step: when the probe was not the workload's role, a failure
-    says so and points at the binding, not at the role's policies."""
-    found = _action_verdict(profile, w, check, expect, result, allowing)
+    says so and points at the binding, not at the role's policies, and a pass is inconclusive.
+    ``allowing``/``denying`` name the role's Allow/Deny statements covering an action on a resource
+    (raising PolicyUnavailable when they cannot be read); asked only when the probe cannot settle it."""
+    found = _action_verdict(profile, w, check, expect, result, allowing, denying)
     problem = wrong_caller(w, identity)
     if isinstance(found, Finding) and problem is not None:
         return dataclasses.replace(found, likely=problem, next_steps=next_commands(profile, w) + found.next_steps)
+    if found is None and problem is not None:  # the right outcome, measured as another principal
+        return Inconclusive(f"{_where(w, check, expect)}: inconclusive: {problem}")
     return found
 
 
@@ -95,6 +104,7 @@ def _action_verdict(
     expect: str,
     result: Mapping[str, Any] | None,
     allowing: AllowingStatements | None,
+    denying: AllowingStatements | None,
 ) -> Finding | Inconclusive | None:
     if result is None:
         return Finding(
@@ -113,7 +123,29 @@ def _action_verdict(
     if outcome == "denied" and result.get("form") == "safe" and probes_stand_in(check.action) and allowing:
         # The safe form was denied on a stand-in beside the named resource; a grant on exactly that
         # resource would not show. The role's own statements say whether there is one.
-        exact = allowing(check.action, check.resource)
+        where = _where(w, check, expect)
+        try:
+            exact = allowing(check.action, check.resource)
+            denied_too = denying(check.action, check.resource) if exact and denying is not None else []
+        except PolicyUnavailable as exc:
+            return Inconclusive(
+                f"{where}: inconclusive: the safe form probes a stand-in beside the named resource and the "
+                f"role's policies, which would show a grant on exactly it, could not be read: {exc}"
+            )
+        identity_denial = not result.get("explicit") and result.get("policy_type") in (
+            None,
+            "unspecified",  # a bare "Access Denied": most likely the role's own policies
+            "identity-based-policy",
+        )
+        if exact and expect == "denied" and denied_too:
+            return None  # the role's own Deny covers exactly this resource too
+        if exact and expect == "denied" and not identity_denial:
+            return Inconclusive(
+                f"{where}: inconclusive: the stand-in beside it was denied by {result.get('policy_type')}"
+                f"{' (explicit deny)' if result.get('explicit') else ''}, and {', '.join(exact)} allow "
+                f"{check.action} on exactly this resource: whether that denial covers it too, only the live form "
+                "(live: true) proves"
+            )
         if exact and expect == "denied":
             return Finding(
                 "permissions",

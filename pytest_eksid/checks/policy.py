@@ -775,3 +775,13 @@ def allowing_statements(policies: Mapping[str, Mapping[str, Any]], action: str, 
             if _is_allow(st) and _grants_action(st, action) is not None and _grants_resource(st, resource):
                 out.append(f"{name}#{_ref(st, i)}")
     return out
+
+
+def denying_statements(policies: Mapping[str, Mapping[str, Any]], action: str, resource: str | None) -> list[str]:
+    """Deny statements covering ``action`` on ``resource``, as :func:`allowing_statements` names them."""
+    out: list[str] = []
+    for name, document in policies.items():
+        for i, st in enumerate(statements(document)):
+            if st.get("Effect") == "Deny" and _grants_action(st, action) is not None and _grants_resource(st, resource):
+                out.append(f"{name}#{_ref(st, i)}")
+    return out

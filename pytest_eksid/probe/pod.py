@@ -62,7 +62,7 @@ def probe_plan(profile: Profile, workload: Workload) -> Obj:
         "imds_timeout": 2,
         # Wall-clock budget of each AWS step (identity, actions): both fit in the pod's deadline, with
         # room for the interpreter's start and the IMDS and agent steps, so a result line always comes.
-        "step_seconds": max(10, (profile.probe.timeout_seconds - 20) // 2),
+        "step_seconds": max(2, (profile.probe.timeout_seconds - 20) // 2),
         "actions": actions,
     }
 

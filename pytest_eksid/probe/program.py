@@ -285,11 +285,15 @@ def classify(item: Mapping[str, Any], error: dict[str, Any] | None) -> dict[str,
     return {"outcome": "error", "why": "the call failed for another reason than authorization"}
 
 
-def run_actions(plan: Mapping[str, Any], identity: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_actions(
+    plan: Mapping[str, Any], identity: Mapping[str, Any] | None = None, deadline: float | None = None
+) -> list[dict[str, Any]]:
     """Run each planned call with the pod's default credentials and classify the answer.
 
     When the identity step found no working credentials, nothing is called (each call would only
-    retry the same failing provider): every action is an error that says why.
+    retry the same failing provider): every action is an error that says why. Past ``deadline``
+    (a ``time.monotonic()`` value) the remaining calls are not made: each is an error saying so,
+    and those already made keep their results.
     """
     if identity is not None and not identity.get("caller"):
         err = identity.get("error") or {}
@@ -306,18 +310,29 @@ def run_actions(plan: Mapping[str, Any], identity: Mapping[str, Any] | None = No
         ]
     from botocore.config import Config
 
-    session = _session()  # the identity step's: its credentials are resolved once, not per step
+    session = _session(plan.get("timeout", 5))  # the identity step's: credentials are resolved once
     clients: dict[Any, Any] = {}
     results = []
     for item in plan.get("actions", []):
         entry: dict[str, Any] = {k: item.get(k) for k in ("id", "expect", "action", "form", "form_note")}
         error = None
         t0 = time.monotonic()
+        if deadline is not None and t0 > deadline:
+            entry.update(
+                outcome="error",
+                why="not run: the actions step used up its time; the calls before it did not answer in time",
+                code="StepTimeout",
+                message=None,
+                http_status=None,
+            )
+            results.append(entry)
+            continue
         try:
             extra = dict(item.get("client_config") or {})
             key = (item["service"], tuple(sorted(extra.items())))
             if key not in clients:
-                base = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2}}
+                timeout = float(plan.get("timeout", 5))  # data calls may take longer to answer than STS
+                base = {"connect_timeout": timeout, "read_timeout": 2 * timeout, "retries": {"max_attempts": 2}}
                 try:
                     config = Config(**base, **extra)
                 except TypeError:  # an older botocore without that option
@@ -446,7 +461,8 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         ("imds", lambda: check_imds(plan, environ)),
         ("agent", lambda: check_agent(environ)),
         ("identity", lambda: _bounded(lambda: resolve_identity(plan), budget)),
-        ("actions", lambda: _bounded(lambda: run_actions(plan, result.get("identity")), budget)),
+        # Each call is bounded by its client's timeouts; past the budget the rest are not made.
+        ("actions", lambda: run_actions(plan, result.get("identity"), deadline=time.monotonic() + budget)),
     ]
     wanted = plan.get("steps")  # a node-group probe only looks at its node's IMDS
     for name, step in steps:

@@ -168,10 +168,15 @@ def _identity_conditions_allow(principal: str, action: str, resource: str, via_s
             continue
         if isinstance(parsed, dict):
             documents.append(parsed)
-    context: dict[str, list[str]] = {"aws:PrincipalArn": [principal], "aws:PrincipalAccount": [account]}
+    context: dict[str, list[str]] = {
+        "aws:PrincipalArn": [principal],
+        "aws:PrincipalAccount": [account],
+        "kms:CallerAccount": [account],
+        "aws:RequestedRegion": [resource.split(":")[3]],
+    }
     if via_service:
         context["kms:ViaService"] = [via_service]
-    return identity_allows(documents, action=action, resource=resource, context=context)
+    return identity_allows(documents, action=action, resource=resource, context=context, decided=["kms:ViaService"])
 
 
 def _default_version(policy: Any) -> str:

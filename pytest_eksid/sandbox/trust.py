@@ -138,10 +138,19 @@ def trust_allows(
 
 
 def identity_allows(
-    documents: Iterable[Mapping[str, Any]], *, action: str, resource: str, context: Mapping[str, Iterable[str]]
+    documents: Iterable[Mapping[str, Any]],
+    *,
+    action: str,
+    resource: str,
+    context: Mapping[str, Iterable[str]],
+    decided: Iterable[str] = (),
 ) -> bool:
     """Whether an Allow statement of these identity policies covers ``action`` on ``resource`` with its
-    conditions holding in ``context`` (moto decides identity policies without their conditions)."""
+    conditions holding (moto decides identity policies without their conditions).
+
+    Only conditions on keys in ``context`` or in ``decided`` (keys whose absence is an answer, such as
+    ``kms:ViaService`` on a direct call) are re-decided; any other condition, and any operator this
+    module does not know, is taken to hold, as moto took it."""
     for document in documents:
         for st in _as_list(document.get("Statement")):
             if not isinstance(st, Mapping) or st.get("Effect") != "Allow":
@@ -154,6 +163,26 @@ def identity_allows(
                 where = any(_string_like(str(r), resource) for r in _as_list(st["Resource"]))
             else:
                 where = not any(_string_like(str(r), resource) for r in _as_list(st.get("NotResource")))
-            if does and where and _conditions_hold(st.get("Condition"), context, unknown=False):
+            if (
+                does
+                and where
+                and _conditions_hold(_known(st.get("Condition"), context, decided), context, unknown=True)
+            ):
                 return True
     return False
+
+
+def _known(conditions: Any, context: Mapping[str, Iterable[str]], decided: Iterable[str]) -> Any:
+    """The conditions restricted to the operators this module knows and the keys it can decide."""
+    if not isinstance(conditions, Mapping):
+        return conditions
+    keys = {k.lower() for k in context} | {k.lower() for k in decided}
+    out: dict[str, dict[str, Any]] = {}
+    for op_name, clauses in conditions.items():
+        base = str(op_name).removeprefix("ForAnyValue:").removeprefix("ForAllValues:").removesuffix("IfExists")
+        if base not in _OPS or not isinstance(clauses, Mapping):
+            continue
+        kept = {k: v for k, v in clauses.items() if str(k).lower() in keys}
+        if kept:
+            out[op_name] = kept
+    return out
