@@ -261,7 +261,7 @@ class SandboxTable(_Model):
 
 class SandboxValue(_Model):
     name: str
-    value: str
+    value: str = Field(repr=False)  # seeded as a secret or parameter: never in a repr (--showlocals)
 
 
 class SandboxKey(_Model):
@@ -496,7 +496,7 @@ def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> st
     if kind == "missing":
         return "required field is missing"
     # Values seeded as secrets are never echoed, not even mistyped.
-    secret = len(loc) >= 2 and loc[0] == "sandbox" and loc[1] in ("secrets", "parameters")
+    secret = bool(loc) and loc[0] == "sandbox" and (len(loc) == 1 or loc[1] in ("secrets", "parameters"))
     if kind == "string_type" and secret:
         return "expected a string (the value is not shown); quote it in YAML"
     if kind == "string_type":

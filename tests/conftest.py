@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe_session() -> Iterator[None]:
+    """The probe program keeps one botocore session per process (a pod runs it once): a test that runs
+    its steps in this process must not hand its session, and so its credentials, to the next."""
+    from pytest_eksid.probe import program
+
+    program._SESSIONS.clear()
+    yield
+    program._SESSIONS.clear()
 
 
 @pytest.hookimpl(trylast=True)
@@ -76,7 +89,7 @@ def run_pytest(
 # --- sandboxes built from variations of the demo profile --------------------------------
 
 import copy  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import yaml  # noqa: E402

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, policy
 from pytest_eksid.checks.permissions import Inconclusive, PolicyUnavailable, action_verdict
 from pytest_eksid.probe.program import classify
 from pytest_eksid.profile import ActionCheck, Workload
@@ -599,3 +599,41 @@ def test_a_right_outcome_measured_as_another_principal_is_inconclusive() -> None
     verdict = action_verdict(PROFILE, W, SEND, "denied", result, None, identity)
     assert isinstance(verdict, Inconclusive)
     assert f"the probe ran as {OTHER}" in verdict.reason
+
+
+def test_a_conditional_deny_of_the_role_settles_nothing() -> None:
+    policies = {
+        "p": {
+            "Statement": [
+                {"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": OBJECT_ARN},
+                {
+                    "Effect": "Deny",
+                    "Action": "s3:DeleteObject",
+                    "Resource": "*",
+                    "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1a2b3c4d"}},
+                },
+            ]
+        }
+    }
+    assert policy.denying_statements(policies, "s3:DeleteObject", OBJECT_ARN) == []
+    result = measured(DELETE, "denied", S3_DENIED)
+    verdict = action_verdict(
+        PROFILE,
+        W,
+        DELETE,
+        "denied",
+        result,
+        lambda a, r: policy.allowing_statements(policies, a, r),
+        None,
+        lambda a, r: policy.denying_statements(policies, a, r),
+    )
+    assert isinstance(verdict, Finding)  # through that endpoint the pod can delete
+
+
+def test_an_allowed_action_that_must_be_denied_fails_even_when_the_policies_cannot_be_read() -> None:
+    def unreadable(action: str, resource: str | None) -> list[str]:
+        raise PolicyUnavailable("iam.RolePolicies: AccessDenied")
+
+    f = _finding(action_verdict(PROFILE, W, GET_PAYROLL, "denied", measured(GET_PAYROLL, "denied", None), unreadable))
+    assert f.seen == "allowed (the call succeeded)"
+    assert "(the role's policies could not be read: iam.RolePolicies: AccessDenied)" in f.likely

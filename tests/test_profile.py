@@ -518,3 +518,16 @@ def test_a_mistyped_sandbox_secret_is_not_echoed(tmp_path: Path) -> None:
     _, err = _error(tmp_path, text)
     assert "sandbox.secrets[0].value" in err
     assert "hunter2-s3cr3t" not in err
+
+
+def test_a_sandbox_of_the_wrong_shape_does_not_echo_its_secrets(tmp_path: Path) -> None:
+    text = LIVE + "sandbox:\n  - secrets: [{name: finance/db, value: hunter2-s3cr3t}]\n"
+    _, err = _error(tmp_path, text)
+    assert "sandbox: expected a mapping" in err
+    assert "hunter2-s3cr3t" not in err
+
+
+def test_seeded_values_stay_out_of_reprs() -> None:
+    from pytest_eksid.profile import SandboxValue
+
+    assert "hunter2" not in repr(SandboxValue(name="finance/db", value="hunter2"))

@@ -213,7 +213,10 @@ def _action_verdict(
             commands,
             details,
         )
-    statements = allowing(check.action, check.resource) if allowing is not None else []
+    try:
+        statements = allowing(check.action, check.resource) if allowing is not None else []
+    except PolicyUnavailable as exc:  # the violation stands; only its explanation is missing
+        statements = [f"(the role's policies could not be read: {exc})"]
     return Finding(
         "permissions",
         _where(w, check, expect),

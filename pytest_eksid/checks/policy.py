@@ -778,10 +778,16 @@ def allowing_statements(policies: Mapping[str, Mapping[str, Any]], action: str, 
 
 
 def denying_statements(policies: Mapping[str, Mapping[str, Any]], action: str, resource: str | None) -> list[str]:
-    """Deny statements covering ``action`` on ``resource``, as :func:`allowing_statements` names them."""
+    """Unconditional Deny statements covering ``action`` on ``resource``, named as :func:`allowing_statements`
+    names them (a Deny with a condition may not apply to the workload's calls: it settles nothing)."""
     out: list[str] = []
     for name, document in policies.items():
         for i, st in enumerate(statements(document)):
-            if st.get("Effect") == "Deny" and _grants_action(st, action) is not None and _grants_resource(st, resource):
+            if (
+                st.get("Effect") == "Deny"
+                and not st.get("Condition")
+                and _grants_action(st, action) is not None
+                and _grants_resource(st, resource)
+            ):
                 out.append(f"{name}#{_ref(st, i)}")
     return out

@@ -468,6 +468,9 @@ class Campaign:
                 break
             except KubeError as exc:  # the API refused this one: try the others
                 failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
+                if exc.status is None:  # no answer at all (a timeout): each further try could cost as much
+                    failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
+                    break
             except Exception as exc:  # anything else unexpected: do not risk minutes per pod
                 failed.append(f"{namespace}/{name} ({exc.__class__.__name__}: {str(exc)[:200]})")
                 failed += [f"{ns}/{n} (not tried)" for n, ns in pending]

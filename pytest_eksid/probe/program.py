@@ -342,13 +342,30 @@ def run_actions(
             by_operation = {op: name for name, op in client.meta.method_to_api_mapping.items()}
             if item["operation"] not in by_operation:
                 raise ValueError("botocore's " + item["service"] + " client has no operation " + item["operation"])
-            response = getattr(client, by_operation[item["operation"]])(**_decode(item.get("params") or {}))
-            body = response.get("Body") if isinstance(response, dict) else None
-            if body is not None:
-                body.close()
-            del response  # values (secrets, objects, keys) never leave this function
+            call = getattr(client, by_operation[item["operation"]])
+            params = _decode(item.get("params") or {})
+
+            def make_call(call: Any = call, params: Any = params) -> None:
+                response = call(**params)
+                body = response.get("Body") if isinstance(response, dict) else None
+                if body is not None:
+                    body.close()
+                del response  # values (secrets, objects, keys) never leave this function
+
+            if deadline is None:
+                make_call()
+            else:  # a call cannot outlast the step's budget (its retries and a slow DNS included)
+                late = _bounded(make_call, max(0.1, deadline - time.monotonic()))
+                if isinstance(late, dict) and (late.get("error") or {}).get("type") == "StepTimeout":
+                    error = dict(late["error"], code="StepTimeout")
         except Exception as exc:
             error = _error(exc)
+        if error is not None and error.get("code") == "StepTimeout":
+            entry.update(outcome="error", why="the call did not answer within the actions step's budget")
+            entry.update(code="StepTimeout", message=error.get("message"), http_status=None)
+            entry["seconds"] = round(time.monotonic() - t0, 3)
+            results.append(entry)
+            continue
         entry.update(classify(item, error))
         if error is not None:
             entry["code"] = error.get("code") or error.get("type")
