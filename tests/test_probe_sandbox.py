@@ -555,3 +555,24 @@ def test_the_probe_pod_spec_carries_the_profiles_image_placement_and_pull_secret
     plan = json.loads(next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == PLAN_VARIABLE))
     assert plan["step_seconds"] == 35  # (90 - 20) / 2: identity and actions both fit in the deadline
     assert restricted_violations(manifest) == []
+
+
+def test_a_pod_whose_create_got_no_answer_is_still_deleted(start_sandbox, monkeypatch):
+    """The POST went out and the pod was made, but the answer was lost (a read timeout): the campaign
+    does not know the pod's name; cleanup finds it by the run's label."""
+    run = start_sandbox(demo_data())
+    real_create = run.kube.create_pod
+
+    def create_then_lose_the_answer(namespace, manifest):
+        real_create(namespace, manifest)
+        raise KubeError(f"create pod in namespace {namespace}: no complete answer: no answer within 30s")
+
+    monkeypatch.setattr(run.kube, "create_pod", create_then_lose_the_answer)
+    profile = run.loaded.profile
+    campaign = Campaign(kube=run.kube, profile=profile)
+    outcomes = campaign.run(profile.workloads[:1])
+    assert "no answer within 30s" in str(outcomes[profile.workloads[0].name].error)
+    label = f"{RUN_ID_LABEL}={campaign.run_id}"
+    assert len(run.kube.list_pods(label)) == 1  # it exists, nameless to the campaign
+    assert len(campaign.cleanup()) == 1
+    assert run.kube.list_pods(label) == []

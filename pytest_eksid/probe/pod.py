@@ -325,6 +325,8 @@ class Campaign:
     progress_every: float = 5.0
     outcomes: dict[str, ProbeOutcome] = field(default_factory=dict)
     _created: dict[str, str] = field(default_factory=dict)  # pod name -> namespace
+    # Namespaces where a create got no answer: the pod may exist without our knowing its name.
+    _unsure: set[str] = field(default_factory=set)
     _phase: dict[str, str] = field(default_factory=dict)  # workload -> what its pod was last seen doing
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
@@ -403,6 +405,10 @@ class Campaign:
             self._wait(outcome, workload.namespace, name)
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
+            sent_unanswered = isinstance(exc, KubeError) and not isinstance(exc, KubeUnreachable) and exc.status is None
+            if outcome.pod is None and sent_unanswered:  # the create went out, its answer did not come back
+                with self._lock:
+                    self._unsure.add(workload.namespace)
             with self._lock:
                 self._phase[target.key] = "error"
             if outcome.pod is not None and not self._cancel.is_set():
@@ -455,6 +461,14 @@ class Campaign:
         with self._lock:
             created = dict(self._created)
             self._created.clear()
+            unsure = sorted(self._unsure)
+            self._unsure.clear()
+        for namespace in unsure:  # find the pods whose create timed out, by this run's label
+            try:
+                for pod in self.kube.list_pods(f"{RUN_ID_LABEL}={self.run_id}", namespace):
+                    created.setdefault(str(pod["metadata"]["name"]), namespace)
+            except KubeError:
+                pass  # the deletes below say what is left, and how to delete it
         deleted, failed = [], []
         pending = list(created.items())
         while pending:
