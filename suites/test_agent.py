@@ -26,7 +26,12 @@ def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube):
     """A ready agent pod on every node where the workload's pods can be scheduled."""
     pods = eksid_kube.list_pods(f"app.kubernetes.io/name={AGENT_NAME}", AGENT_NS)
     fail_on(
-        agent.node_coverage_findings(pods, eksid_kube.nodes(), node_selector=eksid_profile.profile.probe.node_selector)
+        agent.node_coverage_findings(
+            pods,
+            eksid_kube.nodes(),
+            node_selector=eksid_profile.profile.probe.node_selector,
+            tolerations=[t.model_dump(exclude_none=True) for t in eksid_profile.profile.probe.tolerations],
+        )
     )
 
 

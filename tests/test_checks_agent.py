@@ -14,6 +14,7 @@ from pytest_eksid.checks.agent import (
     endpoint_findings,
     node_coverage_findings,
     oidc_provider_findings,
+    tolerates,
 )
 from pytest_eksid.profile import Workload
 
@@ -413,3 +414,42 @@ def test_oidc_provider_failures(
 def test_oidc_provider_without_cluster_name_uses_placeholder() -> None:
     (f,) = oidc_provider_findings(ISSUER, {})
     assert f.next_steps[1] == "eksctl utils associate-iam-oidc-provider --cluster <cluster> --approve"
+
+
+def tainted(name: str, *taints: dict[str, str]) -> dict[str, Any]:
+    return {**node(name, group="gpu"), "spec": {"taints": list(taints)}}
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def test_a_node_the_workload_cannot_run_on_needs_no_agent() -> None:
+    nodes = [*NODES, tainted("ip-10-0-9-1", GPU_TAINT)]
+    assert node_coverage_findings(GOOD_PODS, nodes, node_selector={}) == []
+    # Tolerating the taint, the workload could land there: then the node needs its agent.
+    found = node_coverage_findings(
+        GOOD_PODS, nodes, node_selector={}, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    )
+    assert [f.summary for f in found] == ["node ip-10-0-9-1: no running Pod Identity Agent"]
+
+
+def test_a_prefer_no_schedule_taint_does_not_keep_the_workload_away() -> None:
+    nodes = [*NODES, tainted("ip-10-0-9-2", {"key": "spot", "value": "true", "effect": "PreferNoSchedule"})]
+    assert len(node_coverage_findings(GOOD_PODS, nodes, node_selector={})) == 1
+
+
+@pytest.mark.parametrize(
+    ("toleration", "covers"),
+    [
+        ({"operator": "Exists"}, True),  # tolerates everything
+        ({"key": "nvidia.com/gpu", "operator": "Exists"}, True),
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}, True),
+        ({"key": "nvidia.com/gpu", "value": "present"}, True),  # Equal is the default; no effect: any effect
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "absent"}, False),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}, False),
+        ({"key": "dedicated", "operator": "Exists"}, False),
+        ({"operator": "Equal", "value": "present"}, False),  # an empty key needs Exists
+    ],
+)
+def test_tolerations_follow_kubernetes_rules(toleration: dict[str, str], covers: bool) -> None:
+    assert tolerates([toleration], GPU_TAINT) is covers

@@ -145,17 +145,38 @@ def _pod_state(pod: Mapping[str, Any]) -> tuple[bool, str]:
     return phase == "Running" and ready, description
 
 
+def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]) -> bool:
+    """Whether a pod with these tolerations may be scheduled despite ``taint`` (Kubernetes' rules:
+    an empty key with Exists tolerates everything; an empty effect matches every effect)."""
+    for t in tolerations:
+        if t.get("effect") and t.get("effect") != taint.get("effect"):
+            continue
+        operator = t.get("operator") or "Equal"
+        if not t.get("key"):
+            if operator == "Exists":
+                return True
+            continue
+        if t.get("key") != taint.get("key"):
+            continue
+        if operator == "Exists" or (t.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
 def node_coverage_findings(
     agent_pods: Iterable[Mapping[str, Any]],
     nodes: Iterable[Mapping[str, Any]],
     *,
     node_selector: Mapping[str, str],
+    tolerations: Iterable[Mapping[str, Any]] = (),
 ) -> list[Finding]:
-    """Every Ready node the workload can run on (labels matching ``node_selector``; all when it is
-    empty) needs a Running, Ready agent pod (``spec.nodeName`` == the node). A finding per node
-    that lacks one, saying what its agent pod shows (none, a waiting reason such as
-    CrashLoopBackOff, not ready). Taints and affinity are not considered.
+    """Every Ready node the workload can run on needs a Running, Ready agent pod (``spec.nodeName`` ==
+    the node). The workload can run where the probe's placement says: labels matching
+    ``node_selector`` (all when it is empty) and no NoSchedule/NoExecute taint its ``tolerations``
+    do not cover. A finding per node that lacks one, saying what its agent pod shows (none, a
+    waiting reason such as CrashLoopBackOff, not ready). Affinity is not considered.
     """
+    tolerations = list(tolerations)
     by_node: dict[str, list[Mapping[str, Any]]] = {}
     for pod in agent_pods:
         by_node.setdefault(str((pod.get("spec") or {}).get("nodeName") or ""), []).append(pod)
@@ -168,6 +189,9 @@ def node_coverage_findings(
             continue
         if _condition(node, "Ready") != "True":
             continue
+        taints = (node.get("spec") or {}).get("taints") or []
+        if any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t) for t in taints):
+            continue  # the workload cannot run there either
         pods = by_node.get(node_name, [])
         states = [_pod_state(p) for p in pods]
         if any(ok for ok, _ in states):
