@@ -131,13 +131,16 @@ class Kube:
         self.api_client.close()  # type: ignore[no-untyped-call]
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any, retry: bool = False, **kwargs: Any) -> Any:
-        """One API call with the request timeout; a connection-level failure becomes KubeUnreachable.
+        """One API call with the request timeout. The API's refusal becomes a KubeError with its status; a
+        request that never reached the server, KubeUnreachable.
 
-        After one, later calls fail at once with the same message, unless ``retry`` (cleanup) asks to try."""
+        After a KubeUnreachable, later calls fail at once with its message, unless ``retry`` (cleanup) asks."""
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
         try:
             return method(*args, _request_timeout=self.timeout, **kwargs)
+        except ApiException as exc:  # the API server answered: with its own status and reason
+            raise _wrap(exc, what) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if not _never_connected(exc):
                 # The server took the request, then the answer broke off or came too late (a reset
@@ -174,33 +177,17 @@ class Kube:
         return args
 
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
-        try:
-            pod = self._call(
-                f"create pod in namespace {namespace}", self.core.create_namespaced_pod, namespace, manifest
-            )
-        except ApiException as exc:
-            raise _wrap(exc, f"create pod in namespace {namespace}") from None
+        pod = self._call(f"create pod in namespace {namespace}", self.core.create_namespaced_pod, namespace, manifest)
         return _plain(self.api_client, pod)
 
     def read_pod(self, namespace: str, name: str) -> Obj:
-        try:
-            return _plain(
-                self.api_client,
-                self._call(f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace),
-            )
-        except ApiException as exc:
-            raise _wrap(exc, f"read pod {namespace}/{name}") from None
+        pod = self._call(f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
+        return _plain(self.api_client, pod)
 
     def pod_log(self, namespace: str, name: str, tail_lines: int | None = None) -> str:
-        try:
-            kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
-            return str(
-                self._call(
-                    f"read log of pod {namespace}/{name}", self.core.read_namespaced_pod_log, name, namespace, **kwargs
-                )
-            )
-        except ApiException as exc:
-            raise _wrap(exc, f"read log of pod {namespace}/{name}") from None
+        kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
+        what = f"read log of pod {namespace}/{name}"
+        return str(self._call(what, self.core.read_namespaced_pod_log, name, namespace, **kwargs))
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete a pod; False when it was already gone."""
@@ -213,51 +200,35 @@ class Kube:
                 grace_period_seconds=0,
                 retry=True,
             )
-        except ApiException as exc:
+        except KubeError as exc:
             if exc.status == 404:
                 return False
-            raise _wrap(exc, f"delete pod {namespace}/{name}") from None
+            raise
         return True
 
     def pod_events(self, namespace: str, name: str) -> list[Obj]:
         """The events about one pod, oldest first."""
-        try:
-            found = self._call(
-                f"list events of pod {namespace}/{name}",
-                self.core.list_namespaced_event,
-                namespace,
-                field_selector=f"involvedObject.name={name}",
-            )
-        except ApiException as exc:
-            raise _wrap(exc, f"list events of pod {namespace}/{name}") from None
+        found = self._call(
+            f"list events of pod {namespace}/{name}",
+            self.core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.name={name}",
+        )
         events = [_plain(self.api_client, e) for e in found.items]
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
-        try:
-            sa = self._call(
-                f"read serviceaccount {namespace}/{name}", self.core.read_namespaced_service_account, name, namespace
-            )
-            return _plain(self.api_client, sa)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _wrap(exc, f"read serviceaccount {namespace}/{name}") from None
+        what = f"read serviceaccount {namespace}/{name}"
+        return self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace)
 
     def secrets(self, namespace: str) -> list[Obj]:
         """Secrets of a namespace. Their values are read only to scan them, never reported."""
-        try:
-            found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
-            return [_plain(self.api_client, s) for s in found.items]
-        except ApiException as exc:
-            raise _wrap(exc, f"list secrets in {namespace}") from None
+        found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
+        return [_plain(self.api_client, s) for s in found.items]
 
     def config_maps(self, namespace: str) -> list[Obj]:
-        try:
-            found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
-            return [_plain(self.api_client, c) for c in found.items]
-        except ApiException as exc:
-            raise _wrap(exc, f"list configmaps in {namespace}") from None
+        found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
+        return [_plain(self.api_client, c) for c in found.items]
 
     def workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         """Deployments and StatefulSets matching the selector (their pod templates matter here)."""
@@ -270,10 +241,10 @@ class Kube:
                 items = self._call(
                     f"list {kind}s in {namespace}", lister, namespace, label_selector=label_selector
                 ).items
-            except ApiException as exc:
+            except KubeError as exc:
                 if exc.status == 404:  # the API server does not serve this kind
                     continue
-                raise _wrap(exc, f"list {kind}s in {namespace}") from None
+                raise
             for item in items:
                 obj = _plain(self.api_client, item)
                 obj.setdefault("kind", kind)
@@ -287,42 +258,38 @@ class Kube:
         ]
 
     def daemon_set(self, namespace: str, name: str) -> Obj | None:
-        try:
-            found = self._call(
-                f"read daemonset {namespace}/{name}", self.apps.read_namespaced_daemon_set, name, namespace
-            )
-            return _plain(self.api_client, found)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _wrap(exc, f"read daemonset {namespace}/{name}") from None
+        what = f"read daemonset {namespace}/{name}"
+        return self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace)
 
     def nodes(self) -> list[Obj]:
-        try:
-            return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
-        except ApiException as exc:
-            raise _wrap(exc, "list nodes") from None
+        return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
 
     def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
-        try:
-            if namespace is None:
-                pods = self._call(
-                    f"list pods ({label_selector})",
-                    self.core.list_pod_for_all_namespaces,
-                    label_selector=label_selector,
-                    field_selector=field_selector,
-                )
-            else:
-                pods = self._call(
-                    f"list pods ({label_selector})",
-                    self.core.list_namespaced_pod,
-                    namespace,
-                    label_selector=label_selector,
-                    field_selector=field_selector,
-                )
-        except ApiException as exc:
-            raise _wrap(exc, f"list pods ({label_selector})") from None
+        what = f"list pods ({label_selector})"
+        if namespace is None:
+            pods = self._call(
+                what,
+                self.core.list_pod_for_all_namespaces,
+                label_selector=label_selector,
+                field_selector=field_selector,
+            )
+        else:
+            pods = self._call(
+                what,
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+            )
         return [_plain(self.api_client, p) for p in pods.items]
+
+    def _read_or_none(self, what: str, method: Callable[..., Any], *args: Any) -> Obj | None:
+        try:
+            return _plain(self.api_client, self._call(what, method, *args))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
 
 def _never_connected(exc: BaseException) -> bool:
