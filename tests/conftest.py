@@ -236,10 +236,8 @@ from dataclasses import field  # noqa: E402
 
 @dataclass
 class Endpoint:
-    """A TCP listener that accepts connections and never answers: ``hangup`` closes each at once
-    (the peer sees the connection dropped), otherwise it holds them open in silence (a read timeout)."""
+    """A TCP listener that accepts connections and holds them open in silence (a read timeout)."""
 
-    hangup: bool
     sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     accepted: int = 0
     held: list[socket.socket] = field(default_factory=list)
@@ -255,14 +253,12 @@ class Endpoint:
             except OSError:
                 return  # closed at the end of the test
             self.accepted += 1
-            if self.hangup:
-                conn.close()
-            else:
-                self.held.append(conn)
+            self.held.append(conn)
 
 
-def _endpoint(hangup: bool) -> Iterator[Endpoint]:
-    endpoint = Endpoint(hangup)
+@pytest.fixture
+def silent() -> Iterator[Endpoint]:
+    endpoint = Endpoint()
     endpoint.sock.bind(("127.0.0.1", 0))
     endpoint.sock.listen(64)
     thread = threading.Thread(target=endpoint.serve, daemon=True)
@@ -273,16 +269,6 @@ def _endpoint(hangup: bool) -> Iterator[Endpoint]:
     for conn in endpoint.held:
         conn.close()
     thread.join(timeout=5)
-
-
-@pytest.fixture
-def silent() -> Iterator[Endpoint]:
-    yield from _endpoint(hangup=False)
-
-
-@pytest.fixture
-def hangup() -> Iterator[Endpoint]:
-    yield from _endpoint(hangup=True)
 
 
 @pytest.fixture
