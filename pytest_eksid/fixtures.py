@@ -24,6 +24,8 @@ SELECTED_KEY = pytest.StashKey[dict[str, set[str]]]()  # profile -> probe target
 WORKLOAD_FIXTURE = "eksid_workload"
 ACTION_FIXTURE = "eksid_action"
 NODEGROUP_FIXTURE = "eksid_nodegroup"
+CLUSTER_FIXTURE = "eksid_cluster"
+NAMESPACE_FIXTURE = "eksid_namespace"
 
 
 def _progress(config: pytest.Config, message: str) -> None:
@@ -52,6 +54,14 @@ def inconclusive(settings: Settings, reason: str) -> NoReturn:
     pytest.skip(f"INCONCLUSIVE: {reason}")
 
 
+def unproven(settings: Settings, reason: str) -> NoReturn:
+    """Nothing to prove: the profile declares no expectation for this part of the contract. Reported as
+    ``unproven`` (a skip; never a pass), or failed with --eksid-require-contract."""
+    if settings.require_contract.value:
+        pytest.fail(f"UNPROVEN (--eksid-require-contract): {reason}", pytrace=False)
+    pytest.skip(f"UNPROVEN: {reason}")
+
+
 @dataclass(frozen=True)
 class Subject:
     """What a parametrized test checks: one workload of one profile (one cluster)."""
@@ -73,6 +83,44 @@ def subject_of(item: pytest.Item) -> Subject | None:
     callspec = getattr(item, "callspec", None)
     subject = callspec.params.get(WORKLOAD_FIXTURE) if callspec is not None else None
     return subject if isinstance(subject, Subject) else None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a cluster- or namespace-scoped test checks: facts shared by several workloads, checked once.
+
+    ``workloads`` are the names of the profile's workloads the check stands for (those the test applies to,
+    in the namespace for a namespace test): the reports fold its outcome into theirs.
+    """
+
+    profile: LoadedProfile
+    namespace: str | None
+    workloads: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """``<profile>`` for the cluster, ``<profile>/ns/<namespace>`` for a namespace (the test id)."""
+        return self.profile.name if self.namespace is None else f"{self.profile.name}/ns/{self.namespace}"
+
+    def __repr__(self) -> str:
+        return self.key
+
+
+def scope_of(item: pytest.Item) -> Scope | None:
+    """The cluster or namespace a test item was parametrized with, if any."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for name in (CLUSTER_FIXTURE, NAMESPACE_FIXTURE):
+        scope = callspec.params.get(name)
+        if isinstance(scope, Scope):
+            return scope
+    return None
+
+
+def see(test: str, scope: Scope | str) -> str:
+    """How a workload's test points at the cluster or namespace test that owns a finding."""
+    return f"see {test}[{scope if isinstance(scope, str) else scope.key}]"
 
 
 @dataclass
@@ -295,6 +343,9 @@ def eksid_profile(request: pytest.FixtureRequest, eksid_settings: Settings) -> L
     subject = subject_of(request.node) if isinstance(request.node, pytest.Item) else None
     if subject is not None:
         return subject.profile
+    scope = scope_of(request.node) if isinstance(request.node, pytest.Item) else None
+    if scope is not None:
+        return scope.profile
     profiles = eksid_settings.loaded_all
     if not profiles:
         raise pytest.UsageError("no profile: pass --profile NAME (e.g. --profile demo)")
@@ -388,6 +439,25 @@ def eksid_node_probe(
 def eksid_aws(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Aws:
     """Read-only AWS facts (IAM, EKS) for the cluster under test, with the runner's own credentials."""
     return eksid_clusters.aws(eksid_profile)
+
+
+@pytest.fixture
+def eksid_cluster(request: pytest.FixtureRequest) -> LoadedProfile:
+    """The cluster of a cluster-scoped test (parametrized by the plugin: ``<profile>``), checked once per run."""
+    scope = getattr(request, "param", None)
+    if not isinstance(scope, Scope) or scope.namespace is not None:
+        raise pytest.UsageError(f"{request.node.nodeid}: eksid_cluster is parametrized by the plugin from --profile")
+    return scope.profile
+
+
+@pytest.fixture
+def eksid_namespace(request: pytest.FixtureRequest) -> str:
+    """The namespace of a namespace-scoped test (parametrized by the plugin: ``<profile>/ns/<namespace>``):
+    every namespace of the profile's workloads, checked once however many workloads it holds."""
+    scope = getattr(request, "param", None)
+    if not isinstance(scope, Scope) or scope.namespace is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: eksid_namespace is parametrized by the plugin from --profile")
+    return scope.namespace
 
 
 @pytest.fixture

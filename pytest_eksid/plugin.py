@@ -14,31 +14,44 @@ from pytest_eksid import report as reporting
 from pytest_eksid.aws import AwsError
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
+    CLUSTER_FIXTURE,
     FACTS_KEY,
     FACTS_WORKEROUTPUT,
+    NAMESPACE_FIXTURE,
     NODEGROUP_FIXTURE,
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
+    Scope,
     Subject,
     _eksid_report_facts,
     eksid_action,
     eksid_aws,
     eksid_campaign,
+    eksid_cluster,
     eksid_clusters,
     eksid_connection,
     eksid_kube,
+    eksid_namespace,
     eksid_node_probe,
     eksid_nodegroup,
     eksid_probe,
     eksid_profile,
     eksid_settings,
     eksid_workload,
+    scope_of,
     subject_of,
 )
 from pytest_eksid.kube import KubeError
 from pytest_eksid.probe.pod import probe_target
-from pytest_eksid.profile import LoadedProfile, ProfileError, check_unique_names, load_fleet, load_profile
+from pytest_eksid.profile import (
+    LoadedProfile,
+    ProfileError,
+    Workload,
+    check_unique_names,
+    load_fleet,
+    load_profile,
+)
 from pytest_eksid.settings import DEFAULT_API_TIMEOUT, Setting, Settings
 
 __all__ = [
@@ -46,9 +59,11 @@ __all__ = [
     "eksid_action",
     "eksid_aws",
     "eksid_campaign",
+    "eksid_cluster",
     "eksid_clusters",
     "eksid_connection",
     "eksid_kube",
+    "eksid_namespace",
     "eksid_node_probe",
     "eksid_nodegroup",
     "eksid_probe",
@@ -69,7 +84,7 @@ MARKERS = {
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
     "eksid_exec": "looks inside the workload's running containers; runs only with --eksid-exec",
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
-    "(e.g. only Pod Identity workloads)",
+    "(e.g. only Pod Identity workloads); a cluster or namespace test runs where one of its workloads is",
 }
 
 T = TypeVar("T")
@@ -202,6 +217,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Also look inside the workload's running containers with kubectl exec (pytest-testinfra); "
         "needs pods/exec (ini: eksid_exec, env: EKSID_EXEC)",
     )
+    group.addoption(
+        "--eksid-require-contract",
+        dest="eksid_require_contract",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Fail a workload whose profile entry has no allow or no deny entries (by default its permissions "
+        "are reported as unproven; ini: eksid_require_contract, env: EKSID_REQUIRE_CONTRACT)",
+    )
+    parser.addini("eksid_require_contract", "Fail workloads without allow or deny entries (true/false)", default=None)
     parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)
     parser.addini("eksid_profile", "Profile(s) to check when --profile is not given", default=None)
     parser.addini("eksid_fleet", "Fleet file to check when --fleet is not given", default=None)
@@ -245,6 +270,8 @@ def pytest_configure(config: pytest.Config) -> None:
     assert exec_containers is not None
     inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
     assert inconclusive is not None
+    require_contract = _setting(config, "eksid_require_contract", "--eksid-require-contract", _bool, False)
+    assert require_contract is not None
     config.stash[SETTINGS_KEY] = Settings(
         profiles=profiles,
         keep_pods=keep,
@@ -253,6 +280,7 @@ def pytest_configure(config: pytest.Config) -> None:
         inconclusive=inconclusive,
         exec_containers=exec_containers,
         api_timeout=api_timeout,
+        require_contract=require_contract,
     )
     _configure_reports(config)
     if profiles:
@@ -360,23 +388,51 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",
             f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
         ]
+        lines += reporting.unproven_lines(loaded, failing=settings.require_contract.value)
     return lines
+
+
+def _applies(metafunc: pytest.Metafunc, workload: Workload) -> bool:
+    return all(mark.args[0](workload) for mark in metafunc.definition.iter_markers("eksid_applies"))
+
+
+def _parametrize_scopes(metafunc: pytest.Metafunc, settings: Settings) -> None:
+    """A cluster test once per profile (``[<profile>]``), a namespace test once per namespace of the profile's
+    workloads (``[<profile>/ns/<namespace>]``), each where at least one workload it stands for applies."""
+    per_namespace = NAMESPACE_FIXTURE in metafunc.fixturenames
+    scopes: list[Scope] = []
+    for loaded in settings.loaded_all:
+        applying = [w for w in loaded.profile.workloads if _applies(metafunc, w)]
+        namespaces: list[str | None] = [*sorted({w.namespace for w in applying})] if per_namespace else [None]
+        for ns in namespaces:
+            names = tuple(sorted(w.name for w in applying if ns is None or w.namespace == ns))
+            if names:
+                scopes.append(Scope(loaded, ns, names))
+    fixture = NAMESPACE_FIXTURE if per_namespace else CLUSTER_FIXTURE
+    metafunc.parametrize(fixture, scopes, indirect=True, ids=[s.key for s in scopes])
 
 
 @pytest.hookimpl(tryfirst=True)  # the workload's id first: "[<profile>/<workload>-<other params>]"
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if WORKLOAD_FIXTURE not in metafunc.fixturenames:
+    scoped = CLUSTER_FIXTURE in metafunc.fixturenames or NAMESPACE_FIXTURE in metafunc.fixturenames
+    if WORKLOAD_FIXTURE not in metafunc.fixturenames and not scoped:
         return
     settings = metafunc.config.stash[SETTINGS_KEY]
     if not settings.profiles:
         return  # reported as a usage error once collection is done (pytest_collection_finish)
+    if scoped:
+        if WORKLOAD_FIXTURE in metafunc.fixturenames:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: a test takes eksid_workload or eksid_cluster/eksid_namespace, not both"
+            )
+        _parametrize_scopes(metafunc, settings)
+        return
     subjects = [
         Subject(loaded, w)
         for loaded in settings.loaded_all
         for w in sorted(loaded.profile.workloads, key=lambda w: w.name)
+        if _applies(metafunc, w)
     ]
-    for mark in metafunc.definition.iter_markers("eksid_applies"):
-        subjects = [s for s in subjects if mark.args[0](s.workload)]
     if ACTION_FIXTURE in metafunc.fixturenames:
         pairs = [
             (s, (expect, i, check))
@@ -413,12 +469,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             not_applicable.append(item)  # opt-in: it execs into the workload's own pods
             continue
         subject = subject_of(item)
+        scope = scope_of(item)
         callspec = getattr(item, "callspec", None)
         if subject is not None:
             item.add_marker(subject.workload.mechanism.replace("-", "_"))
             if grouping:  # pytest-xdist --dist loadgroup: one cluster's tests (and probes) on one worker
                 item.add_marker(pytest.mark.xdist_group(name=subject.profile.name))
-        elif callspec is not None and WORKLOAD_FIXTURE in callspec.params:
+        elif scope is not None:
+            if grouping:
+                item.add_marker(pytest.mark.xdist_group(name=scope.profile.name))
+        elif callspec is not None and {WORKLOAD_FIXTURE, CLUSTER_FIXTURE, NAMESPACE_FIXTURE} & set(callspec.params):
             not_applicable.append(item)  # eksid_applies left no workload: the check does not apply here
     if not_applicable:
         config.hook.pytest_deselected(items=not_applicable)
@@ -532,16 +592,37 @@ def _item_family(item: pytest.Item) -> str | None:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """Every test of a workload carries its identity as JUnit properties (and to the xdist controller)."""
+    """Every test of a workload carries its identity as JUnit properties (and to the xdist controller); a
+    cluster or namespace test its cluster, namespace and the workloads it stands for."""
     subject = subject_of(item)
     if subject is not None:
         item.user_properties.extend(reporting.junit_properties(subject.profile, subject.workload, _item_family(item)))
+        return
+    scope = scope_of(item)
+    if scope is not None:
+        item.user_properties.extend(
+            reporting.scope_properties(scope.profile, scope.namespace, scope.workloads, _item_family(item))
+        )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Allure labels of a workload's test: epic = cluster, feature = family, story = workload."""
     subject = subject_of(item)
-    if subject is None or not _allure_active(item.config):
+    if not _allure_active(item.config):
+        return
+    scope = scope_of(item)
+    if subject is None and scope is not None:
+        import allure
+
+        family = _item_family(item)
+        scoped: Any = allure.dynamic
+        scoped.epic(scope.profile.profile.cluster.name)
+        scoped.story(reporting.scope_row(scope.namespace))
+        if family is not None:
+            scoped.feature(family)
+            scoped.severity(allure.severity_level(reporting.SEVERITY[family]))
+        return
+    if subject is None:
         return
     import allure
 
@@ -619,9 +700,16 @@ class ReportCollector:
         qualified = self.config.stash[RESULTS_KEY].qualified
         return [f"{loaded.name}/{w.name}" if qualified else w.name for w in loaded.profile.workloads]
 
+    def _scope_rows(self, loaded: LoadedProfile) -> list[str]:
+        """The matrix rows of one profile's cluster and namespace tests, before its workloads."""
+        qualified = self.config.stash[RESULTS_KEY].qualified
+        namespaces = sorted({w.namespace for w in loaded.profile.workloads})
+        rows = [reporting.scope_row(None), *(reporting.scope_row(ns) for ns in namespaces)]
+        return [f"{loaded.name} {row}" if qualified else row for row in rows]
+
     def _matrix(self) -> dict[str, dict[str, str]]:
         results = self.config.stash[RESULTS_KEY]
-        order = [row for loaded in self._profiles() for row in self._rows(loaded)]
+        order = [row for loaded in self._profiles() for row in (*self._scope_rows(loaded), *self._rows(loaded))]
         return results.matrix(results.workloads(order))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -634,7 +722,7 @@ class ReportCollector:
             rows = []
             for loaded in profiles:
                 keys = self._rows(loaded)
-                matrix = self.config.stash[RESULTS_KEY].matrix(keys)
+                matrix = self.config.stash[RESULTS_KEY].matrix(keys, folded=True)
                 by_name = {w.name: matrix[key] for w, key in zip(loaded.profile.workloads, keys, strict=True)}
                 changed = {w.name: facts.last_changed.get(f"{loaded.name}/{w.name}") for w in loaded.profile.workloads}
                 rows += reporting.inventory_rows(loaded, by_name, changed)

@@ -31,9 +31,10 @@ SHORT_TITLES: dict[str, str] = {
     "configuration": "config",
 }
 
-# Cell values, worst first: the aggregate of a family is its worst test.
-FAIL, INCONCLUSIVE, PASS, SKIP, NONE = "FAIL", "inconclusive", "pass", "skip", "-"
-_RANK = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2, SKIP: 3}
+# Cell values, worst first: the aggregate of a family is its worst test. "unproven": the profile gives the
+# family nothing to prove (no allow or no deny entries) — never shown as a pass.
+FAIL, INCONCLUSIVE, UNPROVEN, PASS, SKIP, NONE = "FAIL", "inconclusive", "unproven", "pass", "skip", "-"
+_RANK = {FAIL: 0, INCONCLUSIVE: 1, UNPROVEN: 2, PASS: 3, SKIP: 4}
 
 # Allure severity per family (docs/reports.md says why).
 SEVERITY: dict[str, str] = {
@@ -61,6 +62,7 @@ INVENTORY_COLUMNS: tuple[str, ...] = (
 
 IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
 INCONCLUSIVE_PREFIX = "INCONCLUSIVE"
+UNPROVEN_PREFIX = "UNPROVEN"
 _NEXT_RE = re.compile(r"^\s*(?:E\s+)?next:\s+(\S.*?)\s*$", re.MULTILINE)
 
 
@@ -77,6 +79,45 @@ def junit_properties(profile: LoadedProfile, workload: Workload, family: str | N
     ]
     if workload.target_role_arn is not None:
         props.append(("targetRole", workload.target_role_arn))
+    if family is not None:
+        props.append(("family", family))
+    return props
+
+
+def missing_contract(workload: Workload) -> list[str]:
+    """The halves of a workload's permission contract its profile entry leaves empty ("allow", "deny")."""
+    return [name for name, entries in (("allow", workload.allow), ("deny", workload.deny)) if not entries]
+
+
+def unproven_lines(profile: LoadedProfile, *, failing: bool) -> list[str]:
+    """Said at the start of a run: the workloads whose permissions nothing will prove (at most 10 named)."""
+    gaps = [(w.name, missing_contract(w)) for w in profile.profile.workloads]
+    gaps = [(name, missing) for name, missing in gaps if missing]
+    if not gaps:
+        return []
+    shown = ", ".join(f"{name} (no {' and no '.join(missing)} entries)" for name, missing in gaps[:10])
+    more = f" and {len(gaps) - 10} more" if len(gaps) > 10 else ""
+    verdict = "they fail (--eksid-require-contract)" if failing else "shown as unproven, not as passed"
+    return [f"eksid: permissions unproven for {len(gaps)} workload(s): {shown}{more}; {verdict}"]
+
+
+def scope_row(namespace: str | None) -> str:
+    """The matrix row of a cluster test (``(cluster)``) or of a namespace test (``(ns <namespace>)``)."""
+    return "(cluster)" if namespace is None else f"(ns {namespace})"
+
+
+def scope_properties(
+    profile: LoadedProfile, namespace: str | None, workloads: Sequence[str], family: str | None
+) -> list[tuple[str, str]]:
+    """The JUnit properties of a cluster or namespace test: where it ran and the workloads it stands for."""
+    props = [
+        ("scope", "cluster" if namespace is None else "namespace"),
+        ("profile", profile.name),
+        ("cluster", profile.profile.cluster.name),
+    ]
+    if namespace is not None:
+        props.append(("namespace", namespace))
+    props.append(("workloads", ",".join(workloads)))
     if family is not None:
         props.append(("family", family))
     return props
@@ -119,6 +160,8 @@ class Result:
     status: str = PASS
     message: str = ""  # the failure's (or inconclusive skip's) first line
     next_step: str | None = None  # the failure's first `next:` command
+    # A cluster or namespace test: the workload rows it stands for (the inventory folds it into theirs).
+    stands_for: tuple[str, ...] = ()
 
 
 def failure_text(message: str) -> tuple[str, str | None]:
@@ -154,11 +197,18 @@ class Results:
         """
         props = {str(p[0]): str(p[1]) for p in properties if len(p) == 2}
         row = props.get("workload")
-        if row is not None and self.qualified:
+        stands_for: tuple[str, ...] = ()
+        if "scope" in props:
+            row = scope_row(props.get("namespace") if props["scope"] == "namespace" else None)
+            stands_for = tuple(n for n in props.get("workloads", "").split(",") if n)
+            if self.qualified:
+                stands_for = tuple(f"{props.get('profile')}/{n}" for n in stands_for)
+                row = f"{props.get('profile')} {row}"
+        elif row is not None and self.qualified:
             row = f"{props.get('profile')}/{row}"
         result = self.by_nodeid.get(nodeid)
         if result is None:
-            result = self.by_nodeid[nodeid] = Result(nodeid, row, props.get("family"))
+            result = self.by_nodeid[nodeid] = Result(nodeid, row, props.get("family"), stands_for=stands_for)
         result.workload = result.workload or row
         result.family = result.family or props.get("family")
         if outcome == "failed":
@@ -167,7 +217,13 @@ class Results:
                 result.message, result.next_step = failure_text(message)
         elif outcome == "skipped" and result.status == PASS:
             reason = message.strip().removeprefix("Skipped: ")
-            result.status = INCONCLUSIVE if reason.startswith(INCONCLUSIVE_PREFIX) else SKIP
+            result.status = (
+                INCONCLUSIVE
+                if reason.startswith(INCONCLUSIVE_PREFIX)
+                else UNPROVEN
+                if reason.startswith(UNPROVEN_PREFIX)
+                else SKIP
+            )
             result.message = reason.splitlines()[0] if reason else ""
 
     def failures(self) -> list[Result]:
@@ -178,17 +234,26 @@ class Results:
         seen = [r.workload for r in self.by_nodeid.values() if r.workload]
         return [w for w in order if w in seen] + list(dict.fromkeys(w for w in seen if w not in order))
 
-    def matrix(self, workloads: Sequence[str]) -> dict[str, dict[str, str]]:
-        """workload -> family -> cell (FAIL, inconclusive, pass, skip, or - for no test)."""
+    def matrix(self, workloads: Sequence[str], *, folded: bool = False) -> dict[str, dict[str, str]]:
+        """row -> family -> cell (FAIL, inconclusive, unproven, pass, skip, or - for no test).
+
+        Rows are workloads and the ``(cluster)`` / ``(ns <namespace>)`` rows of cluster and namespace tests.
+        ``folded``: a workload's cells also count the cluster and namespace tests that stand for it (the
+        inventory's view of one identity); the terminal shows those tests once, on their own rows.
+        """
         cells: dict[str, dict[str, list[str]]] = {w: {f: [] for f in FAMILIES} for w in workloads}
         for r in self.by_nodeid.values():
-            if r.workload in cells and r.family in FAMILIES:
-                cells[r.workload][r.family].append(r.status)
+            if r.family not in FAMILIES:
+                continue
+            rows = [r.workload, *(r.stands_for if folded else ())]
+            for row in dict.fromkeys(rows):
+                if row in cells:
+                    cells[row][r.family].append(r.status)
         return {w: {f: aggregate(statuses) for f, statuses in row.items()} for w, row in cells.items()}
 
 
 def aggregate(statuses: Iterable[str]) -> str:
-    """Any FAIL -> FAIL; else any inconclusive -> inconclusive; else any pass -> pass; else skip; none -> -."""
+    """Any FAIL -> FAIL; else inconclusive; else unproven; else any pass -> pass; else skip; none -> -."""
     ranked = sorted(statuses, key=lambda s: _RANK.get(s, len(_RANK)))
     return ranked[0] if ranked else NONE
 

@@ -30,6 +30,7 @@ class Settings:
     inconclusive: Setting[str] = Setting("skip", "default")
     exec_containers: Setting[bool] = Setting(False, "default")
     api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
+    require_contract: Setting[bool] = Setting(False, "default")
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:

@@ -16,8 +16,9 @@ irsa_only = pytest.mark.eksid_applies(lambda w: w.mechanism == "irsa")
 
 
 @pod_identity_only
-def test_agent_daemonset_available(eksid_workload, eksid_kube):
-    """desired = ready = updated, none unavailable, observed generation current."""
+def test_agent_daemonset_available(eksid_cluster, eksid_kube):
+    """Once per cluster with Pod Identity workloads: desired = ready = updated, none unavailable, observed
+    generation current."""
     fail_on(agent.daemonset_findings(eksid_kube.daemon_set(AGENT_NS, AGENT_NAME)))
 
 
@@ -36,9 +37,9 @@ def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube):
 
 
 @pod_identity_only
-def test_agent_addon_active(eksid_profile, eksid_workload, eksid_aws):
-    """Where the agent is the EKS add-on, EKS reports it ACTIVE."""
-    fail_on(agent.addon_findings(eksid_aws.addon(eksid_profile.profile.cluster.name, AGENT_NAME)))
+def test_agent_addon_active(eksid_cluster, eksid_aws):
+    """Once per cluster with Pod Identity workloads: where the agent is the EKS add-on, EKS reports it ACTIVE."""
+    fail_on(agent.addon_findings(eksid_aws.addon(eksid_cluster.profile.cluster.name, AGENT_NAME)))
 
 
 @pod_identity_only
@@ -49,9 +50,10 @@ def test_agent_endpoint_answers(eksid_profile, eksid_workload, eksid_probe):
 
 
 @irsa_only
-def test_oidc_provider(eksid_profile, eksid_workload, eksid_aws):
-    """The cluster's OIDC issuer has an IAM OIDC provider with sts.amazonaws.com as a client id."""
-    cluster = eksid_profile.profile.cluster
+def test_oidc_provider(eksid_cluster, eksid_aws):
+    """Once per cluster with IRSA workloads: the cluster's OIDC issuer has an IAM OIDC provider with
+    sts.amazonaws.com as a client id."""
+    cluster = eksid_cluster.profile.cluster
     issuer = eksid_aws.oidc_issuer(cluster.name)
     fail_on(
         agent.oidc_provider_findings(issuer, eksid_aws.oidc_providers(), cluster=cluster.name, region=cluster.region)

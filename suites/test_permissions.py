@@ -5,9 +5,10 @@ import pytest
 from pytest_eksid.aws import AwsError
 from pytest_eksid.checks import policy
 from pytest_eksid.checks.permissions import Inconclusive, PolicyUnavailable, action_verdict
-from pytest_eksid.fixtures import fail_on, inconclusive
+from pytest_eksid.fixtures import fail_on, inconclusive, unproven
 from pytest_eksid.profile import role_arn_parts
 from pytest_eksid.redact import redact_json
+from pytest_eksid.report import missing_contract
 
 pytestmark = pytest.mark.permissions
 
@@ -51,3 +52,17 @@ def test_action(
             policies = {"unavailable": str(exc)}
         request.node.add_report_section("call", "eksid permission policies", redact_json(policies))
     fail_on(verdict)
+
+
+def test_contract_declared(eksid_settings, eksid_workload):
+    """The profile says what the workload must be able to do (allow) and what it must not (deny): a half left
+    empty proves nothing and is shown as unproven, never as passed (a failure with --eksid-require-contract)."""
+    missing = missing_contract(eksid_workload)
+    if missing:
+        halves = " and no ".join(missing)
+        unproven(
+            eksid_settings,
+            f"{eksid_workload.name}: the profile lists no {halves} entries, so nothing proves what its role "
+            f"{'may' if 'allow' in missing else 'may not'} do; add them under workloads[{eksid_workload.name}]"
+            f".{missing[0]} (docs/profiles.md)",
+        )

@@ -3,7 +3,7 @@
 import pytest
 
 from pytest_eksid.checks import static
-from pytest_eksid.fixtures import fail_on
+from pytest_eksid.fixtures import fail_on, see
 
 pytestmark = pytest.mark.static_credentials
 
@@ -13,23 +13,27 @@ def test_probe_environment(eksid_workload, eksid_probe):
     fail_on(static.probe_findings(eksid_workload, eksid_probe.environment, eksid_probe.identity))
 
 
-def test_namespace_secrets_and_configmaps(eksid_workload, eksid_kube):
-    """No Secret or ConfigMap in the workload's namespace carries AWS keys (names reported, never values)."""
-    findings = static.scan_objects("Secret", eksid_kube.secrets(eksid_workload.namespace))
-    findings += static.scan_objects("ConfigMap", eksid_kube.config_maps(eksid_workload.namespace))
-    fail_on(findings)
+def _namespace_scan(kube, namespace):
+    return static.scan_objects("Secret", kube.secrets(namespace)) + static.scan_objects(
+        "ConfigMap", kube.config_maps(namespace)
+    )
 
 
-def test_pod_templates(eksid_workload, eksid_kube):
+def test_namespace_secrets_and_configmaps(eksid_namespace, eksid_kube):
+    """Once per namespace of the profile's workloads: no Secret or ConfigMap there carries AWS keys (names
+    reported, never values)."""
+    fail_on(_namespace_scan(eksid_kube, eksid_namespace))
+
+
+def test_pod_templates(eksid_profile, eksid_workload, eksid_kube):
     """The workload's pod templates set no AWS key variables, directly or through envFrom."""
     ns = eksid_workload.namespace
-    flagged = {
-        (f.details.get("kind", ""), f.details.get("name", ""))
-        for f in static.scan_objects("Secret", eksid_kube.secrets(ns))
-        + static.scan_objects("ConfigMap", eksid_kube.config_maps(ns))
-    }
+    flagged = {(f.details.get("kind", ""), f.details.get("name", "")) for f in _namespace_scan(eksid_kube, ns)}
     selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
-    fail_on(static.scan_pod_templates(eksid_kube.workloads(ns, selector), flagged=flagged))
+    owner = see(
+        "suites/test_static_credentials.py::test_namespace_secrets_and_configmaps", f"{eksid_profile.name}/ns/{ns}"
+    )
+    fail_on(static.scan_pod_templates(eksid_kube.workloads(ns, selector), flagged=flagged, flagged_by=owner))
 
 
 @pytest.mark.eksid_applies(lambda w: w.legacy_iam_user is not None)

@@ -46,6 +46,11 @@ def fails(test: str, workload: str, *phrases: str) -> Expected:
     return {f"{test}[fault/{workload}]": phrases}
 
 
+def fails_once(test: str, *phrases: str, namespace: str | None = None) -> Expected:
+    """A cluster test (or, with ``namespace``, a namespace test): one failure however many workloads it serves."""
+    return {f"{test}[fault{f'/ns/{namespace}' if namespace else ''}]": phrases}
+
+
 def actions(workload: str, *phrases: str, only: str = "") -> Expected:
     """The workload's permission tests (``only``: "allow" or "deny"), as the demo profile lists them."""
     w = next(w for w in demo_data()["workloads"] if w["name"] == workload)
@@ -126,17 +131,17 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
         {"fault": "agent-down"},
         fails(IDENTITY, PI, "Failure Mode 5 — Pod Identity Agent Missing")
         | fails(PROVIDER, PI, "Failure Mode 5 — Pod Identity Agent Missing")
-        | fails(DAEMONSET, PI, "0 of 2 agent pods ready")
+        | fails_once(DAEMONSET, "0 of 2 agent pods ready")
         | fails(COVERAGE, PI, "no running Pod Identity Agent", "CrashLoopBackOff")
-        | fails(ADDON, PI, "is DEGRADED")
+        | fails_once(ADDON, "is DEGRADED")
         | fails(ENDPOINT, PI, "refused")
         | actions(PI, NO_IDENTITY),
     ),
     "agent-down-one-node-group": (
         {"fault": "agent-down", "nodegroup": "ng-batch"},
-        fails(DAEMONSET, PI, "1 of 2 agent pods ready")
+        fails_once(DAEMONSET, "1 of 2 agent pods ready")
         | fails(COVERAGE, PI, "ip-10-0-2-10")
-        | fails(ADDON, PI, "is DEGRADED"),
+        | fails_once(ADDON, "is DEGRADED"),
     ),
     "imds-exposed": (
         {"fault": "imds-exposed"},
@@ -152,11 +157,16 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
     ),
     "static-keys-in-secret": (
         {"fault": "static-keys-in-secret", "workload": PI},
-        fails(SECRETS, PI, "Secret finance-demo/invoice-exporter-aws-credentials", "aws_access_key_id"),
+        fails_once(
+            SECRETS,
+            "Secret finance-demo/invoice-exporter-aws-credentials",
+            "aws_access_key_id",
+            namespace="finance-demo",
+        ),
     ),
     "static-keys-in-configmap": (
         {"fault": "static-keys-in-configmap", "workload": IRSA},
-        fails(SECRETS, IRSA, "ConfigMap billing-demo/billing-worker-aws-config", "AKIA…"),
+        fails_once(SECRETS, "ConfigMap billing-demo/billing-worker-aws-config", "AKIA…", namespace="billing-demo"),
     ),
     "static-keys-in-env": (
         {"fault": "static-keys-in-env", "workload": PI},
@@ -207,8 +217,8 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
     ),
     "no-oidc-provider": (
         {"fault": "no-oidc-provider"},
-        fails(
-            OIDC, IRSA, "cluster demo: no IAM OIDC provider", "eksctl utils associate-iam-oidc-provider --cluster demo"
+        fails_once(
+            OIDC, "cluster demo: no IAM OIDC provider", "eksctl utils associate-iam-oidc-provider --cluster demo"
         )
         | fails(IDENTITY, IRSA, "InvalidIdentityToken", "IRSA token rejected")
         | fails(PROVIDER, IRSA, "InvalidIdentityToken")

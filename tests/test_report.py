@@ -287,3 +287,69 @@ def test_results_of_several_clusters_have_qualified_rows():
     assert results.workloads() == ["demo/w", "east/w"]
     assert results.matrix(["demo/w", "east/w"])["east/w"]["identity"] == FAIL
     assert results.matrix(["demo/w", "east/w"])["demo/w"]["identity"] == PASS
+
+
+def scoped(namespace: str | None, workloads: str, family: str, profile: str = "demo") -> list[tuple[str, str]]:
+    props = [("scope", "namespace" if namespace else "cluster"), ("profile", profile), ("cluster", profile)]
+    props += [("namespace", namespace)] if namespace else []
+    return [*props, ("workloads", workloads), ("family", family)]
+
+
+def test_cluster_and_namespace_tests_have_their_own_rows_and_fold_into_the_inventory():
+    results = Results()
+    results.record(
+        "suites/test_agent.py::test_agent_daemonset_available[demo]",
+        "call",
+        "failed",
+        "Failed: boom",
+        scoped(None, "a,b", "agent"),
+    )
+    results.record("suites/x.py::test_ns[demo/ns/n1]", "call", "passed", "", scoped("n1", "a", "static_credentials"))
+    results.record("suites/x.py::test_w[demo/a]", "call", "passed", "", props("a", "agent"))
+    results.record("suites/x.py::test_w[demo/c]", "call", "passed", "", props("c", "agent"))
+    # The terminal: the cluster test fails once, on its own row; the workloads' own tests pass.
+    assert results.workloads(["(cluster)", "(ns n1)", "a", "c"]) == ["(cluster)", "(ns n1)", "a", "c"]
+    terminal = results.matrix(["(cluster)", "(ns n1)", "a", "c"])
+    assert terminal["(cluster)"]["agent"] == FAIL
+    assert terminal["(ns n1)"]["static_credentials"] == PASS
+    assert terminal["a"]["agent"] == PASS
+    # The inventory (one identity per row): a fails through the cluster test it depends on; c does not.
+    inventory = results.matrix(["a", "b", "c"], folded=True)
+    assert inventory["a"]["agent"] == FAIL
+    assert inventory["b"]["agent"] == FAIL
+    assert inventory["a"]["static_credentials"] == PASS
+    assert inventory["c"]["agent"] == PASS
+
+
+def test_scoped_rows_of_several_clusters_are_qualified():
+    results = Results(qualified=True)
+    results.record("t::c[east]", "call", "failed", "boom", scoped(None, "w", "agent", profile="east"))
+    assert results.workloads() == ["east (cluster)"]
+    assert results.matrix(["east/w"], folded=True)["east/w"]["agent"] == FAIL
+
+
+def test_an_empty_contract_is_unproven_never_a_pass():
+    results = Results()
+    results.record("t::perm[demo/w/allow-0]", "call", "passed", "", props("w", "permissions"))
+    results.record(
+        "t::contract[demo/w]", "call", "skipped", "Skipped: UNPROVEN: no deny entries", props("w", "permissions")
+    )
+    assert results.matrix(["w"])["w"]["permissions"] == report.UNPROVEN
+    results.record("t::perm[demo/w/allow-1]", "call", "failed", "Failed: boom", props("w", "permissions"))
+    assert results.matrix(["w"])["w"]["permissions"] == FAIL
+
+
+def test_unproven_lines_name_the_workloads_and_the_missing_halves():
+    data = DEMO.profile.model_copy(
+        update={
+            "workloads": [
+                w.model_copy(update={"deny": []}) if w.name == "billing-worker" else w for w in DEMO.profile.workloads
+            ]
+        }
+    )
+    loaded = dataclasses.replace(DEMO, profile=data)
+    assert report.unproven_lines(DEMO, failing=False) == []
+    (line,) = report.unproven_lines(loaded, failing=False)
+    assert "billing-worker (no deny entries)" in line
+    assert "unproven, not as passed" in line
+    assert "--eksid-require-contract" in report.unproven_lines(loaded, failing=True)[0]

@@ -61,9 +61,10 @@ def matrix(stdout: str) -> dict[str, dict[str, str]]:
     rows = {}
     for line in lines[start + 2 :]:
         cells = line.split()
-        if line.startswith(("eksid", "-", "=")) or len(cells) != len(header):
+        if line.startswith(("eksid", "-", "=")) or len(cells) < len(header):
             break
-        rows[cells[0]] = dict(zip(FAMILIES, cells[1:], strict=True))
+        name = " ".join(cells[: len(cells) - len(FAMILIES)])  # "(ns billing-demo)" is one row name
+        rows[name] = dict(zip(FAMILIES, cells[-len(FAMILIES) :], strict=True))
     assert all(len(line) <= 100 for line in lines[start + 1 : start + 2 + len(rows)])
     return rows
 
@@ -111,7 +112,15 @@ def test_clean_run_reports_and_exits_0(tmp_path):
         == "passed"
     )
 
-    assert matrix(run.stdout) == {w: dict.fromkeys(FAMILIES, "pass") for w in ("invoice-exporter", "billing-worker")}
+    none = dict.fromkeys(FAMILIES, "-")
+    assert matrix(run.stdout) == {
+        # cluster and namespace checks once, on their own rows; the workloads' rows hold their own tests
+        "(cluster)": none | {"agent": "pass"},
+        "(ns billing-demo)": none | {"static_credentials": "pass"},
+        "(ns finance-demo)": none | {"static_credentials": "pass"},
+        "invoice-exporter": dict.fromkeys(FAMILIES, "pass"),
+        "billing-worker": dict.fromkeys(FAMILIES, "pass") | {"agent": "-"},  # its OIDC check is the cluster's
+    }
     assert "eksid failures" not in run.stdout
     assert "eksid: runner arn:aws:iam::111122223333:user/eksid-runner; kube context eksid-sandbox-demo" in run.stdout
 
@@ -198,7 +207,7 @@ def test_faulted_run_under_xdist_reports_and_exits_1(tmp_path):
 
     rows = matrix(run.stdout)
     assert rows["invoice-exporter"]["identity"] == "FAIL"
-    assert rows["billing-worker"] == dict.fromkeys(FAMILIES, "pass")
+    assert rows["billing-worker"] == dict.fromkeys(FAMILIES, "pass") | {"agent": "-"}
     failure = next(line for line in run.stdout.splitlines() if line.startswith(f"{CALLER_ROLE} - "))
     assert failure == (
         f"{CALLER_ROLE} - invoice-exporter (finance-demo/invoice-exporter-aws-sa, pod-identity): "

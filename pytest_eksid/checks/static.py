@@ -228,7 +228,10 @@ def _env_names_command(kind: str, ns: str, name: str) -> str:
 
 
 def scan_pod_templates(
-    objects: Iterable[Mapping[str, Any]], *, flagged: AbstractSet[tuple[str, str]] = frozenset()
+    objects: Iterable[Mapping[str, Any]],
+    *,
+    flagged: AbstractSet[tuple[str, str]] = frozenset(),
+    flagged_by: str | None = None,
 ) -> list[Finding]:
     """One finding per workload object whose containers get AWS credentials statically.
 
@@ -239,7 +242,8 @@ def scan_pod_templates(
     ``valueFrom`` a Secret/ConfigMap key when the variable or key name is a credential name;
     ``envFrom`` and volume mounts of an object in ``flagged`` — the ``(kind, name)`` pairs that
     :func:`scan_objects` reported (``(kind, "namespace/name")`` is accepted too, for callers that
-    scan several namespaces at once). Findings carry names only.
+    scan several namespaces at once); ``flagged_by`` names the test that reports those objects themselves
+    (added to the next steps where the finding rests on them). Findings carry names only.
     """
     out: list[Finding] = []
     for obj in objects:
@@ -251,13 +255,16 @@ def scan_pod_templates(
         volumes = _volume_sources(spec)
         problems: list[str] = []
         critical = False
+        uses_flagged = False
         for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
             cname = str(container.get("name") or "?")
             found, literal = _env_problems(container, ns, flagged)
             critical = critical or literal
+            uses_flagged = uses_flagged or any(p.startswith("envFrom ") for p in found)
             for mount in container.get("volumeMounts") or []:
                 for ref_kind, ref_name in volumes.get(str(mount.get("name")), []):
                     if _is_flagged(flagged, ref_kind, ns, ref_name):
+                        uses_flagged = True
                         found.append(
                             f"mounts {ref_kind} {ref_name} (holds AWS credentials) at {mount.get('mountPath')}"
                         )
@@ -279,7 +286,7 @@ def scan_pod_templates(
                     if critical
                     else f"leftovers of a migration to workload identity ({INVARIANT})"
                 ),
-                (_env_names_command(kind, ns, name),),
+                (_env_names_command(kind, ns, name), *((flagged_by,) if flagged_by and uses_flagged else ())),
                 {"severity": severity},
             )
         )
