@@ -23,17 +23,26 @@ def test_agent_daemonset_available(eksid_cluster, eksid_kube):
 
 
 @pod_identity_only
-def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube):
-    """A ready agent pod on every node where the workload's pods can be scheduled."""
-    pods = eksid_kube.list_pods(f"app.kubernetes.io/name={AGENT_NAME}", AGENT_NS)
-    fail_on(
-        agent.node_coverage_findings(
-            pods,
-            eksid_kube.nodes(),
-            node_selector=eksid_profile.profile.probe.node_selector,
-            tolerations=[t.model_dump(exclude_none=True) for t in eksid_profile.profile.probe.tolerations],
-        )
+def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube, record_property, request):
+    """A ready agent pod on every node where the workload's pods can be scheduled, from the agent
+    DaemonSet due there (the default one, or the opt-in hybrid ones); nodes where none is due
+    (Fargate, Auto Mode, hybrid without the hybrid DaemonSet) are noted, not failed."""
+    probe = eksid_profile.profile.probe
+    daemonsets = {d.name: eksid_kube.daemon_set(AGENT_NS, d.name) for d in agent.CHART_DAEMONSETS}
+    pods = [p for selector in agent.agent_pod_selectors(daemonsets) for p in eksid_kube.list_pods(selector, AGENT_NS)]
+    coverage = agent.node_coverage(
+        pods,
+        eksid_kube.nodes(),
+        node_selector=probe.node_selector,
+        tolerations=[t.model_dump(exclude_none=True) for t in probe.tolerations],
+        daemonsets=daemonsets,
+        node_group_label=probe.node_group_label,
     )
+    for note in coverage.notes:
+        record_property("agent_note", note)
+    if coverage.notes:
+        request.node.add_report_section("call", "eksid agent notes", "\n".join(coverage.notes))
+    fail_on(coverage.findings)
 
 
 @pod_identity_only

@@ -9,9 +9,12 @@ import pytest
 
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.agent import (
+    CHART_DAEMONSETS,
     addon_findings,
+    agent_pod_selectors,
     daemonset_findings,
     endpoint_findings,
+    node_coverage,
     node_coverage_findings,
     oidc_provider_findings,
     tolerates,
@@ -149,9 +152,25 @@ def test_daemonset_empty_status_reports_nothing_scheduled_and_stale() -> None:
 # --- node_coverage_findings -----------------------------------------------------------------
 
 
+NG = "eks.amazonaws.com/nodegroup"
+COMPUTE = "eks.amazonaws.com/compute-type"
+
+
 def node(name: str, ready: str = "True", **labels: str) -> dict[str, Any]:
+    """A v1 Node as the kubelet registers it (os/arch/hostname labels), plus ``labels``."""
     return {
-        "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux", **labels}},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                **labels,
+            },
+        },
+        "spec": {"providerID": f"aws:///eu-west-1a/i-0{name.encode().hex()[:16]}"},
         "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]},
     }
 
@@ -163,10 +182,19 @@ def agent_pod(
     ready: str = "True",
     waiting: str | None = None,
     restarts: int = 0,
+    daemonset: str = "eks-pod-identity-agent",
 ) -> dict[str, Any]:
     state: dict[str, Any] = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
     return {
-        "metadata": {"name": name, "namespace": "kube-system"},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "kube-system",
+            "uid": f"uid-{name}",
+            "labels": {"app.kubernetes.io/name": daemonset, "app.kubernetes.io/instance": "eks-pod-identity-agent"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": daemonset, "controller": True}],
+        },
         "spec": {"nodeName": node_name},
         "status": {
             "phase": phase,
@@ -177,10 +205,10 @@ def agent_pod(
 
 
 NODES = [
-    node("ip-10-0-1-1", group="general"),
-    node("ip-10-0-1-2", group="general"),
-    node("ip-10-0-2-1", group="batch"),
-    node("ip-10-0-3-1", ready="False", group="general"),
+    node("ip-10-0-1-1", group="general", **{NG: "ng-general"}),
+    node("ip-10-0-1-2", group="general", **{NG: "ng-general"}),
+    node("ip-10-0-2-1", group="batch", **{NG: "ng-batch"}),
+    node("ip-10-0-3-1", ready="False", group="general", **{NG: "ng-general"}),
 ]
 GOOD_PODS = [agent_pod("a1", "ip-10-0-1-1"), agent_pod("a2", "ip-10-0-1-2"), agent_pod("a3", "ip-10-0-2-1")]
 
@@ -229,11 +257,14 @@ def test_uncovered_node(pods: list[dict[str, Any]], selector: dict[str, str], se
     found = node_coverage_findings(pods, NODES, node_selector=selector)
     assert len(found) == 1
     f = found[0]
-    assert f.summary == "node ip-10-0-1-1: no running Pod Identity Agent"
+    assert f.summary == "node ip-10-0-1-1 (node group ng-general): no running Pod Identity Agent"
+    assert f.expected == "a Running, Ready eks-pod-identity-agent pod on the node"
     assert f.seen == seen
     assert likely in f.likely
     assert f.likely.startswith(FM5)
-    assert f.details == {"node": "ip-10-0-1-1"}
+    assert f.details["node"] == "ip-10-0-1-1"
+    assert f.details["node group"] == "ng-general"
+    assert f.details["daemonset"].startswith("kube-system/eks-pod-identity-agent (Linux amd64/arm64 nodes")
     assert f.next_steps[0] == (
         "kubectl get pods -A -l app.kubernetes.io/name=eks-pod-identity-agent -o wide "
         "--field-selector spec.nodeName=ip-10-0-1-1"
@@ -252,10 +283,178 @@ def test_selector_excludes_nodes_and_not_ready_nodes_are_skipped() -> None:
     assert [f.details["node"] for f in found] == ["ip-10-0-1-1", "ip-10-0-1-2"]  # ip-10-0-3-1 is NotReady
 
 
-def test_fargate_node_says_pod_identity_does_not_run_there() -> None:
-    nodes = [node("fargate-ip-10-0-9-9", **{"eks.amazonaws.com/compute-type": "fargate"})]
-    f = node_coverage_findings([], nodes, node_selector={})[0]
-    assert "fargate compute, where the agent does not run" in f.likely
+# --- the chart's hybrid DaemonSets, compute the agent does not run on, node groups -------------
+# Shapes: aws/eks-pod-identity-agent@d4dc0f3f charts/eks-pod-identity-agent (values.yaml affinity,
+# hack/testdata/expected_eks_pod_identity_agent_hybrid*_helm_template.yaml).
+
+HYBRID, HYBRID_BR = "eks-pod-identity-agent-hybrid", "eks-pod-identity-agent-hybrid-bottlerocket"
+LINUX = [
+    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64", "arm64"]},
+]
+CHART_AFFINITY = {
+    "eks-pod-identity-agent": [*LINUX, {"key": COMPUTE, "operator": "NotIn", "values": ["fargate", "hybrid", "auto"]}],
+    HYBRID: [
+        *LINUX,
+        {"key": COMPUTE, "operator": "In", "values": ["hybrid"]},
+        {"key": "os.bottlerocket.aws/variant", "operator": "DoesNotExist"},
+        {"key": "os.bottlerocket.aws/version", "operator": "DoesNotExist"},
+    ],
+    HYBRID_BR: [
+        *LINUX,
+        {"key": COMPUTE, "operator": "In", "values": ["hybrid"]},
+        {"key": "os.bottlerocket.aws/variant", "operator": "Exists"},
+        {"key": "os.bottlerocket.aws/version", "operator": "Exists"},
+    ],
+}
+
+
+def chart_ds(name: str, node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+    """A DaemonSet as the chart renders it (release eks-pod-identity-agent in kube-system)."""
+    selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "eks-pod-identity-agent"}
+    pod_spec: dict[str, Any] = {
+        "hostNetwork": True,
+        "priorityClassName": "system-node-critical",
+        "tolerations": [{"operator": "Exists"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": CHART_AFFINITY[name]}]
+                }
+            }
+        },
+        "containers": [{"name": "eks-pod-identity-agent", "image": "eks/eks-pod-identity-agent:v0.1.20"}],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {**selector, "app": "eks-pod-identity-agent"}},
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": selector}, "spec": pod_spec},
+        },
+        "status": {"desiredNumberScheduled": 1, "numberReady": 1},
+    }
+
+
+CLOUD_ONLY: dict[str, dict[str, Any] | None] = {
+    "eks-pod-identity-agent": chart_ds("eks-pod-identity-agent"),
+    HYBRID: None,
+    HYBRID_BR: None,
+}
+ALL_THREE: dict[str, dict[str, Any] | None] = {name: chart_ds(name) for name in CHART_AFFINITY}
+# A hybrid node registered through SSM (its name is the managed instance id), and one on Bottlerocket.
+HYBRID_NODE = node("mi-0123456789abcdef0", **{COMPUTE: "hybrid", "eks.amazonaws.com/hybrid-credential-provider": "ssm"})
+BR_NODE = node(
+    "mi-0fedcba9876543210",
+    **{COMPUTE: "hybrid", "os.bottlerocket.aws/variant": "metal-k8s-1.31", "os.bottlerocket.aws/version": "1.26.0"},
+)
+FARGATE_NODE = node(
+    "fargate-ip-10-0-9-9.eu-west-1.compute.internal",
+    **{COMPUTE: "fargate", "eks.amazonaws.com/fargate-profile": "fp-default"},
+)
+AUTO_NODE = node("i-0abcdef1234567890", **{COMPUTE: "auto", "karpenter.sh/nodepool": "general-purpose"})
+WINDOWS_NODE = node("ip-10-0-4-1", **{"kubernetes.io/os": "windows", NG: "ng-windows"})
+
+
+def test_agent_pods_are_listed_by_each_installed_daemonsets_own_selector() -> None:
+    chart_label = "app.kubernetes.io/instance=eks-pod-identity-agent,app.kubernetes.io/name="
+    assert agent_pod_selectors(CLOUD_ONLY) == [chart_label + "eks-pod-identity-agent"]
+    assert agent_pod_selectors(ALL_THREE) == [chart_label + n for n in ("eks-pod-identity-agent", HYBRID, HYBRID_BR)]
+    # The default DaemonSet not found: still listed (by the chart's label), the opt-in ones not.
+    assert agent_pod_selectors({}) == ["app.kubernetes.io/name=eks-pod-identity-agent"]
+    assert [d.name for d in CHART_DAEMONSETS] == list(CHART_AFFINITY)
+
+
+def test_a_hybrid_agent_pod_covers_its_hybrid_node() -> None:
+    pods = [*GOOD_PODS, agent_pod("h1", HYBRID_NODE["metadata"]["name"], daemonset=HYBRID)]
+    pods.append(agent_pod("b1", BR_NODE["metadata"]["name"], daemonset=HYBRID_BR))
+    coverage = node_coverage(pods, [*NODES, HYBRID_NODE, BR_NODE], node_selector={}, daemonsets=ALL_THREE)
+    assert coverage.findings == []
+    assert coverage.notes == []
+
+
+@pytest.mark.parametrize(
+    ("hybrid", "daemonset"),
+    [pytest.param(HYBRID_NODE, HYBRID, id="hybrid"), pytest.param(BR_NODE, HYBRID_BR, id="hybrid-bottlerocket")],
+)
+def test_an_installed_hybrid_daemonset_missing_from_its_node_is_named(hybrid: dict[str, Any], daemonset: str) -> None:
+    coverage = node_coverage(GOOD_PODS, [*NODES, hybrid], node_selector={}, daemonsets=ALL_THREE)
+    (f,) = coverage.findings
+    name = hybrid["metadata"]["name"]
+    assert f.summary == f"node {name} (no {NG} label): no running Pod Identity Agent"
+    assert f.expected == f"a Running, Ready {daemonset} pod on the node"
+    assert f.details["daemonset"].startswith(f"kube-system/{daemonset} (hybrid nodes")
+    assert f.next_steps[0] == (
+        f"kubectl get pods -A -l app.kubernetes.io/name={daemonset} -o wide --field-selector spec.nodeName={name}"
+    )
+    assert f"kubectl -n kube-system describe daemonset {daemonset}" in f.next_steps
+    assert coverage.notes == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        pytest.param(HYBRID_NODE, "opt-in DaemonSet kube-system/eks-pod-identity-agent-hybrid, which is not", id="hyb"),
+        pytest.param(BR_NODE, "--set daemonsets.hybrid-bottlerocket.create=true", id="hybrid-bottlerocket"),
+        pytest.param(FARGATE_NODE, "EKS Pod Identity is not available on Fargate", id="fargate"),
+        pytest.param(AUTO_NODE, "Auto Mode runs Pod Identity itself, no agent pod is expected", id="auto"),
+        pytest.param(WINDOWS_NODE, "no agent DaemonSet admits it (os windows, arch amd64, compute type", id="win"),
+    ],
+)
+def test_a_node_no_agent_daemonset_is_due_on_is_a_note_not_a_failure(extra: dict[str, Any], phrase: str) -> None:
+    coverage = node_coverage(GOOD_PODS, [*NODES, extra], node_selector={}, daemonsets=CLOUD_ONLY)
+    assert coverage.findings == []
+    (note,) = coverage.notes
+    assert note.startswith(f"node {extra['metadata']['name']} (")
+    assert phrase in note
+    assert node_coverage_findings(GOOD_PODS, [*NODES, extra], node_selector={}, daemonsets=CLOUD_ONLY) == []
+
+
+def test_a_fargate_node_with_its_taint_is_not_even_noted() -> None:
+    fargate = {
+        **FARGATE_NODE,
+        "spec": {"taints": [{"key": COMPUTE, "value": "fargate", "effect": "NoSchedule"}]},
+    }
+    assert node_coverage(GOOD_PODS, [*NODES, fargate], node_selector={}, daemonsets=CLOUD_ONLY).notes == []
+
+
+def test_a_live_daemonset_narrowed_by_hand_fails_the_nodes_it_leaves_out() -> None:
+    narrowed = {**CLOUD_ONLY, "eks-pod-identity-agent": chart_ds("eks-pod-identity-agent", {NG: "ng-general"})}
+    (f,) = node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=narrowed)
+    assert f.summary == "node ip-10-0-2-1 (node group ng-batch): no running Pod Identity Agent"
+    assert "DaemonSet kube-system/eks-pod-identity-agent's own nodeSelector, node affinity or tolerations" in f.likely
+    # The chart's own DaemonSet admits the node: the agent just is not there.
+    (f,) = node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=CLOUD_ONLY)
+    assert "does not schedule onto this node" in f.likely
+
+
+def test_a_pod_listed_by_two_selectors_counts_once() -> None:
+    crashing = agent_pod("a1", "ip-10-0-1-1", ready="False", waiting="CrashLoopBackOff")
+    (f,) = node_coverage_findings([crashing, crashing, *GOOD_PODS[1:]], NODES, node_selector={})
+    assert f.seen == "pod a1 phase Running, Ready False, eks-pod-identity-agent: CrashLoopBackOff"
+
+
+def test_hostile_node_labels_and_names_are_escaped_bounded_and_kept_out_of_commands() -> None:
+    hostile_group = "\x1b[2J\x1b[31mpwned" + "x" * 200
+    hostile = node("evil;rm -rf ~\u202e", **{NG: hostile_group})
+    (f,) = node_coverage_findings(GOOD_PODS, [*NODES, hostile], node_selector={})
+    text = f.message()
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert f.summary.startswith("node evil\\x3brm\\x20-rf\\x20\\x7e\\u202e (node group \\x1b\\x5b2J\\x1b\\x5b31mpwned")
+    assert f.details["node group"].endswith("...(+151 chars)")
+    assert len(f.details["node group"]) < 120
+    for command in f.next_steps:
+        assert "evil" not in command
+        assert "pwned" not in command
+        assert "<node>" in command or "daemonset" in command
+    (note,) = node_coverage(
+        GOOD_PODS, [*NODES, {**AUTO_NODE, "metadata": {**AUTO_NODE["metadata"], "name": "\x07bell"}}], node_selector={}
+    ).notes
+    assert note.startswith("node \\x07bell (no eks.amazonaws.com/nodegroup label)")
 
 
 # --- addon_findings -------------------------------------------------------------------------
@@ -430,7 +629,7 @@ def test_a_node_the_workload_cannot_run_on_needs_no_agent() -> None:
     found = node_coverage_findings(
         GOOD_PODS, nodes, node_selector={}, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}]
     )
-    assert [f.summary for f in found] == ["node ip-10-0-9-1: no running Pod Identity Agent"]
+    assert [f.summary for f in found] == [f"node ip-10-0-9-1 (no {NG} label): no running Pod Identity Agent"]
 
 
 def test_a_prefer_no_schedule_taint_does_not_keep_the_workload_away() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_eksid.checks import Finding
-from pytest_eksid.checks.imds import imds_finding
+from pytest_eksid.checks.imds import imds_finding, node_group_of
 from pytest_eksid.profile import Workload
 from tests.conftest import unit_profile
 
@@ -127,6 +127,37 @@ def test_exposed_on_an_unknown_node() -> None:
         "aws ec2 describe-instances --filters Name=private-dns-name,Values=<node> "
         "--query 'Reservations[].Instances[].MetadataOptions'"
     )
+
+
+def test_exposed_names_the_node_group() -> None:
+    f = _finding(imds_finding(PROFILE, W, "v1", imds(v2=exposed(), v1=exposed()), NODE, node_group="ng-batch"))
+    assert f.summary == f"{WHERE} (node group ng-batch): the node's instance role is reachable through IMDSv1"
+    assert f.details == {"endpoint": ENDPOINT, "node group": "ng-batch"}
+
+
+def test_hostile_node_name_and_group_are_escaped_and_kept_out_of_commands() -> None:
+    node, group = "ip-10-0-1-1\x1b]8;;http://evil\x07", "\u202eng" + "g" * 300
+    f = _finding(imds_finding(PROFILE, W, "v2", imds(v2=exposed(), v1=exposed()), node, node_group=group))
+    assert "\x1b" not in f.message()
+    assert "\u202e" not in f.message()
+    assert f.summary.startswith(
+        "invoice-exporter (finance-prod/invoice-exporter-aws-sa) on node ip-10-0-1-1\\x1b\\x5d8\\x3b\\x3bhttp:"
+    )
+    assert "(node group \\u202eng" in f.summary
+    assert f.details["node group"].endswith("...(+240 chars)")
+    assert "Values=<node> " in f.next_steps[0]
+
+
+def test_the_node_group_is_read_from_the_probe_nodes_labels() -> None:
+    nodes = [
+        {"metadata": {"name": "ip-10-0-2-10", "labels": {"eks.amazonaws.com/nodegroup": "ng-batch"}}},
+        {"metadata": {"name": NODE, "labels": {"eks.amazonaws.com/nodegroup": "ng-general", "pool": "gpu"}}},
+    ]
+    assert node_group_of(nodes, NODE, "eks.amazonaws.com/nodegroup") == "ng-general"
+    assert node_group_of(nodes, NODE, "pool") == "gpu"
+    assert node_group_of(nodes, NODE, "karpenter.sh/nodepool") is None
+    assert node_group_of(nodes, None, "eks.amazonaws.com/nodegroup") is None
+    assert node_group_of(nodes, "ip-10-0-9-9", "eks.amazonaws.com/nodegroup") is None
 
 
 def test_exposed_without_a_role_name() -> None:

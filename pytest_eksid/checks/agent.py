@@ -8,9 +8,10 @@ Inputs are Kubernetes JSON (apps/v1 DaemonSet, v1 Pod, v1 Node), boto3 answers
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, command_name, shown
 from pytest_eksid.profile import Workload
 
 AGENT_NAME = "eks-pod-identity-agent"
@@ -18,8 +19,6 @@ AGENT_NAMESPACE = "kube-system"
 AGENT_LABEL = f"app.kubernetes.io/name={AGENT_NAME}"
 AGENT_HOSTS = "169.254.170.23,fd00:ec2::23"
 STS_AUDIENCE = "sts.amazonaws.com"
-# Node labels of compute the agent does not run on (Pod Identity is not supported there).
-NO_AGENT_COMPUTE = {"fargate", "hybrid", "auto"}
 
 FM_AGENT = "Failure Mode 5 — Pod Identity Agent Missing"
 FM_CONSISTENCY = "Failure Mode 7 — Association Eventual Consistency"
@@ -163,24 +162,195 @@ def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]
     return False
 
 
-def node_coverage_findings(
+# The chart's DaemonSets and the nodes each one's required node affinity admits
+# [aws/eks-pod-identity-agent@d4dc0f3f, charts/eks-pod-identity-agent/values.yaml: `affinity` (the
+# default DaemonSet), `daemonsets.hybrid.affinity`, `daemonsets.hybrid-bottlerocket.affinity`; the
+# hybrid ones are opt-in (`create: false`)]. Each DaemonSet is named after its pods' label
+# app.kubernetes.io/name: nameOverride `eks-pod-identity-agent` plus the `nameSuffix`
+# (templates/_helpers.tpl, "selectorLabels"). All tolerate every taint (`tolerations: [{operator: Exists}]`).
+# Whether the managed EKS add-on uses the same names, labels and affinity is *unconfirmed*: the
+# checks take these as a parameter, and agent pods are listed by each live DaemonSet's own selector.
+COMPUTE_TYPE = "eks.amazonaws.com/compute-type"
+NODE_GROUP_LABEL = "eks.amazonaws.com/nodegroup"
+Expr = tuple[str, str, tuple[str, ...]]  # a nodeSelectorTerm's matchExpression: key, operator, values
+_LINUX = (("kubernetes.io/os", "In", ("linux",)), ("kubernetes.io/arch", "In", ("amd64", "arm64")))
+_BOTTLEROCKET = ("os.bottlerocket.aws/variant", "os.bottlerocket.aws/version")
+
+
+@dataclass(frozen=True)
+class AgentDaemonSet:
+    """One DaemonSet of the agent: its name (and its pods' ``app.kubernetes.io/name``), the
+    matchExpressions of its required node affinity, the nodes they admit in words, and, where it
+    is opt-in, how to install it."""
+
+    name: str
+    affinity: tuple[Expr, ...]
+    admits: str
+    install: str = ""
+
+    @property
+    def pod_label(self) -> str:
+        return f"app.kubernetes.io/name={self.name}"
+
+
+CHART_DAEMONSETS: tuple[AgentDaemonSet, ...] = (
+    AgentDaemonSet(
+        AGENT_NAME,
+        (*_LINUX, (COMPUTE_TYPE, "NotIn", ("fargate", "hybrid", "auto"))),
+        f"Linux amd64/arm64 nodes whose {COMPUTE_TYPE} is not fargate, hybrid or auto",
+    ),
+    AgentDaemonSet(
+        f"{AGENT_NAME}-hybrid",
+        (*_LINUX, (COMPUTE_TYPE, "In", ("hybrid",)), *((k, "DoesNotExist", ()) for k in _BOTTLEROCKET)),
+        "hybrid nodes not running Bottlerocket",
+        "helm upgrade eks-pod-identity-agent ... --set daemonsets.hybrid.create=true",
+    ),
+    AgentDaemonSet(
+        f"{AGENT_NAME}-hybrid-bottlerocket",
+        (*_LINUX, (COMPUTE_TYPE, "In", ("hybrid",)), *((k, "Exists", ()) for k in _BOTTLEROCKET)),
+        "hybrid nodes running Bottlerocket",
+        "helm upgrade eks-pod-identity-agent ... --set daemonsets.hybrid-bottlerocket.create=true",
+    ),
+)
+# Compute types whose nodes serve Pod Identity without an agent pod. EKS user guide,
+# pod-id-agent-setup: "You do not need to install the EKS Pod Identity Agent on EKS Auto Mode
+# Clusters. This capability is built into EKS Auto Mode." Which address it answers on there is
+# *unconfirmed*; test_agent_endpoint_answers measures it from the probe pod.
+BUILT_IN_AGENT_COMPUTE: Mapping[str, str] = {
+    "auto": "an EKS Auto Mode node: Auto Mode runs Pod Identity itself, no agent pod is expected (EKS user guide; "
+    "unconfirmed how it answers: test_agent_endpoint_answers measures it)",
+}
+# Compute types where EKS Pod Identity cannot work at all, and what to use instead.
+NO_POD_IDENTITY_COMPUTE: Mapping[str, str] = {
+    "fargate": "a Fargate node: EKS Pod Identity is not available on Fargate (use IRSA there, or keep the "
+    "workload off Fargate profiles)",
+}
+
+
+def _expr_holds(expr: Expr, labels: Mapping[str, Any]) -> bool:
+    """A nodeSelectorRequirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against a node's labels."""
+    key, op, values = expr
+    present = key in labels
+    value = str(labels.get(key))
+    if op == "In":
+        return present and value in values
+    if op == "NotIn":
+        return not present or value not in values
+    if op == "Exists":
+        return present
+    if op == "DoesNotExist":
+        return not present
+    if op in ("Gt", "Lt") and present and values:
+        try:
+            left, right = int(value), int(values[0])
+        except ValueError:
+            return False
+        return left > right if op == "Gt" else left < right
+    return False
+
+
+def _live_admits(ds: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """Whether the live DaemonSet's pod template may run on ``node``: its nodeSelector, its required
+    node affinity (terms ORed, expressions ANDed) and its tolerations of the node's taints."""
+    spec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+        return False
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    fields = {"metadata.name": (node.get("metadata") or {}).get("name")}
+
+    def expr(e: Mapping[str, Any]) -> Expr:
+        return str(e.get("key")), str(e.get("operator")), tuple(str(v) for v in e.get("values") or ())
+
+    def term_admits(term: Mapping[str, Any]) -> bool:  # an empty term admits no node
+        exprs = [(e, labels) for e in term.get("matchExpressions") or []]
+        exprs += [(e, fields) for e in term.get("matchFields") or []]
+        return bool(exprs) and all(_expr_holds(expr(e), where) for e, where in exprs)
+
+    if terms and not any(term_admits(t) for t in terms):
+        return False
+    taints = (node.get("spec") or {}).get("taints") or []
+    tolerations = spec.get("tolerations") or []
+    return not any(t.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, t) for t in taints)
+
+
+def agent_pod_selectors(
+    daemonsets: Mapping[str, Mapping[str, Any] | None], chart: Sequence[AgentDaemonSet] = CHART_DAEMONSETS
+) -> list[str]:
+    """The label selectors that list every agent pod: each installed DaemonSet's own
+    ``spec.selector.matchLabels`` (whatever labels an install uses; the chart's label where it
+    has none). An opt-in DaemonSet that is not installed (``None`` or left out) has no pods; the
+    default one is always listed, by the chart's label when it was not found."""
+    out: list[str] = []
+    for spec in chart:
+        ds = daemonsets.get(spec.name)
+        if ds is None and spec.name != AGENT_NAME:
+            continue
+        selector = _selector(ds, spec.name)
+        if selector not in out:
+            out.append(selector)
+    return out
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What :func:`node_coverage` found: failures, and notes on nodes where no agent pod is due."""
+
+    findings: list[Finding]
+    notes: list[str]
+
+
+def _node_where(name: str, labels: Mapping[str, Any], group_label: str) -> str:
+    """``node <name> (node group <group>)``, both bounded and escaped (they are cluster-sourced)."""
+    group = labels.get(group_label)
+    group_text = f"node group {shown(group)}" if group else f"no {shown(group_label)} label"
+    return f"node {shown(name, 253)} ({group_text})"
+
+
+def node_coverage(
     agent_pods: Iterable[Mapping[str, Any]],
     nodes: Iterable[Mapping[str, Any]],
     *,
     node_selector: Mapping[str, str],
     tolerations: Iterable[Mapping[str, Any]] = (),
-) -> list[Finding]:
-    """Every Ready node the workload can run on needs a Running, Ready agent pod (``spec.nodeName`` ==
-    the node). The workload can run where the probe's placement says: labels matching
-    ``node_selector`` (all when it is empty) and no NoSchedule/NoExecute taint its ``tolerations``
-    do not cover. A finding per node that lacks one, saying what its agent pod shows (none, a
-    waiting reason such as CrashLoopBackOff, not ready). Affinity is not considered.
+    daemonsets: Mapping[str, Mapping[str, Any] | None] | None = None,
+    node_group_label: str = NODE_GROUP_LABEL,
+    chart: Sequence[AgentDaemonSet] = CHART_DAEMONSETS,
+) -> Coverage:
+    """Every Ready node the workload can run on needs a Running, Ready agent pod (``spec.nodeName``
+    == the node) of the agent DaemonSet due there.
+
+    The workload can run where the probe's placement says: labels matching ``node_selector`` (all
+    when it is empty) and no NoSchedule/NoExecute taint its ``tolerations`` do not cover (its
+    affinity is not considered). The DaemonSet due on a node is the first of ``chart`` whose node
+    affinity admits the node's labels and that is installed: ``daemonsets`` maps the names of
+    ``chart`` to the live DaemonSets (``None``, or left out: not installed); the default DaemonSet
+    is due wherever it admits the node, installed or not (:func:`daemonset_findings` reports it
+    missing). A healthy pod of any agent DaemonSet covers the node.
+
+    Findings: a node whose due DaemonSet has no healthy pod there, saying what its pod shows (none,
+    a waiting reason such as CrashLoopBackOff, not ready) and, where the live DaemonSet's own
+    nodeSelector, affinity or tolerations leave the node out, so. Notes (not failures): a node no
+    installed DaemonSet is due on: Fargate, Auto Mode (Pod Identity built in), hybrid nodes without
+    the opt-in hybrid DaemonSet, compute the chart's affinity leaves out (not Linux, not amd64/arm64).
+    Each names the node and its ``node_group_label``, escaped and bounded.
     """
     tolerations = list(tolerations)
+    installed = dict(daemonsets or {})
     by_node: dict[str, list[Mapping[str, Any]]] = {}
+    seen_pods: set[tuple[str, str]] = set()
     for pod in agent_pods:
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("uid") or meta.get("name") or id(pod)))
+        if key in seen_pods:
+            continue  # listed by two selectors
+        seen_pods.add(key)
         by_node.setdefault(str((pod.get("spec") or {}).get("nodeName") or ""), []).append(pod)
-    out: list[Finding] = []
+    findings: list[Finding] = []
+    notes: list[str] = []
     for node in nodes:
         meta = node.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -196,21 +366,52 @@ def node_coverage_findings(
         states = [_pod_state(p) for p in pods]
         if any(ok for ok, _ in states):
             continue
-        compute = str(labels.get("eks.amazonaws.com/compute-type") or "")
-        nxt = [f"kubectl get pods -A -l {AGENT_LABEL} -o wide --field-selector spec.nodeName={node_name}"]
+        where = _node_where(node_name, labels, node_group_label)
+        compute = str(labels.get(COMPUTE_TYPE) or "")
+        admitting = [d for d in chart if all(_expr_holds(e, labels) for e in d.affinity)]
+        due = next((d for d in admitting if d.name == AGENT_NAME or installed.get(d.name) is not None), None)
+        if due is None:
+            if compute in BUILT_IN_AGENT_COMPUTE:
+                why = BUILT_IN_AGENT_COMPUTE[compute]
+            elif compute in NO_POD_IDENTITY_COMPUTE:
+                why = NO_POD_IDENTITY_COMPUTE[compute]
+            elif admitting:
+                opt_in = admitting[0]
+                why = (
+                    f"{opt_in.admits}: the agent runs there only from the opt-in DaemonSet "
+                    f"{AGENT_NAMESPACE}/{opt_in.name}, which is not installed; Pod Identity workloads there get no "
+                    f"credentials until it is ({opt_in.install})"
+                )
+            else:
+                os_arch = ", ".join(
+                    f"{k.split('/')[-1]} {shown(labels.get(k, 'unset'))}"
+                    for k in ("kubernetes.io/os", "kubernetes.io/arch")
+                )
+                why = (
+                    f"no agent DaemonSet admits it ({os_arch}, compute type {shown(compute or 'unset')}; the agent "
+                    f"runs on {chart[0].admits if chart else 'no node'}): Pod Identity workloads there get no "
+                    "credentials"
+                )
+            notes.append(f"{where}: no Pod Identity Agent pod is due there: {why}")
+            continue
+        live = installed.get(due.name)
+        cmd_node = command_name(node_name, "<node>")
+        nxt = [f"kubectl get pods -A -l {due.pod_label} -o wide --field-selector spec.nodeName={cmd_node}"]
         if not pods:
             seen = "no agent pod on the node"
-            if compute in NO_AGENT_COMPUTE:
+            if live is not None and not _live_admits(live, node):
                 likely = (
-                    f"the node is {compute} compute, where the agent does not run: EKS Pod Identity does not work "
-                    "there (use IRSA, or keep the workload off these nodes)"
+                    f"{FM_AGENT}: DaemonSet {AGENT_NAMESPACE}/{due.name}'s own nodeSelector, node affinity or "
+                    f"tolerations leave this node out (the chart's admit {due.admits}): it was changed, and Pod "
+                    "Identity workloads scheduled here get no credentials"
                 )
             else:
                 likely = (
-                    f"{FM_AGENT}: the agent DaemonSet does not schedule onto this node (its tolerations do not "
-                    "cover the node's taints, or a nodeSelector/affinity excludes it)"
+                    f"{FM_AGENT}: DaemonSet {AGENT_NAMESPACE}/{due.name} does not schedule onto this node (its "
+                    "tolerations do not cover the node's taints, or a nodeSelector/affinity excludes it), or it is "
+                    "not installed"
                 )
-            nxt.append(f"kubectl describe node {node_name}")
+            nxt += [f"kubectl describe node {cmd_node}", f"kubectl -n {AGENT_NAMESPACE} describe daemonset {due.name}"]
         else:
             seen = "; ".join(desc for _, desc in states)
             crash = any("CrashLoopBackOff" in desc or "Error" in desc for _, desc in states)
@@ -223,23 +424,49 @@ def node_coverage_findings(
             )
             for pod in pods:
                 pmeta = pod.get("metadata") or {}
+                pod_ns = command_name(pmeta.get("namespace") or AGENT_NAMESPACE, "<namespace>")
+                pod_name = command_name(pmeta.get("name"), "<pod>")
                 nxt.append(
-                    f"kubectl -n {pmeta.get('namespace') or AGENT_NAMESPACE} logs {pmeta.get('name')} --previous"
+                    f"kubectl -n {pod_ns} logs {pod_name} --previous"
                     if crash
-                    else f"kubectl -n {pmeta.get('namespace') or AGENT_NAMESPACE} describe pod {pmeta.get('name')}"
+                    else f"kubectl -n {pod_ns} describe pod {pod_name}"
                 )
-        out.append(
+        details = {"node": shown(node_name, 253), "daemonset": f"{AGENT_NAMESPACE}/{due.name} ({due.admits})"}
+        group = labels.get(node_group_label)
+        if group:
+            details["node group"] = shown(group)
+        findings.append(
             Finding(
                 "pod_identity_agent",
-                f"node {node_name}: no running Pod Identity Agent",
-                f"a Running, Ready {AGENT_NAME} pod on node {node_name}",
+                f"{where}: no running Pod Identity Agent",
+                f"a Running, Ready {due.name} pod on the node",
                 seen,
                 likely,
                 tuple(nxt),
-                {"node": node_name},
+                details,
             )
         )
-    return out
+    return Coverage(findings, notes)
+
+
+def node_coverage_findings(
+    agent_pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    *,
+    node_selector: Mapping[str, str],
+    tolerations: Iterable[Mapping[str, Any]] = (),
+    daemonsets: Mapping[str, Mapping[str, Any] | None] | None = None,
+    node_group_label: str = NODE_GROUP_LABEL,
+) -> list[Finding]:
+    """The findings of :func:`node_coverage` (its notes are dropped)."""
+    return node_coverage(
+        agent_pods,
+        nodes,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        daemonsets=daemonsets,
+        node_group_label=node_group_label,
+    ).findings
 
 
 def addon_findings(addon: Mapping[str, Any] | None) -> list[Finding]:

@@ -296,6 +296,7 @@ class Node:
                 "labels": {
                     "kubernetes.io/hostname": self.name,
                     "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",  # the kubelet's own labels, which the agent's affinity reads
                     "eks.amazonaws.com/nodegroup": self.nodegroup,
                     **self.labels,
                 },
