@@ -175,7 +175,7 @@ def test_statements_list_and_junk() -> None:
 
 def test_article_irsa_trust_is_clean() -> None:
     assert trust_findings(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
-    assert trust_notes(IRSA, ARTICLE_IRSA_TRUST) == []
+    assert trust_notes(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
 
 
 def test_irsa_trust_with_unknown_issuer_lints_the_account_provider() -> None:
@@ -188,7 +188,7 @@ def test_irsa_trust_with_unknown_issuer_lints_the_account_provider() -> None:
 
 def test_article_pod_identity_trust_is_clean_but_noted() -> None:
     assert trust_findings(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER) == []
-    notes = trust_notes(PI, ARTICLE_PI_TRUST)
+    notes = trust_notes(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER)
     assert len(notes) == 3
     assert notes[0].startswith("no aws:RequestTag/kubernetes-namespace condition")
     assert "kubernetes-namespace = checkout-prod" in notes[0]
@@ -208,7 +208,7 @@ def test_narrowed_pod_identity_trust_has_no_notes() -> None:
         }
     )
     assert trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER) == []
-    assert trust_notes(PI, trust) == []
+    assert trust_notes(PROFILE, PI, trust, oidc_issuer=ISSUER) == []
 
 
 def test_pod_identity_notes_name_the_lacking_statement() -> None:
@@ -219,7 +219,7 @@ def test_pod_identity_notes_name_the_lacking_statement() -> None:
         "Action": ["sts:AssumeRole", "sts:TagSession"],
         "Condition": {"StringEquals": {"aws:SourceOrgId": "o-abc"}},
     }
-    notes = trust_notes(PI, _pi_trust(second))
+    notes = trust_notes(PROFILE, PI, _pi_trust(second), oidc_issuer=ISSUER)
     assert len(notes) == 3
     assert notes[2].startswith("Statement[0]: no aws:SourceAccount")
     assert notes[0].startswith("Statement[0], statement 'Narrow': ")
@@ -483,9 +483,13 @@ def test_pod_identity_exclusion_names_the_condition() -> None:
 
 
 def test_pod_identity_one_admitting_statement_is_enough() -> None:
+    # The other statement does not make the workload fail admission; it is a shared role, reported as one.
     other = copy.deepcopy(ARTICLE_PI_TRUST["Statement"][0])
     other["Condition"] = {"StringEquals": {"aws:RequestTag/kubernetes-namespace": "billing-prod"}}
-    assert trust_findings(PROFILE, PI, _pi_trust(other), oidc_issuer=ISSUER) == []
+    found = trust_findings(PROFILE, PI, _pi_trust(other), oidc_issuer=ISSUER)
+    f = _one(found, "conditions admit other ServiceAccounts too")
+    assert len(found) == 1
+    assert "namespace billing-prod, any ServiceAccount (Statement[1])" in f.seen
 
 
 def test_deny_statements_are_not_linted() -> None:
