@@ -36,6 +36,16 @@ REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
 ACTION_RE = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# trustSharedWith: matched with fullmatch (a trailing newline does not slip past "$"), ASCII only.
+OIDC_ISSUER_RE = re.compile(
+    r"https://[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*/?", re.ASCII
+)
+EKS_CLUSTER_NAME_RE = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}", re.ASCII)
+EKS_CLUSTER_ARN_RE = re.compile(
+    r"arn:aws(?:-cn|-us-gov)?:eks:[a-z]{2}(?:-gov)?-[a-z]+-[0-9]:[0-9]{12}:cluster/[0-9A-Za-z][A-Za-z0-9_-]{0,99}",
+    re.ASCII,
+)
+REASON_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,299}", re.ASCII)  # printable ASCII, not blank
 
 Mechanism = Literal["pod-identity", "irsa"]
 ImdsVersion = Literal["v1", "v2"]
@@ -130,12 +140,39 @@ def _dns_subdomain(value: str) -> str:
     return value
 
 
+def _oidc_issuer(value: str) -> str:
+    if not OIDC_ISSUER_RE.fullmatch(value):
+        raise ValueError(
+            f"not an OIDC issuer URL: {value!r}; expected https://<host>/<path>, as "
+            "'aws eks describe-cluster --query cluster.identity.oidc.issuer' prints it"
+        )
+    return value
+
+
+def _cluster_ref(value: str) -> str:
+    if not (EKS_CLUSTER_NAME_RE.fullmatch(value) or EKS_CLUSTER_ARN_RE.fullmatch(value)):
+        raise ValueError(
+            f"not an EKS cluster name or ARN: {value!r}; expected a name (letters, digits, - and _) or "
+            "arn:aws:eks:<region>:<12-digit account>:cluster/<name>"
+        )
+    return value
+
+
+def _reason(value: str) -> str:
+    if not REASON_RE.fullmatch(value):
+        raise ValueError("expected a one-line reason in printable ASCII (1 to 300 characters)")
+    return value
+
+
 RoleArn = Annotated[str, AfterValidator(_role_arn)]
 AccountId = Annotated[str, AfterValidator(_account)]
 Region = Annotated[str, AfterValidator(_region)]
 Action = Annotated[str, AfterValidator(_action)]
 K8sName = Annotated[str, AfterValidator(_dns_subdomain)]
 Namespace = Annotated[str, AfterValidator(_dns_label)]
+OidcIssuer = Annotated[str, AfterValidator(_oidc_issuer)]
+ClusterRef = Annotated[str, AfterValidator(_cluster_ref)]
+Reason = Annotated[str, AfterValidator(_reason)]
 
 
 class _Model(BaseModel):
@@ -212,6 +249,31 @@ class ActionCheck(_Model):
         )
 
 
+class TrustShare(_Model):
+    """One subject besides the workload that its role's trust policy admits on purpose.
+
+    ``namespace``/``serviceAccount`` name another ServiceAccount (default: the workload's own);
+    ``oidcIssuer`` (IRSA) or ``cluster`` (Pod Identity; a name means this account and region, or
+    an EKS cluster ARN) names another cluster (default: this one).
+    """
+
+    namespace: Namespace | None = None
+    service_account: K8sName | None = None
+    oidc_issuer: OidcIssuer | None = None
+    cluster: ClusterRef | None = None
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _names_something(self) -> TrustShare:
+        if (self.namespace is None) != (self.service_account is None):
+            raise ValueError("namespace and serviceAccount go together: name both, or neither (this workload's own)")
+        if self.oidc_issuer is not None and self.cluster is not None:
+            raise ValueError("name another cluster once: oidcIssuer (IRSA) or cluster (Pod Identity), not both")
+        if self.namespace is None and self.oidc_issuer is None and self.cluster is None:
+            raise ValueError("name what else the trust admits: namespace + serviceAccount, oidcIssuer or cluster")
+        return self
+
+
 class Workload(_Model):
     name: K8sName
     namespace: Namespace
@@ -227,6 +289,8 @@ class Workload(_Model):
     migration: bool = False  # both mechanisms bound on purpose (IRSA -> Pod Identity migration)
     allow: list[ActionCheck] = Field(default_factory=list)
     deny: list[ActionCheck] = Field(default_factory=list)
+    # Other subjects the role's trust policy admits on purpose (a shared role, another cluster).
+    trust_shared_with: list[TrustShare] = Field(default_factory=list)
 
     @property
     def final_role_arn(self) -> str:
@@ -237,6 +301,24 @@ class Workload(_Model):
     def _target_needs_pod_identity(self) -> Workload:
         if self.target_role_arn is not None and self.mechanism != "pod-identity":
             raise ValueError("targetRoleArn is a Pod Identity association setting; IRSA workloads cannot have it")
+        return self
+
+    @model_validator(mode="after")
+    def _trust_shares(self) -> Workload:
+        seen: set[tuple[str | None, ...]] = set()
+        for i, share in enumerate(self.trust_shared_with):
+            where = f"trustSharedWith[{i}]"
+            if self.mechanism == "irsa" and share.cluster is not None:
+                raise ValueError(f"{where}: an IRSA trust names another cluster by its OIDC issuer: use oidcIssuer")
+            if self.mechanism == "pod-identity" and share.oidc_issuer is not None:
+                raise ValueError(f"{where}: a Pod Identity trust names another cluster by name or ARN: use cluster")
+            own = (share.namespace or self.namespace, share.service_account or self.service_account)
+            if own == (self.namespace, self.service_account) and share.oidc_issuer is None and share.cluster is None:
+                raise ValueError(f"{where}: {self.namespace}/{self.service_account} is this workload itself")
+            key = (*own, share.oidc_issuer, share.cluster)
+            if key in seen:
+                raise ValueError(f"{where}: the same subject is listed twice")
+            seen.add(key)
         return self
 
 

@@ -44,12 +44,12 @@ def test_trust_policy(eksid_profile, eksid_workload, eksid_aws, record_property,
             f"role {eksid_workload.role_arn} does not exist: aws iam get-role --role-name {_role(eksid_workload)}"
         )
     request.node.add_report_section("call", "eksid trust policy", redact_json(role["trust"]))
-    notes = policy.trust_notes(eksid_workload, role["trust"])
+    issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
+    notes = policy.trust_notes(eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer)
     for note in notes:
         record_property("trust_note", note)
     if notes:
         request.node.add_report_section("call", "eksid trust notes", "\n".join(notes))
-    issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
     fail_on(policy.trust_findings(eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer))
 
 

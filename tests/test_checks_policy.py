@@ -175,7 +175,7 @@ def test_statements_list_and_junk() -> None:
 
 def test_article_irsa_trust_is_clean() -> None:
     assert trust_findings(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
-    assert trust_notes(IRSA, ARTICLE_IRSA_TRUST) == []
+    assert trust_notes(PROFILE, IRSA, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
 
 
 def test_irsa_trust_with_unknown_issuer_lints_the_account_provider() -> None:
@@ -188,7 +188,7 @@ def test_irsa_trust_with_unknown_issuer_lints_the_account_provider() -> None:
 
 def test_article_pod_identity_trust_is_clean_but_noted() -> None:
     assert trust_findings(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER) == []
-    notes = trust_notes(PI, ARTICLE_PI_TRUST)
+    notes = trust_notes(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER)
     assert len(notes) == 3
     assert notes[0].startswith("no aws:RequestTag/kubernetes-namespace condition")
     assert "kubernetes-namespace = checkout-prod" in notes[0]
@@ -208,7 +208,7 @@ def test_narrowed_pod_identity_trust_has_no_notes() -> None:
         }
     )
     assert trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER) == []
-    assert trust_notes(PI, trust) == []
+    assert trust_notes(PROFILE, PI, trust, oidc_issuer=ISSUER) == []
 
 
 def test_pod_identity_notes_name_the_lacking_statement() -> None:
@@ -219,7 +219,7 @@ def test_pod_identity_notes_name_the_lacking_statement() -> None:
         "Action": ["sts:AssumeRole", "sts:TagSession"],
         "Condition": {"StringEquals": {"aws:SourceOrgId": "o-abc"}},
     }
-    notes = trust_notes(PI, _pi_trust(second))
+    notes = trust_notes(PROFILE, PI, _pi_trust(second), oidc_issuer=ISSUER)
     assert len(notes) == 3
     assert notes[2].startswith("Statement[0]: no aws:SourceAccount")
     assert notes[0].startswith("Statement[0], statement 'Narrow': ")
@@ -483,14 +483,314 @@ def test_pod_identity_exclusion_names_the_condition() -> None:
 
 
 def test_pod_identity_one_admitting_statement_is_enough() -> None:
+    # The other statement does not make the workload fail admission; it is a shared role, reported as one.
     other = copy.deepcopy(ARTICLE_PI_TRUST["Statement"][0])
     other["Condition"] = {"StringEquals": {"aws:RequestTag/kubernetes-namespace": "billing-prod"}}
-    assert trust_findings(PROFILE, PI, _pi_trust(other), oidc_issuer=ISSUER) == []
+    found = trust_findings(PROFILE, PI, _pi_trust(other), oidc_issuer=ISSUER)
+    f = _one(found, "conditions admit other ServiceAccounts too")
+    assert len(found) == 1
+    assert "namespace billing-prod, any ServiceAccount (Statement[1])" in f.seen
 
 
 def test_deny_statements_are_not_linted() -> None:
     deny = {"Effect": "Deny", "Principal": "*", "Action": "sts:AssumeRole", "Condition": {"Bool": {"x": "y"}}}
     assert trust_findings(PROFILE, PI, _pi_trust(deny), oidc_issuer=ISSUER) == []
+
+
+# --- trust: several statements, shared roles, other clusters --------------------------------
+
+OTHER_ISSUER_PATH = "oidc.eks.eu-west-1.amazonaws.com/id/C0FFEE0123456789ABCDEF0123456789"
+OTHER_PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OTHER_ISSUER_PATH}"
+CLUSTER_ARN = f"arn:aws:eks:ap-southeast-1:{ACCOUNT}:cluster/prod-platform-a"
+
+
+def _irsa_statement(ns: str, sa: str, path: str = ISSUER_PATH, sid: str | None = None) -> dict[str, Any]:
+    """One statement per ServiceAccount, as the AWS console, eksctl and the sandbox write them."""
+    st: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{path}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {f"{path}:sub": f"system:serviceaccount:{ns}:{sa}", f"{path}:aud": "sts.amazonaws.com"}
+        },
+    }
+    return {"Sid": sid, **st} if sid else st
+
+
+def _pi_statement(ns: str, sa: str, **more: str) -> dict[str, Any]:
+    return {
+        "Effect": "Allow",
+        "Principal": {"Service": "pods.eks.amazonaws.com"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {
+            "StringEquals": {
+                "aws:RequestTag/kubernetes-namespace": ns,
+                "aws:RequestTag/kubernetes-service-account": sa,
+                "aws:SourceAccount": ACCOUNT,
+                **more,
+            }
+        },
+    }
+
+
+def _with(base: Workload, **changes: Any) -> tuple[Profile, Workload]:
+    """The test profile with one workload replaced (validated like a loaded profile)."""
+    data = PROFILE.model_dump(by_alias=True, exclude_none=True)
+    w = {**base.model_dump(by_alias=True, exclude_none=True), **changes}
+    data["workloads"] = [w]
+    profile = Profile.model_validate(data)
+    return profile, profile.workloads[0]
+
+
+def _fleet(*, declared: bool) -> tuple[Profile, dict[str, dict[str, Any]]]:
+    """40 workloads sharing two roles: 20 IRSA on one, 20 Pod Identity on the other, each role's
+    trust holding one statement per ServiceAccount (how a real shared role looks)."""
+    teams = [(f"team-{n:02d}", f"app-{n:02d}-sa") for n in range(20)]
+    roles = {"irsa": "shared-irsa", "pod-identity": "shared-pod-identity"}
+    workloads = [
+        {
+            "name": f"{mechanism}-{n:02d}",
+            "namespace": ns,
+            "serviceAccount": sa,
+            "mechanism": mechanism,
+            "roleArn": f"arn:aws:iam::{ACCOUNT}:role/{roles[mechanism]}",
+            "trustSharedWith": [
+                {"namespace": o_ns, "serviceAccount": o_sa, "reason": "one batch role for the nightly jobs"}
+                for o_ns, o_sa in teams
+                if o_ns != ns
+            ]
+            if declared
+            else [],
+        }
+        for mechanism in roles
+        for n, (ns, sa) in enumerate(teams)
+    ]
+    profile = Profile.model_validate({**PROFILE.model_dump(by_alias=True, exclude_none=True), "workloads": workloads})
+    trusts = {
+        "irsa": {"Version": "2012-10-17", "Statement": [_irsa_statement(ns, sa) for ns, sa in teams]},
+        "pod-identity": {"Version": "2012-10-17", "Statement": [_pi_statement(ns, sa) for ns, sa in teams]},
+    }
+    return profile, trusts
+
+
+def test_forty_workloads_on_two_declared_shared_roles_all_pass() -> None:
+    profile, trusts = _fleet(declared=True)
+    for w in profile.workloads:
+        assert trust_findings(profile, w, trusts[w.mechanism], oidc_issuer=ISSUER) == [], w.name
+        notes = trust_notes(profile, w, trusts[w.mechanism], oidc_issuer=ISSUER)
+        shared = [n for n in notes if "declared in trustSharedWith: one batch role for the nightly jobs" in n]
+        assert len(shared) == 19, (w.name, notes)
+        assert not any("no statement of role" in n for n in notes)
+
+
+def test_forty_workloads_on_two_undeclared_shared_roles_fail_once_each_for_sharing() -> None:
+    # Before: every IRSA workload got 19 "sub does not admit <this SA>" failures, one per other statement.
+    profile, trusts = _fleet(declared=False)
+    for w in profile.workloads:
+        found = trust_findings(profile, w, trusts[w.mechanism], oidc_issuer=ISSUER)
+        assert len(found) == 1, (w.name, [f.summary for f in found])
+        f = found[0]
+        assert "does not admit" not in f.summary
+        assert "exclude" not in f.summary
+        assert "other ServiceAccounts too: " in f.summary
+        assert "and 16 more" in f.summary
+        others = [f"team-{n:02d}/app-{n:02d}-sa" for n in range(20) if f"team-{n:02d}" != w.namespace]
+        assert all(o in f.seen for o in others)
+        assert f"{w.namespace}/{w.service_account}" not in f.seen
+        assert AP_SHARED in f.likely
+
+
+AP_SHARED = "Anti-Pattern 3 — One Shared app-role-prod"
+
+
+def test_one_statement_listing_several_subjects_admits_each_of_them() -> None:
+    subjects = [SUBJECT, "system:serviceaccount:billing-prod:worker"]
+    trust = _irsa_trust(Condition={"StringEquals": {SUB: subjects, AUD: "sts.amazonaws.com"}})
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "worker", "reason": "same job"}]
+    )
+    assert trust_findings(profile, w, trust, oidc_issuer=ISSUER) == []
+    assert trust_notes(profile, w, trust, oidc_issuer=ISSUER) == [
+        "role irsa-prod-checkout-api-s3-read trust admits billing-prod/worker (Statement[0]), "
+        "declared in trustSharedWith: same job"
+    ]
+
+
+def test_undeclared_shared_irsa_role_fails_naming_the_other_subjects() -> None:
+    trust = _irsa_trust(_irsa_statement("billing-prod", "worker", sid="Billing"))
+    trust["Statement"].append(_irsa_statement("reports-prod", "nightly"))
+    found = trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER)
+    f = _one(found, "sub admits other ServiceAccounts too: billing-prod/worker, reports-prod/nightly")
+    assert len(found) == 1
+    assert f.seen == "billing-prod/worker (statement 'Billing'); reports-prod/nightly (Statement[2])"
+    assert f.details == {"statement": "Statement[2], statement 'Billing'"}
+    assert f.next_steps == (IRSA_NEXT,)
+
+
+def test_partly_declared_shared_role_fails_for_the_rest_only() -> None:
+    trust = _irsa_trust(_irsa_statement("billing-prod", "worker"))
+    trust["Statement"].append(_irsa_statement("reports-prod", "nightly"))
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "worker", "reason": "batch"}]
+    )
+    found = trust_findings(profile, w, trust, oidc_issuer=ISSUER)
+    f = _one(found, "sub admits other ServiceAccounts too: reports-prod/nightly")
+    assert "billing-prod" not in f.seen
+    assert len(trust_notes(profile, w, trust, oidc_issuer=ISSUER)) == 1
+
+
+def test_no_admitting_statement_fails_naming_what_each_admits() -> None:
+    trust = {"Statement": [_irsa_statement("checkout-prod", "other-sa"), _irsa_statement("billing-prod", "worker")]}
+    # declaring the others does not make the workload admitted
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "worker", "reason": "batch"}]
+    )
+    found = trust_findings(profile, w, trust, oidc_issuer=ISSUER)
+    assert len(found) == 1
+    f = _one(found, "sub does not admit checkout-prod/checkout-api-aws-sa (Statement[0], Statement[1])")
+    assert f.seen == "Statement[0] admits checkout-prod/other-sa; Statement[1] admits billing-prod/worker"
+    assert "Failure Mode 3 — Trust Policy Denied" in f.likely
+
+
+def test_wildcard_statement_beside_an_admitting_one_is_still_reported() -> None:
+    wild = _irsa_statement("billing-prod", "worker", sid="Billing")
+    wild["Condition"] = {"StringLike": {SUB: "system:serviceaccount:billing-prod:*"}, "StringEquals": {AUD: STS}}
+    found = trust_findings(PROFILE, IRSA, _irsa_trust(wild), oidc_issuer=ISSUER)
+    f = _one(found, "wildcard subject widens trust (statement 'Billing')")
+    assert len(found) == 1
+    assert "Anti-Pattern 1" in f.likely
+
+
+STS = "sts.amazonaws.com"
+
+
+def test_narrowness_is_linted_on_the_admitting_statement_only() -> None:
+    # The other workload's statement lacks an aud condition: that is its own workload's finding.
+    other = _irsa_statement("billing-prod", "worker")
+    del other["Condition"]["StringEquals"][AUD]
+    admitting = _irsa_statement("checkout-prod", "checkout-api-aws-sa")
+    del admitting["Condition"]["StringEquals"][AUD]
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "worker", "reason": "batch"}]
+    )
+    found = trust_findings(profile, w, {"Statement": [other, admitting]}, oidc_issuer=ISSUER)
+    assert [f.summary.split(": ", 1)[1] for f in found] == [
+        "role irsa-prod-checkout-api-s3-read trust: Statement[1] has no aud condition"
+    ]
+
+
+def test_same_service_account_in_another_cluster_fails_unless_declared() -> None:
+    trust = _irsa_trust(_irsa_statement("checkout-prod", "checkout-api-aws-sa", path=OTHER_ISSUER_PATH))
+    f = _one(trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER), "trusts another OIDC provider")
+    assert "it admits checkout-prod/checkout-api-aws-sa" in f.seen
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"oidcIssuer": f"https://{OTHER_ISSUER_PATH}", "reason": "DR cluster in eu-west-1"}]
+    )
+    for issuer in (ISSUER, None):  # also when the cluster's own issuer could not be read
+        assert trust_findings(profile, w, trust, oidc_issuer=issuer) == []
+        assert trust_notes(profile, w, trust, oidc_issuer=issuer) == [
+            "role irsa-prod-checkout-api-s3-read trust admits checkout-prod/checkout-api-aws-sa in the cluster of "
+            f"issuer {OTHER_ISSUER_PATH} (Statement[1]), declared in trustSharedWith: DR cluster in eu-west-1"
+        ]
+
+
+def test_declared_other_cluster_does_not_excuse_a_wildcard_there() -> None:
+    st = _irsa_statement("checkout-prod", "checkout-api-aws-sa", path=OTHER_ISSUER_PATH)
+    st["Condition"] = {"StringLike": {f"{OTHER_ISSUER_PATH}:sub": "system:serviceaccount:checkout-prod:*"}}
+    profile, w = _with(IRSA, trustSharedWith=[{"oidcIssuer": f"https://{OTHER_ISSUER_PATH}/", "reason": "DR"}])
+    f = _one(trust_findings(profile, w, _irsa_trust(st), oidc_issuer=ISSUER), "trusts another OIDC provider")
+    assert 'it admits StringLike "system:serviceaccount:checkout-prod:*"' in f.seen
+
+
+def test_stale_declaration_is_noted() -> None:
+    profile, w = _with(
+        IRSA, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "worker", "reason": "batch"}]
+    )
+    assert trust_findings(profile, w, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == []
+    assert trust_notes(profile, w, ARTICLE_IRSA_TRUST, oidc_issuer=ISSUER) == [
+        "trustSharedWith[0] declares billing-prod/worker, but no statement of role irsa-prod-checkout-api-s3-read's "
+        "trust admits it: remove the entry, or restore the statement it was written for"
+    ]
+
+
+def test_aud_for_another_audience_beside_an_sts_statement_widens_rather_than_denies() -> None:
+    vault = _irsa_statement("checkout-prod", "checkout-api-aws-sa")
+    vault["Condition"]["StringEquals"][AUD] = "vault"
+    f = _one(trust_findings(PROFILE, IRSA, _irsa_trust(vault), oidc_issuer=ISSUER), "aud admits other audiences")
+    assert "replayed" in f.likely
+    assert "Failure Mode 3" not in f.likely
+
+
+def test_subjects_from_the_policy_are_escaped() -> None:
+    evil = "system:serviceaccount:x:\x1b]0;owned\x07"
+    trust = _irsa_trust(Condition={"StringEquals": {SUB: [SUBJECT, evil], AUD: STS}})
+    f = _one(trust_findings(PROFILE, IRSA, trust, oidc_issuer=ISSUER), "other ServiceAccounts too")
+    assert "\x1b" not in f.message()
+    assert "\x07" not in f.message()
+    assert "\\u001b" in f.message()
+
+
+def test_pod_identity_shared_role_declared_or_not() -> None:
+    trust = {"Statement": [_pi_statement("checkout-prod", "checkout-api-aws-sa"), _pi_statement("billing-prod", "w")]}
+    f = _one(trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER), "conditions admit other ServiceAccounts too: ")
+    assert f.seen == "billing-prod/w (Statement[1])"
+    profile, w = _with(PI, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "w", "reason": "batch"}])
+    assert trust_findings(profile, w, trust, oidc_issuer=ISSUER) == []
+    notes = trust_notes(profile, w, trust, oidc_issuer=ISSUER)
+    assert notes == [
+        "role eks-prod-checkout-api-s3-read trust admits namespace billing-prod, ServiceAccount w, "
+        "aws:SourceAccount 111122223333 (Statement[1]), declared in trustSharedWith: batch"
+    ]
+
+
+def test_pod_identity_same_service_account_in_another_cluster() -> None:
+    other = _pi_statement("checkout-prod", "checkout-api-aws-sa", **{"aws:RequestTag/eks-cluster-name": "prod-b"})
+    mine = _pi_statement(
+        "checkout-prod", "checkout-api-aws-sa", **{"aws:RequestTag/eks-cluster-name": "prod-platform-a"}
+    )
+    trust = {"Statement": [mine, other]}
+    found = trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER)
+    f = _one(found, "Statement[1] admits checkout-prod/checkout-api-aws-sa in another cluster")
+    assert len(found) == 1
+    assert "eks-cluster-name" in f.seen
+    assert "prod-b" in f.seen
+    for cluster in ("prod-b", f"arn:aws:eks:ap-southeast-1:{ACCOUNT}:cluster/prod-b"):
+        profile, w = _with(PI, trustSharedWith=[{"cluster": cluster, "reason": "blue/green"}])
+        assert trust_findings(profile, w, trust, oidc_issuer=ISSUER) == [], cluster
+        assert trust_notes(profile, w, trust, oidc_issuer=ISSUER)[-1].endswith(
+            "declared in trustSharedWith: blue/green"
+        )
+    # a declared cluster elsewhere does not cover a statement pinned to a third one
+    profile, w = _with(PI, trustSharedWith=[{"cluster": "prod-c", "reason": "blue/green"}])
+    _one(trust_findings(profile, w, trust, oidc_issuer=ISSUER), "in another cluster")
+
+
+def test_pod_identity_no_admitting_statement_names_what_each_admits() -> None:
+    trust = {"Statement": [_pi_statement("billing-prod", "w"), _pi_statement("checkout-prod", "other")]}
+    profile, w = _with(PI, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "w", "reason": "batch"}])
+    found = trust_findings(profile, w, trust, oidc_issuer=ISSUER)
+    f = _one(found, "conditions exclude checkout-prod/checkout-api-aws-sa")
+    assert len(found) == 1
+    assert "it admits namespace billing-prod, ServiceAccount w" in f.seen
+    assert "it admits namespace checkout-prod, ServiceAccount other" in f.seen
+
+
+def test_pod_identity_tag_session_is_needed_on_the_admitting_statement() -> None:
+    mine = _pi_statement("checkout-prod", "checkout-api-aws-sa")
+    mine["Action"] = ["sts:AssumeRole"]
+    trust = {"Statement": [mine, _pi_statement("billing-prod", "w")]}
+    profile, w = _with(PI, trustSharedWith=[{"namespace": "billing-prod", "serviceAccount": "w", "reason": "batch"}])
+    _one(trust_findings(profile, w, trust, oidc_issuer=ISSUER), "may not call sts:TagSession")
+
+
+def test_pod_identity_notes_look_at_the_admitting_statement() -> None:
+    trust = {"Statement": [_pi_statement("checkout-prod", "checkout-api-aws-sa"), ARTICLE_PI_TRUST["Statement"][0]]}
+    # Statement[1] (no conditions) admits the workload too and lacks every narrowing condition
+    notes = trust_notes(PROFILE, PI, trust, oidc_issuer=ISSUER)
+    assert len(notes) == 3
+    assert all(n.startswith("Statement[1]: no ") for n in notes)
+    other = {"Statement": [_pi_statement("checkout-prod", "checkout-api-aws-sa"), _pi_statement("billing-prod", "w")]}
+    assert [n for n in trust_notes(PROFILE, PI, other, oidc_issuer=ISSUER) if "no aws:" in n] == []
 
 
 # --- permission policies ---------------------------------------------------------------------

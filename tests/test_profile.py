@@ -267,6 +267,153 @@ def test_workloads_must_not_be_empty(tmp_path: Path) -> None:
     assert "at least 1 item" in message
 
 
+# --- trustSharedWith -------------------------------------------------------------------------
+
+IRSA_ROLE = "roleArn: arn:aws:iam::111122223333:role/app"
+PI_ROLE = "roleArn: arn:aws:iam::111122223333:role/exporter"
+
+
+def _shares(role_line: str, entries: str, text: str = LIVE) -> str:
+    """``text`` with ``trustSharedWith`` (YAML flow entries, one per line) on the workload of ``role_line``."""
+    block = "".join(f"\n      - {e}" for e in entries.splitlines())
+    return text.replace(role_line, f"{role_line}\n    trustSharedWith:{block}", 1)
+
+
+def test_trust_shared_with_loads(tmp_path: Path) -> None:
+    text = _shares(IRSA_ROLE, "{namespace: team-b, serviceAccount: batch-sa, reason: one role for the batch jobs}")
+    text = _shares(
+        PI_ROLE,
+        "{cluster: prod-b, reason: blue/green}\n"
+        "{cluster: 'arn:aws:eks:eu-west-1:111122223333:cluster/prod-c', namespace: team-c, serviceAccount: x, "
+        "reason: DR}",
+        text,
+    )
+    _write(tmp_path, text, "shares")
+    profile = load_profile("shares", tmp_path).profile
+    app, exporter = profile.workload("app"), profile.workload("exporter")
+    assert [(s.namespace, s.service_account, s.reason) for s in app.trust_shared_with] == [
+        ("team-b", "batch-sa", "one role for the batch jobs")
+    ]
+    assert [s.cluster for s in exporter.trust_shared_with] == [
+        "prod-b",
+        "arn:aws:eks:eu-west-1:111122223333:cluster/prod-c",
+    ]
+    issuer = _shares(IRSA_ROLE, "{oidcIssuer: 'https://oidc.eks.eu-west-1.amazonaws.com/id/ABC123', reason: DR}")
+    _write(tmp_path, issuer, "issuer")
+    (share,) = load_profile("issuer", tmp_path).profile.workload("app").trust_shared_with
+    assert share.oidc_issuer == "https://oidc.eks.eu-west-1.amazonaws.com/id/ABC123"
+
+
+@pytest.mark.parametrize(
+    ("role_line", "entries", "message"),
+    [
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, reason: x}",
+            "workloads[0].trustSharedWith[0]: namespace and serviceAccount go together",
+            id="namespace-alone",
+        ),
+        pytest.param(
+            IRSA_ROLE, "{reason: x}", "workloads[0].trustSharedWith[0]: name what else the trust admits", id="nothing"
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: b}",
+            "workloads[0].trustSharedWith[0].reason: required field is missing",
+            id="no-reason",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: b, reason: ''}",
+            "trustSharedWith[0].reason: expected a one-line reason in printable ASCII",
+            id="empty-reason",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            '{namespace: team-b, serviceAccount: b, reason: "shared\\nsecond line"}',
+            "trustSharedWith[0].reason: expected a one-line reason in printable ASCII",
+            id="multi-line-reason",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: b, reason: ré}",
+            "trustSharedWith[0].reason: expected a one-line reason in printable ASCII",
+            id="non-ascii-reason",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: Team_B, serviceAccount: b, reason: x}",
+            "trustSharedWith[0].namespace: not a Kubernetes name",
+            id="bad-namespace",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: '*', reason: x}",
+            "trustSharedWith[0].serviceAccount: not a Kubernetes name",
+            id="wildcard-service-account",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{oidcIssuer: 'http://oidc.example.com/id/1', reason: x}",
+            "trustSharedWith[0].oidcIssuer: not an OIDC issuer URL",
+            id="issuer-not-https",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            '{oidcIssuer: "https://oidc.example.com/id/1\\n", reason: x}',
+            "trustSharedWith[0].oidcIssuer: not an OIDC issuer URL",
+            id="issuer-trailing-newline",
+        ),
+        pytest.param(
+            PI_ROLE,
+            "{cluster: 'prod b', reason: x}",
+            "trustSharedWith[0].cluster: not an EKS cluster name or ARN",
+            id="bad-cluster",
+        ),
+        pytest.param(
+            PI_ROLE,
+            "{cluster: 'arn:aws:eks:eu-west-1:1234:cluster/x', reason: x}",
+            "trustSharedWith[0].cluster: not an EKS cluster name or ARN",
+            id="bad-cluster-arn",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{cluster: prod-b, reason: x}",
+            "workloads[0]: trustSharedWith[0]: an IRSA trust names another cluster by its OIDC issuer",
+            id="cluster-on-irsa",
+        ),
+        pytest.param(
+            PI_ROLE,
+            "{oidcIssuer: 'https://oidc.example.com/id/1', reason: x}",
+            "workloads[1]: trustSharedWith[0]: a Pod Identity trust names another cluster by name or ARN",
+            id="issuer-on-pod-identity",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-a, serviceAccount: app-sa, reason: x}",
+            "trustSharedWith[0]: team-a/app-sa is this workload itself",
+            id="itself",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: b, reason: x}\n{namespace: team-b, serviceAccount: b, reason: y}",
+            "trustSharedWith[1]: the same subject is listed twice",
+            id="twice",
+        ),
+        pytest.param(
+            IRSA_ROLE,
+            "{namespace: team-b, serviceAccount: b, reason: x, account: '1'}",
+            "trustSharedWith[0].account: unknown key 'account'; allowed here: cluster, namespace, oidcIssuer, "
+            "reason, serviceAccount",
+            id="unknown-key",
+        ),
+    ],
+)
+def test_trust_shared_with_errors(tmp_path: Path, role_line: str, entries: str, message: str) -> None:
+    _, err = _error(tmp_path, _shares(role_line, entries))
+    assert message in err, err
+
+
 # --- sandbox cross-checks ------------------------------------------------------------------
 
 

@@ -266,3 +266,44 @@ def test_unknown_inventory_extension_is_a_usage_error(pytester, where):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {source}: cannot write an inventory to *; use one of .json, .csv, .md"])
     assert "INTERNALERROR" not in result.stderr.str()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+def test_shared_role_on_the_sandbox(tmp_path, declared):
+    """Two IRSA workloads on one role (the sandbox writes one trust statement per ServiceAccount):
+    declared, both pass with a trust_note property; undeclared, each fails naming the other."""
+    data = demo_data()
+    replay = {
+        "name": "billing-replay",
+        "namespace": "billing-demo",
+        "serviceAccount": "billing-replay-aws-sa",
+        "mechanism": "irsa",
+        "roleArn": data["workloads"][1]["roleArn"],
+        "owner": "billing-team",
+    }
+    data["workloads"].append(replay)
+    if declared:
+        replay["trustSharedWith"] = [
+            {"namespace": "billing-demo", "serviceAccount": "billing-worker-aws-sa", "reason": "replays as the worker"}
+        ]
+        data["workloads"][1]["trustSharedWith"] = [
+            {"namespace": "billing-demo", "serviceAccount": "billing-replay-aws-sa", "reason": "replays as the worker"}
+        ]
+    profile = write_profile(tmp_path, data, "shared")
+    run = run_pytest(f"--profile={profile}", "suites/test_configuration.py", "-k", "trust_policy", tmp_path=tmp_path)
+    tests = {
+        f"suites/test_configuration.py::test_trust_policy[shared/{w}]": w for w in ("billing-worker", "billing-replay")
+    }
+    if declared:
+        assert run.returncode == 0, run.stdout[-4000:]
+        assert all(run.outcomes[t] == "passed" for t in tests)
+        root = ET.parse(next(tmp_path.glob("junit-*.xml"))).getroot()
+        notes = [p.get("value", "") for p in root.iter("property") if p.get("name") == "trust_note"]
+        assert any("billing-demo/billing-replay-aws-sa" in n and "replays as the worker" in n for n in notes), notes
+        assert any("billing-demo/billing-worker-aws-sa" in n for n in notes), notes
+    else:
+        assert sorted(run.failed()) == sorted(tests)
+        for test, w in tests.items():
+            other = "billing-replay-aws-sa" if w == "billing-worker" else "billing-worker-aws-sa"
+            assert f"sub admits other ServiceAccounts too: billing-demo/{other}" in run.messages[test]
+            assert "does not admit" not in run.messages[test]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_eksid.checks.policy import trust_findings
+from pytest_eksid.profile import Profile
 from pytest_eksid.sandbox.trust import identity_allows, trust_allows
 
 ISSUER = "oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123456789"
@@ -385,3 +387,40 @@ def test_conditions_the_sandbox_cannot_decide_keep_motos_answer() -> None:
     assert not identity_allows([paired], action="kms:Decrypt", resource=KEY, context=direct, decided=decide)
     other_account = {**context, "kms:CallerAccount": ["999988887777"]}
     assert not identity_allows([paired], action="kms:Decrypt", resource=KEY, context=other_account, decided=decide)
+
+
+# --- the trust lint agrees with the evaluator on roles with several statements ----------------
+
+
+def test_lint_admission_agrees_with_iam_evaluation_on_a_shared_role() -> None:
+    """One statement per ServiceAccount: IAM admits each of them, so the lint must not say otherwise
+    (it reports the sharing instead); a ServiceAccount no statement names is refused by both."""
+    subjects = [("billing", "worker-sa"), ("billing", "report-sa"), ("ledger", "sync-sa"), ("ledger", "stranger-sa")]
+    shared = {
+        "Version": "2012-10-17",
+        "Statement": [_irsa_policy(sub=f"system:serviceaccount:{ns}:{sa}")["Statement"][0] for ns, sa in subjects[:3]],
+    }
+    profile = Profile.model_validate(
+        {
+            "cluster": {"name": "c", "region": "eu-west-1", "accountId": "111122223333"},
+            "probe": {"image": "probe:test"},
+            "workloads": [
+                {
+                    "name": sa,
+                    "namespace": ns,
+                    "serviceAccount": sa,
+                    "mechanism": "irsa",
+                    "roleArn": "arn:aws:iam::111122223333:role/shared",
+                }
+                for ns, sa in subjects
+            ],
+        }
+    )
+    for w in profile.workloads:
+        allowed, _ = _irsa(shared, f"system:serviceaccount:{w.namespace}:{w.service_account}")
+        summaries = [f.summary for f in trust_findings(profile, w, shared, oidc_issuer=f"https://{ISSUER}")]
+        refused = [s for s in summaries if "does not admit" in s]
+        assert bool(refused) == (not allowed), (w.name, summaries)
+        if allowed:
+            assert len(summaries) == 1
+            assert "sub admits other ServiceAccounts too" in summaries[0]
