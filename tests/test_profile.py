@@ -254,10 +254,14 @@ def test_wrong_types_show_the_value_and_the_expected_form(tmp_path: Path, old: s
     assert re.search(rf"{re.escape(str(path))}:\d+: {re.escape(message)}$", err, re.MULTILINE), err
 
 
-def test_duplicate_workload_names(tmp_path: Path) -> None:
+def test_duplicate_workload_names_point_at_the_second_entry(tmp_path: Path) -> None:
     text = LIVE.replace("name: exporter", "name: app")
-    _, message = _error(tmp_path, text)
-    assert "workload name 'app' is used twice; names must be unique" in message
+    path, message = _error(tmp_path, text)
+    second = _line(text, "serviceAccount: exporter-sa") - 2
+    assert (
+        f"{path}:{second}: workloads[1].name: workload name 'app' is used twice (also workloads[0]); "
+        "names must be unique"
+    ) in message
 
 
 def test_workloads_must_not_be_empty(tmp_path: Path) -> None:
@@ -290,10 +294,52 @@ def test_sandbox_workload_role_not_seeded(tmp_path: Path) -> None:
     ) in message
 
 
-def test_sandbox_role_in_another_account_is_not_seeded(tmp_path: Path) -> None:
+def test_sandbox_role_in_another_account_says_so_at_its_line(tmp_path: Path) -> None:
     text = LIVE.replace("111122223333:role/app", "999988887777:role/app") + SANDBOX
-    _, message = _error(tmp_path, text)
-    assert "workload 'app': role arn:aws:iam::999988887777:role/app is not seeded" in message
+    path, message = _error(tmp_path, text)
+    assert (
+        f"{path}:{_line(text, '999988887777')}: workloads[0].roleArn: workload 'app': role "
+        "arn:aws:iam::999988887777:role/app is in account 999988887777, not the cluster's (cluster.accountId "
+        "111122223333); the sandbox seeds roles in the cluster's account only: "
+        "write arn:aws:iam::111122223333:role/app"
+    ) in message
+    assert "add a role" not in message
+
+
+def test_sandbox_target_role_in_another_account_says_so_at_its_line(tmp_path: Path) -> None:
+    target = "    targetRoleArn: arn:aws:iam::444455556666:role/exporter\n"
+    text = LIVE.replace("role/exporter\n", "role/exporter\n" + target) + SANDBOX
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, '444455556666')}: workloads[1].targetRoleArn: workload 'exporter': role" in message
+    assert "is in account 444455556666, not the cluster's (cluster.accountId 111122223333)" in message
+
+
+def test_sandbox_role_not_seeded_points_at_the_role_arn(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("    - name: exporter\n", "    - name: exporter-old\n")
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'role/exporter')}: workloads[1].roleArn: workload 'exporter': role" in message
+
+
+def test_live_pod_identity_role_in_another_account_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = LIVE.replace("111122223333:role/exporter", "999988887777:role/exporter")
+    path, message = _error(tmp_path, text)
+    assert (
+        f"{path}:{_line(text, '999988887777')}: workloads[1].roleArn: workload 'exporter': a Pod Identity "
+        "association's role must be in the cluster's account (cluster.accountId 111122223333), this one is in "
+        "999988887777; to reach a role in another account, give it as targetRoleArn"
+    ) in message
+
+
+def test_live_cross_account_target_role_and_irsa_role_load(tmp_path: Path) -> None:
+    # Both are how EKS reaches another account: Pod Identity role chaining, IRSA with an OIDC provider there.
+    target = "    targetRoleArn: arn:aws:iam::444455556666:role/exporter\n"
+    text = LIVE.replace("role/exporter\n", "role/exporter\n" + target).replace(
+        "111122223333:role/app", "999988887777:role/app"
+    )
+    _write(tmp_path, text, "live")
+    profile = load_profile("live", tmp_path).profile
+    assert profile.workload("exporter").final_role_arn == "arn:aws:iam::444455556666:role/exporter"
+    assert profile.workload("app").role_arn == "arn:aws:iam::999988887777:role/app"
 
 
 def test_sandbox_fault_names_unknown_workload(tmp_path: Path) -> None:
