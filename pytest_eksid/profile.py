@@ -558,7 +558,7 @@ def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
 def _explain(err: Any, loc: Loc, model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        key = shown(loc[-1])
+        key = "(not shown)" if is_secret(loc) else shown(loc[-1])
         return f"unknown key {key}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
     if kind == "missing":
         return "required field is missing"

@@ -438,7 +438,8 @@ def test_profile_with_a_generic_call_not_live_names_the_check(tmp_path: Path) ->
         "- action: s3:GetBucketPolicy\n  call: {service: s3, operation: GetBucketPolicy}\n",
     )
     assert line.endswith(
-        "workloads[0].allow[0].live: s3:GetBucketPolicy: the generic form runs the call for real; set live: true to allow it"
+        "workloads[0].allow[0].live: s3:GetBucketPolicy: the generic form runs the call for real; "
+        "set live: true to allow it"
     )
 
 
