@@ -7,11 +7,16 @@ subprocess, as a user would, and check that every bad profile ends in a clean us
 
 from __future__ import annotations
 
+import random
 import re
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_eksid.profile import ProfileError, load_profile, resolve_profile_path
 
@@ -829,7 +834,7 @@ HOSTILE: dict[str, bytes] = {
     "deep": LIVE.replace("probe:\n", "probe:\n  nodeSelector: " + "[" * 5000 + "]" * 5000 + "\n", 1).encode(),
     "huge-int": (LIVE + "x: " + "9" * 5000 + "\n").encode(),
     "huge-value": LIVE.replace("eu-west-1", "x" * 1_000_000).encode(),
-    "duplicate-key": (LIVE + "cluster: {name: x}\n").encode(),
+    "duplicate-key": (LIVE + "probe: {image: other}\n").encode(),  # valid either way: silently replaced
     "put-item-5": LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: 5}", 1).encode(),
     "date-in-params": LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: {pk: {S: 2026-01-01}}}", 1).encode(),
 }
@@ -850,3 +855,112 @@ def test_cli_hostile_fleet_is_a_clean_usage_error(run_dir: pytest.Pytester) -> N
     fleet.write_bytes(b"clusters:\n  - {profile: a, profile: b}\n")
     result = run_dir.runpytest_subprocess(f"--fleet={fleet}", "--collect-only", "-q")
     _assert_clean_usage_error(result, f"{fleet}:2: clusters[0].profile: key 'profile' appears twice")
+
+
+# --- fuzz: whatever the bytes, a profile or a ProfileError, soon, and short ------------------
+
+FUZZ_BASE = (
+    LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: {pk: {S: '1'}}}", 1)
+    + SANDBOX
+    + "  secrets: [{name: db, value: hunter2-s3cr3t}]\n"
+)
+SECRET_LINE = b"\n  secrets: [{name: db, value: hunter2-s3cr3t}]\n"
+FRAGMENTS = [
+    *("&a", "*a", "<<: {a: 1}", "{", "}", "[", "]", ": ", "- ", "? ", "\n", "\t", "'", '"', "---\n", "%YAML 1.1\n"),
+    *(
+        "\x00",
+        "\x1b",
+        "\ufeff",
+        "\u2028",
+        "\udcff",
+        FULL_WIDTH,
+        "2026-01-01",
+        "1e999",
+        ".nan",
+        "~",
+        "yes",
+        "0x" + "f" * 80,
+    ),
+    *("!!binary aGk=", "!!set {a}", "!!python/object:os.system {}", "!x", "9" * 5000, "[" * 3000, "x" * 100_000),
+    *("{Item: {}}", "{Item: 5}", "targetRoleArn: arn:aws:iam::444455556666:role/t", "- name: app\n", "cluster: {}\n"),
+]
+
+
+def _mutate(data: st.DataObject) -> bytes:
+    text = FUZZ_BASE
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        at = data.draw(st.integers(0, len(text)), label="at")
+        piece = data.draw(st.sampled_from(FRAGMENTS) | st.text(max_size=12), label="piece")
+        cut = data.draw(st.integers(0, 20), label="cut")
+        text = text[:at] + piece + text[at + cut :]
+    encoding = data.draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "latin-1"]), label="encoding")
+    return text.encode(encoding, "surrogateescape" if encoding == "utf-8" else "replace")
+
+
+def _check_one(root: Path, raw: bytes) -> None:
+    path = root / "profiles" / "fuzz.yaml"
+    path.write_bytes(raw)
+    started = time.perf_counter()
+    try:
+        load_profile("fuzz", root)
+    except ProfileError as exc:  # anything else fails the test: that is the property
+        message = str(exc)
+        assert len(message) < MAX_MESSAGE, message[:300]
+        if SECRET_LINE in raw and b"\nsandbox:\n" in raw:  # still a seeded secret, whatever else broke
+            assert b"hunter2" not in message.encode("utf-8", "surrogateescape"), message
+    # Generous: every example takes milliseconds; this catches an expansion or a hang, not jitter.
+    assert time.perf_counter() - started < 5
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_mutated_profiles_load_or_fail_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    root = tmp_path_factory.getbasetemp() / "fuzz"
+    (root / "profiles").mkdir(parents=True, exist_ok=True)
+    _check_one(root, _mutate(data))
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.dates(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(value=JSONISH, field=st.sampled_from(["params", "call", "policy", "region", "faults", "nodeSelector"]))
+def test_fuzz_any_value_in_any_field_loads_or_fails_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, value: object, field: str
+) -> None:
+    root = tmp_path_factory.getbasetemp() / "fuzz-values"
+    (root / "profiles").mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load(FUZZ_BASE)
+    check = data["workloads"][0]["allow"][0]
+    targets = {
+        "params": (check, "params"),
+        "call": (check, "call"),
+        "policy": (data["sandbox"]["roles"][0], "policy"),
+        "region": (data["cluster"], "region"),
+        "faults": (data["sandbox"], "faults"),
+        "nodeSelector": (data["probe"], "nodeSelector"),
+    }
+    where, key = targets[field]
+    where[key] = {"Item": value} if field == "params" else value
+    _check_one(root, yaml.safe_dump(data, allow_unicode=True).encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cli_fuzzed_profiles_are_clean_usage_errors(run_dir: pytest.Pytester, seed: int) -> None:
+    # Two fixed hostile mixes through a real pytest run: the in-process fuzz above covers the breadth.
+    rng = random.Random(seed)
+    text = FUZZ_BASE
+    for _ in range(6):
+        at = rng.randrange(len(text))
+        text = text[:at] + rng.choice(FRAGMENTS) + text[at:]
+    path = run_dir.path / "profiles" / "fuzzed.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
+    _assert_clean_usage_error(result, f"{path}")
