@@ -33,6 +33,8 @@ _MAX_INT_BITS = 64
 # which YAML counts as line breaks and editors do not.
 _UNPRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BREAK = re.compile(r"\r\n|[\r\n]")
+# In a value, after YAML's escapes ("\e", "\0", "\x9b"): what would drive a terminal, where names are printed.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {f"{_TAG}{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
 
@@ -191,6 +193,11 @@ class _Loader(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.res
 _Loader.add_constructor(f"{_TAG}int", _Loader.construct_yaml_int)  # type: ignore[type-var]
 
 
+def _free_form(loc: Loc) -> bool:
+    """Values passed on as data, never printed as names: secrets, probe params, policy documents."""
+    return is_secret(loc) or "params" in loc or "policy" in loc
+
+
 def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     """Record each field's line; refuse duplicate keys, non-text keys, merge keys, dates and other tags."""
     lines.setdefault(loc, node.start_mark.line + 1)
@@ -203,6 +210,13 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
         else:
             message = f"{where}: the YAML tag {node.tag!r} is not allowed in a profile; write a plain value"
         raise _refuse(node.start_mark, message)
+    if isinstance(node, yaml.ScalarNode) and not _free_form(loc):
+        bad = _CONTROL.search(str(node.value))
+        if bad is not None:
+            raise _refuse(
+                node.start_mark,
+                f"{where}: control character U+{ord(bad.group()):04X} in this value (from an escape); remove it",
+            )
     if isinstance(node, yaml.MappingNode):
         first: dict[str, int] = {}
         for key, value in node.value:

@@ -964,3 +964,18 @@ def test_cli_fuzzed_profiles_are_clean_usage_errors(run_dir: pytest.Pytester, se
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
     result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
     _assert_clean_usage_error(result, f"{path}")
+
+
+@pytest.mark.parametrize("escape", ["\\e[31m", "\\0", "\\x9b"])
+def test_control_characters_from_escapes_are_refused_in_names(tmp_path: Path, escape: str) -> None:
+    text = LIVE.replace("role/app\n", f'role/app\n    owner: "team{escape}a"\n', 1)
+    path, message = _error(tmp_path, text)
+    assert message.startswith(f"{path}:{_line(text, 'owner')}: workloads[0].owner: control character U+")
+
+
+def test_escapes_are_fine_in_seeded_secrets(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + '  secrets: [{name: pem, value: "line1\\nline2\\u0007"}]\n'
+    _write(tmp_path, text, "sb")
+    sandbox = load_profile("sb", tmp_path).profile.sandbox
+    assert sandbox is not None
+    assert sandbox.secrets[0].value == "line1\nline2\x07"
