@@ -11,12 +11,11 @@ the line, the field, what was wrong and what would be right.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,14 +27,19 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from pytest_eksid.probe.actions import ActionError, plan_item
+from pytest_eksid import profile_yaml
+from pytest_eksid.probe.actions import ActionError, json_value, plan_item
+from pytest_eksid.profile_yaml import Loc, dotted, is_secret, shown
 
-ROLE_ARN_RE = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
-ACCOUNT_RE = re.compile(r"^\d{12}$")
-REGION_RE = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
-ACTION_RE = re.compile(r"^[a-z0-9-]+:[A-Za-z0-9]+$")
-DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Matched with fullmatch and re.ASCII: "\d" is 0-9 only (no full-width digits), and nothing may follow, not even "\n".
+ROLE_ARN_RE = re.compile(r"arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})", re.ASCII)
+ACCOUNT_RE = re.compile(r"\d{12}", re.ASCII)
+REGION_RE = re.compile(r"[a-z]{2}(?:-gov)?-[a-z]+-\d", re.ASCII)
+ACTION_RE = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+", re.ASCII)
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
+DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", re.ASCII)
+# pydantic's own patterns run on Rust's regex, where \w and \d are Unicode classes: spell ASCII out.
+IAM_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]{1,64}$"
 # trustSharedWith: matched with fullmatch (a trailing newline does not slip past "$"), ASCII only.
 OIDC_ISSUER_RE = re.compile(
     r"https://[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*/?", re.ASCII
@@ -104,39 +108,48 @@ class ProfileError(Exception):
     """A profile that cannot be used; the message is meant for the person who wrote it."""
 
 
+class _At(ValueError):
+    """A cross-field problem that belongs to one field: ``loc`` is relative to the model that raised it."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def _role_arn(value: str) -> str:
-    if not ROLE_ARN_RE.match(value):
-        raise ValueError(f"not an IAM role ARN: {value!r}; expected arn:aws:iam::<12-digit account>:role/<name>")
+    if not ROLE_ARN_RE.fullmatch(value):
+        expected = "arn:aws:iam::<12-digit account>:role/<name>"
+        raise ValueError(f"not an IAM role ARN: {shown(value, 120)}; expected {expected}")
     return value
 
 
 def _account(value: str) -> str:
-    if not ACCOUNT_RE.match(value):
-        raise ValueError(f"not a 12-digit AWS account id: {value!r}")
+    if not ACCOUNT_RE.fullmatch(value):
+        raise ValueError(f"not a 12-digit AWS account id: {shown(value)}")
     return value
 
 
 def _region(value: str) -> str:
-    if not REGION_RE.match(value):
-        raise ValueError(f"not an AWS region name: {value!r} (for example eu-west-1)")
+    if not REGION_RE.fullmatch(value):
+        raise ValueError(f"not an AWS region name: {shown(value)} (for example eu-west-1)")
     return value
 
 
 def _action(value: str) -> str:
-    if not ACTION_RE.match(value):
-        raise ValueError(f"not an IAM action: {value!r}; expected service:Operation, e.g. s3:GetObject")
+    if not ACTION_RE.fullmatch(value):
+        raise ValueError(f"not an IAM action: {shown(value)}; expected service:Operation, e.g. s3:GetObject")
     return value
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not DNS_LABEL_RE.match(value):
-        raise ValueError(f"not a Kubernetes name (lowercase DNS label): {value!r}")
+    if len(value) > 63 or not DNS_LABEL_RE.fullmatch(value):
+        raise ValueError(f"not a Kubernetes name (lowercase DNS label): {shown(value)}")
     return value
 
 
 def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not DNS_SUBDOMAIN_RE.match(value):
-        raise ValueError(f"not a Kubernetes name (lowercase DNS subdomain): {value!r}")
+    if len(value) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(value):
+        raise ValueError(f"not a Kubernetes name (lowercase DNS subdomain): {shown(value)}")
     return value
 
 
@@ -234,7 +247,7 @@ class ActionCheck(_Model):
         try:
             self.plan_item("check", "allowed")
         except ActionError as exc:
-            raise ValueError(str(exc)) from None
+            raise _At(exc.loc, str(exc)) from None
         return self
 
     def plan_item(self, ident: str, expect: str) -> dict[str, Any]:
@@ -300,7 +313,9 @@ class Workload(_Model):
     @model_validator(mode="after")
     def _target_needs_pod_identity(self) -> Workload:
         if self.target_role_arn is not None and self.mechanism != "pod-identity":
-            raise ValueError("targetRoleArn is a Pod Identity association setting; IRSA workloads cannot have it")
+            raise _At(
+                ("targetRoleArn",), "targetRoleArn is a Pod Identity association setting; IRSA workloads cannot have it"
+            )
         return self
 
     @model_validator(mode="after")
@@ -323,8 +338,17 @@ class Workload(_Model):
 
 
 class SandboxRole(_Model):
-    name: str = Field(pattern=r"^[\w+=,.@-]{1,64}$")
+    name: str = Field(pattern=IAM_NAME_PATTERN)
     policy: dict[str, Any]
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_is_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json_value(value)
+        except ActionError as exc:
+            raise _At(exc.loc, f"not JSON: {exc}") from None
+        return value
 
 
 class SandboxFault(_Model):
@@ -386,13 +410,19 @@ class Sandbox(_Model):
     @model_validator(mode="after")
     def _references(self) -> Sandbox:
         aliases = [k.alias for k in self.keys]
-        for b in self.buckets:
+        for i, b in enumerate(self.buckets):
             if b.kms_key is not None and b.kms_key not in aliases:
-                raise ValueError(f"bucket {b.name!r}: kmsKey {b.kms_key!r} is not under sandbox.keys")
-        for f in self.faults:
+                raise _At(
+                    ("buckets", i, "kmsKey"),
+                    f"bucket {shown(b.name)}: kmsKey {shown(b.kms_key)} is not under sandbox.keys",
+                )
+        for i, f in enumerate(self.faults):
             if f.fault == "kms-key-policy-deny" and f.key not in aliases:
                 choices = ", ".join(aliases) or "none seeded: add one under sandbox.keys"
-                raise ValueError(f"fault 'kms-key-policy-deny' needs 'key': a key alias under sandbox.keys ({choices})")
+                raise _At(
+                    ("faults", i, "key"),
+                    _cut(f"fault 'kms-key-policy-deny' needs 'key': a key alias under sandbox.keys ({choices})"),
+                )
         return self
 
 
@@ -404,53 +434,102 @@ class Profile(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        seen: set[str] = set()
-        for w in self.workloads:
-            if w.name in seen:
-                raise ValueError(f"workload name {w.name!r} is used twice; names must be unique")
-            seen.add(w.name)
+        first: dict[str, int] = {}
+        for i, w in enumerate(self.workloads):
+            if w.name in first:
+                raise _At(
+                    ("workloads", i, "name"),
+                    f"workload name {w.name!r} is used twice (also workloads[{first[w.name]}]); names must be unique",
+                )
+            first[w.name] = i
         if self.sandbox is not None:
             self._check_sandbox(self.sandbox)
+        else:
+            self._check_live_accounts()
         return self
+
+    def _check_live_accounts(self) -> None:
+        # A Pod Identity association's own role must be in the cluster's account; a role elsewhere is
+        # reached as its targetRoleArn, assumed with the association's role (EKS user guide,
+        # pod-id-assign-target-role). An IRSA role may live in another account that has an IAM OIDC
+        # provider for the cluster's issuer (EKS user guide, cross-account-access): not refused.
+        account = self.cluster.account_id
+        for i, w in enumerate(self.workloads):
+            role_account = role_arn_parts(w.role_arn)[0]
+            if w.mechanism == "pod-identity" and role_account != account:
+                raise _At(
+                    ("workloads", i, "roleArn"),
+                    f"workload {w.name!r}: a Pod Identity association's role must be in the cluster's account "
+                    f"(cluster.accountId {account}), this one is in {role_account}; to reach a role in another "
+                    "account, give it as targetRoleArn and keep roleArn a role of the cluster's account",
+                )
 
     def _check_sandbox(self, sandbox: Sandbox) -> None:
         roles = {r.name for r in sandbox.roles}
-        for w in self.workloads:
-            for arn in filter(None, (w.role_arn, w.target_role_arn)):
-                account, name = role_arn_parts(arn)
-                if account != self.cluster.account_id or name not in roles:
-                    raise ValueError(
+        account = self.cluster.account_id
+        for i, w in enumerate(self.workloads):
+            for field, arn in (("roleArn", w.role_arn), ("targetRoleArn", w.target_role_arn)):
+                if arn is None:
+                    continue
+                role_account, name = role_arn_parts(arn)
+                if role_account != account:
+                    raise _At(
+                        ("workloads", i, field),
+                        f"workload {w.name!r}: role {arn} is in account {role_account}, not the cluster's "
+                        f"(cluster.accountId {account}); the sandbox seeds roles in the cluster's account only: "
+                        f"write arn:aws:iam::{account}:role/{name}",
+                    )
+                if name not in roles:
+                    raise _At(
+                        ("workloads", i, field),
                         f"workload {w.name!r}: role {arn} is not seeded; add a role named "
-                        f"{name!r} under sandbox.roles (account {self.cluster.account_id})"
+                        f"{name!r} under sandbox.roles (account {account})",
                     )
         names = {w.name for w in self.workloads}
-        for f in sandbox.faults:
+        for i, f in enumerate(sandbox.faults):
+            at = ("sandbox", "faults", i)
             if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:
                 groups = ", ".join(sandbox.nodegroups)
-                raise ValueError(f"fault {f.fault!r} names node group {f.nodegroup!r}; choose one of: {groups}")
+                raise _At(
+                    (*at, "nodegroup"),
+                    _cut(f"fault {f.fault!r} names node group {shown(f.nodegroup)}; choose one of: {groups}"),
+                )
             if f.fault not in WORKLOAD_FAULTS:
                 continue
             if f.workload not in names:
-                raise ValueError(
-                    f"fault {f.fault!r} names workload {f.workload!r}, which is not in workloads "
-                    f"(choose one of: {', '.join(sorted(names))})"
+                raise _At(
+                    (*at, "workload"),
+                    _cut(
+                        f"fault {f.fault!r} names workload {shown(f.workload)}, which is not in workloads "
+                        f"(choose one of: {', '.join(sorted(names))})"
+                    ),
                 )
+            workload = self.workload(str(f.workload))
             mechanism = WORKLOAD_FAULTS[f.fault]
-            if mechanism is not None and self.workload(str(f.workload)).mechanism != mechanism:
-                raise ValueError(f"fault {f.fault!r} applies to {mechanism} workloads; {f.workload!r} is not one")
-            if f.fault == "legacy-user-active-key" and self.workload(str(f.workload)).legacy_iam_user is None:
-                raise ValueError(f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser")
+            if mechanism is not None and workload.mechanism != mechanism:
+                raise _At(
+                    (*at, "workload"), f"fault {f.fault!r} applies to {mechanism} workloads; {f.workload!r} is not one"
+                )
+            if f.fault == "legacy-user-active-key" and workload.legacy_iam_user is None:
+                raise _At(
+                    (*at, "workload"),
+                    f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser",
+                )
             if f.fault == "exact-key-delete-grant" and not any(
-                c.action == "s3:DeleteObject" and c.resource for c in self.workload(str(f.workload)).deny
+                c.action == "s3:DeleteObject" and c.resource for c in workload.deny
             ):
-                raise ValueError(
+                raise _At(
+                    (*at, "workload"),
                     f"fault 'exact-key-delete-grant' needs workload {f.workload!r} to deny s3:DeleteObject "
-                    "on a key (an entry with its resource)"
+                    "on a key (an entry with its resource)",
                 )
             if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
-                raise ValueError(
-                    f"fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "
-                    f"(choose one of: {', '.join(sorted(roles))})"
+                raise _At(
+                    (*at, "role") if f.role is not None else at,
+                    _cut(
+                        "fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "
+                        f"(choose one of: {', '.join(sorted(roles))})"
+                    ),
                 )
 
     def workload(self, name: str) -> Workload:
@@ -463,9 +542,9 @@ class Profile(_Model):
 
 def role_arn_parts(arn: str) -> tuple[str, str]:
     """Return (account id, role name) of a role ARN."""
-    m = ROLE_ARN_RE.match(arn)
+    m = ROLE_ARN_RE.fullmatch(arn)
     if m is None:
-        raise ValueError(f"not an IAM role ARN: {arn!r}")
+        raise ValueError(f"not an IAM role ARN: {shown(arn, 120)}")
     return m.group(1), m.group(2)
 
 
@@ -511,81 +590,71 @@ M = TypeVar("M", bound=BaseModel)
 def _load_model(path: Path, model: type[M], shape: str) -> M:
     """Parse and validate a YAML file; every problem is a ProfileError naming the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        document = profile_yaml.read(path)
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ProfileError(f"{where}: YAML syntax error: {exc.problem or exc}") from None
-    if not isinstance(data, dict):
+    except profile_yaml.YamlProblem as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        raise ProfileError(f"{where}: {exc.message}") from None
+    if not isinstance(document.data, dict):
         raise ProfileError(f"{path}: {shape}")
-    lines = dict(_node_lines(node, ())) if node is not None else {}
     try:
-        return model.model_validate(data)
+        return model.model_validate(document.data)
     except ValidationError as exc:
-        raise ProfileError(_format_errors(path, exc, lines, model)) from None
+        raise ProfileError(_format_errors(path, exc, document.lines, model)) from None
 
 
-def _node_lines(node: yaml.Node, loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], int]]:
-    yield loc, node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = (*loc, str(key.value))
-            yield child, key.start_mark.line + 1
-            for sub, line in _node_lines(value, child):
-                if sub != child:
-                    yield sub, line
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _node_lines(item, (*loc, i))
+MAX_MESSAGE = 2000  # characters of one ProfileError: the first problems, then how many more
+_MAX_PROBLEM = 900  # characters of one problem's line
 
 
-def _format_errors(
-    path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int], model: type[BaseModel]
-) -> str:
+def _format_errors(path: Path, exc: ValidationError, lines: dict[Loc, int], model: type[BaseModel]) -> str:
     what = "fleet file" if model is Fleet else "profile"
-    out = [f"{path}: invalid {what} ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''})"]
-    for err in exc.errors():
-        loc = tuple(err["loc"])
+    count = exc.error_count()
+    out = [f"{path}: invalid {what} ({count} problem{'s' if count > 1 else ''})"]
+    size = len(out[0])
+    for shown_count, err in enumerate(exc.errors(include_url=False)):
+        at = (err.get("ctx") or {}).get("error")
+        loc: Loc = (*err["loc"], *(at.loc if isinstance(at, _At) else ()))
         line = _line_for(loc, lines)
-        field = _dotted(loc) or "(top level)"
-        out.append(f"  {path}:{line}: {field}: {_explain(err, loc, model)}")
+        problem = _cut(f"  {path}:{line}: {dotted(loc) or '(top level)'}: {_explain(err, loc, model)}", _MAX_PROBLEM)
+        if size + len(problem) > MAX_MESSAGE:
+            out.append(f"  ... and {count - shown_count} more (fix these first)")
+            break
+        out.append(problem)
+        size += len(problem) + 1
     return "\n".join(out)
 
 
-def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
+def _cut(text: str, limit: int = _MAX_PROBLEM) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return 1
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> str:
+def _explain(err: Any, loc: Loc, model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {loc[-1]!r}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
+        key = "(not shown)" if is_secret(loc) else shown(loc[-1])
+        return f"unknown key {key}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
     if kind == "missing":
         return "required field is missing"
     # Values seeded as secrets are never echoed, not even mistyped.
-    secret = bool(loc) and loc[0] == "sandbox" and (len(loc) == 1 or loc[1] in ("secrets", "parameters"))
+    secret = is_secret(loc)
     if kind == "string_type" and secret:
         return "expected a string (the value is not shown); quote it in YAML"
+    got = "(a value, not shown)" if secret else shown(err.get("input"))
     if kind == "string_type":
-        return f'expected a string, got {err["input"]!r} (quote it in YAML, e.g. "{err["input"]}")'
+        value = err["input"]
+        example = f' (quote it in YAML, e.g. "{shown(value, 40)}")' if isinstance(value, (int, float)) else ""
+        return f"expected a string, got {got}{example or ' (quote it in YAML)'}"
     if kind == "literal_error":
-        return f"{err['msg']} (got {err['input']!r})"
-    got = "(a value, not shown)" if secret else _shown(err.get("input"))
+        return f"{err['msg']} (got {got})"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {got}"
     if kind in ("float_parsing", "float_type"):
@@ -600,12 +669,6 @@ def _explain(err: Any, loc: tuple[str | int, ...], model: type[BaseModel]) -> st
     if kind.startswith(("greater_than", "less_than", "string_too", "too_short", "too_long", "string_pattern")):
         return f"{msg}, got {got}"
     return msg
-
-
-def _shown(value: Any) -> str:
-    """A value as the error shows it: short, and never a whole nested structure."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _allowed_keys(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:

@@ -217,9 +217,17 @@ def test_other_params() -> None:
         "RoleSessionName": "pytest-eksid-probe",
         "DurationSeconds": 900,
     }
-    with_external = _item("sts:AssumeRole", live=False, params={"ExternalId": "ext-1", "Ignored": 1})
+    with_external = _item("sts:AssumeRole", live=False, params={"ExternalId": "ext-1"})
     assert with_external["params"]["ExternalId"] == "ext-1"
-    assert "Ignored" not in with_external["params"]
+
+
+def test_params_an_action_does_not_take_are_refused() -> None:
+    # Silently dropping them would probe something else than the profile says.
+    with pytest.raises(ActionError, match=r"^sts:AssumeRole takes only ExternalId \(got 'Ignored'\)") as info:
+        _item("sts:AssumeRole", live=False, params={"ExternalId": "ext-1", "Ignored": 1})
+    assert info.value.loc == ("params", "Ignored")
+    with pytest.raises(ActionError, match=r"^s3:GetObject takes no params \(got 'Key'\)"):
+        _item("s3:GetObject", live=False, params={"Key": "x"})
 
 
 @pytest.mark.parametrize(
@@ -408,15 +416,18 @@ def _error_line(tmp_path: Path, allow: str) -> str:
 
 def test_profile_with_an_unknown_action_names_the_check(tmp_path: Path) -> None:
     line = _error_line(tmp_path, "- action: s3:GetBucketPolicy\n  resource: arn:aws:s3:::company-finance\n")
-    assert line.startswith(f"  {tmp_path / 'p.yaml'}:14: workloads[0].allow[0]: no probe for s3:GetBucketPolicy;")
+    assert line.startswith(
+        f"  {tmp_path / 'p.yaml'}:14: workloads[0].allow[0].action: no probe for s3:GetBucketPolicy;"
+    )
     assert "supported: dynamodb:GetItem, " in line
     assert "generic form" in line
 
 
 def test_profile_with_a_bad_resource_names_the_check(tmp_path: Path) -> None:
     line = _error_line(tmp_path, "- action: s3:GetObject\n  resource: arn:aws:s3:::company-finance\n")
+    assert f"{tmp_path / 'p.yaml'}:15: " in line  # the resource's line
     assert line.endswith(
-        "workloads[0].allow[0]: s3:GetObject needs a concrete object key: arn:aws:s3:::<bucket>/<key>, "
+        "workloads[0].allow[0].resource: s3:GetObject needs a concrete object key: arn:aws:s3:::<bucket>/<key>, "
         "got 'arn:aws:s3:::company-finance'"
     )
 
@@ -427,7 +438,8 @@ def test_profile_with_a_generic_call_not_live_names_the_check(tmp_path: Path) ->
         "- action: s3:GetBucketPolicy\n  call: {service: s3, operation: GetBucketPolicy}\n",
     )
     assert line.endswith(
-        "workloads[0].allow[0]: s3:GetBucketPolicy: the generic form runs the call for real; set live: true to allow it"
+        "workloads[0].allow[0].live: s3:GetBucketPolicy: the generic form runs the call for real; "
+        "set live: true to allow it"
     )
 
 
@@ -435,4 +447,4 @@ def test_profile_with_missing_dynamodb_params_names_the_check(tmp_path: Path) ->
     line = _error_line(
         tmp_path, "- action: dynamodb:PutItem\n  resource: arn:aws:dynamodb:eu-west-1:111122223333:table/o\n"
     )
-    assert line.endswith("workloads[0].allow[0]: dynamodb:PutItem needs params: Item (add them under 'params')")
+    assert line.endswith("workloads[0].allow[0].params: dynamodb:PutItem needs params: Item (add them under 'params')")

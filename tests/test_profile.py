@@ -7,11 +7,16 @@ subprocess, as a user would, and check that every bad profile ends in a clean us
 
 from __future__ import annotations
 
+import random
 import re
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pytest_eksid.profile import ProfileError, load_profile, resolve_profile_path
 
@@ -254,10 +259,14 @@ def test_wrong_types_show_the_value_and_the_expected_form(tmp_path: Path, old: s
     assert re.search(rf"{re.escape(str(path))}:\d+: {re.escape(message)}$", err, re.MULTILINE), err
 
 
-def test_duplicate_workload_names(tmp_path: Path) -> None:
+def test_duplicate_workload_names_point_at_the_second_entry(tmp_path: Path) -> None:
     text = LIVE.replace("name: exporter", "name: app")
-    _, message = _error(tmp_path, text)
-    assert "workload name 'app' is used twice; names must be unique" in message
+    path, message = _error(tmp_path, text)
+    second = _line(text, "serviceAccount: exporter-sa") - 2
+    assert (
+        f"{path}:{second}: workloads[1].name: workload name 'app' is used twice (also workloads[0]); "
+        "names must be unique"
+    ) in message
 
 
 def test_workloads_must_not_be_empty(tmp_path: Path) -> None:
@@ -437,10 +446,52 @@ def test_sandbox_workload_role_not_seeded(tmp_path: Path) -> None:
     ) in message
 
 
-def test_sandbox_role_in_another_account_is_not_seeded(tmp_path: Path) -> None:
+def test_sandbox_role_in_another_account_says_so_at_its_line(tmp_path: Path) -> None:
     text = LIVE.replace("111122223333:role/app", "999988887777:role/app") + SANDBOX
-    _, message = _error(tmp_path, text)
-    assert "workload 'app': role arn:aws:iam::999988887777:role/app is not seeded" in message
+    path, message = _error(tmp_path, text)
+    assert (
+        f"{path}:{_line(text, '999988887777')}: workloads[0].roleArn: workload 'app': role "
+        "arn:aws:iam::999988887777:role/app is in account 999988887777, not the cluster's (cluster.accountId "
+        "111122223333); the sandbox seeds roles in the cluster's account only: "
+        "write arn:aws:iam::111122223333:role/app"
+    ) in message
+    assert "add a role" not in message
+
+
+def test_sandbox_target_role_in_another_account_says_so_at_its_line(tmp_path: Path) -> None:
+    target = "    targetRoleArn: arn:aws:iam::444455556666:role/exporter\n"
+    text = LIVE.replace("role/exporter\n", "role/exporter\n" + target) + SANDBOX
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, '444455556666')}: workloads[1].targetRoleArn: workload 'exporter': role" in message
+    assert "is in account 444455556666, not the cluster's (cluster.accountId 111122223333)" in message
+
+
+def test_sandbox_role_not_seeded_points_at_the_role_arn(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("    - name: exporter\n", "    - name: exporter-old\n")
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'role/exporter')}: workloads[1].roleArn: workload 'exporter': role" in message
+
+
+def test_live_pod_identity_role_in_another_account_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = LIVE.replace("111122223333:role/exporter", "999988887777:role/exporter")
+    path, message = _error(tmp_path, text)
+    assert (
+        f"{path}:{_line(text, '999988887777')}: workloads[1].roleArn: workload 'exporter': a Pod Identity "
+        "association's role must be in the cluster's account (cluster.accountId 111122223333), this one is in "
+        "999988887777; to reach a role in another account, give it as targetRoleArn"
+    ) in message
+
+
+def test_live_cross_account_target_role_and_irsa_role_load(tmp_path: Path) -> None:
+    # Both are how EKS reaches another account: Pod Identity role chaining, IRSA with an OIDC provider there.
+    target = "    targetRoleArn: arn:aws:iam::444455556666:role/exporter\n"
+    text = LIVE.replace("role/exporter\n", "role/exporter\n" + target).replace(
+        "111122223333:role/app", "999988887777:role/app"
+    )
+    _write(tmp_path, text, "live")
+    profile = load_profile("live", tmp_path).profile
+    assert profile.workload("exporter").final_role_arn == "arn:aws:iam::444455556666:role/exporter"
+    assert profile.workload("app").role_arn == "arn:aws:iam::999988887777:role/app"
 
 
 def test_sandbox_fault_names_unknown_workload(tmp_path: Path) -> None:
@@ -678,3 +729,400 @@ def test_seeded_values_stay_out_of_reprs() -> None:
     from pytest_eksid.profile import SandboxValue
 
     assert "hunter2" not in repr(SandboxValue(name="finance/db", value="hunter2"))
+
+
+# --- hostile profiles: every one ends in a ProfileError naming file, line and field ----------
+
+MAX_MESSAGE = 2500  # characters: the loader aims under 2,000; a little slack for long tmp paths
+
+
+def _error_bytes(root: Path, data: bytes, name: str = "bad") -> tuple[Path, str]:
+    (root / "profiles").mkdir(parents=True, exist_ok=True)
+    path = root / "profiles" / f"{name}.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ProfileError) as excinfo:
+        load_profile(name, root)
+    message = str(excinfo.value)
+    assert len(message) < MAX_MESSAGE, message[:500]
+    return path, message
+
+
+def test_non_utf8_bytes_name_line_and_column(tmp_path: Path) -> None:
+    data = LIVE.replace("team-b", "team-\udcff", 1).encode("utf-8", "surrogateescape")
+    path, message = _error_bytes(tmp_path, data)
+    assert message == (f"{path}:{_line(LIVE, 'team-b')}: column 21: not UTF-8 text (byte 0xff); save the file as UTF-8")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_and_utf32_say_so(tmp_path: Path, encoding: str) -> None:
+    path, message = _error_bytes(tmp_path, LIVE.encode(encoding))
+    assert message == f"{path}: not UTF-8 text (it looks like UTF-16 or UTF-32); save it as UTF-8"
+
+
+def test_a_utf8_bom_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "bom.yaml").write_bytes(LIVE.encode("utf-8-sig"))
+    assert load_profile("bom", tmp_path).profile.cluster.name == "live"
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\u2028"])
+def test_control_characters_name_line_and_column(tmp_path: Path, char: str) -> None:
+    text = LIVE.replace("team-a", f"team{char}a")
+    path, message = _error_bytes(tmp_path, text.encode("utf-8"))
+    assert message.startswith(f"{path}:{_line(LIVE, 'team-a')}: column 20: control character U+{ord(char):04X} ")
+
+
+def test_billion_laughs_is_refused_at_the_first_anchor(tmp_path: Path) -> None:
+    laughs = ["  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    laughs += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    text = LIVE.replace("probe:\n", "probe:\n  nodeSelector:\n" + "\n".join(laughs) + "\n", 1)
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message == (
+        f"{path}:{_line(text, '&l0')}: anchors and aliases (&name, *name) are not allowed in a profile; "
+        "write each value where it is used"
+    )
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("  faults: []", "  faults: &a [*a]")
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message.startswith(f"{path}:{_line(text, '&a')}: anchors and aliases")
+
+
+def test_deep_nesting_is_refused(tmp_path: Path) -> None:
+    text = LIVE.replace("probe:\n", "probe:\n  nodeSelector: " + "[" * 5000 + "]" * 5000 + "\n", 1)
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message == f"{path}:{_line(text, '[[[')}: nested more than 32 levels deep; a profile needs far fewer"
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "0x" + "f" * 300, str(2**64)])
+def test_huge_integers_are_refused(tmp_path: Path, number: str) -> None:
+    text = LIVE.replace("image: registry.example.com/eksid-probe:1", f"image: x\n  timeoutSeconds: {number}")
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message == (
+        f"{path}:{_line(text, 'timeoutSeconds')}: a whole number this large is not allowed; quote it if it is text"
+    )
+
+
+def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    text = LIVE.replace("region: eu-west-1", "region: " + "x" * 1_000_000)
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert f"{path}:3: cluster.region: not an AWS region name: 'xxxx" in message
+    assert len(message) < 500
+
+
+def test_many_problems_are_cut_short(tmp_path: Path) -> None:
+    text = LIVE + "".join(
+        f"  - {{name: W{i}, namespace: N, serviceAccount: s, mechanism: x, roleArn: r}}\n" for i in range(500)
+    )
+    _, message = _error_bytes(tmp_path, text.encode())
+    assert message.startswith(f"{tmp_path / 'profiles' / 'bad.yaml'}: invalid profile (2000 problems)")
+    assert re.search(r"\n  \.\.\. and \d+ more \(fix these first\)$", message), message[-300:]
+
+
+def test_duplicate_top_level_keys_name_both_lines(tmp_path: Path) -> None:
+    text = LIVE + "cluster:\n  name: other\n"
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message == (
+        f"{path}:{len(text.splitlines()) - 1}: cluster: key 'cluster' appears twice in one mapping (lines 1 and "
+        f"{len(text.splitlines()) - 1}); YAML would keep only the last one: remove or rename one"
+    )
+
+
+def test_duplicate_nested_keys_name_the_field(tmp_path: Path) -> None:
+    text = LIVE.replace("    namespace: team-a\n", "    namespace: team-a\n    namespace: team-c\n")
+    path, message = _error_bytes(tmp_path, text.encode())
+    first = _line(text, "team-a")
+    assert message.startswith(
+        f"{path}:{first + 1}: workloads[0].namespace: key 'namespace' appears twice in one mapping "
+        f"(lines {first} and {first + 1})"
+    )
+
+
+def test_a_duplicate_key_inside_a_secret_is_not_echoed(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + "  secrets:\n    - name: db\n      value: {hunter2: 1, hunter2: 2}\n"
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert "hunter2" not in message
+    assert f"{path}:{_line(text, 'hunter2')}: sandbox.secrets[0].value.(key not shown): a key appears twice" in message
+
+
+def test_an_unknown_key_inside_a_secret_is_not_echoed(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + "  secrets: [{name: db, value:' hunter2-s3cr3t}]\n"
+    _, message = _error_bytes(tmp_path, text.encode())
+    assert "hunter2" not in message
+    assert "sandbox.secrets[0].(key not shown): unknown key (not shown); allowed here: name, value" in message
+
+
+FULL_WIDTH = "".join(chr(0xFF10 + int(c)) for c in "111122223333")  # Unicode digits: "\\d" matches them
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ('accountId: "111122223333"', f'accountId: "{FULL_WIDTH}"', "cluster.accountId"),
+        ('accountId: "111122223333"', 'accountId: "111122223333\\n"', "cluster.accountId"),
+        ("namespace: team-a", 'namespace: "team-a\\n"', "workloads[0].namespace"),
+        ("name: app\n", 'name: "app\\n"\n', "workloads[0].name"),
+        ("region: eu-west-1", 'region: "eu-west-1\\n"', "cluster.region"),
+        (
+            "roleArn: arn:aws:iam::111122223333:role/app",
+            'roleArn: "arn:aws:iam::111122223333:role/app\\n"',
+            "workloads[0].roleArn",
+        ),
+        (
+            "roleArn: arn:aws:iam::111122223333:role/app",
+            f"roleArn: arn:aws:iam::{FULL_WIDTH}:role/app",
+            "workloads[0].roleArn",
+        ),
+        (
+            "roleArn: arn:aws:iam::111122223333:role/app",
+            "roleArn: arn:aws:iam::111122223333:role/äpp",
+            "workloads[0].roleArn",
+        ),
+    ],
+)
+def test_identifiers_are_ascii_to_their_true_end(tmp_path: Path, old: str, new: str, field: str) -> None:
+    text = LIVE.replace(old, new, 1)
+    assert text != LIVE
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, new.rstrip())}: {field}: not " in message
+
+
+def test_sandbox_role_names_are_ascii(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX.replace("    - name: reporting", "    - name: répörting")
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'répörting')}: sandbox.roles[2].name: String should match pattern" in message
+
+
+PUT_ITEM = (
+    "    allow: [{action: dynamodb:PutItem, resource: 'arn:aws:dynamodb:eu-west-1:111122223333:table/t', params: %s}]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "says"),
+    [
+        ("{Item: {}}", "params.Item", "dynamodb:PutItem: params.Item must be a mapping of attribute names"),
+        ("{Item: 5}", "params.Item", "got 5"),
+        ("{Item: {pk: 1}}", "params.Item.pk", 'must be one typed value such as {S: "text"}'),
+        ("{Item: {pk: {S: '1'}}, Extra: 1}", "params.Extra", "dynamodb:PutItem takes only Item (got 'Extra')"),
+    ],
+)
+def test_catalogue_params_are_checked_at_load(tmp_path: Path, params: str, field: str, says: str) -> None:
+    text = LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % params, 1)
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'PutItem')}: workloads[0].allow[0].{field}: " in message
+    assert says in message
+
+
+def test_a_date_in_params_is_refused_at_its_line(tmp_path: Path) -> None:
+    text = LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: {pk: {S: 2026-11-01}}}", 1)
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message == (
+        f"{path}:{_line(text, 'PutItem')}: workloads[0].allow[0].params.Item.pk.S: YAML reads this unquoted value "
+        'as a date; quote it ("2026-11-01")'
+    )
+
+
+def test_a_date_under_secrets_is_not_echoed(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + "  secrets: [{name: db, value: 2031-07-15}]\n"
+    _, message = _error_bytes(tmp_path, text.encode())
+    assert "2031" not in message
+    assert "sandbox.secrets[0].value: YAML reads this unquoted value as a date; quote it" in message
+
+
+@pytest.mark.parametrize("value", [".nan", "-.inf"])
+def test_params_are_json(tmp_path: Path, value: str) -> None:
+    call = f"{{service: cloudwatch, operation: PutMetricData, params: {{Namespace: x, Value: {value}}}}}"
+    allow = f"    allow: [{{action: 'cloudwatch:PutMetricData', live: true, call: {call}}}]\n"
+    text = LIVE.replace("role/app\n", "role/app\n" + allow, 1)
+    path, message = _error(tmp_path, text)
+    assert f"{path}:{_line(text, 'PutMetricData')}: workloads[0].allow[0].call.params.Value: " in message
+    assert "is not a JSON number" in message
+
+
+@pytest.mark.parametrize("tagged", ["!!binary aGk=", "!!set {a}", "!!python/object:os.system {}", "!custom x"])
+def test_yaml_tags_are_refused(tmp_path: Path, tagged: str) -> None:
+    text = LIVE.replace("owner", "owner").replace("role/app\n", f"role/app\n    owner: {tagged}\n", 1)
+    path, message = _error_bytes(tmp_path, text.encode())
+    assert message.startswith(f"{path}:{_line(text, tagged)}: "), message
+    assert "workloads[0].owner: the YAML tag" in message or "YAML syntax error" in message
+
+
+def test_a_file_too_large_is_refused_unread(tmp_path: Path) -> None:
+    from pytest_eksid.profile_yaml import MAX_BYTES
+
+    path, message = _error_bytes(tmp_path, LIVE.encode() + b"#" * MAX_BYTES)
+    assert message == f"{path}: larger than 2 MiB; a profile is a short, hand-written file"
+
+
+def test_a_hostile_fleet_file_is_a_profile_error(tmp_path: Path) -> None:
+    from pytest_eksid.profile import load_fleet
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("clusters: &c\n  - profile: a\n  - *c\n", encoding="utf-8")
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(fleet))}:1: anchors and aliases"):
+        load_fleet(str(fleet), tmp_path, tmp_path)
+    fleet.write_bytes(b"clusters:\n  - profile: \xff\n")
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(fleet))}:2: column 14: not UTF-8 text"):
+        load_fleet(str(fleet), tmp_path, tmp_path)
+    fleet.write_text("clusters: []\nclusters: [{profile: a}]\n", encoding="utf-8")
+    with pytest.raises(
+        ProfileError, match=r":2: clusters: key 'clusters' appears twice in one mapping \(lines 1 and 2\)"
+    ):
+        load_fleet(str(fleet), tmp_path, tmp_path)
+
+
+HOSTILE: dict[str, bytes] = {
+    "non-utf8": LIVE.replace("team-a", "team-\udcff").encode("utf-8", "surrogateescape"),
+    "utf16": LIVE.encode("utf-16"),
+    "nul": LIVE.replace("team-a", "team\x00a").encode(),
+    "laughs": (LIVE + "sandbox: {faults: &a [*a, *a]}\n").encode(),
+    "deep": LIVE.replace("probe:\n", "probe:\n  nodeSelector: " + "[" * 5000 + "]" * 5000 + "\n", 1).encode(),
+    "huge-int": (LIVE + "x: " + "9" * 5000 + "\n").encode(),
+    "huge-value": LIVE.replace("eu-west-1", "x" * 1_000_000).encode(),
+    "duplicate-key": (LIVE + "probe: {image: other}\n").encode(),  # valid either way: silently replaced
+    "put-item-5": LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: 5}", 1).encode(),
+    "date-in-params": LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: {pk: {S: 2026-01-01}}}", 1).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_cli_hostile_profile_is_a_clean_usage_error(run_dir: pytest.Pytester, case: str) -> None:
+    path = run_dir.path / "profiles" / "hostile.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(HOSTILE[case])
+    result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
+    _assert_clean_usage_error(result, f"{path}:")
+    assert len(result.stderr.str()) < MAX_MESSAGE + 100
+
+
+def test_cli_hostile_fleet_is_a_clean_usage_error(run_dir: pytest.Pytester) -> None:
+    fleet = run_dir.path / "fleet.yaml"
+    fleet.write_bytes(b"clusters:\n  - {profile: a, profile: b}\n")
+    result = run_dir.runpytest_subprocess(f"--fleet={fleet}", "--collect-only", "-q")
+    _assert_clean_usage_error(result, f"{fleet}:2: clusters[0].profile: key 'profile' appears twice")
+
+
+# --- fuzz: whatever the bytes, a profile or a ProfileError, soon, and short ------------------
+
+FUZZ_BASE = (
+    LIVE.replace("role/app\n", "role/app\n" + PUT_ITEM % "{Item: {pk: {S: '1'}}}", 1)
+    + SANDBOX
+    + "  secrets: [{name: db, value: hunter2-s3cr3t}]\n"
+)
+SECRET_LINE = b"\n  secrets: [{name: db, value: hunter2-s3cr3t}]\n"
+FRAGMENTS = [
+    *("&a", "*a", "<<: {a: 1}", "{", "}", "[", "]", ": ", "- ", "? ", "\n", "\t", "'", '"', "---\n", "%YAML 1.1\n"),
+    *(
+        "\x00",
+        "\x1b",
+        "\ufeff",
+        "\u2028",
+        "\udcff",
+        FULL_WIDTH,
+        "2026-01-01",
+        "1e999",
+        ".nan",
+        "~",
+        "yes",
+        "0x" + "f" * 80,
+    ),
+    *("!!binary aGk=", "!!set {a}", "!!python/object:os.system {}", "!x", "9" * 5000, "[" * 3000, "x" * 100_000),
+    *("{Item: {}}", "{Item: 5}", "targetRoleArn: arn:aws:iam::444455556666:role/t", "- name: app\n", "cluster: {}\n"),
+]
+
+
+def _mutate(data: st.DataObject) -> bytes:
+    text = FUZZ_BASE
+    for _ in range(data.draw(st.integers(1, 4), label="mutations")):
+        at = data.draw(st.integers(0, len(text)), label="at")
+        piece = data.draw(st.sampled_from(FRAGMENTS) | st.text(max_size=12), label="piece")
+        cut = data.draw(st.integers(0, 20), label="cut")
+        text = text[:at] + piece + text[at + cut :]
+    encoding = data.draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "latin-1"]), label="encoding")
+    return text.encode(encoding, "surrogateescape" if encoding == "utf-8" else "replace")
+
+
+def _check_one(root: Path, raw: bytes) -> None:
+    path = root / "profiles" / "fuzz.yaml"
+    path.write_bytes(raw)
+    started = time.perf_counter()
+    try:
+        load_profile("fuzz", root)
+    except ProfileError as exc:  # anything else fails the test: that is the property
+        message = str(exc)
+        assert len(message) < MAX_MESSAGE, message[:300]
+        if SECRET_LINE in raw and b"\nsandbox:\n" in raw:  # still a seeded secret, whatever else broke
+            assert b"hunter2" not in message.encode("utf-8", "surrogateescape"), message
+    # Generous: every example takes milliseconds; this catches an expansion or a hang, not jitter.
+    assert time.perf_counter() - started < 5
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_mutated_profiles_load_or_fail_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    root = tmp_path_factory.getbasetemp() / "fuzz"
+    (root / "profiles").mkdir(parents=True, exist_ok=True)
+    _check_one(root, _mutate(data))
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.dates(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(value=JSONISH, field=st.sampled_from(["params", "call", "policy", "region", "faults", "nodeSelector"]))
+def test_fuzz_any_value_in_any_field_loads_or_fails_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, value: object, field: str
+) -> None:
+    root = tmp_path_factory.getbasetemp() / "fuzz-values"
+    (root / "profiles").mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load(FUZZ_BASE)
+    check = data["workloads"][0]["allow"][0]
+    targets = {
+        "params": (check, "params"),
+        "call": (check, "call"),
+        "policy": (data["sandbox"]["roles"][0], "policy"),
+        "region": (data["cluster"], "region"),
+        "faults": (data["sandbox"], "faults"),
+        "nodeSelector": (data["probe"], "nodeSelector"),
+    }
+    where, key = targets[field]
+    where[key] = {"Item": value} if field == "params" else value
+    _check_one(root, yaml.safe_dump(data, allow_unicode=True).encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cli_fuzzed_profiles_are_clean_usage_errors(run_dir: pytest.Pytester, seed: int) -> None:
+    # Two fixed hostile mixes through a real pytest run: the in-process fuzz above covers the breadth.
+    rng = random.Random(seed)
+    text = FUZZ_BASE
+    for _ in range(6):
+        at = rng.randrange(len(text))
+        text = text[:at] + rng.choice(FRAGMENTS) + text[at:]
+    path = run_dir.path / "profiles" / "fuzzed.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
+    _assert_clean_usage_error(result, f"{path}")
+
+
+@pytest.mark.parametrize("escape", ["\\e[31m", "\\0", "\\x9b"])
+def test_control_characters_from_escapes_are_refused_in_names(tmp_path: Path, escape: str) -> None:
+    text = LIVE.replace("role/app\n", f'role/app\n    owner: "team{escape}a"\n', 1)
+    path, message = _error(tmp_path, text)
+    assert message.startswith(f"{path}:{_line(text, 'owner')}: workloads[0].owner: control character U+")
+
+
+def test_escapes_are_fine_in_seeded_secrets(tmp_path: Path) -> None:
+    text = LIVE + SANDBOX + '  secrets: [{name: pem, value: "line1\\nline2\\u0007"}]\n'
+    _write(tmp_path, text, "sb")
+    sandbox = load_profile("sb", tmp_path).profile.sandbox
+    assert sandbox is not None
+    assert sandbox.secrets[0].value == "line1\nline2\x07"

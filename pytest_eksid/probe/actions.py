@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -22,7 +23,42 @@ Params = dict[str, Any]
 
 
 class ActionError(ValueError):
-    """An action the profile asks for that cannot be probed as written."""
+    """An action the profile asks for that cannot be probed as written.
+
+    ``loc`` is the field of the profile's check it is about (``("params", "Item")``), if it is one field.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def json_value(value: object, loc: tuple[str | int, ...] = ()) -> None:
+    """Refuse what the probe's JSON plan cannot carry: only text, numbers, booleans, null, lists and
+    mappings with text keys (no dates, bytes, sets, NaN or infinity)."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, loc)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise ActionError(f"keys must be text, got {type(key).__name__} {_shown(key)}", where)
+                stack.append((sub, (*where, key)))
+        elif isinstance(item, list):
+            stack.extend((sub, (*where, i)) for i, sub in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ActionError(f"{item} is not a JSON number", where)
+        elif item is not None and not isinstance(item, (str, int, float)):  # bool is an int
+            raise ActionError(
+                f"a {type(item).__name__} cannot go into the probe's JSON plan; write text (quote dates), "
+                "a number, true/false, null, a list or a mapping",
+                where,
+            )
 
 
 def _bytes(data: bytes) -> dict[str, str]:
@@ -31,16 +67,20 @@ def _bytes(data: bytes) -> dict[str, str]:
 
 
 def _s3(resource: str | None, action: str) -> tuple[str, str]:
-    m = re.match(r"^arn:aws[\w-]*:s3:::([^/]+)(?:/(.*))?$", resource or "")
+    m = re.fullmatch(r"arn:aws[\w-]*:s3:::([^/]+)(?:/(.*))?", resource or "", re.ASCII)
     if not m:
-        raise ActionError(f"{action} needs resource arn:aws:s3:::<bucket>[/<key>], got {resource!r}")
+        raise ActionError(
+            f"{action} needs resource arn:aws:s3:::<bucket>[/<key>], got {_shown(resource)}", ("resource",)
+        )
     return m.group(1), m.group(2) or ""
 
 
 def _s3_object(resource: str | None, action: str) -> tuple[str, str]:
     bucket, key = _s3(resource, action)
     if not key or "*" in key:
-        raise ActionError(f"{action} needs a concrete object key: arn:aws:s3:::<bucket>/<key>, got {resource!r}")
+        raise ActionError(
+            f"{action} needs a concrete object key: arn:aws:s3:::<bucket>/<key>, got {_shown(resource)}", ("resource",)
+        )
     return bucket, key
 
 
@@ -48,7 +88,8 @@ def _arn_parts(resource: str | None, service: str, action: str) -> tuple[str, st
     """(region, account, resource part) of arn:aws:<service>:<region>:<account>:<rest>."""
     parts = (resource or "").split(":", 5)
     if len(parts) != 6 or parts[2] != service:
-        raise ActionError(f"{action} needs an arn:aws:{service}:<region>:<account>:... resource, got {resource!r}")
+        expected = f"arn:aws:{service}:<region>:<account>:..."
+        raise ActionError(f"{action} needs an {expected} resource, got {_shown(resource)}", ("resource",))
     return parts[3], parts[4], parts[5]
 
 
@@ -60,7 +101,36 @@ def _queue_url(resource: str | None, action: str) -> str:
 def _need(params: Params, keys: tuple[str, ...], action: str) -> None:
     missing = [k for k in keys if k not in params]
     if missing:
-        raise ActionError(f"{action} needs params: {', '.join(missing)} (add them under 'params')")
+        raise ActionError(f"{action} needs params: {', '.join(missing)} (add them under 'params')", ("params",))
+
+
+# DynamoDB's AttributeValue: exactly one of these type keys (botocore's dynamodb service model).
+_ATTRIBUTE_TYPES = ("B", "BOOL", "BS", "L", "M", "N", "NS", "NULL", "S", "SS")
+
+
+def _attribute_map(params: Params, name: str, action: str) -> dict[str, Any]:
+    """``params[name]`` as DynamoDB wants a key or an item: {attribute: {S|N|B|...: value}}, at least one."""
+    value = params[name]
+    example = '{pk: {S: "1"}}'
+    if not isinstance(value, dict) or not value:
+        raise ActionError(
+            f"{action}: params.{name} must be a mapping of attribute names to typed values, e.g. {example}; "
+            f"got {_shown(value)}",
+            ("params", name),
+        )
+    for attribute, typed in value.items():
+        if not (isinstance(typed, dict) and len(typed) == 1 and next(iter(typed)) in _ATTRIBUTE_TYPES):
+            raise ActionError(
+                f'{action}: params.{name}.{attribute} must be one typed value such as {{S: "text"}} or '
+                f'{{N: "1"}} (one of {", ".join(_ATTRIBUTE_TYPES)}); got {_shown(typed)}',
+                ("params", name, attribute),
+            )
+    return value
+
+
+def _text_param(params: Params, name: str, action: str) -> None:
+    if name in params and not isinstance(params[name], str):
+        raise ActionError(f"{action}: params.{name} must be text, got {_shown(params[name])}", ("params", name))
 
 
 @dataclass(frozen=True)
@@ -82,6 +152,8 @@ class Probe:
     # The safe form calls on another resource than the one named (a stand-in beside it), so a grant on
     # exactly the named resource is out of its reach: the runner then reads the role's policies too.
     stand_in: bool = False
+    # The params a profile may give (under 'params'); None: any, passed through to the call.
+    accepts: tuple[str, ...] | None = ()
 
     @property
     def has_side_effect(self) -> bool:
@@ -119,6 +191,7 @@ def _s3_delete_safe(r: str | None, p: Params) -> Params:
 
 def _s3_list(r: str | None, p: Params) -> Params:
     bucket, prefix = _s3(r, "s3:ListBucket")
+    _text_param(p, "Prefix", "s3:ListBucket")
     return {"Bucket": bucket, "Prefix": p.get("Prefix", prefix.rstrip("*")), "MaxKeys": 1}
 
 
@@ -161,23 +234,27 @@ def _kms(operation: str) -> Callable[[str | None, Params], Params]:
 def _table(r: str | None, action: str) -> str:
     _, _, rest = _arn_parts(r, "dynamodb", action)
     if not rest.startswith("table/"):
-        raise ActionError(f"{action} needs arn:aws:dynamodb:<region>:<account>:table/<name>, got {r!r}")
+        raise ActionError(
+            f"{action} needs arn:aws:dynamodb:<region>:<account>:table/<name>, got {_shown(r)}", ("resource",)
+        )
     return rest.split("/")[1]
 
 
 def _ddb_get(r: str | None, p: Params) -> Params:
     _need(p, ("Key",), "dynamodb:GetItem")
-    return {"TableName": _table(r, "dynamodb:GetItem"), "Key": p["Key"]}
+    return {"TableName": _table(r, "dynamodb:GetItem"), "Key": _attribute_map(p, "Key", "dynamodb:GetItem")}
 
 
 def _ddb_query(r: str | None, p: Params) -> Params:
     _need(p, ("KeyConditionExpression", "ExpressionAttributeValues"), "dynamodb:Query")
+    _text_param(p, "KeyConditionExpression", "dynamodb:Query")
+    _attribute_map(p, "ExpressionAttributeValues", "dynamodb:Query")
     return {"TableName": _table(r, "dynamodb:Query"), "Limit": 1, **p}
 
 
 def _ddb_put_live(r: str | None, p: Params) -> Params:
     _need(p, ("Item",), "dynamodb:PutItem")
-    return {"TableName": _table(r, "dynamodb:PutItem"), "Item": p["Item"]}
+    return {"TableName": _table(r, "dynamodb:PutItem"), "Item": _attribute_map(p, "Item", "dynamodb:PutItem")}
 
 
 def _ddb_put_safe(r: str | None, p: Params) -> Params:
@@ -198,13 +275,16 @@ def _secret(r: str | None, p: Params) -> Params:
 def _parameter(r: str | None, p: Params) -> Params:
     _, _, rest = _arn_parts(r, "ssm", "ssm:GetParameter")
     if not rest.startswith("parameter/"):
-        raise ActionError(f"ssm:GetParameter needs arn:aws:ssm:<region>:<account>:parameter/<name>, got {r!r}")
+        raise ActionError(
+            f"ssm:GetParameter needs arn:aws:ssm:<region>:<account>:parameter/<name>, got {_shown(r)}", ("resource",)
+        )
     return {"Name": "/" + rest.removeprefix("parameter/").lstrip("/"), "WithDecryption": False}
 
 
 def _assume(r: str | None, p: Params) -> Params:
-    if not re.match(r"^arn:aws[\w-]*:iam::\d{12}:role/", r or ""):
-        raise ActionError(f"sts:AssumeRole needs a role ARN resource, got {r!r}")
+    if not re.match(r"arn:aws[\w-]*:iam::\d{12}:role/", r or "", re.ASCII):
+        raise ActionError(f"sts:AssumeRole needs a role ARN resource, got {_shown(r)}", ("resource",))
+    _text_param(p, "ExternalId", "sts:AssumeRole")
     out: Params = {"RoleArn": r, "RoleSessionName": "pytest-eksid-probe", "DurationSeconds": 900}
     if "ExternalId" in p:
         out["ExternalId"] = p["ExternalId"]
@@ -246,7 +326,7 @@ CATALOGUE: dict[str, Probe] = {
             safe_params=_s3_delete_safe,
             stand_in=True,
         ),
-        Probe("s3:ListBucket", "s3", "ListObjectsV2", "none (lists at most one key)", _s3_list),
+        Probe("s3:ListBucket", "s3", "ListObjectsV2", "none (lists at most one key)", _s3_list, accepts=("Prefix",)),
         Probe(
             "sqs:SendMessage",
             "sqs",
@@ -279,8 +359,8 @@ CATALOGUE: dict[str, Probe] = {
             )
             for op in ("Decrypt", "Encrypt", "GenerateDataKey")
         ),
-        Probe("dynamodb:GetItem", "dynamodb", "GetItem", "none (reads one item)", _ddb_get),
-        Probe("dynamodb:Query", "dynamodb", "Query", "none (reads at most one item)", _ddb_query),
+        Probe("dynamodb:GetItem", "dynamodb", "GetItem", "none (reads one item)", _ddb_get, accepts=("Key",)),
+        Probe("dynamodb:Query", "dynamodb", "Query", "none (reads at most one item)", _ddb_query, accepts=None),
         Probe(
             "dynamodb:PutItem",
             "dynamodb",
@@ -290,6 +370,7 @@ CATALOGUE: dict[str, Probe] = {
             safe="PutItem with a condition that can never hold: DynamoDB authorizes, then refuses the write",
             safe_params=_ddb_put_safe,
             authorized_codes=("ConditionalCheckFailedException",),
+            accepts=("Item",),
         ),
         Probe(
             "secretsmanager:GetSecretValue",
@@ -305,6 +386,7 @@ CATALOGUE: dict[str, Probe] = {
             "AssumeRole",
             "creates a 15-minute session of the target role (recorded in CloudTrail)",
             _assume,
+            accepts=("ExternalId",),
         ),
     )
 }
@@ -328,7 +410,7 @@ def supported() -> str:
 
 def check_known(action: str, has_call: bool) -> None:
     if action not in CATALOGUE and not has_call:
-        raise ActionError(f"no probe for {action}; supported: {supported()}; {GENERIC_HINT}")
+        raise ActionError(f"no probe for {action}; supported: {supported()}; {GENERIC_HINT}", ("action",))
 
 
 def plan_item(
@@ -342,9 +424,13 @@ def plan_item(
     call: Params | None,
 ) -> Params:
     """One entry of the probe's plan: what to call, how, and how to read the answer."""
+    json_value(params, ("params",))
     if call is not None:
+        json_value(call.get("params"), ("call", "params"))
         if not live:
-            raise ActionError(f"{action}: the generic form runs the call for real; set live: true to allow it")
+            raise ActionError(
+                f"{action}: the generic form runs the call for real; set live: true to allow it", ("live",)
+            )
         return {
             "id": ident,
             "expect": expect,
@@ -360,7 +446,15 @@ def plan_item(
         }
     probe = CATALOGUE.get(action)
     if probe is None:
-        raise ActionError(f"no probe for {action}; supported: {supported()}; {GENERIC_HINT}")
+        raise ActionError(f"no probe for {action}; supported: {supported()}; {GENERIC_HINT}", ("action",))
+    unknown = sorted(set(params) - set(probe.accepts)) if probe.accepts is not None else []
+    if unknown:
+        takes = f"takes only {', '.join(probe.accepts or ())}" if probe.accepts else "takes no params"
+        raise ActionError(
+            f"{action} {takes} (got {_shown(unknown[0])}); for other parameters use the generic form "
+            "(call: {service, operation, params}, live: true)",
+            ("params", unknown[0]),
+        )
     use_safe = probe.safe is not None and not live
     build = probe.safe_params if use_safe and probe.safe_params else probe.live_params
     return {
