@@ -15,7 +15,7 @@ def _role(eksid_workload):
 
 
 def test_dedicated_service_account(eksid_workload, eksid_kube):
-    """The workload's pods run as its own ServiceAccount, never `default`, with the token mounted."""
+    """The workload's pods run as its own ServiceAccount, never `default` (token automount may be off)."""
     selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
     templates = eksid_kube.workloads(eksid_workload.namespace, selector)
     fail_on(configuration.dedicated_service_account(eksid_workload, templates, selector))

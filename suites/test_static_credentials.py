@@ -44,9 +44,14 @@ def test_legacy_iam_user_has_no_active_keys(eksid_workload, eksid_aws):
 
 
 @pytest.mark.eksid_exec
-def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
-    """With --eksid-exec: inside the workload's running containers, its identity and no static keys."""
-    from pytest_eksid.checks.containers import container_findings
+def test_running_containers(eksid_profile, eksid_workload, eksid_kube, record_property, request):
+    """With --eksid-exec: inside the workload's running containers, its identity and no static keys.
+
+    Containers the pod's `eks.amazonaws.com/skip-containers` annotation names are left without identity
+    by design: they are reported as skipped (property `skipped_container`, section "eksid skipped
+    containers") and still scanned for static keys.
+    """
+    from pytest_eksid.checks.containers import container_findings, skip_note, skipped_containers
     from pytest_eksid.incontainer import inspect_container
 
     selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
@@ -58,8 +63,10 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
             pytrace=False,
         )
     findings = []
+    notes = []
     for pod in pods:
         name = pod["metadata"]["name"]
+        skip = skipped_containers(pod["metadata"].get("annotations"))
         for container in pod["spec"]["containers"]:
             view = inspect_container(
                 name,
@@ -68,6 +75,9 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
                 kubeconfig=eksid_kube.target.kubeconfig,
                 context=eksid_kube.target.context,
             )
+            skipped = container["name"] in skip
+            if skipped:
+                notes.append(skip_note(eksid_workload, name, container["name"], view.variables))
             findings += container_findings(
                 eksid_profile.profile,
                 eksid_workload,
@@ -77,5 +87,10 @@ def test_running_containers(eksid_profile, eksid_workload, eksid_kube):
                 view.values,
                 view.files,
                 service_account=pod["spec"].get("serviceAccountName") or "default",
+                skipped=skipped,
             )
+    for note in notes:
+        record_property("skipped_container", note)
+    if notes:
+        request.node.add_report_section("call", "eksid skipped containers", "\n".join(notes))
     fail_on(findings)

@@ -190,19 +190,11 @@ def test_default_service_account_and_no_templates_are_both_reported() -> None:
     assert [f.seen for f in found] == ["default", "none"]
 
 
-def test_pod_template_disables_the_token() -> None:
-    obj = template("invoice-exporter", "invoice-exporter-aws-sa", automountServiceAccountToken=False)
-    found = dedicated_service_account(PI, [obj], SELECTOR)
-    assert len(found) == 1
-    f = found[0]
-    assert f.summary == f"{PI_WHERE}: Deployment invoice-exporter disables the service-account token"
-    assert f.expected == "automountServiceAccountToken not false"
-    assert f.seen == "false"
-    assert "enable it for this workload only" in f.likely
-
-
-def test_pod_template_enabling_the_token_passes() -> None:
-    obj = template("invoice-exporter", "invoice-exporter-aws-sa", automountServiceAccountToken=True)
+@pytest.mark.parametrize("automount", [False, True], ids=["automount-off", "automount-on"])
+def test_pod_template_automount_plays_no_part(automount: bool) -> None:
+    # The webhooks add their own projected token volume whatever automountServiceAccountToken says
+    # (EKS_FACTS.md, IRSA): a hardened template that disables it must pass.
+    obj = template("invoice-exporter", "invoice-exporter-aws-sa", automountServiceAccountToken=automount)
     assert dedicated_service_account(PI, [obj], SELECTOR) == []
 
 
@@ -282,14 +274,15 @@ def test_binding_missing_service_account(w: Workload) -> None:
     assert f.next_steps == ("kubectl -n finance-prod get sa",)
 
 
-def test_binding_service_account_disables_the_token() -> None:
-    sa = service_account(PI, automountServiceAccountToken=False)
-    found = binding(PROFILE, PI, sa, [association(PI, "a-1")])
-    f = _one(found, "disables token automount")
-    assert len(found) == 1
-    assert f.summary == f"{PI_WHERE}: the ServiceAccount disables token automount"
-    assert f.seen == "false"
-    assert f.next_steps == (PI_SA_CMD,)
+@pytest.mark.parametrize("w", [PI, IRSA], ids=["pod-identity", "irsa"])
+def test_binding_service_account_without_automount_passes(w: Workload) -> None:
+    # A hardened ServiceAccount (automountServiceAccountToken: false) still gets identity from both
+    # webhooks: nothing to report.
+    pi = w.mechanism == "pod-identity"
+    annotations = None if pi else {IRSA_ANNOTATION: w.role_arn}
+    sa = service_account(w, annotations=annotations, automountServiceAccountToken=False)
+    associations = [association(w, "a-1")] if pi else []
+    assert binding(PROFILE, w, sa, associations) == []
 
 
 # --- binding: Pod Identity ---------------------------------------------------------------------

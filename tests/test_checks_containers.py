@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from pytest_eksid.checks import Finding
-from pytest_eksid.checks.containers import container_findings
+from pytest_eksid.checks.containers import (
+    SKIP_CONTAINERS_ANNOTATION,
+    container_findings,
+    skip_note,
+    skipped_containers,
+)
 from pytest_eksid.profile import Workload
 from tests.conftest import unit_profile
 
@@ -353,3 +358,110 @@ def test_another_service_account_changes_only_likely_and_next() -> None:
     )
     assert other.likely != unknown.likely
     assert other.next_steps != unknown.next_steps
+
+
+# --- containers named in eks.amazonaws.com/skip-containers ---------------------------------------
+
+SIDECAR = "log-shipper"
+SIDECAR_WHERE = f"invoice-exporter: container {SIDECAR} of running pod finance-prod/{POD}"
+
+
+def skipped(w: Workload, variables: set[str], **files: bool) -> list[Finding]:
+    """container_findings for a sidecar the pod's skip-containers annotation names."""
+    base = PI_FILES if w.mechanism == "pod-identity" else IRSA_FILES
+    return container_findings(
+        PROFILE, w, POD, SIDECAR, set(variables), {}, {**base, **files}, w.service_account, skipped=True
+    )
+
+
+@pytest.mark.parametrize("w", [W, IRSA], ids=["pod-identity", "irsa"])
+@pytest.mark.parametrize(
+    "files",
+    [{}, {"pod_identity_token_readable": False, "web_identity_token_readable": False}],
+    ids=["tokens-readable", "no-tokens"],
+)
+def test_skipped_container_without_identity_is_not_a_finding(w: Workload, files: dict[str, bool]) -> None:
+    # The webhook leaves it without identity on purpose: never "not injected, restart the pods".
+    assert skipped(w, {"AWS_REGION"}, **files) == []
+
+
+@pytest.mark.parametrize("w", [W, IRSA], ids=["pod-identity", "irsa"])
+def test_skipped_container_with_its_own_role_is_not_checked_for_identity(w: Workload) -> None:
+    # A sidecar that brings its own IRSA variables (another role, another token path) is its business.
+    values = {"AWS_ROLE_ARN": OTHER_ROLE_ARN}
+    found = container_findings(
+        PROFILE, w, POD, SIDECAR, {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"}, values, {}, skipped=True
+    )
+    assert found == []
+
+
+@pytest.mark.parametrize("w", [W, IRSA], ids=["pod-identity", "irsa"])
+def test_skipped_container_is_still_scanned_for_static_keys(w: Workload) -> None:
+    found = skipped(w, {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, aws_credentials_file=True)
+    assert [f.check for f in found] == ["static_credentials", "static_credentials"]
+    assert found[0].seen == "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY set"
+    assert found[1].summary.endswith("~/.aws/credentials exists")
+    assert not any("restart" in f.likely or "rollout restart" in " ".join(f.next_steps) for f in found)
+
+
+def test_skip_note_says_skipped_by_design() -> None:
+    note = skip_note(W, POD, SIDECAR, {"AWS_REGION"})
+    assert note == (
+        f"{SIDECAR_WHERE}: skipped by design (eks.amazonaws.com/skip-containers): the webhook leaves it "
+        "without identity; its identity is not checked, its static keys are"
+    )
+
+
+def test_skip_note_names_identity_variables_found_all_the_same() -> None:
+    note = skip_note(IRSA, POD, SIDECAR, {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION"})
+    assert "it has AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE all the same" in note
+    assert "a blank after a comma defeats the skip" in note
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        ("log-shipper", {"log-shipper"}),
+        ("log-shipper,istio-init", {"log-shipper", "istio-init"}),
+        (" log-shipper , istio-init ", {"log-shipper", "istio-init"}),
+        ('"log-shipper",istio-init', {"log-shipper", "istio-init"}),
+        ("log-shipper,,", {"log-shipper"}),
+        (",", set()),
+        ("", set()),
+        ("   ", set()),
+        ("Bad_Name,log-shipper", {"log-shipper"}),
+        ("\x1b[31mred,log-shipper", {"log-shipper"}),
+        ("a" * 64, set()),
+        ("a" * 63, {"a" * 63}),
+    ],
+    ids=[
+        "one",
+        "two",
+        "blanks-trimmed",
+        "csv-quotes",
+        "empties-ignored",
+        "only-comma",
+        "empty",
+        "blank",
+        "not-a-container-name-dropped",
+        "terminal-escape-dropped",
+        "too-long-for-a-name",
+        "longest-name",
+    ],
+)
+def test_skipped_containers_parses_the_csv_defensively(value: str, names: set[str]) -> None:
+    assert skipped_containers({SKIP_CONTAINERS_ANNOTATION: value}) == names
+
+
+@pytest.mark.parametrize("annotations", [None, {}, {"other": "log-shipper"}, {SKIP_CONTAINERS_ANNOTATION: 7}])
+def test_skipped_containers_without_a_usable_annotation(annotations: dict[str, Any] | None) -> None:
+    assert skipped_containers(annotations) == frozenset()
+
+
+def test_skipped_containers_is_bounded() -> None:
+    many = ",".join(f"c{i}" for i in range(10_000))
+    names = skipped_containers({SKIP_CONTAINERS_ANNOTATION: many})
+    assert len(names) == 64
+    assert "c0" in names
+    # Only the first 4096 characters are read: a name beyond them is not seen.
+    assert skipped_containers({SKIP_CONTAINERS_ANNOTATION: "," * 5000 + "log-shipper"}) == frozenset()

@@ -24,6 +24,7 @@ KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SESSION_KEY_ID = "ASIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 SECRETS = (KEY_ID, SESSION_KEY_ID, SECRET, "IOSFODNN7EXAMPLE")
+HEX_DIGEST = "9b2f4c1e0a7d3b8e6f5a4c2d1e0f9a8b7c6d5e4f"  # a SHA-1 (a git commit): 40 characters, not a key
 
 PI = Workload.model_validate(
     {
@@ -230,6 +231,64 @@ def test_scan_objects_undecodable_base64_is_read_as_text() -> None:
     obj = {"kind": "Secret", "metadata": {"name": "odd"}, "data": {"x": f"not base64 {KEY_ID}"}}
     found = scan_objects("Secret", [obj])
     assert found[0].summary == "Secret default/odd holds AWS credentials in key x"
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [
+        pytest.param("Secret", secret("legacy", {"aws.key": KEY_ID, "aws.secret": SECRET}), id="secret-data"),
+        pytest.param(
+            "Secret", secret("legacy", string_data={"aws.key": KEY_ID, "aws.secret": f" {SECRET}\n"}), id="stringdata"
+        ),
+        pytest.param("ConfigMap", configmap("legacy", {"aws.key": KEY_ID, "aws.secret": SECRET}), id="configmap"),
+    ],
+)
+def test_scan_objects_names_a_key_pair_under_any_names(kind: str, obj: dict[str, Any]) -> None:
+    found = scan_objects(kind, [obj])
+    f = found[0]
+    assert len(found) == 1
+    assert f.details["keys"] == "aws.key, aws.secret"
+    assert f.summary == f"{kind} checkout-prod/legacy holds AWS credentials in keys aws.key, aws.secret"
+    assert (
+        "aws.secret: value is shaped like a secret access key (40 characters), beside the access key id in aws.key"
+        in f.seen
+    )
+    assert_no_secret(found)
+
+
+def test_scan_objects_flags_one_value_holding_a_key_pair() -> None:
+    found = scan_objects("Secret", [secret("legacy", {"creds.txt": f"key {KEY_ID}\nsecret {SECRET}\n"})])
+    f = found[0]
+    assert f.details["keys"] == "creds.txt"
+    assert "value also holds a 40-character string shaped like a secret access key: a key pair" in f.seen
+    assert_no_secret(found)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param({"aws.secret": SECRET}, id="no-key-id-anywhere"),
+        pytest.param({"checksum": HEX_DIGEST, "token": "x" * 40}, id="digest-and-token"),
+        pytest.param({"sig": "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFy"}, id="base64-40-chars"),
+    ],
+)
+def test_scan_objects_40_characters_without_a_key_id_pass(data: dict[str, str]) -> None:
+    assert scan_objects("ConfigMap", [configmap("app", data)]) == []
+    assert scan_objects("Secret", [secret("app", data)]) == []
+
+
+@pytest.mark.parametrize(
+    ("other", "value"),
+    [
+        pytest.param("git.commit", HEX_DIGEST, id="hex-digest"),
+        pytest.param("git.commit", HEX_DIGEST.upper(), id="upper-hex-digest"),
+        pytest.param("note", f"{SECRET}X", id="41-characters"),
+        pytest.param("note", f"see {SECRET}", id="inside-text"),
+    ],
+)
+def test_scan_objects_beside_a_key_id_only_a_secret_shaped_value_is_named(other: str, value: str) -> None:
+    found = scan_objects("ConfigMap", [configmap("app", {"aws.key": KEY_ID, other: value})])
+    assert [f.details["keys"] for f in found] == ["aws.key"]
 
 
 # --- scan_pod_templates ---------------------------------------------------------------------

@@ -597,6 +597,26 @@ class TestAdmission:
             k.core.read_namespaced_pod("dry-run-pod", IRSA_NS)
         assert err.value.status == 404
 
+    @pytest.mark.parametrize(
+        ("namespace", "sa", "workload", "variables"),
+        [(IRSA_NS, IRSA_SA, "billing-worker", IRSA_VARS), (PI_NS, PI_SA, "invoice-exporter", PI_VARS)],
+        ids=["irsa", "pod-identity"],
+    )
+    def test_hardened_workload_without_automount_gets_identity(self, demo, cluster, namespace, sa, workload, variables):
+        # The seeded workloads disable automount on the ServiceAccount and the pod template (what the
+        # clean demo's configuration checks see); the webhooks never read it and inject all the same
+        # (EKS_FACTS.md, IRSA).
+        k = cluster(demo)
+        assert k.core.read_namespaced_service_account(sa, namespace).automount_service_account_token is False
+        deployment = client.AppsV1Api(k.api_client).read_namespaced_deployment(workload, namespace)
+        assert deployment.spec.template.spec.automount_service_account_token is False
+        pods = k.core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/name={workload}").items
+        assert pods, f"no running pod of {workload}"
+        pod = k.api_client.sanitize_for_serialization(pods[0])
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert set(aws_env(pod["spec"]["containers"][0])) >= variables
+        assert set(volumes_of(pod)) & IDENTITY_VOLUMES
+
 
 # --- faults -------------------------------------------------------------------------------------
 

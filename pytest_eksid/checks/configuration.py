@@ -20,7 +20,12 @@ def _sa_cmd(w: Workload) -> str:
 
 
 def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]], selector: str) -> list[Finding]:
-    """The workload's pods run as its own ServiceAccount, never ``default``."""
+    """The workload's pods run as its own ServiceAccount, never ``default``.
+
+    ``automountServiceAccountToken`` is not looked at, here or in :func:`binding`: both webhooks add
+    their own projected token volume and never read it (amazon-eks-pod-identity-webhook
+    handler.go; EKS_FACTS.md), so a hardened workload that disables automount keeps its identity.
+    """
     out: list[Finding] = []
     if w.service_account == "default":
         out.append(
@@ -63,17 +68,6 @@ def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]
                         f"kubectl -n {w.namespace} get {kind.lower()} {name} "
                         "-o jsonpath='{.spec.template.spec.serviceAccountName}'",
                     ),
-                )
-            )
-        if spec.get("automountServiceAccountToken") is False:
-            out.append(
-                Finding(
-                    "configuration",
-                    f"{_where(w)}: {obj.get('kind', 'Deployment')} {(obj.get('metadata') or {}).get('name')} "
-                    "disables the service-account token",
-                    "automountServiceAccountToken not false",
-                    "false",
-                    "workload identity needs the ServiceAccount identity; enable it for this workload only",
                 )
             )
     return out
@@ -123,17 +117,6 @@ def binding(
         ]
     meta = sa.get("metadata") or {}
     annotation = (meta.get("annotations") or {}).get(IRSA_ANNOTATION)
-    if sa.get("automountServiceAccountToken") is False:
-        out.append(
-            Finding(
-                "configuration",
-                f"{_where(w)}: the ServiceAccount disables token automount",
-                "automountServiceAccountToken not false",
-                "false",
-                "workload identity needs the ServiceAccount identity; enable it for this ServiceAccount",
-                (_sa_cmd(w),),
-            )
-        )
     if w.mechanism == "irsa":
         if annotation != w.role_arn:
             out.append(

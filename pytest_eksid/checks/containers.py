@@ -2,10 +2,65 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 from pytest_eksid.checks import Finding
 from pytest_eksid.profile import Profile, Workload
 
 STATIC = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# The variables either webhook injects: a container with one of them has an identity of some kind.
+IDENTITY_VARIABLES = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+# Pod annotation (CSV of container names) read by the IRSA webhook, in both of its modes: the named
+# containers and initContainers are deliberately left without identity (EKS_FACTS.md, IRSA;
+# amazon-eks-pod-identity-webhook handler.go getContainersToSkip and
+# testdata/containercredentials/rawPodSkip.pod.yaml).
+SKIP_CONTAINERS_ANNOTATION = "eks.amazonaws.com/skip-containers"
+# A tenant writes the annotation: read at most this much of it, and at most this many names.
+_SKIP_MAX_CHARS = 4096
+_SKIP_MAX_NAMES = 64
+# A container name is a DNS-1123 label: anything else names no container (and is never echoed).
+_CONTAINER_NAME_RE = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def skipped_containers(annotations: Mapping[str, Any] | None) -> frozenset[str]:
+    """The container names a pod's ``eks.amazonaws.com/skip-containers`` annotation names.
+
+    Hostile input, parsed defensively: only the first 4096 characters and 64 names are read;
+    entries are trimmed of blanks and of CSV double quotes, empty ones are ignored, and an entry
+    that cannot be a container name (not a DNS-1123 label) is dropped. The webhook itself compares
+    entries verbatim, so with ``"a, b"`` it still injects ``b``; :func:`skip_note` says so when a
+    container named here has identity variables after all.
+    """
+    raw = (annotations or {}).get(SKIP_CONTAINERS_ANNOTATION)
+    if not isinstance(raw, str):
+        return frozenset()
+    names: set[str] = set()
+    for entry in raw[:_SKIP_MAX_CHARS].split(","):
+        name = entry.strip().strip('"').strip()
+        if name and _CONTAINER_NAME_RE.fullmatch(name):
+            names.add(name)
+            if len(names) >= _SKIP_MAX_NAMES:
+                break
+    return frozenset(names)
+
+
+def skip_note(w: Workload, pod: str, container: str, variables: set[str]) -> str:
+    """What the report says of a container the pod's skip-containers annotation names."""
+    where = f"{w.name}: container {container} of running pod {w.namespace}/{pod}"
+    note = (
+        f"{where}: skipped by design ({SKIP_CONTAINERS_ANNOTATION}): the webhook leaves it without identity; "
+        "its identity is not checked, its static keys are"
+    )
+    present = [v for v in IDENTITY_VARIABLES if v in variables]
+    if present:
+        note += (
+            f"; it has {', '.join(present)} all the same: set by the container itself, or the webhook did not "
+            "match the name (it compares the CSV entries verbatim, so a blank after a comma defeats the skip)"
+        )
+    return note
 
 
 def container_findings(
@@ -17,8 +72,15 @@ def container_findings(
     values: dict[str, str],
     files: dict[str, bool],
     service_account: str | None = None,
+    *,
+    skipped: bool = False,
 ) -> list[Finding]:
-    """``service_account``: the one the pod runs as (its spec), when known."""
+    """``service_account``: the one the pod runs as (its spec), when known.
+
+    ``skipped``: the pod's skip-containers annotation names this container (:func:`skipped_containers`).
+    The webhook deliberately gives it no identity, so only its static keys are checked; nothing
+    says "not injected, restart the pods" for it (the caller reports :func:`skip_note` instead).
+    """
     where = f"{w.name}: container {container} of running pod {w.namespace}/{pod}"
     restart = f"kubectl -n {w.namespace} rollout restart deployment/{w.name}"
     out: list[Finding] = []
@@ -56,6 +118,8 @@ def container_findings(
                 (f"kubectl -n {w.namespace} exec {pod} -c {container} -- ls -l ~/.aws",),
             )
         )
+    if skipped:
+        return out
     if w.mechanism == "pod-identity":
         if "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in variables:
             out.append(

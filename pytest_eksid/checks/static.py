@@ -42,6 +42,19 @@ _ASSIGNMENT_RE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _PROFILE_HEADER_RE = re.compile(r"^\s*\[(?:profile\s+)?[^\]\n]+\]\s*$", re.MULTILINE)
+# A secret access key's shape: 40 characters of [A-Za-z0-9/+], standing alone. Alone this shape is far
+# too common (SHA-1 digests, random tokens) to mean anything, so it is only reported next to an access
+# key id (in the same object or the same value), and only with both upper- and lower-case letters:
+# that leaves out hex digests (git commits, checksums), which a random 40-character key almost never is.
+_SECRET_SHAPE_RE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
+def _secret_shaped(text: str) -> bool:
+    """Whether ``text`` is, or (``search``) holds, a string shaped like a secret access key."""
+    return any(
+        re.search(r"[a-z]", m.group()) and re.search(r"[A-Z]", m.group()) for m in _SECRET_SHAPE_RE.finditer(text)
+    )
+
 
 # botocore providers that serve static (or file-held) keys, and what each means in a pod.
 STATIC_METHODS = {
@@ -95,6 +108,8 @@ def _value_reasons(value: str) -> list[str]:
     if assigned:
         shape = "credentials file" if _PROFILE_HEADER_RE.search(value) else "file"
         reasons.append(f"value is a {shape} setting {', '.join(assigned)}")
+    elif prefixes and _secret_shaped(value):
+        reasons.append("value also holds a 40-character string shaped like a secret access key: a key pair")
     return reasons
 
 
@@ -112,8 +127,12 @@ def scan_objects(kind: str, objects: Iterable[Mapping[str, Any]]) -> list[Findin
     ``binaryData`` base64). A key is reported when its name is an AWS credential name
     (:data:`AWS_KEY_NAME_RE`) or its value contains an AKIA/ASIA access key id or assigns a
     credential key (a ~/.aws/credentials ``[profile]``/``aws_secret_access_key =`` shape, a dotenv,
-    YAML or JSON). Empty values are ignored. ``details`` carries ``kind``, ``namespace``, ``name``
-    and ``keys``: ``{(f.details["kind"], f.details["name"])}`` is the ``flagged`` set that
+    YAML or JSON), whatever the key is called. Beside an access key id (in another key of the same
+    object, or in the same value), a value shaped like a secret access key (40 characters of
+    ``[A-Za-z0-9/+]``, both letter cases) is reported too: a key pair under any names (``aws.key``,
+    ``aws.secret``; a ``creds.txt`` holding both). Without a key id that shape alone is not reported
+    (digests and random tokens share it). Empty values are ignored. ``details`` carries ``kind``,
+    ``namespace``, ``name`` and ``keys``: ``{(f.details["kind"], f.details["name"])}`` is the ``flagged`` set that
     :func:`scan_pod_templates` takes.
     """
     out: list[Finding] = []
@@ -127,6 +146,15 @@ def scan_objects(kind: str, objects: Iterable[Mapping[str, Any]]) -> list[Findin
             values.update({str(k): _decode(v) for k, v in (obj.get("binaryData") or {}).items()})
             values.update({str(k): str(v or "") for k, v in (obj.get("data") or {}).items()})
         bad = {key: reasons for key, value in values.items() if (reasons := _key_reasons(key, value))}
+        # A key pair under any names (aws.key / aws.secret): the secret is recognised by its shape, but
+        # only beside an access key id in the same object (see _SECRET_SHAPE_RE for why).
+        id_keys = [key for key, value in values.items() if ACCESS_KEY_ID_RE.search(value)]
+        for key, value in values.items():
+            if id_keys and key not in bad and _SECRET_SHAPE_RE.fullmatch(value.strip()) and _secret_shaped(value):
+                bad[key] = [
+                    "value is shaped like a secret access key (40 characters), beside the access key id in "
+                    + ", ".join(id_keys)
+                ]
         if not bad:
             continue
         if kind == "Secret":

@@ -483,7 +483,9 @@ class Sandbox:
             mechanisms = self._mechanisms(w)
             if "irsa" in mechanisms and not self.faulted("missing-annotation", w.name):
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
-            self.store.create("serviceaccounts", w.namespace, {"metadata": meta})
+            # Hardened as the EKS best practices advise: the webhooks add their own projected token and
+            # never read automount (EKS_FACTS.md), so identity still works and the checks must say so.
+            self.store.create("serviceaccounts", w.namespace, {"metadata": meta, "automountServiceAccountToken": False})
             late = self.faulted("association-after-pod", w.name)
             if late:  # the workload's pods started before the association existed: nothing injected
                 self._start_workload_pod(w)
@@ -559,6 +561,7 @@ class Sandbox:
                         "metadata": {"labels": dict(labels)},
                         "spec": {
                             "serviceAccountName": sa,
+                            "automountServiceAccountToken": False,  # hardened; identity needs no automount
                             "containers": [
                                 {
                                     "name": "app",
