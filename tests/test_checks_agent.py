@@ -526,11 +526,12 @@ def test_endpoint_not_configured() -> None:
     [
         ({"outcome": "refused"}, f"GET {URI}: refused", "nothing answers on the pod's node"),
         ({"outcome": "timeout"}, f"GET {URI}: timeout", FM5),
-        ({"outcome": "http-error", "http_status": 400}, f"GET {URI}: http-error, HTTP 400", "invalid or expired"),
+        ({"outcome": "http-error", "http_status": 400}, f"GET {URI}: http-error, HTTP 400", "agent itself rejected"),
         ({"outcome": "http-error", "http_status": 403}, "HTTP 403", "NO_PROXY=169.254.170.23,fd00:ec2::23"),
-        ({"outcome": "http-error", "http_status": 403}, "HTTP 403", "sts:TagSession"),
-        ({"outcome": "http-error", "http_status": 404}, "HTTP 404", "found no association"),
+        ({"outcome": "http-error", "http_status": 404}, "HTTP 404", "found no Pod Identity association"),
+        ({"outcome": "http-error", "http_status": 429}, "HTTP 429", "the agent rate-limits its own callers"),
         ({"outcome": "http-error", "http_status": 500}, "HTTP 500", "EKS Auth behind it failed"),
+        ({"outcome": "http-error", "http_status": 503}, "HTTP 503", "EKS Auth behind it failed"),
         ({"outcome": "no-token", "detail": "No such file"}, f"GET {URI}: no-token", "eks-pod-identity-token"),
         ({"outcome": "error"}, f"GET {URI}: error", "did not hand out credentials"),
         ({}, f"GET {URI}: error", "did not hand out credentials"),
@@ -542,6 +543,69 @@ def test_endpoint_failures(result: dict[str, Any], seen: str, likely: str) -> No
     assert seen in f.seen
     assert likely in f.likely
     assert f.next_steps
+
+
+def _refused(status: int, code: str | None) -> Finding:
+    (f,) = endpoint_findings(
+        PI, {"configured": True, "uri": URI, "outcome": "http-error", "http_status": status, "error_code": code}
+    )
+    return f
+
+
+FM3 = "Failure Mode 3 — Trust Policy Denied"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "likely"),
+    [
+        (400, "AccessDeniedException", FM3),
+        (404, "ResourceNotFoundException", "deleted after the pod started"),
+        (404, "ResourceNotFoundException", "Failure Mode 7"),
+        (400, "InvalidTokenException", "rejected the pod's token as invalid"),
+        (400, "ExpiredTokenException", "rejected the pod's token as expired"),
+        (400, "InvalidParameterException", "refused the agent's request as malformed"),
+        (400, "InvalidRequestException", "refused the agent's request as malformed"),
+        (429, "ThrottlingException", "retry later"),
+        (500, "InternalServerException", "EKS Auth behind it failed"),
+        (503, "ServiceUnavailableException", "EKS Auth behind it failed"),
+        (400, "SomethingNewException", "SomethingNewException"),
+    ],
+)
+def test_endpoint_refusal_is_diagnosed_by_the_eks_auth_code(status: int, code: str, likely: str) -> None:
+    f = _refused(status, code)
+    assert f.seen == f"GET {URI}: http-error, HTTP {status}, {code}"
+    assert likely in f.likely
+
+
+def test_a_trust_policy_denial_reads_as_failure_mode_3_not_as_a_bad_token() -> None:
+    # EKS Auth answers a trust-policy denial with 400, the status of its token errors too.
+    f = _refused(400, "AccessDeniedException")
+    assert f.likely.startswith(FM3)
+    assert "sts:TagSession" in f.likely
+    assert "pods.eks.amazonaws.com" in f.likely
+    assert "invalid or expired" not in f.likely
+    assert "rejected the pod's token" not in f.likely
+    assert f.next_steps[0] == (
+        "aws iam get-role --role-name eks-prod-checkout-api-s3-read --query Role.AssumeRolePolicyDocument"
+    )
+
+
+def test_a_403_with_a_code_is_not_taken_for_a_wrong_address() -> None:
+    assert _refused(403, "AccessDeniedException").likely.startswith(FM3)
+    assert "NO_PROXY" in _refused(403, None).likely
+
+
+def test_a_no_association_answer_points_at_the_association_first() -> None:
+    f = _refused(404, "ResourceNotFoundException")
+    assert f.next_steps[0].startswith("aws eks list-pod-identity-associations --cluster-name <cluster>")
+    assert "checkout-prod/checkout-api-aws-sa" in f.likely
+
+
+@pytest.mark.parametrize("code", ["Access\x1b[31mDenied", "AccessDeniedException; rm -rf /", "", 7, "A" * 65])
+def test_an_error_code_that_is_not_a_plain_word_is_ignored(code: Any) -> None:
+    f = _refused(400, code)
+    assert f.seen == f"GET {URI}: http-error, HTTP 400"
+    assert "agent itself rejected" in f.likely
 
 
 # --- oidc_provider_findings -----------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.identity import caller_role, credential_provider, role_of
+from pytest_eksid.probe import program
 from pytest_eksid.profile import LoadedProfile, Profile, Workload, load_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -207,16 +208,9 @@ def test_no_identity_explanations(profile: Profile, workload: str, error_type: s
 @pytest.mark.parametrize(
     ("message", "likely"),
     [
-        (
-            'Received non 200 response 403 from container metadata: {"message": "AccessDeniedException: EKS Pod '
-            "Identity cannot assume arn:aws:iam::111122223333:role/demo-invoice-exporter: no statement allows "
-            'pods.eks.amazonaws.com to perform sts:TagSession"}',
-            "Failure Mode 3 — Trust Policy Denied: the role's trust policy lets pods.eks.amazonaws.com assume it "
-            "but not sts:TagSession",
-        ),
-        (
+        (  # a message without the agent's format (an older probe): the text alone decides
             "Received non 200 response 403 from container metadata: AccessDeniedException",
-            "Failure Mode 3 — Trust Policy Denied: the agent could not assume the role",
+            "Failure Mode 3 — Trust Policy Denied: EKS Auth was denied assuming the associated role",
         ),
         (
             "Received error when attempting to retrieve container metadata: Could not connect to the endpoint URL: "
@@ -228,6 +222,72 @@ def test_no_identity_explanations(profile: Profile, workload: str, error_type: s
 def test_agent_errors_name_the_failure_mode(profile: Profile, exporter: Workload, message: str, likely: str) -> None:
     f = _finding(caller_role(profile, exporter, failed(None, "CredentialRetrievalError", message=message)))
     assert f.likely.startswith(likely)
+
+
+def _agent_refused(status: int, body: str) -> dict[str, Any]:
+    """The identity result of a probe whose container provider got ``status`` and ``body`` from the agent,
+    the error described by the probe itself (botocore's message, then the probe's parse of it)."""
+    from botocore.exceptions import CredentialRetrievalError
+
+    message = f"Received non 200 response {status} from container metadata: {body}"
+    return {
+        "method": None,
+        "caller": None,
+        "error": program._error(CredentialRetrievalError(provider="container-role", error_msg=message)),
+    }
+
+
+TAG_SESSION_DENIED = (
+    "[7e1c]: (AccessDeniedException): EKS Pod Identity cannot assume arn:aws:iam::111122223333:role/"
+    "demo-invoice-exporter: no statement allows pods.eks.amazonaws.com to perform sts:TagSession, fault: client\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "likely"),
+    [
+        (
+            400,
+            TAG_SESSION_DENIED,
+            "Failure Mode 3 — Trust Policy Denied: the role's trust policy lets pods.eks.amazonaws.com assume it "
+            "but not sts:TagSession",
+        ),
+        (
+            400,
+            "[7e1c]: (AccessDeniedException): Unauthorized, fault: client\n",
+            "Failure Mode 3 — Trust Policy Denied: EKS Auth was denied assuming the associated role "
+            "(AccessDeniedException)",
+        ),
+        (
+            404,
+            "[7e1c]: (ResourceNotFoundException): No association, fault: client\n",
+            "EKS Auth found no Pod Identity association for finance-demo/invoice-exporter-aws-sa",
+        ),
+        (400, "[7e1c]: (ExpiredTokenException): expired, fault: client\n", "EKS Auth rejected the pod's token"),
+        (400, "Service account token cannot be parsed: token is malformed\n", "the agent itself rejected"),
+        (
+            403,
+            "Access Denied. Called agent through invalid address, please use either [169.254.170.23 fd00:ec2::23] "
+            "address not 10.0.0.1\n",
+            "the agent refused the address it was called at",
+        ),
+        (429, "Too Many Requests\n", "throttled"),
+        (500, "[7e1c]: (InternalServerException): boom, fault: server\n", "Failure Mode 5"),
+    ],
+)
+def test_agent_refusals_are_diagnosed_by_the_eks_auth_code(
+    profile: Profile, exporter: Workload, status: int, body: str, likely: str
+) -> None:
+    for check in (caller_role, credential_provider):
+        f = _finding(check(profile, exporter, _agent_refused(status, body)))
+        assert f.likely.startswith(likely), f.likely
+
+
+def test_a_trust_denial_is_not_read_as_a_bad_token(profile: Profile, exporter: Workload) -> None:
+    # EKS Auth's AccessDeniedException is a 400, the status of a token the agent cannot parse.
+    f = _finding(caller_role(profile, exporter, _agent_refused(400, "[r]: (AccessDeniedException): no, fault: client")))
+    assert "Failure Mode 3" in f.likely
+    assert "token" not in f.likely
 
 
 def test_no_identity_next_steps_name_the_workload(profile: Profile, worker: Workload) -> None:

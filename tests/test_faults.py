@@ -124,7 +124,7 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
         fails(IDENTITY, PI, "not sts:TagSession, which Pod Identity always calls")
         | fails(PROVIDER, PI, "not sts:TagSession, which Pod Identity always calls")
         | fails(TRUST, PI, "may not call sts:TagSession")
-        | fails(ENDPOINT, PI, "HTTP 403", "Failure Mode 3")
+        | fails(ENDPOINT, PI, "HTTP 400, AccessDeniedException", "Failure Mode 3 — Trust Policy Denied")
         | actions(PI, NO_IDENTITY),
     ),
     "agent-down": (

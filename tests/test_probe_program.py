@@ -113,3 +113,133 @@ def test_actions_past_the_budget_are_not_run_and_the_earlier_ones_keep_their_res
     assert results[1]["why"] == "the call did not answer within the actions step's budget"
     assert results[2]["code"] == "StepTimeout"
     assert results[2]["why"].startswith("not run: the actions step used up its time")
+
+
+# --- the agent endpoint: status and the EKS Auth error code, from raw bodies in the agent's format ---
+
+# Bodies as the agent writes them (aws/eks-pod-identity-agent pkg/errors/errors.go, Go's http.Error).
+TRUST_DENIED = (
+    "[a1b2c3d4-0000-4000-8000-000000000001]: (AccessDeniedException): Unauthorized Exception! "
+    "EKS does not have permissions to assume the associated role., fault: client\n"
+)
+NOT_FOUND = "[a1b2c3d4-0000-4000-8000-000000000002]: (ResourceNotFoundException): No association, fault: client\n"
+WRONG_HOST = (
+    "Access Denied. Called agent through invalid address, please use either "
+    "[169.254.170.23 fd00:ec2::23] address not 10.0.0.1\n"
+)
+SUCCESS = (
+    '{"AccessKeyId":"ASIAEXAMPLEKEYID","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",'
+    '"Token":"FwoGZXIvYXdzEXAMPLESESSIONTOKEN","AccountId":"111122223333","Expiration":"2030-01-01T00:00:00Z"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (TRUST_DENIED, "AccessDeniedException"),
+        (NOT_FOUND, "ResourceNotFoundException"),
+        ("[r-1]: (ThrottlingException): Rate exceeded, fault: client\n", "ThrottlingException"),
+        ("[]: (InternalServerException): oops, fault: server", "InternalServerException"),
+        ("(ExpiredTokenException): expired, fault: client\n", "ExpiredTokenException"),  # no ResponseError
+        (WRONG_HOST, None),
+        ("Service account token cannot be parsed: token is malformed\n", None),
+        ("Too Many Requests\n", None),
+        ("[r-1]\n", None),  # a response error without an API error: no code
+        ("(AccessDenied\x1b[31m): x, fault: client\n", None),  # not a plain word
+        ("(AccessDeniedException): x, fault: nobody\n", None),
+        ("junk (AccessDeniedException): x, fault: client\n", None),  # the code must open the body
+        ("[r]: (AccessDeniedException): " + "x" * program.AGENT_BODY_LIMIT + ", fault: client\n", None),
+        ("", None),
+    ],
+)
+def test_agent_error_code_is_read_only_from_the_agents_format(body: str, code: str | None) -> None:
+    assert program.agent_error_code(body) == code
+
+
+class _Agent:
+    """A stand-in agent answering every GET with one status and raw body."""
+
+    def __init__(self, status: int, body: str) -> None:
+        import http.server
+        import threading
+
+        answer = (status, body.encode())
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                code, data = answer
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json" if code == 200 else "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/credentials"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def agent_answering() -> Any:
+    agents: list[_Agent] = []
+
+    def start(status: int, body: str) -> _Agent:
+        agents.append(_Agent(status, body))
+        return agents[-1]
+
+    yield start
+    for agent in agents:
+        agent.close()
+
+
+def _pi_environ(tmp_path: Path, uri: str) -> dict[str, str]:
+    token = tmp_path / "eks-pod-identity-token"
+    token.write_text(_jwt())
+    return {"AWS_CONTAINER_CREDENTIALS_FULL_URI": uri, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token)}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, TRUST_DENIED, {"outcome": "http-error", "http_status": 400, "error_code": "AccessDeniedException"}),
+        (404, NOT_FOUND, {"outcome": "http-error", "http_status": 404, "error_code": "ResourceNotFoundException"}),
+        (403, WRONG_HOST, {"outcome": "http-error", "http_status": 403, "error_code": None}),
+        (200, SUCCESS, {"outcome": "credentials", "http_status": 200}),
+    ],
+)
+def test_check_agent_keeps_the_status_and_the_code_and_no_body(
+    tmp_path: Path, agent_answering: Any, status: int, body: str, expected: dict[str, Any]
+) -> None:
+    agent = agent_answering(status, body)
+    result = program.check_agent(_pi_environ(tmp_path, agent.uri))
+    assert result == {"configured": True, "uri": agent.uri, **expected}
+    for secret in ("wJalrXUtnFEMI", "FwoGZXIvYXdz", "Unauthorized Exception", "invalid address"):
+        assert secret not in json.dumps(result)
+
+
+def test_a_refusal_seen_through_botocore_keeps_the_agents_status_and_code(tmp_path: Path, agent_answering: Any) -> None:
+    from botocore.credentials import ContainerProvider
+    from botocore.exceptions import CredentialRetrievalError
+    from botocore.utils import ContainerMetadataFetcher
+
+    agent = agent_answering(400, TRUST_DENIED)
+    provider = ContainerProvider(
+        _pi_environ(tmp_path, agent.uri), fetcher=ContainerMetadataFetcher(sleep=lambda _: None)
+    )
+    with pytest.raises(CredentialRetrievalError) as raised:
+        provider.load()
+    error = program._error(raised.value)
+    assert error["type"] == "CredentialRetrievalError"
+    assert (error["agent_status"], error["agent_code"]) == (400, "AccessDeniedException")

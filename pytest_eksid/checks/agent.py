@@ -7,12 +7,13 @@ Inputs are Kubernetes JSON (apps/v1 DaemonSet, v1 Pod, v1 Node), boto3 answers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pytest_eksid.checks import Finding, command_name, shown
-from pytest_eksid.profile import Workload
+from pytest_eksid.profile import Workload, role_arn_parts
 
 AGENT_NAME = "eks-pod-identity-agent"
 AGENT_NAMESPACE = "kube-system"
@@ -23,6 +24,117 @@ STS_AUDIENCE = "sts.amazonaws.com"
 FM_AGENT = "Failure Mode 5 — Pod Identity Agent Missing"
 FM_CONSISTENCY = "Failure Mode 7 — Association Eventual Consistency"
 FM_TRUST = "Failure Mode 3 — Trust Policy Denied"
+
+# Why the agent refused a pod's token. EKS Auth's errors keep their HTTP status through the agent
+# and name their code in a text/plain body "[<request id>]: (<ErrorCode>): <message>, fault: …"
+# (aws/eks-pod-identity-agent@984147edfc34 pkg/errors/errors.go); the codes and statuses are
+# botocore's eks-auth model (boto/botocore@cd9207757d45 botocore/data/eks-auth/2023-11-26/
+# service-2.json): AccessDenied, InvalidToken, ExpiredToken, InvalidRequest, InvalidParameter 400;
+# ResourceNotFound 404; Throttling 429; InternalServer 500; ServiceUnavailable 503. Without a code
+# the answer is the agent's own: 400 an unparseable token or bad exp/nbf/iat, 403 a Host header
+# that is not its address (internal/validation/request.go@1cbbbf4069cc), 429 its rate limiter,
+# 500 EKS Auth out of reach. So the code decides first: a trust-policy denial is a 400.
+Refusal = Literal[
+    "trust-denied",
+    "no-association",
+    "token-rejected",
+    "token-invalid",
+    "token-expired",
+    "bad-request",
+    "throttled",
+    "wrong-address",
+    "eks-auth",
+    "other",
+]
+EKS_AUTH_CODES: dict[str, Refusal] = {
+    "AccessDeniedException": "trust-denied",
+    "ResourceNotFoundException": "no-association",
+    "InvalidTokenException": "token-invalid",
+    "ExpiredTokenException": "token-expired",
+    "InvalidRequestException": "bad-request",
+    "InvalidParameterException": "bad-request",
+    "ThrottlingException": "throttled",
+    "InternalServerException": "eks-auth",
+    "ServiceUnavailableException": "eks-auth",
+}
+_STATUS_ONLY: dict[int, Refusal] = {
+    400: "token-rejected",
+    403: "wrong-address",
+    404: "no-association",
+    429: "throttled",
+}
+_CODE_RE = re.compile(r"[A-Za-z]{1,64}")
+
+
+def error_code(value: Any) -> str | None:
+    """An error code from a probe result, or None unless it is a plain word (probe output is hostile)."""
+    return value if isinstance(value, str) and _CODE_RE.fullmatch(value) else None
+
+
+def refusal(code: str | None, status: Any) -> Refusal:
+    """Why the agent refused, by the EKS Auth error code in its body first, then by the HTTP status."""
+    if code is not None:
+        return EKS_AUTH_CODES.get(code, "other")
+    if isinstance(status, int) and status >= 500:
+        return "eks-auth"
+    return _STATUS_ONLY.get(status, "other") if isinstance(status, int) else "other"
+
+
+def refusal_likely(w: Workload, kind: Refusal, code: str | None) -> str:
+    """The likely failure mode behind an agent refusal, for the endpoint and the identity checks."""
+    said = f" ({code})" if code else ""
+    if kind == "trust-denied":
+        chained = (
+            "; with a targetRoleArn, also the target role's trust must admit the association's role"
+            if w.target_role_arn
+            else ""
+        )
+        return (
+            f"{FM_TRUST}: EKS Auth was denied assuming the associated role{said}: its trust policy does not "
+            "admit pods.eks.amazonaws.com with both sts:AssumeRole and sts:TagSession, or one of its conditions "
+            f"(such as aws:RequestTag/kubernetes-namespace or aws:RequestTag/kubernetes-service-account) does not "
+            f"match {w.namespace}/{w.service_account}{chained}"
+        )
+    if kind == "no-association":
+        return (
+            f"EKS Auth found no Pod Identity association for {w.namespace}/{w.service_account}{said}: it was deleted "
+            f"after the pod started, or it was recreated and is not visible yet ({FM_CONSISTENCY}); a pod that "
+            "started before any association existed gets no endpoint at all — restart the pod once it exists"
+        )
+    if kind == "token-rejected":
+        return (
+            "the agent itself rejected the pod's token (HTTP 400 without an EKS Auth code): it cannot be parsed "
+            "or its exp/nbf/iat fail (a truncated or stale token file, or the node's clock is off)"
+        )
+    if kind == "token-invalid":
+        return (
+            f"EKS Auth rejected the pod's token as invalid{said}: its audience is not pods.eks.amazonaws.com, "
+            "or it was issued by another cluster"
+        )
+    if kind == "token-expired":
+        return f"EKS Auth rejected the pod's token as expired{said}: the kubelet did not refresh the projected token"
+    if kind == "bad-request":
+        return (
+            f"EKS Auth refused the agent's request as malformed{said}: the agent is configured for another cluster "
+            "name or region; its logs show the request"
+        )
+    if kind == "throttled":
+        return (
+            f"throttled{said or ' (HTTP 429 without a code: the agent rate-limits its own callers)'}: too many "
+            "credential requests at once (a restart storm, a client that does not cache); retry later"
+        )
+    if kind == "wrong-address":
+        return (
+            "the agent refused the address it was called at (HTTP 403 without an EKS Auth code: the Host header "
+            "was not 169.254.170.23 or [fd00:ec2::23]): a proxy in the path (set "
+            f"NO_PROXY={AGENT_HOSTS}), or AWS_CONTAINER_CREDENTIALS_FULL_URI names another host"
+        )
+    if kind == "eks-auth":
+        return (
+            f"{FM_AGENT}: the agent or EKS Auth behind it failed{said} (a 5xx: EKS Auth is unavailable, or the "
+            "node cannot reach it); retry later; the agent's logs show which"
+        )
+    return f"{FM_AGENT}: the agent did not hand out credentials{said}; its logs show why"
 
 
 def _int(value: Any) -> int:
@@ -554,9 +666,11 @@ def endpoint_findings(
     if outcome == "credentials":
         return []
     status = agent_result.get("http_status")
+    code = error_code(agent_result.get("error_code"))
     uri = str(agent_result.get("uri") or "?")
-    seen = f"GET {uri}: {outcome}" + (f", HTTP {status}" if status is not None else "")
+    seen = f"GET {uri}: {outcome}" + (f", HTTP {status}" if status is not None else "") + (f", {code}" if code else "")
     nxt: tuple[str, ...] = (agent_pods, f"kubectl -n {AGENT_NAMESPACE} describe daemonset {AGENT_NAME}")
+    logs = f"kubectl -n {AGENT_NAMESPACE} logs -l {AGENT_LABEL} --tail=100"
     if outcome in ("refused", "timeout"):
         likely = (
             f"{FM_AGENT}: nothing answers on the pod's node (the agent is missing, crash-looping or not yet "
@@ -569,27 +683,23 @@ def endpoint_findings(
             "mutated partially, or its securityContext cannot read the file)"
         )
         nxt = (f"kubectl -n {w.namespace} get pods -o yaml | grep -n eks-pod-identity-token", assoc)
-    elif status == 400:
-        likely = "the agent rejected the pod's token as invalid or expired (wrong audience, or a stale token file)"
-    elif status == 403:
-        likely = (
-            "the Host header was not 169.254.170.23 (a proxy in the path: set "
-            f"NO_PROXY={AGENT_HOSTS}), or EKS Auth was denied: the role's trust does not admit "
-            f"pods.eks.amazonaws.com with sts:AssumeRole and sts:TagSession ({FM_TRUST})"
-        )
-        nxt = (*nxt, assoc)
-    elif status == 404:
-        likely = (
-            f"EKS Auth found no association for {w.namespace}/{w.service_account} ({FM_CONSISTENCY}: it was "
-            "deleted or is not yet visible)"
-        )
-        nxt = (assoc, *nxt)
-    elif isinstance(status, int) and status >= 500:
-        likely = f"{FM_AGENT}: the agent or EKS Auth behind it failed; the agent's logs show which"
-        nxt = (*nxt, f"kubectl -n {AGENT_NAMESPACE} logs -l {AGENT_LABEL} --tail=100")
+    elif outcome == "http-error":
+        kind = refusal(code, status)
+        likely = refusal_likely(w, kind, code)
+        if kind == "trust-denied":
+            _, role = role_arn_parts(w.role_arn)
+            nxt = (f"aws iam get-role --role-name {role} --query Role.AssumeRolePolicyDocument", assoc)
+        elif kind == "no-association":
+            nxt = (assoc, f"kubectl -n {w.namespace} get pods -o wide")
+        elif kind in ("token-rejected", "token-invalid", "token-expired"):
+            nxt = (f"kubectl -n {w.namespace} get pods -o yaml | grep -n -A6 eks-pod-identity-token", logs)
+        elif kind == "wrong-address":
+            nxt = (f"kubectl -n {w.namespace} get pods -o yaml | grep -n -i -e proxy -e CREDENTIALS_FULL_URI", *nxt)
+        else:
+            nxt = (*nxt, logs)
     else:
         likely = f"{FM_AGENT}: the agent did not hand out credentials; its logs show why"
-        nxt = (*nxt, f"kubectl -n {AGENT_NAMESPACE} logs -l {AGENT_LABEL} --tail=100")
+        nxt = (*nxt, logs)
     return [
         Finding(
             "pod_identity_agent",

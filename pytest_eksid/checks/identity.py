@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from pytest_eksid.checks import Finding
+from pytest_eksid.checks.agent import error_code, refusal, refusal_likely
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 
 ASSUMED_ROLE_RE = re.compile(r"^arn:aws[\w-]*:sts::(\d{12}):assumed-role/([^/]+)/(.+)$")
@@ -135,13 +136,21 @@ def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
     if code == "AccessDenied":
         return f"{FM_TRUST}: the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
     if code == "CredentialRetrievalError" and w.mechanism == "pod-identity":
-        if "TagSession" in message:
-            return (
-                f"{FM_TRUST}: the role's trust policy lets pods.eks.amazonaws.com assume it but not sts:TagSession, "
-                "which Pod Identity always calls"
-            )
-        if "AccessDenied" in message or " 403 " in message:
-            return f"{FM_TRUST}: the agent could not assume the role; its trust must allow pods.eks.amazonaws.com"
+        # The probe reads the agent's status and EKS Auth error code out of botocore's message: the
+        # code decides (a trust-policy denial is a 400 naming AccessDeniedException), as in
+        # checks.agent.endpoint_findings.
+        status = err.get("agent_status")
+        agent_code = error_code(err.get("agent_code"))
+        kind = refusal(agent_code, status) if isinstance(status, int) else None
+        if kind == "trust-denied" or (kind is None and "AccessDenied" in message):
+            if "TagSession" in message:
+                return (
+                    f"{FM_TRUST}: the role's trust policy lets pods.eks.amazonaws.com assume it but not "
+                    "sts:TagSession, which Pod Identity always calls"
+                )
+            return refusal_likely(w, "trust-denied", agent_code)
+        if kind is not None and kind != "other":
+            return refusal_likely(w, kind, agent_code)
         if "connect" in message.lower() or "timed out" in message.lower():
             return f"{FM_AGENT}: nothing answers at the agent's credentials endpoint on this node"
         return (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -50,8 +51,38 @@ TOKEN_FILE_VARIABLES = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZAT
 KEY_ID_VARIABLES = ("AWS_ACCESS_KEY_ID",)
 
 
+# The Pod Identity agent's error body. The agent writes it with Go's http.Error (text/plain, one
+# trailing newline): an EKS Auth error as "[<request id>]: (<ErrorCode>): <message>, fault: <fault>"
+# with EKS Auth's own HTTP status (aws/eks-pod-identity-agent@984147edfc34 pkg/errors/errors.go,
+# HandleCredentialFetchingError; pkg/handlers/eks_credential_handler.go@0c9c763a50df); its own
+# refusals as bare text without a code: 403 "Access Denied. Called agent through invalid address…"
+# (internal/validation/request.go@1cbbbf4069cc), 400 for a token it cannot parse, 429 "Too Many
+# Requests" from its rate limiter. The codes EKS Auth answers are in botocore's eks-auth model
+# (boto/botocore@cd9207757d45 botocore/data/eks-auth/2023-11-26/service-2.json). The body is
+# hostile input: only a code of letters is kept, and only from a body of exactly that shape.
+AGENT_ERROR_RE = re.compile(
+    r"\A(?:\[[^\]\r\n]{0,128}\]: )?\(([A-Z][A-Za-z]{0,63})\): .{0,2048}, fault: (?:client|server|unknown)\n?\Z",
+    re.S,
+)
+AGENT_BODY_LIMIT = 4096  # bytes read from an error body; a longer one is not parsed
+# How botocore's container provider reports the agent's refusal (botocore/utils.py,
+# ContainerMetadataFetcher._get_response): the status, then the body as the agent sent it.
+CONTAINER_REFUSAL_RE = re.compile(r"Received non 200 response (\d{3}) from container metadata: (.*)\Z", re.S)
+
+
+def agent_error_code(body: str) -> str | None:
+    """The EKS Auth error code in an agent error body, or None when the body is not of that shape."""
+    if len(body) > AGENT_BODY_LIMIT:
+        return None
+    match = AGENT_ERROR_RE.match(body)
+    return match.group(1) if match else None
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
-    """A secret-free description of an exception: botocore's code and message, or the type."""
+    """A secret-free description of an exception: botocore's code and message, or the type.
+
+    When the container provider reports the agent's refusal, the agent's status and error code
+    are kept apart (``agent_status``, ``agent_code``), so that no check has to read them from the text."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         err = response["Error"]
@@ -61,7 +92,13 @@ def _error(exc: BaseException) -> dict[str, Any]:
             "message": str(err.get("Message", ""))[:500],
             "http_status": response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
         }
-    return {"type": type(exc).__name__, "code": "", "message": str(exc)[:500], "http_status": None}
+    text = str(exc)
+    out: dict[str, Any] = {"type": type(exc).__name__, "code": "", "message": text[:500], "http_status": None}
+    refusal = CONTAINER_REFUSAL_RE.search(text[: AGENT_BODY_LIMIT + 200])
+    if refusal:
+        out["agent_status"] = int(refusal.group(1))
+        out["agent_code"] = agent_error_code(refusal.group(2))
+    return out
 
 
 def _jwt_claims(token: str) -> dict[str, Any]:
@@ -377,7 +414,10 @@ def run_actions(
 
 
 def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> tuple[str, Any, str]:
-    """(outcome, status, body); outcome is ok / http-error / timeout / refused / error. No proxies."""
+    """(outcome, status, body); outcome is ok / http-error / timeout / refused / error. No proxies.
+
+    The body is bounded: 8 KiB of a success, ``AGENT_BODY_LIMIT`` + 1 bytes of an error (so that a
+    caller can tell an error body that was cut)."""
     import socket
     import urllib.error
     import urllib.request
@@ -388,7 +428,13 @@ def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> tup
         with opener.open(request, timeout=timeout) as resp:
             return "ok", resp.status, resp.read(8192).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
-        return "http-error", exc.code, ""
+        try:
+            body = exc.read(AGENT_BODY_LIMIT + 1).decode("utf-8", "replace")
+        except (OSError, ValueError, AttributeError):  # no body, or a connection cut mid-body
+            body = ""
+        finally:
+            exc.close()
+        return "http-error", exc.code, body
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -438,7 +484,9 @@ def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str,
 
 
 def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Does the Pod Identity agent answer this pod's token? Reports the status only, never the body."""
+    """Does the Pod Identity agent answer this pod's token? Reports the status and, for a refusal, the
+    EKS Auth error code parsed from the body (``error_code``, None when the body has no code); never
+    the body itself (a success body holds the credentials, an error body is the agent's text)."""
     uri = environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
     token_file = environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
     if not uri:
@@ -452,8 +500,12 @@ def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
             return {"configured": True, "uri": uri, "outcome": "no-token", "detail": str(exc.strerror)}
     outcome, status, body = _http("GET", uri, headers, 3.0)
     answered = outcome == "ok" and '"AccessKeyId"' in body
+    code = agent_error_code(body) if outcome == "http-error" else None
     del body
-    return {"configured": True, "uri": uri, "outcome": "credentials" if answered else outcome, "http_status": status}
+    out = {"configured": True, "uri": uri, "outcome": "credentials" if answered else outcome, "http_status": status}
+    if outcome == "http-error":
+        out["error_code"] = code
+    return out
 
 
 def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
