@@ -11,7 +11,8 @@ from typing import Any, Literal, NoReturn
 import pytest
 
 from pytest_eksid.aws import Aws, AwsError
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, refer
+from pytest_eksid.checks.agent import FM_AGENT
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target, probe_target
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
@@ -121,6 +122,17 @@ def scope_of(item: pytest.Item) -> Scope | None:
 def see(test: str, scope: Scope | str) -> str:
     """How a workload's test points at the cluster or namespace test that owns a finding."""
     return f"see {test}[{scope if isinstance(scope, str) else scope.key}]"
+
+
+AGENT_DAEMONSET_TEST = "suites/test_agent.py::test_agent_daemonset_available"
+OIDC_PROVIDER_TEST = "suites/test_agent.py::test_oidc_provider"
+
+
+def cluster_refs(profile: LoadedProfile, findings: Finding | Iterable[Finding] | None) -> list[Finding]:
+    """A workload's findings whose likely cause is the cluster's agent or OIDC provider point at the cluster
+    test that checks it once (instead of each workload repeating that finding)."""
+    out = refer(findings, FM_AGENT, see(AGENT_DAEMONSET_TEST, profile.name))
+    return refer(out, "no IAM OIDC provider", see(OIDC_PROVIDER_TEST, profile.name))
 
 
 @dataclass

@@ -6,7 +6,7 @@ For IRSA workloads the counterpart is the cluster's IAM OIDC provider.
 import pytest
 
 from pytest_eksid.checks import agent
-from pytest_eksid.fixtures import fail_on
+from pytest_eksid.fixtures import cluster_refs, fail_on
 
 pytestmark = pytest.mark.agent
 
@@ -55,7 +55,8 @@ def test_agent_addon_active(eksid_cluster, eksid_aws):
 def test_agent_endpoint_answers(eksid_profile, eksid_workload, eksid_probe):
     """The probe pod reached the agent's credentials endpoint with its token."""
     cluster = eksid_profile.profile.cluster
-    fail_on(agent.endpoint_findings(eksid_workload, eksid_probe.agent, cluster=cluster.name, region=cluster.region))
+    findings = agent.endpoint_findings(eksid_workload, eksid_probe.agent, cluster=cluster.name, region=cluster.region)
+    fail_on(cluster_refs(eksid_profile, findings))
 
 
 @irsa_only

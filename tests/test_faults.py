@@ -129,12 +129,12 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
     ),
     "agent-down": (
         {"fault": "agent-down"},
-        fails(IDENTITY, PI, "Failure Mode 5 — Pod Identity Agent Missing")
-        | fails(PROVIDER, PI, "Failure Mode 5 — Pod Identity Agent Missing")
+        fails(IDENTITY, PI, "Failure Mode 5 — Pod Identity Agent Missing", f"see {DAEMONSET}[fault]")
+        | fails(PROVIDER, PI, "Failure Mode 5 — Pod Identity Agent Missing", f"see {DAEMONSET}[fault]")
         | fails_once(DAEMONSET, "0 of 2 agent pods ready")
         | fails(COVERAGE, PI, "no running Pod Identity Agent", "CrashLoopBackOff")
         | fails_once(ADDON, "is DEGRADED")
-        | fails(ENDPOINT, PI, "refused")
+        | fails(ENDPOINT, PI, "refused", f"see {DAEMONSET}[fault]")
         | actions(PI, NO_IDENTITY),
     ),
     "agent-down-one-node-group": (
@@ -220,7 +220,7 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
         fails_once(
             OIDC, "cluster demo: no IAM OIDC provider", "eksctl utils associate-iam-oidc-provider --cluster demo"
         )
-        | fails(IDENTITY, IRSA, "InvalidIdentityToken", "IRSA token rejected")
+        | fails(IDENTITY, IRSA, "InvalidIdentityToken", "IRSA token rejected", f"see {OIDC}[fault]")
         | fails(PROVIDER, IRSA, "InvalidIdentityToken")
         | actions(IRSA, NO_IDENTITY),
     ),

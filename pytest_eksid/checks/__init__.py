@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,13 @@ def command_name(value: object, placeholder: str) -> str:
     subdomain (all kube-apiserver admits for a node name), else ``placeholder``."""
     text = str(value)
     return text if len(text) <= 253 and _DNS_SUBDOMAIN.fullmatch(text) else placeholder
+
+
+def refer(findings: Finding | Iterable[Finding] | None, when: str, ref: str) -> list[Finding]:
+    """The findings, each whose likely cause mentions ``when`` pointing at ``ref`` too (the cluster or namespace
+    test that owns that cause, e.g. ``see suites/test_agent.py::test_agent_daemonset_available[prod]``)."""
+    listed = [findings] if isinstance(findings, Finding) else list(findings or [])
+    return [
+        replace(f, next_steps=(*f.next_steps, ref)) if when in f.likely and ref not in f.next_steps else f
+        for f in listed
+    ]
