@@ -413,6 +413,9 @@ def _outcome(request: pytest.FixtureRequest, campaign: Campaign, target: Target)
     outcome = campaign.outcomes.get(target.key)
     if outcome is None:
         outcome = campaign.run([target])[target.key]
+    if outcome.placement is not None:
+        request.node.user_properties.append(("probe_placement", outcome.placement.source))
+        request.node.add_report_section("call", "eksid probe placement", outcome.placement.source)
     if outcome.result is not None:
         request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
     if outcome.events:

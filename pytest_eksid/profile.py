@@ -80,6 +80,8 @@ FaultName = Literal[
     "exact-key-delete-grant",
     "image-baked-credentials",
     "kms-via-service-missing",
+    "proxy-captures-agent",
+    "host-network",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -101,6 +103,8 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "static-keys-in-configmap": None,
     "exact-key-delete-grant": None,
     "kms-via-service-missing": None,
+    "proxy-captures-agent": "pod-identity",
+    "host-network": "pod-identity",
 }
 
 
@@ -229,6 +233,33 @@ class Probe(_Model):
     node_group_label: str = "eks.amazonaws.com/nodegroup"
 
 
+class WorkloadProbe(_Model):
+    """Per-workload overrides of how its probe is placed (``workloads[].probe``). By default the probe mirrors
+    the workload's own pod template (nodeSelector, node affinity, tolerations, hostNetwork, dnsPolicy, proxy
+    and non-credential AWS_* variables); each field given here replaces the mirrored value."""
+
+    node_selector: dict[str, str] | None = None
+    node_affinity: dict[str, Any] | None = None
+    tolerations: list[Toleration] | None = None
+    host_network: bool | None = None
+    dns_policy: Literal["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"] | None = None
+    env: dict[str, str] | None = None
+    mirror: bool = True  # false: never read the template, use the profile's probe settings (plus these)
+
+    @field_validator("env")
+    @classmethod
+    def _mirrored_names_only(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from pytest_eksid.checks.placement import MIRRORED_VARIABLES
+
+        for name in value or {}:
+            if name not in MIRRORED_VARIABLES:
+                raise ValueError(
+                    f"probe.env may set only proxy and AWS settings variables, not {shown(name)}; "
+                    f"allowed: {', '.join(sorted(MIRRORED_VARIABLES))}"
+                )
+        return value
+
+
 class GenericCall(_Model):
     service: str = Field(min_length=2)
     operation: str = Field(pattern=r"^[A-Z][A-Za-z0-9]+$")
@@ -302,6 +333,7 @@ class Workload(_Model):
     migration: bool = False  # both mechanisms bound on purpose (IRSA -> Pod Identity migration)
     allow: list[ActionCheck] = Field(default_factory=list)
     deny: list[ActionCheck] = Field(default_factory=list)
+    probe: WorkloadProbe | None = None  # how this workload's probe is placed (default: mirror its pod template)
     # Other subjects the role's trust policy admits on purpose (a shared role, another cluster).
     trust_shared_with: list[TrustShare] = Field(default_factory=list)
 

@@ -6,6 +6,7 @@ For IRSA workloads the counterpart is the cluster's IAM OIDC provider.
 import pytest
 
 from pytest_eksid.checks import agent
+from pytest_eksid.checks.placement import network_findings
 from pytest_eksid.fixtures import cluster_refs, fail_on
 
 pytestmark = pytest.mark.agent
@@ -68,3 +69,12 @@ def test_oidc_provider(eksid_cluster, eksid_aws):
     fail_on(
         agent.oidc_provider_findings(issuer, eksid_aws.oidc_providers(), cluster=cluster.name, region=cluster.region)
     )
+
+
+@pod_identity_only
+def test_pods_reach_the_agent_directly(eksid_workload, eksid_kube):
+    """The workload's pod templates let its pods reach the agent: no HTTP proxy without NO_PROXY for the agent's
+    address, no hostNetwork."""
+    selector = eksid_workload.selector or f"app.kubernetes.io/name={eksid_workload.name}"
+    templates = eksid_kube.workloads(eksid_workload.namespace, selector)
+    fail_on(network_findings(eksid_workload.name, eksid_workload.mechanism, templates))

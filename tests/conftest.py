@@ -104,9 +104,16 @@ def demo_data() -> dict[str, Any]:
     return copy.deepcopy(yaml.safe_load((REPO / "profiles" / "demo.yaml").read_text()))
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Profiles may not use anchors/aliases (docs/profiles.md): write shared objects out in full."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_profile(tmp_path: Path, data: dict[str, Any], name: str = "variant") -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False))
     return path
 
 

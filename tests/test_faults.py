@@ -31,6 +31,7 @@ DAEMONSET = "suites/test_agent.py::test_agent_daemonset_available"
 COVERAGE = "suites/test_agent.py::test_agent_on_every_node"
 ADDON = "suites/test_agent.py::test_agent_addon_active"
 OIDC = "suites/test_agent.py::test_oidc_provider"
+REACH = "suites/test_agent.py::test_pods_reach_the_agent_directly"
 SECRETS = "suites/test_static_credentials.py::test_namespace_secrets_and_configmaps"
 TEMPLATES = "suites/test_static_credentials.py::test_pod_templates"
 PROBE_ENV = "suites/test_static_credentials.py::test_probe_environment"
@@ -258,6 +259,14 @@ FAULTS: dict[str, tuple[dict[str, object], Expected]] = {
     "missing-owner-label": (
         {"fault": "missing-owner-label", "workload": PI},
         fails(OWNER, PI, "no platform.mycompany.io/identity-owner label"),
+    ),
+    "proxy-captures-agent": (
+        {"fault": "proxy-captures-agent", "workload": PI},
+        fails(REACH, PI, "sets an HTTP proxy that would carry the agent's requests", "169.254.170.23,fd00:ec2::23"),
+    ),
+    "host-network": (
+        {"fault": "host-network", "workload": PI},
+        fails(REACH, PI, "runs its pods with hostNetwork", "IMDS hop limit"),
     ),
     "image-pull-error": (
         {"fault": "image-pull-error"},

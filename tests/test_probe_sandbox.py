@@ -109,7 +109,8 @@ def test_imds_exposed(start_sandbox, versions, v1, v2):
 
 def test_imds_exposed_on_one_node_group_only(start_sandbox):
     data = demo_data()
-    data["probe"]["nodeSelector"] = {"eks.amazonaws.com/nodegroup": "ng-batch"}
+    billing = next(w for w in data["workloads"] if w["name"] == "billing-worker")
+    billing["probe"] = {"nodeSelector": {"eks.amazonaws.com/nodegroup": "ng-batch"}}  # the workload's placement
     data["sandbox"]["faults"] = [{"fault": "imds-exposed", "nodegroup": "ng-general"}]
     run = start_sandbox(data)
     outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["billing-worker"]
@@ -156,7 +157,7 @@ def test_image_pull_error_is_diagnosed_at_once(start_sandbox):
 
 def test_unschedulable_is_diagnosed(start_sandbox):
     data = _only_exporter(demo_data())
-    data["probe"]["nodeSelector"] = {"eks.amazonaws.com/nodegroup": "gpu"}
+    data["workloads"][0]["probe"] = {"nodeSelector": {"eks.amazonaws.com/nodegroup": "gpu"}}  # over the template's
     run = start_sandbox(data)
     outcome = _campaign(run).run(run.loaded.profile.workloads)["invoice-exporter"]
     assert outcome.error is not None

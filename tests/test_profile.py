@@ -184,8 +184,8 @@ def test_unknown_key_inside_a_workload(tmp_path: Path) -> None:
     path, message = _error(tmp_path, text)
     assert f"{path}:{_line(text, 'mechansim')}: workloads[0].mechansim: unknown key" in message
     assert (
-        "allowed here: allow, deny, legacyIamUser, mechanism, migration, name, namespace, owner, roleArn, "
-        "selector, serviceAccount, targetRoleArn" in message
+        "allowed here: allow, deny, legacyIamUser, mechanism, migration, name, namespace, owner, probe, roleArn, "
+        "selector, serviceAccount, targetRoleArn, trustSharedWith" in message
     )
 
 

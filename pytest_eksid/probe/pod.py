@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_eksid.checks.placement import Placement, mirror
 from pytest_eksid.kube import Kube, KubeError, KubeUnreachable
 from pytest_eksid.probe import program
 from pytest_eksid.profile import Profile, Workload
@@ -98,9 +99,62 @@ def _home_group(profile: Profile) -> str | None:
     return probe.node_groups[0]
 
 
-def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegroup: str | None = None) -> Obj:
-    """The probe pod: the workload's SA, restricted security context, a deadline, labels."""
+def profile_base(profile: Profile, source: str = "profile probe settings") -> Placement:
+    """The profile's own probe settings (``probe.nodeSelector``, ``probe.tolerations``)."""
     probe = profile.probe
+    return Placement(
+        source,
+        node_selector=dict(probe.node_selector),
+        tolerations=tuple(t.model_dump(exclude_none=True) for t in probe.tolerations),
+    )
+
+
+def profile_placement(profile: Profile, workload: Workload, source: str = "profile probe settings") -> Placement:
+    """The profile's own probe settings, with the workload's ``probe`` overrides on top."""
+    return with_overrides(profile_base(profile, source), workload)
+
+
+def with_overrides(base: Placement, workload: Workload) -> Placement:
+    """``base`` with each field the workload's ``probe`` section sets replaced (and the source saying so)."""
+    o = workload.probe
+    if o is None:
+        return base
+    given = {k for k, v in o.model_dump(exclude={"mirror"}).items() if v is not None}
+    if not given:
+        return base
+    return Placement(
+        f"{base.source}, with workloads[{workload.name}].probe overriding "
+        + ", ".join(sorted(type(o).model_fields[k].alias or k for k in given)),
+        base.mirrored,
+        dict(o.node_selector) if o.node_selector is not None else dict(base.node_selector),
+        dict(o.node_affinity) if o.node_affinity is not None else base.node_affinity,
+        tuple(t.model_dump(exclude_none=True) for t in o.tolerations)
+        if o.tolerations is not None
+        else base.tolerations,
+        o.host_network if o.host_network is not None else base.host_network,
+        o.dns_policy if o.dns_policy is not None else base.dns_policy,
+        dict(o.env) if o.env is not None else dict(base.env),
+    )
+
+
+def workload_selector(workload: Workload) -> str:
+    return workload.selector or f"app.kubernetes.io/name={workload.name}"
+
+
+def probe_pod_manifest(
+    profile: Profile,
+    workload: Workload,
+    run_id: str,
+    nodegroup: str | None = None,
+    placement: Placement | None = None,
+) -> Obj:
+    """The probe pod: the workload's SA, restricted security context, a deadline, labels; placed as
+    ``placement`` says (the workload's mirrored pod template; default: the profile's probe settings).
+    A probe pinned to a node group (IMDS only) keeps the profile's settings: it stands for the group."""
+    probe = profile.probe
+    imds_only = nodegroup is not None
+    if placement is None or imds_only:
+        placement = profile_placement(profile, workload)
     plan = probe_plan(profile, workload)
     if nodegroup is not None:
         plan["steps"] = list(NODE_STEPS)  # IMDS is the node's: no identity, no actions (no botocore)
@@ -124,7 +178,10 @@ def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegr
                 "image": probe.image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["python3", "-c", program_source()],
-                "env": [{"name": program.PLAN_VARIABLE, "value": json.dumps(plan, sort_keys=True)}],
+                "env": [
+                    *({"name": k, "value": v} for k, v in sorted(placement.env.items())),
+                    {"name": program.PLAN_VARIABLE, "value": json.dumps(plan, sort_keys=True)},
+                ],
                 "resources": {
                     "requests": {"cpu": "50m", "memory": "64Mi"},
                     "limits": {"cpu": "500m", "memory": "256Mi"},
@@ -138,10 +195,19 @@ def probe_pod_manifest(profile: Profile, workload: Workload, run_id: str, nodegr
             }
         ],
     }
-    if probe.node_selector or nodegroup is not None:
-        spec["nodeSelector"] = {**probe.node_selector, **({probe.node_group_label: nodegroup} if nodegroup else {})}
-    if probe.tolerations:
-        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in probe.tolerations]
+    if placement.node_selector or nodegroup is not None:
+        # An IMDS-only probe is pinned to its group. The workload's own probe is pinned to the first of
+        # probe.nodeGroups only where its placement selects no node group itself (the template's wins).
+        pin = {probe.node_group_label: nodegroup} if nodegroup else {}
+        spec["nodeSelector"] = {**placement.node_selector, **pin} if imds_only else {**pin, **placement.node_selector}
+    if placement.node_affinity:
+        spec["affinity"] = {"nodeAffinity": placement.node_affinity}
+    if placement.tolerations:
+        spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    if placement.host_network:
+        spec["hostNetwork"] = True
+    if placement.dns_policy is not None:
+        spec["dnsPolicy"] = placement.dns_policy
     if probe.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in probe.image_pull_secrets]
     return {
@@ -175,6 +241,7 @@ class ProbeOutcome:
     seconds: float = 0.0
     node_name: str | None = None
     events: list[str] = field(default_factory=list)
+    placement: Placement | None = None  # how the probe pod was placed, and from where
 
     @property
     def identity(self) -> Obj:
@@ -331,6 +398,7 @@ class Campaign:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _board: PodBoard = field(init=False)
+    _templates: dict[tuple[str, str], list[Obj] | str] = field(default_factory=dict)  # read once per selector
 
     def __post_init__(self) -> None:
         self._board = PodBoard(self.kube, self.run_id, POLL_SECONDS)
@@ -365,6 +433,11 @@ class Campaign:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
+        placed = [self.outcomes[t.key].placement for t in todo]
+        mirrored = sum(1 for pl in placed if pl is not None and pl.mirrored)
+        own = sum(1 for pl in placed if pl is not None)
+        if own:
+            self.progress(f"probe placement: {mirrored}/{own} mirrored from the workloads' pod templates")
         done_ok = sum(1 for t in todo if self.outcomes[t.key].result is not None)
         self.progress(f"{done_ok}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
         return self.outcomes
@@ -395,7 +468,8 @@ class Campaign:
         outcome = ProbeOutcome(workload, target.nodegroup)
         t0 = time.monotonic()
         try:
-            manifest = probe_pod_manifest(self.profile, workload, self.run_id, target.nodegroup)
+            outcome.placement = None if target.nodegroup is not None else self.placement(workload)
+            manifest = probe_pod_manifest(self.profile, workload, self.run_id, target.nodegroup, outcome.placement)
             self.manifest_hook(manifest, workload)
             pod = self.kube.create_pod(workload.namespace, manifest)
             name = str(pod["metadata"]["name"])
@@ -415,6 +489,26 @@ class Campaign:
                 outcome.events = self._events(workload.namespace, outcome.pod)
         outcome.seconds = time.monotonic() - t0
         return outcome
+
+    def placement(self, workload: Workload) -> Placement:
+        """Where the workload's own probe goes: as its pod templates say (read once per namespace and
+        selector), with its ``probe`` overrides; the profile's settings when mirroring is off or impossible."""
+        if workload.probe is not None and not workload.probe.mirror:
+            return profile_placement(self.profile, workload, "profile probe settings (mirroring off)")
+        selector = workload_selector(workload)
+        key = (workload.namespace, selector)
+        with self._lock:
+            templates = self._templates.get(key)
+        if templates is None:
+            try:
+                templates = self.kube.workloads(workload.namespace, selector)
+            except KubeError as exc:
+                templates = f"cannot read the pod templates: {exc}"
+            with self._lock:
+                self._templates[key] = templates
+        if isinstance(templates, str):
+            return profile_placement(self.profile, workload, f"profile probe settings ({templates})")
+        return with_overrides(mirror(templates, selector, profile_base(self.profile)), workload)
 
     def _wait(self, outcome: ProbeOutcome, namespace: str, name: str) -> None:
         created = time.monotonic()

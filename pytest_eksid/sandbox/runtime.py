@@ -547,6 +547,14 @@ class Sandbox:
                     },
                 },
             )
+        if self.faulted("proxy-captures-agent", w.name):
+            # A corporate proxy for the pods' egress, exempting loopback (the sandbox's endpoints) but not the
+            # Pod Identity agent's address.
+            env += [
+                {"name": "HTTP_PROXY", "value": "http://proxy.corp.example:3128"},
+                {"name": "NO_PROXY", "value": "127.0.0.1,localhost,.svc,.cluster.local"},
+            ]
+        pod_extra: dict[str, Any] = {"hostNetwork": True} if self.faulted("host-network", w.name) else {}
         sa = "default" if self.faulted("default-service-account", w.name) else w.service_account
         labels = {"app.kubernetes.io/name": w.name}
         self.store.create(
@@ -562,6 +570,7 @@ class Sandbox:
                         "spec": {
                             "serviceAccountName": sa,
                             "automountServiceAccountToken": False,  # hardened; identity needs no automount
+                            **pod_extra,
                             "containers": [
                                 {
                                     "name": "app",
