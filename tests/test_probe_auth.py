@@ -1,0 +1,228 @@
+"""A probe result counts only when it is authentic: from the pod the runner created, with an identity
+STS confirmed for the runner's own nonce. Here a tenant forges results and swaps pods."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from pytest_eksid.aws import Aws, IdentityNotProven, _proof_query, proof_endpoints
+from pytest_eksid.checks.identity import caller_role, credential_provider, wrong_caller
+from pytest_eksid.kube import Kube, KubeTarget
+from pytest_eksid.probe import program
+from pytest_eksid.probe.pod import Campaign, ProbeOutcome
+from pytest_eksid.redact import redact_text
+from tests.conftest import demo_data
+
+ENDPOINT = "https://sts.eu-west-1.amazonaws.com"
+GOOD = (
+    "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"
+    "&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAEXAMPLE%2F20261204%2Feu-west-1%2Fsts%2Faws4_request"
+    "&X-Amz-Date=20261204T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3Bx-eksid-nonce&X-Amz-Signature=ab"
+)
+
+
+def test_a_proof_for_this_runners_sts_endpoint_is_sent_there():
+    endpoint, query = _proof_query(GOOD, proof_endpoints(ENDPOINT))
+    assert endpoint == ENDPOINT
+    assert query.startswith("Action=GetCallerIdentity")
+    # The legacy global endpoint is AWS's too.
+    assert _proof_query(GOOD.replace("sts.eu-west-1.", "sts."), proof_endpoints(ENDPOINT))[0] == (
+        "https://sts.amazonaws.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        (GOOD.replace("sts.eu-west-1.amazonaws.com", "attacker.example"), "another endpoint"),
+        (GOOD.replace("https://", "http://"), "another endpoint"),
+        (GOOD.replace("amazonaws.com/", "amazonaws.com:8443/"), "another endpoint"),
+        (GOOD.replace("https://", "https://user@"), "another endpoint"),
+        (GOOD.replace("GetCallerIdentity", "AssumeRole"), "not a presigned sts:GetCallerIdentity"),
+        (GOOD.replace("%3Bx-eksid-nonce", ""), "does not sign the x-eksid-nonce header"),
+        (GOOD.replace("%2Fsts%2F", "%2Fs3%2F"), "not signed for STS"),
+        (GOOD + "&Action=GetCallerIdentity", "repeats a query parameter"),
+    ],
+)
+def test_a_proof_not_for_this_runners_sts_is_refused_before_anything_is_sent(url, why):
+    with pytest.raises(IdentityNotProven, match=why) as raised:
+        _proof_query(url, proof_endpoints(ENDPOINT))
+    assert "X-Amz-Signature" not in str(raised.value)
+
+
+def _campaign(prove: Any) -> Campaign:
+    return Campaign(kube=None, profile=None, prove=prove)  # type: ignore[arg-type]
+
+
+def _forged(proof: str | None) -> ProbeOutcome:
+    w = demo_data_workload()
+    identity: dict[str, Any] = {
+        "method": "container-role",
+        "caller": {"arn": "arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/forged"},
+    }
+    if proof is not None:
+        identity["proof"] = proof
+    result = {"identity": identity, "actions": []}
+    return ProbeOutcome(w, result=result, log=program.RESULT_MARKER + json.dumps(result))
+
+
+def demo_data_workload() -> Any:
+    from pytest_eksid.profile import Profile
+
+    return Profile.model_validate(demo_data()).workloads[0]
+
+
+def test_a_forged_result_without_proof_fails_every_identity_check():
+    from pytest_eksid.profile import Profile
+
+    profile = Profile.model_validate(demo_data())
+    called: list[str] = []
+    outcome = _forged(None)
+    _campaign(lambda url, nonce: called.append(url) or {})._authenticate(outcome, "n")
+    assert called == []
+    ident = outcome.identity
+    assert ident["caller"] is None
+    assert "identity not proven: " in ident["proof_error"]
+    for finding in (
+        caller_role(profile, outcome.workload, ident),
+        credential_provider(profile, outcome.workload, ident),
+    ):
+        assert finding is not None
+        assert "identity not proven" in finding.seen
+    assert "identity not proven" in (wrong_caller(outcome.workload, ident) or "")
+
+
+def test_the_caller_is_the_one_sts_names_and_the_proof_leaves_result_and_log():
+    outcome = _forged(GOOD)
+    seen: list[tuple[str, str]] = []
+
+    def prove(url: str, nonce: str) -> dict[str, str]:
+        seen.append((url, nonce))
+        return {"arn": "arn:aws:sts::111122223333:assumed-role/other/s", "account": "111122223333", "user_id": "x"}
+
+    _campaign(prove)._authenticate(outcome, "the-nonce")
+    assert seen == [(GOOD, "the-nonce")]
+    assert outcome.identity["caller"]["arn"].endswith("assumed-role/other/s")  # not the claimed one
+    assert "proof" not in outcome.identity
+    assert GOOD not in outcome.log
+
+
+def test_a_presigned_url_is_redacted():
+    assert "X-Amz-Signature=ab" not in redact_text(f"see {GOOD} here")
+    assert "X-Amz-Security-Token" not in redact_text(GOOD + "&X-Amz-Security-Token=IQoJb3JpZ2luX2VjE")
+
+
+# --- in the sandbox, over the real STS and Kubernetes clients ------------------------------------
+
+
+def _only_exporter(data: dict[str, Any]) -> dict[str, Any]:
+    data["workloads"] = [w for w in data["workloads"] if w["name"] == "invoice-exporter"]
+    return data
+
+
+def _aws(run: Any) -> Aws:
+    return Aws(region=run.loaded.profile.cluster.region, env=run.connection.env)
+
+
+def test_a_genuine_probe_is_proven_by_sts(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+    aws = _aws(run)
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=aws.prove_caller)
+    outcome = campaign.run(run.loaded.profile.workloads)["invoice-exporter"]
+    campaign.cleanup()
+    assert outcome.error is None, outcome.error
+    assert outcome.identity["proven"] is True, outcome.identity
+    assert outcome.identity["caller"]["arn"].startswith("arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/")
+    assert caller_role(run.loaded.profile, outcome.workload, outcome.identity) is None
+    assert "X-Amz-Signature" not in outcome.log
+    assert "proof" not in outcome.identity
+
+
+def test_a_proof_for_another_nonce_is_refused_by_sts(start_sandbox):
+    run = start_sandbox(_only_exporter(demo_data()))
+    aws = _aws(run)
+    urls: list[str] = []
+    nonces: list[str] = []
+
+    def keep(url: str, nonce: str) -> dict[str, str]:
+        urls.append(url)
+        nonces.append(nonce)
+        return aws.prove_caller(url, nonce)
+
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=keep)
+    campaign.run(run.loaded.profile.workloads)
+    campaign.cleanup()
+    assert aws.prove_caller(urls[0], nonces[0])["arn"]  # the right nonce is accepted (within the URL's minute)
+    with pytest.raises(IdentityNotProven, match="SignatureDoesNotMatch"):
+        aws.prove_caller(urls[0], "another-pods-nonce")
+
+
+def _swap(tenant: Kube, namespace: str, name: str, wait_done: bool) -> str:
+    """The tenant: delete the probe pod, create one of the same name, labels, SA and image that prints a forged
+    passing result. Returns the new pod's UID."""
+    original = tenant.read_pod(namespace, name)
+    tenant.delete_pod(namespace, name)
+    forged = {
+        "identity": {
+            "method": "container-role",
+            "caller": {"arn": "arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/x"},
+        }
+    }
+    container = original["spec"]["containers"][0]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": original["metadata"]["labels"]},
+        "spec": {
+            "serviceAccountName": original["spec"]["serviceAccountName"],
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "command": ["python3", "-c", f"print({program.RESULT_MARKER + json.dumps(forged)!r})"],
+                }
+            ],
+        },
+    }
+    created = tenant.create_pod(namespace, pod)
+    deadline = time.monotonic() + 30
+    while wait_done and tenant.read_pod(namespace, name)["status"].get("phase") != "Succeeded":
+        assert time.monotonic() < deadline, "the forged pod did not finish"
+        time.sleep(0.05)
+    return str(created["metadata"]["uid"])
+
+
+@pytest.mark.parametrize("when", ["pending", "after-success"])
+def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, when):
+    run = start_sandbox(_only_exporter(demo_data()))
+    tenant = Kube(KubeTarget(str(run.connection.kubeconfig), None))
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=_aws(run).prove_caller)
+    swapped: list[str] = []
+    real_create, real_log = run.kube.create_pod, run.kube.pod_log
+
+    def create_then_swap(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        pod = real_create(namespace, manifest)
+        swapped.append(_swap(tenant, namespace, pod["metadata"]["name"], wait_done=False))
+        return pod
+
+    def swap_then_log(namespace: str, name: str, tail_lines: int | None = None) -> str:
+        swapped.append(_swap(tenant, namespace, name, wait_done=True))
+        return real_log(namespace, name, tail_lines)
+
+    if when == "pending":
+        monkeypatch.setattr(run.kube, "create_pod", create_then_swap)
+    else:
+        monkeypatch.setattr(run.kube, "pod_log", swap_then_log)
+    outcome = campaign.run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.error is not None
+    assert "replaced by another party" in outcome.error, outcome
+    assert f"uid {swapped[0]}" in outcome.error
+    # Cleanup does not delete the tenant's pod blindly: the UID precondition keeps it.
+    assert campaign.cleanup() == []
+    assert tenant.read_pod(outcome.workload.namespace, outcome.pod)["metadata"]["uid"] == swapped[0]
+    tenant.close()
