@@ -420,11 +420,11 @@ def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_
     real_delete = run.kube.delete_pod
     calls = []
 
-    def refusing_delete(namespace, name):
+    def refusing_delete(namespace, name, uid=None):
         calls.append(name)
         if len(calls) == 1:
             raise KubeError("delete pod: 403 Forbidden", 403)  # the API refused this one
-        return real_delete(namespace, name)
+        return real_delete(namespace, name, uid)
 
     monkeypatch.setattr(run.kube, "delete_pod", refusing_delete)
     with pytest.raises(KubeError) as err:
@@ -448,7 +448,7 @@ def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, 
     campaign.run(run.loaded.profile.workloads)
     calls = []
 
-    def unreachable(namespace, name):
+    def unreachable(namespace, name, uid=None):
         calls.append(name)
         raise failure
 
