@@ -4,7 +4,6 @@ STS confirmed for the runner's own nonce. Here a tenant forges results and swaps
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,8 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome
 from pytest_eksid.redact import redact_text
-from tests.conftest import demo_data
+from tests.conftest import demo_data, run_pytest, write_profile
+from tests.tenant import swap
 
 ENDPOINT = "https://sts.eu-west-1.amazonaws.com"
 GOOD = (
@@ -161,43 +161,7 @@ def test_a_proof_for_another_nonce_is_refused_by_sts(start_sandbox):
         aws.prove_caller(urls[0], "another-pods-nonce")
 
 
-def _swap(tenant: Kube, namespace: str, name: str, wait_done: bool) -> str:
-    """The tenant: delete the probe pod, create one of the same name, labels, SA and image that prints a forged
-    passing result. Returns the new pod's UID."""
-    original = tenant.read_pod(namespace, name)
-    tenant.delete_pod(namespace, name)
-    forged = {
-        "identity": {
-            "method": "container-role",
-            "caller": {"arn": "arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/x"},
-        }
-    }
-    container = original["spec"]["containers"][0]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": original["metadata"]["labels"]},
-        "spec": {
-            "serviceAccountName": original["spec"]["serviceAccountName"],
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": container["name"],
-                    "image": container["image"],
-                    "command": ["python3", "-c", f"print({program.RESULT_MARKER + json.dumps(forged)!r})"],
-                }
-            ],
-        },
-    }
-    created = tenant.create_pod(namespace, pod)
-    deadline = time.monotonic() + 30
-    while wait_done and tenant.read_pod(namespace, name)["status"].get("phase") != "Succeeded":
-        assert time.monotonic() < deadline, "the forged pod did not finish"
-        time.sleep(0.05)
-    return str(created["metadata"]["uid"])
-
-
-@pytest.mark.parametrize("when", ["pending", "after-success"])
+@pytest.mark.parametrize("when", ["pending", "running", "after-success"])
 def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, when):
     run = start_sandbox(_only_exporter(demo_data()))
     tenant = Kube(KubeTarget(str(run.connection.kubeconfig), None))
@@ -207,15 +171,25 @@ def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, w
 
     def create_then_swap(namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         pod = real_create(namespace, manifest)
-        swapped.append(_swap(tenant, namespace, pod["metadata"]["name"], wait_done=False))
+        swapped.append(swap(tenant, namespace, pod["metadata"]["name"], wait_done=False))
         return pod
 
     def swap_then_log(namespace: str, name: str, tail_lines: int | None = None) -> str:
-        swapped.append(_swap(tenant, namespace, name, wait_done=True))
+        swapped.append(swap(tenant, namespace, name, wait_done=True))
         return real_log(namespace, name, tail_lines)
+
+    real_read = campaign._board.read
+
+    def swap_when_running(namespace: str, name: str, since: float) -> dict[str, Any]:
+        pod = real_read(namespace, name, since)
+        if not swapped and (pod.get("status") or {}).get("phase") == "Running":
+            swapped.append(swap(tenant, namespace, name, wait_done=False))
+        return pod
 
     if when == "pending":
         monkeypatch.setattr(run.kube, "create_pod", create_then_swap)
+    elif when == "running":  # the probe waits out IMDS's 2 s timeouts: the runner sees it Running
+        monkeypatch.setattr(campaign._board, "read", swap_when_running)
     else:
         monkeypatch.setattr(run.kube, "pod_log", swap_then_log)
     outcome = campaign.run(run.loaded.profile.workloads)["invoice-exporter"]
@@ -226,3 +200,43 @@ def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, w
     assert campaign.cleanup() == []
     assert tenant.read_pod(outcome.workload.namespace, outcome.pod)["metadata"]["uid"] == swapped[0]
     tenant.close()
+
+
+def test_in_a_suite_run_every_probe_based_test_of_a_swapped_workload_fails(tmp_path):
+    """The tenant swaps each of invoice-exporter's probe pods after it succeeded, before its log is read:
+    every identity, permission and other probe-based test of that workload fails, the other workload passes."""
+    from tests.test_faults import PI, every_probe_test
+
+    run = run_pytest(
+        f"--profile={write_profile(tmp_path, demo_data(), 'fault')}",
+        "-p",
+        "tests.tenant",
+        tmp_path=tmp_path,
+        env={"TENANT_SWAP_WORKLOAD": PI},
+    )
+    assert "INTERNALERROR" not in run.stdout + run.stderr
+    expected = every_probe_test(PI, "probe pod replaced by another party (uid ")
+    assert set(run.failed()) == set(expected), run.stdout[-4000:]
+    for test, phrases in expected.items():
+        for phrase in phrases:
+            assert phrase in run.messages[test], run.messages[test]
+    assert "X-Amz-Signature" not in run.stdout + run.stderr
+
+
+def test_the_probe_presigns_get_caller_identity_with_the_nonce_signed(monkeypatch):
+    from urllib.parse import parse_qs, urlsplit
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAEXAMPLEEXAMPLE00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s" * 40)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "t" * 60)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS", raising=False)
+    program._SESSIONS.clear()
+    url = program.prove_identity({"region": "eu-west-1", "nonce": "n-1"})
+    program._SESSIONS.clear()
+    query = parse_qs(urlsplit(url).query)
+    assert query["Action"] == ["GetCallerIdentity"]
+    assert query["X-Amz-Expires"] == [str(program.PROOF_SECONDS)]
+    assert "x-eksid-nonce" in query["X-Amz-SignedHeaders"][0].split(";")
+    assert "n-1" not in url  # the nonce is signed as a header, not carried in the URL
+    assert _proof_query(url, proof_endpoints(ENDPOINT))[0] in proof_endpoints(ENDPOINT)
