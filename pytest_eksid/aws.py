@@ -63,14 +63,19 @@ PROOF_BODY_LIMIT = 64 * 1024
 _STS_XML = "{https://sts.amazonaws.com/doc/2011-06-15/}"
 
 
-_REGIONAL_STS = re.compile(r"\Asts\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com\Z")
+_REGION = re.compile(r"\A[a-z]{2}(-[a-z]+)+-\d\Z")
 
 
-def proof_endpoints(endpoint: str) -> tuple[str, ...]:
-    """The STS endpoints a proof may be signed for: the runner's own; with AWS's regional endpoint, also
-    the global one, which an SDK with the legacy STS endpoint setting signs for (both are AWS's own)."""
-    host = urlsplit(endpoint).hostname or ""
-    return (endpoint, "https://sts.amazonaws.com") if _REGIONAL_STS.match(host) else (endpoint,)
+def proof_endpoints(endpoint: str, region: str) -> tuple[str, ...]:
+    """The STS endpoints a proof may be signed for, all chosen by the runner: its own, and AWS's own STS
+    for the profile's region, regional and (outside China) global, which an SDK signs for by default or
+    with the legacy STS endpoint setting — a runner that reaches STS through a VPC endpoint's own
+    hostname still accepts a pod's proof for AWS's standard one (private DNS keeps that name)."""
+    if not _REGION.match(region):
+        return (endpoint,)
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    aws = (f"https://sts.{region}.{suffix}",) + (() if region.startswith("cn-") else ("https://sts.amazonaws.com",))
+    return (endpoint, *(e for e in aws if _origin(e) != _origin(endpoint)))
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
@@ -256,7 +261,7 @@ class Aws:
         runner chose, and return the caller STS names. Raises IdentityNotProven (never with the URL).
 
         Not cached, not retried: a presigned URL is good for one short window, and each is one pod's."""
-        endpoint, query = _proof_query(url, proof_endpoints(self.sts_endpoint()))
+        endpoint, query = _proof_query(url, proof_endpoints(self.sts_endpoint(), self.region))
         base = endpoint.rstrip("/") + "/"
         opener = urllib.request.build_opener(_NoRedirect())
         request = urllib.request.Request(base + "?" + query, method="GET", headers={NONCE_HEADER: nonce})

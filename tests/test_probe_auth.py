@@ -26,12 +26,21 @@ GOOD = (
 
 
 def test_a_proof_for_this_runners_sts_endpoint_is_sent_there():
-    endpoint, query = _proof_query(GOOD, proof_endpoints(ENDPOINT))
+    endpoint, query = _proof_query(GOOD, proof_endpoints(ENDPOINT, "eu-west-1"))
     assert endpoint == ENDPOINT
     assert query.startswith("Action=GetCallerIdentity")
     # The legacy global endpoint is AWS's too.
-    assert _proof_query(GOOD.replace("sts.eu-west-1.", "sts."), proof_endpoints(ENDPOINT))[0] == (
+    assert _proof_query(GOOD.replace("sts.eu-west-1.", "sts."), proof_endpoints(ENDPOINT, "eu-west-1"))[0] == (
         "https://sts.amazonaws.com"
+    )
+    # A runner that reaches STS at its own VPC endpoint name still takes a proof for AWS's standard name.
+    vpce = "https://vpce-0abc.sts.eu-west-1.vpce.amazonaws.com"
+    assert _proof_query(GOOD, proof_endpoints(vpce, "eu-west-1"))[0] == ENDPOINT
+    # In the sandbox (a loopback endpoint), AWS's own names are allowed too, no one else's.
+    assert proof_endpoints("http://127.0.0.1:5000", "eu-west-1") == (
+        "http://127.0.0.1:5000",
+        ENDPOINT,
+        "https://sts.amazonaws.com",
     )
 
 
@@ -50,7 +59,7 @@ def test_a_proof_for_this_runners_sts_endpoint_is_sent_there():
 )
 def test_a_proof_not_for_this_runners_sts_is_refused_before_anything_is_sent(url, why):
     with pytest.raises(IdentityNotProven, match=why) as raised:
-        _proof_query(url, proof_endpoints(ENDPOINT))
+        _proof_query(url, proof_endpoints(ENDPOINT, "eu-west-1"))
     assert "X-Amz-Signature" not in str(raised.value)
 
 
@@ -239,4 +248,4 @@ def test_the_probe_presigns_get_caller_identity_with_the_nonce_signed(monkeypatc
     assert query["X-Amz-Expires"] == [str(program.PROOF_SECONDS)]
     assert "x-eksid-nonce" in query["X-Amz-SignedHeaders"][0].split(";")
     assert "n-1" not in url  # the nonce is signed as a header, not carried in the URL
-    assert _proof_query(url, proof_endpoints(ENDPOINT))[0] in proof_endpoints(ENDPOINT)
+    assert _proof_query(url, proof_endpoints(ENDPOINT, "eu-west-1"))[0] in proof_endpoints(ENDPOINT, "eu-west-1")

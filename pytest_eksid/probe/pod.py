@@ -459,7 +459,7 @@ class Campaign:
         """The pod read by name must be the one created: same UID, same image, command and ServiceAccount.
         Anyone who may create and delete pods in the namespace could otherwise swap in a pod of the same
         name and labels whose log says anything."""
-        where = f"probe pod {(pod.get('metadata') or {}).get('namespace') or outcome.workload.namespace}/{outcome.pod}"
+        where = f"probe pod {outcome.workload.namespace}/{outcome.pod}"
         if _uid(pod) != outcome.uid:
             raise ProbeError(
                 f"{where}: probe pod replaced by another party (uid {_uid(pod)}, not {outcome.uid} as created): "
