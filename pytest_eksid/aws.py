@@ -8,12 +8,15 @@ list the runner's exact IAM permissions.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -49,6 +52,110 @@ ACTIONS = (
 
 class AwsError(Exception):
     """An AWS call that failed; the message names the call and AWS's own code."""
+
+
+class IdentityNotProven(Exception):
+    """A probe's proof of identity that STS did not confirm; the message says why (never the URL)."""
+
+
+NONCE_HEADER = "x-eksid-nonce"  # as pytest_eksid/probe/program.py signs it
+PROOF_BODY_LIMIT = 64 * 1024
+_STS_XML = "{https://sts.amazonaws.com/doc/2011-06-15/}"
+
+
+_REGION = re.compile(r"\A[a-z]{2}(-[a-z]+)+-\d\Z")
+
+
+def proof_endpoints(endpoint: str, region: str) -> tuple[str, ...]:
+    """The STS endpoints a proof may be signed for, all chosen by the runner: its own, and AWS's own STS
+    for the profile's region, regional and (outside China) global, which an SDK signs for by default or
+    with the legacy STS endpoint setting — a runner that reaches STS through a VPC endpoint's own
+    hostname still accepts a pod's proof for AWS's standard one (private DNS keeps that name)."""
+    if not _REGION.match(region):
+        return (endpoint,)
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    aws = (f"https://sts.{region}.{suffix}",) + (() if region.startswith("cn-") else ("https://sts.amazonaws.com",))
+    return (endpoint, *(e for e in aws if _origin(e) != _origin(endpoint)))
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def _proof_query(url: str, endpoints: tuple[str, ...]) -> tuple[str, str]:
+    """(the endpoint to send it to, the query string) of a presigned GetCallerIdentity whose URL is for
+    one of ``endpoints``, which the runner chose itself.
+
+    The URL comes from the probe's result, which a tenant may have forged: it is sent nowhere but to
+    the runner's own STS endpoint, so that no forged result can choose who answers with an ARN."""
+    try:
+        got = urlsplit(url)
+        match = [e for e in endpoints if _origin(e) == _origin(url)]
+    except ValueError:
+        raise IdentityNotProven("the proof is not a URL") from None
+    if not match or got.username is not None or got.password is not None or got.fragment:
+        raise IdentityNotProven(
+            f"the proof is signed for another endpoint than this runner's STS endpoint {endpoints[0]}"
+        )
+    want = urlsplit(match[0])
+    if (got.path or "/") != (want.path or "/"):
+        raise IdentityNotProven("the proof is not a request to STS's root path")
+    try:
+        params = parse_qsl(got.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise IdentityNotProven("the proof's query string is malformed") from None
+    names = [k for k, _ in params]
+    values = dict(params)
+    if len(names) != len(set(names)):
+        raise IdentityNotProven("the proof repeats a query parameter")
+    if values.get("Action") != "GetCallerIdentity" or values.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+        raise IdentityNotProven("the proof is not a presigned sts:GetCallerIdentity")
+    scope = values.get("X-Amz-Credential", "").split("/")
+    if len(scope) != 5 or scope[3] != "sts":
+        raise IdentityNotProven("the proof is not signed for STS")
+    if NONCE_HEADER not in values.get("X-Amz-SignedHeaders", "").split(";"):
+        raise IdentityNotProven(f"the proof does not sign the {NONCE_HEADER} header")
+    return match[0], got.query
+
+
+def _caller_from_xml(body: bytes) -> dict[str, str]:
+    """Arn, Account and UserId of STS's GetCallerIdentityResponse. No DTD is accepted (so no entity
+    expansion); the body is bounded before it is parsed."""
+    from xml.etree import ElementTree
+
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise IdentityNotProven("STS's answer is not a GetCallerIdentityResponse")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        raise IdentityNotProven("STS's answer is not XML") from None
+    result = root.find(f"{_STS_XML}GetCallerIdentityResult")
+    if root.tag != f"{_STS_XML}GetCallerIdentityResponse" or result is None:
+        raise IdentityNotProven("STS's answer is not a GetCallerIdentityResponse")
+    fields = {name: (result.findtext(f"{_STS_XML}{name}") or "").strip() for name in ("Arn", "Account", "UserId")}
+    if not fields["Arn"] or not fields["Account"]:
+        raise IdentityNotProven("STS's answer names no caller")
+    return {"arn": fields["Arn"], "account": fields["Account"], "user_id": fields["UserId"]}
+
+
+def _sts_error(body: bytes) -> str:
+    from xml.etree import ElementTree
+
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        return "no error code"
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return "no error code"
+    code = next((e.text for e in root.iter() if e.tag.rpartition("}")[2] == "Code"), None)
+    # Only the code: a SignatureDoesNotMatch message may quote the canonical request, the token with it.
+    return re.sub(r"[^A-Za-z0-9.]", "", code or "")[:64] or "no error code"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # STS does not redirect; a redirect is answered as the error it is
 
 
 # Failures that no later call of the run can get past: they are reported once, then repeated at once.
@@ -144,6 +251,35 @@ class Aws:
 
         result: dict[str, str] = self._cached(("sts", "GetCallerIdentity"), fetch)
         return result
+
+    def sts_endpoint(self) -> str:
+        """Where this runner reaches STS: its own client's endpoint (the profile's region, AWS_ENDPOINT_URL[_STS])."""
+        return str(self._client("sts").meta.endpoint_url)
+
+    def prove_caller(self, url: str, nonce: str) -> dict[str, str]:
+        """Send a probe's presigned GetCallerIdentity to this runner's STS endpoint with the nonce the
+        runner chose, and return the caller STS names. Raises IdentityNotProven (never with the URL).
+
+        Not cached, not retried: a presigned URL is good for one short window, and each is one pod's."""
+        endpoint, query = _proof_query(url, proof_endpoints(self.sts_endpoint(), self.region))
+        base = endpoint.rstrip("/") + "/"
+        opener = urllib.request.build_opener(_NoRedirect())
+        request = urllib.request.Request(base + "?" + query, method="GET", headers={NONCE_HEADER: nonce})
+        try:
+            with opener.open(request, timeout=self.timeout) as response:
+                body = response.read(PROOF_BODY_LIMIT)
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = _sts_error(exc.read(PROOF_BODY_LIMIT))
+            except OSError:
+                detail = "no error code"
+            finally:
+                exc.close()
+            raise IdentityNotProven(f"STS refused the proof ({exc.code} {detail})") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise IdentityNotProven(f"STS at {endpoint} did not answer: {reason.__class__.__name__}") from None
+        return _caller_from_xml(body)
 
     def role(self, name: str) -> dict[str, Any] | None:
         """The role with its trust policy, or None when it does not exist."""

@@ -261,6 +261,7 @@ class Clusters:
             manifest_hook=lambda manifest, workload: config.hook.pytest_eksid_probe_manifest(
                 manifest=manifest, profile=loaded.profile, workload=workload
             ),
+            prove=lambda url, nonce: self.aws(loaded).prove_caller(url, nonce),
         )
         self._launched.append(campaign)  # whatever happens next, its pods are deleted at the end
         try:

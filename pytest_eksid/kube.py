@@ -189,8 +189,11 @@ class Kube:
         what = f"read log of pod {namespace}/{name}"
         return str(self._call(what, self.core.read_namespaced_pod_log, name, namespace, **kwargs))
 
-    def delete_pod(self, namespace: str, name: str) -> bool:
-        """Delete a pod; False when it was already gone."""
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete a pod; False when it was already gone, or (with ``uid``) when the pod of that name is
+        another one: the API server checks the UID precondition (409 Conflict), so a pod someone else
+        created under the same name is never deleted in its place."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)) if uid else None
         try:
             self._call(
                 f"delete pod {namespace}/{name}",
@@ -199,9 +202,10 @@ class Kube:
                 namespace,
                 grace_period_seconds=0,
                 retry=True,
+                **({"body": options} if options is not None else {}),
             )
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status == 404 or (uid and exc.status == 409):
                 return False
             raise
         return True

@@ -8,6 +8,8 @@ from typing import Any
 
 # Secret access keys (40 chars of base64-ish), session tokens (long base64), JWTs.
 _PATTERNS = (
+    # A presigned AWS request (the probe's proof of identity): a bearer secret for its lifetime.
+    re.compile(r"\S*[?&]X-Amz-(?:Algorithm|Credential|Signature|Security-Token)=[^\s\"']*"),
     re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"),  # JWT
     re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),  # secret access key
     re.compile(r"[A-Za-z0-9/+=]{100,}"),  # session token

@@ -306,7 +306,9 @@ def test_chained_association_ends_as_the_target_role(start_sandbox):
     data["workloads"][0]["roleArn"] = "arn:aws:iam::111122223333:role/demo-reporting"
     data["workloads"][0]["targetRoleArn"] = "arn:aws:iam::111122223333:role/demo-invoice-exporter"
     run = start_sandbox(data)
-    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)["invoice-exporter"]
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=_prover(run))
+    outcome = campaign.run(run.loaded.profile.workloads)["invoice-exporter"]
+    assert outcome.identity["proven"] is True
     assert outcome.identity["caller"]["arn"].startswith(
         "arn:aws:sts::111122223333:assumed-role/demo-invoice-exporter/eks-demo-"
     )
@@ -314,6 +316,13 @@ def test_chained_association_ends_as_the_target_role(start_sandbox):
 
     assert caller_role(run.loaded.profile, run.loaded.profile.workloads[0], outcome.identity) is None
     assert by_id(outcome)["allow-0"]["outcome"] == "allowed"  # the target role's permissions apply
+
+
+def _prover(run):
+    """The runner's check of a probe's proof of identity, against the sandbox's STS (as the plugin does it)."""
+    from pytest_eksid.aws import Aws
+
+    return Aws(region=run.loaded.profile.cluster.region, env=run.connection.env).prove_caller
 
 
 def _count_aws_requests(run) -> list[str]:
@@ -324,7 +333,10 @@ def _count_aws_requests(run) -> list[str]:
 
     def app(environ, start_response):
         auth = environ.get("HTTP_AUTHORIZATION", "")
-        seen.append(auth.split("Credential=", 1)[1].split("/")[3] if "Credential=" in auth else "unsigned")
+        if "X-Amz-Signature=" in environ.get("QUERY_STRING", ""):
+            seen.append("presigned")  # the probe's proof of identity, sent by the runner
+        else:
+            seen.append(auth.split("Credential=", 1)[1].split("/")[3] if "Credential=" in auth else "unsigned")
         return inner(environ, start_response)
 
     server.app = app
@@ -337,12 +349,14 @@ def test_probe_resolves_credentials_once_and_node_probes_measure_only_imds(start
     run = start_sandbox(data)
     seen = _count_aws_requests(run)
     worker = run.loaded.profile.workloads[0]
-    outcome = Campaign(kube=run.kube, profile=run.loaded.profile).run([Target(worker)])["billing-worker"]
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=_prover(run))
+    outcome = campaign.run([Target(worker)])["billing-worker"]
     assert outcome.identity["caller"]["arn"].startswith("arn:aws:sts::111122223333:assumed-role/demo-billing-worker/")
     # One AssumeRoleWithWebIdentity for the whole probe (identity and actions share the session),
-    # then GetCallerIdentity and one call per planned action.
+    # then GetCallerIdentity, one call per planned action, and the runner's check of the probe's proof.
     assert seen.count("unsigned") == 1, seen
-    assert len(seen) == 1 + 1 + len(worker.allow) + len(worker.deny), seen
+    assert seen.count("presigned") == 1, seen
+    assert len(seen) == 1 + 1 + len(worker.allow) + len(worker.deny) + 1, seen
     seen.clear()
     node = Campaign(kube=run.kube, profile=run.loaded.profile).run([Target(worker, "ng-batch")])
     result = node["billing-worker@ng-batch"].result
@@ -407,11 +421,11 @@ def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_
     real_delete = run.kube.delete_pod
     calls = []
 
-    def refusing_delete(namespace, name):
+    def refusing_delete(namespace, name, uid=None):
         calls.append(name)
         if len(calls) == 1:
             raise KubeError("delete pod: 403 Forbidden", 403)  # the API refused this one
-        return real_delete(namespace, name)
+        return real_delete(namespace, name, uid)
 
     monkeypatch.setattr(run.kube, "delete_pod", refusing_delete)
     with pytest.raises(KubeError) as err:
@@ -435,7 +449,7 @@ def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, 
     campaign.run(run.loaded.profile.workloads)
     calls = []
 
-    def unreachable(namespace, name):
+    def unreachable(namespace, name, uid=None):
         calls.append(name)
         raise failure
 

@@ -46,8 +46,27 @@ def _where(w: Workload) -> str:
     return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
 
 
+def _not_proven(profile: Profile, w: Workload, identity: dict[str, Any], check: str, expected: str) -> Finding | None:
+    """The runner could not have STS confirm the caller the probe claims: nothing about it is known."""
+    why = identity.get("proof_error")
+    if not why:
+        return None
+    return Finding(
+        check,
+        f"{_where(w)}: the probe's identity is not proven",
+        expected,
+        str(why),
+        "the result did not come from the runner's own probe (a pod swapped in by someone who may create "
+        "pods in the namespace?), or STS could not be reached from the runner to confirm it",
+        (f"kubectl -n {w.namespace} get pods -l eksid.dev/workload={w.name} -o wide", *next_commands(profile, w)),
+    )
+
+
 def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
-    """The caller must be a session of exactly the expected role."""
+    """The caller must be a session of exactly the expected role, as STS named it for the probe's proof."""
+    unproven = _not_proven(profile, w, identity, "caller_role", w.final_role_arn)
+    if unproven is not None:
+        return unproven
     expected_account, expected_role = role_arn_parts(w.final_role_arn)
     caller = identity.get("caller") or {}
     method = identity.get("method") or "none"
@@ -114,6 +133,8 @@ def wrong_caller(w: Workload, identity: dict[str, Any] | None) -> str | None:
     """Why the probe's calls say nothing about the workload's role: it had no identity, or another one."""
     if identity is None:
         return None
+    if identity.get("proof_error"):
+        return f"{identity['proof_error']} (see test_caller_role): these results are not attributable to the role"
     arn = str((identity.get("caller") or {}).get("arn") or "")
     if not arn:
         return (
@@ -173,6 +194,9 @@ def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
 def credential_provider(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
     """Credentials must come from the mechanism's own provider, not from anything earlier in the chain."""
     expected = EXPECTED_PROVIDER[w.mechanism]
+    unproven = _not_proven(profile, w, identity, "credential_provider", f"{expected} — {PROVIDER_MEANING[expected]}")
+    if unproven is not None:
+        return unproven
     method = identity.get("method")
     if method == expected and identity.get("caller"):
         return None

@@ -88,6 +88,15 @@ def action_verdict(
     says so and points at the binding, not at the role's policies, and a pass is inconclusive.
     ``allowing``/``denying`` name the role's Allow/Deny statements covering an action on a resource
     (raising PolicyUnavailable when they cannot be read); asked only when the probe cannot settle it."""
+    if identity is not None and identity.get("proof_error"):  # a forged result must not pass, nor be inconclusive
+        return Finding(
+            "permissions",
+            _where(w, check, expect),
+            expect,
+            str(identity["proof_error"]),
+            "the probe's identity is not proven (see test_caller_role): its results are not attributable to the role",
+            next_commands(profile, w),
+        )
     found = _action_verdict(profile, w, check, expect, result, allowing, denying)
     problem = wrong_caller(w, identity)
     if isinstance(found, Finding) and problem is not None:

@@ -7,6 +7,7 @@ The runner needs only pods create/get/list/delete and pods/log: the result is th
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_eksid.checks.placement import Placement, mirror
+from pytest_eksid.aws import IdentityNotProven
 from pytest_eksid.kube import Kube, KubeError, KubeUnreachable
 from pytest_eksid.probe import program
 from pytest_eksid.profile import Profile, Workload
@@ -242,6 +244,7 @@ class ProbeOutcome:
     node_name: str | None = None
     events: list[str] = field(default_factory=list)
     placement: Placement | None = None  # how the probe pod was placed, and from where
+    uid: str | None = None  # of the pod the runner created: the only one whose result counts
 
     @property
     def identity(self) -> Obj:
@@ -277,6 +280,34 @@ def parse_result(log: str) -> Obj | None:
                 return None
             return data if isinstance(data, dict) else None
     return None
+
+
+# What a result is taken from: the pod the runner created, running what it asked for, as the identity it named.
+SPEC_FIELDS = ("image", "command", "args")
+
+
+def _identity_spec(pod: Obj) -> Obj:
+    spec = pod.get("spec") or {}
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    return {
+        "serviceAccountName": spec.get("serviceAccountName"),
+        "containers": [{k: c.get(k) for k in ("name", *SPEC_FIELDS)} for c in containers],
+    }
+
+
+def _uid(pod: Obj) -> str:
+    """The pod's UID, as far as it is one: cluster-sourced text, shown only in this shape."""
+    return re.sub(r"[^0-9a-fA-F-]", "", str((pod.get("metadata") or {}).get("uid") or ""))[:36] or "none"
+
+
+def bind_nonce(manifest: Obj, nonce: str) -> None:
+    """Put the runner's per-pod nonce into the probe's plan: the probe signs it into its proof."""
+    for container in (manifest.get("spec") or {}).get("containers") or []:
+        for item in container.get("env") or []:
+            if item.get("name") == program.PLAN_VARIABLE and "value" in item:
+                plan = json.loads(item["value"])
+                plan["nonce"] = nonce
+                item["value"] = json.dumps(plan, sort_keys=True)
 
 
 def _tail(text: str, lines: int = 20) -> str:
@@ -389,9 +420,13 @@ class Campaign:
     keep_pods: bool = False
     progress: Callable[[str], None] = lambda _msg: None
     manifest_hook: Callable[[Obj, Workload], object] = lambda _manifest, _workload: None
+    # Sends a probe's presigned GetCallerIdentity (url, nonce) to the runner's own STS and returns the
+    # caller STS names (pytest_eksid.aws.Aws.prove_caller). None: no identity is ever proven.
+    prove: Callable[[str, str], dict[str, str]] | None = None
     progress_every: float = 5.0
     outcomes: dict[str, ProbeOutcome] = field(default_factory=dict)
     _created: dict[str, str] = field(default_factory=dict)  # pod name -> namespace
+    _uids: dict[str, str] = field(default_factory=dict)  # pod name -> the UID it was created with
     # Namespaces where a create got no answer: the pod may exist without our knowing its name.
     _unsure: set[str] = field(default_factory=set)
     _phase: dict[str, str] = field(default_factory=dict)  # workload -> what its pod was last seen doing
@@ -471,12 +506,16 @@ class Campaign:
             outcome.placement = None if target.nodegroup is not None else self.placement(workload)
             manifest = probe_pod_manifest(self.profile, workload, self.run_id, target.nodegroup, outcome.placement)
             self.manifest_hook(manifest, workload)
+            nonce = secrets.token_urlsafe(24)
+            bind_nonce(manifest, nonce)
             pod = self.kube.create_pod(workload.namespace, manifest)
             name = str(pod["metadata"]["name"])
-            outcome.pod = name
+            outcome.pod, outcome.uid = name, _uid(pod)
             with self._lock:
                 self._created[name] = workload.namespace
-            self._wait(outcome, workload.namespace, name)
+                self._uids[name] = outcome.uid
+            self._wait(outcome, workload.namespace, name, _identity_spec(pod))
+            self._authenticate(outcome, nonce)
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
             sent_unanswered = isinstance(exc, KubeError) and not isinstance(exc, KubeUnreachable) and exc.status is None
@@ -510,7 +549,53 @@ class Campaign:
             return profile_placement(self.profile, workload, f"profile probe settings ({templates})")
         return with_overrides(mirror(templates, selector, profile_base(self.profile)), workload)
 
-    def _wait(self, outcome: ProbeOutcome, namespace: str, name: str) -> None:
+    def _same_pod(self, outcome: ProbeOutcome, pod: Obj, spec: Obj) -> None:
+        """The pod read by name must be the one created: same UID, same image, command and ServiceAccount.
+        Anyone who may create and delete pods in the namespace could otherwise swap in a pod of the same
+        name and labels whose log says anything."""
+        where = f"probe pod {outcome.workload.namespace}/{outcome.pod}"
+        if _uid(pod) != outcome.uid:
+            raise ProbeError(
+                f"{where}: probe pod replaced by another party (uid {_uid(pod)}, not {outcome.uid} as created): "
+                "its result is not the probe's; who may create and delete pods in this namespace?"
+            )
+        if _identity_spec(pod) != spec:
+            raise ProbeError(
+                f"{where}: probe pod altered by another party (uid {outcome.uid}): its image, command or "
+                "ServiceAccount is not the one created; its result is not the probe's"
+            )
+
+    def _authenticate(self, outcome: ProbeOutcome, nonce: str) -> None:
+        """Replace the caller the probe claims by the one STS names for the probe's proof, or mark the
+        identity not proven. Either way the proof (a bearer secret) leaves the result and the log."""
+        identity = (outcome.result or {}).get("identity")
+        if not isinstance(identity, dict):
+            return
+        proof = identity.pop("proof", None)
+        if isinstance(proof, str) and proof:
+            outcome.log = outcome.log.replace(proof, "***")
+        failure = identity.pop("proof_failure", None)
+        claimed = identity.get("caller")
+        if not claimed:
+            return  # no identity claimed: nothing to prove, and no identity test can pass
+        try:
+            if self.prove is None:
+                raise IdentityNotProven("this run has no STS endpoint to check the probe's proof with")
+            if not isinstance(proof, str) or not proof:
+                why = f" (the probe could not make one: {failure.get('type')})" if isinstance(failure, dict) else ""
+                raise IdentityNotProven(f"the probe's result carries no proof of its caller{why}")
+            caller = self.prove(proof, nonce)
+        except IdentityNotProven as exc:
+            identity.update(caller=None, claimed_caller=claimed, proof_error=f"identity not proven: {exc}")
+            return
+        except Exception as exc:  # the runner's own STS client could not be made: still not proven
+            identity.update(
+                caller=None, claimed_caller=claimed, proof_error=f"identity not proven: {exc.__class__.__name__}"
+            )
+            return
+        identity.update(caller=caller, proven=True)
+
+    def _wait(self, outcome: ProbeOutcome, namespace: str, name: str, spec: Obj) -> None:
         created = time.monotonic()
         deadline = created + self.profile.probe.timeout_seconds + 10
         pod: Obj = {}
@@ -518,12 +603,15 @@ class Campaign:
             if self._cancel.is_set():
                 raise ProbeError(f"probe pod {namespace}/{name}: run interrupted")
             pod = self._board.read(namespace, name, created)
+            self._same_pod(outcome, pod, spec)
             phase = (pod.get("status") or {}).get("phase")
             with self._lock:
                 self._phase[Target(outcome.workload, outcome.nodegroup).key] = str(phase)
             outcome.node_name = (pod.get("spec") or {}).get("nodeName") or outcome.node_name
             if phase in ("Succeeded", "Failed"):
                 outcome.log = self.kube.pod_log(namespace, name)
+                # Read by name: the pod may have been swapped between the last read and the log.
+                self._same_pod(outcome, self.kube.read_pod(namespace, name), spec)
                 outcome.result = parse_result(outcome.log)
                 if outcome.result is None:
                     code = _exit_code(pod)
@@ -557,10 +645,12 @@ class Campaign:
             self._created.clear()
             unsure = sorted(self._unsure)
             self._unsure.clear()
+            uids = dict(self._uids)
         for namespace in unsure:  # find the pods whose create timed out, by this run's label
             try:
                 for pod in self.kube.list_pods(f"{RUN_ID_LABEL}={self.run_id}", namespace):
                     created.setdefault(str(pod["metadata"]["name"]), namespace)
+                    uids.setdefault(str(pod["metadata"]["name"]), _uid(pod))
             except KubeError:
                 pass  # the deletes below say what is left, and how to delete it
         deleted, failed = [], []
@@ -568,7 +658,7 @@ class Campaign:
         while pending:
             name, namespace = pending.pop(0)
             try:
-                if self.kube.delete_pod(namespace, name):
+                if self.kube.delete_pod(namespace, name, uids.get(name)):  # never a pod someone swapped in
                     deleted.append(f"{namespace}/{name}")
             except KubeUnreachable as exc:  # each further try could wait minutes: stop here
                 failed.append(f"{namespace}/{name} ({str(exc)[:200]})")

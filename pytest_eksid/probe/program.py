@@ -26,6 +26,13 @@ from typing import Any
 RESULT_MARKER = "EKSID-RESULT "
 PLAN_VARIABLE = "EKSID_PROBE_PLAN"
 RESULT_VERSION = 1
+# The proof of identity: a presigned sts:GetCallerIdentity with the runner's per-pod nonce as a SIGNED
+# header, which the runner sends to its own STS endpoint (pytest_eksid/aws.py, Aws.prove_caller). The
+# same idea as `aws eks get-token`, which signs the cluster name as x-k8s-aws-id (aws/aws-cli
+# awscli/customizations/eks/get_token.py: a before-sign handler adds the header, then
+# generate_presigned_url('get_caller_identity', ExpiresIn=60, HttpMethod='GET')).
+NONCE_HEADER = "x-eksid-nonce"
+PROOF_SECONDS = 60
 
 # Variables whose values are not secret and help a human diagnose; every other AWS_* variable
 # is reported as present only.
@@ -247,6 +254,22 @@ def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         out["error"] = _error(exc)
     return out
+
+
+def prove_identity(plan: Mapping[str, Any]) -> str:
+    """A presigned GetCallerIdentity URL made with the pod's credentials, bound to the plan's nonce.
+
+    It is a bearer secret for PROOF_SECONDS: only the runner reads it (the result line), and the runner
+    removes it from the result before anything shows the result. It is made last, so it is fresh."""
+    nonce = str(plan["nonce"])
+    session = _session(plan.get("timeout", 5))
+    sts = session.create_client("sts", region_name=plan["region"])
+
+    def bind_nonce(request: Any, **_: Any) -> None:
+        request.headers[NONCE_HEADER] = nonce  # signed: the runner must send the same value
+
+    sts.meta.events.register("before-sign.sts.GetCallerIdentity", bind_nonce)
+    return str(sts.generate_presigned_url("get_caller_identity", Params={}, ExpiresIn=PROOF_SECONDS, HttpMethod="GET"))
 
 
 DENIAL_CODES = (
@@ -543,6 +566,12 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         except Exception as exc:  # one step's failure must not hide the others
             result[name] = {"error": _error(exc)}
         result.setdefault("seconds", {})[name] = round(time.monotonic() - t0, 3)
+    identity = result.get("identity")
+    if isinstance(identity, dict) and identity.get("caller") and plan.get("nonce"):
+        try:
+            identity["proof"] = prove_identity(plan)
+        except Exception as exc:  # the runner then says the identity is not proven, and why
+            identity["proof_failure"] = _error(exc)
     result.setdefault("seconds", {})["total"] = round(time.monotonic() - started, 3)
     return result
 

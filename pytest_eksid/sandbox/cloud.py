@@ -252,6 +252,13 @@ class AwsGateway:
             params.update({k: v for k, v in request.args.items()})
             if params.get("Action") == "AssumeRoleWithWebIdentity":
                 return self.web_identity(params)(environ, start_response)
+        if (
+            request.method == "GET"
+            and not authorization
+            and request.args.get("Action") == "GetCallerIdentity"
+            and request.args.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256"
+        ):
+            return fidelity.presigned_caller_identity(request, lambda: datetime.now(UTC))(environ, start_response)
         service = scope[3] if len(scope) >= 4 else ""
         if service == "s3":
             return fidelity.s3(request, body, self.moto, environ)(environ, start_response)

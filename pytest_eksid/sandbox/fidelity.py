@@ -13,6 +13,10 @@
 - KMS authorizes against the key's ARN (moto uses ``*``, so a policy scoped to a key never
   matched), and the key policy decides too: a key policy that neither names the caller nor
   delegates to IAM (the account root) denies, "because no resource-based policy allows" it.
+- STS ``GetCallerIdentity`` presigned (query-string SigV4, as ``aws eks get-token`` makes it): moto
+  reads credentials only from an Authorization header and answers an unsigned request as a default
+  ``user/moto``; here the signature (signed headers included), the session token and the expiry are
+  checked as STS does, and the caller is the session's.
 - S3 on an SSE-KMS bucket: PutObject needs ``kms:GenerateDataKey`` and GetObject needs
   ``kms:Decrypt`` on the bucket's key, checked with ``kms:ViaService`` = S3 (moto checks neither).
 
@@ -23,7 +27,9 @@ enforcement of the same policies.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -456,3 +462,70 @@ def _kms_request_key(request: Request, payload: Any) -> Any | None:
     except Exception:  # malformed input: KMS reports it itself
         return None
     return None
+
+
+def _sts_xml(status: int, body: str) -> Response:
+    return Response(body, status=status, content_type="text/xml")
+
+
+def _sts_refusal(code: str, message: str) -> Response:
+    return _sts_xml(
+        403,
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error></ErrorResponse>",
+    )
+
+
+def presigned_caller_identity(request: Request, now: Callable[[], datetime.datetime]) -> Response:
+    """A presigned GetCallerIdentity, checked as STS checks query-string SigV4."""
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    args = {k: v for k, v in request.args.items()}
+    scope = args.get("X-Amz-Credential", "").split("/")
+    if len(scope) != 5 or scope[3] != "sts":
+        return _sts_refusal("IncompleteSignature", "Credential scope is malformed")
+    key_id, region = scope[0], scope[2]
+    try:
+        account = get_account_id_from(key_id)
+        assumed = sts_backends[account]["aws"].get_assumed_role_from_access_key(key_id)
+    except Exception:
+        assumed = None
+    if assumed is None:
+        return _sts_refusal("InvalidClientTokenId", "The security token included in the request is invalid.")
+    if args.get("X-Amz-Security-Token") != assumed.session_token:
+        return _sts_refusal("InvalidClientTokenId", "The security token included in the request is invalid.")
+    try:
+        signed_at = datetime.datetime.strptime(args.get("X-Amz-Date", ""), "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=datetime.UTC
+        )
+        expires = int(args.get("X-Amz-Expires", ""))
+    except ValueError:
+        return _sts_refusal("IncompleteSignature", "X-Amz-Date or X-Amz-Expires is malformed")
+    if now() > signed_at + datetime.timedelta(seconds=expires):
+        return _sts_refusal("ExpiredToken", "Signature expired")
+    names = [n for n in args.get("X-Amz-SignedHeaders", "").split(";") if n]
+    headers = {n: request.headers.get(n, "") for n in names if n != "host"}
+    query = "&".join(
+        part for part in request.query_string.decode().split("&") if not part.startswith("X-Amz-Signature=")
+    )
+    url = f"{request.scheme}://{request.host}{request.path}?{query}"
+    unsigned = AWSRequest(method="GET", url=url, headers=headers)
+    unsigned.context["timestamp"] = args["X-Amz-Date"]
+    signer = SigV4QueryAuth(Credentials(key_id, assumed.secret_access_key, assumed.session_token), "sts", region)
+    canonical = signer.canonical_request(unsigned)
+    expected = signer.signature(signer.string_to_sign(unsigned, canonical), unsigned)
+    if not hmac.compare_digest(expected, args.get("X-Amz-Signature", "")):
+        return _sts_refusal(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    return _sts_xml(
+        200,
+        '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
+        f"<Arn>{escape(str(assumed.arn))}</Arn><UserId>{escape(str(assumed.user_id))}</UserId>"
+        f"<Account>{escape(str(account))}</Account></GetCallerIdentityResult>"
+        "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>"
+        "</GetCallerIdentityResponse>",
+    )
