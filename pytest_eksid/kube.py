@@ -71,7 +71,12 @@ class KubeUnreachable(KubeError):
     """The API server did not answer at all (refused, timed out, TLS failure): no status, no reason.
 
     Once raised, every later call of the same client raises it again at once (deleting probe pods still
-    tries), so that a run against an unreachable cluster fails in seconds, not minutes per test."""
+    tries), so that a run against an unreachable cluster fails in seconds, not minutes per test.
+    ``sent``: the request reached the server (which never answered), so a create may have happened."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def _wrap(exc: ApiException, what: str) -> KubeError:
@@ -142,18 +147,21 @@ class Kube:
         except ApiException as exc:  # the API server answered: with its own status and reason
             raise _wrap(exc, what) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            if not _never_connected(exc):
-                # The server took the request, then the answer broke off or came too late (a reset
-                # connection, one slow call): this call failed, not the cluster.
+            silent = _no_answer(exc)
+            if not silent and not _never_connected(exc):
+                # The server took the request, then the answer broke off (a reset connection): this call
+                # failed, not the cluster.
                 raise KubeError(
                     f"{what}: no complete answer from the Kubernetes API server {self.server}: {self._cause(exc)}"
                 ) from None
+            # Refused, out of reach, or connected and silent for the whole timeout: a server that accepts
+            # connections and never answers would otherwise cost the timeout on every call of the run.
             self._unreachable = (
                 f"cannot reach the Kubernetes API server {self.server} ({self.target.describe()}): "
                 f"{self._cause(exc)} (at {time.strftime('%H:%M:%S')}; later calls of this run are not tried). "
                 f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
             )
-            raise KubeUnreachable(f"{what}: {self._unreachable}") from None
+            raise KubeUnreachable(f"{what}: {self._unreachable}", sent=silent) from None
 
     def _cause(self, exc: BaseException) -> str:
         reason = getattr(exc, "reason", None)
@@ -300,6 +308,13 @@ def _never_connected(exc: BaseException) -> bool:
     return isinstance(
         cause, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.SSLError | ConnectionRefusedError
     ) or (isinstance(cause, OSError) and not isinstance(cause, TimeoutError | ConnectionResetError))
+
+
+def _no_answer(exc: BaseException) -> bool:
+    """Whether the request went out and no answer came within the timeout."""
+    reason = getattr(exc, "reason", None)
+    cause = reason if isinstance(reason, BaseException) else exc
+    return isinstance(cause, urllib3.exceptions.ReadTimeoutError)
 
 
 def _plain(api_client: Any, model: Any) -> Obj:

@@ -405,7 +405,9 @@ class Campaign:
             self._wait(outcome, workload.namespace, name)
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
-            sent_unanswered = isinstance(exc, KubeError) and not isinstance(exc, KubeUnreachable) and exc.status is None
+            sent_unanswered = isinstance(exc, KubeError) and exc.status is None
+            if isinstance(exc, KubeUnreachable):
+                sent_unanswered = exc.sent  # the server took the create and went silent
             if outcome.pod is None and sent_unanswered:  # the create went out, its answer did not come back
                 with self._lock:
                     self._unsure.add(workload.namespace)
