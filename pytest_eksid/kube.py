@@ -123,6 +123,21 @@ class Kube:
                 )
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
+        except Exception as exc:  # not YAML, or YAML of another shape: the loader's own errors vary
+            raise KubeError(
+                f"cannot load kubeconfig ({target.describe()}): not a kubeconfig ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
+        for header, value in (configuration.api_key or {}).items():
+            if _unsendable(value):  # http.client would refuse it on every call, with the token in the error
+                raise KubeError(
+                    f"cannot use kubeconfig ({target.describe()}): its bearer token ({header}) "
+                    "holds a newline or another control character, so no request can carry it; the token is "
+                    "not shown. Check it with: kubectl"
+                    + (f" --kubeconfig {target.kubeconfig}" if target.kubeconfig else "")
+                    + (f" --context {target.context}" if target.context else "")
+                    + " config view --minify"
+                )
         # Retry what never reached the server (and 429/503 with Retry-After, for reads), with backoff.
         configuration.retries = urllib3.Retry(total=RETRIES, read=1, backoff_factor=0.5)
         self.server = str(configuration.host)
@@ -308,6 +323,11 @@ def _never_connected(exc: BaseException) -> bool:
     return isinstance(
         cause, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.SSLError | ConnectionRefusedError
     ) or (isinstance(cause, OSError) and not isinstance(cause, TimeoutError | ConnectionResetError))
+
+
+def _unsendable(value: object) -> bool:
+    """Whether a header value cannot be sent: a control character (a newline from a copy-paste, say)."""
+    return isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
 def _no_answer(exc: BaseException) -> bool:

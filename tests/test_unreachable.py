@@ -173,3 +173,28 @@ def test_suites_against_an_unreachable_cluster_fail_at_once_with_one_message(tmp
     assert "urllib3.exceptions" not in run.stdout, run.stdout
     # The first call found the server gone; every other check failed with its message, untried.
     assert run.stdout.count("later calls of this run are not tried") >= len(summary) - 3, run.stdout
+
+
+@pytest.mark.parametrize("broken", ["newline-in-token", "garbage-file"])
+def test_a_kubeconfig_that_cannot_be_used_fails_with_one_message_naming_it(tmp_path: Path, broken: str) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    token = "k8s-aws-v1.c2VjcmV0LXRva2Vu"
+    if broken == "newline-in-token":  # a token pasted with its line break
+        data = yaml.safe_load(_kubeconfig(kubeconfig, f"http://127.0.0.1:{_closed_port()}").read_text())
+        data["users"][0]["user"]["token"] = f"{token}\nsecond-line"
+        kubeconfig.write_text(yaml.safe_dump(data))
+    else:
+        kubeconfig.write_bytes(b"\x00\x01" + token.encode() + b" not: [a kubeconfig\n")
+    profile = yaml.safe_load((REPO / "profiles" / "finance-prod.yaml").read_text())
+    profile["cluster"]["kubeconfig"] = str(kubeconfig)
+    profile["cluster"]["kubeContext"] = "gone"
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(profile))
+    run = run_pytest(f"--profile={tmp_path / 'broken.yaml'}", "-rfE", tmp_path=tmp_path, env=_NO_AWS)
+    assert run.outcomes, run.stdout
+    summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    kube_failures = [line for line in summary if "kubeconfig (context gone of " + str(kubeconfig) in line]
+    assert len(kube_failures) >= 10, run.stdout
+    assert len({line.partition(" - ")[2] for line in kube_failures}) == 1, kube_failures  # one message
+    assert "Traceback" not in run.stdout, run.stdout
+    assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout
+    assert token not in run.stdout + run.stderr
