@@ -27,6 +27,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "create_namespaced_pod": ("", "pods", "create"),
     "read_namespaced_pod": ("", "pods", "get"),
     "delete_namespaced_pod": ("", "pods", "delete"),
+    "delete_collection_namespaced_pod": ("", "pods", "deletecollection"),
     "list_namespaced_pod": ("", "pods", "list"),
     "list_pod_for_all_namespaces": ("", "pods", "list"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),
@@ -150,7 +151,15 @@ class Kube:
         """Release the client's connections."""
         self.api_client.close()  # type: ignore[no-untyped-call]
 
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, retry: bool = False, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        retry: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """One API call with the request timeout. The API's refusal becomes a KubeError with its status; a
         request that never reached the server, KubeUnreachable.
 
@@ -158,7 +167,7 @@ class Kube:
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
         try:
-            return method(*args, _request_timeout=self.timeout, **kwargs)
+            return method(*args, _request_timeout=self.timeout if timeout is None else timeout, **kwargs)
         except ApiException as exc:  # the API server answered: with its own status and reason
             raise _wrap(exc, what) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -228,6 +237,19 @@ class Kube:
                 return False
             raise
         return True
+
+    def delete_pods(self, namespace: str, label_selector: str, timeout: float | None = None) -> None:
+        """Delete the namespace's pods matching the selector in one call (tried even after the server was
+        unreachable; ``timeout`` bounds it)."""
+        self._call(
+            f"delete pods ({label_selector}) in namespace {namespace}",
+            self.core.delete_collection_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+            grace_period_seconds=0,
+            retry=True,
+            timeout=timeout,
+        )
 
     def pod_events(self, namespace: str, name: str) -> list[Obj]:
         """The events about one pod, oldest first."""

@@ -369,6 +369,10 @@ class Campaign:
         self.progress(f"{done_ok}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
         return self.outcomes
 
+    def cancel(self) -> None:
+        """Stop waiting for probe pods (the run is interrupted); nothing new is waited for."""
+        self._cancel.set()
+
     def _status_line(self, total: int) -> str:
         with self._lock:
             phases = list(self._phase.values())
