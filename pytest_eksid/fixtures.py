@@ -13,19 +13,22 @@ import pytest
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding, refer
 from pytest_eksid.checks.agent import FM_AGENT
+from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
-from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target, probe_target
+from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, ProbeOutcome, Target, probe_target
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
 from pytest_eksid.report import RunFacts, last_changed
 from pytest_eksid.settings import Settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
+INTERRUPTS_KEY = pytest.StashKey[Interrupts]()
 SELECTED_KEY = pytest.StashKey[dict[str, set[str]]]()  # profile -> probe target keys the selected tests need
 WORKLOAD_FIXTURE = "eksid_workload"
 ACTION_FIXTURE = "eksid_action"
 NODEGROUP_FIXTURE = "eksid_nodegroup"
 CLUSTER_FIXTURE = "eksid_cluster"
+HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods may take (a second Ctrl-C)
 NAMESPACE_FIXTURE = "eksid_namespace"
 
 
@@ -165,6 +168,9 @@ class Clusters:
         self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
         self._sandboxes: list[tuple[str, Any]] = []
         self._env = pytest.MonkeyPatch()
+        self._interrupts = config.stash.get(INTERRUPTS_KEY, None)
+        if self._interrupts is not None:
+            self._interrupts.hurry.append(self.hurry)
 
     def reach(self, loaded: LoadedProfile) -> Reach:
         name = loaded.name
@@ -288,7 +294,35 @@ class Clusters:
 
     def close(self) -> None:
         """Delete probe pods, close clients, stop sandboxes, restore the environment: each cluster and
-        each step even if an earlier one failed; the first error is raised at the end."""
+        each step even if an earlier one failed, and whatever signal arrives meanwhile (deferred); the
+        first error is raised at the end."""
+        if self._interrupts is None:
+            self._close()
+            return
+        with self._interrupts.cleaning():
+            self._close()
+
+    def hurry(self) -> None:
+        """A second Ctrl-C or SIGTERM before cleanup began: one bounded delete of the run's probe pods by
+        its label per namespace (the pods a create sent without an answer included), then the sandboxes
+        stopped; the process exits next (pytest_eksid.interrupts)."""
+        for campaign in self._launched:
+            campaign.cancel()
+            if campaign.keep_pods:
+                continue
+            for namespace in sorted({w.namespace for w in campaign.profile.workloads}):
+                try:
+                    campaign.kube.delete_pods(namespace, f"{RUN_ID_LABEL}={campaign.run_id}", timeout=HURRY_TIMEOUT)
+                except KubeError as exc:
+                    _progress(
+                        self.config,
+                        f"could not delete probe pods in {namespace}: {exc}; delete them with: "
+                        f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}",
+                    )
+        for name, sandbox in reversed(self._sandboxes):
+            self._stop_sandbox(name, sandbox)
+
+    def _close(self) -> None:
         errors: list[BaseException] = []
 
         def attempt(step: Callable[[], object]) -> None:

@@ -27,6 +27,7 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "create_namespaced_pod": ("", "pods", "create"),
     "read_namespaced_pod": ("", "pods", "get"),
     "delete_namespaced_pod": ("", "pods", "delete"),
+    "delete_collection_namespaced_pod": ("", "pods", "deletecollection"),
     "list_namespaced_pod": ("", "pods", "list"),
     "list_pod_for_all_namespaces": ("", "pods", "list"),
     "read_namespaced_pod_log": ("", "pods/log", "get"),
@@ -71,7 +72,12 @@ class KubeUnreachable(KubeError):
     """The API server did not answer at all (refused, timed out, TLS failure): no status, no reason.
 
     Once raised, every later call of the same client raises it again at once (deleting probe pods still
-    tries), so that a run against an unreachable cluster fails in seconds, not minutes per test."""
+    tries), so that a run against an unreachable cluster fails in seconds, not minutes per test.
+    ``sent``: the request reached the server (which never answered), so a create may have happened."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def _wrap(exc: ApiException, what: str) -> KubeError:
@@ -118,6 +124,21 @@ class Kube:
                 )
         except (ConfigException, OSError, TypeError) as exc:
             raise KubeError(f"cannot load kubeconfig ({target.describe()}): {exc}") from None
+        except Exception as exc:  # not YAML, or YAML of another shape: the loader's own errors vary
+            raise KubeError(
+                f"cannot load kubeconfig ({target.describe()}): not a kubeconfig ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
+        for header, value in (configuration.api_key or {}).items():
+            if _unsendable(value):  # http.client would refuse it on every call, with the token in the error
+                raise KubeError(
+                    f"cannot use kubeconfig ({target.describe()}): its bearer token ({header}) "
+                    "holds a newline or another control character, so no request can carry it; the token is "
+                    "not shown. Check it with: kubectl"
+                    + (f" --kubeconfig {target.kubeconfig}" if target.kubeconfig else "")
+                    + (f" --context {target.context}" if target.context else "")
+                    + " config view --minify"
+                )
         # Retry what never reached the server (and 429/503 with Retry-After, for reads), with backoff.
         configuration.retries = urllib3.Retry(total=RETRIES, read=1, backoff_factor=0.5)
         self.server = str(configuration.host)
@@ -130,7 +151,15 @@ class Kube:
         """Release the client's connections."""
         self.api_client.close()  # type: ignore[no-untyped-call]
 
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, retry: bool = False, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        retry: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """One API call with the request timeout. The API's refusal becomes a KubeError with its status; a
         request that never reached the server, KubeUnreachable.
 
@@ -138,22 +167,25 @@ class Kube:
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
         try:
-            return method(*args, _request_timeout=self.timeout, **kwargs)
+            return method(*args, _request_timeout=self.timeout if timeout is None else timeout, **kwargs)
         except ApiException as exc:  # the API server answered: with its own status and reason
             raise _wrap(exc, what) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            if not _never_connected(exc):
-                # The server took the request, then the answer broke off or came too late (a reset
-                # connection, one slow call): this call failed, not the cluster.
+            silent = _no_answer(exc)
+            if not silent and not _never_connected(exc):
+                # The server took the request, then the answer broke off (a reset connection): this call
+                # failed, not the cluster.
                 raise KubeError(
                     f"{what}: no complete answer from the Kubernetes API server {self.server}: {self._cause(exc)}"
                 ) from None
+            # Refused, out of reach, or connected and silent for the whole timeout: a server that accepts
+            # connections and never answers would otherwise cost the timeout on every call of the run.
             self._unreachable = (
                 f"cannot reach the Kubernetes API server {self.server} ({self.target.describe()}): "
                 f"{self._cause(exc)} (at {time.strftime('%H:%M:%S')}; later calls of this run are not tried). "
                 f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
             )
-            raise KubeUnreachable(f"{what}: {self._unreachable}") from None
+            raise KubeUnreachable(f"{what}: {self._unreachable}", sent=silent) from None
 
     def _cause(self, exc: BaseException) -> str:
         reason = getattr(exc, "reason", None)
@@ -209,6 +241,19 @@ class Kube:
                 return False
             raise
         return True
+
+    def delete_pods(self, namespace: str, label_selector: str, timeout: float | None = None) -> None:
+        """Delete the namespace's pods matching the selector in one call (tried even after the server was
+        unreachable; ``timeout`` bounds it)."""
+        self._call(
+            f"delete pods ({label_selector}) in namespace {namespace}",
+            self.core.delete_collection_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+            grace_period_seconds=0,
+            retry=True,
+            timeout=timeout,
+        )
 
     def pod_events(self, namespace: str, name: str) -> list[Obj]:
         """The events about one pod, oldest first."""
@@ -304,6 +349,18 @@ def _never_connected(exc: BaseException) -> bool:
     return isinstance(
         cause, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.SSLError | ConnectionRefusedError
     ) or (isinstance(cause, OSError) and not isinstance(cause, TimeoutError | ConnectionResetError))
+
+
+def _unsendable(value: object) -> bool:
+    """Whether a header value cannot be sent: a control character (a newline from a copy-paste, say)."""
+    return isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _no_answer(exc: BaseException) -> bool:
+    """Whether the request went out and no answer came within the timeout."""
+    reason = getattr(exc, "reason", None)
+    cause = reason if isinstance(reason, BaseException) else exc
+    return isinstance(cause, urllib3.exceptions.ReadTimeoutError)
 
 
 def _plain(api_client: Any, model: Any) -> Obj:

@@ -17,6 +17,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     CLUSTER_FIXTURE,
     FACTS_KEY,
     FACTS_WORKEROUTPUT,
+    INTERRUPTS_KEY,
     NAMESPACE_FIXTURE,
     NODEGROUP_FIXTURE,
     SELECTED_KEY,
@@ -25,6 +26,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     Scope,
     Subject,
     _eksid_report_facts,
+    _progress,
     eksid_action,
     eksid_aws,
     eksid_campaign,
@@ -42,6 +44,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     scope_of,
     subject_of,
 )
+from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import KubeError
 from pytest_eksid.probe.pod import probe_target
 from pytest_eksid.profile import (
@@ -287,33 +290,19 @@ def pytest_configure(config: pytest.Config) -> None:
         _stop_on_sigterm(config)
 
 
-TERM_KEY = pytest.StashKey[Any]()
-
-
 def _stop_on_sigterm(config: pytest.Config) -> None:
     """SIGTERM (a CI job cancelled or timed out) stops the run as Ctrl-C does, so that teardown still
-    deletes the probe pods on the cluster and stops sandboxes; only where nothing else handles it."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return  # someone else's handler (or an ignored signal): leave it alone
-
-    def interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-        raise KeyboardInterrupt("SIGTERM")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    config.stash[TERM_KEY] = interrupt
+    deletes the probe pods on the cluster and stops sandboxes; a second signal cannot cut that cleanup
+    short (pytest_eksid.interrupts). Only where nothing else handles the signals."""
+    interrupts = Interrupts(lambda message: _progress(config, message))
+    interrupts.install()
+    config.stash[INTERRUPTS_KEY] = interrupts
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    import signal
-
-    if config.stash.get(TERM_KEY, None) is not None and signal.getsignal(signal.SIGTERM) is config.stash[TERM_KEY]:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts = config.stash.get(INTERRUPTS_KEY, None)
+    if interrupts is not None:
+        interrupts.uninstall()
 
 
 def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:

@@ -182,3 +182,145 @@ def test_stop_right_after_start_leaves_no_workload_processes(demo):
         ["pgrep", "-P", str(os.getpid()), "-f", "^sleep infinity"], capture_output=True, text=True, check=False
     )
     assert found.stdout.strip() == ""
+
+
+# --- interruptions: a second Ctrl-C or SIGTERM cannot leave secrets, processes or probe pods ----------
+
+_BLOCKER = '''
+import os
+import threading
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _eksid_teardown_blocker(eksid_clusters):
+    """Torn down before eksid_clusters: holds the run between the first interruption and its cleanup."""
+    yield
+    os.write(2, b"BLOCKER: teardown waits\\n")
+    threading.Event().wait()
+'''
+
+
+def _interrupt_twice(tmp_path: Path, *args: str, signum: int, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run pytest with a session fixture whose teardown never ends; send ``signum`` once the probe pods are
+    launching, and again once teardown reached that fixture (before the plugin's cleanup)."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "eksid_blocker.py").write_text(_BLOCKER)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "eksid_blocker", *args],
+        cwd=REPO,
+        env={**base, **(env or {}), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGINT, signal.SIG_DFL),
+            signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        ),
+    )
+    assert proc.stdout is not None
+    seen = ""
+    try:
+        for marker in ("launching 4 probe pod(s)", "BLOCKER: teardown waits"):
+            deadline = time.monotonic() + 90
+            while marker not in seen:
+                assert time.monotonic() < deadline, seen
+                line = proc.stdout.readline()
+                assert line, seen
+                seen += line
+            proc.send_signal(signum)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    return proc.returncode, seen + rest
+
+
+def _processes_under(directory: str) -> list[int]:
+    """Processes whose working directory is inside ``directory`` (a pod's, in the sandbox)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and os.readlink(f"/proc/{pid}/cwd").startswith(directory):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _slow_demo(tmp_path: Path) -> Path:
+    from tests.conftest import demo_data, write_profile
+
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 30  # the probe pods are still starting when interrupted
+    return write_profile(tmp_path, data, "slow")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_second_interrupt_before_cleanup_still_stops_the_sandbox_and_removes_its_secrets(
+    tmp_path: Path, signame: str
+) -> None:
+    import re
+    import signal
+
+    code, out = _interrupt_twice(tmp_path, f"--profile={_slow_demo(tmp_path)}", signum=getattr(signal, signame))
+    workdir = re.search(r"\(kubeconfig (/\S+)/kubeconfig\)", out)
+    assert workdir, out
+    assert not Path(workdir[1]).exists(), out  # the kubeconfig (API token) and the pods' token files
+    assert _processes_under(workdir[1]) == [], out  # no workload or probe process outlives the run
+    assert code == 2, out
+    assert "Traceback" not in out, out
+    assert out.count(f"eksid: {signame} again: ") == 1, out
+    assert "INTERNALERROR" not in out, out
+
+
+def test_a_second_sigterm_deletes_the_runs_probe_pods_on_a_live_cluster(tmp_path: Path) -> None:
+    """Against a cluster the run did not start (the sandbox on its own, as a live cluster): the probe pods
+    are deleted by the run's label before the process exits."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pytest_eksid.kube import Kube, KubeTarget
+
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "pytest_eksid.sandbox", "--profile", str(_slow_demo(tmp_path)), "--rootdir", str(REPO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    assert sandbox.stdout is not None
+    env: dict[str, str] = {}
+    try:
+        while True:
+            line = sandbox.stdout.readline()
+            assert line, "the sandbox exited early"
+            if line.startswith("export "):
+                key, _, value = line[len("export ") :].strip().partition("=")
+                env[key] = value
+            if line.startswith("# Ctrl-C"):
+                break
+        live = yaml.safe_load((tmp_path / "slow.yaml").read_text())
+        del live["sandbox"]
+        kube = Kube(KubeTarget(env["KUBECONFIG"], None))
+        live["cluster"]["kubeconfig"] = env["KUBECONFIG"]
+        live["cluster"]["kubeContext"] = kube.context
+        (tmp_path / "live.yaml").write_text(yaml.safe_dump(live))
+        code, out = _interrupt_twice(
+            tmp_path, f"--profile={tmp_path / 'live.yaml'}", signum=signal.SIGTERM, env={**env, "KUBECONFIG": ""}
+        )
+        left = kube.list_pods("eksid.dev/run-id")
+        kube.close()
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        sandbox.communicate(timeout=30)
+    assert code == 2, out
+    assert left == [], out
+    assert "Traceback" not in out, out

@@ -11,7 +11,7 @@ import yaml
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from pytest_eksid.aws import Aws, AwsError
-from pytest_eksid.kube import Kube, KubeError, KubeTarget, KubeUnreachable
+from pytest_eksid.kube import Kube, KubeTarget, KubeUnreachable
 from tests.conftest import REPO, Endpoint, run_pytest
 
 
@@ -29,6 +29,18 @@ def _kubeconfig(path: Path, server: str) -> Path:
         )
     )
     return path
+
+
+_NO_AWS: dict[str, str | None] = {
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/eksid-no-credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/eksid-no-config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None,
+    "COLUMNS": "4000",  # whole messages in the short summary
+}
 
 
 def _closed_port() -> int:
@@ -55,21 +67,43 @@ def test_a_connect_timeout_makes_the_server_unreachable_and_later_calls_are_not_
     kube.close()
 
 
-def test_an_answer_that_never_comes_fails_that_call_only(tmp_path: Path, silent: Endpoint) -> None:
-    # The server took the request: one slow or stuck call is not an unreachable cluster.
+def test_a_server_that_never_answers_is_unreachable_after_the_first_call(tmp_path: Path, silent: Endpoint) -> None:
+    # It accepts connections and stays silent: each call would cost the whole timeout, for the whole run.
     kube = Kube(KubeTarget(str(_kubeconfig(tmp_path / "kubeconfig", silent.url)), "gone"), timeout=0.3)
-    with pytest.raises(KubeError) as first:
+    with pytest.raises(KubeUnreachable) as first:
         kube.secrets("finance-prod")
-    assert not isinstance(first.value, KubeUnreachable)
-    assert str(first.value) == (
-        f"list secrets in finance-prod: no complete answer from the Kubernetes API server {silent.url}: "
-        "no answer within 0.3s"
-    )
+    assert first.value.sent  # the request went out: a create may have happened
+    message = str(first.value)
+    assert message.startswith(f"list secrets in finance-prod: cannot reach the Kubernetes API server {silent.url}")
+    assert "no answer within 0.3s" in message
+    assert "later calls of this run are not tried" in message
     assert silent.accepted == 2  # a GET whose answer did not come is tried once more
-    with pytest.raises(KubeError):
+    with pytest.raises(KubeUnreachable, match=r"^read pod finance-prod/p: cannot reach"):
         kube.read_pod("finance-prod", "p")
-    assert silent.accepted == 4  # and the next call is tried too
+    assert silent.accepted == 2  # and the next call is not tried at all
     kube.close()
+
+
+def test_suites_against_a_silent_api_server_stop_calling_it_after_the_first_timeout(
+    tmp_path: Path, silent: Endpoint
+) -> None:
+    profile = yaml.safe_load((REPO / "profiles" / "finance-prod.yaml").read_text())
+    profile["cluster"]["kubeconfig"] = str(_kubeconfig(tmp_path / "kubeconfig", silent.url))
+    profile["cluster"]["kubeContext"] = "gone"
+    (tmp_path / "silent.yaml").write_text(yaml.safe_dump(profile))
+    run = run_pytest(
+        f"--profile={tmp_path / 'silent.yaml'}", "--eksid-api-timeout=1", "-rfE", tmp_path=tmp_path, env=_NO_AWS
+    )
+    assert run.outcomes, run.stdout
+    summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    kube_failures = [line for line in summary if "cannot reach the Kubernetes API server" in line]
+    assert len(kube_failures) >= 10, run.stdout
+    assert "no answer within 1s" in run.stdout
+    assert "Traceback" not in run.stdout, run.stdout
+    # Only what was in flight before the first timeout reached the server: the probe pods' creates (sent
+    # at once), the first read and its one retry; every later call failed untried.
+    targets = len(profile["workloads"]) * (1 + len(profile["probe"].get("nodeGroups", [])))
+    assert silent.accepted <= targets + 4, (silent.accepted, run.stdout)
 
 
 def test_refused_connection_is_retried_then_named(tmp_path: Path) -> None:
@@ -128,17 +162,7 @@ def test_suites_against_an_unreachable_cluster_fail_at_once_with_one_message(tmp
     profile["cluster"]["kubeconfig"] = str(_kubeconfig(tmp_path / "kubeconfig", server))
     profile["cluster"]["kubeContext"] = "gone"
     (tmp_path / "gone.yaml").write_text(yaml.safe_dump(profile))
-    no_aws = {
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_ACCESS_KEY_ID": None,
-        "AWS_SECRET_ACCESS_KEY": None,
-        "AWS_SESSION_TOKEN": None,
-        "AWS_PROFILE": None,
-        "COLUMNS": "4000",  # whole messages in the short summary
-    }
-    run = run_pytest(f"--profile={tmp_path / 'gone.yaml'}", "-rfE", tmp_path=tmp_path, env=no_aws)
+    run = run_pytest(f"--profile={tmp_path / 'gone.yaml'}", "-rfE", tmp_path=tmp_path, env=_NO_AWS)
     assert run.outcomes, run.stdout
     # Every check that reaches the cluster fails; the profile's own contract check reaches nothing.
     reaching = {k: v for k, v in run.outcomes.items() if "::test_contract_declared[" not in k}
@@ -151,3 +175,28 @@ def test_suites_against_an_unreachable_cluster_fail_at_once_with_one_message(tmp
     assert "urllib3.exceptions" not in run.stdout, run.stdout
     # The first call found the server gone; every other check failed with its message, untried.
     assert run.stdout.count("later calls of this run are not tried") >= len(summary) - 3, run.stdout
+
+
+@pytest.mark.parametrize("broken", ["newline-in-token", "garbage-file"])
+def test_a_kubeconfig_that_cannot_be_used_fails_with_one_message_naming_it(tmp_path: Path, broken: str) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    token = "k8s-aws-v1.c2VjcmV0LXRva2Vu"
+    if broken == "newline-in-token":  # a token pasted with its line break
+        data = yaml.safe_load(_kubeconfig(kubeconfig, f"http://127.0.0.1:{_closed_port()}").read_text())
+        data["users"][0]["user"]["token"] = f"{token}\nsecond-line"
+        kubeconfig.write_text(yaml.safe_dump(data))
+    else:
+        kubeconfig.write_bytes(b"\x00\x01" + token.encode() + b" not: [a kubeconfig\n")
+    profile = yaml.safe_load((REPO / "profiles" / "finance-prod.yaml").read_text())
+    profile["cluster"]["kubeconfig"] = str(kubeconfig)
+    profile["cluster"]["kubeContext"] = "gone"
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(profile))
+    run = run_pytest(f"--profile={tmp_path / 'broken.yaml'}", "-rfE", tmp_path=tmp_path, env=_NO_AWS)
+    assert run.outcomes, run.stdout
+    summary = [line for line in run.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    kube_failures = [line for line in summary if "kubeconfig (context gone of " + str(kubeconfig) in line]
+    assert len(kube_failures) >= 10, run.stdout
+    assert len({line.partition(" - ")[2] for line in kube_failures}) == 1, kube_failures  # one message
+    assert "Traceback" not in run.stdout, run.stdout
+    assert "INTERNALERROR" not in run.stdout + run.stderr, run.stdout
+    assert token not in run.stdout + run.stderr

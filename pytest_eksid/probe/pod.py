@@ -477,6 +477,10 @@ class Campaign:
         self.progress(f"{done_ok}/{len(todo)} probe(s) reported in {time.monotonic() - started:.1f}s")
         return self.outcomes
 
+    def cancel(self) -> None:
+        """Stop waiting for probe pods (the run is interrupted); nothing new is waited for."""
+        self._cancel.set()
+
     def _status_line(self, total: int) -> str:
         with self._lock:
             phases = list(self._phase.values())
@@ -518,7 +522,9 @@ class Campaign:
             self._authenticate(outcome, nonce)
         except (KubeError, ProbeError) as exc:
             outcome.error = str(exc)
-            sent_unanswered = isinstance(exc, KubeError) and not isinstance(exc, KubeUnreachable) and exc.status is None
+            sent_unanswered = isinstance(exc, KubeError) and exc.status is None
+            if isinstance(exc, KubeUnreachable):
+                sent_unanswered = exc.sent  # the server took the create and went silent
             if outcome.pod is None and sent_unanswered:  # the create went out, its answer did not come back
                 with self._lock:
                     self._unsure.add(workload.namespace)

@@ -650,7 +650,7 @@ class Kubelet:
                     audience=sat.get("audience") or "https://kubernetes.default.svc",
                     expiration_seconds=int(sat.get("expirationSeconds") or 3600),
                 )
-                (d / sat["path"]).write_text(token)
+                _write_secret(d / sat["path"], token)
         mounts: dict[str, Path] = {}
         for m in spec["containers"][0].get("volumeMounts") or []:
             if m["name"] not in host_dirs:
@@ -664,7 +664,7 @@ class Kubelet:
         for relative, content in self.image_home_files.get(str(container.get("image")), {}).items():
             path = home / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
+            _write_secret(path, content)  # an image's baked-in credentials file
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),
@@ -789,6 +789,13 @@ def _status(container: Obj, **state: Obj) -> Obj:
         "started": "running" in state,
         "state": state,
     }
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """A token or credentials file only its owner can read (mode 0600, as the kubelet writes them)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

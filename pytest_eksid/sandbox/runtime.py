@@ -162,6 +162,10 @@ class Sandbox:
         return self.kubelet.read_log(namespace, name, pod)
 
     def stop(self) -> None:
+        """Stop everything, the kubeconfig (it holds the API token) removed first; the work directory with
+        the pods' token files (mode 0600, in a 0700 directory) goes once their processes are gone."""
+        if self._own_workdir and self.workdir is not None:
+            (self.workdir / "kubeconfig").unlink(missing_ok=True)
         if self.kubelet is not None:
             self.kubelet.stop()
         for svc in reversed(getattr(self, "_services", [])):
