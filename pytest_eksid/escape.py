@@ -90,8 +90,8 @@ def _label_value(value: str) -> bool:
 def command_labels(labels: Mapping[object, object], fallback: str) -> str:
     """Cluster-sourced labels (a DaemonSet's ``matchLabels``) as a ``-l`` selector for a ``next:`` command:
     ``k=v,...`` only where every key and value has Kubernetes label syntax, else ``fallback``."""
-    pairs = sorted((str(k), str(v)) for k, v in labels.items())
-    if not pairs or not all(isinstance(v, str) and _label_key(k) and _label_value(v) for k, v in pairs):
+    pairs = sorted((k, v) for k, v in labels.items() if isinstance(k, str) and isinstance(v, str))
+    if not pairs or len(pairs) < len(labels) or not all(_label_key(k) and _label_value(v) for k, v in pairs):
         return fallback
     return ",".join(f"{k}={v}" for k, v in pairs)
 
