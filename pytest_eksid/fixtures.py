@@ -49,6 +49,11 @@ class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
     """A test failed on findings: their messages, and their next commands as data (the plugin makes them
     the report's ``next`` properties, which the failure summary shows; no message text is parsed for them)."""
 
+    # Shown as pytest's own ``Failed: <message>`` (pytest's OutcomeException does the same), which is what
+    # people, JUnit readers and report.failure_text know.
+    __module__ = "builtins"
+    __qualname__ = "Failed"
+
     def __init__(self, findings: Iterable[Finding]) -> None:
         listed = list(findings)
         super().__init__("\n\n".join(f.message() for f in listed), pytrace=False)

