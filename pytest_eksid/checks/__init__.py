@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+
+from pytest_eksid.escape import (
+    command_iam_name,
+    command_label_key,
+    command_label_value,
+    command_labels,
+    command_name,
+    printable,
+    shown,
+)
+
+__all__ = [
+    "Finding",
+    "command_iam_name",
+    "command_label_key",
+    "command_label_value",
+    "command_labels",
+    "command_name",
+    "refer",
+    "shown",
+]
 
 
 @dataclass(frozen=True)
@@ -20,6 +40,8 @@ class Finding:
     details: dict[str, str] = field(default_factory=dict)
 
     def message(self) -> str:
+        """The finding as the terminal shows it: one line per field, each printable (a field holding
+        cluster text, a newline or an escape sequence from a pod log, cannot forge or restyle a line)."""
         lines = [
             self.summary,
             f"  expected: {self.expected}",
@@ -28,36 +50,7 @@ class Finding:
             f"  likely:   {self.likely}",
         ]
         lines += [f"  next:     {cmd}" for cmd in self.next_steps]
-        return "\n".join(lines)
-
-
-# What cluster-sourced text may show unescaped: the characters of Kubernetes names and label values.
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/:=@")
-# A DNS-1123 subdomain, what kube-apiserver accepts as a node name: the only cluster text a command may carry.
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def _escaped(char: str) -> str:
-    if char in _PLAIN:
-        return char
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def shown(value: object, limit: int = 63) -> str:
-    """Cluster-sourced text (a label value, a node name) as it may reach a terminal: at most
-    ``limit`` characters of it, every character outside names' alphabet escaped (``\\x1b``,
-    ``\\u202e``), and how much was cut said."""
-    text = str(value)
-    out = "".join(_escaped(c) for c in text[:limit])
-    return out + (f"...(+{len(text) - limit} chars)" if len(text) > limit else "")
-
-
-def command_name(value: object, placeholder: str) -> str:
-    """A cluster-sourced name for a ``next:`` command: itself only where it is a valid DNS-1123
-    subdomain (all kube-apiserver admits for a node name), else ``placeholder``."""
-    text = str(value)
-    return text if len(text) <= 253 and _DNS_SUBDOMAIN.fullmatch(text) else placeholder
+        return "\n".join(printable(line) for line in lines)
 
 
 def refer(findings: Finding | Iterable[Finding] | None, when: str, ref: str) -> list[Finding]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_eksid.checks import Finding, command_name, shown
+from pytest_eksid.checks import Finding, command_labels, command_name, shown
 from pytest_eksid.profile import Workload, role_arn_parts
 
 AGENT_NAME = "eks-pod-identity-agent"
@@ -145,11 +145,12 @@ def _int(value: Any) -> int:
 
 
 def _selector(ds: Mapping[str, Any] | None, name: str) -> str:
-    """The DaemonSet's own pod selector as a ``-l`` argument (the add-on's labels are not the chart's)."""
+    """The DaemonSet's own pod selector as a ``-l`` argument (the add-on's labels are not the chart's); the
+    chart's label where it has none, or where one is not label syntax (it goes into ``next:`` commands and
+    into the agent pods' listing: cluster text that is neither may be anything)."""
     labels = ((ds or {}).get("spec") or {}).get("selector", {}).get("matchLabels") or {}
-    if not labels:
-        return f"app.kubernetes.io/name={name}"
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    chart = f"app.kubernetes.io/name={name}"
+    return command_labels(labels, chart) if isinstance(labels, Mapping) else chart
 
 
 def daemonset_findings(

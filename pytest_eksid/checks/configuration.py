@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, command_label_key, command_label_value, command_name
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -65,7 +65,8 @@ def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]
                     if sa == "default"
                     else "the pods run as another ServiceAccount than the one bound to the role",
                     (
-                        f"kubectl -n {w.namespace} get {kind.lower()} {name} "
+                        f"kubectl -n {w.namespace} get {command_name(str(kind).lower(), '<kind>')} "
+                        f"{command_name(name, '<name>')} "
                         "-o jsonpath='{.spec.template.spec.serviceAccountName}'",
                     ),
                 )
@@ -90,7 +91,11 @@ def owner_label(profile: Profile, w: Workload, sa: Mapping[str, Any] | None) -> 
         "the owner on the cluster and in the profile disagree: fix whichever is stale"
         if other
         else "ownership metadata is missing: nobody is accountable for this identity in reviews and incidents",
-        (_sa_cmd(w), f"kubectl -n {w.namespace} label sa {w.service_account} {key}={w.owner or '<team>'}"),
+        (
+            _sa_cmd(w),
+            f"kubectl -n {w.namespace} label sa {w.service_account} "
+            f"{command_label_key(key, '<label>')}={command_label_value(w.owner or '<team>', '<team>')}",
+        ),
     )
 
 

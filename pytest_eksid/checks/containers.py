@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, command_name
 from pytest_eksid.profile import Profile, Workload
 
 STATIC = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -83,6 +83,8 @@ def container_findings(
     """
     where = f"{w.name}: container {container} of running pod {w.namespace}/{pod}"
     restart = f"kubectl -n {w.namespace} rollout restart deployment/{w.name}"
+    # Cluster-sourced names go into the commands only where they are names (pytest_eksid/escape.py).
+    cmd_pod, cmd_container = command_name(pod, "<pod>"), command_name(container, "<container>")
     out: list[Finding] = []
     not_injected: str | None = None
     if service_account is not None and service_account != w.service_account:
@@ -93,7 +95,7 @@ def container_findings(
         )
         if service_account == "default":
             not_injected = f"Failure Mode 1 — Pod Uses default ServiceAccount: {not_injected}"
-        restart = f"kubectl -n {w.namespace} get pod {pod} -o jsonpath='{{.spec.serviceAccountName}}'"
+        restart = f"kubectl -n {w.namespace} get pod {cmd_pod} -o jsonpath='{{.spec.serviceAccountName}}'"
     static = [v for v in STATIC if v in variables]
     if static:
         out.append(
@@ -104,7 +106,7 @@ def container_findings(
                 "(the SDK would use them before workload identity)",
                 ", ".join(static) + " set",
                 "static keys in the container's environment win over workload identity (Failure Mode 4)",
-                (f"kubectl -n {w.namespace} get pod {pod} -o jsonpath='{{.spec.containers[*].env[*].name}}'",),
+                (f"kubectl -n {w.namespace} get pod {cmd_pod} -o jsonpath='{{.spec.containers[*].env[*].name}}'",),
             )
         )
     if files.get("aws_credentials_file"):
@@ -115,7 +117,7 @@ def container_findings(
                 "no shared credentials file in the container",
                 "present",
                 "a credentials file in the image or a mounted Secret wins over workload identity",
-                (f"kubectl -n {w.namespace} exec {pod} -c {container} -- ls -l ~/.aws",),
+                (f"kubectl -n {w.namespace} exec {cmd_pod} -c {cmd_container} -- ls -l ~/.aws",),
             )
         )
     if skipped:
@@ -142,7 +144,7 @@ def container_findings(
                     "a readable eks-pod-identity-token",
                     "missing or unreadable",
                     "the container's user cannot read the projected token (fsGroup / runAsUser)",
-                    (f"kubectl -n {w.namespace} get pod {pod} -o yaml",),
+                    (f"kubectl -n {w.namespace} get pod {cmd_pod} -o yaml",),
                 )
             )
     else:
@@ -167,7 +169,7 @@ def container_findings(
                     "a readable token at AWS_WEB_IDENTITY_TOKEN_FILE",
                     "missing or unreadable",
                     "the container's user cannot read the projected token (fsGroup / runAsUser)",
-                    (f"kubectl -n {w.namespace} get pod {pod} -o yaml",),
+                    (f"kubectl -n {w.namespace} get pod {cmd_pod} -o yaml",),
                 )
             )
     return out

@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, command_iam_name, command_name
 from pytest_eksid.profile import Workload
 
 # Key names that carry AWS credentials; use ``.search`` (a prefix or suffix is allowed, e.g.
@@ -158,14 +158,15 @@ def scan_objects(kind: str, objects: Iterable[Mapping[str, Any]]) -> list[Findin
         if not bad:
             continue
         if kind == "Secret":
-            nxt = (f"kubectl -n {ns} describe secret {name}",)
+            nxt = (f"kubectl -n {command_name(ns, '<namespace>')} describe secret {command_name(name, '<secret>')}",)
             likely = (
                 f"{INVARIANT}: static keys were stored for an app; if a pod loads them (envFrom, env, a mounted "
                 f"~/.aws/credentials) they win over Pod Identity and IRSA ({FM_SDK})"
             )
         else:
             nxt = (
-                f"kubectl -n {ns} get configmap {name} -o go-template="
+                f"kubectl -n {command_name(ns, '<namespace>')} get configmap {command_name(name, '<configmap>')} "
+                "-o go-template="
                 "'{{range $k, $v := .data}}{{$k}}{{\"\\n\"}}{{end}}'",
             )
             likely = (
@@ -250,7 +251,8 @@ def _volume_sources(spec: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]
 def _env_names_command(kind: str, ns: str, name: str) -> str:
     prefix = {"Pod": "", "CronJob": ".spec.jobTemplate.spec.template"}.get(kind, ".spec.template")
     return (
-        f"kubectl -n {ns} get {kind.lower()} {name} -o jsonpath="
+        f"kubectl -n {command_name(ns, '<namespace>')} get {command_name(kind.lower(), '<kind>')} "
+        f"{command_name(name, '<name>')} -o jsonpath="
         f"'{{range {prefix}.spec.containers[*]}}{{.name}}: {{.env[*].name}}{{\"\\n\"}}{{end}}'"
     )
 
@@ -410,7 +412,7 @@ def probe_findings(w: Workload, environment: Mapping[str, Any], identity: Mappin
         caller = identity.get("caller") or {}
         arn = str(caller.get("arn") or "")
         user = arn.split(":user/", 1)[1].rsplit("/", 1)[-1] if ":user/" in arn else None
-        nxt = (f"aws iam list-access-keys --user-name {user}",) if user else (env_cmd,)
+        nxt = (f"aws iam list-access-keys --user-name {command_iam_name(user, '<user>')}",) if user else (env_cmd,)
         out.append(
             Finding(
                 CHECK,
@@ -471,8 +473,9 @@ def legacy_user_findings(
                 "the old static keys were left alive after the workload moved to Pod Identity or IRSA; anyone "
                 f"holding a copy still acts as {user} ({INVARIANT})",
                 (
-                    f"aws iam get-access-key-last-used --access-key-id {key_id}",
-                    f"aws iam update-access-key --user-name {user} --access-key-id {key_id} --status Inactive",
+                    f"aws iam get-access-key-last-used --access-key-id {command_iam_name(key_id, '<key-id>')}",
+                    f"aws iam update-access-key --user-name {command_iam_name(user, '<user>')} "
+                    f"--access-key-id {command_iam_name(key_id, '<key-id>')} --status Inactive",
                 ),
                 {"key": _mask(key_id)},
             )

@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_eksid.checks.placement import Placement, mirror
 from pytest_eksid.aws import IdentityNotProven
+from pytest_eksid.checks.placement import Placement, mirror
 from pytest_eksid.kube import Kube, KubeError, KubeUnreachable
 from pytest_eksid.probe import program
 from pytest_eksid.profile import Profile, Workload
