@@ -226,6 +226,7 @@ class Kube:
         another one: the API server checks the UID precondition (409 Conflict), so a pod someone else
         created under the same name is never deleted in its place."""
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)) if uid else None
+        body: dict[str, Any] = {"body": options} if options is not None else {}
         try:
             self._call(
                 f"delete pod {namespace}/{name}",
@@ -234,7 +235,7 @@ class Kube:
                 namespace,
                 grace_period_seconds=0,
                 retry=True,
-                **({"body": options} if options is not None else {}),
+                **body,
             )
         except KubeError as exc:
             if exc.status == 404 or (uid and exc.status == 409):
