@@ -16,6 +16,7 @@ import yaml
 from botocore.exceptions import ClientError
 from kubernetes import client, config
 
+from pytest_eksid.aws import Aws
 from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.pod import MANAGED_BY, Campaign
 from pytest_eksid.profile import load_profile
@@ -69,7 +70,8 @@ def _run_pod(core, namespace, sa, code, timeout=30.0):
 def test_campaign_runs_probe_through_default_chain(sandbox, demo):
     """Each mechanism's probe resolves credentials by its own provider, as a separate process."""
     sb, connection = sandbox
-    campaign = Campaign(kube=Kube(KubeTarget(str(connection.kubeconfig), None)), profile=demo.profile)
+    prove = Aws(region=demo.profile.cluster.region, env=connection.env).prove_caller  # the runner checks the proof
+    campaign = Campaign(kube=Kube(KubeTarget(str(connection.kubeconfig), None)), profile=demo.profile, prove=prove)
     try:
         outcomes = campaign.run(demo.profile.workloads)
     finally:

@@ -487,14 +487,24 @@ def presigned_caller_identity(request: Request, now: Callable[[], datetime.datet
     if len(scope) != 5 or scope[3] != "sts":
         return _sts_refusal("IncompleteSignature", "Credential scope is malformed")
     key_id, region = scope[0], scope[2]
+    # A role session (its secret and session token from moto's STS), or an IAM user's long-lived key (no
+    # session token): STS answers both with the caller's ARN.
+    secret: str | None = None
+    token: str | None = None
+    arn = user_id = ""
     try:
         account = get_account_id_from(key_id)
         assumed = sts_backends[account]["aws"].get_assumed_role_from_access_key(key_id)
+        if assumed is not None:
+            secret, token, arn, user_id = assumed.secret_access_key, assumed.session_token, assumed.arn, assumed.user_id
+        else:
+            user = iam_backends[account]["aws"].get_user_from_access_key_id(key_id)
+            key = next((k for k in (user.access_keys if user else []) if k.access_key_id == key_id), None)
+            if user is not None and key is not None and key.status == "Active":
+                secret, arn, user_id = key.secret_access_key, user.arn, user.id
     except Exception:
-        assumed = None
-    if assumed is None:
-        return _sts_refusal("InvalidClientTokenId", "The security token included in the request is invalid.")
-    if args.get("X-Amz-Security-Token") != assumed.session_token:
+        secret = None
+    if secret is None or args.get("X-Amz-Security-Token") != token:
         return _sts_refusal("InvalidClientTokenId", "The security token included in the request is invalid.")
     try:
         signed_at = datetime.datetime.strptime(args.get("X-Amz-Date", ""), "%Y%m%dT%H%M%SZ").replace(
@@ -513,7 +523,7 @@ def presigned_caller_identity(request: Request, now: Callable[[], datetime.datet
     url = f"{request.scheme}://{request.host}{request.path}?{query}"
     unsigned = AWSRequest(method="GET", url=url, headers=headers)
     unsigned.context["timestamp"] = args["X-Amz-Date"]
-    signer = SigV4QueryAuth(Credentials(key_id, assumed.secret_access_key, assumed.session_token), "sts", region)
+    signer = SigV4QueryAuth(Credentials(key_id, secret, token), "sts", region)
     canonical = signer.canonical_request(unsigned)
     expected = signer.signature(signer.string_to_sign(unsigned, canonical), unsigned)
     if not hmac.compare_digest(expected, args.get("X-Amz-Signature", "")):
@@ -524,7 +534,7 @@ def presigned_caller_identity(request: Request, now: Callable[[], datetime.datet
     return _sts_xml(
         200,
         '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>'
-        f"<Arn>{escape(str(assumed.arn))}</Arn><UserId>{escape(str(assumed.user_id))}</UserId>"
+        f"<Arn>{escape(str(arn))}</Arn><UserId>{escape(str(user_id))}</UserId>"
         f"<Account>{escape(str(account))}</Account></GetCallerIdentityResult>"
         "<ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ResponseMetadata>"
         "</GetCallerIdentityResponse>",
