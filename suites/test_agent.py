@@ -24,18 +24,21 @@ def test_agent_daemonset_available(eksid_cluster, eksid_kube):
 
 
 @pod_identity_only
-def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube, record_property, request):
-    """A ready agent pod on every node where the workload's pods can be scheduled, from the agent
-    DaemonSet due there (the default one, or the opt-in hybrid ones); nodes where none is due
-    (Fargate, Auto Mode, hybrid without the hybrid DaemonSet) are noted, not failed."""
+def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube, eksid_campaign, record_property, request):
+    """A ready agent pod on every node where the workload's pods can be scheduled (its pod template's
+    nodeSelector and tolerations, as the probe mirrors them), from the agent DaemonSet due there (the default
+    one, or the opt-in hybrid ones); nodes where none is due (Fargate, Auto Mode, hybrid without the hybrid
+    DaemonSet) are noted, not failed."""
     probe = eksid_profile.profile.probe
+    placement = eksid_campaign.placement(eksid_workload)  # the template was read once, for the probe
+    record_property("placement", placement.source)
     daemonsets = {d.name: eksid_kube.daemon_set(AGENT_NS, d.name) for d in agent.CHART_DAEMONSETS}
     pods = [p for selector in agent.agent_pod_selectors(daemonsets) for p in eksid_kube.list_pods(selector, AGENT_NS)]
     coverage = agent.node_coverage(
         pods,
         eksid_kube.nodes(),
-        node_selector=probe.node_selector,
-        tolerations=[t.model_dump(exclude_none=True) for t in probe.tolerations],
+        node_selector=placement.node_selector,
+        tolerations=placement.tolerations,
         daemonsets=daemonsets,
         node_group_label=probe.node_group_label,
     )

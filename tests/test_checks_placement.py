@@ -10,7 +10,7 @@ import pytest
 from pytest_eksid.checks.placement import Placement, mirror, network_findings, no_proxy_covers
 from pytest_eksid.probe.pod import probe_pod_manifest, profile_placement, with_overrides
 from pytest_eksid.profile import WorkloadProbe, load_profile
-from tests.conftest import REPO
+from tests.conftest import REPO, demo_data, run_pytest, write_profile
 
 DEMO = load_profile("demo", REPO).profile
 PI = next(w for w in DEMO.workloads if w.mechanism == "pod-identity")
@@ -172,3 +172,18 @@ def test_host_network_with_pod_identity_is_a_finding_and_names_are_escaped():
     assert "hostNetwork" in finding.summary
     assert "\x1b" not in finding.message()
     assert network_findings("app", "irsa", [hostile]) == []
+
+
+def test_agent_coverage_follows_the_workloads_placement(tmp_path):
+    """Agent down on ng-batch only: a workload placed on ng-general passes its coverage check (it cannot land
+    on the broken group), where the same workload allowed anywhere fails it (the agent-down-one-node-group row)."""
+    data = demo_data()
+    data["sandbox"]["faults"] = [{"fault": "agent-down", "nodegroup": "ng-batch"}]
+    exporter = next(w for w in data["workloads"] if w["name"] == "invoice-exporter")
+    exporter["probe"] = {"nodeSelector": {"eks.amazonaws.com/nodegroup": "ng-general"}}
+    run = run_pytest(
+        f"--profile={write_profile(tmp_path, data, 'placed')}", "-k", "test_agent_on_every_node", tmp_path=tmp_path
+    )
+    assert run.outcomes == {"suites/test_agent.py::test_agent_on_every_node[placed/invoice-exporter]": "passed"}, (
+        run.stdout[-3000:]
+    )
