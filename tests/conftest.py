@@ -170,16 +170,23 @@ def kubeconfig(sandbox: tuple[Sandbox, Connection]) -> Path:
     return connection.kubeconfig
 
 
-def interrupt_pytest(*args: str, when: str, wait: float = 90, signum: int | None = None) -> tuple[int, str]:
+def interrupt_pytest(
+    *args: str,
+    when: str | tuple[str, ...],
+    wait: float = 90,
+    signum: int | None = None,
+    env: Mapping[str, str] | None = None,
+    settle: float = 0.5,
+) -> tuple[int, str]:
     """Run pytest in a subprocess as a user would, press Ctrl-C (or send ``signum``) once ``when`` is
-    printed, and return (exit code, all output)."""
+    printed (several markers: once after each, in order), and return (exit code, all output)."""
     import signal
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=REPO,
-        env=env,
+        env={**base, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -192,19 +199,49 @@ def interrupt_pytest(*args: str, when: str, wait: float = 90, signum: int | None
     )
     assert proc.stdout is not None
     seen = ""
-    deadline = time.monotonic() + wait
-    while when not in seen:
-        assert time.monotonic() < deadline, seen
-        line = proc.stdout.readline()
-        assert line, seen
-        seen += line
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT if signum is None else signum)
     try:
-        rest, _ = proc.communicate(timeout=60)
+        for marker in (when,) if isinstance(when, str) else when:
+            deadline = time.monotonic() + wait
+            while marker not in seen:
+                assert time.monotonic() < deadline, seen
+                line = proc.stdout.readline()
+                assert line, seen
+                seen += line
+            if settle:
+                time.sleep(settle)
+            proc.send_signal(signal.SIGINT if signum is None else signum)
+        rest, _ = proc.communicate(timeout=90)
     finally:
         proc.kill()
     return proc.returncode, seen + rest
+
+
+def start_standalone_sandbox(profile: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``python -m pytest_eksid.sandbox --profile PROFILE``, read until it is ready: (the process, what it
+    exports). The caller stops it (SIGINT) and kills it in a ``finally``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_eksid.sandbox", "--profile", profile, "--rootdir", str(REPO)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+    )
+    assert proc.stdout is not None
+    exports: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            assert time.monotonic() < deadline, "the sandbox did not get ready in 30 s"
+            line = proc.stdout.readline()
+            assert line, "the sandbox exited early"
+            if line.startswith("export "):
+                key, _, value = line[len("export ") :].strip().partition("=")
+                exports[key] = value
+            if line.startswith("# Ctrl-C"):
+                return proc, exports
+    except BaseException:
+        proc.kill()
+        raise
 
 
 def wait_pod_phase(

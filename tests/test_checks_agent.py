@@ -15,7 +15,6 @@ from pytest_eksid.checks.agent import (
     daemonset_findings,
     endpoint_findings,
     node_coverage,
-    node_coverage_findings,
     oidc_provider_findings,
     tolerates,
 )
@@ -149,7 +148,7 @@ def test_daemonset_empty_status_reports_nothing_scheduled_and_stale() -> None:
     assert summaries == ["scheduled on no node", "the controller has not observed the latest spec"]
 
 
-# --- node_coverage_findings -----------------------------------------------------------------
+# --- node_coverage: findings -----------------------------------------------------------------
 
 
 NG = "eks.amazonaws.com/nodegroup"
@@ -214,13 +213,13 @@ GOOD_PODS = [agent_pod("a1", "ip-10-0-1-1"), agent_pod("a2", "ip-10-0-1-2"), age
 
 
 def test_all_nodes_covered() -> None:
-    assert node_coverage_findings(GOOD_PODS, NODES, node_selector={}) == []
-    assert node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={"group": "general"}) == []
+    assert node_coverage(GOOD_PODS, NODES, node_selector={}).findings == []
+    assert node_coverage(GOOD_PODS[:2], NODES, node_selector={"group": "general"}).findings == []
 
 
 def test_old_crashing_pod_next_to_a_healthy_one_is_covered() -> None:
     pods = [*GOOD_PODS, agent_pod("old", "ip-10-0-1-1", waiting="CrashLoopBackOff", ready="False")]
-    assert node_coverage_findings(pods, NODES, node_selector={}) == []
+    assert node_coverage(pods, NODES, node_selector={}).findings == []
 
 
 @pytest.mark.parametrize(
@@ -254,7 +253,7 @@ def test_old_crashing_pod_next_to_a_healthy_one_is_covered() -> None:
     ],
 )
 def test_uncovered_node(pods: list[dict[str, Any]], selector: dict[str, str], seen: str, likely: str) -> None:
-    found = node_coverage_findings(pods, NODES, node_selector=selector)
+    found = node_coverage(pods, NODES, node_selector=selector).findings
     assert len(found) == 1
     f = found[0]
     assert f.summary == "node ip-10-0-1-1 (node group ng-general): no running Pod Identity Agent"
@@ -273,13 +272,13 @@ def test_uncovered_node(pods: list[dict[str, Any]], selector: dict[str, str], se
 
 def test_crashloop_points_at_previous_logs() -> None:
     pods = [agent_pod("a1", "ip-10-0-1-1", ready="False", waiting="CrashLoopBackOff"), *GOOD_PODS[1:]]
-    f = node_coverage_findings(pods, NODES, node_selector={})[0]
+    f = node_coverage(pods, NODES, node_selector={}).findings[0]
     assert f.next_steps[1] == "kubectl -n kube-system logs a1 --previous"
 
 
 def test_selector_excludes_nodes_and_not_ready_nodes_are_skipped() -> None:
-    assert node_coverage_findings([], NODES, node_selector={"group": "nowhere"}) == []
-    found = node_coverage_findings([], NODES, node_selector={"group": "general"})
+    assert node_coverage([], NODES, node_selector={"group": "nowhere"}).findings == []
+    found = node_coverage([], NODES, node_selector={"group": "general"}).findings
     assert [f.details["node"] for f in found] == ["ip-10-0-1-1", "ip-10-0-1-2"]  # ip-10-0-3-1 is NotReady
 
 
@@ -410,7 +409,7 @@ def test_a_node_no_agent_daemonset_is_due_on_is_a_note_not_a_failure(extra: dict
     (note,) = coverage.notes
     assert note.startswith(f"node {extra['metadata']['name']} (")
     assert phrase in note
-    assert node_coverage_findings(GOOD_PODS, [*NODES, extra], node_selector={}, daemonsets=CLOUD_ONLY) == []
+    assert node_coverage(GOOD_PODS, [*NODES, extra], node_selector={}, daemonsets=CLOUD_ONLY).findings == []
 
 
 def test_a_fargate_node_with_its_taint_is_not_even_noted() -> None:
@@ -423,24 +422,24 @@ def test_a_fargate_node_with_its_taint_is_not_even_noted() -> None:
 
 def test_a_live_daemonset_narrowed_by_hand_fails_the_nodes_it_leaves_out() -> None:
     narrowed = {**CLOUD_ONLY, "eks-pod-identity-agent": chart_ds("eks-pod-identity-agent", {NG: "ng-general"})}
-    (f,) = node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=narrowed)
+    (f,) = node_coverage(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=narrowed).findings
     assert f.summary == "node ip-10-0-2-1 (node group ng-batch): no running Pod Identity Agent"
     assert "DaemonSet kube-system/eks-pod-identity-agent's own nodeSelector, node affinity or tolerations" in f.likely
     # The chart's own DaemonSet admits the node: the agent just is not there.
-    (f,) = node_coverage_findings(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=CLOUD_ONLY)
+    (f,) = node_coverage(GOOD_PODS[:2], NODES, node_selector={}, daemonsets=CLOUD_ONLY).findings
     assert "does not schedule onto this node" in f.likely
 
 
 def test_a_pod_listed_by_two_selectors_counts_once() -> None:
     crashing = agent_pod("a1", "ip-10-0-1-1", ready="False", waiting="CrashLoopBackOff")
-    (f,) = node_coverage_findings([crashing, crashing, *GOOD_PODS[1:]], NODES, node_selector={})
+    (f,) = node_coverage([crashing, crashing, *GOOD_PODS[1:]], NODES, node_selector={}).findings
     assert f.seen == "pod a1 phase Running, Ready False, eks-pod-identity-agent: CrashLoopBackOff"
 
 
 def test_hostile_node_labels_and_names_are_escaped_bounded_and_kept_out_of_commands() -> None:
     hostile_group = "\x1b[2J\x1b[31mpwned" + "x" * 200
     hostile = node("evil;rm -rf ~\u202e", **{NG: hostile_group})
-    (f,) = node_coverage_findings(GOOD_PODS, [*NODES, hostile], node_selector={})
+    (f,) = node_coverage(GOOD_PODS, [*NODES, hostile], node_selector={}).findings
     text = f.message()
     assert "\x1b" not in text
     assert "\u202e" not in text
@@ -688,17 +687,17 @@ GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"
 
 def test_a_node_the_workload_cannot_run_on_needs_no_agent() -> None:
     nodes = [*NODES, tainted("ip-10-0-9-1", GPU_TAINT)]
-    assert node_coverage_findings(GOOD_PODS, nodes, node_selector={}) == []
+    assert node_coverage(GOOD_PODS, nodes, node_selector={}).findings == []
     # Tolerating the taint, the workload could land there: then the node needs its agent.
-    found = node_coverage_findings(
+    found = node_coverage(
         GOOD_PODS, nodes, node_selector={}, tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}]
-    )
+    ).findings
     assert [f.summary for f in found] == [f"node ip-10-0-9-1 (no {NG} label): no running Pod Identity Agent"]
 
 
 def test_a_prefer_no_schedule_taint_does_not_keep_the_workload_away() -> None:
     nodes = [*NODES, tainted("ip-10-0-9-2", {"key": "spot", "value": "true", "effect": "PreferNoSchedule"})]
-    assert len(node_coverage_findings(GOOD_PODS, nodes, node_selector={})) == 1
+    assert len(node_coverage(GOOD_PODS, nodes, node_selector={}).findings) == 1
 
 
 @pytest.mark.parametrize(

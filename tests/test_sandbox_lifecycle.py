@@ -11,8 +11,7 @@ from kubernetes import client, config
 
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, interrupt_pytest, start_standalone_sandbox
 
 
 @pytest.fixture
@@ -71,33 +70,12 @@ def test_second_sandbox_in_one_process_is_refused(demo):
 
 def test_sandbox_runs_on_its_own_and_stops_on_ctrl_c():
     """`python -m pytest_eksid.sandbox --profile demo`: exports that real clients use, then a clean Ctrl-C."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     import boto3
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_eksid.sandbox", "--profile", "demo", "--rootdir", str(REPO)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-    )
-    assert proc.stdout is not None
-    env: dict[str, str] = {}
+    proc, env = start_standalone_sandbox("demo")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert time.monotonic() < deadline
-            line = proc.stdout.readline()
-            assert line, "the sandbox exited early"
-            if line.startswith("export "):
-                key, _, value = line[len("export ") :].strip().partition("=")
-                env[key] = value
-            if line.startswith("# Ctrl-C"):
-                break
         core = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
         assert "invoice-exporter-aws-sa" in [
             sa.metadata.name for sa in core.list_namespaced_service_account("finance-demo").items
@@ -205,39 +183,16 @@ def _eksid_teardown_blocker(eksid_clusters):
 def _interrupt_twice(tmp_path: Path, *args: str, signum: int, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run pytest with a session fixture whose teardown never ends; send ``signum`` once the probe pods are
     launching, and again once teardown reached that fixture (before the plugin's cleanup)."""
-    import signal
-    import subprocess
-    import sys
-
     (tmp_path / "eksid_blocker.py").write_text(_BLOCKER)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "eksid_blocker", *args],
-        cwd=REPO,
-        env={**base, **(env or {}), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: (
-            signal.signal(signal.SIGINT, signal.SIG_DFL),
-            signal.signal(signal.SIGTERM, signal.SIG_DFL),
-        ),
+    return interrupt_pytest(
+        "-p",
+        "eksid_blocker",
+        *args,
+        when=("launching 4 probe pod(s)", "BLOCKER: teardown waits"),
+        signum=signum,
+        env={**(env or {}), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
+        settle=0,
     )
-    assert proc.stdout is not None
-    seen = ""
-    try:
-        for marker in ("launching 4 probe pod(s)", "BLOCKER: teardown waits"):
-            deadline = time.monotonic() + 90
-            while marker not in seen:
-                assert time.monotonic() < deadline, seen
-                line = proc.stdout.readline()
-                assert line, seen
-                seen += line
-            proc.send_signal(signum)
-        rest, _ = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
-    return proc.returncode, seen + rest
 
 
 def _processes_under(directory: str) -> list[int]:
@@ -282,31 +237,13 @@ def test_a_second_sigterm_deletes_the_runs_probe_pods_on_a_live_cluster(tmp_path
     """Against a cluster the run did not start (the sandbox on its own, as a live cluster): the probe pods
     are deleted by the run's label before the process exits."""
     import signal
-    import subprocess
-    import sys
 
     import yaml
 
     from pytest_eksid.kube import Kube, KubeTarget
 
-    sandbox = subprocess.Popen(
-        [sys.executable, "-m", "pytest_eksid.sandbox", "--profile", str(_slow_demo(tmp_path)), "--rootdir", str(REPO)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-    )
-    assert sandbox.stdout is not None
-    env: dict[str, str] = {}
+    sandbox, env = start_standalone_sandbox(str(_slow_demo(tmp_path)))
     try:
-        while True:
-            line = sandbox.stdout.readline()
-            assert line, "the sandbox exited early"
-            if line.startswith("export "):
-                key, _, value = line[len("export ") :].strip().partition("=")
-                env[key] = value
-            if line.startswith("# Ctrl-C"):
-                break
         live = yaml.safe_load((tmp_path / "slow.yaml").read_text())
         del live["sandbox"]
         kube = Kube(KubeTarget(env["KUBECONFIG"], None))

@@ -562,26 +562,6 @@ def node_coverage(
     return Coverage(findings, notes)
 
 
-def node_coverage_findings(
-    agent_pods: Iterable[Mapping[str, Any]],
-    nodes: Iterable[Mapping[str, Any]],
-    *,
-    node_selector: Mapping[str, str],
-    tolerations: Iterable[Mapping[str, Any]] = (),
-    daemonsets: Mapping[str, Mapping[str, Any] | None] | None = None,
-    node_group_label: str = NODE_GROUP_LABEL,
-) -> list[Finding]:
-    """The findings of :func:`node_coverage` (its notes are dropped)."""
-    return node_coverage(
-        agent_pods,
-        nodes,
-        node_selector=node_selector,
-        tolerations=tolerations,
-        daemonsets=daemonsets,
-        node_group_label=node_group_label,
-    ).findings
-
-
 def addon_findings(addon: Mapping[str, Any] | None) -> list[Finding]:
     """The ``eks-pod-identity-agent`` EKS add-on must be ACTIVE when it is installed.
 
