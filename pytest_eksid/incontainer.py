@@ -2,12 +2,17 @@
 
 testinfra's ``kubectl://`` backend runs ``kubectl exec <pod> -- /bin/sh -c <command>``, so this
 needs ``kubectl`` on PATH, a shell in the image, and ``pods/exec`` (create) in the runner's RBAC.
-Only variable NAMES and yes/no answers about files leave this module; values stay in memory.
+Only variable NAMES, the two non-secret values the checks compare, and yes/no answers about files
+leave the container: the commands below print nothing else, because testinfra logs every command's
+output at DEBUG (it raises its own logger above ``-v``), and from there it reaches captured logs,
+JUnit and Allure. ``env`` would hand every value of a production container, static keys included,
+to that logger.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +30,17 @@ FILE_TESTS = {
 }
 # Variables whose value the checks compare (not secrets).
 COMPARED = ("AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+# The names of the AWS_* variables, one a line, and never a value: awk's ENVIRON where the image has
+# awk, else ``env`` cut at the first '=' in the shell (a name-shaped line of a multi-line value
+# prints as a name, never as more). POSIX sh only.
+NAMES_COMMAND = (
+    "if command -v awk >/dev/null 2>&1; then "
+    "awk 'BEGIN { for (k in ENVIRON) if (k ~ /^AWS_[A-Za-z0-9_]*$/) print k }'; "
+    "else env | while IFS= read -r line; do name=${line%%=*}; "
+    'case "$name" in AWS_*) case "$name" in *[!A-Za-z0-9_]*) ;; *) [ "$name" = "$line" ] || '
+    "printf '%s\\n' \"$name\";; esac;; esac; done; fi"
+)
+_NAME = re.compile(r"AWS_[A-Za-z0-9_]*\Z")
 
 
 @dataclass
@@ -63,17 +79,15 @@ def inspect_container(
     ensure_kubectl()
     host = testinfra.get_host(f"kubectl://{pod}", **kwargs)
     view = ContainerView(pod=pod, container=container)
-    env = host.run("env")
-    if env.rc != 0:
+    names = host.run(NAMES_COMMAND)
+    if names.rc != 0:
         raise InspectError(
-            f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {env.rc}: {env.stderr[:300]}"
+            f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {names.rc}: {names.stderr[:300]}"
         )
-    for line in env.stdout.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.startswith("AWS_"):
-            view.variables.add(name)
-            if name in COMPARED:
-                view.values[name] = value
+    view.variables = {line for line in names.stdout.splitlines() if _NAME.match(line)}
+    for name in COMPARED:
+        if name in view.variables:
+            view.values[name] = host.run(f"printf '%s' \"${{{name}}}\"").stdout
     for key, command in FILE_TESTS.items():
         view.files[key] = host.run(command).rc == 0
     return view

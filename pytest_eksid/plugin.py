@@ -57,6 +57,7 @@ from pytest_eksid.profile import (
     load_fleet,
     load_profile,
 )
+from pytest_eksid.redact import guard_handlers, quiet_wire_loggers
 from pytest_eksid.settings import DEFAULT_API_TIMEOUT, Setting, Settings
 
 __all__ = [
@@ -289,6 +290,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     _configure_reports(config)
     if profiles:
+        quiet_wire_loggers()
         _stop_on_sigterm(config)
 
 
@@ -596,8 +598,22 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         )
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _guard_logs(session.config)
+
+
+def _guard_logs(config: pytest.Config) -> None:
+    """Mask secrets on pytest's log handlers (pytest_eksid.redact). They sit on the root logger while a
+    hook or phase runs, inside the logging plugin's wrappers, and are the same objects for the whole run:
+    live log and log file from session start, each test's capture (and so its report sections, JUnit
+    and Allure) from its setup on."""
+    if config.stash[SETTINGS_KEY].profiles:
+        guard_handlers()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Allure labels of a workload's test: epic = cluster, feature = family, story = workload."""
+    _guard_logs(item.config)
     subject = subject_of(item)
     if not _allure_active(item.config):
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -72,8 +73,13 @@ class Iam:
     if another sandbox in this process holds it; :meth:`close` releases it.
     """
 
+    # Where a leak test finds every secret the sandbox hands out, also from a sandbox in another
+    # process (a pytest run in a subprocess, a child sandbox): appended one a line, file mode 0600.
+    LEDGER_ENV = "EKSID_SANDBOX_SECRET_LEDGER"
+
     def __init__(self) -> None:
         self.minted: list[str] = []  # every secret this sandbox handed out, for leak tests
+        self._ledger = os.environ.get(self.LEDGER_ENV) or None
         self._lock = threading.Lock()
         self._open = False
 
@@ -142,6 +148,10 @@ class Iam:
     def _remember(self, secret: str) -> None:
         with self._lock:
             self.minted.append(secret)
+            if self._ledger and secret:
+                fd = os.open(self._ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                with os.fdopen(fd, "a", encoding="utf-8") as ledger:
+                    ledger.write(secret.replace("\n", " ") + "\n")
 
 
 def _sts_error(code: str, message: str, status: int) -> Response:
@@ -235,6 +245,7 @@ class AwsGateway:
     ) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.clusters = clusters
+        self.iam = iam
         self.web_identity = WebIdentityFront(iam, issuers)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -258,6 +269,7 @@ class AwsGateway:
             and request.args.get("Action") == "GetCallerIdentity"
             and request.args.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256"
         ):
+            self.iam.remember(request.args.get("X-Amz-Signature", ""))  # a proof is a bearer secret
             return fidelity.presigned_caller_identity(request, lambda: datetime.now(UTC))(environ, start_response)
         service = scope[3] if len(scope) >= 4 else ""
         if service == "s3":

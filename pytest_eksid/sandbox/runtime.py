@@ -68,10 +68,14 @@ class Sandbox:
             self.workdir = Path(tempfile.mkdtemp(prefix="eksid-sandbox-"))
             self._own_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.issuer = Issuer(url=f"https://oidc.eks.{cluster.region}.amazonaws.com/id/{secrets.token_hex(16).upper()}")
+        self.issuer = Issuer(
+            url=f"https://oidc.eks.{cluster.region}.amazonaws.com/id/{secrets.token_hex(16).upper()}",
+            on_sign=self.iam.remember,
+        )
         self.store = Store()
         self.kubelet: Kubelet | None = None
         self.kubeapi = KubeApiServer(self.store, log_reader=self._read_log)
+        self.iam.remember(self.kubeapi.token)
         self.eks = EksControlPlane(
             name=cluster.name,
             region=cluster.region,
@@ -696,7 +700,7 @@ class Sandbox:
     @property
     def minted_secrets(self) -> list[str]:
         """Every secret this sandbox handed out (runner keys, role sessions, the API token)."""
-        return [*self.iam.minted, self.kubeapi.token]
+        return list(self.iam.minted)
 
 
 def _set_status(status: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

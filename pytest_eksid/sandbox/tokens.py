@@ -11,6 +11,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class Issuer:
         default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
     )
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    on_sign: Callable[[str], None] | None = None  # told every token signed (the leak tests' ledger)
 
     @property
     def host_path(self) -> str:
@@ -52,7 +54,10 @@ class Issuer:
             + b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
         sig = self.key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-        return signing_input + "." + b64url(sig)
+        token = signing_input + "." + b64url(sig)
+        if self.on_sign is not None:
+            self.on_sign(token)
+        return token
 
     def service_account_token(
         self,
