@@ -328,6 +328,14 @@ def test_pod_identity_association_binds_another_role() -> None:
     assert f.next_steps == (list_cmd(PI),)
 
 
+def test_an_association_with_a_malformed_role_arn_is_a_finding_not_a_crash() -> None:
+    """What the EKS API returns is input: an ARN that is no role ARN is shown (escaped), never raised on."""
+    found = binding(PROFILE, PI, service_account(PI), [association(PI, "a-1", "arn:aws:iam::bad\x1b[31m")])
+    f = _one(found, "binds another role")
+    assert f.likely.startswith("wrong role bound: arn:aws:iam::bad")
+    assert "\x1b" not in f.message()
+
+
 def test_pod_identity_unexpected_target_role() -> None:
     found = binding(
         PROFILE, PI, service_account(PI), [association(PI, "a-1", target=role("eks-prod-reporting-target"))]

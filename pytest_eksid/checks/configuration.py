@@ -174,7 +174,7 @@ def binding(
         if a.get("roleArn") != w.role_arn or a.get("targetRoleArn") != w.target_role_arn:
             # Name the role that differs: the association's own role first, else its target.
             bound = a.get("roleArn") if a.get("roleArn") != w.role_arn else a.get("targetRoleArn")
-            wrong = f"wrong role bound: {role_arn_parts(str(bound))[1]}" if bound else "the target role is missing"
+            wrong = f"wrong role bound: {_role_name(str(bound))}" if bound else "the target role is missing"
             out.append(
                 Finding(
                     "configuration",
@@ -199,3 +199,11 @@ def binding(
             )
         )
     return out
+
+
+def _role_name(arn: str) -> str:
+    """The role's name for a message; an ARN read from the cluster may be anything, so never raise on it."""
+    try:
+        return role_arn_parts(arn)[1]
+    except ValueError:
+        return arn
