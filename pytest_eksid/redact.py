@@ -20,9 +20,14 @@ from typing import Any
 
 MASK = "***"
 # Secret access keys (40 chars of base64-ish), session tokens (long base64), JWTs, bearer tokens.
+# Every pattern runs in linear time on any input (records can carry cluster text): no pattern may start
+# a scan at every position of a long run, hence the boundary look-behinds and possessive quantifiers.
+# A presigned AWS request (the probe's proof of identity) is a bearer secret for its lifetime: the
+# whole whitespace- or quote-delimited token around a presign parameter is masked (see _mask_presigned).
+_PRESIGN_PARAM = re.compile(r"[?&]X-Amz-(?:Algorithm|Credential|Signature|Security-Token)=")
+_TOKEN_CHAR = re.compile(r"[^\s\"']")
+_TOKEN_END = re.compile(r"[\s\"']")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # A presigned AWS request (the probe's proof of identity): a bearer secret for its lifetime.
-    (re.compile(r"\S*[?&]X-Amz-(?:Algorithm|Credential|Signature|Security-Token)=[^\s\"']*"), MASK),
     # An Authorization header's value (SigV4, Bearer, Basic), as a header line, a dict or a tuple item.
     (re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*['\"]?)[^'\"\r\n]+"), rf"\1{MASK}"),
     (re.compile(r"(?i)\bbearer\s+[^\s'\",]+"), f"Bearer {MASK}"),
@@ -39,7 +44,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\1{MASK}\3",
     ),
     (re.compile(r"(?i)(signature[:=]\s*)[0-9a-f]{64}"), rf"\1{MASK}"),  # a SigV4 signature
-    (re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"), MASK),  # JWT
+    (re.compile(r"(?<![\w-])eyJ[\w-]++\.[\w-]++\.[\w-]++"), MASK),  # JWT
     (re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), MASK),  # secret access key
     (re.compile(r"[A-Za-z0-9/+=]{100,}"), MASK),  # session token
 )
@@ -52,7 +57,26 @@ SECRET_KEYS = {"secretaccesskey", "sessiontoken", "token", "aws_secret_access_ke
 WIRE_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "kubernetes.client.rest")
 
 
+def _mask_presigned(text: str) -> str:
+    """Mask each token that holds a presign parameter, scanning each character a bounded number of times."""
+    out: list[str] = []
+    done = 0  # text[:done] is already in out
+    pos = 0
+    while (found := _PRESIGN_PARAM.search(text, pos)) is not None:
+        start = found.start()
+        while start > done and _TOKEN_CHAR.match(text, start - 1):
+            start -= 1
+        end_match = _TOKEN_END.search(text, found.end())
+        end = len(text) if end_match is None else end_match.start()
+        out.append(text[done:start])
+        out.append(MASK)
+        done = pos = end
+    out.append(text[done:])
+    return "".join(out)
+
+
 def redact_text(text: str) -> str:
+    text = _mask_presigned(text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

@@ -170,3 +170,18 @@ def test_the_container_is_asked_for_names_only(tmp_path: Path) -> None:
                 "AWS_FAKE",
             }
         )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["a" * 2_000_000, "?X-Amz-Signature=" * 100_000, "eyJ" * 600_000, "eyJa." * 400_000, "A/" * 1_000_000],
+    ids=["word", "presign-params", "jwt-starts", "jwt-dots", "base64"],
+)
+def test_redaction_is_linear_on_hostile_input(hostile: str) -> None:
+    """Records carry cluster text: 2 MB of it must not stall a run (the old presign pattern took 19 s on
+    40 KB and would take hours here). Run in a child with a bound far above a linear scan's ~0.3 s."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pytest_eksid.redact import redact_text; redact_text(sys.stdin.read())"
+    subprocess.run([sys.executable, "-c", code], input=hostile, text=True, timeout=60, check=True)
