@@ -16,7 +16,7 @@ class SandboxUnavailable(Exception):
 def require() -> None:
     missing = [
         m
-        for m in ("moto", "cryptography", "werkzeug", "jsonpatch", "trustme", "wsproto")
+        for m in ("moto", "cryptography", "werkzeug", "jsonpatch", "trustme", "wsproto", "joserfc")
         if importlib.util.find_spec(m) is None
     ]
     if missing:
