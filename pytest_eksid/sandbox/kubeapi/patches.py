@@ -10,7 +10,6 @@ import copy
 from typing import Any
 
 import jsonpatch
-import jsonpointer
 
 from pytest_eksid.sandbox.kubeapi.errors import ApiError, bad_request, unsupported_media_type
 from pytest_eksid.sandbox.kubeapi.resources import Obj
@@ -98,7 +97,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
         raise bad_request("a JSON patch must be a list of operations")
     try:
         jsonpatch.JsonPatch(ops)  # validates every operation and pointer before any applies
-    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException) as exc:
+    except (jsonpatch.InvalidJsonPatch, jsonpatch.JsonPointerException) as exc:
         raise bad_request(f"invalid JSON patch: {exc}") from None
     doc = copy.deepcopy(doc)
     for op in ops:
@@ -106,7 +105,7 @@ def json_patch(doc: Any, ops: Any) -> Any:
             doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
         except jsonpatch.JsonPatchTestFailed:  # (an AssertionError: before the conflicts)
             raise ApiError(422, "Invalid", f"testing value {op['path']} failed") from None
-        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException):
+        except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPointerException):
             raise ApiError(
                 422,
                 "Invalid",
