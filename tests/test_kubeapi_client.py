@@ -17,7 +17,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
-from pytest_eksid.sandbox.kubeapi import ApiError
+from pytest_eksid.sandbox.kubeapi.errors import ApiError
 from tests.conftest import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent

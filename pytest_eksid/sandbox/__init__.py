@@ -14,7 +14,11 @@ class SandboxUnavailable(Exception):
 
 
 def require() -> None:
-    missing = [m for m in ("moto", "cryptography", "werkzeug") if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("moto", "cryptography", "werkzeug", "jsonpatch", "trustme", "wsproto", "joserfc")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise SandboxUnavailable(
             f"this profile has a 'sandbox' section, which starts the embedded emulated EKS, but "

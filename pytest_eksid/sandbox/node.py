@@ -29,7 +29,8 @@ from typing import Any
 
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
-from pytest_eksid.sandbox.kubeapi import ApiError, Store, now_rfc3339
+from pytest_eksid.sandbox.kubeapi.errors import ApiError
+from pytest_eksid.sandbox.kubeapi.store import Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
 from pytest_eksid.sandbox.trust import trust_allows
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES, PI_AUDIENCE

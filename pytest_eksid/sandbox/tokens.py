@@ -2,22 +2,24 @@
 
 EKS publishes the issuer as ``https://oidc.eks.<region>.amazonaws.com/id/<ID>``; the sandbox uses
 that name, keeps the signing key in memory and verifies with the same key where AWS would fetch
-the JWKS (the STS web-identity front and the Pod Identity agent's call to EKS Auth).
+the JWKS (the STS web-identity front and the Pod Identity agent's call to EKS Auth). JWS/JWT
+signing and verification are ``joserfc``'s (RFC 7515/7519); the messages of ``TokenError`` are
+ours, worded as AWS words its refusals.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jws, jwt
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import RSAKey
 
 
 def b64url(data: bytes) -> str:
@@ -40,6 +42,10 @@ class Issuer:
     )
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     on_sign: Callable[[str], None] | None = None  # told every token signed (the leak tests' ledger)
+    _jwk: RSAKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._jwk = RSAKey.import_key(self.key)
 
     @property
     def host_path(self) -> str:
@@ -47,14 +53,7 @@ class Issuer:
         return self.url.split("://", 1)[-1]
 
     def sign(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "RS256", "kid": self.kid, "typ": "JWT"}
-        signing_input = (
-            b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
-        sig = self.key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-        token = signing_input + "." + b64url(sig)
+        token = jwt.encode({"alg": "RS256", "kid": self.kid, "typ": "JWT"}, claims, self._jwk, algorithms=["RS256"])
         if self.on_sign is not None:
             self.on_sign(token)
         return token
@@ -92,25 +91,21 @@ class Issuer:
 
     def verify(self, token: str) -> dict[str, Any]:
         """Check signature, issuer and time; return the claims. Audience is the caller's check."""
-        parts = token.strip().split(".")
-        if len(parts) != 3:
+        token = token.strip()
+        if token.count(".") != 2:
             raise TokenError("token is not a JWT (expected three dot-separated parts)")
         try:
-            header = json.loads(b64url_decode(parts[0]))
-            claims = json.loads(b64url_decode(parts[1]))
-            sig = b64url_decode(parts[2])
-        except ValueError as exc:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError) as exc:
             raise TokenError(f"token is malformed: {exc}") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise TokenError("token is malformed: header and claims must be JSON objects")
         if header.get("alg") != "RS256":
             raise TokenError(f"unsupported signing algorithm {header.get('alg')!r}")
         try:
-            self.key.public_key().verify(
-                sig, f"{parts[0]}.{parts[1]}".encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
-            )
-        except InvalidSignature:
+            claims = jwt.decode(token, self._jwk, algorithms=["RS256"]).claims
+        except BadSignatureError:
             raise TokenError("token signature does not verify against the issuer's keys") from None
+        except (JoseError, ValueError) as exc:  # e.g. claims that are not a JSON object
+            raise TokenError(f"token is malformed: {exc}") from None
         if claims.get("iss") != self.url:
             raise TokenError(f"token issuer {claims.get('iss')!r} is not {self.url!r}")
         if int(claims.get("exp", 0)) < time.time():
@@ -118,18 +113,9 @@ class Issuer:
         return dict(claims)
 
     def jwks(self) -> dict[str, Any]:
-        numbers = self.key.public_key().public_numbers()
+        public = self._jwk.as_dict(private=False)
         return {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "alg": "RS256",
-                    "use": "sig",
-                    "kid": self.kid,
-                    "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-                    "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
-                }
-            ]
+            "keys": [{"kty": "RSA", "alg": "RS256", "use": "sig", "kid": self.kid, "n": public["n"], "e": public["e"]}]
         }
 
 

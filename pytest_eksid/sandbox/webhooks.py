@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_eksid.sandbox.eks import EksControlPlane
-from pytest_eksid.sandbox.kubeapi import Store
+from pytest_eksid.sandbox.kubeapi.store import Store
 
 Obj = dict[str, Any]
 
