@@ -17,6 +17,7 @@ import pytest
 
 from pytest_eksid import report
 from pytest_eksid.engine import Engine, EngineError
+from pytest_eksid.fixtures import SETTINGS_KEY
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABEL, ResultVersionError, parse_result
 from pytest_eksid.profile import load_profile
@@ -30,6 +31,7 @@ from pytest_eksid.settings import (
     resolve,
     setting,
 )
+from pytest_eksid.xdist_support import DIST_WORKERINPUT, OWNED_WORKERINPUT, pytest_configure_node
 from tests.conftest import REPO, Running, demo_data, run_pytest, write_profile
 
 PYTEST_FREE = ("engine.py", "settings.py", "report.py", "probe/result.py", "probe/pod.py")
@@ -257,3 +259,43 @@ def test_a_conftest_hook_changes_the_probe_pod_but_not_its_contract(tmp_path, st
         for p in pods
     ] == [("invoice-exporter", "cc-invoice-exporter")]
     assert pods[0]["spec"]["serviceAccountName"] == "invoice-exporter-aws-sa"
+
+
+# --- xdist ownership -----------------------------------------------------------------------------
+
+
+class FakeController:
+    """What pytest_configure_node reads of an xdist worker controller and its config."""
+
+    def __init__(self, workerid: str, count: int, settings: Settings, dist: str = "load") -> None:
+        self.workerinput: dict[str, Any] = {"workerid": workerid, "workercount": count}
+        self.config = self
+        self.stash = pytest.Stash()
+        self.stash[SETTINGS_KEY] = settings
+        self.dist = dist
+
+    def getvalue(self, name: str) -> Any:
+        return {"dist": self.dist}[name]
+
+
+def test_the_controller_deals_each_workload_to_one_worker_through_workerinput(tmp_path):
+    demo = load_profile("demo", REPO)
+    data = demo_data()
+    data["cluster"]["name"] = "east"
+    east = load_profile(str(write_profile(tmp_path, data, "east")), tmp_path)
+    settings = Settings(profiles=(Setting(demo, "--profile"), Setting(east, "--profile")))
+    owned = []
+    for i in range(3):
+        node = FakeController(f"gw{i}", 3, settings)
+        pytest_configure_node(node)
+        assert node.workerinput[DIST_WORKERINPUT] == "load"
+        owned.append(node.workerinput[OWNED_WORKERINPUT])
+    every = sorted(f"{p.name}/{w.name}" for p in (demo, east) for w in p.profile.workloads)
+    assert sorted(key for keys in owned for key in keys) == every  # each workload owned once
+    assert all(owned), owned  # and spread
+    replacement = FakeController("gw3", 3, settings)  # a worker started after a crash owns nothing up front
+    pytest_configure_node(replacement)
+    assert replacement.workerinput[OWNED_WORKERINPUT] == []
+    grouped = FakeController("gw0", 3, settings, dist="loadgroup")
+    pytest_configure_node(grouped)
+    assert OWNED_WORKERINPUT not in grouped.workerinput
