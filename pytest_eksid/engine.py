@@ -18,7 +18,7 @@ from typing import Any
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
-from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target
+from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_contract, probe_contract
 from pytest_eksid.profile import LoadedProfile, Workload
 from pytest_eksid.report import RunFacts, last_changed
 from pytest_eksid.settings import Settings
@@ -239,7 +239,7 @@ class Engine:
             max_parallel=settings.max_parallel.value,
             keep_pods=settings.keep_pods.value,
             progress=lambda msg: self._say(name, msg),
-            manifest_hook=lambda manifest, workload: self.manifest_hook(loaded, manifest, workload),
+            manifest_hook=lambda manifest, workload: self._adjust(loaded, manifest, workload),
             prove=lambda url, nonce: self.aws(loaded).prove_caller(url, nonce),
         )
         self._launched.append(campaign)  # whatever happens next, its pods are deleted at the end
@@ -256,6 +256,12 @@ class Engine:
         self._check(name)
         self._campaigns[name] = campaign
         return campaign
+
+    def _adjust(self, loaded: LoadedProfile, manifest: Obj, workload: Workload) -> None:
+        """The manifest hook, held to the probe's contract: a change there is that probe's error."""
+        before = probe_contract(manifest)
+        self.manifest_hook(loaded, manifest, workload)
+        check_contract(before, probe_contract(manifest))
 
     def close(self) -> None:
         """Delete probe pods, close clients, stop sandboxes, restore the environment: each cluster and

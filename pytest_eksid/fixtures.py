@@ -59,8 +59,9 @@ _Skipped = pytest.skip.Exception  # and for its Skipped outcome
 
 
 class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
-    """A test failed on findings: their messages, and their next commands as data (the plugin makes them
-    the report's ``next`` properties, which the failure summary shows; no message text is parsed for them)."""
+    """A test failed on findings: their messages, and the findings themselves as data (the reporting hooks
+    make them the report's ``finding`` and ``next`` properties, which the failure summary shows; no
+    message text is parsed for them)."""
 
     # Shown as pytest's own ``Failed: <message>`` (pytest's OutcomeException does the same), which is what
     # people, JUnit readers and report.failure_text know.
@@ -71,7 +72,6 @@ class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
         listed = list(findings)
         super().__init__("\n\n".join(f.message() for f in listed), pytrace=False)
         self.findings: tuple[Finding, ...] = tuple(listed)
-        self.next_steps: tuple[str, ...] = tuple(cmd for f in listed for cmd in f.next_steps)
 
 
 class Outcome(BaseException):

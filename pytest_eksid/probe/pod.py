@@ -276,7 +276,8 @@ def probe_contract(manifest: Obj) -> dict[str, Any]:
     return out
 
 
-def _check_contract(before: dict[str, Any], after: dict[str, Any]) -> None:
+def check_contract(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """ProbeError naming the contract fields ``after`` (a hook's manifest) changed from ``before``."""
     changed = [key for key in dict.fromkeys([*before, *after]) if before.get(key) != after.get(key)]
     if changed:
         raise ProbeError(
@@ -587,9 +588,7 @@ class Campaign:
         try:
             outcome.placement = None if target.nodegroup is not None else self.placement(workload)
             manifest = probe_pod_manifest(self.profile, workload, self.run_id, target.nodegroup, outcome.placement)
-            contract = probe_contract(manifest)
             self.manifest_hook(manifest, workload)
-            _check_contract(contract, probe_contract(manifest))
             nonce = secrets.token_urlsafe(24)
             bind_nonce(manifest, nonce)
             pod = self.kube.create_pod(workload.namespace, manifest)
