@@ -19,7 +19,17 @@ from pytest_eksid import report
 from pytest_eksid.engine import Engine, EngineError
 from pytest_eksid.fixtures import SETTINGS_KEY
 from pytest_eksid.probe import program
-from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABEL, ResultVersionError, parse_result
+from pytest_eksid.probe.pod import (
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    WORKLOAD_LABEL,
+    ProbeError,
+    ResultVersionError,
+    check_contract,
+    parse_result,
+    probe_contract,
+    probe_pod_manifest,
+)
 from pytest_eksid.profile import load_profile
 from pytest_eksid.settings import (
     DEFAULT_MAX_PARALLEL,
@@ -299,3 +309,18 @@ def test_the_controller_deals_each_workload_to_one_worker_through_workerinput(tm
     grouped = FakeController("gw0", 3, settings, dist="loadgroup")
     pytest_configure_node(grouped)
     assert OWNED_WORKERINPUT not in grouped.workerinput
+
+
+def test_the_probe_contract_allows_additions_and_names_each_change():
+    demo = load_profile("demo", REPO)
+    workload = demo.profile.workloads[0]
+    manifest = probe_pod_manifest(demo.profile, workload, "run-1")
+    before = probe_contract(manifest)
+    manifest["metadata"]["annotations"] = {"example.com/team": "a"}
+    manifest["spec"]["priorityClassName"] = "eksid-probes"
+    manifest["spec"]["tolerations"] = [{"key": "dedicated", "operator": "Exists"}]
+    check_contract(before, probe_contract(manifest))  # additions are fine
+    manifest["spec"]["securityContext"]["runAsNonRoot"] = False
+    manifest["spec"]["containers"].append({"name": "sidecar", "image": "busybox"})
+    with pytest.raises(ProbeError, match=r"changed the probe pod's spec\.securityContext, spec\.containers \(count\)"):
+        check_contract(before, probe_contract(manifest))
