@@ -1,36 +1,45 @@
-"""Fixtures: the profile, the cluster connection, the probe campaign, one workload's probe."""
+"""Fixtures: the session engine, the cluster under test and its clients, the probe campaign, one workload's probe.
+
+Scopes never depend on the run's number of clusters: the engine (pytest_eksid.engine) is session-scoped
+and so is ``eksid_cluster_for``, the factory a session fixture of your own uses; everything about the
+cluster *under test* (``eksid_profile``, ``eksid_kube``, ``eksid_aws``, ...) is a cheap per-test accessor
+of the engine's cached clients. The engine's errors become the test's failure here.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
-from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.aws import Aws
 from pytest_eksid.checks import Finding, refer
 from pytest_eksid.checks.agent import FM_AGENT
+from pytest_eksid.engine import Engine, EngineError
 from pytest_eksid.escape import printable, quoted
 from pytest_eksid.interrupts import Interrupts
-from pytest_eksid.kube import Kube, KubeError, KubeTarget
-from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, ProbeOutcome, Target, probe_target
+from pytest_eksid.kube import Kube
+from pytest_eksid.probe.pod import Campaign, ProbeOutcome, Target, probe_target
 from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
-from pytest_eksid.report import RunFacts, last_changed
+from pytest_eksid.report import INCONCLUSIVE, UNPROVEN, RunFacts
 from pytest_eksid.settings import Settings
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 INTERRUPTS_KEY = pytest.StashKey[Interrupts]()
-SELECTED_KEY = pytest.StashKey[dict[str, set[str]]]()  # profile -> probe target keys the selected tests need
+# profile -> the probe targets the selected tests need (by Target.key); under pytest-xdist only this worker's
+SELECTED_KEY = pytest.StashKey[dict[str, dict[str, Target]]]()
+FACTS_KEY = pytest.StashKey[RunFacts]()  # what the engine gathered about the clusters, for the reports
+FACTS_WORKEROUTPUT = "eksid_facts"  # under pytest-xdist, the key of a worker's facts in its workeroutput
 WORKLOAD_FIXTURE = "eksid_workload"
 ACTION_FIXTURE = "eksid_action"
 NODEGROUP_FIXTURE = "eksid_nodegroup"
 CLUSTER_FIXTURE = "eksid_cluster"
-HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods may take (a second Ctrl-C)
 NAMESPACE_FIXTURE = "eksid_namespace"
+T = TypeVar("T")
 
 
 def _progress(config: pytest.Config, message: str) -> None:
@@ -46,11 +55,13 @@ def _progress(config: pytest.Config, message: str) -> None:
 
 
 _Failed = pytest.fail.Exception  # pytest's public name for its Failed outcome
+_Skipped = pytest.skip.Exception  # and for its Skipped outcome
 
 
 class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
-    """A test failed on findings: their messages, and their next commands as data (the plugin makes them
-    the report's ``next`` properties, which the failure summary shows; no message text is parsed for them)."""
+    """A test failed on findings: their messages, and the findings themselves as data (the reporting hooks
+    make them the report's ``finding`` and ``next`` properties, which the failure summary shows; no
+    message text is parsed for them)."""
 
     # Shown as pytest's own ``Failed: <message>`` (pytest's OutcomeException does the same), which is what
     # people, JUnit readers and report.failure_text know.
@@ -60,7 +71,38 @@ class FindingsFailed(_Failed):  # type: ignore[misc,valid-type]
     def __init__(self, findings: Iterable[Finding]) -> None:
         listed = list(findings)
         super().__init__("\n\n".join(f.message() for f in listed), pytrace=False)
-        self.next_steps: tuple[str, ...] = tuple(cmd for f in listed for cmd in f.next_steps)
+        self.findings: tuple[Finding, ...] = tuple(listed)
+
+
+class Outcome(BaseException):
+    """An exception that gives its test an eksid outcome beside pytest's own (the report hooks carry it as the
+    ``eksid_outcome`` property; INCONCLUSIVE is also its own outcome at the terminal)."""
+
+    eksid_outcome: str
+
+
+class InconclusiveSkip(_Skipped, Outcome):  # type: ignore[misc,valid-type]
+    __module__ = "builtins"  # shown as pytest's own ``Skipped: <reason>``
+    __qualname__ = "Skipped"
+    eksid_outcome = INCONCLUSIVE
+
+
+class InconclusiveFailed(_Failed, Outcome):  # type: ignore[misc,valid-type]
+    __module__ = "builtins"
+    __qualname__ = "Failed"
+    eksid_outcome = INCONCLUSIVE
+
+
+class UnprovenSkip(_Skipped, Outcome):  # type: ignore[misc,valid-type]
+    __module__ = "builtins"
+    __qualname__ = "Skipped"
+    eksid_outcome = UNPROVEN
+
+
+class UnprovenFailed(_Failed, Outcome):  # type: ignore[misc,valid-type]
+    __module__ = "builtins"
+    __qualname__ = "Failed"
+    eksid_outcome = UNPROVEN
 
 
 def fail_on(finding: Finding | Iterable[Finding] | None) -> None:
@@ -72,17 +114,19 @@ def fail_on(finding: Finding | Iterable[Finding] | None) -> None:
 
 def inconclusive(settings: Settings, reason: str) -> NoReturn:
     """An inconclusive measurement: reported as such (skipped, or failed with --eksid-inconclusive=fail)."""
+    __tracebackhide__ = True
     if settings.inconclusive.value == "fail":
-        pytest.fail(f"INCONCLUSIVE (--eksid-inconclusive=fail): {printable(reason, keep=chr(10))}", pytrace=False)
-    pytest.skip(f"INCONCLUSIVE: {printable(reason, keep=chr(10))}")
+        raise InconclusiveFailed(f"INCONCLUSIVE (--eksid-inconclusive=fail): {printable(reason, keep=chr(10))}", False)
+    raise InconclusiveSkip(f"INCONCLUSIVE: {printable(reason, keep=chr(10))}")
 
 
 def unproven(settings: Settings, reason: str) -> NoReturn:
     """Nothing to prove: the profile declares no expectation for this part of the contract. Reported as
     ``unproven`` (a skip; never a pass), or failed with --eksid-require-contract."""
+    __tracebackhide__ = True
     if settings.require_contract.value:
-        pytest.fail(f"UNPROVEN (--eksid-require-contract): {printable(reason, keep=chr(10))}", pytrace=False)
-    pytest.skip(f"UNPROVEN: {printable(reason, keep=chr(10))}")
+        raise UnprovenFailed(f"UNPROVEN (--eksid-require-contract): {printable(reason, keep=chr(10))}", False)
+    raise UnprovenSkip(f"UNPROVEN: {printable(reason, keep=chr(10))}")
 
 
 @dataclass(frozen=True)
@@ -157,228 +201,56 @@ def cluster_refs(profile: LoadedProfile, findings: Finding | Iterable[Finding] |
     return refer(out, "no IAM OIDC provider", see(OIDC_PROVIDER_TEST, profile.name))
 
 
-@dataclass
-class Reach:
-    """How the runner reaches one cluster: a kubeconfig and context, and the AWS settings (as the
-    standard variables would say them; empty for a live cluster: the process's own environment)."""
+def _engine(call: Callable[[], T]) -> T:
+    """The engine's answer, or the test's failure with the engine's message (no traceback: it says it all)."""
+    __tracebackhide__ = True
+    try:
+        return call()
+    except EngineError as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: the report shows no chained exception
 
-    kubeconfig: str | None
-    context: str | None
-    env: dict[str, str | None] = field(repr=False)  # holds the sandbox runner's keys
 
+class Cluster:
+    """One cluster of the run, as a session fixture of your own sees it: its clients, connected on first use.
 
-class Clusters:
-    """The run's clusters, each connected on first use and closed at the end of the session.
-
-    A sandbox profile starts its emulated EKS here: in this process when none runs in it yet,
-    else in a child process (moto's state is process-wide). With a single cluster in the run,
-    its settings are also exported to the process environment for the session, so that
-    ``kubectl`` or boto3 in a user's own tests reach it too.
+    Every property asks the session engine, which connects once per cluster and caches; a cluster that
+    cannot be reached fails the test (or the fixture's setup) that asked, with one message.
     """
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        self.config = config
-        self.settings = settings
-        self._reach: dict[str, Reach] = {}
-        self._kube: dict[str, Kube] = {}
-        self._aws: dict[str, Aws] = {}
-        self._campaigns: dict[str, Campaign] = {}
-        self._launched: list[Campaign] = []
-        self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
-        self._sandboxes: list[tuple[str, Any]] = []
-        self._env = pytest.MonkeyPatch()
-        self._interrupts = config.stash.get(INTERRUPTS_KEY, None)
-        if self._interrupts is not None:
-            self._interrupts.hurry.append(self.hurry)
+    def __init__(self, engine: Engine, profile: LoadedProfile) -> None:
+        self._engine = engine
+        self.profile = profile
 
-    def reach(self, loaded: LoadedProfile) -> Reach:
-        name = loaded.name
-        if name in self._broken:
-            pytest.fail(self._broken[name], pytrace=False)
-        if name not in self._reach:
-            try:
-                self._reach[name] = self._connect(loaded)
-            except Exception as exc:
-                self._broken[name] = f"{loaded.path}: cannot reach cluster {loaded.profile.cluster.name}: {exc}"
-            if name in self._broken:
-                pytest.fail(self._broken[name], pytrace=False)
-        return self._reach[name]
+    @property
+    def name(self) -> str:
+        return self.profile.name
 
-    def _connect(self, loaded: LoadedProfile) -> Reach:
-        cluster = loaded.profile.cluster
-        if loaded.profile.sandbox is None:
-            kubeconfig = cluster.kubeconfig
-            if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
-                kubeconfig = str(loaded.path.parent / kubeconfig)
-            return Reach(kubeconfig, cluster.kube_context, {})
-        from pytest_eksid.sandbox.cloud import sandbox_in_process_free
+    @property
+    def kube(self) -> Kube:
+        return _engine(lambda: self._engine.kube(self.profile))
 
-        self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
-        sandbox: Any
-        in_process = sandbox_in_process_free()
-        if in_process:
-            from pytest_eksid.sandbox.runtime import Sandbox
+    @property
+    def aws(self) -> Aws:
+        return _engine(lambda: self._engine.aws(self.profile))
 
-            sandbox = Sandbox(loaded.profile)
-        else:
-            from pytest_eksid.sandbox.child import SandboxProcess
+    @property
+    def connection(self) -> dict[str, str | None]:
+        return _engine(lambda: self._engine.connection(self.profile))
 
-            sandbox = SandboxProcess(loaded.path, Path(self.config.rootpath))
-        connection = sandbox.start()
-        self._sandboxes.append((loaded.name, sandbox))
-        where = "" if in_process else " in a child process"
-        self._say(
-            loaded.name,
-            f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
-            f"(kubeconfig {connection.kubeconfig})",
-        )
-        if len(self.settings.profiles) == 1:
-            for key, value in connection.env.items():
-                if value is None:
-                    self._env.delenv(key, raising=False)
-                else:
-                    self._env.setenv(key, value)
-        return Reach(str(connection.kubeconfig), connection.context, dict(connection.env))
+    @property
+    def campaign(self) -> Campaign:
+        return _engine(lambda: self._engine.campaign(self.profile))
 
-    def kube(self, loaded: LoadedProfile) -> Kube:
-        name = loaded.name
-        if name not in self._kube:
-            reach = self.reach(loaded)
-            try:
-                self._kube[name] = Kube(
-                    KubeTarget(kubeconfig=reach.kubeconfig, context=reach.context),
-                    timeout=self.settings.api_timeout.value,
-                )
-            except KubeError as exc:
-                self._broken[name] = f"{loaded.path}: cluster.kubeconfig/kubeContext: {exc}"
-            if name in self._broken:
-                pytest.fail(self._broken[name], pytrace=False)
-        return self._kube[name]
+    def __repr__(self) -> str:
+        return f"Cluster({self.profile.name})"
 
-    def aws(self, loaded: LoadedProfile) -> Aws:
-        name = loaded.name
-        if name not in self._aws:
-            reach = self.reach(loaded)
-            cluster = loaded.profile.cluster
-            self._aws[name] = Aws(
-                region=cluster.region,
-                env=reach.env,
-                profile_name=cluster.aws_profile,
-                timeout=self.settings.api_timeout.value,
-            )
-        return self._aws[name]
 
-    def campaign(self, loaded: LoadedProfile) -> Campaign:
-        """The cluster's probe campaign: its selected workloads' probe pods, launched at once on first use."""
-        name = loaded.name
-        if name in self._campaigns:
-            return self._campaigns[name]
-        if name in self._broken:
-            pytest.fail(self._broken[name], pytrace=False)
-        kube = self.kube(loaded)
-        settings, config = self.settings, self.config
-        campaign = Campaign(
-            kube=kube,
-            profile=loaded.profile,
-            max_parallel=settings.max_parallel.value,
-            keep_pods=settings.keep_pods.value,
-            progress=lambda msg: self._say(name, msg),
-            manifest_hook=lambda manifest, workload: config.hook.pytest_eksid_probe_manifest(
-                manifest=manifest, profile=loaded.profile, workload=workload
-            ),
-            prove=lambda url, nonce: self.aws(loaded).prove_caller(url, nonce),
-        )
-        self._launched.append(campaign)  # whatever happens next, its pods are deleted at the end
-        try:
-            if settings.sweep_minutes is not None:
-                swept = campaign.sweep(settings.sweep_minutes.value)
-                campaign.progress(f"swept {len(swept)} probe pod(s) older than {settings.sweep_minutes.value:g} min")
-            selected = config.stash.get(SELECTED_KEY, {}).get(name, set())
-            campaign.run(
-                [
-                    Target(w, key.partition("@")[2] or None)
-                    for key in sorted(selected)
-                    for w in loaded.profile.workloads
-                    if w.name == key.partition("@")[0]
-                ]
-            )
-        except KubeError as exc:
-            self._broken[name] = (
-                f"{loaded.path}: cluster {loaded.profile.cluster.name}: the probe campaign failed: {exc}"
-            )
-        if name in self._broken:
-            pytest.fail(self._broken[name], pytrace=False)
-        self._campaigns[name] = campaign
-        return campaign
+class ClusterFactory(Protocol):
+    """``eksid_cluster_for``: a cluster of the run by its profile (a name or the loaded profile). With no
+    argument, the run's only cluster; a usage error naming the profiles when the run has several."""
 
-    def close(self) -> None:
-        """Delete probe pods, close clients, stop sandboxes, restore the environment: each cluster and
-        each step even if an earlier one failed, and whatever signal arrives meanwhile (deferred); the
-        first error is raised at the end."""
-        if self._interrupts is None:
-            self._close()
-            return
-        with self._interrupts.cleaning():
-            self._close()
-
-    def hurry(self) -> None:
-        """A second Ctrl-C or SIGTERM before cleanup began: one bounded delete of the run's probe pods by
-        its label per namespace (the pods a create sent without an answer included), then the sandboxes
-        stopped; the process exits next (pytest_eksid.interrupts)."""
-        for campaign in self._launched:
-            campaign.cancel()
-            if campaign.keep_pods:
-                continue
-            for namespace in sorted({w.namespace for w in campaign.profile.workloads}):
-                try:
-                    campaign.kube.delete_pods(namespace, f"{RUN_ID_LABEL}={campaign.run_id}", timeout=HURRY_TIMEOUT)
-                except KubeError as exc:
-                    _progress(
-                        self.config,
-                        f"could not delete probe pods in {namespace}: {exc}; delete them with: "
-                        f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}",
-                    )
-        for name, sandbox in reversed(self._sandboxes):
-            self._stop_sandbox(name, sandbox)
-
-    def _close(self) -> None:
-        errors: list[BaseException] = []
-
-        def attempt(step: Callable[[], object]) -> None:
-            try:
-                step()
-            except Exception as exc:
-                errors.append(exc)
-                _progress(self.config, f"cleanup step failed: {exc.__class__.__name__}: {exc}")
-
-        for campaign in self._launched:
-            attempt(functools.partial(self._cleanup, campaign))
-        for kube in self._kube.values():
-            attempt(kube.close)
-        for name, sandbox in reversed(self._sandboxes):
-            attempt(functools.partial(self._stop_sandbox, name, sandbox))
-        self._env.undo()
-        if errors:
-            raise errors[0]
-
-    def _say(self, profile: str, message: str) -> None:
-        """Progress about one cluster: prefixed with its profile when the run has several."""
-        _progress(self.config, message if len(self.settings.profiles) == 1 else f"{profile}: {message}")
-
-    def _stop_sandbox(self, profile: str, sandbox: Any) -> None:
-        sandbox.stop()
-        self._say(profile, "sandbox stopped")
-
-    @staticmethod
-    def _cleanup(campaign: Campaign) -> None:
-        deleted = campaign.cleanup()
-        if deleted:
-            campaign.progress(f"deleted {len(deleted)} probe pod(s)")
-        elif campaign.keep_pods:
-            campaign.progress(
-                f"kept probe pods (run id {campaign.run_id}); delete them with: "
-                f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}"
-            )
+    def __call__(self, profile: str | LoadedProfile | None = None) -> Cluster: ...
 
 
 @pytest.fixture(scope="session")
@@ -387,25 +259,56 @@ def eksid_settings(pytestconfig: pytest.Config) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Iterator[Clusters]:
-    """The run's clusters (connected on first use; probe pods deleted and sandboxes stopped at the end)."""
-    clusters = Clusters(pytestconfig, eksid_settings)
+def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Iterator[Engine]:
+    """The session engine: the run's clusters, connected on first use (probe pods deleted and sandboxes
+    stopped at the end of the session)."""
+    config = pytestconfig
+    engine = Engine(
+        eksid_settings,
+        Path(config.rootpath),
+        progress=lambda message: _progress(config, message),
+        selected=lambda name: config.stash.get(SELECTED_KEY, {}).get(name, {}).values(),
+        manifest_hook=lambda loaded, manifest, workload: config.hook.pytest_eksid_probe_manifest(
+            manifest=manifest, profile=loaded.profile, workload=workload
+        ),
+        facts=config.stash.setdefault(FACTS_KEY, RunFacts()),
+        interrupts=config.stash.get(INTERRUPTS_KEY, None),
+    )
     try:
-        yield clusters
+        yield engine
     finally:
-        clusters.close()
+        engine.close()
 
 
-def _cluster_scope(fixture_name: str, config: pytest.Config) -> Literal["session", "function"]:
-    """Session-scoped with one cluster in the run (so a user's session fixtures may use them);
-    per test with several, where each test's cluster is its workload's."""
-    settings = config.stash.get(SETTINGS_KEY, None)
-    return "function" if settings is not None and len(settings.profiles) > 1 else "session"
+@pytest.fixture(scope="session")
+def eksid_cluster_for(eksid_clusters: Engine, eksid_settings: Settings) -> ClusterFactory:
+    """A factory for session fixtures of your own: ``eksid_cluster_for(profile)`` is that cluster's
+    :class:`Cluster` (``.kube``, ``.aws``, ``.connection``, ``.campaign``). Loop over
+    ``eksid_settings.loaded_all`` and the same fixture serves one profile and a ``--fleet``."""
+
+    def cluster_for(profile: str | LoadedProfile | None = None) -> Cluster:
+        if isinstance(profile, LoadedProfile):
+            return Cluster(eksid_clusters, profile)
+        if profile is None:
+            profiles = eksid_settings.loaded_all
+            if len(profiles) != 1:
+                names = ", ".join(p.name for p in profiles) or "none"
+                raise pytest.UsageError(
+                    f"eksid_cluster_for() needs a profile name when the run does not have exactly one (it has: {names})"
+                )
+            return Cluster(eksid_clusters, profiles[0])
+        try:
+            return Cluster(eksid_clusters, eksid_clusters.profile(profile))
+        except LookupError as exc:
+            raise pytest.UsageError(f"eksid_cluster_for: {exc.args[0]}") from None
+
+    return cluster_for
 
 
-@pytest.fixture(scope=_cluster_scope)
+@pytest.fixture
 def eksid_profile(request: pytest.FixtureRequest, eksid_settings: Settings) -> LoadedProfile:
-    """The profile of the cluster under test: the workload's, or the run's only one."""
+    """The profile of the cluster under test: the workload's (or the cluster or namespace test's), or the
+    run's only one."""
     subject = subject_of(request.node) if isinstance(request.node, pytest.Item) else None
     if subject is not None:
         return subject.profile
@@ -426,32 +329,26 @@ def eksid_profile(request: pytest.FixtureRequest, eksid_settings: Settings) -> L
     return profiles[0]
 
 
-@pytest.fixture(scope=_cluster_scope)
-def eksid_connection(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> dict[str, str | None]:
+@pytest.fixture
+def eksid_connection(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> dict[str, str | None]:
     """How the runner reaches the cluster under test, as the standard variables say it, for tools of
     your own (``subprocess.run([...], env={**os.environ, **eksid_connection})``): for a sandbox (started on
     first use) ``KUBECONFIG``, ``AWS_ENDPOINT_URL`` and its credentials; for a live cluster ``KUBECONFIG``
     and ``AWS_PROFILE`` where the profile sets them (else your own environment's apply). The kube
     context is ``eksid_kube.context``."""
-    reach = eksid_clusters.reach(eksid_profile)
-    out: dict[str, str | None] = {}
-    if reach.kubeconfig is not None:
-        out["KUBECONFIG"] = reach.kubeconfig
-    if eksid_profile.profile.cluster.aws_profile is not None:
-        out["AWS_PROFILE"] = eksid_profile.profile.cluster.aws_profile
-    return {**out, **reach.env}
+    return _engine(lambda: eksid_clusters.connection(eksid_profile))
 
 
-@pytest.fixture(scope=_cluster_scope)
-def eksid_kube(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Kube:
-    """The Kubernetes client for the cluster under test."""
-    return eksid_clusters.kube(eksid_profile)
+@pytest.fixture
+def eksid_kube(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> Kube:
+    """The Kubernetes client for the cluster under test (the engine's, made once per cluster)."""
+    return _engine(lambda: eksid_clusters.kube(eksid_profile))
 
 
-@pytest.fixture(scope=_cluster_scope)
-def eksid_campaign(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Campaign:
-    """The cluster's probe campaign: all its selected workloads' probe pods, launched at once."""
-    return eksid_clusters.campaign(eksid_profile)
+@pytest.fixture
+def eksid_campaign(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> Campaign:
+    """The cluster's probe campaign: all its selected workloads' probe pods, launched at once on first use."""
+    return _engine(lambda: eksid_clusters.campaign(eksid_profile))
 
 
 @pytest.fixture
@@ -509,10 +406,10 @@ def eksid_node_probe(
     return _outcome(request, eksid_campaign, probe_target(eksid_campaign.profile, eksid_workload, eksid_nodegroup))
 
 
-@pytest.fixture(scope=_cluster_scope)
-def eksid_aws(eksid_clusters: Clusters, eksid_profile: LoadedProfile) -> Aws:
+@pytest.fixture
+def eksid_aws(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> Aws:
     """Read-only AWS facts (IAM, EKS) for the cluster under test, with the runner's own credentials."""
-    return eksid_clusters.aws(eksid_profile)
+    return _engine(lambda: eksid_clusters.aws(eksid_profile))
 
 
 @pytest.fixture
@@ -543,51 +440,3 @@ def eksid_action(request: pytest.FixtureRequest) -> tuple[str, str, ActionCheck]
     expect, index, check = param
     prefix = "allow" if expect == "allowed" else "deny"
     return str(expect), f"{prefix}-{index}", check
-
-
-# --- facts for the reports (pytest_eksid.report) ------------------------------------------
-
-FACTS_KEY = pytest.StashKey[RunFacts]()
-FACTS_WORKEROUTPUT = "eksid_facts"  # under pytest-xdist, the key of a worker's facts in its workeroutput
-
-
-@pytest.fixture(autouse=True)
-def _eksid_report_facts(request: pytest.FixtureRequest) -> None:
-    """Gather what only the cluster knows for the reports: the runner's identity, the kube context,
-    and when a Pod Identity association last changed (also a ``last_changed`` JUnit property).
-
-    Only for tests of a workload that reach the cluster anyway; each fact is asked once per process,
-    and an AWS error leaves it unknown rather than failing the test.
-    """
-    if WORKLOAD_FIXTURE not in request.fixturenames or "eksid_clusters" not in request.fixturenames:
-        return
-    workload: Workload = request.getfixturevalue(WORKLOAD_FIXTURE)
-    profile: LoadedProfile = request.getfixturevalue("eksid_profile")
-    aws: Aws = request.getfixturevalue("eksid_aws")
-    facts = request.config.stash.setdefault(FACTS_KEY, RunFacts())
-    name = profile.name
-    if name not in facts.runner:
-        try:
-            facts.runner[name] = aws.caller()["arn"]
-        except AwsError as exc:
-            facts.runner[name] = f"unknown ({exc})"
-    reaching = {"eksid_kube", "eksid_campaign", "eksid_probe", "eksid_node_probe"}
-    if name not in facts.kube_context and reaching & set(request.fixturenames):
-        kube: Kube = request.getfixturevalue("eksid_kube")
-        facts.kube_context[name] = kube.context or "(current)"
-    if workload.mechanism == "pod-identity":
-        key = f"{name}/{workload.name}"
-        if key not in facts.last_changed:
-            try:
-                associations = aws.associations(
-                    profile.profile.cluster.name, workload.namespace, workload.service_account
-                )
-            except AwsError:
-                associations = []
-            facts.last_changed[key] = last_changed(associations)
-        changed = facts.last_changed[key]
-        if changed is not None:
-            request.node.user_properties.append(("last_changed", changed))
-    workeroutput = getattr(request.config, "workeroutput", None)
-    if isinstance(workeroutput, dict):
-        workeroutput[FACTS_WORKEROUTPUT] = facts.as_dict()

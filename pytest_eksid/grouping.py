@@ -1,7 +1,10 @@
 """pytest-xdist scheduling for workload tests.
 
 ``-n N`` (``--dist load``): each workload's tests — and so its probe pods — on one worker, fixed in
-advance, so that every worker probes only its own workloads (:class:`WorkloadScheduling`).
+advance, so that every worker probes only its own workloads (:class:`WorkloadScheduling`). The
+controller deals the workloads once, from the profiles (pytest_eksid.xdist_support, which tells each
+worker its own through ``workerinput``); this scheduler reads a test's workload from its node id —
+the only thing the controller receives of a worker's collection — and sends it to that owner.
 
 ``--dist loadgroup``: one cluster's tests (and so its probe pods and clients) on one worker.
 
@@ -15,7 +18,7 @@ silently. This scheduler reads the group from what the node id already says — 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from xdist.scheduler import LoadGroupScheduling, LoadScopeScheduling
@@ -61,8 +64,8 @@ def workload_scope(nodeid: str, workloads: Mapping[str, Iterable[str]]) -> str |
 
 
 def owners(scopes: Iterable[str], workers: int) -> dict[str, int]:
-    """Which worker (by index) runs each scope: the same answer in the controller and in every worker,
-    which each compute it from the same collection."""
+    """Which worker (by index) runs each scope: dealt in sorted order, so the same whatever order the
+    scopes come in."""
     return {scope: i % workers for i, scope in enumerate(sorted(set(scopes)))}
 
 
@@ -75,9 +78,18 @@ class WorkloadScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is
     """Every workload's tests on one worker, decided up front from the collection; other tests by
     module, spread the same way. Each worker gets all its tests at once."""
 
-    def __init__(self, config: Any, log: Any = None, workloads: Mapping[str, Iterable[str]] | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        log: Any = None,
+        workloads: Mapping[str, Iterable[str]] | None = None,
+        owner: Callable[[int], Mapping[str, int]] | None = None,
+    ) -> None:
         super().__init__(config, log)
         self.workloads = {name: frozenset(names) for name, names in (workloads or {}).items()}
+        # The controller's deal of ``<profile>/<workload>`` to worker indices, for a number of workers (the
+        # workers were told theirs in workerinput); without one, the workloads collected are dealt here.
+        self.owner = owner
 
     def _split_scope(self, nodeid: str) -> str:
         scope = workload_scope(nodeid, self.workloads)
@@ -100,10 +112,13 @@ class WorkloadScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is
         nodes = list(self.nodes)
         count = int(nodes[0].workerinput.get("workercount", len(nodes)))
         by_index = {worker_index(str(n.gateway.id)): n for n in nodes}
-        # The workers deal the workload scopes alone (they plan their probes from them): deal them the
-        # same way here, and the other tests' scopes separately.
-        workload_units = [s for s in units if s.startswith("eksid:")]
-        owner = {f"eksid:{s}": i for s, i in owners((s.removeprefix("eksid:") for s in workload_units), count).items()}
+        # The workload scopes go where the controller dealt them (the workers plan their probes from that
+        # deal); the other tests' scopes are dealt separately.
+        workload_units = [s.removeprefix("eksid:") for s in units if s.startswith("eksid:")]
+        dealt = dict(self.owner(count)) if self.owner is not None else {}
+        if any(s not in dealt for s in workload_units):
+            dealt = owners(workload_units, count)
+        owner = {f"eksid:{s}": dealt[s] for s in workload_units}
         owner |= owners((s for s in units if not s.startswith("eksid:")), count)
         for scope, unit in units.items():
             # The worker that planned this scope's probes; if it is gone, any (it probes on demand).

@@ -11,8 +11,11 @@ from pytest_eksid.profile import Profile, Workload
 
 @pytest.hookspec
 def pytest_eksid_probe_manifest(manifest: dict[str, Any], profile: Profile, workload: Workload) -> None:
-    """Adjust a probe pod's manifest in place before it is created.
+    """Adjust a probe pod's manifest in place before it is created (every implementation is called).
 
-    For example, add a cluster-specific annotation or a priority class. The probe's service
-    account, command and security context are part of the contract; do not weaken them.
+    For example, add a cluster-specific annotation or label, a priority class, tolerations or
+    resources. The probe's contract — its namespace and the plugin's labels, service account, token
+    automount, restart policy, deadline, host namespaces, security contexts, volumes, and the probe
+    container's image, command, arguments and environment, no added containers — is checked after
+    the hook: a change there is that probe's error, and the pod is not created (docs/probe.md).
     """

@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
-from pytest_eksid import hooks
+from pytest_eksid import hooks, reporting_hooks, xdist_support
 from pytest_eksid import report as reporting
-from pytest_eksid.aws import AwsError
-from pytest_eksid.escape import printable
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     CLUSTER_FIXTURE,
-    FACTS_KEY,
-    FACTS_WORKEROUTPUT,
     INTERRUPTS_KEY,
     NAMESPACE_FIXTURE,
     NODEGROUP_FIXTURE,
     SELECTED_KEY,
     SETTINGS_KEY,
     WORKLOAD_FIXTURE,
-    FindingsFailed,
     Scope,
     Subject,
-    _eksid_report_facts,
     _progress,
     eksid_action,
     eksid_aws,
     eksid_campaign,
     eksid_cluster,
+    eksid_cluster_for,
     eksid_clusters,
     eksid_connection,
     eksid_kube,
@@ -47,8 +41,7 @@ from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the
     subject_of,
 )
 from pytest_eksid.interrupts import Interrupts
-from pytest_eksid.kube import KubeError
-from pytest_eksid.probe.pod import probe_target
+from pytest_eksid.probe.pod import Target, probe_target
 from pytest_eksid.profile import (
     LoadedProfile,
     ProfileError,
@@ -58,14 +51,25 @@ from pytest_eksid.profile import (
     load_profile,
 )
 from pytest_eksid.redact import guard_handlers, quiet_wire_loggers
-from pytest_eksid.settings import DEFAULT_API_TIMEOUT, Setting, Settings
+from pytest_eksid.settings import (
+    Setting,
+    SettingError,
+    Settings,
+    optional_setting,
+    parse_inconclusive,
+    parse_minutes,
+    parse_names,
+    parse_positive_int,
+    parse_seconds,
+    resolve,
+)
 
 __all__ = [
-    "_eksid_report_facts",
     "eksid_action",
     "eksid_aws",
     "eksid_campaign",
     "eksid_cluster",
+    "eksid_cluster_for",
     "eksid_clusters",
     "eksid_connection",
     "eksid_kube",
@@ -78,6 +82,7 @@ __all__ = [
     "eksid_workload",
 ]
 
+T = TypeVar("T")
 
 MARKERS = {
     "identity": "the workload's pods are the expected IAM role, by the expected credential provider",
@@ -92,44 +97,6 @@ MARKERS = {
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
     "(e.g. only Pod Identity workloads); a cluster or namespace test runs where one of its workloads is",
 }
-
-T = TypeVar("T")
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def _inconclusive(text: str) -> str:
-    if text not in ("skip", "fail"):
-        raise ValueError(f"expected skip or fail, got {text!r}")
-    return text
-
-
-def _minutes(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must be 0 or more minutes, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -171,7 +138,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eksid-max-parallel",
         dest="eksid_max_parallel",
         metavar="N",
-        type=_positive_int,
+        type=parse_positive_int,
         default=None,
         help="Probe pods launched at once, per cluster (default 32; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
@@ -179,7 +146,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eksid-api-timeout",
         dest="eksid_api_timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=parse_seconds,
         default=None,
         help="How long one Kubernetes or AWS request of the runner may wait to connect, and then for its answer "
         "(default 30); a connection that cannot be made is tried 3 times before the cluster counts as unreachable "
@@ -189,7 +156,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eksid-sweep",
         dest="eksid_sweep",
         metavar="MINUTES",
-        type=_minutes,
+        type=parse_minutes,
         default=None,
         help="Before probing, delete probe pods of earlier runs older than MINUTES in the profile's namespaces "
         "(ini: eksid_sweep, env: EKSID_SWEEP)",
@@ -198,7 +165,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--eksid-inconclusive",
         dest="eksid_inconclusive",
         metavar="skip|fail",
-        type=_inconclusive,
+        type=parse_inconclusive,
         default=None,
         help="What an inconclusive probe result does to its test: skip (reported as INCONCLUSIVE, the default) "
         "or fail (ini: eksid_inconclusive, env: EKSID_INCONCLUSIVE)",
@@ -242,53 +209,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("eksid_api_timeout", "Seconds a Kubernetes or AWS request may wait", default=None)
 
 
-def _setting(
-    config: pytest.Config, name: str, flag: str, parse: Callable[[str], T], default: T | None
-) -> Setting[T] | None:
-    """Command line, then ini, then environment, then default — and remember which."""
-    cli = config.getoption(name)
-    if cli is not None:
-        return Setting(cli, flag)
-    env_name = name.upper()
-    raw: Any = config.getini(name)
-    for value, source in ((raw, f"ini {name}"), (os.environ.get(env_name), f"${env_name}")):
-        if value in (None, "", []):
-            continue
-        try:
-            return Setting(parse(str(value)), source)
-        except ValueError as exc:
-            raise pytest.UsageError(f"{source}: {exc}") from None
-    return None if default is None else Setting(default, "default")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
     profiles = _profiles(config)
-    keep = _setting(config, "eksid_keep_pods", "--eksid-keep-pods", _bool, False)
-    parallel = _setting(config, "eksid_max_parallel", "--eksid-max-parallel", _positive_int, 32)
-    assert keep is not None
-    assert parallel is not None
-    sweep = _setting(config, "eksid_sweep", "--eksid-sweep", _minutes, None)
-    api_timeout = _setting(config, "eksid_api_timeout", "--eksid-api-timeout", _seconds, DEFAULT_API_TIMEOUT)
-    assert api_timeout is not None
-    exec_containers = _setting(config, "eksid_exec", "--eksid-exec", _bool, False)
-    assert exec_containers is not None
-    inconclusive = _setting(config, "eksid_inconclusive", "--eksid-inconclusive", _inconclusive, "skip")
-    assert inconclusive is not None
-    require_contract = _setting(config, "eksid_require_contract", "--eksid-require-contract", _bool, False)
-    assert require_contract is not None
-    config.stash[SETTINGS_KEY] = Settings(
-        profiles=profiles,
-        keep_pods=keep,
-        max_parallel=parallel,
-        sweep_minutes=sweep,
-        inconclusive=inconclusive,
-        exec_containers=exec_containers,
-        api_timeout=api_timeout,
-        require_contract=require_contract,
-    )
-    _configure_reports(config)
+    try:
+        config.stash[SETTINGS_KEY] = resolve(config, profiles)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(xdist_support, "eksid-xdist")
+    config.pluginmanager.register(reporting_hooks, "eksid-reporting")
+    reporting_hooks.configure(config)
     if profiles:
         quiet_wire_loggers()
         _stop_on_sigterm(config)
@@ -315,14 +246,14 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
     rootdir = Path(config.rootpath)
     # The command line wins: with --fleet or --profile given there, neither's ini/environment value joins in.
     on_cli = config.getoption("eksid_fleet") is not None or config.getoption("eksid_profile") is not None
-    fleet = _setting(config, "eksid_fleet", "--fleet", str, None)
+    fleet = _optional(config, "eksid_fleet", "--fleet", str)
     if on_cli and fleet is not None and fleet.source != "--fleet":
         fleet = None
     try:
         if fleet is not None:
             base = rootdir if fleet.source.startswith("ini ") else Path(config.invocation_params.dir)
             out += [Setting(p, f"{fleet.source} {fleet.value}") for p in load_fleet(fleet.value, rootdir, base)]
-        specs = _setting(config, "eksid_profile", "--profile", _names, None)
+        specs = _optional(config, "eksid_profile", "--profile", parse_names)
         if on_cli and specs is not None and specs.source != "--profile":
             specs = None
         for spec in specs.value if specs is not None else []:
@@ -354,16 +285,19 @@ def _without_repeats(profiles: list[Setting[LoadedProfile]]) -> list[Setting[Loa
     return out
 
 
-def _names(text: str) -> list[str]:
-    return [n for n in text.replace(",", " ").split() if n]
+def _optional(config: pytest.Config, name: str, flag: str, parse: Callable[[str], T]) -> Setting[T] | None:
+    try:
+        return optional_setting(config, name, flag, parse)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or not settings.profiles:
+    run = config.stash.get(SETTINGS_KEY, None)
+    if run is None or not run.profiles:
         return ["eksid: no profile (pass --profile NAME, e.g. --profile demo)"]
     lines = []
-    for setting in settings.profiles:
+    for setting in run.profiles:
         loaded = setting.value
         cluster = loaded.profile.cluster
         try:
@@ -381,7 +315,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",
             f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
         ]
-        lines += reporting.unproven_lines(loaded, failing=settings.require_contract.value)
+        lines += reporting.unproven_lines(loaded, failing=run.require_contract.value)
     return lines
 
 
@@ -478,52 +412,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if item not in not_applicable]
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist: ``-n N`` puts each workload on one worker, ``--dist loadgroup`` each cluster
-    (see pytest_eksid.grouping)."""
-    settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or not settings.profiles:
-        return None
-    from pytest_eksid.grouping import ClusterGroupScheduling, WorkloadScheduling
-
-    if config.getvalue("dist") == "load":
-        return WorkloadScheduling(config, log, workloads=_workload_names(settings))
-    if config.getvalue("dist") == "loadgroup":
-        return ClusterGroupScheduling(config, log, profiles=[p.name for p in settings.loaded_all])
-    return None
-
-
-DIST_WORKERINPUT = "eksid_dist"  # the controller's --dist, which workers do not see in their own options
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: Any) -> None:
-    """Tell each worker how the controller distributes, so that it can tell which workloads are its own."""
-    node.workerinput[DIST_WORKERINPUT] = node.config.getvalue("dist")
-
-
-def _workload_names(settings: Settings) -> dict[str, list[str]]:
-    return {p.name: [w.name for w in p.profile.workloads] for p in settings.loaded_all}
-
-
-def _my_workloads(config: pytest.Config, items: list[pytest.Item]) -> set[str] | None:
-    """On a worker of ``-n N`` (``--dist load``): the ``<profile>/<workload>`` scopes the plugin's
-    scheduler sends it, computed as the controller does; None anywhere else (every workload)."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is None or workerinput.get(DIST_WORKERINPUT) != "load":
-        return None
-    from pytest_eksid.grouping import owners, worker_index, workload_scope
-
-    index = worker_index(str(workerinput.get("workerid", "")))
-    if index is None:
-        return None
-    names = _workload_names(config.stash[SETTINGS_KEY])
-    scopes = {workload_scope(item.nodeid, names) for item in items}
-    owner = owners((s for s in scopes if s is not None), int(workerinput.get("workercount", 1)))
-    return {scope for scope, i in owner.items() if i == index}
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Remember which workloads the selected tests need, per cluster, so only their probes are launched."""
     listing = session.config.getoption("showfixtures", False) or session.config.getoption(
@@ -537,69 +425,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 f"{needing[0]}{more} checks workload identities and needs a profile: "
                 "pass --profile NAME (e.g. --profile demo for the embedded sandbox) or a path to a profile YAML"
             )
-    selected: dict[str, set[str]] = {}
-    mine = _my_workloads(session.config, session.items)
+    selected: dict[str, dict[str, Target]] = {}
+    mine = xdist_support.owned_workloads(session.config)
     for item in session.items:
         subject = subject_of(item)
-        if subject is not None and (mine is None or f"{subject.profile.name}/{subject.workload.name}" in mine):
+        if subject is not None and (mine is None or subject.key in mine):
             callspec = getattr(item, "callspec", None)
             group = callspec.params.get(NODEGROUP_FIXTURE) if callspec is not None else None
             target = probe_target(subject.profile.profile, subject.workload, group)
-            selected.setdefault(subject.profile.name, set()).add(target.key)
+            selected.setdefault(subject.profile.name, {})[target.key] = target
     session.config.stash[SELECTED_KEY] = selected
-
-
-# --- reports: JUnit properties, terminal matrix, inventory, Allure (logic in pytest_eksid.report) ---
-
-RESULTS_KEY = pytest.StashKey[reporting.Results]()
-INVENTORY_KEY = pytest.StashKey[Setting[Path] | None]()
-
-
-def _configure_reports(config: pytest.Config) -> None:
-    inventory = _setting(config, "eksid_inventory", "--eksid-inventory", str, None)
-    config.stash[INVENTORY_KEY] = None
-    if inventory is not None:
-        try:
-            reporting.inventory_format(inventory.value)
-        except ValueError as exc:
-            raise pytest.UsageError(f"{inventory.source}: {exc}") from None
-        base = config.rootpath if inventory.source.startswith("ini ") else config.invocation_params.dir
-        config.stash[INVENTORY_KEY] = Setting(base / Path(inventory.value).expanduser(), inventory.source)
-    config.stash[RESULTS_KEY] = reporting.Results(qualified=len(config.stash[SETTINGS_KEY].profiles) > 1)
-    config.stash[FACTS_KEY] = reporting.RunFacts()
-    if not _is_worker(config):
-        config.pluginmanager.register(ReportCollector(config), "eksid-reports")
-
-
-def _is_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
-
-
-def _allure_active(config: pytest.Config) -> bool:
-    return config.pluginmanager.has_plugin("allure_listener")
-
-
-def _item_family(item: pytest.Item) -> str | None:
-    names = {mark.name for mark in item.iter_markers()}
-    return next((family for family in reporting.FAMILIES if family in names), None)
-
-
-def pytest_itemcollected(item: pytest.Item) -> None:
-    """Every test of a workload carries its identity as JUnit properties (and to the xdist controller); a
-    cluster or namespace test its cluster, namespace and the workloads it stands for."""
-    subject = subject_of(item)
-    if subject is not None:
-        item.user_properties.extend(reporting.junit_properties(subject.profile, subject.workload, _item_family(item)))
-        return
-    scope = scope_of(item)
-    if scope is not None:
-        item.user_properties.extend(
-            reporting.scope_properties(scope.profile, scope.namespace, scope.workloads, _item_family(item))
-        )
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     _guard_logs(session.config)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _guard_logs(item.config)
 
 
 def _guard_logs(config: pytest.Config) -> None:
@@ -609,166 +452,3 @@ def _guard_logs(config: pytest.Config) -> None:
     and Allure) from its setup on."""
     if config.stash[SETTINGS_KEY].profiles:
         guard_handlers()
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Allure labels of a workload's test: epic = cluster, feature = family, story = workload."""
-    _guard_logs(item.config)
-    subject = subject_of(item)
-    if not _allure_active(item.config):
-        return
-    scope = scope_of(item)
-    if subject is None and scope is not None:
-        import allure
-
-        family = _item_family(item)
-        scoped: Any = allure.dynamic
-        scoped.epic(scope.profile.profile.cluster.name)
-        scoped.story(reporting.scope_row(scope.namespace))
-        if family is not None:
-            scoped.feature(family)
-            scoped.severity(allure.severity_level(reporting.SEVERITY[family]))
-        return
-    if subject is None:
-        return
-    import allure
-
-    workload = subject.workload
-    dynamic: Any = allure.dynamic  # allure-python is untyped
-    family = _item_family(item)
-    dynamic.epic(subject.profile.profile.cluster.name)
-    dynamic.story(workload.name)
-    if family is not None:
-        dynamic.feature(family)
-        dynamic.severity(allure.severity_level(reporting.SEVERITY[family]))
-    for arn in dict.fromkeys((workload.role_arn, workload.final_role_arn)):
-        dynamic.link(reporting.role_console_url(arn), name=f"IAM role {arn}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Attach the probe's (redacted) result to the Allure result of a test that used it; report a cluster or
-    AWS call that failed by its message alone (the plugin's traceback helps nobody; --tb=long keeps it)."""
-    test_report = yield
-    if (
-        test_report.failed
-        and call.excinfo is not None
-        and call.excinfo.errisinstance((KubeError, AwsError))
-        and item.config.getoption("tbstyle", "auto") != "long"
-    ):
-        test_report.longrepr = f"{call.excinfo.typename}: {printable(str(call.excinfo.value), keep=chr(10))}"
-    if test_report.failed and call.excinfo is not None and isinstance(call.excinfo.value, FindingsFailed):
-        # The findings' next commands as data: the failure summary reads these, never the message. On the
-        # item too: JUnit writes the properties of the teardown report, which pytest copies from the item.
-        steps = [(reporting.NEXT_PROPERTY, cmd) for cmd in call.excinfo.value.next_steps]
-        test_report.user_properties = [*test_report.user_properties, *steps]
-        item.user_properties.extend(steps)
-    if call.when == "call" and _allure_active(item.config):
-        probe = getattr(item, "funcargs", {}).get("eksid_probe")
-        result = getattr(probe, "result", None)
-        if result is not None:
-            import allure
-
-            from pytest_eksid.redact import redact_json
-
-            allure.attach(redact_json(result), name="eksid probe result", attachment_type=allure.attachment_type.JSON)
-    return test_report
-
-
-def _report_message(report: pytest.TestReport) -> str:
-    """A report's message: the skip reason, the exception's own message, or the whole long report."""
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple | list) and len(longrepr) == 3:
-        return str(longrepr[2])
-    crash = getattr(longrepr, "reprcrash", None)
-    message = getattr(crash, "message", None)
-    return str(message) if message else report.longreprtext
-
-
-class ReportCollector:
-    """Collects outcomes where the reports end up (the xdist controller, or the only process) and writes
-    the session's reports: the terminal matrix, the inventory and Allure's environment.properties."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.inventory_error: str | None = None
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.config.stash[RESULTS_KEY].record(
-            report.nodeid, report.when, report.outcome, _report_message(report), report.user_properties
-        )
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """pytest-xdist: a worker is done; take the facts it gathered."""
-        facts = getattr(node, "workeroutput", {}).get(FACTS_WORKEROUTPUT)
-        if isinstance(facts, dict):
-            self.config.stash[FACTS_KEY].merge(facts)
-
-    def _profiles(self) -> list[LoadedProfile]:
-        return self.config.stash[SETTINGS_KEY].loaded_all
-
-    def _rows(self, loaded: LoadedProfile) -> list[str]:
-        """The matrix rows of one profile's workloads: their names, or <profile>/<name> with several clusters."""
-        qualified = self.config.stash[RESULTS_KEY].qualified
-        return [f"{loaded.name}/{w.name}" if qualified else w.name for w in loaded.profile.workloads]
-
-    def _scope_rows(self, loaded: LoadedProfile) -> list[str]:
-        """The matrix rows of one profile's cluster and namespace tests, before its workloads."""
-        qualified = self.config.stash[RESULTS_KEY].qualified
-        namespaces = sorted({w.namespace for w in loaded.profile.workloads})
-        rows = [reporting.scope_row(None), *(reporting.scope_row(ns) for ns in namespaces)]
-        return [f"{loaded.name} {row}" if qualified else row for row in rows]
-
-    def _matrix(self) -> dict[str, dict[str, str]]:
-        results = self.config.stash[RESULTS_KEY]
-        order = [row for loaded in self._profiles() for row in (*self._scope_rows(loaded), *self._rows(loaded))]
-        return results.matrix(results.workloads(order))
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        profiles = self._profiles()
-        if not profiles or self.config.option.collectonly:
-            return
-        facts = self.config.stash[FACTS_KEY]
-        inventory = self.config.stash[INVENTORY_KEY]
-        if inventory is not None:
-            rows = []
-            for loaded in profiles:
-                keys = self._rows(loaded)
-                matrix = self.config.stash[RESULTS_KEY].matrix(keys, folded=True)
-                by_name = {w.name: matrix[key] for w, key in zip(loaded.profile.workloads, keys, strict=True)}
-                changed = {w.name: facts.last_changed.get(f"{loaded.name}/{w.name}") for w in loaded.profile.workloads}
-                rows += reporting.inventory_rows(loaded, by_name, changed)
-            try:
-                reporting.write_inventory(inventory.value, rows)
-            except OSError as exc:
-                self.inventory_error = f"cannot write the inventory to {inventory.value}: {exc}"
-                if session.exitstatus == pytest.ExitCode.OK:
-                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        alluredir = getattr(self.config.option, "allure_report_dir", None)
-        if alluredir and _allure_active(self.config):
-            target = Path(alluredir)
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "environment.properties").write_text(reporting.allure_environment(profiles, facts), "utf-8")
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        lines = reporting.render_matrix(self._matrix())
-        if not lines or self.config.get_verbosity() < -1:
-            return  # no test of a workload ran
-        results = self.config.stash[RESULTS_KEY]
-        write = terminalreporter.write_line
-        terminalreporter.write_sep("=", "eksid conformance")
-        for line in lines:
-            write(line)
-        failures = reporting.failure_lines(results.failures())
-        if failures:
-            terminalreporter.write_sep("-", f"eksid failures ({len(failures)})")
-            for line in failures:
-                write(line)
-        for line in self.config.stash[FACTS_KEY].lines([p.name for p in self._profiles()]):
-            write(line)
-        inventory = self.config.stash[INVENTORY_KEY]
-        if self.inventory_error is not None:
-            write(f"eksid: ERROR: {self.inventory_error}", red=True)
-        elif inventory is not None:
-            write(f"eksid: inventory written to {inventory.value} (from {inventory.source})")

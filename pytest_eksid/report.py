@@ -8,6 +8,7 @@ travels in the report's ``user_properties``) and hands them to :class:`Results`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_eksid.checks import Finding
 from pytest_eksid.escape import csv_cell, markdown_cell, printable
 from pytest_eksid.profile import LoadedProfile, Workload, role_arn_parts
 
@@ -61,11 +63,22 @@ INVENTORY_COLUMNS: tuple[str, ...] = (
 )
 
 IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
-INCONCLUSIVE_PREFIX = "INCONCLUSIVE"
-UNPROVEN_PREFIX = "UNPROVEN"
 # The JUnit property carrying a failed Finding's next commands, in order (the failure summary shows the first):
 # next steps travel as data, never read back out of a message that cluster text may have written into.
 NEXT_PROPERTY = "next"
+# One property per finding of a failed test: the Finding's fields as a JSON object (summary, expected, seen,
+# likely, next_steps, details, check); the failure summary takes the first one's summary.
+FINDING_PROPERTY = "finding"
+# A test's eksid outcome when it is not pytest's own: INCONCLUSIVE or UNPROVEN (both skips to pytest, or
+# failures with --eksid-inconclusive=fail / --eksid-require-contract).
+OUTCOME_PROPERTY = "eksid_outcome"
+
+
+def finding_properties(findings: Iterable[Finding]) -> list[tuple[str, str]]:
+    """A failed test's findings as report properties: each as JSON, then all their next commands in order."""
+    listed = list(findings)
+    props = [(FINDING_PROPERTY, json.dumps(dataclasses.asdict(f), sort_keys=True)) for f in listed]
+    return props + [(NEXT_PROPERTY, cmd) for f in listed for cmd in f.next_steps]
 
 
 def junit_properties(profile: LoadedProfile, workload: Workload, family: str | None) -> list[tuple[str, str]]:
@@ -166,6 +179,16 @@ class Result:
     stands_for: tuple[str, ...] = ()
 
 
+def _finding_summary(data: str) -> str | None:
+    """The summary of a finding property (JSON), printable; None when it is not one."""
+    try:
+        finding = json.loads(data)
+    except ValueError:
+        return None
+    summary = finding.get("summary") if isinstance(finding, dict) else None
+    return printable(summary) if isinstance(summary, str) else None
+
+
 def failure_text(message: str) -> str:
     """The first line of a failure message (a Finding's summary), printable. Lines are split at ``\n``
     alone (str.splitlines also breaks at ``\r``, ``\x1c``, U+2028, which printable() then shows escaped)."""
@@ -191,12 +214,14 @@ class Results:
     ) -> None:
         """One phase report: ``outcome`` is pytest's passed/failed/skipped, ``message`` its text.
 
-        A failure in any phase fails the test; a skip in setup or call skips it (inconclusive
-        when the reason starts with ``INCONCLUSIVE``); the first failure's message is kept.
+        A failure in any phase fails the test; a skip in setup or call skips it (inconclusive or
+        unproven when its ``eksid_outcome`` property says so); the first failure's message is kept:
+        its first finding's summary when it failed on findings, else the message's first line.
         """
         pairs = [(str(p[0]), str(p[1])) for p in properties if len(p) == 2]
         props = dict(pairs)
         next_step = next((printable(v) for k, v in pairs if k == NEXT_PROPERTY), None)
+        summary = next((_finding_summary(v) for k, v in pairs if k == FINDING_PROPERTY), None)
         row = props.get("workload")
         stands_for: tuple[str, ...] = ()
         if "scope" in props:
@@ -215,20 +240,19 @@ class Results:
         if outcome == "failed":
             if result.status != FAIL:
                 result.status = FAIL
-                result.message, result.next_step = failure_text(message), next_step
+                result.message = summary if summary is not None else failure_text(message)
+                result.next_step = next_step
         elif outcome == "skipped" and result.status == PASS:
             reason = message.strip().removeprefix("Skipped: ")
-            result.status = (
-                INCONCLUSIVE
-                if reason.startswith(INCONCLUSIVE_PREFIX)
-                else UNPROVEN
-                if reason.startswith(UNPROVEN_PREFIX)
-                else SKIP
-            )
+            marked = props.get(OUTCOME_PROPERTY)
+            result.status = marked if marked in (INCONCLUSIVE, UNPROVEN) else SKIP
             result.message = failure_text(reason)
 
     def failures(self) -> list[Result]:
-        return sorted((r for r in self.by_nodeid.values() if r.status == FAIL), key=lambda r: r.nodeid)
+        return self.with_status(FAIL)
+
+    def with_status(self, status: str) -> list[Result]:
+        return sorted((r for r in self.by_nodeid.values() if r.status == status), key=lambda r: r.nodeid)
 
     def workloads(self, order: Sequence[str] = ()) -> list[str]:
         """Workloads with results: those in ``order`` first, in that order, then the others as seen."""

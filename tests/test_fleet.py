@@ -137,21 +137,35 @@ def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(t
     assert "Traceback" not in run.stdout
 
 
-def test_own_session_fixtures_may_use_the_cluster_fixtures_in_a_single_cluster_run(tmp_path):
-    """eksid_kube & co. are session-scoped when the run has one cluster, as they always were."""
+OWN_SESSION_FIXTURE = (
+    "import pytest\n"
+    "@pytest.fixture(scope='session')\n"
+    "def contexts(eksid_cluster_for, eksid_settings):\n"
+    "    return {p.name: eksid_cluster_for(p).kube.context for p in eksid_settings.loaded_all}\n"
+    "def test_uses_it(contexts, eksid_cluster, eksid_connection, eksid_kube):\n"
+    "    assert contexts[eksid_cluster.name] == eksid_kube.context\n"
+    "    assert eksid_connection['KUBECONFIG'] and eksid_connection['AWS_ENDPOINT_URL']\n"
+    "def test_the_only_cluster(eksid_cluster_for, eksid_settings):\n"
+    "    if len(eksid_settings.profiles) > 1:\n"
+    "        with pytest.raises(pytest.UsageError, match='needs a profile name'):\n"
+    "            eksid_cluster_for()\n"
+    "    else:\n"
+    "        assert eksid_cluster_for().name == eksid_settings.loaded.name\n"
+)
+
+
+def test_own_session_fixtures_use_the_cluster_factory_with_one_cluster_or_several(tmp_path):
+    """Fixture scopes do not change with the number of clusters: a session fixture of one's own that works with
+    one profile works with several (eksid_cluster_for), and the per-test accessors follow the test's cluster."""
     test = tmp_path / "test_own.py"
-    test.write_text(
-        "import pytest, subprocess, os\n"
-        "@pytest.fixture(scope='session')\n"
-        "def namespaces(eksid_kube):\n"
-        "    return eksid_kube\n"
-        "def test_uses_it(namespaces, eksid_connection, eksid_profile):\n"
-        "    assert namespaces.context == 'eksid-sandbox-demo'\n"
-        "    assert eksid_connection['KUBECONFIG'] and eksid_connection['AWS_ENDPOINT_URL']\n"
-        "    assert eksid_profile.name == 'demo'\n"
-    )
-    run = run_pytest(f"--profile={REPO / 'profiles' / 'demo.yaml'}", str(test), tmp_path=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:]
+    test.write_text(OWN_SESSION_FIXTURE)
+    demo = f"--profile={REPO / 'profiles' / 'demo.yaml'}"
+    one = run_pytest(demo, str(test), tmp_path=tmp_path)
+    assert one.returncode == 0, one.stdout[-3000:]
+    assert sorted(one.outcomes.values()) == ["passed", "passed"], one.outcomes
+    two = run_pytest(demo, f"--profile={second_cluster(tmp_path)}", str(test), tmp_path=tmp_path)
+    assert two.returncode == 0, two.stdout[-3000:]
+    assert sorted(two.outcomes.values()) == ["passed"] * 3, two.outcomes  # test_uses_it once per cluster
 
 
 # --- fleet files: parsing and errors (no cluster needed) -------------------------------------

@@ -53,7 +53,13 @@ def test_results_combine_the_phases_of_a_test():
     results.record("t::a", "teardown", "passed")
     # an inconclusive skip, a plain skip, an error at teardown after a pass
     results.record("t::b", "setup", "passed", "", props("w", "permissions"))
-    results.record("t::b", "call", "skipped", "Skipped: INCONCLUSIVE: the probe could not tell\nmore")
+    results.record(
+        "t::b",
+        "call",
+        "skipped",
+        "Skipped: INCONCLUSIVE: the probe could not tell\nmore",
+        [(report.OUTCOME_PROPERTY, report.INCONCLUSIVE)],
+    )
     results.record("t::c", "setup", "skipped", "Skipped: not for IRSA", props("w", "agent"))
     results.record("t::d", "call", "passed", "", props("v", "imds"))
     results.record("t::d", "teardown", "failed", "AssertionError: pod left behind\nassert 1 == 0")
@@ -354,7 +360,11 @@ def test_an_empty_contract_is_unproven_never_a_pass():
     results = Results()
     results.record("t::perm[demo/w/allow-0]", "call", "passed", "", props("w", "permissions"))
     results.record(
-        "t::contract[demo/w]", "call", "skipped", "Skipped: UNPROVEN: no deny entries", props("w", "permissions")
+        "t::contract[demo/w]",
+        "call",
+        "skipped",
+        "Skipped: UNPROVEN: no deny entries",
+        [*props("w", "permissions"), (report.OUTCOME_PROPERTY, report.UNPROVEN)],
     )
     assert results.matrix(["w"])["w"]["permissions"] == report.UNPROVEN
     results.record("t::perm[demo/w/allow-1]", "call", "failed", "Failed: boom", props("w", "permissions"))

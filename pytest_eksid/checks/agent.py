@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_eksid.checks import Finding, command_labels, command_name, shown
+from pytest_eksid.probe.result import AgentResult
 from pytest_eksid.profile import Workload, role_arn_parts
 
 AGENT_NAME = "eks-pod-identity-agent"
@@ -610,7 +611,7 @@ def _where(w: Workload) -> str:
 
 
 def endpoint_findings(
-    w: Workload, agent_result: Mapping[str, Any], *, cluster: str | None = None, region: str | None = None
+    w: Workload, agent_result: AgentResult, *, cluster: str | None = None, region: str | None = None
 ) -> list[Finding]:
     """The agent endpoint as the probe pod sees it (the probe's ``agent`` result).
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.agent import error_code, refusal, refusal_likely
+from pytest_eksid.probe.result import IdentityResult
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 
 ASSUMED_ROLE_RE = re.compile(r"^arn:aws[\w-]*:sts::(\d{12}):assumed-role/([^/]+)/(.+)$")
@@ -46,7 +48,7 @@ def _where(w: Workload) -> str:
     return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
 
 
-def _not_proven(profile: Profile, w: Workload, identity: dict[str, Any], check: str, expected: str) -> Finding | None:
+def _not_proven(profile: Profile, w: Workload, identity: IdentityResult, check: str, expected: str) -> Finding | None:
     """The runner could not have STS confirm the caller the probe claims: nothing about it is known."""
     why = identity.get("proof_error")
     if not why:
@@ -62,13 +64,13 @@ def _not_proven(profile: Profile, w: Workload, identity: dict[str, Any], check: 
     )
 
 
-def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
+def caller_role(profile: Profile, w: Workload, identity: IdentityResult) -> Finding | None:
     """The caller must be a session of exactly the expected role, as STS named it for the probe's proof."""
     unproven = _not_proven(profile, w, identity, "caller_role", w.final_role_arn)
     if unproven is not None:
         return unproven
     expected_account, expected_role = role_arn_parts(w.final_role_arn)
-    caller = identity.get("caller") or {}
+    caller: Mapping[str, Any] = identity.get("caller") or {}
     method = identity.get("method") or "none"
     arn = str(caller.get("arn") or "")
     details = {
@@ -77,7 +79,7 @@ def caller_role(profile: Profile, w: Workload, identity: dict[str, Any]) -> Find
         else "none resolved"
     }
     if not arn:
-        err = identity.get("error") or {}
+        err: Mapping[str, Any] = identity.get("error") or {}
         cause = err.get("code") or err.get("type")
         seen = f"no AWS identity: {cause}: {err.get('message', '')}" if cause else "no AWS identity (no error reported)"
         likely = _no_identity_hint(w, err)
@@ -129,13 +131,14 @@ FM_AGENT = "Failure Mode 5 — Pod Identity Agent Missing"
 FM_CONSISTENCY = "Failure Mode 7 — Association Eventual Consistency"
 
 
-def wrong_caller(w: Workload, identity: dict[str, Any] | None) -> str | None:
+def wrong_caller(w: Workload, identity: IdentityResult | None) -> str | None:
     """Why the probe's calls say nothing about the workload's role: it had no identity, or another one."""
     if identity is None:
         return None
     if identity.get("proof_error"):
         return f"{identity['proof_error']} (see test_caller_role): these results are not attributable to the role"
-    arn = str((identity.get("caller") or {}).get("arn") or "")
+    caller: Mapping[str, Any] = identity.get("caller") or {}
+    arn = str(caller.get("arn") or "")
     if not arn:
         return (
             "the probe has no AWS identity (see test_caller_role): fix the identity first; "
@@ -149,7 +152,7 @@ def wrong_caller(w: Workload, identity: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
+def _no_identity_hint(w: Workload, err: Mapping[str, Any]) -> str:
     code = str(err.get("code") or err.get("type") or "")
     message = str(err.get("message") or "")
     if code == "InvalidIdentityToken":
@@ -191,7 +194,7 @@ def _no_identity_hint(w: Workload, err: dict[str, Any]) -> str:
     return "credential resolution failed; see the probe output"
 
 
-def credential_provider(profile: Profile, w: Workload, identity: dict[str, Any]) -> Finding | None:
+def credential_provider(profile: Profile, w: Workload, identity: IdentityResult) -> Finding | None:
     """Credentials must come from the mechanism's own provider, not from anything earlier in the chain."""
     expected = EXPECTED_PROVIDER[w.mechanism]
     unproven = _not_proven(profile, w, identity, "credential_provider", f"{expected} — {PROVIDER_MEANING[expected]}")
@@ -200,7 +203,7 @@ def credential_provider(profile: Profile, w: Workload, identity: dict[str, Any])
     method = identity.get("method")
     if method == expected and identity.get("caller"):
         return None
-    err = identity.get("error") or {}
+    err: Mapping[str, Any] = identity.get("error") or {}
     seen = str(method or "no provider resolved")
     if method == expected:
         summary = f"{_where(w)}: {w.mechanism} served credentials, but they do not work"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pytest_eksid.checks import Finding, command_name, shown
+from pytest_eksid.probe.result import ImdsResult
 from pytest_eksid.profile import Profile, Workload
 
 BLOCKED = ("blocked-timeout", "blocked-refused", "no-credentials")
@@ -24,8 +25,8 @@ def node_group_of(nodes: Iterable[Mapping[str, Any]], node: str | None, label: s
 def imds_finding(
     profile: Profile,
     w: Workload,
-    version: str,
-    imds: Mapping[str, Any],
+    version: Literal["v1", "v2"],
+    imds: ImdsResult,
     node: str | None,
     *,
     node_group: str | None = None,

@@ -11,6 +11,7 @@ from typing import Any
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.identity import next_commands, wrong_caller
 from pytest_eksid.probe.actions import probes_stand_in
+from pytest_eksid.probe.result import ActionResult, IdentityResult
 from pytest_eksid.profile import ActionCheck, Profile, Workload, role_arn_parts
 
 AllowingStatements = Callable[[str, str | None], list[str]]
@@ -77,9 +78,9 @@ def action_verdict(
     w: Workload,
     check: ActionCheck,
     expect: str,
-    result: Mapping[str, Any] | None,
+    result: ActionResult | None,
     allowing: AllowingStatements | None = None,
-    identity: dict[str, Any] | None = None,
+    identity: IdentityResult | None = None,
     denying: AllowingStatements | None = None,
 ) -> Finding | Inconclusive | None:
     """None when the probe saw what the contract says; else a Finding, or Inconclusive.

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pytest_eksid.checks import Finding, command_iam_name, command_name
+from pytest_eksid.probe.result import EnvironmentResult, IdentityResult
 from pytest_eksid.profile import Workload
 
 # Key names that carry AWS credentials; use ``.search`` (a prefix or suffix is allowed, e.g.
@@ -341,7 +342,7 @@ def _key_prefix(shown: Any) -> str | None:
     return m.group(1) if m else None
 
 
-def probe_findings(w: Workload, environment: Mapping[str, Any], identity: Mapping[str, Any]) -> list[Finding]:
+def probe_findings(w: Workload, environment: EnvironmentResult, identity: IdentityResult) -> list[Finding]:
     """Static credentials seen from inside the probe pod, running as the workload's ServiceAccount.
 
     ``environment`` is the probe's environment audit (``aws_variables``, ``aws_files``),
@@ -409,7 +410,7 @@ def probe_findings(w: Workload, environment: Mapping[str, Any], identity: Mappin
             )
         )
     if identity.get("access_key_prefix") == "AKIA":
-        caller = identity.get("caller") or {}
+        caller: Mapping[str, Any] = identity.get("caller") or {}
         arn = str(caller.get("arn") or "")
         user = arn.split(":user/", 1)[1].rsplit("/", 1)[-1] if ":user/" in arn else None
         nxt = (f"aws iam list-access-keys --user-name {command_iam_name(user, '<user>')}",) if user else (env_cmd,)

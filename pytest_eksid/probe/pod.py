@@ -16,12 +16,22 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_eksid.aws import IdentityNotProven
 from pytest_eksid.checks.placement import Placement, mirror
+from pytest_eksid.escape import printable
 from pytest_eksid.kube import Kube, KubeError, KubeUnreachable
 from pytest_eksid.probe import program
+from pytest_eksid.probe.result import (
+    ActionResult,
+    AgentResult,
+    Caller,
+    EnvironmentResult,
+    IdentityResult,
+    ImdsResult,
+    ProbeResult,
+)
 from pytest_eksid.profile import Profile, Workload
 
 Obj = dict[str, Any]
@@ -228,6 +238,55 @@ def probe_pod_manifest(
     }
 
 
+# What the pytest_eksid_probe_manifest hook may not change: who the probe runs as, what it runs, with which
+# privileges, and how the runner finds and trusts its pod. A hook adds (annotations, labels, a priority class,
+# tolerations, resources); a change here would make the verdicts about another identity or a weaker pod.
+CONTRACT_SPEC_KEYS = (
+    "serviceAccountName",
+    "serviceAccount",
+    "automountServiceAccountToken",
+    "restartPolicy",
+    "activeDeadlineSeconds",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "securityContext",
+    "initContainers",
+    "ephemeralContainers",
+    "volumes",
+)
+CONTRACT_CONTAINER_KEYS = ("name", "image", "command", "args", "env", "envFrom", "securityContext", "volumeMounts")
+
+
+def probe_contract(manifest: Obj) -> dict[str, Any]:
+    """The parts of a probe pod manifest that are the probe's contract (see CONTRACT_SPEC_KEYS), as a copy."""
+    meta = manifest.get("metadata") or {}
+    spec = manifest.get("spec") or {}
+    labels = meta.get("labels") or {}
+    containers = spec.get("containers") or []
+    out: dict[str, Any] = {
+        "metadata.namespace": meta.get("namespace"),
+        **{f"metadata.labels.{k}": labels.get(k) for k in (MANAGED_BY, RUN_ID_LABEL, WORKLOAD_LABEL)},
+        **{f"spec.{k}": json.dumps(spec.get(k), sort_keys=True) for k in CONTRACT_SPEC_KEYS},
+        "spec.containers (count)": len(containers),
+    }
+    for i, container in enumerate(containers):
+        for key in CONTRACT_CONTAINER_KEYS:
+            out[f"spec.containers[{i}].{key}"] = json.dumps(container.get(key), sort_keys=True)
+    return out
+
+
+def check_contract(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """ProbeError naming the contract fields ``after`` (a hook's manifest) changed from ``before``."""
+    changed = [key for key in dict.fromkeys([*before, *after]) if before.get(key) != after.get(key)]
+    if changed:
+        raise ProbeError(
+            f"a pytest_eksid_probe_manifest hook changed the probe pod's {', '.join(changed)}: these are the "
+            "probe's contract (who it runs as, what it runs, its privileges; docs/probe.md); a hook may add "
+            "annotations, labels, a priority class, tolerations or resources"
+        )
+
+
 class ProbeError(Exception):
     """The probe could not produce a result; the message says what was last seen and why."""
 
@@ -237,7 +296,7 @@ class ProbeOutcome:
     workload: Workload
     nodegroup: str | None = None
     pod: str | None = None
-    result: Obj | None = None
+    result: ProbeResult | None = None
     error: str | None = None
     log: str = ""
     seconds: float = 0.0
@@ -246,39 +305,59 @@ class ProbeOutcome:
     placement: Placement | None = None  # how the probe pod was placed, and from where
     uid: str | None = None  # of the pod the runner created: the only one whose result counts
 
-    @property
-    def identity(self) -> Obj:
-        return dict((self.result or {}).get("identity") or {})
+    def _step(self, name: str) -> Obj:
+        """A copy of one step's part of the result ({} when absent or not an object)."""
+        found = self.result.get(name) if self.result is not None else None
+        return dict(found) if isinstance(found, dict) else {}
 
     @property
-    def environment(self) -> Obj:
-        return dict((self.result or {}).get("environment") or {})
+    def identity(self) -> IdentityResult:
+        return cast(IdentityResult, self._step("identity"))
 
     @property
-    def actions(self) -> list[Obj]:
-        found = (self.result or {}).get("actions")
-        return [dict(a) for a in found] if isinstance(found, list) else []
+    def environment(self) -> EnvironmentResult:
+        return cast(EnvironmentResult, self._step("environment"))
 
-    def action(self, ident: str) -> Obj | None:
+    @property
+    def actions(self) -> list[ActionResult]:
+        found = self.result.get("actions") if self.result is not None else None
+        return [cast(ActionResult, dict(a)) for a in found if isinstance(a, dict)] if isinstance(found, list) else []
+
+    def action(self, ident: str) -> ActionResult | None:
         return next((a for a in self.actions if a.get("id") == ident), None)
 
     @property
-    def imds(self) -> Obj:
-        return dict((self.result or {}).get("imds") or {})
+    def imds(self) -> ImdsResult:
+        return cast(ImdsResult, self._step("imds"))
 
     @property
-    def agent(self) -> Obj:
-        return dict((self.result or {}).get("agent") or {})
+    def agent(self) -> AgentResult:
+        return cast(AgentResult, self._step("agent"))
 
 
-def parse_result(log: str) -> Obj | None:
+class ResultVersionError(ValueError):
+    """A result line of another shape than this runner reads."""
+
+
+def parse_result(log: str) -> ProbeResult | None:
+    """The probe's result from its log (the last result line), None when there is none or it is not JSON;
+    :class:`ResultVersionError` when it is a result of another version than ``program.RESULT_VERSION``."""
     for line in reversed(log.splitlines()):
         if line.startswith(program.RESULT_MARKER):
             try:
                 data = json.loads(line[len(program.RESULT_MARKER) :])
             except ValueError:
                 return None
-            return data if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                return None
+            version = data.get("version")
+            if version != program.RESULT_VERSION:
+                raise ResultVersionError(
+                    f"the probe's result is version {printable(repr(version))}; this runner reads version "
+                    f"{program.RESULT_VERSION} only (its probe program, {program.__name__}, makes that one): "
+                    "was the pod's command replaced, or a probe image with its own program used?"
+                )
+            return cast(ProbeResult, data)
     return None
 
 
@@ -574,7 +653,7 @@ class Campaign:
     def _authenticate(self, outcome: ProbeOutcome, nonce: str) -> None:
         """Replace the caller the probe claims by the one STS names for the probe's proof, or mark the
         identity not proven. Either way the proof (a bearer secret) leaves the result and the log."""
-        identity = (outcome.result or {}).get("identity")
+        identity = outcome.result.get("identity") if outcome.result is not None else None
         if not isinstance(identity, dict):
             return
         proof = identity.pop("proof", None)
@@ -592,14 +671,14 @@ class Campaign:
                 raise IdentityNotProven(f"the probe's result carries no proof of its caller{why}")
             caller = self.prove(proof, nonce)
         except IdentityNotProven as exc:
-            identity.update(caller=None, claimed_caller=claimed, proof_error=f"identity not proven: {exc}")
+            identity["caller"], identity["claimed_caller"] = None, claimed
+            identity["proof_error"] = f"identity not proven: {exc}"
             return
         except Exception as exc:  # the runner's own STS client could not be made: still not proven
-            identity.update(
-                caller=None, claimed_caller=claimed, proof_error=f"identity not proven: {exc.__class__.__name__}"
-            )
+            identity["caller"], identity["claimed_caller"] = None, claimed
+            identity["proof_error"] = f"identity not proven: {exc.__class__.__name__}"
             return
-        identity.update(caller=caller, proven=True)
+        identity["caller"], identity["proven"] = cast(Caller, caller), True
 
     def _wait(self, outcome: ProbeOutcome, namespace: str, name: str, spec: Obj) -> None:
         created = time.monotonic()
@@ -618,7 +697,10 @@ class Campaign:
                 outcome.log = self.kube.pod_log(namespace, name)
                 # Read by name: the pod may have been swapped between the last read and the log.
                 self._same_pod(outcome, self.kube.read_pod(namespace, name), spec)
-                outcome.result = parse_result(outcome.log)
+                try:
+                    outcome.result = parse_result(outcome.log)
+                except ResultVersionError as exc:
+                    raise ProbeError(f"probe pod {namespace}/{name}: {exc}") from None
                 if outcome.result is None:
                     code = _exit_code(pod)
                     raise ProbeError(

@@ -21,11 +21,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the types of the result line; never imported in the pod (this file is shipped alone)
+    from pytest_eksid.probe.result import (
+        AgentResult,
+        AwsFile,
+        Classification,
+        EnvironmentResult,
+        ErrorInfo,
+        IdentityResult,
+        ImdsResult,
+        ImdsVersionResult,
+        TokenFile,
+    )
 
 RESULT_MARKER = "EKSID-RESULT "
 PLAN_VARIABLE = "EKSID_PROBE_PLAN"
-RESULT_VERSION = 1
+RESULT_VERSION = 1  # of the result line's shape (pytest_eksid/probe/result.py); the runner reads only this one
 # The proof of identity: a presigned sts:GetCallerIdentity with the runner's per-pod nonce as a SIGNED
 # header, which the runner sends to its own STS endpoint (pytest_eksid/aws.py, Aws.prove_caller). The
 # same idea as `aws eks get-token`, which signs the cluster name as x-k8s-aws-id (aws/aws-cli
@@ -85,7 +98,7 @@ def agent_error_code(body: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
+def _error(exc: BaseException) -> ErrorInfo:
     """A secret-free description of an exception: botocore's code and message, or the type.
 
     When the container provider reports the agent's refusal, the agent's status and error code
@@ -100,7 +113,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
             "http_status": response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
         }
     text = str(exc)
-    out: dict[str, Any] = {"type": type(exc).__name__, "code": "", "message": text[:500], "http_status": None}
+    out: ErrorInfo = {"type": type(exc).__name__, "code": "", "message": text[:500], "http_status": None}
     refusal = CONTAINER_REFUSAL_RE.search(text[: AGENT_BODY_LIMIT + 200])
     if refusal:
         out["agent_status"] = int(refusal.group(1))
@@ -130,7 +143,7 @@ def _jwt_claims(token: str) -> dict[str, Any]:
     }
 
 
-def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+def audit_environment(environ: Mapping[str, str]) -> EnvironmentResult:
     aws: dict[str, str] = {}
     for name in sorted(environ):
         if not name.startswith("AWS_"):
@@ -142,12 +155,12 @@ def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             aws[name] = "set, prefix " + value[:4]
         else:
             aws[name] = "set"
-    tokens: dict[str, dict[str, Any]] = {}
+    tokens: dict[str, TokenFile] = {}
     for name in TOKEN_FILE_VARIABLES:
         path = environ.get(name)
         if not path:
             continue
-        entry: dict[str, Any] = {"path": path}
+        entry: TokenFile = {"path": path}
         try:
             with open(path, encoding="utf-8") as fh:
                 entry["claims"] = _jwt_claims(fh.read())
@@ -155,7 +168,7 @@ def audit_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             entry["error"] = type(exc).__name__ + ": " + str(exc.strerror or exc)
         tokens[name] = entry
     home = os.path.expanduser("~")
-    files: dict[str, dict[str, Any]] = {}
+    files: dict[str, AwsFile] = {}
     for label, default in (("credentials", ".aws/credentials"), ("config", ".aws/config")):
         path = os.path.join(home, default)
         files[label] = {"path": path, "present": os.path.exists(path)}
@@ -211,9 +224,9 @@ def _bounded(step: Callable[[], Any], seconds: float) -> Any:
     return box["value"]
 
 
-def resolve_identity(plan: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_identity(plan: Mapping[str, Any]) -> IdentityResult:
     """Resolve credentials through the DEFAULT chain and prove them with a real STS call."""
-    out: dict[str, Any] = {"method": None, "caller": None, "error": None}
+    out: IdentityResult = {"method": None, "caller": None, "error": None}
     try:
         from botocore.config import Config
     except ImportError as exc:
@@ -315,7 +328,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def classify(item: Mapping[str, Any], error: dict[str, Any] | None) -> dict[str, Any]:
+def classify(item: Mapping[str, Any], error: Mapping[str, Any] | None) -> Classification:
     """Turn one call's answer into allowed / denied / inconclusive / error."""
     if error is None:
         return {"outcome": "allowed", "why": "the call succeeded"}
@@ -375,7 +388,7 @@ def run_actions(
     results = []
     for item in plan.get("actions", []):
         entry: dict[str, Any] = {k: item.get(k) for k in ("id", "expect", "action", "form", "form_note")}
-        error = None
+        error: Mapping[str, Any] | None = None
         t0 = time.monotonic()
         if deadline is not None and t0 > deadline:
             entry.update(
@@ -471,13 +484,13 @@ def _http(method: str, url: str, headers: dict[str, str], timeout: float) -> tup
         return ("refused" if isinstance(exc, ConnectionRefusedError) else "error"), None, str(exc)[:200]
 
 
-def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> ImdsResult:
     """Can this pod reach the node's instance role through IMDS, v2 or v1? Reports the role NAME only."""
     base = (environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or "http://169.254.169.254").rstrip("/")
     timeout = float(plan.get("imds_timeout", 2))
     creds_path = "/latest/meta-data/iam/security-credentials/"
 
-    def role_creds(headers: dict[str, str]) -> dict[str, Any]:
+    def role_creds(headers: dict[str, str]) -> ImdsVersionResult:
         outcome, status, body = _http("GET", base + creds_path, headers, timeout)
         if outcome == "timeout":
             return {"outcome": "blocked-timeout"}
@@ -506,7 +519,7 @@ def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str,
     return {"endpoint": base, "v2": v2, "v1": role_creds({})}
 
 
-def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
+def check_agent(environ: Mapping[str, str]) -> AgentResult:
     """Does the Pod Identity agent answer this pod's token? Reports the status and, for a refusal, the
     EKS Auth error code parsed from the body (``error_code``, None when the body has no code); never
     the body itself (a success body holds the credentials, an error body is the agent's text)."""
@@ -525,7 +538,12 @@ def check_agent(environ: Mapping[str, str]) -> dict[str, Any]:
     answered = outcome == "ok" and '"AccessKeyId"' in body
     code = agent_error_code(body) if outcome == "http-error" else None
     del body
-    out = {"configured": True, "uri": uri, "outcome": "credentials" if answered else outcome, "http_status": status}
+    out: AgentResult = {
+        "configured": True,
+        "uri": uri,
+        "outcome": "credentials" if answered else outcome,  # type: ignore[typeddict-item]  # _http's outcomes
+        "http_status": status,
+    }
     if outcome == "http-error":
         out["error_code"] = code
     return out

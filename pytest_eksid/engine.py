@@ -1,0 +1,332 @@
+"""The session engine: the run's clusters, each reached on first use, probed once, closed at the end.
+
+Plain Python, no pytest: the fixtures (pytest_eksid.fixtures) hold one :class:`Engine` for the session
+and turn its :class:`EngineError` into the test's failure. Facts about a cluster that the reports
+need (the runner's AWS identity, the kube context, when each Pod Identity association last changed)
+are gathered here once per cluster, when it is first reached, into a :class:`RunFacts`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.interrupts import Interrupts
+from pytest_eksid.kube import Kube, KubeError, KubeTarget
+from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_contract, probe_contract
+from pytest_eksid.profile import LoadedProfile, Workload
+from pytest_eksid.report import RunFacts, last_changed
+from pytest_eksid.settings import Settings
+
+HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods may take (a second Ctrl-C)
+
+
+class EngineError(Exception):
+    """A cluster cannot be reached or probed. The message names the profile file, the cluster and why; it
+    is said once per cluster and every later use of that cluster raises it again, without trying."""
+
+
+@dataclass
+class Reach:
+    """How the runner reaches one cluster: a kubeconfig and context, and the AWS settings (as the
+    standard variables would say them; empty for a live cluster: the process's own environment)."""
+
+    kubeconfig: str | None
+    context: str | None
+    env: dict[str, str | None] = field(repr=False)  # holds the sandbox runner's keys
+
+
+class _Environment:
+    """Variables set for the session, and put back as they were at the end."""
+
+    def __init__(self) -> None:
+        self._saved: dict[str, str | None] = {}
+
+    def set(self, key: str, value: str | None) -> None:
+        self._saved.setdefault(key, os.environ.get(key))
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+    def undo(self) -> None:
+        for key, value in reversed(self._saved.items()):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved.clear()
+
+
+# Adjusts a probe pod's manifest in place before it is created (the pytest_eksid_probe_manifest hook).
+ManifestHook = Callable[[LoadedProfile, Obj, Workload], object]
+
+
+class Engine:
+    """The run's clusters, each connected on first use and closed at the end of the session.
+
+    A sandbox profile starts its emulated EKS here: in this process when none runs in it yet,
+    else in a child process (moto's state is process-wide). With a single cluster in the run,
+    its settings are also exported to the process environment for the session, so that
+    ``kubectl`` or boto3 in a user's own tests reach it too.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        rootpath: Path,
+        *,
+        progress: Callable[[str], None] = lambda _message: None,
+        selected: Callable[[str], Iterable[Target]] = lambda _profile: (),
+        manifest_hook: ManifestHook = lambda _profile, _manifest, _workload: None,
+        facts: RunFacts | None = None,
+        interrupts: Interrupts | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rootpath = rootpath
+        self.progress = progress
+        self.selected = selected  # profile name -> the probe targets the selected tests need
+        self.manifest_hook = manifest_hook
+        self.facts = facts if facts is not None else RunFacts()
+        self._reach: dict[str, Reach] = {}
+        self._kube: dict[str, Kube] = {}
+        self._aws: dict[str, Aws] = {}
+        self._campaigns: dict[str, Campaign] = {}
+        self._launched: list[Campaign] = []
+        self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
+        self._sandboxes: list[tuple[str, Any]] = []
+        self._env = _Environment()
+        self._interrupts = interrupts
+        if interrupts is not None:
+            interrupts.hurry.append(self.hurry)
+
+    def profile(self, name: str) -> LoadedProfile:
+        """The run's profile of that name; LookupError naming the run's profiles."""
+        for loaded in self.settings.loaded_all:
+            if loaded.name == name:
+                return loaded
+        names = ", ".join(p.name for p in self.settings.loaded_all) or "none"
+        raise LookupError(f"no profile {name!r} in this run (its profiles: {names})")
+
+    def _check(self, name: str) -> None:
+        if name in self._broken:
+            raise EngineError(self._broken[name])
+
+    def reach(self, loaded: LoadedProfile) -> Reach:
+        name = loaded.name
+        self._check(name)
+        if name not in self._reach:
+            try:
+                self._reach[name] = self._connect(loaded)
+            except Exception as exc:
+                self._broken[name] = f"{loaded.path}: cannot reach cluster {loaded.profile.cluster.name}: {exc}"
+            self._check(name)
+            self._gather_facts(loaded)
+        return self._reach[name]
+
+    def _connect(self, loaded: LoadedProfile) -> Reach:
+        cluster = loaded.profile.cluster
+        if loaded.profile.sandbox is None:
+            kubeconfig = cluster.kubeconfig
+            if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
+                kubeconfig = str(loaded.path.parent / kubeconfig)
+            return Reach(kubeconfig, cluster.kube_context, {})
+        from pytest_eksid.sandbox.cloud import sandbox_in_process_free
+
+        self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
+        sandbox: Any
+        in_process = sandbox_in_process_free()
+        if in_process:
+            from pytest_eksid.sandbox.runtime import Sandbox
+
+            sandbox = Sandbox(loaded.profile)
+        else:
+            from pytest_eksid.sandbox.child import SandboxProcess
+
+            sandbox = SandboxProcess(loaded.path, Path(self.rootpath))
+        connection = sandbox.start()
+        self._sandboxes.append((loaded.name, sandbox))
+        where = "" if in_process else " in a child process"
+        self._say(
+            loaded.name,
+            f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
+            f"(kubeconfig {connection.kubeconfig})",
+        )
+        if len(self.settings.profiles) == 1:
+            for key, value in connection.env.items():
+                self._env.set(key, value)
+        return Reach(str(connection.kubeconfig), connection.context, dict(connection.env))
+
+    def _gather_facts(self, loaded: LoadedProfile) -> None:
+        """Once per cluster, when it is first reached: the runner's AWS identity, and when each selected Pod
+        Identity workload's association last changed. An AWS error leaves a fact unknown, never fails."""
+        name = loaded.name
+        if name in self.facts.runner:
+            return
+        aws = self.aws(loaded)
+        try:
+            self.facts.runner[name] = aws.caller()["arn"]
+        except AwsError as exc:
+            self.facts.runner[name] = f"unknown ({exc})"
+        workloads = {t.workload.name: t.workload for t in self.selected(name)}
+        for workload in sorted(workloads.values(), key=lambda w: w.name):
+            key = f"{name}/{workload.name}"
+            if workload.mechanism != "pod-identity" or key in self.facts.last_changed:
+                continue
+            try:
+                associations = aws.associations(
+                    loaded.profile.cluster.name, workload.namespace, workload.service_account
+                )
+            except AwsError:
+                associations = []
+            self.facts.last_changed[key] = last_changed(associations)
+
+    def connection(self, loaded: LoadedProfile) -> dict[str, str | None]:
+        """How the runner reaches the cluster, as the standard variables say it (see ``eksid_connection``)."""
+        reach = self.reach(loaded)
+        out: dict[str, str | None] = {}
+        if reach.kubeconfig is not None:
+            out["KUBECONFIG"] = reach.kubeconfig
+        if loaded.profile.cluster.aws_profile is not None:
+            out["AWS_PROFILE"] = loaded.profile.cluster.aws_profile
+        return {**out, **reach.env}
+
+    def kube(self, loaded: LoadedProfile) -> Kube:
+        name = loaded.name
+        if name not in self._kube:
+            reach = self.reach(loaded)
+            try:
+                self._kube[name] = Kube(
+                    KubeTarget(kubeconfig=reach.kubeconfig, context=reach.context),
+                    timeout=self.settings.api_timeout.value,
+                )
+            except KubeError as exc:
+                self._broken[name] = f"{loaded.path}: cluster.kubeconfig/kubeContext: {exc}"
+            self._check(name)
+            self.facts.kube_context.setdefault(name, self._kube[name].context or "(current)")
+        return self._kube[name]
+
+    def aws(self, loaded: LoadedProfile) -> Aws:
+        name = loaded.name
+        if name not in self._aws:
+            self._check(name)
+            reach = self._reach.get(name) or self.reach(loaded)  # already reached while gathering its facts
+            cluster = loaded.profile.cluster
+            self._aws[name] = Aws(
+                region=cluster.region,
+                env=reach.env,
+                profile_name=cluster.aws_profile,
+                timeout=self.settings.api_timeout.value,
+            )
+        return self._aws[name]
+
+    def campaign(self, loaded: LoadedProfile) -> Campaign:
+        """The cluster's probe campaign: its selected workloads' probe pods, launched at once on first use."""
+        name = loaded.name
+        if name in self._campaigns:
+            return self._campaigns[name]
+        self._check(name)
+        kube = self.kube(loaded)
+        settings = self.settings
+        campaign = Campaign(
+            kube=kube,
+            profile=loaded.profile,
+            max_parallel=settings.max_parallel.value,
+            keep_pods=settings.keep_pods.value,
+            progress=lambda msg: self._say(name, msg),
+            manifest_hook=lambda manifest, workload: self._adjust(loaded, manifest, workload),
+            prove=lambda url, nonce: self.aws(loaded).prove_caller(url, nonce),
+        )
+        self._launched.append(campaign)  # whatever happens next, its pods are deleted at the end
+        try:
+            if settings.sweep_minutes is not None:
+                swept = campaign.sweep(settings.sweep_minutes.value)
+                campaign.progress(f"swept {len(swept)} probe pod(s) older than {settings.sweep_minutes.value:g} min")
+            targets = {t.key: t for t in self.selected(name)}
+            campaign.run([targets[key] for key in sorted(targets)])
+        except KubeError as exc:
+            self._broken[name] = (
+                f"{loaded.path}: cluster {loaded.profile.cluster.name}: the probe campaign failed: {exc}"
+            )
+        self._check(name)
+        self._campaigns[name] = campaign
+        return campaign
+
+    def _adjust(self, loaded: LoadedProfile, manifest: Obj, workload: Workload) -> None:
+        """The manifest hook, held to the probe's contract: a change there is that probe's error."""
+        before = probe_contract(manifest)
+        self.manifest_hook(loaded, manifest, workload)
+        check_contract(before, probe_contract(manifest))
+
+    def close(self) -> None:
+        """Delete probe pods, close clients, stop sandboxes, restore the environment: each cluster and
+        each step even if an earlier one failed, and whatever signal arrives meanwhile (deferred); the
+        first error is raised at the end."""
+        if self._interrupts is None:
+            self._close()
+            return
+        with self._interrupts.cleaning():
+            self._close()
+
+    def hurry(self) -> None:
+        """A second Ctrl-C or SIGTERM before cleanup began: one bounded delete of the run's probe pods by
+        its label per namespace (the pods a create sent without an answer included), then the sandboxes
+        stopped; the process exits next (pytest_eksid.interrupts)."""
+        for campaign in self._launched:
+            campaign.cancel()
+            if campaign.keep_pods:
+                continue
+            for namespace in sorted({w.namespace for w in campaign.profile.workloads}):
+                try:
+                    campaign.kube.delete_pods(namespace, f"{RUN_ID_LABEL}={campaign.run_id}", timeout=HURRY_TIMEOUT)
+                except KubeError as exc:
+                    self.progress(
+                        f"could not delete probe pods in {namespace}: {exc}; delete them with: "
+                        f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
+                    )
+        for name, sandbox in reversed(self._sandboxes):
+            self._stop_sandbox(name, sandbox)
+
+    def _close(self) -> None:
+        errors: list[BaseException] = []
+
+        def attempt(step: Callable[[], object]) -> None:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+                self.progress(f"cleanup step failed: {exc.__class__.__name__}: {exc}")
+
+        for campaign in self._launched:
+            attempt(functools.partial(self._cleanup, campaign))
+        for kube in self._kube.values():
+            attempt(kube.close)
+        for name, sandbox in reversed(self._sandboxes):
+            attempt(functools.partial(self._stop_sandbox, name, sandbox))
+        self._env.undo()
+        if errors:
+            raise errors[0]
+
+    def _say(self, profile: str, message: str) -> None:
+        """Progress about one cluster: prefixed with its profile when the run has several."""
+        self.progress(message if len(self.settings.profiles) == 1 else f"{profile}: {message}")
+
+    def _stop_sandbox(self, profile: str, sandbox: Any) -> None:
+        sandbox.stop()
+        self._say(profile, "sandbox stopped")
+
+    @staticmethod
+    def _cleanup(campaign: Campaign) -> None:
+        deleted = campaign.cleanup()
+        if deleted:
+            campaign.progress(f"deleted {len(deleted)} probe pod(s)")
+        elif campaign.keep_pods:
+            campaign.progress(
+                f"kept probe pods (run id {campaign.run_id}); delete them with: "
+                f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}"
+            )
