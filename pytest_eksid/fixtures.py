@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Literal, NoReturn
 
 import pytest
 
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.checks import Finding, refer
 from pytest_eksid.checks.agent import FM_AGENT
+from pytest_eksid.connection import Connection
 from pytest_eksid.escape import printable, quoted
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
@@ -170,8 +170,8 @@ class Reach:
 class Clusters:
     """The run's clusters, each connected on first use and closed at the end of the session.
 
-    A sandbox profile starts its emulated EKS here: in this process when none runs in it yet,
-    else in a child process (moto's state is process-wide). With a single cluster in the run,
+    A cluster is reached through the ``pytest_eksid_connect`` hook (the live provider, or another such
+    as the embedded sandbox) and let go through its connection's ``close``. With a single cluster in the run,
     its settings are also exported to the process environment for the session, so that
     ``kubectl`` or boto3 in a user's own tests reach it too.
     """
@@ -185,7 +185,7 @@ class Clusters:
         self._campaigns: dict[str, Campaign] = {}
         self._launched: list[Campaign] = []
         self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
-        self._sandboxes: list[tuple[str, Any]] = []
+        self._connections: list[Connection] = []  # closed in reverse order at the end
         self._env = pytest.MonkeyPatch()
         self._interrupts = config.stash.get(INTERRUPTS_KEY, None)
         if self._interrupts is not None:
@@ -205,40 +205,19 @@ class Clusters:
         return self._reach[name]
 
     def _connect(self, loaded: LoadedProfile) -> Reach:
-        cluster = loaded.profile.cluster
-        if loaded.profile.sandbox is None:
-            kubeconfig = cluster.kubeconfig
-            if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
-                kubeconfig = str(loaded.path.parent / kubeconfig)
-            return Reach(kubeconfig, cluster.kube_context, {})
-        from pytest_eksid.sandbox.cloud import sandbox_in_process_free
-
-        self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
-        sandbox: Any
-        in_process = sandbox_in_process_free()
-        if in_process:
-            from pytest_eksid.sandbox.runtime import Sandbox
-
-            sandbox = Sandbox(loaded.profile)
-        else:
-            from pytest_eksid.sandbox.child import SandboxProcess
-
-            sandbox = SandboxProcess(loaded.path, Path(self.config.rootpath))
-        connection = sandbox.start()
-        self._sandboxes.append((loaded.name, sandbox))
-        where = "" if in_process else " in a child process"
-        self._say(
-            loaded.name,
-            f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
-            f"(kubeconfig {connection.kubeconfig})",
+        connection: Connection | None = self.config.hook.pytest_eksid_connect(
+            config=self.config, profile=loaded, progress=lambda message: self._say(loaded.name, message)
         )
+        if connection is None:  # not even the live provider answered: it was unregistered (-p no:...)
+            raise LookupError("no provider answered pytest_eksid_connect")
+        self._connections.append(connection)
         if len(self.settings.profiles) == 1:
             for key, value in connection.env.items():
                 if value is None:
                     self._env.delenv(key, raising=False)
                 else:
                     self._env.setenv(key, value)
-        return Reach(str(connection.kubeconfig), connection.context, dict(connection.env))
+        return Reach(connection.kubeconfig, connection.context, dict(connection.env))
 
     def kube(self, loaded: LoadedProfile) -> Kube:
         name = loaded.name
@@ -338,8 +317,8 @@ class Clusters:
                         f"could not delete probe pods in {namespace}: {exc}; delete them with: "
                         f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}",
                     )
-        for name, sandbox in reversed(self._sandboxes):
-            self._stop_sandbox(name, sandbox)
+        for connection in reversed(self._connections):
+            connection.close()
 
     def _close(self) -> None:
         errors: list[BaseException] = []
@@ -355,8 +334,8 @@ class Clusters:
             attempt(functools.partial(self._cleanup, campaign))
         for kube in self._kube.values():
             attempt(kube.close)
-        for name, sandbox in reversed(self._sandboxes):
-            attempt(functools.partial(self._stop_sandbox, name, sandbox))
+        for connection in reversed(self._connections):
+            attempt(connection.close)
         self._env.undo()
         if errors:
             raise errors[0]
@@ -364,10 +343,6 @@ class Clusters:
     def _say(self, profile: str, message: str) -> None:
         """Progress about one cluster: prefixed with its profile when the run has several."""
         _progress(self.config, message if len(self.settings.profiles) == 1 else f"{profile}: {message}")
-
-    def _stop_sandbox(self, profile: str, sandbox: Any) -> None:
-        sandbox.stop()
-        self._say(profile, "sandbox stopped")
 
     @staticmethod
     def _cleanup(campaign: Campaign) -> None:
