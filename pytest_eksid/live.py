@@ -13,9 +13,11 @@ import pytest
 from pytest_eksid.connection import Connection, Provider
 from pytest_eksid.profile import LoadedProfile, ProfileError
 
-# Probe pods launched at once per cluster; chosen from the API server's concurrency and priority-and-fairness
-# defaults, not from the runner's CPU (docs/performance.md, "Defaults for real clusters").
-MAX_PARALLEL = 32
+# Probe pods launched at once per cluster, from the API server's concurrency, not the runner's CPU: a campaign's
+# burst of pod creates fits in half the seats API Priority and Fairness gives the global-default priority level
+# on one kube-apiserver with its default limits (ceil(600 * 20 / 245) = 49). docs/performance.md, "Defaults for
+# real clusters", has the reasoning and its sources.
+MAX_PARALLEL = 24
 
 
 @pytest.hookimpl(trylast=True)

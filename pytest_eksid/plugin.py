@@ -175,7 +175,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=_positive_int,
         default=None,
-        help="Probe pods launched at once, per cluster (default: the provider's, 32 for a live cluster; "
+        help="Probe pods launched at once, per cluster (default: the provider's, 24 for a live cluster; "
         "ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
     group.addoption(
