@@ -261,7 +261,7 @@ def rusage_mb() -> tuple[float, float]:
 
 def workload_pods_switch() -> bool:
     """Whether this version's sandbox runs one pod per workload, switchable by ``sandbox.workloadPods``."""
-    from pytest_eksid.profile import Sandbox as SandboxSection
+    from pytest_eksid.sandbox.model import SandboxSection
 
     return "workload_pods" in SandboxSection.model_fields
 

@@ -13,9 +13,9 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.connection import Connection, live_connection
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_contract, probe_contract
@@ -65,13 +65,16 @@ class _Environment:
 
 # Adjusts a probe pod's manifest in place before it is created (the pytest_eksid_probe_manifest hook).
 ManifestHook = Callable[[LoadedProfile, Obj, Workload], object]
+# Reaches a cluster, reporting progress (the pytest_eksid_connect hook); None: no provider answered.
+ConnectHook = Callable[[LoadedProfile, Callable[[str], None]], "Connection | None"]
 
 
 class Engine:
     """The run's clusters, each connected on first use and closed at the end of the session.
 
-    A sandbox profile starts its emulated EKS here: in this process when none runs in it yet,
-    else in a child process (moto's state is process-wide). With a single cluster in the run,
+    A cluster is reached through ``connect`` (the ``pytest_eksid_connect`` hook: the live provider, or
+    another such as the embedded sandbox) and let go through its connection's ``close``. With a single
+    cluster in the run,
     its settings are also exported to the process environment for the session, so that
     ``kubectl`` or boto3 in a user's own tests reach it too.
     """
@@ -84,6 +87,7 @@ class Engine:
         progress: Callable[[str], None] = lambda _message: None,
         selected: Callable[[str], Iterable[Target]] = lambda _profile: (),
         manifest_hook: ManifestHook = lambda _profile, _manifest, _workload: None,
+        connect: ConnectHook = live_connection,
         facts: RunFacts | None = None,
         interrupts: Interrupts | None = None,
     ) -> None:
@@ -92,6 +96,7 @@ class Engine:
         self.progress = progress
         self.selected = selected  # profile name -> the probe targets the selected tests need
         self.manifest_hook = manifest_hook
+        self.connect = connect
         self.facts = facts if facts is not None else RunFacts()
         self._reach: dict[str, Reach] = {}
         self._kube: dict[str, Kube] = {}
@@ -99,7 +104,7 @@ class Engine:
         self._campaigns: dict[str, Campaign] = {}
         self._launched: list[Campaign] = []
         self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
-        self._sandboxes: list[tuple[str, Any]] = []
+        self._connections: list[Connection] = []  # closed in reverse order at the end
         self._env = _Environment()
         self._interrupts = interrupts
         if interrupts is not None:
@@ -130,37 +135,14 @@ class Engine:
         return self._reach[name]
 
     def _connect(self, loaded: LoadedProfile) -> Reach:
-        cluster = loaded.profile.cluster
-        if loaded.profile.sandbox is None:
-            kubeconfig = cluster.kubeconfig
-            if kubeconfig is not None and not Path(kubeconfig).expanduser().is_absolute():
-                kubeconfig = str(loaded.path.parent / kubeconfig)
-            return Reach(kubeconfig, cluster.kube_context, {})
-        from pytest_eksid.sandbox.cloud import sandbox_in_process_free
-
-        self._say(loaded.name, f"starting the embedded sandbox for cluster {cluster.name}")
-        sandbox: Any
-        in_process = sandbox_in_process_free()
-        if in_process:
-            from pytest_eksid.sandbox.runtime import Sandbox
-
-            sandbox = Sandbox(loaded.profile)
-        else:
-            from pytest_eksid.sandbox.child import SandboxProcess
-
-            sandbox = SandboxProcess(loaded.path, Path(self.rootpath))
-        connection = sandbox.start()
-        self._sandboxes.append((loaded.name, sandbox))
-        where = "" if in_process else " in a child process"
-        self._say(
-            loaded.name,
-            f"sandbox {cluster.name} ready{where} in {sandbox.startup_seconds:.1f}s "
-            f"(kubeconfig {connection.kubeconfig})",
-        )
+        connection = self.connect(loaded, lambda message: self._say(loaded.name, message))
+        if connection is None:  # not even the live provider answered: it was unregistered (-p no:...)
+            raise LookupError("no provider answered pytest_eksid_connect")
+        self._connections.append(connection)
         if len(self.settings.profiles) == 1:
             for key, value in connection.env.items():
                 self._env.set(key, value)
-        return Reach(str(connection.kubeconfig), connection.context, dict(connection.env))
+        return Reach(connection.kubeconfig, connection.context, dict(connection.env))
 
     def _gather_facts(self, loaded: LoadedProfile) -> None:
         """Once per cluster, when it is first reached: the runner's AWS identity, and when each selected Pod
@@ -289,8 +271,8 @@ class Engine:
                         f"could not delete probe pods in {namespace}: {exc}; delete them with: "
                         f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
                     )
-        for name, sandbox in reversed(self._sandboxes):
-            self._stop_sandbox(name, sandbox)
+        for connection in reversed(self._connections):
+            connection.close()
 
     def _close(self) -> None:
         errors: list[BaseException] = []
@@ -306,8 +288,8 @@ class Engine:
             attempt(functools.partial(self._cleanup, campaign))
         for kube in self._kube.values():
             attempt(kube.close)
-        for name, sandbox in reversed(self._sandboxes):
-            attempt(functools.partial(self._stop_sandbox, name, sandbox))
+        for connection in reversed(self._connections):
+            attempt(connection.close)
         self._env.undo()
         if errors:
             raise errors[0]
@@ -315,10 +297,6 @@ class Engine:
     def _say(self, profile: str, message: str) -> None:
         """Progress about one cluster: prefixed with its profile when the run has several."""
         self.progress(message if len(self.settings.profiles) == 1 else f"{profile}: {message}")
-
-    def _stop_sandbox(self, profile: str, sandbox: Any) -> None:
-        sandbox.stop()
-        self._say(profile, "sandbox stopped")
 
     @staticmethod
     def _cleanup(campaign: Campaign) -> None:

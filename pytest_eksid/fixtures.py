@@ -271,6 +271,9 @@ def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Ite
         manifest_hook=lambda loaded, manifest, workload: config.hook.pytest_eksid_probe_manifest(
             manifest=manifest, profile=loaded.profile, workload=workload
         ),
+        connect=lambda loaded, progress: config.hook.pytest_eksid_connect(
+            config=config, profile=loaded, progress=progress
+        ),
         facts=config.stash.setdefault(FACTS_KEY, RunFacts()),
         interrupts=config.stash.get(INTERRUPTS_KEY, None),
     )

@@ -8,8 +8,9 @@ from typing import TypeVar
 
 import pytest
 
-from pytest_eksid import hooks, reporting_hooks, xdist_support
+from pytest_eksid import hooks, live, reporting_hooks, xdist_support
 from pytest_eksid import report as reporting
+from pytest_eksid.connection import Provider
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     CLUSTER_FIXTURE,
@@ -52,6 +53,7 @@ from pytest_eksid.profile import (
 )
 from pytest_eksid.redact import guard_handlers, quiet_wire_loggers
 from pytest_eksid.settings import (
+    DEFAULT_MAX_PARALLEL,
     Setting,
     SettingError,
     Settings,
@@ -101,6 +103,7 @@ MARKERS = {
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
+    pluginmanager.register(live, "eksid_live")  # the default provider; another plugin's answer wins
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -140,7 +143,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         type=parse_positive_int,
         default=None,
-        help="Probe pods launched at once, per cluster (default 32; ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
+        help="Probe pods launched at once, per cluster (default: the provider's, 24 for a live cluster; "
+        "ini: eksid_max_parallel, env: EKSID_MAX_PARALLEL)",
     )
     group.addoption(
         "--eksid-api-timeout",
@@ -213,8 +217,13 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
     profiles = _profiles(config)
+    # Each profile's provider validates what it owns of it, and has its own defaults (the live one's for real
+    # clusters, the sandbox's where pods are local processes): the lowest applies.
+    providers = [_provider(config, p.value) for p in profiles]
     try:
-        config.stash[SETTINGS_KEY] = resolve(config, profiles)
+        config.stash[SETTINGS_KEY] = resolve(
+            config, profiles, min((p.max_parallel for p in providers), default=DEFAULT_MAX_PARALLEL)
+        )
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(xdist_support, "eksid-xdist")
@@ -262,15 +271,18 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
         check_unique_names(p.value for p in out)
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
-    for setting in out:
-        if setting.value.profile.sandbox is not None:
-            from pytest_eksid.sandbox import SandboxUnavailable, require
-
-            try:
-                require()
-            except SandboxUnavailable as exc:
-                raise pytest.UsageError(f"{setting.value.path}: {exc}") from None
     return tuple(out)
+
+
+def _provider(config: pytest.Config, loaded: LoadedProfile) -> Provider:
+    """The provider that claims the profile (pytest_eksid_provider; the live one answers last)."""
+    try:
+        provider: Provider | None = config.hook.pytest_eksid_provider(config=config, profile=loaded)
+    except ProfileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if provider is None:
+        raise pytest.UsageError(f"{loaded.path}: no provider claims this profile (was eksid_live disabled?)")
+    return provider
 
 
 def _without_repeats(profiles: list[Setting[LoadedProfile]]) -> list[Setting[LoadedProfile]]:
@@ -304,12 +316,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             shown = loaded.path.relative_to(config.rootpath)
         except ValueError:
             shown = loaded.path
-        target = (
-            "embedded sandbox (started when first needed)"
-            if loaded.profile.sandbox
-            else f"kube context {cluster.kube_context or '(current)'}"
-            + (f", AWS profile {cluster.aws_profile}" if cluster.aws_profile else "")
-        )
+        target = _provider(config, loaded).label
         lines += [
             f"eksid: profile {loaded.name}: {shown} (from {setting.source})",
             f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",

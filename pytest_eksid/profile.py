@@ -1,8 +1,8 @@
 """Profiles: what a run checks, loaded from YAML into a strict model.
 
 A profile names one cluster, how to run the probe there, and the workload identities to prove.
-An optional ``sandbox`` section tells the embedded emulator what to seed and which faults to
-inject; a live-cluster profile has none.
+An optional ``sandbox`` section belongs to the embedded emulator, which validates it itself
+(``pytest_eksid/sandbox/model.py``); here it is an opaque mapping. A live-cluster profile has none.
 
 Every way a profile can be wrong ends in :class:`ProfileError`, whose message names the file,
 the line, the field, what was wrong and what would be right.
@@ -11,8 +11,8 @@ the line, the field, what was wrong and what would be right.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from pytest_eksid import profile_yaml
-from pytest_eksid.probe.actions import ActionError, json_value, plan_item
+from pytest_eksid.probe.actions import ActionError, plan_item
 from pytest_eksid.profile_yaml import Loc, dotted, is_secret, shown
 
 # Matched with fullmatch and re.ASCII: "\d" is 0-9 only (no full-width digits), and nothing may follow, not even "\n".
@@ -38,8 +38,6 @@ REGION_RE = re.compile(r"[a-z]{2}(?:-gov)?-[a-z]+-\d", re.ASCII)
 ACTION_RE = re.compile(r"[a-z0-9-]+:[A-Za-z0-9]+", re.ASCII)
 DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.ASCII)
 DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", re.ASCII)
-# pydantic's own patterns run on Rust's regex, where \w and \d are Unicode classes: spell ASCII out.
-IAM_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]{1,64}$"
 # trustSharedWith: matched with fullmatch (a trailing newline does not slip past "$"), ASCII only.
 OIDC_ISSUER_RE = re.compile(
     r"https://[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]+)*/?", re.ASCII
@@ -52,67 +50,14 @@ EKS_CLUSTER_ARN_RE = re.compile(
 REASON_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,299}", re.ASCII)  # printable ASCII, not blank
 
 Mechanism = Literal["pod-identity", "irsa"]
-ImdsVersion = Literal["v1", "v2"]
-IMDS_VERSIONS: tuple[ImdsVersion, ...] = ("v1", "v2")
 MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
-FaultName = Literal[
-    "wrong-role",
-    "default-service-account",
-    "missing-association",
-    "missing-annotation",
-    "wildcard-trust-sub",
-    "missing-aud-condition",
-    "missing-tag-session",
-    "static-keys-in-secret",
-    "static-keys-in-env",
-    "excess-permissions",
-    "both-mechanisms",
-    "legacy-user-active-key",
-    "association-after-pod",
-    "imds-exposed",
-    "agent-down",
-    "image-pull-error",
-    "webhook-not-injecting",
-    "no-oidc-provider",
-    "kms-key-policy-deny",
-    "missing-owner-label",
-    "static-keys-in-configmap",
-    "exact-key-delete-grant",
-    "image-baked-credentials",
-    "kms-via-service-missing",
-    "proxy-captures-agent",
-    "host-network",
-]
-# Faults that change one workload's setup, and the mechanism they apply to (None: either).
-WORKLOAD_FAULTS: dict[str, str | None] = {
-    "wrong-role": None,
-    "default-service-account": None,
-    "missing-association": "pod-identity",
-    "missing-annotation": "irsa",
-    "wildcard-trust-sub": "irsa",
-    "missing-aud-condition": "irsa",
-    "missing-tag-session": "pod-identity",
-    "static-keys-in-secret": None,
-    "static-keys-in-env": None,
-    "excess-permissions": None,
-    "both-mechanisms": None,
-    "legacy-user-active-key": None,
-    "association-after-pod": "pod-identity",
-    "kms-key-policy-deny": None,
-    "missing-owner-label": None,
-    "static-keys-in-configmap": None,
-    "exact-key-delete-grant": None,
-    "kms-via-service-missing": None,
-    "proxy-captures-agent": "pod-identity",
-    "host-network": "pod-identity",
-}
 
 
 class ProfileError(Exception):
     """A profile that cannot be used; the message is meant for the person who wrote it."""
 
 
-class _At(ValueError):
+class FieldError(ValueError):
     """A cross-field problem that belongs to one field: ``loc`` is relative to the model that raised it."""
 
     def __init__(self, loc: Loc, message: str) -> None:
@@ -192,7 +137,9 @@ ClusterRef = Annotated[str, AfterValidator(_cluster_ref)]
 Reason = Annotated[str, AfterValidator(_reason)]
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Every profile model (and a provider's section model): strict types, no unknown keys, camelCase keys."""
+
     model_config = ConfigDict(
         strict=True,
         extra="forbid",
@@ -202,7 +149,7 @@ class _Model(BaseModel):
     )
 
 
-class Cluster(_Model):
+class Cluster(StrictModel):
     name: str = Field(min_length=1, max_length=100)
     region: Region
     account_id: AccountId
@@ -215,14 +162,14 @@ class Cluster(_Model):
     owner_label: str = "platform.mycompany.io/identity-owner"  # the ServiceAccount label naming the owner
 
 
-class Toleration(_Model):
+class Toleration(StrictModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class Probe(_Model):
+class Probe(StrictModel):
     image: str = Field(min_length=1)
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -233,7 +180,7 @@ class Probe(_Model):
     node_group_label: str = "eks.amazonaws.com/nodegroup"
 
 
-class WorkloadProbe(_Model):
+class WorkloadProbe(StrictModel):
     """Per-workload overrides of how its probe is placed (``workloads[].probe``). By default the probe mirrors
     the workload's own pod template (nodeSelector, node affinity, tolerations, hostNetwork, dnsPolicy, proxy
     and non-credential AWS_* variables); each field given here replaces the mirrored value."""
@@ -260,13 +207,13 @@ class WorkloadProbe(_Model):
         return value
 
 
-class GenericCall(_Model):
+class GenericCall(StrictModel):
     service: str = Field(min_length=2)
     operation: str = Field(pattern=r"^[A-Z][A-Za-z0-9]+$")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class ActionCheck(_Model):
+class ActionCheck(StrictModel):
     action: Action
     resource: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -278,7 +225,7 @@ class ActionCheck(_Model):
         try:
             self.plan_item("check", "allowed")
         except ActionError as exc:
-            raise _At(exc.loc, str(exc)) from None
+            raise FieldError(exc.loc, str(exc)) from None
         return self
 
     def plan_item(self, ident: str, expect: str) -> dict[str, Any]:
@@ -293,7 +240,7 @@ class ActionCheck(_Model):
         )
 
 
-class TrustShare(_Model):
+class TrustShare(StrictModel):
     """One subject besides the workload that its role's trust policy admits on purpose.
 
     ``namespace``/``serviceAccount`` name another ServiceAccount (default: the workload's own);
@@ -318,7 +265,7 @@ class TrustShare(_Model):
         return self
 
 
-class Workload(_Model):
+class Workload(StrictModel):
     name: K8sName
     namespace: Namespace
     service_account: K8sName
@@ -345,7 +292,7 @@ class Workload(_Model):
     @model_validator(mode="after")
     def _target_needs_pod_identity(self) -> Workload:
         if self.target_role_arn is not None and self.mechanism != "pod-identity":
-            raise _At(
+            raise FieldError(
                 ("targetRoleArn",), "targetRoleArn is a Pod Identity association setting; IRSA workloads cannot have it"
             )
         return self
@@ -369,115 +316,26 @@ class Workload(_Model):
         return self
 
 
-class SandboxRole(_Model):
-    name: str = Field(pattern=IAM_NAME_PATTERN)
-    policy: dict[str, Any]
-
-    @field_validator("policy")
-    @classmethod
-    def _policy_is_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json_value(value)
-        except ActionError as exc:
-            raise _At(exc.loc, f"not JSON: {exc}") from None
-        return value
-
-
-class SandboxFault(_Model):
-    fault: FaultName
-    workload: str | None = None  # wrong-role: whose binding changes
-    role: str | None = None  # wrong-role: the role bound instead
-    key: str | None = None  # kms-key-policy-deny: the key alias whose policy leaves the workload out
-    nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
-    versions: list[ImdsVersion] = Field(default_factory=lambda: list(IMDS_VERSIONS))  # imds-exposed
-
-
-class SandboxTable(_Model):
-    name: str
-    key: str = "pk"
-
-
-class SandboxValue(_Model):
-    name: str
-    value: str = Field(repr=False)  # seeded as a secret or parameter: never in a repr (--showlocals)
-
-
-class SandboxKey(_Model):
-    alias: str = Field(pattern=r"^[a-zA-Z0-9/_-]{1,250}$")  # without "alias/"
-    # A fixed key id, so that policies and probes can name the key's ARN; default: a random one.
-    id: str | None = Field(default=None, pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-class SandboxBucket(_Model):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    kms_key: str | None = None  # SSE-KMS by default with this key (an alias under sandbox.keys)
-
-
-class Sandbox(_Model):
-    roles: list[SandboxRole] = Field(default_factory=list)
-    # A bucket is a name, or {name, kmsKey} for default SSE-KMS encryption.
-    buckets: list[SandboxBucket] = Field(default_factory=list)
-    objects: list[str] = Field(default_factory=list)  # s3 object ARNs to create (1 byte each)
-    queues: list[str] = Field(default_factory=list)
-    # A KMS key is an alias (without "alias/"), or {alias, id} to fix its key id.
-    keys: list[SandboxKey] = Field(default_factory=list)
-    tables: list[SandboxTable] = Field(default_factory=list)
-    secrets: list[SandboxValue] = Field(default_factory=list)
-    parameters: list[SandboxValue] = Field(default_factory=list)
-    nodegroups: list[str] = Field(default_factory=lambda: ["ng-general", "ng-batch"], min_length=1)
-    pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
-    workload_pods: bool = True  # run one pod per workload (for --eksid-exec); off for large benchmarks
-    faults: list[SandboxFault] = Field(default_factory=list)
-
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _key_shorthand(cls, value: Any) -> Any:
-        return [{"alias": k} if isinstance(k, str) else k for k in value] if isinstance(value, list) else value
-
-    @field_validator("buckets", mode="before")
-    @classmethod
-    def _bucket_shorthand(cls, value: Any) -> Any:
-        return [{"name": b} if isinstance(b, str) else b for b in value] if isinstance(value, list) else value
-
-    @model_validator(mode="after")
-    def _references(self) -> Sandbox:
-        aliases = [k.alias for k in self.keys]
-        for i, b in enumerate(self.buckets):
-            if b.kms_key is not None and b.kms_key not in aliases:
-                raise _At(
-                    ("buckets", i, "kmsKey"),
-                    f"bucket {shown(b.name)}: kmsKey {shown(b.kms_key)} is not under sandbox.keys",
-                )
-        for i, f in enumerate(self.faults):
-            if f.fault == "kms-key-policy-deny" and f.key not in aliases:
-                choices = ", ".join(aliases) or "none seeded: add one under sandbox.keys"
-                raise _At(
-                    ("faults", i, "key"),
-                    _cut(f"fault 'kms-key-policy-deny' needs 'key': a key alias under sandbox.keys ({choices})"),
-                )
-        return self
-
-
-class Profile(_Model):
+class Profile(StrictModel):
     cluster: Cluster
     probe: Probe
     workloads: list[Workload] = Field(min_length=1)
-    sandbox: Sandbox | None = None
+    # The embedded emulator's section, opaque to the core: the sandbox's own plugin validates it
+    # (pytest_eksid/sandbox/model.py). A profile without one describes a live cluster. Never in a repr
+    # (--showlocals): it may hold seeded secrets.
+    sandbox: dict[str, Any] | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         first: dict[str, int] = {}
         for i, w in enumerate(self.workloads):
             if w.name in first:
-                raise _At(
+                raise FieldError(
                     ("workloads", i, "name"),
                     f"workload name {w.name!r} is used twice (also workloads[{first[w.name]}]); names must be unique",
                 )
             first[w.name] = i
-        if self.sandbox is not None:
-            self._check_sandbox(self.sandbox)
-        else:
-            self._check_live_accounts()
+        self._check_live_accounts()
         return self
 
     def _check_live_accounts(self) -> None:
@@ -489,79 +347,11 @@ class Profile(_Model):
         for i, w in enumerate(self.workloads):
             role_account = role_arn_parts(w.role_arn)[0]
             if w.mechanism == "pod-identity" and role_account != account:
-                raise _At(
+                raise FieldError(
                     ("workloads", i, "roleArn"),
                     f"workload {w.name!r}: a Pod Identity association's role must be in the cluster's account "
                     f"(cluster.accountId {account}), this one is in {role_account}; to reach a role in another "
                     "account, give it as targetRoleArn and keep roleArn a role of the cluster's account",
-                )
-
-    def _check_sandbox(self, sandbox: Sandbox) -> None:
-        roles = {r.name for r in sandbox.roles}
-        account = self.cluster.account_id
-        for i, w in enumerate(self.workloads):
-            for field, arn in (("roleArn", w.role_arn), ("targetRoleArn", w.target_role_arn)):
-                if arn is None:
-                    continue
-                role_account, name = role_arn_parts(arn)
-                if role_account != account:
-                    raise _At(
-                        ("workloads", i, field),
-                        f"workload {w.name!r}: role {arn} is in account {role_account}, not the cluster's "
-                        f"(cluster.accountId {account}); the sandbox seeds roles in the cluster's account only: "
-                        f"write arn:aws:iam::{account}:role/{name}",
-                    )
-                if name not in roles:
-                    raise _At(
-                        ("workloads", i, field),
-                        f"workload {w.name!r}: role {arn} is not seeded; add a role named "
-                        f"{name!r} under sandbox.roles (account {account})",
-                    )
-        names = {w.name for w in self.workloads}
-        for i, f in enumerate(sandbox.faults):
-            at = ("sandbox", "faults", i)
-            if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:
-                groups = ", ".join(sandbox.nodegroups)
-                raise _At(
-                    (*at, "nodegroup"),
-                    _cut(f"fault {f.fault!r} names node group {shown(f.nodegroup)}; choose one of: {groups}"),
-                )
-            if f.fault not in WORKLOAD_FAULTS:
-                continue
-            if f.workload not in names:
-                raise _At(
-                    (*at, "workload"),
-                    _cut(
-                        f"fault {f.fault!r} names workload {shown(f.workload)}, which is not in workloads "
-                        f"(choose one of: {', '.join(sorted(names))})"
-                    ),
-                )
-            workload = self.workload(str(f.workload))
-            mechanism = WORKLOAD_FAULTS[f.fault]
-            if mechanism is not None and workload.mechanism != mechanism:
-                raise _At(
-                    (*at, "workload"), f"fault {f.fault!r} applies to {mechanism} workloads; {f.workload!r} is not one"
-                )
-            if f.fault == "legacy-user-active-key" and workload.legacy_iam_user is None:
-                raise _At(
-                    (*at, "workload"),
-                    f"fault 'legacy-user-active-key' needs workload {f.workload!r} to name legacyIamUser",
-                )
-            if f.fault == "exact-key-delete-grant" and not any(
-                c.action == "s3:DeleteObject" and c.resource for c in workload.deny
-            ):
-                raise _At(
-                    (*at, "workload"),
-                    f"fault 'exact-key-delete-grant' needs workload {f.workload!r} to deny s3:DeleteObject "
-                    "on a key (an entry with its resource)",
-                )
-            if f.fault == "wrong-role" and (f.role is None or f.role not in roles):
-                raise _At(
-                    (*at, "role") if f.role is not None else at,
-                    _cut(
-                        "fault 'wrong-role' needs 'role': the name of another role under sandbox.roles "
-                        f"(choose one of: {', '.join(sorted(roles))})"
-                    ),
                 )
 
     def workload(self, name: str) -> Workload:
@@ -587,6 +377,9 @@ class LoadedProfile:
     name: str
     path: Path
     profile: Profile
+    # The line of each field path in the file: how a provider that validates a section of its own
+    # (the sandbox's ``sandbox:``) names the line of a problem, through :func:`section_error`.
+    lines: Mapping[Loc, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 def resolve_profile_path(spec: str, rootdir: Path) -> Path:
@@ -611,15 +404,30 @@ def resolve_profile_path(spec: str, rootdir: Path) -> Path:
 
 
 def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
+    """The profile's core model; a ``sandbox:`` section stays an opaque mapping here (the provider that
+    owns it validates it, with :func:`section_error` for its messages)."""
     path = resolve_profile_path(spec, rootdir)
-    profile = _load_model(path, Profile, "a profile is a YAML mapping with 'cluster' and 'workloads' keys")
-    return LoadedProfile(name=path.stem, path=path, profile=profile)
+    profile, lines = _load_model(path, Profile, "a profile is a YAML mapping with 'cluster' and 'workloads' keys")
+    return LoadedProfile(name=path.stem, path=path, profile=profile, lines=lines)
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _load_model(path: Path, model: type[M], shape: str) -> M:
+def section_error(
+    loaded: LoadedProfile, exc: ValidationError | FieldError, model: type[BaseModel], at: Loc
+) -> ProfileError:
+    """A provider's own section failed validation: the same ``file:line: field.path: what`` message as the
+    core's. ``exc`` is pydantic's error for ``model`` validated from the data at ``at`` (``("sandbox",)``),
+    or one :class:`FieldError` whose ``loc`` is relative to the profile's top level."""
+    if isinstance(exc, FieldError):
+        line = _line_for(exc.loc, loaded.lines)
+        problem = cut(f"  {loaded.path}:{line}: {dotted(exc.loc) or '(top level)'}: {exc}", _MAX_PROBLEM)
+        return ProfileError(f"{loaded.path}: invalid profile (1 problem)\n{problem}")
+    return ProfileError(_format_errors(loaded.path, exc, loaded.lines, model, at))
+
+
+def _load_model(path: Path, model: type[M], shape: str) -> tuple[M, dict[Loc, int]]:
     """Parse and validate a YAML file; every problem is a ProfileError naming the file and line."""
     try:
         document = profile_yaml.read(path)
@@ -631,7 +439,7 @@ def _load_model(path: Path, model: type[M], shape: str) -> M:
     if not isinstance(document.data, dict):
         raise ProfileError(f"{path}: {shape}")
     try:
-        return model.model_validate(document.data)
+        return model.model_validate(document.data), document.lines
     except ValidationError as exc:
         raise ProfileError(_format_errors(path, exc, document.lines, model)) from None
 
@@ -640,16 +448,20 @@ MAX_MESSAGE = 2000  # characters of one ProfileError: the first problems, then h
 _MAX_PROBLEM = 900  # characters of one problem's line
 
 
-def _format_errors(path: Path, exc: ValidationError, lines: dict[Loc, int], model: type[BaseModel]) -> str:
+def _format_errors(
+    path: Path, exc: ValidationError, lines: Mapping[Loc, int], model: type[BaseModel], at: Loc = ()
+) -> str:
+    """``at``: where in the file the data ``model`` validated sits (a provider's section), else the top."""
     what = "fleet file" if model is Fleet else "profile"
     count = exc.error_count()
     out = [f"{path}: invalid {what} ({count} problem{'s' if count > 1 else ''})"]
     size = len(out[0])
     for shown_count, err in enumerate(exc.errors(include_url=False)):
-        at = (err.get("ctx") or {}).get("error")
-        loc: Loc = (*err["loc"], *(at.loc if isinstance(at, _At) else ()))
+        raised = (err.get("ctx") or {}).get("error")
+        loc: Loc = (*at, *err["loc"], *(raised.loc if isinstance(raised, FieldError) else ()))
         line = _line_for(loc, lines)
-        problem = _cut(f"  {path}:{line}: {dotted(loc) or '(top level)'}: {_explain(err, loc, model)}", _MAX_PROBLEM)
+        explained = _explain(err, loc, model, len(at))
+        problem = cut(f"  {path}:{line}: {dotted(loc) or '(top level)'}: {explained}", _MAX_PROBLEM)
         if size + len(problem) > MAX_MESSAGE:
             out.append(f"  ... and {count - shown_count} more (fix these first)")
             break
@@ -658,22 +470,23 @@ def _format_errors(path: Path, exc: ValidationError, lines: dict[Loc, int], mode
     return "\n".join(out)
 
 
-def _cut(text: str, limit: int = _MAX_PROBLEM) -> str:
+def cut(text: str, limit: int = _MAX_PROBLEM) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _line_for(loc: Loc, lines: dict[Loc, int]) -> int:
+def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> int:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return 1
 
 
-def _explain(err: Any, loc: Loc, model: type[BaseModel]) -> str:
+def _explain(err: Any, loc: Loc, model: type[BaseModel], depth: int = 0) -> str:
+    """``loc`` is from the file's top; ``model`` was validated from ``loc[:depth]`` down."""
     kind = err["type"]
     if kind == "extra_forbidden":
         key = "(not shown)" if is_secret(loc) else shown(loc[-1])
-        return f"unknown key {key}; allowed here: {', '.join(_allowed_keys(loc[:-1], model))}"
+        return f"unknown key {key}; allowed here: {', '.join(_allowed_keys(loc[depth:-1], model))}"
     if kind == "missing":
         return "required field is missing"
     # Values seeded as secrets are never echoed, not even mistyped.
@@ -730,14 +543,14 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 # --- fleets: several clusters in one run ------------------------------------------------------
 
 
-class FleetCluster(_Model):
+class FleetCluster(StrictModel):
     profile: str = Field(min_length=1)  # NAME (profiles/NAME.yaml under the rootdir) or a path relative to the file
     kube_context: str | None = None  # overrides the profile's cluster.kubeContext
     kubeconfig: str | None = None  # overrides cluster.kubeconfig (relative to the fleet file)
     aws_profile: str | None = Field(default=None, min_length=1)  # overrides cluster.awsProfile
 
 
-class Fleet(_Model):
+class Fleet(StrictModel):
     clusters: list[FleetCluster] = Field(min_length=1)
 
 
@@ -751,7 +564,7 @@ def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
     path = path if path.is_absolute() else base / path
     if not path.is_file():
         raise ProfileError(f"fleet file {spec!r}: no such file {path}")
-    fleet = _load_model(path, Fleet, "a fleet file is a YAML mapping with a 'clusters' list")
+    fleet, _ = _load_model(path, Fleet, "a fleet file is a YAML mapping with a 'clusters' list")
     out: list[LoadedProfile] = []
     for i, entry in enumerate(fleet.clusters):
         where = f"{path}: clusters[{i}]"
@@ -777,7 +590,7 @@ def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
             )
         if overrides:
             cluster = loaded.profile.cluster.model_copy(update=overrides)
-            loaded = LoadedProfile(loaded.name, loaded.path, loaded.profile.model_copy(update={"cluster": cluster}))
+            loaded = replace(loaded, profile=loaded.profile.model_copy(update={"cluster": cluster}))
         out.append(loaded)
     return out
 

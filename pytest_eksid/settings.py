@@ -20,8 +20,11 @@ T = TypeVar("T")
 # Seconds one Kubernetes or AWS request of the runner may wait to connect, and then for its answer.
 # Without a bound a blackholed endpoint (a VPN down, a private API server out of reach) hangs each call.
 DEFAULT_API_TIMEOUT = 30.0
-# Probe pods launched at once, per cluster.
-DEFAULT_MAX_PARALLEL = 32
+# Probe pods launched at once per cluster, from the API server's concurrency, not the runner's CPU: a campaign's
+# burst of pod creates fits in half the seats API Priority and Fairness gives the global-default priority level
+# on one kube-apiserver with its default limits (ceil(600 * 20 / 245) = 49). docs/performance.md, "Defaults for
+# real clusters", has the reasoning and its sources. A provider may set its own (pytest_eksid_provider).
+DEFAULT_MAX_PARALLEL = 24
 
 Inconclusive = Literal["skip", "fail"]
 
@@ -159,14 +162,15 @@ class Settings:
         return [p.value for p in self.profiles]
 
 
-def resolve(config: OptionSource, profiles: tuple[Setting[LoadedProfile], ...]) -> Settings:
-    """Every run setting but the profiles (the plugin loads those), each from where it is set."""
+def resolve(
+    config: OptionSource, profiles: tuple[Setting[LoadedProfile], ...], max_parallel: int = DEFAULT_MAX_PARALLEL
+) -> Settings:
+    """Every run setting but the profiles (the plugin loads those), each from where it is set; ``max_parallel``
+    is the default the profiles' providers ask for."""
     return Settings(
         profiles=profiles,
         keep_pods=setting(config, "eksid_keep_pods", "--eksid-keep-pods", parse_bool, False),
-        max_parallel=setting(
-            config, "eksid_max_parallel", "--eksid-max-parallel", parse_positive_int, DEFAULT_MAX_PARALLEL
-        ),
+        max_parallel=setting(config, "eksid_max_parallel", "--eksid-max-parallel", parse_positive_int, max_parallel),
         sweep_minutes=optional_setting(config, "eksid_sweep", "--eksid-sweep", parse_minutes),
         inconclusive=setting(config, "eksid_inconclusive", "--eksid-inconclusive", parse_inconclusive, "skip"),
         exec_containers=setting(config, "eksid_exec", "--eksid-exec", parse_bool, False),

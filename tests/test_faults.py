@@ -12,7 +12,7 @@ from typing import get_args
 
 import pytest
 
-from pytest_eksid.profile import FaultName
+from pytest_eksid.sandbox.model import FaultName
 from tests.conftest import demo_data, run_pytest, write_profile
 
 PI, IRSA = "invoice-exporter", "billing-worker"

@@ -18,7 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_eksid.profile import ProfileError, load_profile, resolve_profile_path
+from pytest_eksid import profile as core
+from pytest_eksid.profile import LoadedProfile, ProfileError, resolve_profile_path
+from pytest_eksid.sandbox.model import section
 
 pytest_plugins = ["pytester"]
 
@@ -65,6 +67,15 @@ SANDBOX = textwrap.dedent(
 )
 
 
+def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
+    """As a run loads a profile: the core's model, then the ``sandbox:`` section by the sandbox's own model
+    (its provider plugin does the same at configure time)."""
+    loaded = core.load_profile(spec, rootdir)
+    if loaded.profile.sandbox is not None:
+        section(loaded)
+    return loaded
+
+
 def _line(text: str, needle: str) -> int:
     """1-based number of the only line of ``text`` that contains ``needle``."""
     hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
@@ -100,8 +111,7 @@ def test_demo_profile_loads() -> None:
     assert sorted(w.mechanism for w in profile.workloads) == ["irsa", "pod-identity"]
     assert profile.workload("invoice-exporter").mechanism == "pod-identity"
     assert profile.workload("billing-worker").mechanism == "irsa"
-    assert profile.sandbox is not None
-    assert {r.name for r in profile.sandbox.roles} >= {"demo-invoice-exporter", "demo-billing-worker"}
+    assert {r.name for r in section(loaded).roles} >= {"demo-invoice-exporter", "demo-billing-worker"}
 
 
 def test_live_profile_loads_with_camel_case_keys(tmp_path: Path) -> None:
@@ -432,8 +442,7 @@ def test_sandbox_profile_loads(tmp_path: Path) -> None:
         "  faults:\n    - fault: wrong-role\n      workload: exporter\n      role: reporting",
     )
     _write(tmp_path, text, "sb")
-    sandbox = load_profile("sb", tmp_path).profile.sandbox
-    assert sandbox is not None
+    sandbox = section(load_profile("sb", tmp_path))
     assert [(f.fault, f.workload, f.role) for f in sandbox.faults] == [("wrong-role", "exporter", "reporting")]
 
 
@@ -726,7 +735,7 @@ def test_a_sandbox_of_the_wrong_shape_does_not_echo_its_secrets(tmp_path: Path) 
 
 
 def test_seeded_values_stay_out_of_reprs() -> None:
-    from pytest_eksid.profile import SandboxValue
+    from pytest_eksid.sandbox.model import SandboxValue
 
     assert "hunter2" not in repr(SandboxValue(name="finance/db", value="hunter2"))
 
@@ -1123,6 +1132,5 @@ def test_control_characters_from_escapes_are_refused_in_names(tmp_path: Path, es
 def test_escapes_are_fine_in_seeded_secrets(tmp_path: Path) -> None:
     text = LIVE + SANDBOX + '  secrets: [{name: pem, value: "line1\\nline2\\u0007"}]\n'
     _write(tmp_path, text, "sb")
-    sandbox = load_profile("sb", tmp_path).profile.sandbox
-    assert sandbox is not None
+    sandbox = section(load_profile("sb", tmp_path))
     assert sandbox.secrets[0].value == "line1\nline2\x07"

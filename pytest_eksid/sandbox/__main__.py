@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pytest_eksid.profile import ProfileError, load_profile
 from pytest_eksid.sandbox import SandboxUnavailable, require
+from pytest_eksid.sandbox.model import section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         require()
         loaded = load_profile(args.profile, Path(args.rootdir))
+        seeded = section(loaded)
     except (SandboxUnavailable, ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if loaded.profile.sandbox is None:
-        print(f"error: {loaded.path} has no 'sandbox' section: it describes a live cluster", file=sys.stderr)
         return 2
     from pytest_eksid.sandbox.runtime import Sandbox
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sandbox = Sandbox(loaded.profile)
+    sandbox = Sandbox(loaded.profile, section=seeded)
     connection = sandbox.start()
     if args.connection_file:
         try:

@@ -18,9 +18,11 @@ import boto3
 import yaml
 
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
+from pytest_eksid.sandbox import model
 from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
+from pytest_eksid.sandbox.model import SandboxSection
 from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Imds, Kubelet, Node, PodIdentityAgent
 from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
@@ -57,6 +59,14 @@ class Sandbox:
     workdir: Path | None = None
     nodes: list[Node] = field(default_factory=list)
     _own_workdir: bool = False
+    # The profile's ``sandbox:`` section as validated by pytest_eksid.sandbox.model; when not given it is made
+    # from the profile (a ProfileError if invalid; the emulator's defaults if the profile has none).
+    section: SandboxSection | None = None
+
+    def __post_init__(self) -> None:
+        if self.section is None:
+            self.section = model.of(self.profile) if self.profile.sandbox is not None else SandboxSection()
+        self.spec: SandboxSection = self.section
 
     def start(self) -> Connection:
         """Start every service, seed the profile's state, and return how to connect."""
@@ -126,8 +136,7 @@ class Sandbox:
     def _start_nodes(self) -> None:
         assert self.workdir is not None
         node_role = self.profile.cluster.node_role_arn
-        sandbox = self.profile.sandbox
-        assert sandbox is not None
+        sandbox = self.spec
         for i, group in enumerate(sandbox.nodegroups):
             faults = [f for f in sandbox.faults if f.nodegroup in (None, group)]
             exposed = {v for f in faults if f.fault == "imds-exposed" for v in f.versions}
@@ -184,18 +193,13 @@ class Sandbox:
 
     def faulted(self, fault: str, workload: str | None = None) -> bool:
         """Whether the profile injects ``fault`` (for ``workload``, where the fault names one)."""
-        sandbox = self.profile.sandbox
-        return any(
-            f.fault == fault and (workload is None or f.workload == workload)
-            for f in (sandbox.faults if sandbox else [])
-        )
+        return any(f.fault == fault and (workload is None or f.workload == workload) for f in self.spec.faults)
 
     def bindings(self) -> list[Binding]:
-        sandbox = self.profile.sandbox
         out = []
         for w in self.profile.workloads:
             role_arn = w.role_arn
-            for f in sandbox.faults if sandbox else []:
+            for f in self.spec.faults:
                 if f.workload == w.name and f.fault == "wrong-role" and f.role:
                     role_arn = f"arn:aws:iam::{self.profile.cluster.account_id}:role/{f.role}"
             out.append(Binding(w, role_arn))
@@ -239,7 +243,7 @@ class Sandbox:
         names this key: then the policy lists its key users itself, without the faulted workloads' roles."""
         account = self.profile.cluster.account_id
         root = f"arn:aws:iam::{account}:root"
-        faulted = {f.workload for f in (self.profile.sandbox.faults if self.profile.sandbox else []) if f.key == alias}
+        faulted = {f.workload for f in self.spec.faults if f.key == alias}
         if not faulted:
             statement = {"Sid": "Enable IAM User Permissions", "Effect": "Allow", "Principal": {"AWS": root}}
             return {
@@ -319,8 +323,7 @@ class Sandbox:
                 ClientIDList=["sts.amazonaws.com"],
                 ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
             )
-        sandbox = self.profile.sandbox
-        assert sandbox is not None
+        sandbox = self.spec
         for role in sandbox.roles:
             arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
             iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(self._trust_policy(arn)))
@@ -507,8 +510,7 @@ class Sandbox:
 
     def _start_workload_pod(self, w: Workload) -> None:
         """One running pod of the workload's Deployment (the sandbox has no controllers to make it)."""
-        sandbox = self.profile.sandbox
-        if sandbox is None or not sandbox.workload_pods:
+        if not self.spec.workload_pods:
             return
         deployment = self.store.get("deployments", w.namespace, w.name)
         template = deployment["spec"]["template"]
