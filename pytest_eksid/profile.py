@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from pytest_eksid import profile_yaml
+from pytest_eksid.iam import actions as aws_actions
 from pytest_eksid.probe.actions import ActionError, plan_item
 from pytest_eksid.profile_yaml import Loc, dotted, is_secret, shown
 
@@ -87,6 +88,8 @@ def _region(value: str) -> str:
 def _action(value: str) -> str:
     if not ACTION_RE.fullmatch(value):
         raise ValueError(f"not an IAM action: {shown(value)}; expected service:Operation, e.g. s3:GetObject")
+    if aws_actions.unknown(value):  # a typo (s3:GetObjcet): AWS's Service Authorization Reference has no such action
+        raise ValueError(aws_actions.unknown_message(value))
     return value
 
 

@@ -1102,3 +1102,136 @@ def test_allowing_statements_arn_segments_and_question_mark() -> None:
     assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:111122223333:q1") == ["p#0"]
     assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:111122223333:q12") == []
     assert allowing_statements(policies, "sqs:SendMessage", "arn:aws:sqs:eu-west-1:999988887777:q1") == []
+
+
+# --- classification from AWS's service authorization data ------------------------------------
+
+SCOPED = {
+    "kms": "arn:aws:kms:ap-southeast-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "sqs": "arn:aws:sqs:ap-southeast-1:111122223333:checkout-events",
+    "s3": "arn:aws:s3:::company-prod-app-data",
+    "secretsmanager": "arn:aws:secretsmanager:ap-southeast-1:111122223333:secret:checkout-db-AbCdEf",
+    "ssm": "arn:aws:ssm:ap-southeast-1:111122223333:parameter/checkout/feature-flags",
+}
+
+
+def _scoped(*actions: str) -> dict[str, Any]:
+    service = actions[0].partition(":")[0]
+    return {"Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": SCOPED[service]}]}
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "kms:CreateGrant",  # Permissions management
+        "sqs:AddPermission",  # Permissions management
+        "s3:PutBucketPublicAccessBlock",  # Permissions management
+        "secretsmanager:DeleteResourcePolicy",  # Permissions management
+        "ssm:PutParameter",  # Write: overwrites a value other workloads read
+        "s3:PutBucketVersioning",  # Write: suspending versioning makes deletes final
+    ],
+)
+def test_scoped_grants_missed_by_the_old_list_are_destructive(action: str) -> None:
+    f = _one(permission_findings(PI, {"p": _scoped(action)}), "destructive")
+    assert f.summary.endswith(f"allows destructive actions: {action}")
+    assert "contract allows: none" in f.expected
+    assert "separate, rarely used role" in f.likely
+    assert permission_findings(PI, {"p": _scoped(action)}, allowed_actions=[action]) == []
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        ("s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "s3:GetBucketLocation"),
+        ("s3:List*",),
+        ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"),
+        ("sqs:SendMessage",),
+        ("kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:Get*", "kms:List*"),
+        ("secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"),
+        ("ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "ssm:Describe*"),
+    ],
+)
+def test_scoped_read_and_list_grants_are_not_flagged(actions: tuple[str, ...]) -> None:
+    assert permission_findings(PI, {"p": _scoped(*actions)}) == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("s3:Put*", ["s3:PutBucketPublicAccessBlock (via s3:Put*)", "s3:PutBucketVersioning (via s3:Put*)"]),
+        ("s3:PutBucket*", ["s3:PutBucketPolicy (via s3:PutBucket*)", "s3:PutBucketAcl (via s3:PutBucket*)"]),
+        (
+            "kms:*",
+            ["kms:ScheduleKeyDeletion (via kms:*)", "kms:DisableKey (via kms:*)", "kms:PutKeyPolicy (via kms:*)"],
+        ),
+        ("ssm:Put*", ["ssm:PutParameter (via ssm:Put*)"]),
+        ("sqs:*Permission", ["sqs:AddPermission (via sqs:*Permission)", "sqs:RemovePermission (via sqs:*Permission)"]),
+    ],
+)
+def test_wildcards_are_expanded_from_the_data(
+    pattern: str, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pytest_eksid.checks.policy.MAX_NAMED", 10_000)  # name every one, count none
+    f = _one(permission_findings(PI, {"p": _scoped(pattern)}), "destructive")
+    for entry in expected:
+        assert entry in f.summary
+    assert " more (via " not in f.summary
+    assert "GetObject" not in f.summary  # reads and lists are not destructive
+    assert "List" not in f.summary
+
+
+def test_wildcard_expansion_names_the_best_known_first_and_counts_the_rest() -> None:
+    from pytest_eksid.checks.policy import MAX_NAMED
+    from pytest_eksid.iam.actions import expand
+
+    f = _one(permission_findings(PI, {"p": ARTICLE_BAD_POLICY}), "destructive")
+    entries = f.summary.split("allows destructive actions: ", 1)[1].split(", ")
+    assert entries[0] == "s3:DeleteObject (via s3:*)"
+    assert len(entries) == MAX_NAMED + 1
+    more = int(entries[-1].removeprefix("and ").split(" ", 1)[0])
+    every_s3 = {a.action for a in expand("s3:*")}
+    assert "s3:PutBucketVersioning" in every_s3
+    assert MAX_NAMED + more < len(every_s3)  # reads and lists are not counted
+
+
+def test_a_statement_naming_an_explicit_action_and_a_wildcard_names_the_explicit_one_plainly() -> None:
+    doc = _scoped("s3:PutBucketVersioning", "s3:Put*")
+    f = _one(permission_findings(PI, {"p": doc}), "destructive")
+    assert "s3:PutBucketVersioning," in f.summary or f.summary.endswith("s3:PutBucketVersioning")
+    assert "s3:PutBucketVersioning (via" not in f.summary
+
+
+# --- unknown actions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "shown"),
+    [
+        ("s3:GetObjcet", "s3:GetObjcet (did you mean s3:GetObject?)"),
+        ("s4:GetObject", "s4:GetObject (did you mean s3:GetObject?)"),
+        ("sqs:SendMesage", "sqs:SendMesage (did you mean sqs:SendMessage?)"),
+        ("s3:Gte*", "s3:Gte*"),
+        ("nosuchservice:Frobnicate", "nosuchservice:Frobnicate"),
+    ],
+)
+def test_actions_aws_does_not_know_are_named(entry: str, shown: str) -> None:
+    doc = {"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", entry], "Resource": "arn:aws:s3:::b/*"}]}
+    f = _one(permission_findings(PI, {"checkout-inline": doc}), "AWS does not know")
+    assert f.summary.endswith(f"inline policy checkout-inline Statement[0] names actions AWS does not know: {shown}")
+    assert "Service Authorization Reference" in f.expected
+    assert "a typo" in f.likely
+    assert f.next_steps == (
+        "aws iam get-role-policy --role-name eks-prod-checkout-api-s3-read --policy-name checkout-inline",
+    )
+
+
+def test_a_misspelt_not_action_is_named_too() -> None:
+    doc = {"Statement": [{"Effect": "Allow", "NotAction": ["iam:*", "s3:DeleteObjcet"], "Resource": "*"}]}
+    f = _one(permission_findings(PI, {"p": doc}), "AWS does not know")
+    assert "s3:DeleteObjcet (did you mean s3:DeleteObject?)" in f.summary
+
+
+@pytest.mark.parametrize("pattern", ["*", "s3:*", "s3:Get*", "s3:getobject", "S3:GetObject", "s?s:Send*", "*:Get*"])
+def test_known_actions_and_wildcards_matching_some_are_not_typos(pattern: str) -> None:
+    doc = {"Statement": [{"Effect": "Allow", "Action": pattern, "Resource": "arn:aws:s3:::b/k"}]}
+    assert not [f for f in permission_findings(PI, {"p": doc}) if "AWS does not know" in f.summary]

@@ -1134,3 +1134,45 @@ def test_escapes_are_fine_in_seeded_secrets(tmp_path: Path) -> None:
     _write(tmp_path, text, "sb")
     sandbox = section(load_profile("sb", tmp_path))
     assert sandbox.secrets[0].value == "line1\nline2\x07"
+
+
+# --- actions checked against AWS's service authorization data ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("s3:GetObjcet", "s3:GetObjcet is not an action AWS documents; did you mean s3:GetObject?"),
+        ("sqs:SendMesage", "sqs:SendMesage is not an action AWS documents; did you mean sqs:SendMessage?"),
+        ("s4:GetObject", "s4:GetObject: AWS documents no service 's4'; did you mean s3:GetObject?"),
+    ],
+)
+@pytest.mark.parametrize("section", ["allow", "deny"])
+def test_an_action_aws_does_not_know_is_named_with_a_suggestion(
+    tmp_path: Path, action: str, message: str, section: str
+) -> None:
+    entry = f"    {section}: [{{action: {action}, resource: 'arn:aws:s3:::b/k'}}]\n"
+    text = LIVE.replace("role/app\n", "role/app\n" + entry, 1)
+    path, err = _error(tmp_path, text)
+    assert f"{path}:{_line(text, action)}: workloads[0].{section}[0].action: {message}" in err
+
+
+def test_an_unknown_action_in_the_generic_form_is_named_too(tmp_path: Path) -> None:
+    call = "{service: cloudwatch, operation: PutMetricData, params: {Namespace: x}}"
+    entry = f"    allow: [{{action: 'cloudwatch:PutMetricDta', live: true, call: {call}}}]\n"
+    text = LIVE.replace("role/app\n", "role/app\n" + entry, 1)
+    path, err = _error(tmp_path, text)
+    assert (
+        f"{path}:{_line(text, 'PutMetricDta')}: workloads[0].allow[0].action: cloudwatch:PutMetricDta is not an "
+        "action AWS documents; did you mean cloudwatch:PutMetricData?"
+    ) in err
+
+
+def test_an_action_aws_knows_but_the_probe_does_not_keeps_its_error(tmp_path: Path) -> None:
+    entry = "    deny: [{action: s3:GetBucketPolicy, resource: 'arn:aws:s3:::b'}]\n"
+    text = LIVE.replace("role/app\n", "role/app\n" + entry, 1)
+    path, err = _error(tmp_path, text)
+    where = f"{path}:{_line(text, 'GetBucketPolicy')}: workloads[0].deny[0].action"
+    assert f"{where}: no probe for s3:GetBucketPolicy; " in err
+    assert "generic form" in err
+    assert "AWS documents" not in err

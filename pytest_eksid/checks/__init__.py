@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pytest_eksid.escape import (
     command_iam_name,
@@ -15,6 +16,9 @@ from pytest_eksid.escape import (
     shown,
 )
 
+if TYPE_CHECKING:  # profile.py imports pytest_eksid.iam, which must not import it back through here
+    from pytest_eksid.profile import Workload
+
 __all__ = [
     "Finding",
     "command_iam_name",
@@ -24,6 +28,7 @@ __all__ = [
     "command_name",
     "refer",
     "shown",
+    "workload_label",
 ]
 
 
@@ -51,6 +56,11 @@ class Finding:
         ]
         lines += [f"  next:     {cmd}" for cmd in self.next_steps]
         return "\n".join(printable(line) for line in lines)
+
+
+def workload_label(w: Workload) -> str:
+    """How findings name a workload: ``checkout-api (checkout-prod/checkout-api-aws-sa, pod-identity)``."""
+    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
 
 
 def refer(findings: Finding | Iterable[Finding] | None, when: str, ref: str) -> list[Finding]:

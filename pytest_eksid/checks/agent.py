@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_eksid.checks import Finding, command_labels, command_name, shown
+from pytest_eksid.checks import Finding, command_labels, command_name, shown, workload_label
 from pytest_eksid.probe.result import AgentResult
 from pytest_eksid.profile import Workload, role_arn_parts
 
@@ -606,10 +606,6 @@ def addon_findings(addon: Mapping[str, Any] | None) -> list[Finding]:
     ]
 
 
-def _where(w: Workload) -> str:
-    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
-
-
 def endpoint_findings(
     w: Workload, agent_result: AgentResult, *, cluster: str | None = None, region: str | None = None
 ) -> list[Finding]:
@@ -622,7 +618,7 @@ def endpoint_findings(
     """
     if w.mechanism != "pod-identity":
         return []
-    where = _where(w)
+    where = workload_label(w)
     cluster_arg = cluster or "<cluster>"
     assoc = (
         f"aws eks list-pod-identity-associations --cluster-name {cluster_arg}"

@@ -5,14 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytest_eksid.checks import Finding, command_label_key, command_label_value, command_name
+from pytest_eksid.checks import Finding, command_label_key, command_label_value, command_name, workload_label
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
-
-
-def _where(w: Workload) -> str:
-    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
 
 
 def _sa_cmd(w: Workload) -> str:
@@ -31,7 +27,7 @@ def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]
         out.append(
             Finding(
                 "configuration",
-                f"{_where(w)}: the profile binds the namespace's default ServiceAccount",
+                f"{workload_label(w)}: the profile binds the namespace's default ServiceAccount",
                 "a dedicated ServiceAccount (e.g. <app>-aws-sa)",
                 "default",
                 "Failure Mode 1 — Pod Uses default ServiceAccount: every pod in the namespace would share the role",
@@ -43,7 +39,7 @@ def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]
         out.append(
             Finding(
                 "configuration",
-                f"{_where(w)}: no Deployment or StatefulSet matches {selector!r}",
+                f"{workload_label(w)}: no Deployment or StatefulSet matches {selector!r}",
                 f"the workload's pod templates, found with {selector!r}",
                 "none",
                 "the selector does not match the workload's objects: set 'selector' in the profile",
@@ -58,7 +54,7 @@ def dedicated_service_account(w: Workload, templates: Iterable[Mapping[str, Any]
             out.append(
                 Finding(
                     "configuration",
-                    f"{_where(w)}: {kind} {name} runs as ServiceAccount {sa!r}",
+                    f"{workload_label(w)}: {kind} {name} runs as ServiceAccount {sa!r}",
                     w.service_account,
                     sa,
                     "Failure Mode 1 — Pod Uses default ServiceAccount"
@@ -84,7 +80,7 @@ def owner_label(profile: Profile, w: Workload, sa: Mapping[str, Any] | None) -> 
     other = sa is not None and bool(value)
     return Finding(
         "configuration",
-        f"{_where(w)}: "
+        f"{workload_label(w)}: "
         + ("the ServiceAccount names another owner" if other else "the ServiceAccount does not name its owner"),
         f"{key}={w.owner or '<team>'}",
         seen,
@@ -113,7 +109,7 @@ def binding(
         return [
             Finding(
                 "configuration",
-                f"{_where(w)}: the ServiceAccount does not exist",
+                f"{workload_label(w)}: the ServiceAccount does not exist",
                 f"ServiceAccount {w.namespace}/{w.service_account}",
                 "not found",
                 "the workload's pods cannot be created with it (admission refuses them)",
@@ -127,7 +123,7 @@ def binding(
             out.append(
                 Finding(
                     "configuration",
-                    f"{_where(w)}: the IRSA annotation does not name the expected role",
+                    f"{workload_label(w)}: the IRSA annotation does not name the expected role",
                     f"{IRSA_ANNOTATION}: {w.role_arn}",
                     f"{IRSA_ANNOTATION}: {annotation}" if annotation else "no eks.amazonaws.com/role-arn annotation",
                     "wrong role bound" if annotation else "missing annotation: the webhook injects nothing",
@@ -138,7 +134,7 @@ def binding(
             out.append(
                 Finding(
                     "configuration",
-                    f"{_where(w)}: also bound by EKS Pod Identity",
+                    f"{workload_label(w)}: also bound by EKS Pod Identity",
                     "one mechanism (IRSA), unless the profile declares a migration",
                     ", ".join(f"{a.get('associationId')} -> {a.get('roleArn')}" for a in associations),
                     "both mechanisms, a migration left half done: the webhook injects only the association's "
@@ -151,7 +147,7 @@ def binding(
         out.append(
             Finding(
                 "configuration",
-                f"{_where(w)}: no Pod Identity association",
+                f"{workload_label(w)}: no Pod Identity association",
                 f"an association {w.namespace}/{w.service_account} -> {w.role_arn}",
                 "none",
                 "missing association: pods get no credentials from EKS Pod Identity",
@@ -162,7 +158,7 @@ def binding(
         out.append(
             Finding(
                 "configuration",
-                f"{_where(w)}: {len(associations)} associations",
+                f"{workload_label(w)}: {len(associations)} associations",
                 "exactly one association",
                 ", ".join(str(a.get("associationId")) for a in associations),
                 "duplicate associations make the bound role ambiguous",
@@ -178,7 +174,7 @@ def binding(
             out.append(
                 Finding(
                     "configuration",
-                    f"{_where(w)}: the association binds another role",
+                    f"{workload_label(w)}: the association binds another role",
                     w.role_arn + (f" -> target {w.target_role_arn}" if w.target_role_arn else ""),
                     f"{a.get('associationId')}: {a.get('roleArn')}"
                     + (f" -> target {a.get('targetRoleArn')}" if a.get("targetRoleArn") else ""),
@@ -190,7 +186,7 @@ def binding(
         out.append(
             Finding(
                 "configuration",
-                f"{_where(w)}: also annotated for IRSA",
+                f"{workload_label(w)}: also annotated for IRSA",
                 "one mechanism (Pod Identity), unless the profile declares a migration",
                 f"{IRSA_ANNOTATION}: {annotation}",
                 "both mechanisms, a migration left half done: the webhook injects only container credentials, "

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_eksid.checks import Finding
+from pytest_eksid.checks import Finding, workload_label
 from pytest_eksid.checks.agent import error_code, refusal, refusal_likely
 from pytest_eksid.probe.result import IdentityResult
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
@@ -44,10 +44,6 @@ def role_of(caller_arn: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2)) if m else None
 
 
-def _where(w: Workload) -> str:
-    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
-
-
 def _not_proven(profile: Profile, w: Workload, identity: IdentityResult, check: str, expected: str) -> Finding | None:
     """The runner could not have STS confirm the caller the probe claims: nothing about it is known."""
     why = identity.get("proof_error")
@@ -55,7 +51,7 @@ def _not_proven(profile: Profile, w: Workload, identity: IdentityResult, check: 
         return None
     return Finding(
         check,
-        f"{_where(w)}: the probe's identity is not proven",
+        f"{workload_label(w)}: the probe's identity is not proven",
         expected,
         str(why),
         "the result did not come from the runner's own probe (a pod swapped in by someone who may create "
@@ -85,7 +81,7 @@ def caller_role(profile: Profile, w: Workload, identity: IdentityResult) -> Find
         likely = _no_identity_hint(w, err)
         return Finding(
             "caller_role",
-            f"{_where(w)}: the probe has no AWS identity",
+            f"{workload_label(w)}: the probe has no AWS identity",
             w.final_role_arn,
             seen,
             likely,
@@ -117,7 +113,7 @@ def caller_role(profile: Profile, w: Workload, identity: IdentityResult) -> Find
         likely = f"wrong role bound: the {binding} points at role {got[1]!r}, not {expected_role!r}"
     return Finding(
         "caller_role",
-        f"{_where(w)}: the caller is not the expected role",
+        f"{workload_label(w)}: the caller is not the expected role",
         w.final_role_arn,
         arn,
         likely,
@@ -206,11 +202,11 @@ def credential_provider(profile: Profile, w: Workload, identity: IdentityResult)
     err: Mapping[str, Any] = identity.get("error") or {}
     seen = str(method or "no provider resolved")
     if method == expected:
-        summary = f"{_where(w)}: {w.mechanism} served credentials, but they do not work"
+        summary = f"{workload_label(w)}: {w.mechanism} served credentials, but they do not work"
         seen += f", but the STS call failed: {err.get('code') or err.get('type')}: {err.get('message', '')}"
         likely = _no_identity_hint(w, err)
     else:
-        summary = f"{_where(w)}: credentials do not come from {w.mechanism}"
+        summary = f"{workload_label(w)}: credentials do not come from {w.mechanism}"
         likely = PROVIDER_MEANING.get(str(method), _no_identity_hint(w, err))
     return Finding(
         "credential_provider",

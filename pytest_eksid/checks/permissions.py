@@ -28,7 +28,7 @@ class Inconclusive:
     reason: str
 
 
-def _where(w: Workload, check: ActionCheck, expect: str) -> str:
+def _expectation(w: Workload, check: ActionCheck, expect: str) -> str:
     target = f" on {check.resource}" if check.resource else ""
     return f"{w.name} ({w.namespace}/{w.service_account}): {check.action}{target} must be {expect}"
 
@@ -92,7 +92,7 @@ def action_verdict(
     if identity is not None and identity.get("proof_error"):  # a forged result must not pass, nor be inconclusive
         return Finding(
             "permissions",
-            _where(w, check, expect),
+            _expectation(w, check, expect),
             expect,
             str(identity["proof_error"]),
             "the probe's identity is not proven (see test_caller_role): its results are not attributable to the role",
@@ -103,7 +103,7 @@ def action_verdict(
     if isinstance(found, Finding) and problem is not None:
         return dataclasses.replace(found, likely=problem, next_steps=next_commands(profile, w) + found.next_steps)
     if found is None and problem is not None:  # the right outcome, measured as another principal
-        return Inconclusive(f"{_where(w, check, expect)}: inconclusive: {problem}")
+        return Inconclusive(f"{_expectation(w, check, expect)}: inconclusive: {problem}")
     return found
 
 
@@ -119,7 +119,7 @@ def _action_verdict(
     if result is None:
         return Finding(
             "permissions",
-            _where(w, check, expect),
+            _expectation(w, check, expect),
             expect,
             "the probe did not report this action",
             "the probe failed before its actions step; see the probe result",
@@ -133,7 +133,7 @@ def _action_verdict(
     if outcome == "denied" and result.get("form") == "safe" and probes_stand_in(check.action) and allowing:
         # The safe form was denied on a stand-in beside the named resource; a grant on exactly that
         # resource would not show. The role's own statements say whether there is one.
-        where = _where(w, check, expect)
+        where = _expectation(w, check, expect)
         try:
             exact = allowing(check.action, check.resource)
             denied_too = denying(check.action, check.resource) if exact and denying is not None else []
@@ -159,7 +159,7 @@ def _action_verdict(
         if exact and expect == "denied":
             return Finding(
                 "permissions",
-                _where(w, check, expect),
+                _expectation(w, check, expect),
                 "denied",
                 f"denied on the safe form's stand-in beside it, but {', '.join(exact)} allow {check.action} "
                 "on exactly this resource",
@@ -170,17 +170,17 @@ def _action_verdict(
             )
         if exact:
             return Inconclusive(
-                f"{_where(w, check, expect)}: inconclusive: the safe form was denied on a stand-in beside it; "
+                f"{_expectation(w, check, expect)}: inconclusive: the safe form was denied on a stand-in beside it; "
                 f"{', '.join(exact)} allow it on exactly this resource, which only the live form (live: true) proves"
             )
     if outcome == expect:
         return None
     if outcome == "inconclusive":
-        return Inconclusive(f"{_where(w, check, expect)}: inconclusive: {result.get('why')}")
+        return Inconclusive(f"{_expectation(w, check, expect)}: inconclusive: {result.get('why')}")
     if outcome not in ("allowed", "denied", "error"):
         return Finding(
             "permissions",
-            _where(w, check, expect),
+            _expectation(w, check, expect),
             expect,
             f"an outcome the plugin does not know: {result.get('outcome')!r}",
             "the probe and the plugin versions may differ; see the probe result",
@@ -190,7 +190,7 @@ def _action_verdict(
     if outcome == "error":
         return Finding(
             "permissions",
-            _where(w, check, expect),
+            _expectation(w, check, expect),
             expect,
             f"error {code}: {message}",
             str(result.get("why") or "the call failed for a reason other than authorization"),
@@ -216,7 +216,7 @@ def _action_verdict(
             commands = first + commands
         return Finding(
             "permissions",
-            _where(w, check, expect),
+            _expectation(w, check, expect),
             "allowed",
             f"denied by {policy}{explicit}: {code}: {message}",
             likely,
@@ -229,7 +229,7 @@ def _action_verdict(
         statements = [f"(the role's policies could not be read: {exc})"]
     return Finding(
         "permissions",
-        _where(w, check, expect),
+        _expectation(w, check, expect),
         "denied",
         "allowed (" + str(result.get("why")) + ")",
         "the role is broader than its contract: "

