@@ -13,7 +13,8 @@ from typing import get_args
 import pytest
 
 from pytest_eksid.profile import FaultName
-from tests.conftest import demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 
 PI, IRSA = "invoice-exporter", "billing-worker"
 ACCOUNT = "111122223333"

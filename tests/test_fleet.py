@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from pytest_eksid.profile import ProfileError, check_unique_names, load_fleet, load_profile
-from tests.conftest import REPO, demo_data, interrupt_pytest, run_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import interrupt_pytest, run_pytest
 
 WRONG_ROLE = {"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}
 

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from pytest_eksid.sandbox.kubeapi import ApiError
-from tests.conftest import wait_pod_phase
+from tests.helpers.sandboxes import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
 NS = "finance-demo"

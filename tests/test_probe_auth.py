@@ -14,7 +14,8 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome
 from pytest_eksid.redact import redact_text
-from tests.conftest import demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 from tests.tenant import swap
 
 ENDPOINT = "https://sts.eu-west-1.amazonaws.com"

@@ -18,7 +18,9 @@ from pytest_eksid.probe.pod import (
     Target,
     probe_pod_manifest,
 )
-from tests.conftest import REPO, demo_data, interrupt_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import interrupt_pytest
 
 REPORTER = {
     "name": "reporter",

@@ -28,7 +28,8 @@ from kubernetes import client, config
 
 from pytest_eksid.probe.program import AUTHENTICATION_CODES, agent_error_code
 from pytest_eksid.sandbox.tokens import Issuer
-from tests.conftest import close_sandbox, demo_data, open_sandbox
+from tests.helpers.profiles import demo_data
+from tests.helpers.sandboxes import close_sandbox, open_sandbox
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"

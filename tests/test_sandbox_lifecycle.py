@@ -11,7 +11,9 @@ from kubernetes import client, config
 
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
-from tests.conftest import REPO, interrupt_pytest, start_standalone_sandbox
+from tests.helpers import REPO
+from tests.helpers.runs import interrupt_pytest
+from tests.helpers.sandboxes import start_standalone_sandbox
 
 
 @pytest.fixture
@@ -208,7 +210,7 @@ def _processes_under(directory: str) -> list[int]:
 
 
 def _slow_demo(tmp_path: Path) -> Path:
-    from tests.conftest import demo_data, write_profile
+    from tests.helpers.profiles import demo_data, write_profile
 
     data = demo_data()
     data["sandbox"]["podStartSeconds"] = 30  # the probe pods are still starting when interrupted

@@ -21,7 +21,7 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.pod import MANAGED_BY, Campaign
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
-from tests.conftest import run_pytest
+from tests.helpers.runs import run_pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
