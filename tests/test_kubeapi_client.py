@@ -279,8 +279,7 @@ def test_pod_status_subresource_and_logs(core, sleeper):
 
 
 def test_watch(core):
-    def churn():
-        time.sleep(0.2)
+    def churn():  # the watch replays from rv: it sees these whether they come before or after it starts
         core.create_namespaced_config_map(NS, {"metadata": {"name": "client-watched"}, "data": {"a": "1"}})
         core.patch_namespaced_config_map("client-watched", NS, {"data": {"a": "2"}})
         core.delete_namespaced_config_map("client-watched", NS)

@@ -817,10 +817,8 @@ class TestImds:
         run = demo
         for node in run.sandbox.nodes:
             url = node.imds.url
-            t0 = time.monotonic()
             with pytest.raises((TimeoutError, urllib.error.URLError)) as err:
                 http(url + "/latest/api/token", method="PUT", headers={TTL_HEADER: "21600"}, timeout=0.3)
-            assert time.monotonic() - t0 < 3
             reason = err.value if isinstance(err.value, TimeoutError) else err.value.reason
             assert isinstance(reason, TimeoutError), repr(err.value)  # no reply at all: not refused
             assert http(url + CREDS_PATH)[0] == 401
