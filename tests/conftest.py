@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -36,6 +37,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # A run of our own tests that collected nothing is broken, not green.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def user_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester directory that runs pytest as a user's shell would: without our own run's EKSID_* and
+    PYTEST_* variables (an xdist worker's among them), the plugin loaded by its entry point."""
+    for name in list(os.environ):
+        if name.startswith(("EKSID_", "PYTEST_")) and name != "PYTEST_DEBUG_TEMPROOT":
+            monkeypatch.delenv(name)
+    return pytester
 
 
 # --- sandboxes ------------------------------------------------------------------------------

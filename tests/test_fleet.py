@@ -126,34 +126,40 @@ def test_fleet_file(tmp_path):
     ]
 
 
-def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(tmp_path):
+def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(
+    tmp_path: Path, user_pytester: pytest.Pytester
+) -> None:
     east = second_cluster(tmp_path)
-    test = tmp_path / "test_custom.py"
-    test.write_text("def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
+    user_pytester.makepyfile(test_custom="def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
     demo = REPO / "profiles" / "demo.yaml"
-    run = run_pytest(f"--profile={demo}", f"--profile={east}", str(test), tmp_path=tmp_path)
-    assert run.returncode == 1
-    assert list(run.outcomes.values()) == ["error"]  # its setup failed, with a message and no traceback
-    assert "this test has no workload, so which cluster it is about is unknown" in run.stdout
-    assert "several profiles (demo, east)" in run.stdout
-    assert "Traceback" not in run.stdout
-
-
-def test_own_session_fixtures_may_use_the_cluster_fixtures_in_a_single_cluster_run(tmp_path):
-    """eksid_kube & co. are session-scoped when the run has one cluster, as they always were."""
-    test = tmp_path / "test_own.py"
-    test.write_text(
-        "import pytest, subprocess, os\n"
-        "@pytest.fixture(scope='session')\n"
-        "def namespaces(eksid_kube):\n"
-        "    return eksid_kube\n"
-        "def test_uses_it(namespaces, eksid_connection, eksid_profile):\n"
-        "    assert namespaces.context == 'eksid-sandbox-demo'\n"
-        "    assert eksid_connection['KUBECONFIG'] and eksid_connection['AWS_ENDPOINT_URL']\n"
-        "    assert eksid_profile.name == 'demo'\n"
+    result = user_pytester.runpytest_subprocess(f"--profile={demo}", f"--profile={east}", timeout=300)
+    result.assert_outcomes(errors=1)  # its setup failed, with a message and no traceback
+    result.stdout.fnmatch_lines(
+        ["*this test has no workload, so which cluster it is about is unknown*several profiles (demo, east)*"]
     )
-    run = run_pytest(f"--profile={REPO / 'profiles' / 'demo.yaml'}", str(test), tmp_path=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:]
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_own_session_fixtures_may_use_the_cluster_fixtures_in_a_single_cluster_run(
+    user_pytester: pytest.Pytester,
+) -> None:
+    """eksid_kube & co. are session-scoped when the run has one cluster, as they always were."""
+    user_pytester.makepyfile(
+        test_own="""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def namespaces(eksid_kube):
+            return eksid_kube
+
+        def test_uses_it(namespaces, eksid_connection, eksid_profile):
+            assert namespaces.context == "eksid-sandbox-demo"
+            assert eksid_connection["KUBECONFIG"] and eksid_connection["AWS_ENDPOINT_URL"]
+            assert eksid_profile.name == "demo"
+        """
+    )
+    result = user_pytester.runpytest_subprocess(f"--profile={REPO / 'profiles' / 'demo.yaml'}", timeout=300)
+    result.assert_outcomes(passed=1)
 
 
 # --- fleet files: parsing and errors (no cluster needed) -------------------------------------

@@ -225,9 +225,9 @@ def test_wrong_role_fault_fails_exactly_that_workload(tmp_path):
     assert "kubectl -n finance-demo get sa invoice-exporter-aws-sa -o yaml" in run.stdout
 
 
-def test_fixtures_listing_works_without_a_profile(tmp_path):
-    """`pytest --fixtures` is documentation: it must work offline and without --profile."""
-    run = run_pytest("--fixtures", tmp_path=tmp_path)
-    assert run.returncode == 0, run.stdout + run.stderr
+def test_fixtures_listing_works_without_a_profile(user_pytester: pytest.Pytester) -> None:
+    """`pytest --fixtures` is documentation: it must work offline and without --profile, in a user's directory."""
+    result = user_pytester.runpytest_subprocess("--fixtures", timeout=120)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     for name in ("eksid_probe", "eksid_node_probe", "eksid_campaign", "eksid_kube", "eksid_aws"):
-        assert name in run.stdout
+        result.stdout.fnmatch_lines([f"{name} *"])
