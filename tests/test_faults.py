@@ -24,8 +24,15 @@ that no row's proof leans on another's:
   agent serves nothing else, and its pods' chain stops at the container provider), and
   ``no-oidc-provider`` only IRSA's web-identity exchange; their expectations are disjoint and the
   cluster tests each names (the agent's DaemonSet and add-on; the OIDC provider) are different.
-  Variants of one fault (all node groups, one node group, IMDSv1 only) change the same nodes: never
-  together.
+  An exposed IMDS reaches a probe only through its IMDS step (a request of its own, whatever the
+  credentials) or as the last link of the SDK's credential chain, which no probe reaches beside
+  ``agent-down`` on ng-batch (only IMDS-only probes run there; each workload's own probe runs on
+  ng-general, whose agent is up) or ``image-baked-credentials`` (the baked file, or IRSA's web
+  identity, comes before it): those pairs share a sandbox too, their expectations disjoint (IMDS
+  tests against agent and identity tests). Never with a fault that leaves a probe without
+  credentials (``webhook-not-injecting``): its chain would fall through to the exposed IMDS.
+  Variants of one fault (all node groups, one node group, IMDSv1 only) change the same nodes:
+  never together.
 
 A batch is one parametrized test; its rows are subtests, so a row that is not caught is reported
 under its own name.
@@ -159,7 +166,15 @@ FAULTS: dict[str, Row] = {
     "wrong-role": Row(
         {"fault": "wrong-role", "role": "demo-reporting"},
         lambda at: (
-            fails(IDENTITY, at.pi, "wrong role bound: the Pod Identity association points at role 'demo-reporting'")
+            fails(
+                IDENTITY,
+                at.pi,
+                "wrong role bound: the Pod Identity association points at role 'demo-reporting'",
+                # a failure says what was expected, what was seen and the next command to run
+                f"expected: arn:aws:iam::{ACCOUNT}:role/{at.pi.role}",
+                f"seen:     arn:aws:sts::{ACCOUNT}:assumed-role/demo-reporting/",
+                f"kubectl -n {at.pi.namespace} get sa {at.pi.service_account} -o yaml",
+            )
             | fails(BINDING, at.pi, "wrong role bound: demo-reporting")
             | actions(at.pi, f"the probe ran as arn:aws:sts::{ACCOUNT}:assumed-role/demo-reporting/", only="allow")
         ),
@@ -406,7 +421,11 @@ FAULTS: dict[str, Row] = {
 }
 
 # Cluster faults of disjoint families that share a sandbox (see the module docstring).
-SHARED_CLUSTER_RUNS = {"agent-down-and-no-oidc-provider": ("agent-down", "no-oidc-provider")}
+SHARED_CLUSTER_RUNS = {
+    "agent-down-and-no-oidc-provider": ("agent-down", "no-oidc-provider"),
+    "imds-exposed-and-agent-down-on-ng-batch": ("imds-exposed", "agent-down-one-node-group"),
+    "imds-v1-and-image-baked-credentials": ("imds-exposed-v1", "image-baked-credentials"),
+}
 
 
 def batches() -> dict[str, tuple[str, ...]]:
@@ -474,12 +493,17 @@ def test_every_row_is_in_one_batch_and_no_two_rows_of_a_batch_expect_the_same_te
 
 
 def test_clean_demo_passes_every_check(tmp_path):
-    run = run_pytest(f"--profile={write_profile(tmp_path, demo_data(), 'fault')}", "--eksid-exec", tmp_path=tmp_path)
+    """The demo as shipped, named as a user names it."""
+    run = run_pytest("--profile", "demo", "--eksid-exec", tmp_path=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:]
     assert run.failed() == []
     assert len(run.outcomes) >= 30
     skipped = sorted(k for k, v in run.outcomes.items() if v == "skipped")
     assert skipped == [], skipped
+    assert "eksid: profile demo: profiles/demo.yaml (from --profile)" in run.stdout
+    for w in (PI, IRSA):
+        assert run.outcomes[f"{IDENTITY}[demo/{w}]"] == "passed"
+    assert "eksid: deleted 4 probe pod(s)" in run.stdout
 
 
 def run_batch(batch: str, tmp_path: Path) -> SuiteRun:
