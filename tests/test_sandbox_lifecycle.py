@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -152,11 +153,16 @@ def test_stop_right_after_start_leaves_no_workload_processes(demo):
     """A pod whose start races stop() must not leave its process behind (bench/sandbox_startup.py found it)."""
     import subprocess
 
+    before = set(threading.enumerate())
     for _ in range(3):
         sb = Sandbox(demo.profile)
         sb.start()
         sb.stop()
-    time.sleep(0.5)  # give any racing kubelet thread the chance to (wrongly) start a process
+    # Wait for these sandboxes' kubelet threads to end: a racing one can start a process only while it runs.
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("kubelet-"):
+            thread.join(timeout=30)
+            assert not thread.is_alive(), f"{thread.name} still runs 30 s after stop()"
     # only this process's children: another xdist worker may be running a sandbox with live workload pods
     found = subprocess.run(
         ["pgrep", "-P", str(os.getpid()), "-f", "^sleep infinity"], capture_output=True, text=True, check=False
