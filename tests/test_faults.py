@@ -16,8 +16,12 @@ that no row's proof leans on another's:
   ServiceAccount, role (a copy of the demo role) and legacy user; the rows of one mechanism share
   one sandbox. The demo's own two workloads ride along unfaulted as controls. "Only there" still
   holds per row: the run's failures must be exactly the union of the rows' expectations, whose
-  test ids are disjoint (each names the row's workload or namespace), so a fault that broke another
-  workload's test, a control's, or a cluster test would show as a failure beyond the batch.
+  test ids are disjoint (each names the row's workload or namespace), so a fault that broke a
+  control's test, a cluster test, or a test of its own copy beyond its row shows as a failure beyond
+  the batch. A fault cannot hide behind another row's expected failure: the sandbox applies it only
+  to objects of its own workload, which no other copy shares (the copies share only the demo's
+  bucket, queue and KMS key, and the one fault on the key, ``kms-key-policy-deny``, only leaves its
+  own roles out of the key policy).
 - A cluster fault (the agent, IMDS, the webhook, the OIDC provider, the probe image) touches every
   workload of its family, so it runs in the demo with its two workloads, alone — except faults of
   disjoint families, which share a sandbox: ``agent-down`` breaks only what Pod Identity uses (the
