@@ -50,10 +50,10 @@ def start_standalone_sandbox(profile: str) -> tuple[subprocess.Popen[str], dict[
     )
     assert proc.stdout is not None
     exports: dict[str, str] = {}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # generous: it imports moto and starts every service on a busy machine
     try:
         while True:
-            assert time.monotonic() < deadline, "the sandbox did not get ready in 30 s"
+            assert time.monotonic() < deadline, "the sandbox did not get ready in 60 s"
             line = proc.stdout.readline()
             assert line, "the sandbox exited early"
             if line.startswith("export "):
