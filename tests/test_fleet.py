@@ -268,16 +268,22 @@ def test_cluster_group_reads_the_profile_from_the_parameter_id():
     assert cluster_group("tests/test_x.py::test_y[a/b-demo/w]", ["demo", "a"]) == "a"
 
 
-def test_command_line_profiles_do_not_mix_with_the_environments(tmp_path):
+def test_command_line_profiles_do_not_mix_with_the_environments(
+    tmp_path: Path, user_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     east = second_cluster(tmp_path)
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(f"clusters:\n  - profile: {east.name}\n")
-    run = run_pytest(f"--fleet={fleet}", "--co", tmp_path=tmp_path, env={"EKSID_PROFILE": "demo"})
-    assert run.returncode == 0, run.stdout[-2000:]
-    assert "eksid: profile east:" in run.stdout
-    assert "eksid: profile demo:" not in run.stdout  # $EKSID_PROFILE does not join a --fleet given here
-    both = run_pytest("--co", tmp_path=tmp_path, env={"EKSID_PROFILE": f"demo, {east}"})
-    assert both.stdout.count("eksid: profile ") == 2, both.stdout[-2000:]
+    user_pytester.mkdir("profiles").joinpath("demo.yaml").write_text((REPO / "profiles" / "demo.yaml").read_text())
+    user_pytester.makepyfile(test_uses_workload="def test_x(eksid_workload):\n    pass\n")
+    fleet = user_pytester.path / "fleet.yaml"
+    fleet.write_text(f"clusters:\n  - profile: {east}\n")
+    monkeypatch.setenv("EKSID_PROFILE", "demo")
+    run = user_pytester.runpytest_subprocess(f"--fleet={fleet}", "--co", timeout=120)
+    assert run.ret == pytest.ExitCode.OK, run.stdout.str()[-2000:]
+    run.stdout.fnmatch_lines(["eksid: profile east: *"])
+    run.stdout.no_fnmatch_line("eksid: profile demo: *")  # $EKSID_PROFILE does not join a --fleet given here
+    monkeypatch.setenv("EKSID_PROFILE", f"demo, {east}")
+    both = user_pytester.runpytest_subprocess("--co", timeout=120)
+    both.stdout.fnmatch_lines(["eksid: profile demo: *", "eksid: profile east: *"])
 
 
 def test_fleet_profile_path_with_a_home_directory(tmp_path, monkeypatch):
