@@ -9,7 +9,7 @@ import pytest
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.configuration import IRSA_ANNOTATION, binding, dedicated_service_account, owner_label
 from pytest_eksid.profile import Workload
-from tests.conftest import unit_profile
+from tests.helpers.profiles import unit_profile
 
 ACCOUNT = "111122223333"
 OWNER_LABEL = "platform.mycompany.io/identity-owner"

@@ -15,7 +15,7 @@ from pytest_eksid.checks.containers import (
     skipped_containers,
 )
 from pytest_eksid.profile import Workload
-from tests.conftest import unit_profile
+from tests.helpers.profiles import unit_profile
 
 ACCOUNT = "111122223333"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/eks-prod-invoice-exporter"

@@ -9,7 +9,7 @@ import pytest
 from pytest_eksid.checks import Finding
 from pytest_eksid.checks.imds import imds_finding, node_group_of
 from pytest_eksid.profile import Workload
-from tests.conftest import unit_profile
+from tests.helpers.profiles import unit_profile
 
 ACCOUNT = "111122223333"
 NODE = "ip-10-0-12-34.eu-west-1.compute.internal"

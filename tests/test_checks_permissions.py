@@ -10,7 +10,7 @@ from pytest_eksid.checks import Finding, policy
 from pytest_eksid.checks.permissions import Inconclusive, PolicyUnavailable, action_verdict
 from pytest_eksid.probe.program import classify
 from pytest_eksid.profile import ActionCheck, Workload
-from tests.conftest import unit_profile
+from tests.helpers.profiles import unit_profile
 
 ACCOUNT = "111122223333"
 ROLE = "eks-prod-invoice-exporter"

@@ -10,7 +10,9 @@ import pytest
 from pytest_eksid.checks.placement import Placement, mirror, network_findings, no_proxy_covers
 from pytest_eksid.probe.pod import probe_pod_manifest, profile_placement, with_overrides
 from pytest_eksid.profile import WorkloadProbe, load_profile
-from tests.conftest import REPO, demo_data, run_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 
 DEMO = load_profile("demo", REPO).profile
 PI = next(w for w in DEMO.workloads if w.mechanism == "pod-identity")

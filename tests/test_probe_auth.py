@@ -14,7 +14,8 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome
 from pytest_eksid.redact import redact_text
-from tests.conftest import demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 from tests.tenant import swap
 
 ENDPOINT = "https://sts.eu-west-1.amazonaws.com"
@@ -214,7 +215,7 @@ def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, w
 def test_in_a_suite_run_every_probe_based_test_of_a_swapped_workload_fails(tmp_path):
     """The tenant swaps each of invoice-exporter's probe pods after it succeeded, before its log is read:
     every identity, permission and other probe-based test of that workload fails, the other workload passes."""
-    from tests.test_faults import PI, every_probe_test
+    from tests.test_faults import PI, demo_target, every_probe_test
 
     run = run_pytest(
         f"--profile={write_profile(tmp_path, demo_data(), 'fault')}",
@@ -224,7 +225,7 @@ def test_in_a_suite_run_every_probe_based_test_of_a_swapped_workload_fails(tmp_p
         env={"TENANT_SWAP_WORKLOAD": PI},
     )
     assert "INTERNALERROR" not in run.stdout + run.stderr
-    expected = every_probe_test(PI, "probe pod replaced by another party (uid ")
+    expected = every_probe_test(demo_target("fault", PI), "probe pod replaced by another party (uid ")
     assert set(run.failed()) == set(expected), run.stdout[-4000:]
     for test, phrases in expected.items():
         for phrase in phrases:

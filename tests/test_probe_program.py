@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_eksid.probe import program
-from tests.conftest import Endpoint
+from tests.helpers.endpoints import Endpoint
 
 ROLE_ARN = "arn:aws:iam::111122223333:role/demo-billing-worker"
 
@@ -99,13 +98,26 @@ def test_a_step_past_its_budget_is_recorded_and_the_others_still_reported(
 def test_actions_past_the_budget_are_not_run_and_the_earlier_ones_keep_their_results(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, silent: Endpoint
 ) -> None:
+    # The step's clock moves only by what the probe waits for a call that does not answer: however long
+    # building a botocore client takes on a busy machine, allow-0 finishes in time, allow-1 starts in
+    # time and is cut off, and only then is the budget used up, so allow-2 is not run.
+    now = [0.0]
+    bounded = program._bounded
+
+    def waited(step: Any, seconds: float) -> Any:
+        try:
+            return bounded(step, seconds)
+        finally:
+            now[0] += seconds + 0.01  # a join returns at its timeout or a little after
+
+    monkeypatch.setattr(program, "_bounded", waited)
     _irsa_pod(monkeypatch, tmp_path, silent.url, "http://127.0.0.1:9")
-    plan = _plan(timeout=5, step_seconds=0.5)  # a call would wait 2 x 10 s for its answer
+    plan = _plan(timeout=5, step_seconds=0.5)  # a call would wait 2 x 10 s for its answer: far past 0.5 s
     stuck = plan["actions"][0]
     broken = dict(stuck, id="allow-0", operation="NoSuchOperation")  # fails at once, before any request
     plan["actions"] = [broken, dict(stuck, id="allow-1"), dict(stuck, id="allow-2")]
     identity = {"method": "assume-role-with-web-identity", "caller": {"arn": "arn:aws:sts::1:assumed-role/r/s"}}
-    results = program.run_actions(plan, identity, deadline=time.monotonic() + 0.5)
+    results = program.run_actions(plan, identity, deadline=0.5, clock=lambda: now[0])
     assert [r["id"] for r in results] == ["allow-0", "allow-1", "allow-2"]
     assert results[0]["outcome"] == "error"
     assert "no operation NoSuchOperation" in results[0]["message"]  # kept: it finished in time

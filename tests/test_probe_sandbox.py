@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -18,7 +19,9 @@ from pytest_eksid.probe.pod import (
     Target,
     probe_pod_manifest,
 )
-from tests.conftest import REPO, demo_data, interrupt_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import interrupt_pytest
 
 REPORTER = {
     "name": "reporter",
@@ -148,7 +151,7 @@ def test_image_pull_error_is_diagnosed_at_once(start_sandbox):
     run = start_sandbox(data)
     t0 = time.monotonic()
     outcome = _campaign(run).run(run.loaded.profile.workloads)["invoice-exporter"]
-    assert time.monotonic() - t0 < 10  # not the 60 s timeout
+    assert time.monotonic() - t0 < 30  # not the 60 s timeout (a generous margin either way on a busy machine)
     assert outcome.error is not None
     assert "ErrImagePull" in outcome.error
     assert "cannot pull the probe image" in outcome.error
@@ -522,23 +525,28 @@ def test_waiting_probes_share_one_pod_list_per_namespace(start_sandbox, monkeypa
 
 def test_a_slow_pod_list_holds_up_the_other_waiters_one_tick_at_most(start_sandbox, monkeypatch):
     run = start_sandbox(demo_data())
-    real_list = run.kube.list_pods
-    slow = []
+    real_list, real_log = run.kube.list_pods, run.kube.pod_log
+    other_finished = threading.Event()
+    slow: list[bool] = []  # whether the other waiter finished while the first LIST hung
 
     def list_pods(*args, **kwargs):
         if not slow:
-            slow.append(1)
-            time.sleep(9)  # the first LIST hangs (a stuck connection); a probe takes 3-6 s on a busy runner
+            # The first LIST hangs (a stuck connection) until the other waiter has read its finished pod's log:
+            # it can only get there on its own GETs, a tick after the LIST stopped answering.
+            slow.append(False)
+            slow[0] = other_finished.wait(timeout=90)
         return real_list(*args, **kwargs)
 
+    def pod_log(*args, **kwargs):
+        other_finished.set()  # the thread in the slow LIST cannot be here
+        return real_log(*args, **kwargs)
+
     monkeypatch.setattr(run.kube, "list_pods", list_pods)
+    monkeypatch.setattr(run.kube, "pod_log", pod_log)
     campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
     outcomes = campaign.run(run.loaded.profile.workloads)
     assert all(o.result is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
-    # the thread that made the slow LIST waited for it; the other one did not
-    assert sorted(o.seconds > 9 for o in outcomes.values()) == [False, True], {
-        k: o.seconds for k, o in outcomes.items()
-    }
+    assert slow == [True], "the other waiter waited for the slow LIST"
     campaign.cleanup()
 
 

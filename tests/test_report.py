@@ -14,7 +14,7 @@ import pytest
 from pytest_eksid import report
 from pytest_eksid.profile import load_profile
 from pytest_eksid.report import FAIL, FAMILIES, INCONCLUSIVE, NONE, PASS, SKIP, Results, RunFacts
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DEMO = load_profile("demo", REPO)
 

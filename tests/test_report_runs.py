@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pytest_eksid.redact import redact_text
-from tests.conftest import SuiteRun, demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import SuiteRun, run_pytest
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 FAMILIES = ["identity", "permissions", "imds", "agent", "static_credentials", "configuration"]

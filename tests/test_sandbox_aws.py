@@ -28,7 +28,8 @@ from kubernetes import client, config
 
 from pytest_eksid.probe.program import AUTHENTICATION_CODES, agent_error_code
 from pytest_eksid.sandbox.tokens import Issuer
-from tests.conftest import close_sandbox, demo_data, open_sandbox
+from tests.helpers.profiles import demo_data
+from tests.helpers.sandboxes import close_sandbox, open_sandbox
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -816,10 +817,8 @@ class TestImds:
         run = demo
         for node in run.sandbox.nodes:
             url = node.imds.url
-            t0 = time.monotonic()
             with pytest.raises((TimeoutError, urllib.error.URLError)) as err:
                 http(url + "/latest/api/token", method="PUT", headers={TTL_HEADER: "21600"}, timeout=0.3)
-            assert time.monotonic() - t0 < 3
             reason = err.value if isinstance(err.value, TimeoutError) else err.value.reason
             assert isinstance(reason, TimeoutError), repr(err.value)  # no reply at all: not refused
             assert http(url + CREDS_PATH)[0] == 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from kubernetes import client, config
 
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
-from tests.conftest import REPO, interrupt_pytest, start_standalone_sandbox
+from tests.helpers import REPO
+from tests.helpers.runs import interrupt_pytest
+from tests.helpers.sandboxes import start_standalone_sandbox
 
 
 @pytest.fixture
@@ -49,9 +52,9 @@ def _run_sleeper(sb, core):
             },
         },
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # generous: processes start slowly on a busy machine
     while core.read_namespaced_pod("sleeper", "finance-demo").status.phase != "Running" or len(sb.kubelet._running) < 3:
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "the sleeper and the workload pods not all running after 60 s"
         time.sleep(0.05)
 
 
@@ -150,11 +153,16 @@ def test_stop_right_after_start_leaves_no_workload_processes(demo):
     """A pod whose start races stop() must not leave its process behind (bench/sandbox_startup.py found it)."""
     import subprocess
 
+    before = set(threading.enumerate())
     for _ in range(3):
         sb = Sandbox(demo.profile)
         sb.start()
         sb.stop()
-    time.sleep(0.5)  # give any racing kubelet thread the chance to (wrongly) start a process
+    # Wait for these sandboxes' kubelet threads to end: a racing one can start a process only while it runs.
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith("kubelet-"):
+            thread.join(timeout=30)
+            assert not thread.is_alive(), f"{thread.name} still runs 30 s after stop()"
     # only this process's children: another xdist worker may be running a sandbox with live workload pods
     found = subprocess.run(
         ["pgrep", "-P", str(os.getpid()), "-f", "^sleep infinity"], capture_output=True, text=True, check=False
@@ -208,7 +216,7 @@ def _processes_under(directory: str) -> list[int]:
 
 
 def _slow_demo(tmp_path: Path) -> Path:
-    from tests.conftest import demo_data, write_profile
+    from tests.helpers.profiles import demo_data, write_profile
 
     data = demo_data()
     data["sandbox"]["podStartSeconds"] = 30  # the probe pods are still starting when interrupted

@@ -16,7 +16,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import Running, close_sandbox, demo_data, open_sandbox
+from tests.helpers.profiles import demo_data
+from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"

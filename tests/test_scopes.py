@@ -7,7 +7,8 @@ import copy
 
 import pytest
 
-from tests.conftest import demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 
 CLUSTER_TESTS = (
     "suites/test_agent.py::test_agent_daemonset_available",

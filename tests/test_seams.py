@@ -42,7 +42,10 @@ from pytest_eksid.settings import (
     setting,
 )
 from pytest_eksid.xdist_support import DIST_WORKERINPUT, OWNED_WORKERINPUT, pytest_configure_node
-from tests.conftest import REPO, Running, demo_data, run_pytest, write_profile
+from tests.helpers import REPO
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
+from tests.helpers.sandboxes import Running
 
 PYTEST_FREE = ("engine.py", "settings.py", "report.py", "probe/result.py", "probe/pod.py")
 

@@ -16,7 +16,8 @@ import pytest
 
 from pytest_eksid.incontainer import NAMES_COMMAND
 from pytest_eksid.redact import SecretFilter, guard_handlers, quiet_wire_loggers, redact_text
-from tests.conftest import demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
 
 PRESIGNED = (
     "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15"

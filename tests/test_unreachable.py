@@ -12,7 +12,9 @@ from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.kube import Kube, KubeTarget, KubeUnreachable
-from tests.conftest import REPO, Endpoint, run_pytest
+from tests.helpers import REPO
+from tests.helpers.endpoints import Endpoint
+from tests.helpers.runs import run_pytest
 
 
 def _kubeconfig(path: Path, server: str) -> Path:

@@ -13,7 +13,9 @@ from typing import Any
 
 from pytest_eksid.grouping import owners, worker_index, workload_scope
 from pytest_eksid.probe.pod import MANAGED_BY, MANAGED_BY_VALUE, WORKLOAD_LABEL
-from tests.conftest import Running, demo_data, run_pytest, write_profile
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
+from tests.helpers.sandboxes import Running
 
 WORKLOADS = ("invoice-exporter", "billing-worker")
 

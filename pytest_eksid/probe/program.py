@@ -359,14 +359,17 @@ def classify(item: Mapping[str, Any], error: Mapping[str, Any] | None) -> Classi
 
 
 def run_actions(
-    plan: Mapping[str, Any], identity: Mapping[str, Any] | None = None, deadline: float | None = None
+    plan: Mapping[str, Any],
+    identity: Mapping[str, Any] | None = None,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[dict[str, Any]]:
     """Run each planned call with the pod's default credentials and classify the answer.
 
     When the identity step found no working credentials, nothing is called (each call would only
     retry the same failing provider): every action is an error that says why. Past ``deadline``
-    (a ``time.monotonic()`` value) the remaining calls are not made: each is an error saying so,
-    and those already made keep their results.
+    (a ``clock()`` value) the remaining calls are not made: each is an error saying so, and those
+    already made keep their results. ``clock`` is a seam for tests; the probe uses ``time.monotonic``.
     """
     if identity is not None and not identity.get("caller"):
         err = identity.get("error") or {}
@@ -389,7 +392,7 @@ def run_actions(
     for item in plan.get("actions", []):
         entry: dict[str, Any] = {k: item.get(k) for k in ("id", "expect", "action", "form", "form_note")}
         error: Mapping[str, Any] | None = None
-        t0 = time.monotonic()
+        t0 = clock()
         if deadline is not None and t0 > deadline:
             entry.update(
                 outcome="error",
@@ -428,7 +431,7 @@ def run_actions(
             if deadline is None:
                 make_call()
             else:  # a call cannot outlast the step's budget (its retries and a slow DNS included)
-                late = _bounded(make_call, max(0.1, deadline - time.monotonic()))
+                late = _bounded(make_call, max(0.1, deadline - clock()))
                 if isinstance(late, dict) and (late.get("error") or {}).get("type") == "StepTimeout":
                     error = dict(late["error"], code="StepTimeout")
         except Exception as exc:
@@ -436,7 +439,7 @@ def run_actions(
         if error is not None and error.get("code") == "StepTimeout":
             entry.update(outcome="error", why="the call did not answer within the actions step's budget")
             entry.update(code="StepTimeout", message=error.get("message"), http_status=None)
-            entry["seconds"] = round(time.monotonic() - t0, 3)
+            entry["seconds"] = round(clock() - t0, 3)
             results.append(entry)
             continue
         entry.update(classify(item, error))
@@ -444,7 +447,7 @@ def run_actions(
             entry["code"] = error.get("code") or error.get("type")
             entry["message"] = error.get("message")
             entry["http_status"] = error.get("http_status")
-        entry["seconds"] = round(time.monotonic() - t0, 3)
+        entry["seconds"] = round(clock() - t0, 3)
         results.append(entry)
     return results
 

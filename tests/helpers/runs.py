@@ -1,0 +1,108 @@
+"""Running pytest in a subprocess, the way a user does, and reading back what each test did."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers import REPO
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    outcomes: dict[str, str]  # "suites/test_x.py::test_y[id]" -> passed/failed/error/skipped
+    messages: dict[str, str]  # the same keys -> the failure, error or skip message and its text
+
+    def failed(self) -> list[str]:
+        return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
+
+
+def user_environment(extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment without pytest's and the plugin's own variables, plus ``extra``
+    (None removes a variable): what a user's shell would hand to pytest."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    return {k: v for k, v in (inherited | dict(extra or {})).items() if v is not None}
+
+
+def run_pytest(
+    *args: str, tmp_path: Path, cwd: Path = REPO, timeout: int = 300, env: Mapping[str, str | None] | None = None
+) -> SuiteRun:
+    """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from
+    (``env``: extra environment variables; None removes one)."""
+    junit = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*.xml')))}.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", *args],
+        cwd=cwd,
+        env=user_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    outcomes: dict[str, str] = {}
+    messages: dict[str, str] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            module = case.get("classname", "").replace(".", "/") + ".py"
+            key = f"{module}::{case.get('name')}"
+            outcome = "passed"
+            for tag, name in (("skipped", "skipped"), ("failure", "failed"), ("error", "error")):
+                found = case.find(tag)
+                if found is not None:
+                    outcome = name
+                    messages[key] = f"{found.get('message', '')}\n{found.text or ''}"
+            outcomes[key] = outcome
+    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes, messages)
+
+
+def interrupt_pytest(
+    *args: str,
+    when: str | tuple[str, ...],
+    wait: float = 90,
+    signum: int | None = None,
+    env: Mapping[str, str] | None = None,
+    settle: float = 0.5,
+) -> tuple[int, str]:
+    """Run pytest in a subprocess as a user would, press Ctrl-C (or send ``signum``) once ``when`` is
+    printed (several markers: once after each, in order), and return (exit code, all output)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=REPO,
+        env=user_environment(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # An xdist worker may ignore SIGINT (or handle SIGTERM), and a child inherits that: restore
+        # the signals as a user's shell has them.
+        preexec_fn=lambda: (
+            signal.signal(signal.SIGINT, signal.SIG_DFL),
+            signal.signal(signal.SIGTERM, signal.SIG_DFL),
+        ),
+    )
+    assert proc.stdout is not None
+    seen = ""
+    try:
+        for marker in (when,) if isinstance(when, str) else when:
+            deadline = time.monotonic() + wait
+            while marker not in seen:
+                assert time.monotonic() < deadline, seen
+                line = proc.stdout.readline()
+                assert line, seen
+                seen += line
+            if settle:
+                time.sleep(settle)
+            proc.send_signal(signal.SIGINT if signum is None else signum)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    return proc.returncode, seen + rest
