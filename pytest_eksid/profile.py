@@ -585,12 +585,6 @@ def load_fleet(spec: str, rootdir: Path, base: Path) -> list[LoadedProfile]:
             overrides["kubeconfig"] = str((path.parent / Path(entry.kubeconfig).expanduser()).resolve())
         if entry.aws_profile is not None:
             overrides["aws_profile"] = entry.aws_profile
-        if overrides and loaded.profile.sandbox is not None:
-            keys = ", ".join(sorted(FleetCluster.model_fields[k].alias or k for k in overrides))
-            raise ProfileError(
-                f"{where}: {loaded.path} starts the embedded sandbox, which brings its own kubeconfig and "
-                f"credentials; remove {keys} from this entry"
-            )
         if overrides:
             cluster = loaded.profile.cluster.model_copy(update=overrides)
             loaded = replace(loaded, profile=loaded.profile.model_copy(update={"cluster": cluster}))

@@ -214,6 +214,19 @@ def test_fleet_profile_paths_are_relative_to_the_fleet_file(tmp_path):
     assert loaded.path == tmp_path / "fleets" / "prod.yaml"
 
 
+def test_a_fleet_entry_cannot_point_a_sandbox_profile_elsewhere(tmp_path):
+    """The sandbox provider refuses what would be silently ignored: the core loads the override as it would for
+    any cluster; the sandbox, which owns how its cluster is reached, says no before anything starts."""
+    write(tmp_path / "all.yaml", "clusters:\n  - profile: demo\n    kubeContext: other\n    awsProfile: p\n")
+    run = run_pytest(f"--fleet={tmp_path / 'all.yaml'}", tmp_path=tmp_path)
+    assert run.returncode == 4, run.stdout[-2000:]
+    assert (
+        "starts the embedded sandbox, which brings its own kubeconfig and credentials; remove kubeContext, awsProfile"
+        in run.stderr
+    )
+    assert "Traceback" not in run.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -225,12 +238,8 @@ def test_fleet_profile_paths_are_relative_to_the_fleet_file(tmp_path):
         ("clusters:\n  - profile: nosuch\n", "clusters[0]: profile 'nosuch': no such file"),
         ("- demo\n", "a fleet file is a YAML mapping with a 'clusters' list"),
         ("clusters: [\n", "YAML syntax error"),
-        (
-            "clusters:\n  - profile: demo\n    kubeContext: other\n",
-            "starts the embedded sandbox, which brings its own kubeconfig and credentials; remove kubeContext",
-        ),
     ],
-    ids=["empty", "unknown-key", "missing-profile", "not-a-mapping", "yaml", "sandbox-override"],
+    ids=["empty", "unknown-key", "missing-profile", "not-a-mapping", "yaml"],
 )
 def test_fleet_errors_name_the_file_and_the_fix(tmp_path, text, message):
     fleet = write(tmp_path / "all.yaml", text)

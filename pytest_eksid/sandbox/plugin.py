@@ -16,7 +16,7 @@ from typing import Protocol
 import pytest
 
 from pytest_eksid.connection import Connection, Provider
-from pytest_eksid.profile import LoadedProfile
+from pytest_eksid.profile import LoadedProfile, ProfileError
 from pytest_eksid.sandbox import SandboxUnavailable, require
 from pytest_eksid.sandbox.model import section
 
@@ -24,6 +24,19 @@ from pytest_eksid.sandbox.model import section
 # measured 32 the fastest on 2 cores at 200 workloads, 64 slower from CPU contention (docs/performance.md).
 MAX_PARALLEL = 32
 LABEL = "embedded sandbox (started when first needed)"
+
+
+def reached_elsewhere(profile: LoadedProfile) -> None:
+    """The sandbox brings its own kubeconfig and credentials: a profile (or its fleet entry) that names
+    another way to reach the cluster contradicts it, and would be silently ignored."""
+    cluster = profile.profile.cluster
+    named = {"kubeContext": cluster.kube_context, "kubeconfig": cluster.kubeconfig, "awsProfile": cluster.aws_profile}
+    keys = ", ".join(key for key, value in named.items() if value is not None)
+    if keys:
+        raise ProfileError(
+            f"{profile.path} starts the embedded sandbox, which brings its own kubeconfig and credentials; "
+            f"remove {keys} (from the profile's cluster or from its fleet entry)"
+        )
 
 
 class _Running(Protocol):
@@ -40,6 +53,7 @@ def pytest_eksid_provider(config: pytest.Config, profile: LoadedProfile) -> Prov
     if profile.profile.sandbox is None:
         return None
     section(profile)  # a ProfileError with file:line for a bad section, as for the rest of the profile
+    reached_elsewhere(profile)
     try:
         require()
     except SandboxUnavailable as exc:
