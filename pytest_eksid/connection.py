@@ -14,6 +14,24 @@ from pathlib import Path
 
 from pytest_eksid.profile import LoadedProfile
 
+# Variable names whose values are secrets: masked wherever an environment is shown.
+_SECRET_NAME = ("SECRET", "TOKEN", "PASSWORD", "SESSION", "CREDENTIAL")
+
+
+class Environment(dict[str, str | None]):
+    """Environment settings for a cluster (None unsets a variable). A dict, so ``{**os.environ, **env}``
+    works; its repr masks secret values, because pytest shows a failing test's locals with ``-l`` and a
+    user's own test holds it in one (the sandbox's runner keys travel in it)."""
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{key}={'***' if value is not None and any(s in key.upper() for s in _SECRET_NAME) else value!r}"
+            for key, value in self.items()
+        )
+        return f"Environment({', '.join(shown)})"
+
+    __str__ = __repr__
+
 
 def _nothing() -> None:
     """A live cluster's teardown: the run started nothing that outlives it."""

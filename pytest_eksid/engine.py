@@ -11,11 +11,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_eksid.aws import Aws, AwsError
-from pytest_eksid.connection import Connection, live_connection
+from pytest_eksid.connection import Connection, Environment, live_connection
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_contract, probe_contract
@@ -29,16 +28,6 @@ HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods ma
 class EngineError(Exception):
     """A cluster cannot be reached or probed. The message names the profile file, the cluster and why; it
     is said once per cluster and every later use of that cluster raises it again, without trying."""
-
-
-@dataclass
-class Reach:
-    """How the runner reaches one cluster: a kubeconfig and context, and the AWS settings (as the
-    standard variables would say them; empty for a live cluster: the process's own environment)."""
-
-    kubeconfig: str | None
-    context: str | None
-    env: dict[str, str | None] = field(repr=False)  # holds the sandbox runner's keys
 
 
 class _Environment:
@@ -98,7 +87,7 @@ class Engine:
         self.manifest_hook = manifest_hook
         self.connect = connect
         self.facts = facts if facts is not None else RunFacts()
-        self._reach: dict[str, Reach] = {}
+        self._reach: dict[str, Connection] = {}
         self._kube: dict[str, Kube] = {}
         self._aws: dict[str, Aws] = {}
         self._campaigns: dict[str, Campaign] = {}
@@ -122,7 +111,7 @@ class Engine:
         if name in self._broken:
             raise EngineError(self._broken[name])
 
-    def reach(self, loaded: LoadedProfile) -> Reach:
+    def reach(self, loaded: LoadedProfile) -> Connection:
         name = loaded.name
         self._check(name)
         if name not in self._reach:
@@ -134,7 +123,7 @@ class Engine:
             self._gather_facts(loaded)
         return self._reach[name]
 
-    def _connect(self, loaded: LoadedProfile) -> Reach:
+    def _connect(self, loaded: LoadedProfile) -> Connection:
         connection = self.connect(loaded, lambda message: self._say(loaded.name, message))
         if connection is None:  # not even the live provider answered: it was unregistered (-p no:...)
             raise LookupError("no provider answered pytest_eksid_connect")
@@ -142,7 +131,7 @@ class Engine:
         if len(self.settings.profiles) == 1:
             for key, value in connection.env.items():
                 self._env.set(key, value)
-        return Reach(connection.kubeconfig, connection.context, dict(connection.env))
+        return connection
 
     def _gather_facts(self, loaded: LoadedProfile) -> None:
         """Once per cluster, when it is first reached: the runner's AWS identity, and when each selected Pod
@@ -168,15 +157,16 @@ class Engine:
                 associations = []
             self.facts.last_changed[key] = last_changed(associations)
 
-    def connection(self, loaded: LoadedProfile) -> dict[str, str | None]:
+    def connection(self, loaded: LoadedProfile) -> Environment:
         """How the runner reaches the cluster, as the standard variables say it (see ``eksid_connection``)."""
         reach = self.reach(loaded)
-        out: dict[str, str | None] = {}
+        out = Environment()
         if reach.kubeconfig is not None:
             out["KUBECONFIG"] = reach.kubeconfig
         if loaded.profile.cluster.aws_profile is not None:
             out["AWS_PROFILE"] = loaded.profile.cluster.aws_profile
-        return {**out, **reach.env}
+        out.update(reach.env)
+        return out
 
     def kube(self, loaded: LoadedProfile) -> Kube:
         name = loaded.name

@@ -18,6 +18,7 @@ import pytest
 from pytest_eksid.aws import Aws
 from pytest_eksid.checks import Finding, refer
 from pytest_eksid.checks.agent import FM_AGENT
+from pytest_eksid.connection import Environment
 from pytest_eksid.engine import Engine, EngineError
 from pytest_eksid.escape import printable, quoted
 from pytest_eksid.interrupts import Interrupts
@@ -235,7 +236,7 @@ class Cluster:
         return _engine(lambda: self._engine.aws(self.profile))
 
     @property
-    def connection(self) -> dict[str, str | None]:
+    def connection(self) -> Environment:
         return _engine(lambda: self._engine.connection(self.profile))
 
     @property
@@ -333,7 +334,7 @@ def eksid_profile(request: pytest.FixtureRequest, eksid_settings: Settings) -> L
 
 
 @pytest.fixture
-def eksid_connection(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> dict[str, str | None]:
+def eksid_connection(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> Environment:
     """How the runner reaches the cluster under test, as the standard variables say it, for tools of
     your own (``subprocess.run([...], env={**os.environ, **eksid_connection})``): for a sandbox (started on
     first use) ``KUBECONFIG``, ``AWS_ENDPOINT_URL`` and its credentials; for a live cluster ``KUBECONFIG``

@@ -45,8 +45,15 @@ def test_no_minted_secret_reaches_any_output_at_any_verbosity(tmp_path: Path) ->
     out = tmp_path / "out"
     out.mkdir()
     ledger = tmp_path / "ledger"
+    # A user's own test that holds the connection (the sandbox runner's keys) and fails, shown with -l.
+    own = tmp_path / "own" / "test_own.py"
+    own.parent.mkdir()
+    own.write_text("def test_mine(eksid_connection):\n    env = eksid_connection\n    assert not env\n")
     run = run_pytest(
         f"--profile={write_profile(tmp_path, data)}",
+        "suites",
+        str(own),
+        "-l",
         "-vv",
         "-rA",
         "--log-level=DEBUG",
@@ -70,6 +77,9 @@ def test_no_minted_secret_reaches_any_output_at_any_verbosity(tmp_path: Path) ->
     )
     assert run.outcomes["suites/test_static_credentials.py::test_pod_templates[variant/billing-worker]"] == "failed"
     assert "static AWS keys in the environment" in run.stdout
+    [mine] = [outcome for key, outcome in run.outcomes.items() if key.endswith("::test_mine")]
+    assert mine == "failed"
+    assert "AWS_SECRET_ACCESS_KEY='***'" in run.stdout  # the local was shown, its secret masked
     assert "DEBUG" in outputs["run.log"]
     assert "botocore" in outputs["run.log"]
     assert "testinfra" in outputs["run.log"]  # the exec commands are logged, their output names only
@@ -83,6 +93,21 @@ def test_no_minted_secret_reaches_any_output_at_any_verbosity(tmp_path: Path) ->
 
 
 # --- the pieces, on plain data ----------------------------------------------------------------
+
+
+def test_an_environment_shows_its_names_and_masks_secret_values() -> None:
+    from pytest_eksid.connection import Environment
+
+    env = Environment(
+        KUBECONFIG="/tmp/kc", AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI", AWS_SESSION_TOKEN=None, AWS_ACCESS_KEY_ID="AKIA"
+    )
+    shown = repr(env)
+    assert "wJalr" not in shown
+    assert "AWS_SECRET_ACCESS_KEY='***'" in shown
+    assert "KUBECONFIG='/tmp/kc'" in shown
+    assert "AWS_SESSION_TOKEN=None" in shown  # an unset variable says so
+    assert str(env) == shown
+    assert {**env} == dict(env)  # still a plain mapping for subprocess environments
 
 
 @pytest.mark.parametrize(

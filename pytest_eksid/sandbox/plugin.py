@@ -15,7 +15,7 @@ from typing import Protocol
 
 import pytest
 
-from pytest_eksid.connection import Connection, Provider
+from pytest_eksid.connection import Connection, Environment, Provider
 from pytest_eksid.profile import LoadedProfile, ProfileError
 from pytest_eksid.sandbox import SandboxUnavailable, require
 from pytest_eksid.sandbox.model import section
@@ -92,7 +92,7 @@ def pytest_eksid_connect(
     return Connection(
         kubeconfig=str(connection.kubeconfig),
         context=connection.context,
-        env=dict(connection.env),
+        env=Environment(connection.env),
         close=_once(sandbox, progress),
     )
 

@@ -38,7 +38,7 @@ class Connection:
 
     kubeconfig: Path
     context: str
-    env: dict[str, str | None]  # None: unset the variable
+    env: dict[str, str | None] = field(repr=False)  # None: unset the variable; holds the runner's keys
 
     def export_lines(self) -> list[str]:
         lines = []
