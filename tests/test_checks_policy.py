@@ -1112,6 +1112,7 @@ SCOPED = {
     "s3": "arn:aws:s3:::company-prod-app-data",
     "secretsmanager": "arn:aws:secretsmanager:ap-southeast-1:111122223333:secret:checkout-db-AbCdEf",
     "ssm": "arn:aws:ssm:ap-southeast-1:111122223333:parameter/checkout/feature-flags",
+    "dynamodb": "arn:aws:dynamodb:ap-southeast-1:111122223333:table/checkout-orders",
 }
 
 
@@ -1153,6 +1154,27 @@ def test_scoped_grants_missed_by_the_old_list_are_destructive(action: str) -> No
 )
 def test_scoped_read_and_list_grants_are_not_flagged(actions: tuple[str, ...]) -> None:
     assert permission_findings(PI, {"p": _scoped(*actions)}) == []
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        ("s3:PutObject",),
+        ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"),
+        ("dynamodb:PartiQLInsert", "dynamodb:PartiQLUpdate"),
+        ("sqs:SendMessage", "sqs:DeleteMessage"),
+    ],
+)
+def test_scoped_writes_of_the_workloads_own_data_are_not_flagged(actions: tuple[str, ...]) -> None:
+    """A hardened workload writes objects under its own prefix and items in its own table: that is its job, not
+    destruction (and several of these have no side-effect-free probe, so 'name it in allow' is no answer)."""
+    assert permission_findings(PI, {"p": _scoped(*actions)}) == []
+
+
+@pytest.mark.parametrize("action", ["dynamodb:PartiQLDelete", "dynamodb:DeleteItem", "s3:DeleteObject"])
+def test_scoped_deletes_are_flagged_whatever_the_verbs_prefix(action: str) -> None:
+    f = _one(permission_findings(PI, {"p": _scoped(action)}), "destructive")
+    assert action in f.summary
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,24 @@ INVENTORY_PREFIXES = ("list", "describe")
 # on the data services, "Tagging" actions (tags decide attribute-based access) and "Write" actions whose
 # verb deletes, overwrites or reconfigures (s3:PutBucketVersioning, ssm:PutParameter, sqs:PurgeQueue).
 DESTRUCTIVE_VERBS = ("Delete", "Purge", "Disable", "Schedule", "Put", "Set", "Update", "Restore", "Remove")
-# Writes with a destructive verb that are a consumer's routine, not destruction: deleting the messages it read.
-ROUTINE_WRITES = frozenset({"sqs:deletemessage", "sqs:deletemessagebatch"})
+# Writes with a destructive verb that are a workload's routine, not destruction: writing the data it owns
+# (an object, an item; AWS rates these "Write" like PutBucketVersioning, so the level alone cannot tell
+# them apart) and a consumer deleting the messages it read. A hardened workload scoped to its own
+# prefix or table holds these; flagging them would fail it on a real cluster.
+ROUTINE_WRITES = frozenset(
+    {
+        "s3:putobject",
+        "dynamodb:putitem",
+        "dynamodb:updateitem",
+        "dynamodb:batchwriteitem",
+        "dynamodb:partiqlinsert",
+        "dynamodb:partiqlupdate",
+        "sqs:deletemessage",
+        "sqs:deletemessagebatch",
+    }
+)
+# Prefixes before an operation's verb: dynamodb:PartiQLDelete deletes as DeleteItem does.
+_VERB_PREFIXES = ("PartiQL", "Batch")
 # The destructive actions readers recognise, named first (in this order) when a wildcard grants many.
 SHOWN_FIRST = (
     "s3:DeleteObject",
@@ -142,7 +158,14 @@ def _destructive(a: AwsAction) -> bool:
         return True
     if a.service not in DATA_PLANE_SERVICES or a.action.lower() in ROUTINE_WRITES:
         return False
-    return "Tagging" in a.levels or ("Write" in a.levels and a.name.startswith(DESTRUCTIVE_VERBS))
+    return "Tagging" in a.levels or ("Write" in a.levels and _verb(a.name).startswith(DESTRUCTIVE_VERBS))
+
+
+def _verb(name: str) -> str:
+    for prefix in _VERB_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def _destructive_granted(st: Mapping[str, Any], contract: set[str]) -> tuple[list[str], str | None]:
