@@ -262,7 +262,10 @@ class Engine:
                         f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
                     )
         for connection in reversed(self._connections):
-            connection.close()
+            try:
+                connection.close()
+            except Exception as exc:  # one provider's failure must not leave the others running
+                self.progress(f"cleanup step failed: {exc.__class__.__name__}: {exc}")
 
     def _close(self) -> None:
         errors: list[BaseException] = []
@@ -296,5 +299,5 @@ class Engine:
         elif campaign.keep_pods:
             campaign.progress(
                 f"kept probe pods (run id {campaign.run_id}); delete them with: "
-                f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}"
+                f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
             )

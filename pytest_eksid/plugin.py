@@ -220,6 +220,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Each profile's provider validates what it owns of it, and has its own defaults (the live one's for real
     # clusters, the sandbox's where pods are local processes): the lowest applies.
     providers = [_provider(config, p.value) for p in profiles]
+    config.stash[PROVIDERS_KEY] = {p.value.name: provider for p, provider in zip(profiles, providers, strict=True)}
     try:
         config.stash[SETTINGS_KEY] = resolve(
             config, profiles, min((p.max_parallel for p in providers), default=DEFAULT_MAX_PARALLEL)
@@ -274,6 +275,10 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
     return tuple(out)
 
 
+# Each profile's provider, as it answered at configure time (asked once: it validates what it owns).
+PROVIDERS_KEY = pytest.StashKey[dict[str, Provider]]()
+
+
 def _provider(config: pytest.Config, loaded: LoadedProfile) -> Provider:
     """The provider that claims the profile (pytest_eksid_provider; the live one answers last)."""
     try:
@@ -316,7 +321,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             shown = loaded.path.relative_to(config.rootpath)
         except ValueError:
             shown = loaded.path
-        target = _provider(config, loaded).label
+        target = config.stash[PROVIDERS_KEY][loaded.name].label
         lines += [
             f"eksid: profile {loaded.name}: {shown} (from {setting.source})",
             f"eksid: cluster {cluster.name}, region {cluster.region}, account {cluster.account_id}; {target}",

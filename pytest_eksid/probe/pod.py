@@ -33,6 +33,7 @@ from pytest_eksid.probe.result import (
     ProbeResult,
 )
 from pytest_eksid.profile import Profile, Workload
+from pytest_eksid.settings import DEFAULT_MAX_PARALLEL
 
 Obj = dict[str, Any]
 
@@ -495,7 +496,7 @@ class Campaign:
     kube: Kube
     profile: Profile
     run_id: str = field(default_factory=new_run_id)
-    max_parallel: int = 32  # bench/scale.py: the fastest on 2 cores at 200 workloads
+    max_parallel: int = DEFAULT_MAX_PARALLEL  # a run sets --eksid-max-parallel's (the provider's default)
     keep_pods: bool = False
     progress: Callable[[str], None] = lambda _msg: None
     manifest_hook: Callable[[Obj, Workload], object] = lambda _manifest, _workload: None
