@@ -31,6 +31,16 @@ def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
+def _resolved(name: str, rest: list[ast.expr]) -> str:
+    """``import_module('.sandbox.x', 'pytest_eksid')``: a relative name resolved against its package argument."""
+    if not name.startswith(".") or not rest or not isinstance(rest[0], ast.Constant):
+        return name
+    level = len(name) - len(name.lstrip("."))
+    base = str(rest[0].value).split(".")
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, name.lstrip(".")])
+
+
 def sandbox_imports(source: str, module: str, is_package: bool = False) -> list[str]:
     """``line: what`` for each import of the sandbox in ``source`` (the module ``module``)."""
     found = []
@@ -47,11 +57,19 @@ def sandbox_imports(source: str, module: str, is_package: bool = False) -> list[
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
             and (
-                (isinstance(node.func, ast.Attribute) and node.func.attr in ("import_module", "find_spec"))
+                (
+                    isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("import_module", "find_spec", "import_plugin")
+                )
                 or (isinstance(node.func, ast.Name) and node.func.id in ("__import__", "import_module"))
             )
         ):
-            names = [node.args[0].value]
+            names = [_resolved(node.args[0].value, node.args[1:])]
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in node.targets
+        ):
+            # pytest imports these by name: a plugin list is an import.
+            names = [c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
         hits = [n for n in names if n == SANDBOX or n.startswith(SANDBOX + ".")]
         if hits:
             found.append(f"{node.lineno}: {hits[0]}")
@@ -88,6 +106,12 @@ def test_core_module_imports_nothing_from_the_sandbox(path: Path) -> None:
         ("from ..sandbox.model import SandboxSection\n", "pytest_eksid.checks.policy"),
         ("import importlib\nimportlib.import_module('pytest_eksid.sandbox.runtime')\n", "pytest_eksid.plugin"),
         ("__import__('pytest_eksid.sandbox')\n", "pytest_eksid.plugin"),
+        ("import importlib\nimportlib.import_module('.sandbox.runtime', 'pytest_eksid')\n", "pytest_eksid.plugin"),
+        ("pytest_plugins = ['pytest_eksid.sandbox.plugin']\n", "pytest_eksid.plugin"),
+        (
+            "def f(config):\n    config.pluginmanager.import_plugin('pytest_eksid.sandbox.plugin')\n",
+            "pytest_eksid.plugin",
+        ),
     ],
 )
 def test_every_form_of_import_is_found(source: str, module: str) -> None:
