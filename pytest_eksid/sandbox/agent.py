@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.loopback import Answer, LoopbackServer, reply
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 from pytest_eksid.sandbox.webhooks import PI_AUDIENCE
 
@@ -46,18 +43,6 @@ def _bare_host(host: str) -> str:
     if host.startswith("[") and "]" in host:
         return host[1 : host.index("]")]
     return host.split(":")[0] if host.count(":") == 1 else host
-
-
-def _unverified_claims(token: str) -> dict[str, Any] | None:
-    """The claims as the agent reads them before calling EKS Auth (no signature check), or None."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 class PodIdentityAgent:
@@ -116,7 +101,8 @@ class PodIdentityAgent:
         token = str(req.headers.get("Authorization") or "")
         if not token:
             return _agent_text(400, "Service account token cannot be empty")
-        unverified = _unverified_claims(token)
+        # The agent reads the claims before calling EKS Auth, with no signature check; three parts or none.
+        unverified = unverified_claims(token) if token.count(".") == 2 else None
         if unverified is None:
             return _agent_text(400, "Service account token cannot be parsed: token is malformed")
         exp = unverified.get("exp")
