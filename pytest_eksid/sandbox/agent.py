@@ -101,7 +101,7 @@ class PodIdentityAgent:
         token = str(req.headers.get("Authorization") or "")
         if not token:
             return _agent_text(400, "Service account token cannot be empty")
-        # The agent reads the claims before calling EKS Auth, with no signature check; three parts or none.
+        # The agent parses the token unverified (EKS Auth checks the signature) and needs all three parts.
         unverified = unverified_claims(token) if token.count(".") == 2 else None
         if unverified is None:
             return _agent_text(400, "Service account token cannot be parsed: token is malformed")
