@@ -8,7 +8,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, b64url, b64url_decode
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, b64url, b64url_decode, unverified_claims
 
 URL = "https://oidc.eks.eu-west-1.amazonaws.com/id/ABCDEF0123456789"
 
@@ -141,6 +141,22 @@ def test_alg_none_rejected(issuer: Issuer) -> None:
 def test_non_object_header_is_a_token_error(issuer: Issuer) -> None:
     with pytest.raises(TokenError):
         issuer.verify(f"{b64url(b'[]')}.{b64url(b'{}')}.{b64url(b'sig')}")
+
+
+def test_unverified_claims_are_read_without_the_signature(issuer: Issuer) -> None:
+    token = _sa_token(issuer)
+    h, c, _ = token.split(".")
+    assert unverified_claims(token) == _parts(token)[1]
+    assert unverified_claims(f"{h}.{c}.forged") == _parts(token)[1]
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", f"x.{b64url(b'not json')}.y", f"x.{b64url(b'[1]')}.y", "x.%%%.y"],
+    ids=["empty", "one-part", "not-json", "not-an-object", "not-base64url"],
+)
+def test_unreadable_claims_are_none(token: str) -> None:
+    assert unverified_claims(token) is None
 
 
 def test_jwks_publishes_the_public_key(issuer: Issuer) -> None:

@@ -35,7 +35,7 @@ from werkzeug.wrappers import Request, Response
 
 from pytest_eksid.sandbox import fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, b64url_decode
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
@@ -162,14 +162,6 @@ def _sts_error(code: str, message: str, status: int) -> Response:
     return Response(body, status=status, content_type="text/xml")
 
 
-def _unverified_claims(token: str) -> dict[str, Any]:
-    try:
-        claims = json.loads(b64url_decode(token.split(".")[1]))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 class WebIdentityFront:
     """STS AssumeRoleWithWebIdentity as AWS evaluates it for an EKS OIDC issuer."""
 
@@ -187,7 +179,7 @@ class WebIdentityFront:
             account = role_arn.split(":")[4]
         except IndexError:
             return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN", 400)
-        iss = str(_unverified_claims(token).get("iss", ""))
+        iss = str((unverified_claims(token) or {}).get("iss", ""))
         host_path = iss.split("://", 1)[-1]
         client_ids = self.iam.oidc_client_ids(account, host_path)
         if client_ids is None:

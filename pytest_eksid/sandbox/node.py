@@ -1,21 +1,21 @@
-"""A worker node: its kubelet, its instance metadata service and its Pod Identity agent.
+"""A worker node and its kubelet, which runs the pods scheduled on it as local processes.
 
 The kubelet runs each pod's container command as a local OS process with the environment a
 container would get (the pod spec's ``env`` plus the node's network settings) and the projected
 service-account tokens written to files; its output is the pod log, its exit the pod phase.
 Mount paths cannot be created on the host, so a variable whose value lies under a volume's
-mount path is rewritten to the file's host path (the pod spec keeps the real path).
+mount path is rewritten to the file's host path (the pod spec keeps the real path). Each node
+carries its own IMDS (:mod:`~pytest_eksid.sandbox.imds`) and Pod Identity agent
+(:mod:`~pytest_eksid.sandbox.agent`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,17 +23,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pytest_eksid.sandbox.cloud import Iam
-from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.agent import PodIdentityAgent
+from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
 from pytest_eksid.sandbox.kubeapi.store import Store, now_rfc3339
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences
-from pytest_eksid.sandbox.trust import trust_allows
-from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES, PI_AUDIENCE
+from pytest_eksid.sandbox.tokens import Issuer
+from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES
 
 Obj = dict[str, Any]
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -41,296 +39,6 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 _IMAGE_RE = re.compile(
     r"^(?:[\w.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
-
-
-class _Http:
-    """A small threaded HTTP server on a free loopback port."""
-
-    def __init__(
-        self, name: str, handler: Callable[[BaseHTTPRequestHandler, str], tuple[int, dict[str, str], bytes] | None]
-    ) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _go(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                answer = handler(self, method)
-                if answer is None:  # drop the request without a reply, like a hop-limited IMDS
-                    self.close_connection = True
-                    return
-                code, headers, body = answer
-                self.send_response(code)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._go("GET")
-
-            def do_PUT(self) -> None:
-                self._go("PUT")
-
-        self.stopping = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.1,), name=name, daemon=True)
-        _ = outer
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def _json(code: int, body: Obj | str) -> tuple[int, dict[str, str], bytes]:
-    if isinstance(body, str):
-        return code, {"Content-Type": "text/plain"}, body.encode()
-    return code, {"Content-Type": "application/json"}, json.dumps(body).encode()
-
-
-class Imds:
-    """IMDS of one node, as a pod on it sees it.
-
-    The recommended node setting (hop limit 1, HttpTokens=required) is the default: the v2 token
-    PUT gets no reply (the hop limit drops it) and v1 GETs are refused (401). ``v2_exposed``: hop
-    limit 2, so pods get a token and the node role's credentials. ``v1_exposed``: HttpTokens
-    optional, so a plain GET serves the credentials."""
-
-    def __init__(
-        self, iam: Iam, node_role_arn: str | None, *, v1_exposed: bool = False, v2_exposed: bool = False
-    ) -> None:
-        self.iam = iam
-        self.node_role_arn = node_role_arn
-        self.v1_exposed = v1_exposed
-        self.v2_exposed = v2_exposed
-        self.http = _Http("eksid-imds", self._handle)
-        self._tokens: set[str] = set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.port}"
-
-    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
-        path = req.path.split("?")[0]
-        if method == "PUT" and path == "/latest/api/token":
-            if not self.v2_exposed:
-                self.http.stopping.wait(30)  # the reply never reaches the pod
-                return None
-            token = uuid.uuid4().hex
-            self._tokens.add(token)
-            return _json(200, token)
-        if method != "GET":
-            return _json(405, "Method Not Allowed")
-        v2_token = req.headers.get("x-aws-ec2-metadata-token")
-        if v2_token not in self._tokens and not self.v1_exposed:
-            return _json(401, "Unauthorized")
-        prefix = "/latest/meta-data/iam/security-credentials/"
-        role_name = (self.node_role_arn or "").rsplit("/", 1)[-1]
-        if path == prefix.rstrip("/") or path == prefix:
-            return _json(200, role_name) if role_name else _json(404, "Not Found")
-        if path == prefix + role_name and role_name and self.node_role_arn:
-            creds = self.iam.mint(self.node_role_arn, f"i-{uuid.uuid4().hex[:17]}")
-            return _json(
-                200,
-                {
-                    "Code": "Success",
-                    "LastUpdated": now_rfc3339(),
-                    "Type": "AWS-HMAC",
-                    "AccessKeyId": creds.access_key_id,
-                    "SecretAccessKey": creds.secret_access_key,
-                    "Token": creds.session_token,
-                    "Expiration": creds.iso_expiration(),
-                },
-            )
-        return _json(404, "Not Found")
-
-
-def _agent_text(code: int, text: str) -> tuple[int, dict[str, str], bytes]:
-    """An answer as Go's http.Error writes it: text/plain, nosniff, the text and one newline."""
-    headers = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
-    return code, headers, (text + "\n").encode()
-
-
-# EKS Auth's errors as the agent passes them on: EKS Auth's status (botocore's eks-auth model,
-# boto/botocore@cd9207757d45 botocore/data/eks-auth/2023-11-26/service-2.json) and the body
-# "[<request id>]: (<ErrorCode>): <message>, fault: <fault>" (aws/eks-pod-identity-agent@984147edfc34
-# pkg/errors/errors.go, HandleCredentialFetchingError). The messages are the sandbox's own.
-EKS_AUTH_STATUS = {
-    "AccessDeniedException": 400,
-    "InvalidTokenException": 400,
-    "ResourceNotFoundException": 404,
-}
-
-
-def _eks_auth_error(code: str, message: str) -> tuple[int, dict[str, str], bytes]:
-    status = EKS_AUTH_STATUS[code]
-    fault = "client" if status < 500 else "server"
-    return _agent_text(status, f"[{uuid.uuid4()}]: ({code}): {message}, fault: {fault}")
-
-
-def _bare_host(host: str) -> str:
-    """A Host header without its port and brackets, as the agent names it in its 403."""
-    if host.startswith("[") and "]" in host:
-        return host[1 : host.index("]")]
-    return host.split(":")[0] if host.count(":") == 1 else host
-
-
-def _unverified_claims(token: str) -> dict[str, Any] | None:
-    """The claims as the agent reads them before calling EKS Auth (no signature check), or None."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-class PodIdentityAgent:
-    """The eks-pod-identity-agent of one node, with EKS Auth's AssumeRoleForPodIdentity inside.
-
-    Its refusals have the real agent's shapes: 403 for a Host header that is not its address, 400
-    for a token it cannot parse or whose exp has passed (the agent checks no signature:
-    internal/validation/request.go@1cbbbf4069cc), and EKS Auth's own errors with their status."""
-
-    def __init__(self, iam: Iam, eks: EksControlPlane, issuer: Issuer, *, running: bool = True) -> None:
-        self.iam = iam
-        self.eks = eks
-        self.issuer = issuer
-        self.running = running
-        self.http = _Http("eksid-agent", self._handle)
-        # A stopped agent: its address is held (bound, not listening), so connections are refused.
-        self._hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._hold.bind(("127.0.0.1", 0))
-
-    @property
-    def port(self) -> int:
-        return self.http.port if self.running else int(self._hold.getsockname()[1])
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/credentials"
-
-    def start(self) -> None:
-        if self.running:
-            self.http.start()
-
-    def stop(self) -> None:
-        if self.running:
-            self.http.stop()
-        else:
-            self.http.server.server_close()  # bound at construction, never served
-        self._hold.close()
-
-    def _allowed_hosts(self) -> set[str]:
-        # EKS: 169.254.170.23 or [fd00:ec2::23]. The sandbox agent listens on loopback instead.
-        return {"169.254.170.23", "[fd00:ec2::23]", f"127.0.0.1:{self.port}"}
-
-    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> tuple[int, dict[str, str], bytes] | None:
-        path = req.path.split("?")[0]
-        if path in ("/healthz", "/readyz"):
-            return _json(200, "ok")
-        if path != "/v1/credentials" or method != "GET":
-            return _json(404, "Not Found")
-        host = str(req.headers.get("Host") or "")
-        if host not in self._allowed_hosts():
-            return _agent_text(
-                403,
-                "Access Denied. Called agent through invalid address, please use either "
-                f"[169.254.170.23 fd00:ec2::23] address not {_bare_host(host)}",
-            )
-        token = str(req.headers.get("Authorization") or "")
-        if not token:
-            return _agent_text(400, "Service account token cannot be empty")
-        unverified = _unverified_claims(token)
-        if unverified is None:
-            return _agent_text(400, "Service account token cannot be parsed: token is malformed")
-        exp = unverified.get("exp")
-        if isinstance(exp, (int, float)) and exp < time.time():
-            return _agent_text(
-                400, "Service account token failed basic claim validations: token has invalid claims: token is expired"
-            )
-        try:  # EKS Auth verifies the signature and the issuer
-            claims = self.issuer.verify(token)
-        except TokenError as exc:
-            return _eks_auth_error("InvalidTokenException", f"Service account token is invalid: {exc}")
-        if PI_AUDIENCE not in audiences(claims):
-            return _eks_auth_error("InvalidTokenException", f"Service account token audience is not {PI_AUDIENCE}")
-        k8s = claims.get("kubernetes.io", {})
-        ns = k8s.get("namespace", "")
-        sa = k8s.get("serviceaccount", {}).get("name", "")
-        pod = k8s.get("pod", {})
-        assoc = self.eks.find_association(ns, sa)
-        if assoc is None:
-            return _eks_auth_error("ResourceNotFoundException", f"No Pod Identity Association found for {ns}/{sa}")
-        trust = self.iam.role_trust(assoc.role_arn)
-        actions = ["sts:AssumeRole"] if assoc.disable_session_tags else ["sts:AssumeRole", "sts:TagSession"]
-        context = {
-            "aws:RequestTag/eks-cluster-arn": [self.eks.arn],
-            "aws:RequestTag/eks-cluster-name": [self.eks.name],
-            "aws:RequestTag/kubernetes-namespace": [ns],
-            "aws:RequestTag/kubernetes-service-account": [sa],
-            "aws:RequestTag/kubernetes-pod-name": [str(pod.get("name", ""))],
-            "aws:RequestTag/kubernetes-pod-uid": [str(pod.get("uid", ""))],
-            "aws:SourceAccount": [self.eks.account_id],
-            "aws:SourceArn": [self.eks.arn],
-        }
-        allowed, reason = (
-            (False, "role not found")
-            if trust is None
-            else trust_allows(trust, principal_kind="Service", principal=PI_AUDIENCE, actions=actions, context=context)
-        )
-        if not allowed:
-            return _eks_auth_error(
-                "AccessDeniedException", f"EKS Pod Identity cannot assume {assoc.role_arn}: {reason}"
-            )
-        session = f"eks-{self.eks.name}-{pod.get('name', '')}-{uuid.uuid4()}"[:64]
-        final = assoc.role_arn
-        if assoc.target_role_arn:
-            # EKS chains to the target role itself; the target must trust the association's role.
-            target_trust = self.iam.role_trust(assoc.target_role_arn)
-            chained, why = (
-                (False, "role not found")
-                if target_trust is None
-                else trust_allows(
-                    target_trust, principal_kind="AWS", principal=assoc.role_arn, actions=actions, context=context
-                )
-            )
-            if not chained:
-                return _json(
-                    403,
-                    {"message": f"AccessDeniedException: cannot assume target role {assoc.target_role_arn}: {why}"},
-                )
-            final = assoc.target_role_arn
-        creds = self.iam.mint(final, session)
-        return _json(
-            200,
-            {
-                "AccessKeyId": creds.access_key_id,
-                "SecretAccessKey": creds.secret_access_key,
-                "Token": creds.session_token,
-                "AccountId": final.split(":")[4],
-                "Expiration": creds.iso_expiration(),
-            },
-        )
 
 
 @dataclass

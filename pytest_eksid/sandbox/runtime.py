@@ -19,11 +19,13 @@ import yaml
 
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox import model
+from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
 from pytest_eksid.sandbox.model import SandboxSection
-from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Imds, Kubelet, Node, PodIdentityAgent
+from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Kubelet, Node
 from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
 
