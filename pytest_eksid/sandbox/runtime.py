@@ -94,6 +94,7 @@ class Sandbox:
             account_id=cluster.account_id,
             issuer_url=self.issuer.url,
             endpoint=self.kubeapi.https_url,
+            certificate_authority=self.kubeapi.ca_data,
         )
         self.kubeapi.oidc_discovery = lambda: (
             {
