@@ -23,7 +23,7 @@ Obj = dict[str, Any]
 
 # The error shapes this API answers with and their ``error.httpStatusCode``
 # [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:
-#  1148-1157,4532-4561,4564-4589,6092-6113,6140-6169].
+#  1148-1159,4532-4563,4564-4591,6092-6115,6140-6171].
 MODELED_ERRORS: dict[str, int] = {
     "AccessDeniedException": 403,
     "InvalidParameterException": 400,
@@ -40,7 +40,7 @@ COMMON_ERRORS: dict[str, int] = {
 }
 
 # The request members of the operations that take a body
-# [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:3045-3093,7005-7045]; ``externalId``
+# [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:3045-3094,7005-7046]; ``externalId``
 # is an output of the association only (5907-5910): EKS generates it.
 CREATE_MEMBERS = frozenset(
     {"namespace", "serviceAccount", "roleArn", "clientRequestToken", "tags"}
@@ -61,7 +61,7 @@ class EksError(Exception):
 
 def _page(items: list[Any], query: dict[str, str]) -> tuple[list[Any], str | None]:
     """One page of ``items`` as the model's list operations page: ``maxResults`` 1-100 (default 100),
-    an opaque ``nextToken`` [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:4941-4969]."""
+    an opaque ``nextToken`` [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:4941-4963]."""
     try:
         max_results = int(query.get("maxResults", "100"))
         start = int(query.get("nextToken", "0"))
@@ -75,7 +75,7 @@ def _page(items: list[Any], query: dict[str, str]) -> tuple[list[Any], str | Non
 
 def list_clusters(names: list[str], query: dict[str, str]) -> Obj:
     """``ListClusters``: the region's cluster names, paginated on ``nextToken``/``maxResults``
-    [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:737-754; paginators-1.json:3-8]."""
+    [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:737-752; paginators-1.json:3-8]."""
     page, token = _page(sorted(names), query)
     out: Obj = {"clusters": page}
     if token is not None:
@@ -254,7 +254,7 @@ class EksControlPlane:
             "roleArn": f"arn:aws:iam::{self.account_id}:role/{self.name}-cluster-role",
             "identity": {"oidc": {"issuer": self.issuer_url}},
             "status": "ACTIVE",
-            # [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:2107-2120,2214-2217]
+            # [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:2107-2116,2214-2217]
             "certificateAuthority": {"data": self.certificate_authority},
             "platformVersion": "eks.1",
             "tags": {},
