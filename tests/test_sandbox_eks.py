@@ -347,7 +347,9 @@ def test_session_policy_limits_the_pods_session(run, aws):
     iam, eks = aws("iam"), aws("eks")
     both = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:ListAllMyBuckets", "iam:ListRoles"], "Resource": "*"}],
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListAllMyBuckets", "s3:ListBucket", "iam:ListRoles"], "Resource": "*"}
+        ],
     }
     only_s3 = {
         "Version": "2012-10-17",
@@ -370,6 +372,10 @@ def test_session_policy_limits_the_pods_session(run, aws):
         with pytest.raises(ClientError) as err:
             aws("iam", keys).list_roles()  # the role allows it, the session policy does not
         assert error_of(err)[1] == 403
+        bucket = aws("s3").list_buckets()["Buckets"][0]["Name"]
+        with pytest.raises(ClientError) as err:  # S3 goes through the sandbox's own S3 front: limited too
+            aws("s3", keys).list_objects_v2(Bucket=bucket)
+        assert error_of(err) == ("AccessDenied", 403)
     finally:
         eks.delete_pod_identity_association(clusterName=CLUSTER, associationId=assoc["associationId"])
 
