@@ -426,3 +426,37 @@ def test_without_session_tags_a_trust_on_request_tags_no_longer_holds(run, aws):
         assert agent_error_code(body) == "AccessDeniedException"
     finally:
         eks.delete_pod_identity_association(clusterName=CLUSTER, associationId=assoc["associationId"])
+
+
+# --- in-process: the guessed, configurable parts ------------------------------------------------
+
+
+def plane(**kw) -> sandbox_eks.EksControlPlane:
+    return sandbox_eks.EksControlPlane(
+        name=CLUSTER, region=REGION, account_id=ACCOUNT, issuer_url="https://issuer", endpoint="https://api", **kw
+    )
+
+
+def test_unknown_members_can_be_ignored_but_never_used():
+    role = f"arn:aws:iam::{ACCOUNT}:role/r"
+    body = {"namespace": "n", "serviceAccount": "s", "roleArn": role, "targetRoleArn": role, "externalId": "mine"}
+    with pytest.raises(sandbox_eks.EksError) as err:
+        plane().handle("POST", f"/clusters/{CLUSTER}/pod-identity-associations", {}, body)
+    assert (err.value.code, err.value.status) == ("InvalidParameterException", 400)
+    made = plane(refuse_unknown_members=False).handle(
+        "POST", f"/clusters/{CLUSTER}/pod-identity-associations", {}, body
+    )
+    assert made["association"]["externalId"] not in ("", "mine")
+
+
+def test_external_id_follows_the_target_role_through_updates():
+    eks = plane()
+    role = f"arn:aws:iam::{ACCOUNT}:role/r"
+    assoc = eks.create_association("n", "s", role)
+    path = f"/clusters/{CLUSTER}/pod-identity-associations/{assoc.association_id}"
+    assert "externalId" not in eks.handle("GET", path, {}, {})["association"]
+    first = eks.handle("POST", path, {}, {"targetRoleArn": role})["association"]["externalId"]
+    assert first
+    assert eks.handle("POST", path, {}, {"roleArn": role})["association"]["externalId"] == first
+    assert "externalId" not in eks.handle("POST", path, {}, {"targetRoleArn": ""})["association"]
+    assert eks.handle("POST", path, {}, {"targetRoleArn": role})["association"]["externalId"] != first

@@ -162,8 +162,9 @@ class Iam:
 
 def _session_policy_check(self: Any, resource: str) -> None:
     """moto's permission check, then the session's own policy: a role session minted with a session
-    policy may do only what both the role's policies and that policy allow (moto keeps the policy on
-    the session but never evaluates it)."""
+    policy may do only what both the role's policies and that policy allow (an association's policy
+    "is applied as the intersection of the role's policies and this policy" [boto/botocore@0e6e2404
+    botocore/data/eks/2017-11-01/service-2.json:3089-3092]; moto keeps it on the session, never reads it)."""
     from moto.iam.access_control import AssumedRoleAccessKey, IAMPolicy, IAMRequestBase, PermissionResult
 
     IAMRequestBase.check_action_permitted(self, resource)
