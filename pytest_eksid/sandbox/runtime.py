@@ -86,6 +86,7 @@ class Sandbox:
         )
         self.store = Store()
         self.kubelet: Kubelet | None = None
+        self.webhooks: Webhooks | None = None
         self.kubeapi = KubeApiServer(self.store, log_reader=self._read_log)
         self.iam.remember(self.kubeapi.token)
         self.eks = EksControlPlane(
@@ -166,11 +167,12 @@ class Sandbox:
         )
         self.kubelet.install()
         injecting = not self.faulted("webhook-not-injecting")
-        Webhooks(
+        self.webhooks = Webhooks(
             self.store,
             self.eks,
             WebhookConfig(region=self.profile.cluster.region, irsa_enabled=injecting, pod_identity_enabled=injecting),
-        ).install()
+        )
+        self.webhooks.install()
 
     def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
         assert self.kubelet is not None
