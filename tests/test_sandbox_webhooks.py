@@ -636,7 +636,7 @@ class TestAdmission:
 
 
 class TestAsUpstream:
-    """Behaviours read from aws/amazon-eks-pod-identity-webhook@3bf80a34 (pkg/handler/handler.go, pkg/cache)."""
+    """Behaviours read from aws/amazon-eks-pod-identity-webhook@3bf80a34 (pkg/handler, pkg/cache)."""
 
     @pytest.mark.parametrize(
         ("namespace", "sa", "variable", "volume"),
@@ -770,7 +770,8 @@ class TestAsUpstream:
         # cache.go:156-166: the association still injects, but the SA's settings are not seen (false, 86400).
         k = cluster(demo)
         cache = demo.sandbox.webhooks.cache
-        monkeypatch.setattr(cache, "_lagging", {(PI_NS, "pi-fresh-sa")})
+        monkeypatch.setattr(cache, "_lagging", set())  # the shared sandbox's own set comes back at teardown
+        cache.lag(PI_NS, "pi-fresh-sa")
         monkeypatch.setattr(demo.sandbox.webhooks.config, "random", FixedRandom(0))
         k.service_account(
             PI_NS,
@@ -803,3 +804,21 @@ def test_webhook_not_injecting(start_sandbox, cluster):
         pod = k.read(namespace, k.pod(namespace, name))
         assert aws_env(pod["spec"]["containers"][0]) == {}, name
         assert set(volumes_of(pod)) & IDENTITY_VOLUMES == set(), name
+
+
+def test_webhook_cache_miss(start_sandbox, cluster):
+    """The fault: the workload's running pod was created before the webhook's informer had its SA."""
+    data = demo_data()
+    data["sandbox"]["faults"] = [{"fault": "webhook-cache-miss", "workload": "billing-worker"}]
+    run = start_sandbox(data)
+    k = cluster(run)
+    sa = k.core.read_namespaced_service_account(IRSA_SA, IRSA_NS)
+    assert sa.metadata.annotations["eks.amazonaws.com/role-arn"] == BILLING_ROLE
+    (running,) = k.core.list_namespaced_pod(IRSA_NS, label_selector="app.kubernetes.io/name=billing-worker").items
+    running_pod = k.api_client.sanitize_for_serialization(running)
+    assert aws_env(running_pod["spec"]["containers"][0]) == {}
+    assert set(volumes_of(running_pod)) & IDENTITY_VOLUMES == set()
+    # The informer has caught up since: a pod made now (the probe's) is mutated, and Pod Identity never missed.
+    assert env_of(k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA))["spec"]["containers"][0])["AWS_ROLE_ARN"] == BILLING_ROLE
+    (pi_running,) = k.core.list_namespaced_pod(PI_NS, label_selector="app.kubernetes.io/name=invoice-exporter").items
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in {e.name for e in pi_running.spec.containers[0].env}

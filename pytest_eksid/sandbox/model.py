@@ -58,6 +58,7 @@ FaultName = Literal[
     "kms-via-service-missing",
     "proxy-captures-agent",
     "host-network",
+    "webhook-cache-miss",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -81,6 +82,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "kms-via-service-missing": None,
     "proxy-captures-agent": "pod-identity",
     "host-network": "pod-identity",
+    "webhook-cache-miss": "irsa",
 }
 
 

@@ -13,7 +13,7 @@ in EKS: when the webhook is off, pods are admitted bare, silently).
 
 Every container and initContainer not named in ``skip-containers`` gets, group by group, what it
 does not set already: ``AWS_STS_REGIONAL_ENDPOINTS``, the region pair, the mode's credential pair
-[handler.go:172-285, 325-345].
+[aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:172-285, 325-345].
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ PI_AGENT_URI = "http://169.254.170.23/v1/credentials"
 # Where pods reach the node's agent: IPv4 and (unconfirmed exact URI) IPv6 clusters.
 AGENT_ADDRESSES = ("http://169.254.170.23", "http://[fd00:ec2::23]")
 REGIONAL_STS = "AWS_STS_REGIONAL_ENDPOINTS"
-# [pkg/constants.go:17-25]: the default lifetime, the floor of its jitter, the kube-apiserver minimum.
+# The default lifetime, the floor of its jitter, the kube-apiserver minimum
+# [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/constants.go:17-25].
 DEFAULT_TOKEN_EXPIRATION = 86400
 DEFAULT_MIN_TOKEN_EXPIRATION = 79200
 MIN_TOKEN_EXPIRATION = 600
@@ -49,7 +50,8 @@ MIN_TOKEN_EXPIRATION = 600
 
 @dataclass
 class WebhookConfig:
-    """The webhook's flags [main.go:78-97], as far as the sandbox models them."""
+    """The webhook's flags, as far as the sandbox models them
+    [aws/amazon-eks-pod-identity-webhook@3bf80a34 main.go:78-97]."""
 
     region: str | None  # --aws-default-region
     agent_uri: str = PI_AGENT_URI  # --container-credentials-full-uri
@@ -57,18 +59,24 @@ class WebhookConfig:
     pod_identity_enabled: bool = True
     # --sts-regional-endpoint (upstream default false; what the EKS-managed webhook sets is guessed).
     regional_sts: bool = False
-    # --token-expiration (default 86400, raised to at least 600) [main.go:81, 150].
+    # --token-expiration (default 86400, raised to at least 600)
+    # [aws/amazon-eks-pod-identity-webhook@3bf80a34 main.go:81,150].
     token_expiration: int = DEFAULT_TOKEN_EXPIRATION
     # --service-account-lookup-grace-period (default 0: a ServiceAccount missing from the informer
-    # cache means no mutation; above 0 the webhook asks the API server) [main.go:97; handler.go:463-486].
+    # cache means no mutation; above 0 the webhook asks the API server)
+    # [aws/amazon-eks-pod-identity-webhook@3bf80a34 main.go:97]
+    # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:463-486].
     sa_lookup_grace_seconds: float = 0.0
-    # The jitter's random source (upstream: math/rand seeded with the time [main.go:54]); tests inject one.
+    # The jitter's random source; upstream's is math/rand seeded with the time
+    # [aws/amazon-eks-pod-identity-webhook@3bf80a34 main.go:54].
+    # Tests inject one.
     random: random.Random = field(default_factory=random.Random)
 
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A ServiceAccount as the webhook's cache parses it [pkg/cache/cache.go:215-259]."""
+    """A ServiceAccount as the webhook's cache parses it
+    [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:215-259]."""
 
     role_arn: str
     audience: str
@@ -77,7 +85,8 @@ class CacheEntry:
 
 
 class ServiceAccountCache:
-    """The webhook's informer cache of ServiceAccounts [pkg/cache/cache.go:115-177, 333-360].
+    """The webhook's informer cache of ServiceAccounts
+    [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:115-177,333-360].
 
     The sandbox reads the store, except for the ServiceAccounts whose informer event has not been
     delivered yet (:meth:`lag`, the ``webhook-cache-miss`` fault): for those the cache misses until
@@ -108,7 +117,8 @@ class ServiceAccountCache:
         return self.fetch(namespace, name)
 
     def fetch(self, namespace: str, name: str) -> CacheEntry | None:
-        """The ServiceAccount read from the API server (the grace period's path) [cache.go:382-400]."""
+        """The ServiceAccount read from the API server: the grace period's path
+        [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:382-400]."""
         sa = self.store.find("serviceaccounts", namespace, name)
         return None if sa is None else self._entry(sa)
 
@@ -119,7 +129,8 @@ class ServiceAccountCache:
         return CacheEntry(
             role_arn=annotations.get(IRSA_ROLE_ANNOTATION, ""),
             audience=annotations.get(IRSA_AUDIENCE_ANNOTATION, "sts.amazonaws.com"),
-            # An unparseable value keeps the flag's [cache.go:238-246].
+            # An unparseable value keeps the flag's
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:238-246].
             regional_sts=self.config.regional_sts if regional is None else regional,
             token_expiration=(
                 max(MIN_TOKEN_EXPIRATION, self.config.token_expiration)
@@ -131,7 +142,7 @@ class ServiceAccountCache:
 
 @dataclass(frozen=True)
 class PatchConfig:
-    """What one pod gets [handler.go:127-137]."""
+    """What one pod gets [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:127-137]."""
 
     env: dict[str, str]  # the mode's credential pair
     skip: frozenset[str]
@@ -165,7 +176,9 @@ class Webhooks:
     def mutate(self, pod: Obj) -> None:
         meta = pod["metadata"]
         if IRSA_SKIP_LABEL in (meta.get("labels") or {}):
-            return  # the webhook's objectSelector excludes the pod [deploy/mutatingwebhook.yaml:15-19]
+            # The webhook's objectSelector excludes the pod
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 deploy/mutatingwebhook.yaml:15-19].
+            return
         patch = self._patch_config(pod)
         if patch is None:
             return
@@ -177,13 +190,16 @@ class Webhooks:
         if not any(v.get("name") == patch.volume for v in volumes):
             volumes.append(_projected_token(patch.volume, patch.audience, patch.token_path, patch.expiration))
         if patch.volume == "eks-pod-identity-token":
-            meta.setdefault("labels", {})["eks.amazonaws.com/pod-identity"] = "enabled"  # [handler.go:366-384]
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:366-384]
+            meta.setdefault("labels", {})["eks.amazonaws.com/pod-identity"] = "enabled"
 
     def _patch_config(self, pod: Obj) -> PatchConfig | None:
-        """buildPodPatchConfig [handler.go:440-508]: container credentials first, then IRSA."""
+        """buildPodPatchConfig: container credentials first, then IRSA
+        [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:440-508]."""
         namespace, sa = pod["metadata"]["namespace"], pod["spec"]["serviceAccountName"]
         if self.config.pod_identity_enabled and self.eks.find_association(namespace, sa) is not None:
-            # GetCommonConfigurations: the cached SA's settings, else false / 86400 [cache.go:156-166].
+            # GetCommonConfigurations: the cached SA's settings, else false / 86400
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:156-166].
             entry = self.cache.get(namespace, sa)
             regional, expiration = (
                 (entry.regional_sts, entry.token_expiration) if entry else (False, DEFAULT_TOKEN_EXPIRATION)
@@ -207,10 +223,13 @@ class Webhooks:
         entry = self.cache.get(namespace, sa)
         if entry is None and self.config.sa_lookup_grace_seconds > 0:
             # The miss asks the API server, and the answer comes within the grace period (the sandbox's
-            # API answers at once; upstream's 10/s rate limit is not modelled) [cache.go:312-331].
+            # API answers at once; upstream's 10/s rate limit is not modelled)
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/cache/cache.go:312-331].
             entry = self.cache.fetch(namespace, sa)
         if entry is None or not entry.role_arn:
-            return None  # a cache miss with grace period 0 is not mutated [handler.go:467-469, 506-507]
+            # A cache miss with grace period 0 is not mutated
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:467-469,506-507].
+            return None
         return PatchConfig(
             env={"AWS_ROLE_ARN": entry.role_arn, "AWS_WEB_IDENTITY_TOKEN_FILE": f"{IRSA_TOKEN_DIR}/token"},
             skip=_skip_containers(pod),
@@ -223,21 +242,25 @@ class Webhooks:
         )
 
     def _jitter(self, expiration: int) -> int:
-        """addJitterToDefaultToken: exactly 86400 becomes uniform in 79200..86400 [handler.go:510-517]."""
+        """addJitterToDefaultToken: exactly 86400 becomes uniform in 79200..86400
+        [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:510-517]."""
         if expiration != DEFAULT_TOKEN_EXPIRATION:
             return expiration
         span = DEFAULT_TOKEN_EXPIRATION - DEFAULT_MIN_TOKEN_EXPIRATION + 1
         return self.config.random.randrange(span) + DEFAULT_MIN_TOKEN_EXPIRATION  # Int63n(span): [0, span)
 
     def _container(self, container: Obj, patch: PatchConfig) -> None:
-        """addEnvToContainer: each group skipped only where the container sets one of it [handler.go:172-285]."""
+        """addEnvToContainer: each group skipped only where the container sets one of it
+        [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:172-285]."""
         env = container.setdefault("env", [])
         names = {e.get("name") for e in env}
         creds_set = bool(names & set(patch.env))
         region_set = bool(names & {"AWS_REGION", "AWS_DEFAULT_REGION"})
         sts_set = REGIONAL_STS in names
         if creds_set and region_set and sts_set:
-            return  # everything present: not even the volume mount is added [handler.go:212-217]
+            # Everything present: not even the volume mount is added
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:212-217].
+            return
         if not sts_set and patch.regional_sts:
             env.append({"name": REGIONAL_STS, "value": "regional"})
         if not region_set and self.config.region:
@@ -251,13 +274,15 @@ class Webhooks:
 
 
 def _skip_containers(pod: Obj) -> frozenset[str]:
-    """The containers and initContainers to leave alone: a CSV, names kept verbatim [handler.go:153-170]."""
+    """The containers and initContainers to leave alone: a CSV, names kept verbatim
+    [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:153-170]."""
     raw = (pod["metadata"].get("annotations") or {}).get(IRSA_SKIP_CONTAINERS_ANNOTATION)
     return frozenset(raw.split(",")) if raw else frozenset()
 
 
 def _pod_expiration(pod: Obj, default: int) -> int:
-    """The pod's token-expiration annotation over ``default``; unparseable keeps it [handler.go:292-303]."""
+    """The pod's token-expiration annotation over ``default``; unparseable keeps it
+    [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:292-303]."""
     value = _parse_int((pod["metadata"].get("annotations") or {}).get(IRSA_EXPIRATION_ANNOTATION, ""))
     return default if value is None else max(MIN_TOKEN_EXPIRATION, value)
 
