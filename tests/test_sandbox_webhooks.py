@@ -36,6 +36,7 @@ PI_URI = "http://169.254.170.23/v1/credentials"
 IRSA_VARS = {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION", "AWS_DEFAULT_REGION"}
 PI_VARS = {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}
 IDENTITY_VOLUMES = {"aws-iam-token", "eks-pod-identity-token"}
+SKIP = "eks.amazonaws.com/skip-containers"
 
 # Prints what the pod's own projected tokens say about themselves (claims only, never the token).
 CLAIMS_CODE = textwrap.dedent(
@@ -745,6 +746,10 @@ class TestAsUpstream:
         assert token_source(irsa, "aws-iam-token")["expirationSeconds"] == 86400
         assert token_source(asked, "eks-pod-identity-token")["expirationSeconds"] == 7200
         assert source.spans == [7201]
+        # Upstream compares the value, not where it came from: an explicit 86400 is jittered too.
+        explicit = k.read(PI_NS, k.pod(PI_NS, PI_SA, annotations={"eks.amazonaws.com/token-expiration": "86400"}))
+        assert token_source(explicit, "eks-pod-identity-token")["expirationSeconds"] == expected
+        assert source.spans == [7201, 7201]
 
     def test_service_account_not_yet_in_the_informer_cache(self, demo, cluster, monkeypatch):
         # handler.go:463-486 with the default grace period 0: a cache miss leaves an IRSA pod unmutated.
@@ -784,6 +789,38 @@ class TestAsUpstream:
         assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == PI_URI
         assert "AWS_STS_REGIONAL_ENDPOINTS" not in env
         assert token_source(pod, "eks-pod-identity-token")["expirationSeconds"] == 79200
+
+    @pytest.mark.parametrize(
+        ("annotation", "record"),
+        [
+            ("sidecar,other", ["sidecar", "other"]),
+            ("sidecar, other", ["sidecar", " other"]),  # no TrimLeadingSpace: " other" names no container
+            ('"sidecar",other', ["sidecar", "other"]),
+            ('"a""b",c', ['a"b', "c"]),
+            ("\n\nx,y\nz", ["x", "y"]),  # empty lines skipped, only the first record read
+            ("a\r\nb", ["a"]),
+            ('"a\nb",c', ["a\nb", "c"]),
+            ("a,", ["a", ""]),
+            ("", None),  # io.EOF
+            ('a"b,c', None),  # ErrBareQuote
+            ('"a"b,c', None),  # ErrQuote
+            ('"abc', None),  # ErrQuote at the end
+        ],
+    )
+    def test_skip_containers_is_read_as_go_csv_reads_it(self, annotation, record):
+        # handler.go:153-170: csv.NewReader(...).Read(); on an error no container is skipped.
+        from pytest_eksid.sandbox.webhooks import go_csv_first_record
+
+        assert go_csv_first_record(annotation) == record
+
+    def test_skip_containers_quoted_and_malformed(self, demo, cluster):
+        k = cluster(demo)
+        side = [{"name": "sidecar", "image": "busybox", "command": ["sleep", "1"]}]
+        quoted = k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA, containers=side, annotations={SKIP: '"sidecar",x'}))
+        assert aws_env(quoted["spec"]["containers"][1]) == {}
+        # A bare quote is a CSV error: upstream then skips nothing, not even the well-formed names.
+        bare = k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA, containers=side, annotations={SKIP: 'sidecar,x"y'}))
+        assert env_of(bare["spec"]["containers"][1])["AWS_ROLE_ARN"] == BILLING_ROLE
 
 
 # --- faults -------------------------------------------------------------------------------------

@@ -274,10 +274,54 @@ class Webhooks:
 
 
 def _skip_containers(pod: Obj) -> frozenset[str]:
-    """The containers and initContainers to leave alone: a CSV, names kept verbatim
-    [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:153-170]."""
+    """The containers and initContainers to leave alone: the annotation's first CSV record, names
+    kept verbatim; none where Go's CSV reader errs [aws/amazon-eks-pod-identity-webhook@3bf80a34
+    pkg/handler/handler.go:153-170]."""
     raw = (pod["metadata"].get("annotations") or {}).get(IRSA_SKIP_CONTAINERS_ANNOTATION)
-    return frozenset(raw.split(",")) if raw else frozenset()
+    record = go_csv_first_record(raw) if raw is not None else None
+    return frozenset(record or ())
+
+
+def go_csv_first_record(text: str) -> list[str] | None:
+    """``csv.NewReader(strings.NewReader(text)).Read()`` with Go's defaults (comma ``,``, no
+    LazyQuotes, no TrimLeadingSpace): empty lines skipped, quoted fields with ``""`` and line
+    breaks, and None where Go returns an error (EOF, a bare or stray quote)."""
+    lines = text.splitlines(keepends=True)
+    while lines and lines[0] in ("\n", "\r\n"):
+        lines.pop(0)
+    if not lines:
+        return None  # io.EOF
+    rest, fields = "".join(lines), []
+    while True:
+        if not rest.startswith('"'):
+            end = min((i for i in (rest.find(","), rest.find("\n")) if i >= 0), default=len(rest))
+            field = rest[:end].removesuffix("\r") if rest[end : end + 1] == "\n" else rest[:end]
+            if '"' in field:
+                return None  # ErrBareQuote
+            fields.append(field)
+            if rest[end : end + 1] != ",":
+                return fields
+            rest = rest[end + 1 :]
+            continue
+        i, field = 1, ""
+        while True:
+            close = rest.find('"', i)
+            if close < 0:
+                return None  # ErrQuote: no closing quote before the end
+            field += rest[i:close]
+            after = rest[close + 1 : close + 2]
+            if after == '"':
+                field, i = field + '"', close + 2
+                continue
+            tail = rest[close + 1 :]
+            if after == ",":
+                fields.append(field)
+                rest = tail[1:]
+                break
+            if tail == "" or tail.startswith(("\n", "\r\n")):
+                fields.append(field)
+                return fields
+            return None  # ErrQuote: extraneous text after the closing quote
 
 
 def _pod_expiration(pod: Obj, default: int) -> int:
