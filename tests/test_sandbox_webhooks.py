@@ -790,6 +790,48 @@ class TestAsUpstream:
         assert "AWS_STS_REGIONAL_ENDPOINTS" not in env
         assert token_source(pod, "eks-pod-identity-token")["expirationSeconds"] == 79200
 
+    def test_identity_volume_goes_first(self, demo, cluster):
+        # handler.go:394-412: with volumes present the patch adds at /spec/volumes/0.
+        k = cluster(demo)
+        created = k.core.create_namespaced_pod(
+            IRSA_NS,
+            {
+                "metadata": {"generateName": "wh-", "labels": {"suite": "sandbox-webhooks"}},
+                "spec": {
+                    "serviceAccountName": IRSA_SA,
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "app", "image": "python", "command": ["python3", "-c", "pass"]}],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                },
+            },
+        )
+        k.pods.append((IRSA_NS, created.metadata.name))
+        pod = k.read(IRSA_NS, created.metadata.name)
+        assert [v["name"] for v in pod["spec"]["volumes"]] == ["aws-iam-token", "scratch"]
+
+    @pytest.mark.parametrize("label", ["kubernetes.io/os", "beta.kubernetes.io/os"])
+    def test_windows_pods_get_a_windows_token_path(self, demo, cluster, label):
+        # handler.go:314-321: the token file variable (not the mount) is rewritten for Windows nodes.
+        k = cluster(demo)
+        created = k.core.create_namespaced_pod(
+            IRSA_NS,
+            {
+                "metadata": {"generateName": "wh-", "labels": {"suite": "sandbox-webhooks"}},
+                "spec": {
+                    "serviceAccountName": IRSA_SA,
+                    "nodeSelector": {label: "windows"},
+                    "containers": [{"name": "app", "image": "mcr.microsoft.com/windows/nanoserver"}],
+                },
+            },
+        )
+        k.pods.append((IRSA_NS, created.metadata.name))
+        app = k.read(IRSA_NS, created.metadata.name)["spec"]["containers"][0]
+        assert (
+            env_of(app)["AWS_WEB_IDENTITY_TOKEN_FILE"]
+            == "C:\\var\\run\\secrets\\eks.amazonaws.com\\serviceaccount\\token"
+        )
+        assert mounts_of(app)["aws-iam-token"]["mountPath"] == IRSA_DIR
+
     @pytest.mark.parametrize(
         ("annotation", "record"),
         [

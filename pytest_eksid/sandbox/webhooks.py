@@ -144,7 +144,8 @@ class ServiceAccountCache:
 class PatchConfig:
     """What one pod gets [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:127-137]."""
 
-    env: dict[str, str]  # the mode's credential pair
+    credential: tuple[str, str]  # the mode's credential variable and its value
+    token_file_variable: str  # the variable that names the token file (mount path + token path)
     skip: frozenset[str]
     expiration: int
     regional_sts: bool
@@ -183,12 +184,19 @@ class Webhooks:
         if patch is None:
             return
         spec = pod["spec"]
+        token_file = f"{patch.mount_path}/{patch.token_path}"
+        selector = spec.get("nodeSelector") or {}
+        if "windows" in (selector.get("kubernetes.io/os"), selector.get("beta.kubernetes.io/os")):
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:314-321]
+            token_file = "C:" + token_file.replace("/", "\\")
         for c in [*(spec.get("initContainers") or []), *spec["containers"]]:
             if c.get("name") not in patch.skip:
-                self._container(c, patch)
+                self._container(c, patch, token_file)
         volumes = spec.setdefault("volumes", [])
         if not any(v.get("name") == patch.volume for v in volumes):
-            volumes.append(_projected_token(patch.volume, patch.audience, patch.token_path, patch.expiration))
+            # Added first, as the patch's /spec/volumes/0 does
+            # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:386-412].
+            volumes.insert(0, _projected_token(patch.volume, patch.audience, patch.token_path, patch.expiration))
         if patch.volume == "eks-pod-identity-token":
             # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:366-384]
             meta.setdefault("labels", {})["eks.amazonaws.com/pod-identity"] = "enabled"
@@ -206,10 +214,8 @@ class Webhooks:
             )
             expiration = self._jitter(_pod_expiration(pod, expiration))
             return PatchConfig(
-                env={
-                    "AWS_CONTAINER_CREDENTIALS_FULL_URI": self.config.agent_uri,
-                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": f"{PI_TOKEN_DIR}/eks-pod-identity-token",
-                },
+                credential=("AWS_CONTAINER_CREDENTIALS_FULL_URI", self.config.agent_uri),
+                token_file_variable="AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
                 skip=_skip_containers(pod),
                 expiration=expiration,
                 regional_sts=regional,
@@ -231,7 +237,8 @@ class Webhooks:
             # [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:467-469,506-507].
             return None
         return PatchConfig(
-            env={"AWS_ROLE_ARN": entry.role_arn, "AWS_WEB_IDENTITY_TOKEN_FILE": f"{IRSA_TOKEN_DIR}/token"},
+            credential=("AWS_ROLE_ARN", entry.role_arn),
+            token_file_variable="AWS_WEB_IDENTITY_TOKEN_FILE",
             skip=_skip_containers(pod),
             expiration=_pod_expiration(pod, entry.token_expiration),  # no jitter in IRSA mode
             regional_sts=entry.regional_sts,
@@ -249,12 +256,12 @@ class Webhooks:
         span = DEFAULT_TOKEN_EXPIRATION - DEFAULT_MIN_TOKEN_EXPIRATION + 1
         return self.config.random.randrange(span) + DEFAULT_MIN_TOKEN_EXPIRATION  # Int63n(span): [0, span)
 
-    def _container(self, container: Obj, patch: PatchConfig) -> None:
+    def _container(self, container: Obj, patch: PatchConfig, token_file: str) -> None:
         """addEnvToContainer: each group skipped only where the container sets one of it
         [aws/amazon-eks-pod-identity-webhook@3bf80a34 pkg/handler/handler.go:172-285]."""
         env = container.setdefault("env", [])
         names = {e.get("name") for e in env}
-        creds_set = bool(names & set(patch.env))
+        creds_set = bool(names & {patch.credential[0], patch.token_file_variable})
         region_set = bool(names & {"AWS_REGION", "AWS_DEFAULT_REGION"})
         sts_set = REGIONAL_STS in names
         if creds_set and region_set and sts_set:
@@ -267,7 +274,8 @@ class Webhooks:
             env.append({"name": "AWS_DEFAULT_REGION", "value": self.config.region})
             env.append({"name": "AWS_REGION", "value": self.config.region})
         if not creds_set:
-            env.extend({"name": k, "value": v} for k, v in patch.env.items())
+            env.append({"name": patch.credential[0], "value": patch.credential[1]})
+            env.append({"name": patch.token_file_variable, "value": token_file})
         mounts = container.setdefault("volumeMounts", [])
         if not any(m.get("name") == patch.volume for m in mounts):
             mounts.append({"name": patch.volume, "mountPath": patch.mount_path, "readOnly": True})
