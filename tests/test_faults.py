@@ -380,6 +380,20 @@ FAULTS: dict[str, Row] = {
         ),
         on=PI,
     ),
+    "webhook-cache-miss": Row(
+        {"fault": "webhook-cache-miss"},
+        # The pod created right after its ServiceAccount missed the webhook's informer cache; the probe,
+        # created later, is mutated: only the running-containers check sees it.
+        lambda at: fails(
+            RUNNING,
+            at.irsa,
+            "IRSA not injected as expected",
+            "AWS_ROLE_ARN not set",
+            "the webhook did not run: restart the pods",
+            f"rollout restart deployment/{at.irsa.name}",
+        ),
+        on=IRSA,
+    ),
     "kms-key-policy-deny": Row(
         {"fault": "kms-key-policy-deny", "key": "demo-finance"},
         lambda at: {

@@ -8,6 +8,7 @@ matters, the pod's process also reports what it saw (never a secret).
 from __future__ import annotations
 
 import json
+import random
 import textwrap
 import time
 
@@ -35,6 +36,7 @@ PI_URI = "http://169.254.170.23/v1/credentials"
 IRSA_VARS = {"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_REGION", "AWS_DEFAULT_REGION"}
 PI_VARS = {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"}
 IDENTITY_VOLUMES = {"aws-iam-token", "eks-pod-identity-token"}
+SKIP = "eks.amazonaws.com/skip-containers"
 
 # Prints what the pod's own projected tokens say about themselves (claims only, never the token).
 CLAIMS_CODE = textwrap.dedent(
@@ -55,6 +57,19 @@ CLAIMS_CODE = textwrap.dedent(
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
+
+
+class FixedRandom(random.Random):
+    """The webhook's jitter source, pinned: ``randrange`` answers ``value`` and records its spans."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(0)
+        self.value = value
+        self.spans: list[int] = []
+
+    def randrange(self, start, stop=None, step=1):  # type: ignore[override]
+        self.spans.append(start)
+        return self.value
 
 
 @pytest.fixture(scope="class")
@@ -111,6 +126,7 @@ class Cluster:
         *,
         code: str = "pass",
         containers: list[dict] | None = None,
+        init_containers: list[dict] | None = None,
         env: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
@@ -131,6 +147,7 @@ class Cluster:
                     "serviceAccountName": sa,
                     "restartPolicy": "Never",
                     "containers": [first, *(containers or [])],
+                    **({"initContainers": init_containers} if init_containers else {}),
                 },
             },
         )
@@ -619,6 +636,235 @@ class TestAdmission:
         assert set(volumes_of(pod)) & IDENTITY_VOLUMES
 
 
+class TestAsUpstream:
+    """Behaviours read from aws/amazon-eks-pod-identity-webhook@3bf80a34 (pkg/handler, pkg/cache)."""
+
+    @pytest.mark.parametrize(
+        ("namespace", "sa", "variable", "volume"),
+        [
+            (IRSA_NS, IRSA_SA, "AWS_ROLE_ARN", "aws-iam-token"),
+            (PI_NS, PI_SA, "AWS_CONTAINER_CREDENTIALS_FULL_URI", "eks-pod-identity-token"),
+        ],
+        ids=["irsa", "pod-identity"],
+    )
+    def test_init_containers_are_injected_and_skippable(self, demo, cluster, namespace, sa, variable, volume):
+        # handler.go:325-334: initContainers go through addEnvToContainer as containers do, and
+        # skip-containers names either kind (pkg/annotations.go:27).
+        k = cluster(demo)
+        inits = [
+            {"name": "migrate", "image": "busybox", "command": ["true"]},
+            {"name": "vault-init", "image": "busybox", "command": ["true"]},
+        ]
+        name = k.pod(
+            namespace, sa, init_containers=inits, annotations={"eks.amazonaws.com/skip-containers": "vault-init"}
+        )
+        pod = k.read(namespace, name)
+        migrate, vault_init = pod["spec"]["initContainers"]
+        assert variable in env_of(migrate)
+        assert env_of(migrate)["AWS_REGION"] == REGION
+        assert mounts_of(migrate)[volume]["readOnly"] is True
+        assert aws_env(vault_init) == {}
+        assert volume not in mounts_of(vault_init)
+        assert variable in env_of(pod["spec"]["containers"][0])
+
+    def test_regional_sts_is_its_own_group(self, demo, cluster):
+        # handler.go:191-239: AWS_STS_REGIONAL_ENDPOINTS is checked and added apart from the role/token pair.
+        k = cluster(demo)
+        k.service_account(
+            IRSA_NS,
+            "regional-group-sa",
+            {"eks.amazonaws.com/role-arn": REPORTING_ROLE, "eks.amazonaws.com/sts-regional-endpoints": "true"},
+        )
+        own_role = f"arn:aws:iam::{ACCOUNT}:role/set-by-the-container"
+        sets_sts = {
+            "name": "sets-sts",
+            "image": "busybox",
+            "env": [{"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "legacy"}],
+        }
+        sets_role = {"name": "sets-role", "image": "busybox", "env": [{"name": "AWS_ROLE_ARN", "value": own_role}]}
+        name = k.pod(IRSA_NS, "regional-group-sa", containers=[sets_sts, sets_role])
+        _, sts_container, role_container = k.read(IRSA_NS, name)["spec"]["containers"]
+        # The container's own STS setting stays, and the role/token pair is still injected.
+        assert env_of(sts_container)["AWS_STS_REGIONAL_ENDPOINTS"] == "legacy"
+        assert [e["name"] for e in sts_container["env"]].count("AWS_STS_REGIONAL_ENDPOINTS") == 1
+        assert env_of(sts_container)["AWS_ROLE_ARN"] == REPORTING_ROLE
+        assert env_of(sts_container)["AWS_WEB_IDENTITY_TOKEN_FILE"] == IRSA_TOKEN_FILE
+        # The container's own role stays (the pair is skipped), and the STS setting is still injected.
+        assert env_of(role_container)["AWS_ROLE_ARN"] == own_role
+        assert "AWS_WEB_IDENTITY_TOKEN_FILE" not in env_of(role_container)
+        assert env_of(role_container)["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
+
+    def test_container_that_sets_every_group_is_left_alone(self, demo, cluster):
+        # handler.go:212-217: credentials, region and STS all set: not even the token's mount is added.
+        k = cluster(demo)
+        own = {"AWS_ROLE_ARN": BILLING_ROLE, "AWS_REGION": "us-east-1", "AWS_STS_REGIONAL_ENDPOINTS": "regional"}
+        name = k.pod(IRSA_NS, IRSA_SA, env=own)
+        pod = k.read(IRSA_NS, name)
+        app = pod["spec"]["containers"][0]
+        assert aws_env(app) == own
+        assert "aws-iam-token" not in mounts_of(app)
+        assert "aws-iam-token" in volumes_of(pod)  # the pod-level volume is added all the same
+
+    def test_pod_identity_gets_regional_sts_from_the_service_account(self, demo, cluster):
+        # handler.go:444, 453 and cache.go:156-166: Pod Identity mode takes the SA's sts-regional-endpoints.
+        k = cluster(demo)
+        k.service_account(PI_NS, "pi-regional-sa", {"eks.amazonaws.com/sts-regional-endpoints": "true"})
+        k.associate(PI_NS, "pi-regional-sa", REPORTING_ROLE)
+        env = aws_env(k.read(PI_NS, k.pod(PI_NS, "pi-regional-sa"))["spec"]["containers"][0])
+        assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
+        assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == PI_URI
+        assert "AWS_ROLE_ARN" not in env
+
+    def test_regional_sts_flag_applies_to_both_modes_unless_the_sa_says_false(self, demo, cluster, monkeypatch):
+        # main.go:83 --sts-regional-endpoint; an SA annotation overrides it either way (cache.go:238-246).
+        k = cluster(demo)
+        monkeypatch.setattr(demo.sandbox.webhooks.config, "regional_sts", True)
+        k.service_account(
+            IRSA_NS,
+            "regional-off-sa",
+            {"eks.amazonaws.com/role-arn": REPORTING_ROLE, "eks.amazonaws.com/sts-regional-endpoints": "false"},
+        )
+        irsa = env_of(k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA))["spec"]["containers"][0])
+        pod_identity = env_of(k.read(PI_NS, k.pod(PI_NS, PI_SA))["spec"]["containers"][0])
+        off = env_of(k.read(IRSA_NS, k.pod(IRSA_NS, "regional-off-sa"))["spec"]["containers"][0])
+        assert irsa["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
+        assert pod_identity["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
+        assert "AWS_STS_REGIONAL_ENDPOINTS" not in off
+
+    @pytest.mark.parametrize(("drawn", "expected"), [(0, 79200), (7200, 86400), (3600, 82800)])
+    def test_pod_identity_default_lifetime_is_jittered(self, demo, cluster, monkeypatch, drawn, expected):
+        # handler.go:510-517: Int63n(86400 - 79200 + 1) + 79200, only for the default 86400.
+        k = cluster(demo)
+        source = FixedRandom(drawn)
+        monkeypatch.setattr(demo.sandbox.webhooks.config, "random", source)
+        name = k.pod(PI_NS, PI_SA)
+        assert token_source(k.read(PI_NS, name), "eks-pod-identity-token")["expirationSeconds"] == expected
+        assert source.spans == [7201]
+        # Neither IRSA's default nor a lifetime the pod asks for is jittered.
+        irsa = k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA))
+        asked = k.read(PI_NS, k.pod(PI_NS, PI_SA, annotations={"eks.amazonaws.com/token-expiration": "7200"}))
+        assert token_source(irsa, "aws-iam-token")["expirationSeconds"] == 86400
+        assert token_source(asked, "eks-pod-identity-token")["expirationSeconds"] == 7200
+        assert source.spans == [7201]
+        # Upstream compares the value, not where it came from: an explicit 86400 is jittered too.
+        explicit = k.read(PI_NS, k.pod(PI_NS, PI_SA, annotations={"eks.amazonaws.com/token-expiration": "86400"}))
+        assert token_source(explicit, "eks-pod-identity-token")["expirationSeconds"] == expected
+        assert source.spans == [7201, 7201]
+
+    def test_service_account_not_yet_in_the_informer_cache(self, demo, cluster, monkeypatch):
+        # handler.go:463-486 with the default grace period 0: a cache miss leaves an IRSA pod unmutated.
+        k = cluster(demo)
+        cache = demo.sandbox.webhooks.cache
+        monkeypatch.setattr(cache, "_lagging", set())  # the shared sandbox's own set comes back at teardown
+        cache.lag(IRSA_NS, "fresh-sa")
+        k.service_account(IRSA_NS, "fresh-sa", {"eks.amazonaws.com/role-arn": REPORTING_ROLE})
+        early = k.read(IRSA_NS, k.pod(IRSA_NS, "fresh-sa"))
+        assert aws_env(early["spec"]["containers"][0]) == {}
+        assert set(volumes_of(early)) & IDENTITY_VOLUMES == set()
+        # With a grace period the webhook asks the API server and mutates.
+        monkeypatch.setattr(demo.sandbox.webhooks.config, "sa_lookup_grace_seconds", 0.5)
+        graced = k.read(IRSA_NS, k.pod(IRSA_NS, "fresh-sa"))
+        assert env_of(graced["spec"]["containers"][0])["AWS_ROLE_ARN"] == REPORTING_ROLE
+        monkeypatch.setattr(demo.sandbox.webhooks.config, "sa_lookup_grace_seconds", 0.0)
+        # Once the informer has caught up, the next pod is mutated.
+        cache.catch_up()
+        later = k.read(IRSA_NS, k.pod(IRSA_NS, "fresh-sa"))
+        assert env_of(later["spec"]["containers"][0])["AWS_ROLE_ARN"] == REPORTING_ROLE
+
+    def test_pod_identity_cache_miss_falls_back_to_the_defaults(self, demo, cluster, monkeypatch):
+        # cache.go:156-166: the association still injects, but the SA's settings are not seen (false, 86400).
+        k = cluster(demo)
+        cache = demo.sandbox.webhooks.cache
+        monkeypatch.setattr(cache, "_lagging", set())  # the shared sandbox's own set comes back at teardown
+        cache.lag(PI_NS, "pi-fresh-sa")
+        monkeypatch.setattr(demo.sandbox.webhooks.config, "random", FixedRandom(0))
+        k.service_account(
+            PI_NS,
+            "pi-fresh-sa",
+            {"eks.amazonaws.com/sts-regional-endpoints": "true", "eks.amazonaws.com/token-expiration": "3600"},
+        )
+        k.associate(PI_NS, "pi-fresh-sa", REPORTING_ROLE)
+        pod = k.read(PI_NS, k.pod(PI_NS, "pi-fresh-sa"))
+        env = env_of(pod["spec"]["containers"][0])
+        assert env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] == PI_URI
+        assert "AWS_STS_REGIONAL_ENDPOINTS" not in env
+        assert token_source(pod, "eks-pod-identity-token")["expirationSeconds"] == 79200
+
+    def test_identity_volume_goes_first(self, demo, cluster):
+        # handler.go:394-412: with volumes present the patch adds at /spec/volumes/0.
+        k = cluster(demo)
+        created = k.core.create_namespaced_pod(
+            IRSA_NS,
+            {
+                "metadata": {"generateName": "wh-", "labels": {"suite": "sandbox-webhooks"}},
+                "spec": {
+                    "serviceAccountName": IRSA_SA,
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "app", "image": "python", "command": ["python3", "-c", "pass"]}],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                },
+            },
+        )
+        k.pods.append((IRSA_NS, created.metadata.name))
+        pod = k.read(IRSA_NS, created.metadata.name)
+        assert [v["name"] for v in pod["spec"]["volumes"]] == ["aws-iam-token", "scratch"]
+
+    @pytest.mark.parametrize("label", ["kubernetes.io/os", "beta.kubernetes.io/os"])
+    def test_windows_pods_get_a_windows_token_path(self, demo, cluster, label):
+        # handler.go:314-321: the token file variable (not the mount) is rewritten for Windows nodes.
+        k = cluster(demo)
+        created = k.core.create_namespaced_pod(
+            IRSA_NS,
+            {
+                "metadata": {"generateName": "wh-", "labels": {"suite": "sandbox-webhooks"}},
+                "spec": {
+                    "serviceAccountName": IRSA_SA,
+                    "nodeSelector": {label: "windows"},
+                    "containers": [{"name": "app", "image": "mcr.microsoft.com/windows/nanoserver"}],
+                },
+            },
+        )
+        k.pods.append((IRSA_NS, created.metadata.name))
+        app = k.read(IRSA_NS, created.metadata.name)["spec"]["containers"][0]
+        assert (
+            env_of(app)["AWS_WEB_IDENTITY_TOKEN_FILE"]
+            == "C:\\var\\run\\secrets\\eks.amazonaws.com\\serviceaccount\\token"
+        )
+        assert mounts_of(app)["aws-iam-token"]["mountPath"] == IRSA_DIR
+
+    @pytest.mark.parametrize(
+        ("annotation", "record"),
+        [
+            ("sidecar,other", ["sidecar", "other"]),
+            ("sidecar, other", ["sidecar", " other"]),  # no TrimLeadingSpace: " other" names no container
+            ('"sidecar",other', ["sidecar", "other"]),
+            ('"a""b",c', ['a"b', "c"]),
+            ("\n\nx,y\nz", ["x", "y"]),  # empty lines skipped, only the first record read
+            ("a\r\nb", ["a"]),
+            ('"a\nb",c', ["a\nb", "c"]),
+            ("a,", ["a", ""]),
+            ("", None),  # io.EOF
+            ('a"b,c', None),  # ErrBareQuote
+            ('"a"b,c', None),  # ErrQuote
+            ('"abc', None),  # ErrQuote at the end
+        ],
+    )
+    def test_skip_containers_is_read_as_go_csv_reads_it(self, annotation, record):
+        # handler.go:153-170: csv.NewReader(...).Read(); on an error no container is skipped.
+        from pytest_eksid.sandbox.webhooks import go_csv_first_record
+
+        assert go_csv_first_record(annotation) == record
+
+    def test_skip_containers_quoted_and_malformed(self, demo, cluster):
+        k = cluster(demo)
+        side = [{"name": "sidecar", "image": "busybox", "command": ["sleep", "1"]}]
+        quoted = k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA, containers=side, annotations={SKIP: '"sidecar",x'}))
+        assert aws_env(quoted["spec"]["containers"][1]) == {}
+        # A bare quote is a CSV error: upstream then skips nothing, not even the well-formed names.
+        bare = k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA, containers=side, annotations={SKIP: 'sidecar,x"y'}))
+        assert env_of(bare["spec"]["containers"][1])["AWS_ROLE_ARN"] == BILLING_ROLE
+
+
 # --- faults -------------------------------------------------------------------------------------
 
 
@@ -637,3 +883,21 @@ def test_webhook_not_injecting(start_sandbox, cluster):
         pod = k.read(namespace, k.pod(namespace, name))
         assert aws_env(pod["spec"]["containers"][0]) == {}, name
         assert set(volumes_of(pod)) & IDENTITY_VOLUMES == set(), name
+
+
+def test_webhook_cache_miss(start_sandbox, cluster):
+    """The fault: the workload's running pod was created before the webhook's informer had its SA."""
+    data = demo_data()
+    data["sandbox"]["faults"] = [{"fault": "webhook-cache-miss", "workload": "billing-worker"}]
+    run = start_sandbox(data)
+    k = cluster(run)
+    sa = k.core.read_namespaced_service_account(IRSA_SA, IRSA_NS)
+    assert sa.metadata.annotations["eks.amazonaws.com/role-arn"] == BILLING_ROLE
+    (running,) = k.core.list_namespaced_pod(IRSA_NS, label_selector="app.kubernetes.io/name=billing-worker").items
+    running_pod = k.api_client.sanitize_for_serialization(running)
+    assert aws_env(running_pod["spec"]["containers"][0]) == {}
+    assert set(volumes_of(running_pod)) & IDENTITY_VOLUMES == set()
+    # The informer has caught up since: a pod made now (the probe's) is mutated, and Pod Identity never missed.
+    assert env_of(k.read(IRSA_NS, k.pod(IRSA_NS, IRSA_SA))["spec"]["containers"][0])["AWS_ROLE_ARN"] == BILLING_ROLE
+    (pi_running,) = k.core.list_namespaced_pod(PI_NS, label_selector="app.kubernetes.io/name=invoice-exporter").items
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in {e.name for e in pi_running.spec.containers[0].env}

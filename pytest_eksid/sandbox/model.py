@@ -59,6 +59,7 @@ FaultName = Literal[
     "proxy-captures-agent",
     "host-network",
     "session-tags-disabled",
+    "webhook-cache-miss",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -83,6 +84,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "proxy-captures-agent": "pod-identity",
     "host-network": "pod-identity",
     "session-tags-disabled": "pod-identity",
+    "webhook-cache-miss": "irsa",
 }
 
 

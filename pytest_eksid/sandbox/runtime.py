@@ -86,6 +86,7 @@ class Sandbox:
         )
         self.store = Store()
         self.kubelet: Kubelet | None = None
+        self.webhooks: Webhooks | None = None
         self.kubeapi = KubeApiServer(self.store, log_reader=self._read_log)
         self.iam.remember(self.kubeapi.token)
         self.eks = EksControlPlane(
@@ -167,11 +168,12 @@ class Sandbox:
         )
         self.kubelet.install()
         injecting = not self.faulted("webhook-not-injecting")
-        Webhooks(
+        self.webhooks = Webhooks(
             self.store,
             self.eks,
             WebhookConfig(region=self.profile.cluster.region, irsa_enabled=injecting, pod_identity_enabled=injecting),
-        ).install()
+        )
+        self.webhooks.install()
 
     def _read_log(self, namespace: str, name: str, pod: dict[str, Any]) -> str:
         assert self.kubelet is not None
@@ -499,6 +501,11 @@ class Sandbox:
                 meta["annotations"] = {IRSA_ROLE_ANNOTATION: b.role_arn}
             # Hardened as the EKS best practices advise: the webhooks add their own projected token and
             # never read automount (EKS_FACTS.md), so identity still works and the checks must say so.
+            cache_miss = self.faulted("webhook-cache-miss", w.name)
+            if cache_miss and self.webhooks is not None:
+                # The workload's pod is created right after its ServiceAccount, before the webhook's informer
+                # has it: not mutated (grace period 0). Later pods (the probes) are.
+                self.webhooks.cache.lag(w.namespace, w.service_account)
             self.store.create("serviceaccounts", w.namespace, {"metadata": meta, "automountServiceAccountToken": False})
             late = self.faulted("association-after-pod", w.name)
             if late:  # the workload's pods started before the association existed: nothing injected
@@ -514,6 +521,8 @@ class Sandbox:
                 )
             if not late:
                 self._start_workload_pod(w)
+            if cache_miss and self.webhooks is not None:
+                self.webhooks.cache.catch_up()
         self._seed_agent()
 
     def _start_workload_pod(self, w: Workload) -> None:
