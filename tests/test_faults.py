@@ -415,6 +415,15 @@ FAULTS: dict[str, Row] = {
         lambda at: fails(REACH, at.pi, "runs its pods with hostNetwork", "IMDS hop limit"),
         on=PI,
     ),
+    "agent-throttling": Row(
+        {"fault": "agent-throttling"},
+        lambda at: (
+            fails(IDENTITY, at.pi, "throttled")
+            | fails(PROVIDER, at.pi, "throttled")
+            | fails(ENDPOINT, at.pi, "throttled", "HTTP 429 without a code: the agent rate-limits its own callers")
+            | actions(at.pi, NO_IDENTITY)
+        ),
+    ),
     "image-pull-error": Row(
         {"fault": "image-pull-error"},
         lambda at: (
