@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from pytest_eksid.probe.program import agent_error_code
-from pytest_eksid.sandbox.agent import CacheSettings, PodIdentityAgent, split_host_port, target_host
+from pytest_eksid.sandbox.agent import CacheSettings, EksAuthError, PodIdentityAgent, split_host_port, target_host
 from pytest_eksid.sandbox.runtime import Connection, Sandbox
 
 ACCOUNT = "111122223333"
@@ -32,10 +32,12 @@ TEXT = "text/plain; charset=utf-8"
 
 
 class FakeClock:
-    """The agent's time: starts at the real time (tokens and credentials carry real times), moved by tests."""
+    """The agent's time, moved by tests. It starts 30 s after the real time: tokens and credentials
+    carry real times, and a token minted after the clock was made has an ``nbf`` (whole seconds)
+    that a clock at exactly the real time could still be before."""
 
     def __init__(self) -> None:
-        self.now = time.time()
+        self.now = time.time() + 30
 
     def __call__(self) -> float:
         return self.now
@@ -221,7 +223,7 @@ def test_the_cache_keeps_at_most_max_size_tokens(sandbox, agents):
 def test_a_token_before_its_nbf_is_refused(sandbox, agents):
     sb, _ = sandbox
     clock = FakeClock()
-    clock.advance(-120)
+    clock.advance(-120)  # before the token's nbf
     agent = agents(clock)
     status, headers, body = call(agent, token_for(sb))
     assert status == 400
@@ -341,3 +343,32 @@ def test_a_target_role_that_does_not_trust_the_association_role_is_access_denied
     assert headers["Content-Type"] == TEXT
     assert agent_error_code(body.decode()) == "AccessDeniedException"
     assert body.decode().endswith(", fault: client\n")
+
+
+def test_a_recoverable_renewal_error_keeps_the_credentials_and_retries_in_a_minute(sandbox, agents, monkeypatch):
+    """EKS Auth unavailable at renewal: the old credentials stay served while they last."""
+    sb, _ = sandbox
+    clock = FakeClock()
+    agent = agents(clock, cache=CacheSettings(renewal=600))
+    token = token_for(sb)
+    first = json.loads(call(agent, token)[2])["AccessKeyId"]
+    real = agent._assume_role_for_pod_identity
+
+    def unavailable(token: str) -> dict[str, Any]:
+        raise EksAuthError("ServiceUnavailableException", "try later")
+
+    monkeypatch.setattr(agent, "_assume_role_for_pod_identity", unavailable)
+    clock.advance(601)
+    assert json.loads(call(agent, token)[2])["AccessKeyId"] == first
+    assert agent.cache[token].refresh == pytest.approx(clock.now + 60)
+    monkeypatch.setattr(agent, "_assume_role_for_pod_identity", real)
+    clock.advance(61)
+    assert json.loads(call(agent, token)[2])["AccessKeyId"] != first
+
+
+def test_eks_auth_errors_in_the_agents_text_format():
+    status, headers, body = EksAuthError("ServiceUnavailableException", "try later").answer()
+    assert (status, headers["Content-Type"]) == (503, TEXT)
+    assert agent_error_code(body.decode()) == "ServiceUnavailableException"
+    assert body.decode().endswith("]: (ServiceUnavailableException): try later, fault: server\n")
+    assert body.decode().startswith("[")

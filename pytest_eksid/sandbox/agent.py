@@ -46,6 +46,9 @@ EKS_AUTH_STATUS = {
     "AccessDeniedException": 400,
     "InvalidTokenException": 400,
     "ResourceNotFoundException": 404,
+    "ThrottlingException": 429,
+    "InternalServerException": 500,
+    "ServiceUnavailableException": 503,
 }
 # The errors after which the cache drops a token's credentials instead of keeping them
 # [aws/eks-pod-identity-agent@d4dc0f3 internal/cloud/eksauth/errors.go:12-26,
