@@ -426,6 +426,17 @@ FAULTS: dict[str, Row] = {
             | actions(at.pi, NO_IDENTITY)
         ),
     ),
+    "session-tags-disabled": Row(
+        {"fault": "session-tags-disabled"},
+        lambda at: (
+            # No check reads disableSessionTags: the trust's aws:RequestTag conditions are what they name.
+            fails(IDENTITY, at.pi, "Failure Mode 3", "aws:RequestTag/kubernetes-namespace", "does not match")
+            | fails(PROVIDER, at.pi, "Failure Mode 3", "aws:RequestTag/kubernetes-namespace", "does not match")
+            | fails(ENDPOINT, at.pi, "HTTP 400, AccessDeniedException", "Failure Mode 3 — Trust Policy Denied")
+            | actions(at.pi, NO_IDENTITY)
+        ),
+        on=PI,
+    ),
     "image-pull-error": Row(
         {"fault": "image-pull-error"},
         lambda at: (

@@ -786,11 +786,24 @@ def test_agent_missing_tag_session(start_sandbox, clients):
     assert status == 400
     assert agent_error_code(body.decode()) == "AccessDeniedException"
     assert "sts:TagSession" in body.decode()
-    # With session tags disabled on the association, sts:AssumeRole alone is enough.
+    # With session tags disabled on the association, sts:TagSession is no longer asked for; but the
+    # tags are absent too, so the trust's aws:RequestTag conditions cannot hold any more ...
     eks = clients.aws(run, "eks")
     (assoc,) = eks.list_pod_identity_associations(clusterName=CLUSTER, namespace=PI_NS)["associations"]
     eks.update_pod_identity_association(
         clusterName=CLUSTER, associationId=assoc["associationId"], disableSessionTags=True
+    )
+    status, body = agent_get(run, sa_token(run, PI_NS, PI_SA, audience=PI_AUDIENCE))
+    assert status == 400
+    assert agent_error_code(body.decode()) == "AccessDeniedException"
+    assert "sts:TagSession" not in body.decode()
+    # ... and sts:AssumeRole alone is enough for a trust that does not condition on them.
+    untagged = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": PI_AUDIENCE}, "Action": "sts:AssumeRole"}],
+    }
+    clients.aws(run, "iam").update_assume_role_policy(
+        RoleName=EXPORTER_ROLE.rsplit("/", 1)[1], PolicyDocument=json.dumps(untagged)
     )
     assert agent_get(run, sa_token(run, PI_NS, PI_SA, audience=PI_AUDIENCE))[0] == 200
 

@@ -403,6 +403,9 @@ class PodIdentityAgent:
             "aws:SourceAccount": [self.eks.account_id],
             "aws:SourceArn": [self.eks.arn],
         }
+        if assoc.disable_session_tags:  # no session tags, so no aws:RequestTag/* to match
+            # [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:3081-3084]
+            context = {k: v for k, v in context.items() if not k.startswith("aws:RequestTag/")}
         allowed, reason = (
             (False, "role not found")
             if trust is None
@@ -419,7 +422,13 @@ class PodIdentityAgent:
                 (False, "role not found")
                 if target_trust is None
                 else trust_allows(
-                    target_trust, principal_kind="AWS", principal=assoc.role_arn, actions=actions, context=context
+                    target_trust,
+                    principal_kind="AWS",
+                    principal=assoc.role_arn,
+                    actions=actions,
+                    # EKS passes the association's generated externalId [boto/botocore@0e6e2404
+                    # botocore/data/eks/2017-11-01/service-2.json:5907-5910]
+                    context={**context, "sts:ExternalId": [assoc.external_id or ""]},
                 )
             )
             if not chained:
@@ -427,7 +436,7 @@ class PodIdentityAgent:
                     "AccessDeniedException", f"cannot assume target role {assoc.target_role_arn}: {why}"
                 )
             final = assoc.target_role_arn
-        creds = self.iam.mint(final, session)
+        creds = self.iam.mint(final, session, policy=assoc.policy)
         return {
             "AccessKeyId": creds.access_key_id,
             "SecretAccessKey": creds.secret_access_key,

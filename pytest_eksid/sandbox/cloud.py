@@ -34,7 +34,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from pytest_eksid.sandbox import fidelity
-from pytest_eksid.sandbox.eks import EksControlPlane, EksError
+from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_clusters
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 
@@ -90,10 +90,12 @@ class Iam:
             raise RuntimeError("another sandbox is running in this process; stop it first")
         self._open = True
         BackendDict.reset()
+        _install_session_policies()
 
     def close(self) -> None:
         if self._open:
             self._open = False
+            _uninstall_session_policies()
             _ACTIVE.release()
 
     def admin_keys(self, account_id: str, user_name: str) -> tuple[str, str]:
@@ -119,14 +121,18 @@ class Iam:
         provider = iam_backends[account_id][PARTITION].open_id_providers.get(arn)
         return None if provider is None else list(provider.client_id_list)
 
-    def mint(self, role_arn: str, session_name: str, duration: int = 3600) -> SessionCredentials:
+    def mint(
+        self, role_arn: str, session_name: str, duration: int = 3600, *, policy: str | None = None
+    ) -> SessionCredentials:
+        """A role session in moto; ``policy`` is its session policy (a Pod Identity association's
+        ``policy``), which limits the session to what both it and the role's policies allow."""
         account = role_arn.split(":")[4]
         with self._lock:
             assumed = sts_backends[account][PARTITION].assume_role(
                 region_name="us-east-1",
                 role_session_name=session_name[:64],
                 role_arn=role_arn,
-                policy=None,  # type: ignore[arg-type]
+                policy=policy,  # type: ignore[arg-type]
                 duration=duration,
                 external_id=None,  # type: ignore[arg-type]
             )
@@ -152,6 +158,40 @@ class Iam:
                 fd = os.open(self._ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 with os.fdopen(fd, "a", encoding="utf-8") as ledger:
                     ledger.write(secret.replace("\n", " ") + "\n")
+
+
+def _session_policy_check(self: Any, resource: str) -> None:
+    """moto's permission check, then the session's own policy: a role session minted with a session
+    policy may do only what both the role's policies and that policy allow (an association's policy
+    "is applied as the intersection of the role's policies and this policy" [boto/botocore@0e6e2404
+    botocore/data/eks/2017-11-01/service-2.json:3089-3092]; moto keeps it on the session, never reads it)."""
+    from moto.iam.access_control import AssumedRoleAccessKey, IAMPolicy, IAMRequestBase, PermissionResult
+
+    IAMRequestBase.check_action_permitted(self, resource)
+    key = self._access_key
+    if self._action == "sts:GetCallerIdentity" or not isinstance(key, AssumedRoleAccessKey):
+        return
+    sessions = sts_backends[key.account_id][key.partition].assumed_roles
+    session = next((r for r in sessions if r.access_key_id == key._access_key_id), None)
+    if session is None or not session.policy:
+        return
+    if IAMPolicy(session.policy).is_action_permitted(self._action, resource) != PermissionResult.PERMITTED:
+        self._raise_access_denied()
+
+
+def _install_session_policies() -> None:
+    from moto.iam.access_control import IAMRequest, S3IAMRequest
+
+    for cls in (IAMRequest, S3IAMRequest):
+        cls.check_action_permitted = _session_policy_check  # type: ignore[method-assign]
+
+
+def _uninstall_session_policies() -> None:
+    from moto.iam.access_control import IAMRequest, S3IAMRequest
+
+    for cls in (IAMRequest, S3IAMRequest):
+        if "check_action_permitted" in vars(cls):
+            del cls.check_action_permitted
 
 
 def _sts_error(code: str, message: str, status: int) -> Response:
@@ -274,12 +314,15 @@ class AwsGateway:
     def _eks(self, request: Request, body: bytes, authorization: str, scope: list[str]) -> Response:
         try:
             if not authorization:
-                raise EksError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+                raise EksError("MissingAuthenticationTokenException", "Missing Authentication Token")
             self._authorize_eks(request, body, scope)
+            if request.path.rstrip("/") == "/clusters" and request.method == "GET":
+                listed = list_clusters(list(self.clusters()), dict(request.args.items()))
+                return Response(json.dumps(listed), status=200, content_type="application/json")
             name = request.path.strip("/").split("/")[1] if request.path.count("/") >= 2 else ""
             plane = self.clusters().get(name)
             if plane is None:
-                raise EksError(404, "ResourceNotFoundException", f"No cluster found for name: {name}.")
+                raise EksError("ResourceNotFoundException", f"No cluster found for name: {name}.")
             payload = json.loads(body) if body else {}
             result = plane.handle(request.method, request.path, dict(request.args.items()), payload)
             return Response(json.dumps(result), status=200, content_type="application/json")
@@ -296,14 +339,16 @@ class AwsGateway:
         if denied is None:
             return
         if "security token included in the request is invalid" in denied or "InvalidClientTokenId" in denied:
-            raise EksError(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+            raise EksError("UnrecognizedClientException", "The security token included in the request is invalid.")
         if "signature" in denied.lower():
-            raise EksError(403, "InvalidSignatureException", denied)
-        raise EksError(403, "AccessDeniedException", denied)
+            raise EksError("InvalidSignatureException", denied)
+        raise EksError("AccessDeniedException", denied)
 
 
 def _eks_action(method: str, path: str) -> str:
     segs = path.strip("/").split("/")
+    if len(segs) == 1:
+        return "ListClusters"
     if len(segs) == 2:
         return "DescribeCluster"
     if len(segs) >= 3 and segs[2] == "addons":

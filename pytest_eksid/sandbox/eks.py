@@ -1,15 +1,19 @@
 """The EKS control plane: the cluster's description and its Pod Identity associations.
 
 Served as the EKS REST API (the shapes of botocore's ``eks`` service model) by the AWS gateway,
-and read in-process by the Pod Identity webhook and agent, as EKS Auth would.
+and read in-process by the Pod Identity webhook and agent, as EKS Auth would. Error codes and
+their HTTP statuses are the model's (``MODELED_ERRORS``; tests/test_sandbox_eks.py holds them
+against the model botocore ships).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -17,14 +21,66 @@ from urllib.parse import unquote
 Obj = dict[str, Any]
 
 
-class EksError(Exception):
-    """An EKS API error: HTTP status, ``x-amzn-ErrorType`` and message."""
+# The error shapes this API answers with and their ``error.httpStatusCode``
+# [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:
+#  1148-1159,4532-4563,4564-4591,6092-6115,6140-6171].
+MODELED_ERRORS: dict[str, int] = {
+    "AccessDeniedException": 403,
+    "InvalidParameterException": 400,
+    "InvalidRequestException": 400,
+    "ResourceInUseException": 409,
+    "ResourceNotFoundException": 404,
+}
+# What AWS's request front answers before any service sees the call: in no service model (the
+# status is what AWS answers them with; botocore maps them by code alone).
+COMMON_ERRORS: dict[str, int] = {
+    "MissingAuthenticationTokenException": 403,
+    "UnrecognizedClientException": 403,
+    "InvalidSignatureException": 403,
+}
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+# The request members of the operations that take a body
+# [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:3045-3094,7005-7046]; ``externalId``
+# is an output of the association only (5907-5910): EKS generates it.
+CREATE_MEMBERS = frozenset(
+    {"namespace", "serviceAccount", "roleArn", "clientRequestToken", "tags"}
+    | {"disableSessionTags", "targetRoleArn", "policy"}
+)
+UPDATE_MEMBERS = frozenset({"roleArn", "clientRequestToken", "disableSessionTags", "targetRoleArn", "policy"})
+
+
+class EksError(Exception):
+    """An EKS API error: ``x-amzn-ErrorType``, message and the HTTP status the model gives the code."""
+
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = MODELED_ERRORS[code] if code in MODELED_ERRORS else COMMON_ERRORS[code]
         self.code = code
         self.message = message
+
+
+def _page(items: list[Any], query: dict[str, str]) -> tuple[list[Any], str | None]:
+    """One page of ``items`` as the model's list operations page: ``maxResults`` 1-100 (default 100),
+    an opaque ``nextToken`` [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:4941-4963]."""
+    try:
+        max_results = int(query.get("maxResults", "100"))
+        start = int(query.get("nextToken", "0"))
+    except ValueError:
+        raise EksError("InvalidParameterException", "The nextToken or maxResults is not valid.") from None
+    if not 1 <= max_results <= 100 or start < 0:
+        raise EksError("InvalidParameterException", "maxResults must be between 1 and 100")
+    end = start + max_results
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+def list_clusters(names: list[str], query: dict[str, str]) -> Obj:
+    """``ListClusters``: the region's cluster names, paginated on ``nextToken``/``maxResults``
+    [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:737-752; paginators-1.json:3-8]."""
+    page, token = _page(sorted(names), query)
+    out: Obj = {"clusters": page}
+    if token is not None:
+        out["nextToken"] = token
+    return out
 
 
 @dataclass
@@ -40,6 +96,7 @@ class Association:
     target_role_arn: str | None = None
     external_id: str | None = None
     disable_session_tags: bool = False
+    policy: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> Obj:
@@ -63,16 +120,32 @@ class Association:
         if self.target_role_arn:
             out["targetRoleArn"] = self.target_role_arn
             out["externalId"] = self.external_id
+        if self.policy is not None:
+            out["policy"] = self.policy
         return out
 
 
 class EksControlPlane:
-    def __init__(self, *, name: str, region: str, account_id: str, issuer_url: str, endpoint: str) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        region: str,
+        account_id: str,
+        issuer_url: str,
+        endpoint: str,
+        certificate_authority: str = "",
+        refuse_unknown_members: bool = True,
+    ) -> None:
         self.name = name
         self.region = region
         self.account_id = account_id
         self.issuer_url = issuer_url
         self.endpoint = endpoint
+        self.certificate_authority = certificate_authority  # base64 PEM of the API server's CA
+        # Guessed (docs/sandbox.md): whether a body member the model does not declare (``externalId``)
+        # is refused; either way it is never used.
+        self.refuse_unknown_members = refuse_unknown_members
         self.arn = f"arn:aws:eks:{region}:{account_id}:cluster/{name}"
         self.created_at = time.time()
         self._lock = threading.Lock()
@@ -88,15 +161,15 @@ class EksControlPlane:
         role_arn: str,
         *,
         target_role_arn: str | None = None,
-        external_id: str | None = None,
         disable_session_tags: bool = False,
+        policy: str | None = None,
         tags: dict[str, str] | None = None,
     ) -> Association:
+        _check_policy(policy, disable_session_tags)
         with self._lock:
             for a in self._associations.values():
                 if (a.namespace, a.service_account) == (namespace, service_account):
                     raise EksError(
-                        409,
                         "ResourceInUseException",
                         f"Association already exists: {a.association_id}",
                     )
@@ -113,8 +186,9 @@ class EksControlPlane:
                 created_at=now,
                 modified_at=now,
                 target_role_arn=target_role_arn,
-                external_id=external_id if target_role_arn else None,
+                external_id=_external_id() if target_role_arn else None,
                 disable_session_tags=disable_session_tags,
+                policy=policy,
                 tags=dict(tags or {}),
             )
             self._associations[assoc_id] = assoc
@@ -135,7 +209,7 @@ class EksControlPlane:
         with self._lock:
             assoc = self._associations.get(assoc_id)
         if assoc is None:
-            raise EksError(404, "ResourceNotFoundException", f"No Pod Identity Association found with id {assoc_id}")
+            raise EksError("ResourceNotFoundException", f"No Pod Identity Association found with id {assoc_id}")
         return assoc
 
     def set_addon(self, name: str, status: str) -> None:
@@ -146,7 +220,7 @@ class EksControlPlane:
         with self._lock:
             status = self._addons.get(name)
         if status is None:
-            raise EksError(404, "ResourceNotFoundException", f"No addon: {name} found in cluster: {self.name}")
+            raise EksError("ResourceNotFoundException", f"No addon: {name} found in cluster: {self.name}")
         issues = (
             []
             if status == "ACTIVE"
@@ -180,6 +254,8 @@ class EksControlPlane:
             "roleArn": f"arn:aws:iam::{self.account_id}:role/{self.name}-cluster-role",
             "identity": {"oidc": {"issuer": self.issuer_url}},
             "status": "ACTIVE",
+            # [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:2107-2116,2214-2217]
+            "certificateAuthority": {"data": self.certificate_authority},
             "platformVersion": "eks.1",
             "tags": {},
         }
@@ -190,29 +266,30 @@ class EksControlPlane:
         """Serve one EKS REST call; raise EksError for the error answers."""
         segs = [unquote(s) for s in path.strip("/").split("/")]
         if len(segs) < 2 or segs[0] != "clusters":
-            raise EksError(404, "ResourceNotFoundException", f"No resource at {path}")
+            raise EksError("ResourceNotFoundException", f"No resource at {path}")
         if segs[1] != self.name:
-            raise EksError(404, "ResourceNotFoundException", f"No cluster found for name: {segs[1]}.")
+            raise EksError("ResourceNotFoundException", f"No cluster found for name: {segs[1]}.")
         rest = segs[2:]
         if not rest and method == "GET":
             return {"cluster": self.describe_cluster()}
         if rest[:1] == ["addons"] and len(rest) == 2 and method == "GET":
             return {"addon": self.describe_addon(rest[1])}
         if rest[:1] != ["pod-identity-associations"]:
-            raise EksError(404, "ResourceNotFoundException", f"No resource at {path}")
+            raise EksError("ResourceNotFoundException", f"No resource at {path}")
         if len(rest) == 1 and method == "GET":
             return self._list(query)
         if len(rest) == 1 and method == "POST":
+            self._check_members(body, CREATE_MEMBERS)
             for key in ("namespace", "serviceAccount", "roleArn"):
                 if not body.get(key):
-                    raise EksError(400, "InvalidParameterException", f"{key} is required")
+                    raise EksError("InvalidParameterException", f"{key} is required")
             assoc = self.create_association(
                 body["namespace"],
                 body["serviceAccount"],
                 body["roleArn"],
-                target_role_arn=body.get("targetRoleArn"),
-                external_id=body.get("externalId"),
+                target_role_arn=body.get("targetRoleArn") or None,
                 disable_session_tags=bool(body.get("disableSessionTags", False)),
+                policy=body.get("policy"),
                 tags=body.get("tags"),
             )
             return {"association": assoc.describe()}
@@ -225,16 +302,30 @@ class EksControlPlane:
                     self._associations.pop(assoc.association_id, None)
                 return {"association": assoc.describe()}
             if method == "POST":
+                self._check_members(body, UPDATE_MEMBERS)
                 with self._lock:
+                    disable = bool(body.get("disableSessionTags", assoc.disable_session_tags))
+                    policy = body.get("policy", assoc.policy) or None  # guessed: "" removes the policy
+                    _check_policy(policy, disable)
                     if "roleArn" in body:
                         assoc.role_arn = body["roleArn"]
                     if "targetRoleArn" in body:
                         assoc.target_role_arn = body["targetRoleArn"] or None
-                    if "disableSessionTags" in body:
-                        assoc.disable_session_tags = bool(body["disableSessionTags"])
+                        # guessed: the id is kept while a target role stays, dropped with it
+                        if assoc.target_role_arn is None:
+                            assoc.external_id = None
+                        elif assoc.external_id is None:
+                            assoc.external_id = _external_id()
+                    assoc.disable_session_tags = disable
+                    assoc.policy = policy
                     assoc.modified_at = time.time()
                 return {"association": assoc.describe()}
-        raise EksError(405, "InvalidRequestException", f"{method} not supported on {path}")
+        raise EksError("InvalidRequestException", f"{method} not supported on {path}")
+
+    def _check_members(self, body: Obj, allowed: frozenset[str]) -> None:
+        unknown = sorted(set(body) - allowed)
+        if unknown and self.refuse_unknown_members:
+            raise EksError("InvalidParameterException", f"Unknown parameter(s) in the request: {', '.join(unknown)}")
 
     def _list(self, query: dict[str, str]) -> Obj:
         found = [
@@ -243,15 +334,29 @@ class EksControlPlane:
             if query.get("namespace") in (None, a.namespace)
             and query.get("serviceAccount") in (None, a.service_account)
         ]
-        try:
-            max_results = int(query.get("maxResults", "100"))
-            start = int(query.get("nextToken", "0"))
-        except ValueError:
-            raise EksError(400, "InvalidParameterException", "bad maxResults or nextToken") from None
-        if not 1 <= max_results <= 100:
-            raise EksError(400, "InvalidParameterException", "maxResults must be between 1 and 100")
-        page = found[start : start + max_results]
+        page, token = _page(found, query)
         out: Obj = {"associations": [a.summary() for a in page]}
-        if start + max_results < len(found):
-            out["nextToken"] = str(start + max_results)
+        if token is not None:
+            out["nextToken"] = token
         return out
+
+
+def _external_id() -> str:
+    """EKS generates the association's ``externalId`` when it has a target role; the caller cannot set it
+    [boto/botocore@0e6e2404 botocore/data/eks/2017-11-01/service-2.json:5907-5910]. Its format is guessed."""
+    return str(uuid.uuid4())
+
+
+def _check_policy(policy: str | None, disable_session_tags: bool) -> None:
+    """A session policy needs ``disableSessionTags=true`` [boto/botocore@0e6e2404
+    botocore/data/eks/2017-11-01/service-2.json:3089-3092]; it must be a JSON policy document."""
+    if policy is None:
+        return
+    if not disable_session_tags:
+        raise EksError("InvalidParameterException", "disableSessionTags must be true when a policy is specified")
+    try:
+        document = json.loads(policy)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or "Statement" not in document:
+        raise EksError("InvalidParameterException", "policy is not a valid JSON IAM policy document")

@@ -59,6 +59,7 @@ FaultName = Literal[
     "proxy-captures-agent",
     "host-network",
     "agent-throttling",
+    "session-tags-disabled",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -82,6 +83,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "kms-via-service-missing": None,
     "proxy-captures-agent": "pod-identity",
     "host-network": "pod-identity",
+    "session-tags-disabled": "pod-identity",
 }
 
 

@@ -94,6 +94,7 @@ class Sandbox:
             account_id=cluster.account_id,
             issuer_url=self.issuer.url,
             endpoint=self.kubeapi.https_url,
+            certificate_authority=self.kubeapi.ca_data,
         )
         self.kubeapi.oidc_discovery = lambda: (
             {
@@ -509,7 +510,12 @@ class Sandbox:
                 self._start_workload_pod(w)
             if "pod-identity" in mechanisms and not self.faulted("missing-association", w.name):
                 self.eks.create_association(
-                    w.namespace, w.service_account, b.role_arn, target_role_arn=w.target_role_arn
+                    w.namespace,
+                    w.service_account,
+                    b.role_arn,
+                    target_role_arn=w.target_role_arn,
+                    # the tags are gone, so the trust's aws:RequestTag conditions cannot hold
+                    disable_session_tags=self.faulted("session-tags-disabled", w.name),
                 )
             if not late:
                 self._start_workload_pod(w)
