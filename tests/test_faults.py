@@ -36,7 +36,9 @@ that no row's proof leans on another's:
   tests against agent and identity tests). Never with a fault that leaves a probe without
   credentials (``webhook-not-injecting``): its chain would fall through to the exposed IMDS.
   Variants of one fault (all node groups, one node group, IMDSv1 only) change the same nodes:
-  never together.
+  never together. ``agent-throttling`` runs alone: it is of ``agent-down``'s family (the same
+  agents, the same endpoint and identity tests), and beside an exposed IMDS a throttled probe's
+  chain is not one this table has proven to stop at the container provider.
 
 A batch is one parametrized test; its rows are subtests, so a row that is not caught is reported
 under its own name.
@@ -428,6 +430,15 @@ FAULTS: dict[str, Row] = {
         {"fault": "host-network"},
         lambda at: fails(REACH, at.pi, "runs its pods with hostNetwork", "IMDS hop limit"),
         on=PI,
+    ),
+    "agent-throttling": Row(
+        {"fault": "agent-throttling"},
+        lambda at: (
+            fails(IDENTITY, at.pi, "throttled")
+            | fails(PROVIDER, at.pi, "throttled")
+            | fails(ENDPOINT, at.pi, "throttled", "HTTP 429 without a code: the agent rate-limits its own callers")
+            | actions(at.pi, NO_IDENTITY)
+        ),
     ),
     "session-tags-disabled": Row(
         {"fault": "session-tags-disabled"},

@@ -747,11 +747,13 @@ class TestPodIdentityAgent:
         assert REPORTING_ROLE in body.decode()
 
     def test_agent_health_endpoints(self, demo):
+        """On their own port, as the agent's probe server (localhost:2703 on EKS): 200, no body."""
         run = demo
-        for path in ("/healthz", "/readyz"):
-            status, body = agent_get(run, None, path=path)
-            assert (status, body) == (200, b"ok")
-        assert agent_get(run, None, path="/v1/other")[0] == 404
+        for node in run.sandbox.nodes:
+            for path in ("/healthz", "/readyz"):
+                assert http(node.agent.probe_uri + path) == (200, b"")
+        for path in ("/healthz", "/v1/other"):
+            assert agent_get(run, None, path=path) == (404, b"404 page not found\n")
 
     def test_agent_called_from_inside_a_pod(self, demo):
         """The injected URI and token file, used with urllib by the pod itself; no secret is printed."""
@@ -814,6 +816,17 @@ def test_agent_down_refuses_connections(start_sandbox):
         agent_get(run, token, node=by_group["ng-general"])
     assert isinstance(err.value.reason, ConnectionRefusedError)
     assert agent_get(run, token, node=by_group["ng-batch"])[0] == 200
+
+
+def test_agent_throttling_fault(start_sandbox):
+    """The agent's own rate limiter refuses every credential request on the faulted node group."""
+    run = start_sandbox(with_faults({"fault": "agent-throttling", "nodegroup": "ng-general"}))
+    token = sa_token(run, PI_NS, PI_SA, audience=PI_AUDIENCE)
+    by_group = {n.nodegroup: i for i, n in enumerate(run.sandbox.nodes)}
+    assert agent_get(run, token, node=by_group["ng-general"]) == (429, b"Too Many Requests\n")
+    assert agent_get(run, token, node=by_group["ng-batch"])[0] == 200
+    # Its health stays green: the probe server has its own limiter (pkg/server/server.go:109-128).
+    assert http(run.sandbox.nodes[by_group["ng-general"]].agent.probe_uri + "/readyz") == (200, b"")
 
 
 # --- IMDS ------------------------------------------------------------------------------------

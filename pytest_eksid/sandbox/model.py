@@ -58,6 +58,7 @@ FaultName = Literal[
     "kms-via-service-missing",
     "proxy-captures-agent",
     "host-network",
+    "agent-throttling",
     "session-tags-disabled",
     "webhook-cache-miss",
 ]
@@ -107,7 +108,7 @@ class SandboxFault(StrictModel):
     workload: str | None = None  # wrong-role: whose binding changes
     role: str | None = None  # wrong-role: the role bound instead
     key: str | None = None  # kms-key-policy-deny: the key alias whose policy leaves the workload out
-    nodegroup: str | None = None  # imds-exposed, agent-down: one node group (default: all)
+    nodegroup: str | None = None  # imds-exposed, agent-down, agent-throttling: one node group (default: all)
     versions: list[ImdsVersion] = Field(default_factory=lambda: list(IMDS_VERSIONS))  # imds-exposed
 
 

@@ -146,7 +146,12 @@ class Sandbox:
             exposed = {v for f in faults if f.fault == "imds-exposed" for v in f.versions}
             imds = Imds(self.iam, node_role, v1_exposed="v1" in exposed, v2_exposed="v2" in exposed)
             agent = PodIdentityAgent(
-                self.iam, self.eks, self.issuer, running=not any(f.fault == "agent-down" for f in faults)
+                self.iam,
+                self.eks,
+                self.issuer,
+                running=not any(f.fault == "agent-down" for f in faults),
+                # agent-throttling: the agent's own rate limiter at rate 0, so every credential request gets its 429
+                request_rate=0.0 if any(f.fault == "agent-throttling" for f in faults) else 1000.0,
             )
             imds.http.start()
             self._services.append(imds.http)
