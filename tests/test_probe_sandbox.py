@@ -22,6 +22,7 @@ from pytest_eksid.probe.pod import (
 from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import interrupt_pytest
+from tests.helpers.sandboxes import runner_client
 
 REPORTER = {
     "name": "reporter",
@@ -61,18 +62,11 @@ def test_actions_allowed_denied_and_inconclusive(start_sandbox):
 
 
 def test_nothing_was_written_by_safe_forms(start_sandbox):
-    import boto3
 
     run = start_sandbox(demo_data())
     Campaign(kube=run.kube, profile=run.loaded.profile).run(run.loaded.profile.workloads)
     env = run.connection.env
-    s3 = boto3.client(
-        "s3",
-        region_name="eu-west-1",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = runner_client(env, "s3")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="company-demo-finance").get("Contents", [])]
     assert keys == ["payroll/2026-11.csv"]
 

@@ -15,12 +15,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from pytest_eksid.probe.program import agent_error_code
 from pytest_eksid.sandbox.agent import CacheSettings, EksAuthError, PodIdentityAgent, split_host_port, target_host
 from pytest_eksid.sandbox.runtime import Connection, Sandbox
+from tests.helpers.sandboxes import runner_client
 
 ACCOUNT = "111122223333"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/"
@@ -103,13 +103,7 @@ def eks(sandbox: tuple[Sandbox, Connection]) -> Iterator[Any]:
     """The runner's EKS client; the demo association is as it was after the test."""
     _, connection = sandbox
     env = connection.env
-    client = boto3.client(
-        "eks",
-        region_name="eu-west-1",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    client = runner_client(env, "eks")
     yield client
     found = client.list_pod_identity_associations(clusterName="demo", namespace=PI_NS, serviceAccount=PI_SA)
     for assoc in found["associations"]:

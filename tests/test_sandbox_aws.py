@@ -15,7 +15,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-import uuid
 from datetime import datetime
 
 import boto3
@@ -29,7 +28,7 @@ from kubernetes import client, config
 from pytest_eksid.probe.program import AUTHENTICATION_CODES, agent_error_code
 from pytest_eksid.sandbox.tokens import Issuer
 from tests.helpers.profiles import demo_data
-from tests.helpers.sandboxes import close_sandbox, open_sandbox
+from tests.helpers.sandboxes import close_sandbox, open_sandbox, sa_token
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -115,20 +114,6 @@ def clients():
 def error_of(excinfo) -> tuple[str, str, int]:
     err = excinfo.value.response
     return err["Error"]["Code"], err["Error"].get("Message", ""), err["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def sa_token(run, namespace, service_account, *, audience="sts.amazonaws.com", expiration=3600, issuer=None):
-    """A projected service-account token as the sandbox's kubelet would write it."""
-    return (issuer or run.sandbox.issuer).service_account_token(
-        namespace=namespace,
-        service_account=service_account,
-        sa_uid=str(uuid.uuid4()),
-        pod_name=f"{service_account}-test",
-        pod_uid=str(uuid.uuid4()),
-        node_name=run.sandbox.nodes[0].name,
-        audience=audience,
-        expiration_seconds=expiration,
-    )
 
 
 def http(url, *, method="GET", headers=None, timeout=5.0) -> tuple[int, bytes]:

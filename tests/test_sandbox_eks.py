@@ -14,7 +14,6 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,7 +29,7 @@ from pytest_eksid.probe.program import agent_error_code
 from pytest_eksid.sandbox import eks as sandbox_eks
 from pytest_eksid.sandbox.cloud import Iam
 from tests.helpers.profiles import demo_data
-from tests.helpers.sandboxes import close_sandbox, open_sandbox
+from tests.helpers.sandboxes import close_sandbox, open_sandbox, sa_token
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -101,16 +100,7 @@ def error_of(excinfo) -> tuple[str, int]:
 
 
 def pi_token(run, namespace: str, service_account: str) -> str:
-    return run.sandbox.issuer.service_account_token(
-        namespace=namespace,
-        service_account=service_account,
-        sa_uid=str(uuid.uuid4()),
-        pod_name=f"{service_account}-test",
-        pod_uid=str(uuid.uuid4()),
-        node_name=run.sandbox.nodes[0].name,
-        audience=PI_AUDIENCE,
-        expiration_seconds=3600,
-    )
+    return sa_token(run, namespace, service_account, audience=PI_AUDIENCE)
 
 
 def agent_get(run, token: str) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
 from tests.helpers import REPO
 from tests.helpers.runs import interrupt_pytest
-from tests.helpers.sandboxes import start_standalone_sandbox
+from tests.helpers.sandboxes import runner_client, start_standalone_sandbox
 
 
 @pytest.fixture
@@ -75,21 +75,13 @@ def test_sandbox_runs_on_its_own_and_stops_on_ctrl_c():
     """`python -m pytest_eksid.sandbox --profile demo`: exports that real clients use, then a clean Ctrl-C."""
     import signal
 
-    import boto3
-
     proc, env = start_standalone_sandbox("demo")
     try:
         core = client.CoreV1Api(config.new_client_from_config(config_file=env["KUBECONFIG"]))
         assert "invoice-exporter-aws-sa" in [
             sa.metadata.name for sa in core.list_namespaced_service_account("finance-demo").items
         ]
-        sts = boto3.client(
-            "sts",
-            region_name="eu-west-1",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        sts = runner_client(env, "sts")
         assert sts.get_caller_identity()["Arn"] == "arn:aws:iam::111122223333:user/eksid-runner"
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)

@@ -12,13 +12,12 @@ import random
 import textwrap
 import time
 
-import boto3
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.helpers.profiles import demo_data
-from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
+from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox, runner_client
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -97,13 +96,7 @@ class Cluster:
     def aws(self, service: str):
         if service not in self._aws:
             env = self.run.connection.env
-            self._aws[service] = boto3.client(
-                service,
-                region_name=REGION,
-                endpoint_url=env["AWS_ENDPOINT_URL"],
-                aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            )
+            self._aws[service] = runner_client(env, service, REGION)
         return self._aws[service]
 
     def service_account(self, namespace: str, name: str, annotations: dict[str, str] | None = None) -> None:

@@ -20,6 +20,7 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.pod import MANAGED_BY, Campaign
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
+from tests.helpers.sandboxes import runner_client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,13 +140,7 @@ def test_pod_without_identity_gets_no_credentials(sandbox):
 def test_eks_api_through_boto3(sandbox):
     _, connection = sandbox
     env = connection.env
-    eks = boto3.client(
-        "eks",
-        region_name="eu-west-1",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    eks = runner_client(env, "eks")
     issuer = eks.describe_cluster(name="demo")["cluster"]["identity"]["oidc"]["issuer"]
     assert issuer.startswith("https://oidc.eks.eu-west-1.amazonaws.com/id/")
     found = eks.list_pod_identity_associations(clusterName="demo", namespace="finance-demo")["associations"]

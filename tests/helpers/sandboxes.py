@@ -78,3 +78,42 @@ def wait_pod_phase(
             return pod
         time.sleep(0.05)
     raise AssertionError(f"pod {namespace}/{name} not {phases} after {timeout}s: {pod.status if pod else None}")
+
+
+def runner_client(env: Any, service: str, region: str = "eu-west-1") -> Any:
+    """A boto3 client with the sandbox runner's credentials, from a connection's environment."""
+    import boto3
+
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def sa_token(
+    running: Any,
+    namespace: str,
+    service_account: str,
+    *,
+    audience: str = "sts.amazonaws.com",
+    expiration: int = 3600,
+    issuer: Any = None,
+) -> str:
+    """A projected service-account token as the sandbox's kubelet would write it (``running``: a Running)."""
+    import uuid
+
+    return str(
+        (issuer or running.sandbox.issuer).service_account_token(
+            namespace=namespace,
+            service_account=service_account,
+            sa_uid=str(uuid.uuid4()),
+            pod_name=f"{service_account}-test",
+            pod_uid=str(uuid.uuid4()),
+            node_name=running.sandbox.nodes[0].name,
+            audience=audience,
+            expiration_seconds=expiration,
+        )
+    )
