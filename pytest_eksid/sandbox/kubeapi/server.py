@@ -9,6 +9,7 @@ the place for RBAC), then ``route`` to the handlers for discovery, objects, watc
 from __future__ import annotations
 
 import base64
+import enum
 import json
 import secrets
 import select
@@ -48,10 +49,38 @@ class Caller:
 
     name: str
     groups: tuple[str, ...]
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 # The holder of the kubeconfig's token: the cluster creator, whom EKS maps to system:masters.
 ADMIN = Caller("eksid-sandbox-admin", ("system:masters", "system:authenticated"))
+
+# kube-apiserver's privileged group: its authorizer chain starts with one that allows this group
+# everything, before Node/RBAC/webhook (k8s.io/apiserver authorizerfactory.NewPrivilegedGroups).
+PRIVILEGED_GROUP = "system:masters"
+
+
+class Decision(enum.Enum):
+    """An authorizer's answer (k8s.io/apiserver's ``authorizer.Decision``)."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    NO_OPINION = "no-opinion"
+
+
+# A bearer token -> the caller it proves, or None when this authenticator does not know it
+# (kube-apiserver's union of token authenticators: the first that knows the token answers).
+Authenticator = Callable[[str], "Caller | None"]
+# (caller, request) -> a decision; the chain stops at the first ALLOW or DENY (the union authorizer).
+Authorizer = Callable[["Caller", RequestInfo], Decision]
+
+
+def forbidden_message(caller: Caller, info: RequestInfo) -> str:
+    """A 403's message (refined by the RBAC work to kube-apiserver's exact wording)."""
+    if info.resource is None:
+        return f'forbidden: User "{caller.name}" cannot {info.verb} path "{info.path}"'
+    return f'User "{caller.name}" cannot {info.verb} resource "{info.resource.plural}"'
 
 
 def request_info(req: Request) -> RequestInfo:
@@ -97,6 +126,12 @@ class KubeApiServer:
     ) -> None:
         self.store = store
         self.token = secrets.token_urlsafe(32)
+        # Static tokens (kube-apiserver's --token-auth-file): the kubeconfig's token is the admin's.
+        self.static_tokens: dict[str, Caller] = {self.token: ADMIN}
+        # Token authenticators after the static tokens, in order; the sandbox appends its own.
+        self.authenticators: list[Authenticator] = []
+        # Authorizers after the privileged group, in order (EKS: Node, RBAC, then its webhook).
+        self.authorizers: list[Authorizer] = []
         self.read_log = log_reader
         # Service-account issuer discovery (set by the sandbox): the OIDC document and the JWKS.
         self.oidc_discovery: Callable[[], tuple[Obj, Obj]] | None = None
@@ -162,17 +197,35 @@ class KubeApiServer:
         return self.route(req, info, handler)
 
     def authenticate(self, req: Request) -> Caller:
-        """Who sent ``req``; 401 when nobody we know. The one place for authentication."""
-        if req.headers.get("Authorization") != f"Bearer {self.token}":
-            raise ApiError(401, "Unauthorized", "Unauthorized")
-        return ADMIN
+        """Who sent ``req``; 401 when nobody we know. The one place for authentication:
+        the static tokens, then each of ``authenticators`` in order."""
+        scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            caller = self.static_tokens.get(token)
+            for authenticator in self.authenticators:
+                if caller is not None:
+                    break
+                caller = authenticator(token)
+            if caller is not None:
+                return caller
+        raise ApiError(401, "Unauthorized", "Unauthorized")
 
     def authorize(self, caller: Caller, info: RequestInfo) -> None:
         """May ``caller`` do ``info``? The one place for authorization: refuse with a 403 ``ApiError``.
 
-        There is no RBAC yet: the only caller the sandbox authenticates is the cluster admin,
-        who may do everything.
+        The privileged group first, then ``authorizers`` in order; the first ALLOW or DENY decides,
+        and when none has an opinion the request is forbidden.
         """
+        if PRIVILEGED_GROUP in caller.groups:
+            return
+        for authorizer in self.authorizers:
+            decision = authorizer(caller, info)
+            if decision is Decision.ALLOW:
+                return
+            if decision is Decision.DENY:
+                break
+        raise ApiError(403, "Forbidden", forbidden_message(caller, info))
 
     def route(self, req: Request, info: RequestInfo, handler: _Handler) -> Response | None:
         if info.resource is not None:
