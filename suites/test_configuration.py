@@ -45,12 +45,25 @@ def test_trust_policy(eksid_profile, eksid_workload, eksid_aws, record_property,
         )
     request.node.add_report_section("call", "eksid trust policy", redact_json(role["trust"]))
     issuer = eksid_aws.oidc_issuer(eksid_profile.profile.cluster.name)
-    notes = policy.trust_notes(eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer)
+    session_tags = True
+    if eksid_workload.mechanism == "pod-identity":
+        # An association with disableSessionTags sends no aws:RequestTag keys to the role's trust.
+        associations = eksid_aws.associations(
+            eksid_profile.profile.cluster.name, eksid_workload.namespace, eksid_workload.service_account
+        )
+        session_tags = not any(a.get("disableSessionTags") is True for a in associations)
+    notes = policy.trust_notes(
+        eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer, session_tags=session_tags
+    )
     for note in notes:
         record_property("trust_note", note)
     if notes:
         request.node.add_report_section("call", "eksid trust notes", "\n".join(notes))
-    fail_on(policy.trust_findings(eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer))
+    fail_on(
+        policy.trust_findings(
+            eksid_profile.profile, eksid_workload, role["trust"], oidc_issuer=issuer, session_tags=session_tags
+        )
+    )
 
 
 def test_permission_policy(eksid_workload, eksid_aws, request):

@@ -1257,3 +1257,45 @@ def test_a_misspelt_not_action_is_named_too() -> None:
 def test_known_actions_and_wildcards_matching_some_are_not_typos(pattern: str) -> None:
     doc = {"Statement": [{"Effect": "Allow", "Action": pattern, "Resource": "arn:aws:s3:::b/k"}]}
     assert not [f for f in permission_findings(PI, {"p": doc}) if "AWS does not know" in f.summary]
+
+
+# --- disableSessionTags on the association ----------------------------------------------------
+
+NARROWED_PI_TRUST = _pi_trust(
+    Condition={
+        "StringEquals": {
+            "aws:RequestTag/kubernetes-namespace": "checkout-prod",
+            "aws:RequestTag/kubernetes-service-account": "checkout-api-aws-sa",
+        }
+    }
+)
+
+
+def test_session_tags_disabled_makes_request_tag_conditions_exclude_the_workload() -> None:
+    assert trust_findings(PROFILE, PI, NARROWED_PI_TRUST, oidc_issuer=ISSUER) == []
+    finding = _one(
+        trust_findings(PROFILE, PI, NARROWED_PI_TRUST, oidc_issuer=ISSUER, session_tags=False),
+        "conditions exclude checkout-prod/checkout-api-aws-sa",
+    )
+    assert "no such key; the association disables session tags" in finding.seen
+    assert "disableSessionTags" in finding.likely
+    assert "Failure Mode 3" in finding.likely
+    assert "--no-disable-session-tags" in finding.likely
+
+
+def test_session_tags_disabled_operators_that_hold_on_a_missing_key() -> None:
+    for op in ("StringEqualsIfExists", "StringNotEquals", "ForAllValues:StringEquals"):
+        trust = _pi_trust(Condition={op: {"aws:RequestTag/kubernetes-namespace": "checkout-prod"}})
+        assert trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER, session_tags=False) == [], op
+    null = _pi_trust(Condition={"Null": {"aws:RequestTag/kubernetes-namespace": "true"}})
+    assert trust_findings(PROFILE, PI, null, oidc_issuer=ISSUER, session_tags=False) == []
+
+
+def test_session_tags_disabled_needs_no_tag_session_and_gives_no_request_tag_advice() -> None:
+    trust = _pi_trust(Action="sts:AssumeRole")
+    _one(trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER), "may not call sts:TagSession")
+    assert trust_findings(PROFILE, PI, trust, oidc_issuer=ISSUER, session_tags=False) == []
+    notes = trust_notes(PROFILE, PI, ARTICLE_PI_TRUST, oidc_issuer=ISSUER, session_tags=False)
+    assert notes[0].startswith("the association sets disableSessionTags")
+    assert not any("aws:RequestTag" in n and n.startswith("no ") for n in notes)
+    assert any("aws:SourceOrgId" in n for n in notes)

@@ -443,8 +443,9 @@ FAULTS: dict[str, Row] = {
     "session-tags-disabled": Row(
         {"fault": "session-tags-disabled"},
         lambda at: (
-            # No check reads disableSessionTags: the trust's aws:RequestTag conditions are what they name.
-            fails(IDENTITY, at.pi, "Failure Mode 3", "aws:RequestTag/kubernetes-namespace", "does not match")
+            # The trust lint reads the association's disableSessionTags: its aws:RequestTag conditions cannot hold.
+            fails(TRUST, at.pi, "conditions exclude", "the association disables session tags", "disableSessionTags")
+            | fails(IDENTITY, at.pi, "Failure Mode 3", "aws:RequestTag/kubernetes-namespace", "does not match")
             | fails(PROVIDER, at.pi, "Failure Mode 3", "aws:RequestTag/kubernetes-namespace", "does not match")
             | fails(ENDPOINT, at.pi, "HTTP 400, AccessDeniedException", "Failure Mode 3 — Trust Policy Denied")
             | actions(at.pi, NO_IDENTITY)

@@ -94,7 +94,8 @@ def refusal_likely(w: Workload, kind: Refusal, code: str | None) -> str:
             f"{FM_TRUST}: EKS Auth was denied assuming the associated role{said}: its trust policy does not "
             "admit pods.eks.amazonaws.com with both sts:AssumeRole and sts:TagSession, or one of its conditions "
             f"(such as aws:RequestTag/kubernetes-namespace or aws:RequestTag/kubernetes-service-account) does not "
-            f"match {w.namespace}/{w.service_account}{chained}"
+            f"match {w.namespace}/{w.service_account} (an association with disableSessionTags sends no "
+            f"aws:RequestTag keys at all){chained}"
         )
     if kind == "no-association":
         return (

@@ -165,8 +165,9 @@ def _share_text(share: TrustShare) -> str:
 class _Trust:
     """One workload's trust lint in progress: its findings, its notes, the trustSharedWith entries used."""
 
-    def __init__(self, profile: Profile, w: Workload) -> None:
+    def __init__(self, profile: Profile, w: Workload, session_tags: bool = True) -> None:
         self.profile, self.w, self.role = profile, w, _role_name(w)
+        self.session_tags = session_tags
         self.next = (f"aws iam get-role --role-name {self.role} --query Role.AssumeRolePolicyDocument",)
         self.findings: list[Finding] = []
         self.notes: list[str] = []
@@ -206,7 +207,7 @@ class _Trust:
 
 
 def trust_findings(
-    profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None
+    profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None, session_tags: bool = True
 ) -> list[Finding]:
     """Lint the role's trust policy for the workload's mechanism; empty when it is tight and correct.
 
@@ -221,11 +222,17 @@ def trust_findings(
     linted against its own ``<issuer>:sub``/``:aud`` keys (a foreign issuer cannot be told apart,
     unless ``trustSharedWith`` names it). Narrowing conditions that are merely absent on a Pod
     Identity trust are not findings: see :func:`trust_notes`.
+
+    ``session_tags`` is False when the workload's Pod Identity association sets ``disableSessionTags``:
+    EKS Auth then sends no ``aws:RequestTag/*`` keys, so conditions on them exclude the workload, and
+    only ``sts:AssumeRole`` is needed.
     """
-    return _trust(profile, w, trust, oidc_issuer).findings
+    return _trust(profile, w, trust, oidc_issuer, session_tags).findings
 
 
-def trust_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None) -> list[str]:
+def trust_notes(
+    profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc_issuer: str | None, session_tags: bool = True
+) -> list[str]:
     """Advice and declarations, not failures, for the report.
 
     Pod Identity: narrowing conditions the statement(s) admitting the workload could carry but do
@@ -233,11 +240,13 @@ def trust_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], *, oidc
     trust admits besides the workload that ``trustSharedWith`` declares, with its reasons, and
     declarations no statement matches any more.
     """
-    return _trust(profile, w, trust, oidc_issuer).notes
+    return _trust(profile, w, trust, oidc_issuer, session_tags).notes
 
 
-def _trust(profile: Profile, w: Workload, trust: Mapping[str, Any], oidc_issuer: str | None) -> _Trust:
-    t = _Trust(profile, w)
+def _trust(
+    profile: Profile, w: Workload, trust: Mapping[str, Any], oidc_issuer: str | None, session_tags: bool = True
+) -> _Trust:
+    t = _Trust(profile, w, session_tags)
     role = t.role
     allows = [(i, st) for i, st in enumerate(statements(trust)) if is_allow(st)]
     if w.mechanism == "irsa":
@@ -268,7 +277,7 @@ def _trust(profile: Profile, w: Workload, trust: Mapping[str, Any], oidc_issuer:
         _irsa_trust(t, allows, oidc_issuer)
     else:
         _pod_identity_trust(t, allows)
-        t.notes[:0] = _narrowing_notes(profile, w, trust)
+        t.notes[:0] = _narrowing_notes(profile, w, trust, session_tags)
     t.stale()
     return t
 
@@ -570,15 +579,44 @@ def _cluster_context(profile: Profile, w: Workload, ns: str, sa: str, cluster: s
     }
 
 
-def _pod_identity_context(profile: Profile, w: Workload) -> dict[str, str]:
-    """What EKS Auth presents to STS for this workload, by lowercased condition key."""
-    return _cluster_context(profile, w, w.namespace, w.service_account, None)
+def _pod_identity_context(profile: Profile, w: Workload, *, session_tags: bool = True) -> dict[str, str | None]:
+    """What EKS Auth presents to STS for this workload, by lowercased condition key; a key mapped to None
+    is known to be absent: with the association's ``disableSessionTags`` EKS Auth sends no
+    ``aws:RequestTag/*`` keys [botocore eks/2017-11-01/service-2.json CreatePodIdentityAssociationRequest
+    disableSessionTags: "Disable the automatic sessions tags that are appended by EKS Pod Identity"]."""
+    context: dict[str, str | None] = dict(_cluster_context(profile, w, w.namespace, w.service_account, None))
+    if not session_tags:
+        for key in context:
+            if key.startswith(_REQUEST_TAG):
+                context[key] = None
+    return context
 
 
-def _excluding_conditions(st: Mapping[str, Any], context: Mapping[str, str]) -> list[str]:
+_REQUEST_TAG = "aws:requesttag/"
+
+
+def _absent_excludes(op: str) -> bool:
+    """Whether a condition with ``op`` fails when its key is absent from the request. IAM: ``...IfExists``,
+    ``Null`` and ``ForAllValues:`` hold on a missing key, negated operators match it, the rest do not
+    [AWS IAM User Guide, "IAM JSON policy elements: Condition operators", "...IfExists", "Null", and
+    "Single-valued vs. multivalued context keys"]."""
+    if op.endswith("IfExists") or op.startswith("ForAllValues:"):
+        return False
+    base = _base_operator(op)
+    return base != "Null" and not base.startswith(("StringNot", "ArnNot", "NumericNot", "DateNot"))
+
+
+def _excluding_conditions(st: Mapping[str, Any], context: Mapping[str, str | None]) -> list[str]:
     """Conditions of the statement that this workload's request cannot satisfy (known keys only)."""
     out: list[str] = []
     for op, key, vals in _conditions(st):
+        if key.lower() in context and context[key.lower()] is None:
+            if _absent_excludes(op):
+                out.append(
+                    f'{op} {{"{_shown(key)}": ...}} (this workload: no such key; the association disables '
+                    "session tags, so EKS Auth sends no aws:RequestTag keys)"
+                )
+            continue
         actual = context.get(key.lower())
         if actual is None or _holds(op, vals, actual) is not False:
             continue  # operators we do not evaluate never count as excluding
@@ -648,10 +686,12 @@ def _pod_identity_trust(t: _Trust, allows: list[tuple[int, dict[str, Any]]]) -> 
             + ("; this trust policy is written for IRSA (Federated OIDC provider)" if irsa else ""),
         )
         return
-    context = _pod_identity_context(profile, w)
+    context = _pod_identity_context(profile, w, session_tags=t.session_tags)
     admitting = [(i, st) for i, st in candidates if not _excluding_conditions(st, context)]
     pool = admitting or candidates
     for action in POD_IDENTITY_ACTIONS:
+        if action == "sts:TagSession" and not t.session_tags:
+            continue  # without session tags EKS Auth asks for sts:AssumeRole only
         if any(grants_action(st, action) for _, st in pool):
             continue
         seen = "; ".join(
@@ -674,8 +714,15 @@ def _pod_identity_trust(t: _Trust, allows: list[tuple[int, dict[str, Any]]]) -> 
                 f"{statement_label(st, i)}: {', '.join(_excluding_conditions(st, context))}; it admits {_pi_admits(st)}"
                 for i, st in candidates
             ),
-            "AssumeRoleForPodIdentity is denied for this workload: the trust's conditions name another "
-            "namespace, ServiceAccount, cluster or account (copied from another workload, or the workload moved)",
+            (
+                "AssumeRoleForPodIdentity is denied for this workload: the trust's conditions name another "
+                "namespace, ServiceAccount, cluster or account (copied from another workload, or the workload moved)"
+                if t.session_tags
+                else "AssumeRoleForPodIdentity is denied for this workload (Failure Mode 3): its association sets "
+                "disableSessionTags, so EKS Auth sends no aws:RequestTag keys and conditions on them cannot hold; "
+                "re-enable session tags (aws eks update-pod-identity-association --no-disable-session-tags), or "
+                "narrow the trust by aws:SourceArn instead"
+            ),
         )
         return
     undeclared: dict[str, list[str]] = {}
@@ -692,7 +739,7 @@ def _pod_identity_trust(t: _Trust, allows: list[tuple[int, dict[str, Any]]]) -> 
 
 
 def _pi_other(
-    t: _Trust, i: int, st: dict[str, Any], context: Mapping[str, str], undeclared: dict[str, list[str]]
+    t: _Trust, i: int, st: dict[str, Any], context: Mapping[str, str | None], undeclared: dict[str, list[str]]
 ) -> None:
     """A Pod Identity statement that does not admit the workload: declared, another cluster, or a shared role."""
     w, label = t.w, statement_label(st, i)
@@ -745,17 +792,24 @@ _NARROWING = (
 )
 
 
-def _narrowing_notes(profile: Profile, w: Workload, trust: Mapping[str, Any]) -> list[str]:
+def _narrowing_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], session_tags: bool = True) -> list[str]:
     """Pod Identity: narrowing conditions the admitting statements (all pods statements if none admits) lack."""
     pods = [
         (i, st)
         for i, st in enumerate(statements(trust))
         if is_allow(st) and any(k == "Service" and v.lower() == PODS_PRINCIPAL for k, v in _principals(st))
     ]
-    context = _pod_identity_context(profile, w)
+    context = _pod_identity_context(profile, w, session_tags=session_tags)
     candidates = [(i, st) for i, st in pods if not _excluding_conditions(st, context)] or pods
     notes: list[str] = []
+    if not session_tags:
+        notes.append(
+            "the association sets disableSessionTags: EKS Auth sends no aws:RequestTag keys, so the trust cannot "
+            "be narrowed to this namespace and ServiceAccount; the association alone decides who gets the role"
+        )
     for keys, text in _NARROWING:
+        if not session_tags and keys[0].startswith(_REQUEST_TAG):
+            continue
         lacking = [
             statement_label(st, i)
             for i, st in candidates
