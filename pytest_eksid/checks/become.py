@@ -1,0 +1,350 @@
+"""Who can become a workload identity: the Kubernetes subjects that can run code as a ServiceAccount.
+
+Anyone who can get a process running under a ServiceAccount holds its IAM role, whatever the
+trust policy says: the trust admits the ServiceAccount, not the person who started the pod. The
+ways, computed from RBAC objects as the API server's RBAC authorizer decides them
+[kubernetes/kubernetes plugin/pkg/auth/authorizer/rbac/rbac.go; pkg/apis/rbac/v1/evaluation_helpers.go
+VerbMatches, APIGroupMatches, ResourceMatches, ResourceNameMatches]:
+
+- create a pod in the namespace (it may name any ServiceAccount there), or create any pod
+  controller (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController);
+  update or patch one whose pod template is mutable (all but Job's) to point it at the
+  ServiceAccount [EKS_FACTS "Who can become a workload identity"; rbac-police's assign_sa rule];
+- create a token for it (``serviceaccounts/token``), or impersonate it (``impersonate`` on
+  ``serviceaccounts``, or on the user ``system:serviceaccount:<ns>:<sa>``);
+- run commands in its running pods: ``pods/exec`` or ``pods/attach`` (``create``; ``get`` too before
+  Kubernetes 1.30 made the WebSocket upgrade need ``create``), or add an ephemeral container
+  (``pods/ephemeralcontainers`` update/patch);
+- impersonate a user, group or ServiceAccount that can do one of the above (followed to a fixpoint).
+
+Aggregated ClusterRoles are taken as the API returns them (the aggregation controller has already
+filled their rules). Bindings Kubernetes or EKS create for their own controllers are *platform*
+grants: reported, never a failure (every cluster's replicaset-controller can create pods).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Grant", "RbacObjects", "Subject", "can_i", "who_can_become"]
+
+# RoleBindings/ClusterRoleBindings Kubernetes creates for itself carry this label
+# [kubernetes/kubernetes plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go: bootstrappingLabel].
+BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
+# EKS's own control-plane bindings are named eks:* (eks:addon-manager, eks:node-manager, ...);
+# system:masters and system:nodes are the apiserver's/node authorizer's, not RBAC subjects one binds.
+PLATFORM_BINDING_PREFIXES = ("system:", "eks:")
+PLATFORM_GROUPS = frozenset({"system:masters", "system:nodes"})
+
+_POD_CONTROLLERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "pods", ("create",)),
+    ("apps", "deployments", ("create", "update", "patch")),
+    ("apps", "replicasets", ("create", "update", "patch")),
+    ("apps", "statefulsets", ("create", "update", "patch")),
+    ("apps", "daemonsets", ("create", "update", "patch")),
+    ("batch", "jobs", ("create",)),  # a Job's pod template is immutable once created
+    ("batch", "cronjobs", ("create", "update", "patch")),
+    ("", "replicationcontrollers", ("create", "update", "patch")),
+)
+
+
+@dataclass(frozen=True, order=True)
+class Subject:
+    """An RBAC subject (``rbac.authorization.k8s.io/v1`` Subject): User, Group or ServiceAccount."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+
+    @property
+    def user(self) -> str | None:
+        """The user name this subject authenticates as (None for a group)."""
+        if self.kind == "ServiceAccount":
+            return f"system:serviceaccount:{self.namespace}:{self.name}"
+        return self.name if self.kind == "User" else None
+
+    def label(self) -> str:
+        where = f"{self.namespace}/" if self.kind == "ServiceAccount" else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One way ``subject`` can run code as the ServiceAccount: ``verb`` on ``resource`` (``group``),
+    given by ``role`` through ``binding``; ``via`` when it works by impersonating another subject."""
+
+    subject: Subject
+    verb: str
+    resource: str
+    group: str
+    name: str | None
+    binding: str
+    role: str
+    platform: bool = False
+    via: tuple[Subject, ...] = field(default=())
+
+    @property
+    def action(self) -> str:
+        res = f"{self.resource}.{self.group}" if self.group else self.resource
+        return f"{self.verb} {res}"
+
+    def how(self) -> str:
+        chain = "".join(f" by impersonating {s.label()}" for s in self.via)
+        return f"{self.action} ({self.role} via {self.binding}){chain}"
+
+
+@dataclass(frozen=True)
+class RbacObjects:
+    """The RBAC objects of a cluster, as the API lists them (dicts of ``items``)."""
+
+    roles: Sequence[Mapping[str, Any]] = ()
+    cluster_roles: Sequence[Mapping[str, Any]] = ()
+    role_bindings: Sequence[Mapping[str, Any]] = ()
+    cluster_role_bindings: Sequence[Mapping[str, Any]] = ()
+
+
+def _strs(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class _Rule:
+    verbs: tuple[str, ...]
+    groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def allows(self, verb: str, group: str, resource: str, name: str | None) -> bool:
+        if not ("*" in self.verbs or verb in self.verbs):
+            return False
+        if not ("*" in self.groups or group in self.groups):
+            return False
+        sub = resource.partition("/")[2]
+        if not any(r in ("*", resource) or (sub and r == f"*/{sub}") for r in self.resources):
+            return False
+        if not self.names:
+            return True
+        # resourceNames restrict requests that name an object; create of a new object names none
+        return name is not None and name in self.names
+
+
+def _rules(role: Mapping[str, Any] | None) -> list[_Rule]:
+    if role is None or not isinstance(role.get("rules"), list):
+        return []
+    out = []
+    for raw in role["rules"]:
+        if not isinstance(raw, Mapping) or raw.get("nonResourceURLs"):
+            continue
+        out.append(
+            _Rule(
+                tuple(_strs(raw.get("verbs"))),
+                tuple(_strs(raw.get("apiGroups"))),
+                tuple(_strs(raw.get("resources"))),
+                tuple(_strs(raw.get("resourceNames"))),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _Binding:
+    label: str  # "RoleBinding ns/name" or "ClusterRoleBinding name"
+    role: str  # "ClusterRole name" or "Role ns/name"
+    namespace: str | None  # None: cluster-wide
+    subjects: tuple[Subject, ...]
+    rules: tuple[_Rule, ...]
+    platform: bool
+
+
+def _is_platform(binding: Mapping[str, Any], role_name: str) -> bool:
+    meta = _meta(binding)
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and labels.get(BOOTSTRAP_LABEL[0]) == BOOTSTRAP_LABEL[1]:
+        return True
+    name = meta.get("name")
+    return (
+        isinstance(name, str)
+        and name.startswith(PLATFORM_BINDING_PREFIXES)
+        and role_name.startswith(PLATFORM_BINDING_PREFIXES)
+    )
+
+
+def _subjects(binding: Mapping[str, Any], namespace: str | None) -> tuple[Subject, ...]:
+    out = []
+    for raw in binding.get("subjects") or []:
+        if not isinstance(raw, Mapping):
+            continue
+        kind, name = raw.get("kind"), raw.get("name")
+        if kind not in ("User", "Group", "ServiceAccount") or not isinstance(name, str):
+            continue
+        ns = raw.get("namespace") if isinstance(raw.get("namespace"), str) else ""
+        if kind == "ServiceAccount" and not ns:
+            ns = namespace or ""  # the RBAC authorizer defaults it to the binding's namespace
+        out.append(Subject(str(kind), name, str(ns) if kind == "ServiceAccount" else ""))
+    return tuple(out)
+
+
+def _ref(binding: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = binding.get("roleRef")
+    return ref if isinstance(ref, Mapping) else {}
+
+
+def _bindings(rbac: RbacObjects) -> list[_Binding]:
+    cluster_roles = {_meta(r).get("name"): r for r in rbac.cluster_roles}
+    roles = {(_meta(r).get("namespace"), _meta(r).get("name")): r for r in rbac.roles}
+    out: list[_Binding] = []
+    for b in rbac.cluster_role_bindings:
+        ref = _ref(b)
+        name = str(ref.get("name", ""))
+        if ref.get("kind") != "ClusterRole":
+            continue
+        out.append(
+            _Binding(
+                f"ClusterRoleBinding {_meta(b).get('name')}",
+                f"ClusterRole {name}",
+                None,
+                _subjects(b, None),
+                tuple(_rules(cluster_roles.get(name))),
+                _is_platform(b, name),
+            )
+        )
+    for b in rbac.role_bindings:
+        ns = str(_meta(b).get("namespace", ""))
+        ref = _ref(b)
+        name = str(ref.get("name", ""))
+        if ref.get("kind") == "ClusterRole":
+            role, label = cluster_roles.get(name), f"ClusterRole {name}"
+        elif ref.get("kind") == "Role":
+            role, label = roles.get((ns, name)), f"Role {ns}/{name}"
+        else:
+            continue
+        out.append(
+            _Binding(
+                f"RoleBinding {ns}/{_meta(b).get('name')}",
+                label,
+                ns,
+                _subjects(b, ns),
+                tuple(_rules(role)),
+                _is_platform(b, name),
+            )
+        )
+    return out
+
+
+def _direct_rights(
+    namespace: str, service_account: str, pod_names: Sequence[str]
+) -> list[tuple[str, str, str, str | None, bool]]:
+    """(verb, group, resource, name, cluster_scoped) requests any of which lets the caller run code as the SA."""
+    out: list[tuple[str, str, str, str | None, bool]] = []
+    for group, resource, verbs in _POD_CONTROLLERS:
+        out += [(verb, group, resource, None, False) for verb in verbs]
+    out.append(("create", "", "serviceaccounts/token", service_account, False))
+    out.append(("impersonate", "", "serviceaccounts", service_account, False))
+    out.append(("impersonate", "", "users", f"system:serviceaccount:{namespace}:{service_account}", True))
+    for pod in pod_names:
+        for verb, sub in (("create", "exec"), ("get", "exec"), ("create", "attach"), ("get", "attach")):
+            out.append((verb, "", f"pods/{sub}", pod, False))
+        out += [(verb, "", "pods/ephemeralcontainers", pod, False) for verb in ("update", "patch")]
+    return out
+
+
+def _applies(binding: _Binding, namespace: str | None) -> bool:
+    """Whether the binding's rules count for a request in ``namespace`` (None: a cluster-scoped resource)."""
+    return binding.namespace is None or binding.namespace == namespace
+
+
+def who_can_become(
+    namespace: str, service_account: str, rbac: RbacObjects, *, pod_names: Iterable[str] = ()
+) -> list[Grant]:
+    """Every grant by which a subject can run code as ``namespace/service_account``, one per (subject,
+    binding, right), platform grants last. ``pod_names``: the running pods of the ServiceAccount (exec,
+    attach and ephemeral containers are rights on named pods)."""
+    bindings = _bindings(rbac)
+    grants: dict[tuple[Subject, str, str, str], Grant] = {}
+    for verb, group, resource, name, cluster_scoped in _direct_rights(
+        namespace, service_account, sorted(set(pod_names))
+    ):
+        for b in bindings:
+            if _applies(b, None if cluster_scoped else namespace) and any(
+                rule.allows(verb, group, resource, name) for rule in b.rules
+            ):
+                for s in b.subjects:
+                    grants.setdefault(
+                        (s, b.label, verb, resource), Grant(s, verb, resource, group, name, b.label, b.role, b.platform)
+                    )
+    # Impersonation: whoever can impersonate a subject that can become the SA can become it too. Acting as
+    # a group needs a user to act as as well (kube-apiserver refuses Impersonate-Group alone).
+    any_user = {s for b in bindings if b.namespace is None for s in b.subjects if _impersonates_any_user(b)}
+    frontier = {g.subject: g for g in grants.values()}
+    while frontier:
+        found: dict[Subject, Grant] = {}
+        for target, through in frontier.items():
+            for resource, name, ns in _impersonations(target):
+                for b in bindings:
+                    if not _applies(b, ns) or not any(r.allows("impersonate", "", resource, name) for r in b.rules):
+                        continue
+                    for s in b.subjects:
+                        if target.kind == "Group" and s not in any_user:
+                            continue
+                        if s == target or any(g.subject == s for g in grants.values()) or s in found:
+                            continue
+                        found[s] = Grant(
+                            s,
+                            "impersonate",
+                            resource,
+                            "",
+                            name,
+                            b.label,
+                            b.role,
+                            b.platform,
+                            (target, *through.via),
+                        )
+        for s, g in found.items():
+            grants[(s, g.binding, g.verb, g.resource)] = g
+        frontier = found
+    return sorted(grants.values(), key=lambda g: (g.platform, g.subject, g.binding, g.verb, g.resource))
+
+
+def _impersonates_any_user(b: _Binding) -> bool:
+    return any(r.allows("impersonate", "", "users", None) for r in b.rules)
+
+
+def _impersonations(target: Subject) -> list[tuple[str, str, str | None]]:
+    """(resource, name, namespace or None for cluster-scoped) of the impersonation requests acting as ``target``."""
+    if target.kind == "Group":
+        return [("groups", target.name, None)]
+    if target.kind == "ServiceAccount":
+        return [("serviceaccounts", target.name, target.namespace), ("users", target.user or "", None)]
+    return [("users", target.name, None)]
+
+
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9@%+=:,./_-]{1,256}")
+
+
+def _safe(text: str, placeholder: str) -> str:
+    return text if _SHELL_SAFE.fullmatch(text) and not text.startswith("-") else placeholder
+
+
+def can_i(grant: Grant, namespace: str) -> str:
+    """The ``kubectl auth can-i`` command that shows ``grant`` from the subject's side (names from the
+    cluster that are not shell-safe become placeholders)."""
+    s = grant.subject
+    flags = f"--as={_safe(s.user, '<user>')}" if s.user is not None else "--as=someone"
+    if s.kind == "Group":
+        flags += f" --as-group={_safe(s.name, '<group>')}"
+    base, _, sub = grant.resource.partition("/")
+    what = f"{base}.{grant.group}" if grant.group else base
+    if grant.name is not None:
+        what += f"/{_safe(grant.name, '<name>')}"
+    if sub:
+        what += f" --subresource={sub}"
+    where = "" if base in ("users", "groups") else f" -n {_safe(namespace, '<namespace>')}"
+    return f"kubectl auth can-i {grant.verb} {what}{where} {flags}"
