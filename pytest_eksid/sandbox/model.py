@@ -102,9 +102,51 @@ TRUST_VARIABLES = ("$oidc_provider", "$account_id")
 # reference_policies_elements.html). Resource/NotResource are refused as IAM refuses them in a trust policy
 # ("MalformedPolicyDocument: Has prohibited field Resource"; moto's IAMTrustPolicyDocumentValidator says the same).
 _POLICY_KEYS = ("Version", "Id", "Statement")
-_STATEMENT_KEYS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Condition")
+# NotAction is left out: the sandbox's IAM (moto) reads only Action in a trust policy and refuses the rest.
+_STATEMENT_KEYS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "Condition")
+# IAM's condition operators (reference_policies_elements_condition_operators.html), as moto checks them too.
+CONDITION_OPERATORS = (
+    *(f"String{op}" for op in ("Equals", "NotEquals", "EqualsIgnoreCase", "NotEqualsIgnoreCase", "Like", "NotLike")),
+    *(
+        f"Numeric{op}"
+        for op in ("Equals", "NotEquals", "LessThan", "LessThanEquals", "GreaterThan", "GreaterThanEquals")
+    ),
+    *(f"Date{op}" for op in ("Equals", "NotEquals", "LessThan", "LessThanEquals", "GreaterThan", "GreaterThanEquals")),
+    "Bool",
+    "BinaryEquals",
+    "IpAddress",
+    "NotIpAddress",
+    "ArnEquals",
+    "ArnLike",
+    "ArnNotEquals",
+    "ArnNotLike",
+    "Null",
+)
+
+
+def _operator(name: str) -> bool:
+    """``StringLike``, ``ForAnyValue:StringLike``, ``StringLikeIfExists``: a condition operator IAM knows."""
+    base = name.split(":", 1)[1] if name.startswith(("ForAnyValue:", "ForAllValues:")) else name
+    return base in CONDITION_OPERATORS or base.removesuffix("IfExists") in CONDITION_OPERATORS
+
+
 _PRINCIPAL_TYPES = ("AWS", "Service", "Federated", "CanonicalUser")
 _POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
+# The actions the sandbox's IAM (moto 5.2.5) accepts in a trust policy: exactly these, no wildcards
+# [moto iam/policy_validation.py IAMTrustPolicyDocumentValidator._validate_trust_policy_action].
+TRUST_ACTIONS = (
+    "sts:AssumeRole",
+    "sts:AssumeRoleWithSAML",
+    "sts:AssumeRoleWithWebIdentity",
+    "sts:DecodeAuthorizationMessage",
+    "sts:GetAccessKeyInfo",
+    "sts:GetCallerIdentity",
+    "sts:GetFederationToken",
+    "sts:GetServiceBearerToken",
+    "sts:GetSessionToken",
+    "sts:SetSourceIdentity",
+    "sts:TagSession",
+)
 
 
 def _strings(value: Any, *, empty: bool = False) -> bool:
@@ -131,6 +173,7 @@ def check_trust_policy(doc: Any) -> None:
         statements = [statements]
     if not isinstance(statements, list) or not statements:
         raise FieldError(("Statement",), "required: a statement, or a non-empty list of statements")
+    sids: set[Any] = {None}
     for i, st in enumerate(statements):
         at: tuple[str | int, ...] = ("Statement", i) if isinstance(doc["Statement"], list) else ("Statement",)
         if not isinstance(st, Mapping):
@@ -161,17 +204,35 @@ def check_trust_policy(doc: Any) -> None:
                     )
                 if not _strings(value):
                     raise FieldError((*at, principals[0], kind), "expected a string or a non-empty list of strings")
-        actions = [k for k in ("Action", "NotAction") if k in st]
+        actions = [k for k in ("Action",) if k in st]
         if len(actions) != 1:
-            raise FieldError(at, "a statement needs exactly one of Action or NotAction")
+            raise FieldError(at, "a trust statement needs its Action (sts:AssumeRole...)")
         if not _strings(st[actions[0]]):
             raise FieldError((*at, actions[0]), "expected an action (sts:AssumeRole...) or a non-empty list of them")
+        listed = [st[actions[0]]] if isinstance(st[actions[0]], str) else st[actions[0]]
+        for action in listed:
+            if action not in TRUST_ACTIONS:
+                raise FieldError(
+                    (*at, actions[0]),
+                    cut(
+                        f"{shown(action)} is not an action the sandbox's IAM takes in a trust policy "
+                        f"(no wildcards); choose from: {', '.join(TRUST_ACTIONS)}"
+                    ),
+                )
         if "Sid" in st and not isinstance(st["Sid"], str):
             raise FieldError((*at, "Sid"), "expected a string")
+        if "Sid" in st and st["Sid"] in sids:
+            raise FieldError((*at, "Sid"), f"Sid {shown(st['Sid'])} is used twice: IAM wants them unique in a policy")
+        sids.add(st.get("Sid"))
         condition = st.get("Condition", {})
         if not isinstance(condition, Mapping):
             raise FieldError((*at, "Condition"), "expected a mapping: operator -> condition key -> value(s)")
         for op, clauses in condition.items():
+            if not _operator(str(op)):
+                raise FieldError(
+                    (*at, "Condition", str(op)),
+                    cut(f"unknown condition operator {shown(op)}; IAM's: {', '.join(CONDITION_OPERATORS)}"),
+                )
             if not isinstance(clauses, Mapping) or not clauses:
                 raise FieldError((*at, "Condition", str(op)), "expected a mapping of condition keys to values")
             for key, value in clauses.items():

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import yaml
+from botocore.exceptions import ClientError
 
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox import model
@@ -355,7 +356,16 @@ class Sandbox:
         for role in sandbox.roles:
             arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
             trust = self._trust_policy(arn) if role.trust_policy is None else self._verbatim(role.trust_policy)
-            iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(trust))
+            try:
+                iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(trust))
+            except ClientError as exc:
+                if role.trust_policy is None:
+                    raise
+                error = exc.response.get("Error", {})
+                raise SandboxSeedError(
+                    f"sandbox.roles: IAM refused the trustPolicy of role {role.name!r}: "
+                    f"{error.get('Code')}: {error.get('Message')}"
+                ) from None
             policy = role.policy
             if any(
                 b.role_arn == arn and self.faulted("kms-via-service-missing", b.workload.name) for b in self.bindings()
