@@ -8,8 +8,10 @@ Its errors read as the core's do (``file:line: field.path: what``), through
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -25,6 +27,9 @@ from pytest_eksid.profile import (
     section_error,
 )
 from pytest_eksid.profile_yaml import shown
+
+if TYPE_CHECKING:
+    from pytest_eksid.sandbox.kubeapi.resources import ResourceType
 
 # pydantic's own patterns run on Rust's regex, where \w and \d are Unicode classes: spell ASCII out.
 IAM_NAME_PATTERN = r"^[A-Za-z0-9_+=,.@-]{1,64}$"
@@ -89,9 +94,168 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
 }
 
 
+# What a verbatim trust policy may name that the sandbox makes only at start (the issuer's id is random): the
+# shell variables of the EKS user guide's IRSA trust example ("Assign IAM roles to Kubernetes service accounts",
+# docs.aws.amazon.com/eks/latest/userguide/associate-service-account-role.html), replaced in keys and values.
+TRUST_VARIABLES = ("$oidc_provider", "$account_id")
+# The IAM JSON policy elements a role trust policy may hold (docs.aws.amazon.com/IAM/latest/UserGuide/
+# reference_policies_elements.html). Resource/NotResource are refused as IAM refuses them in a trust policy
+# ("MalformedPolicyDocument: Has prohibited field Resource"; moto's IAMTrustPolicyDocumentValidator says the same).
+_POLICY_KEYS = ("Version", "Id", "Statement")
+# NotAction is left out: the sandbox's IAM (moto) reads only Action in a trust policy and refuses the rest.
+_STATEMENT_KEYS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "Condition")
+# IAM's condition operators (reference_policies_elements_condition_operators.html), as moto checks them too.
+CONDITION_OPERATORS = (
+    *(f"String{op}" for op in ("Equals", "NotEquals", "EqualsIgnoreCase", "NotEqualsIgnoreCase", "Like", "NotLike")),
+    *(
+        f"Numeric{op}"
+        for op in ("Equals", "NotEquals", "LessThan", "LessThanEquals", "GreaterThan", "GreaterThanEquals")
+    ),
+    *(f"Date{op}" for op in ("Equals", "NotEquals", "LessThan", "LessThanEquals", "GreaterThan", "GreaterThanEquals")),
+    "Bool",
+    "BinaryEquals",
+    "IpAddress",
+    "NotIpAddress",
+    "ArnEquals",
+    "ArnLike",
+    "ArnNotEquals",
+    "ArnNotLike",
+    "Null",
+)
+
+
+def _operator(name: str) -> bool:
+    """``StringLike``, ``ForAnyValue:StringLike``, ``StringLikeIfExists``: a condition operator IAM knows."""
+    base = name.split(":", 1)[1] if name.startswith(("ForAnyValue:", "ForAllValues:")) else name
+    return base in CONDITION_OPERATORS or base.removesuffix("IfExists") in CONDITION_OPERATORS
+
+
+_PRINCIPAL_TYPES = ("AWS", "Service", "Federated", "CanonicalUser")
+_POLICY_VERSIONS = ("2012-10-17", "2008-10-17")
+# The actions the sandbox's IAM (moto 5.2.5) accepts in a trust policy: exactly these, no wildcards
+# [moto iam/policy_validation.py IAMTrustPolicyDocumentValidator._validate_trust_policy_action].
+TRUST_ACTIONS = (
+    "sts:AssumeRole",
+    "sts:AssumeRoleWithSAML",
+    "sts:AssumeRoleWithWebIdentity",
+    "sts:DecodeAuthorizationMessage",
+    "sts:GetAccessKeyInfo",
+    "sts:GetCallerIdentity",
+    "sts:GetFederationToken",
+    "sts:GetServiceBearerToken",
+    "sts:GetSessionToken",
+    "sts:SetSourceIdentity",
+    "sts:TagSession",
+)
+
+
+def _strings(value: Any, *, empty: bool = False) -> bool:
+    """A string, or a list of strings (non-empty unless ``empty``), as IAM's string-or-array elements are."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and (empty or bool(value)) and all(isinstance(v, str) for v in value)
+
+
+def check_trust_policy(doc: Any) -> None:
+    """A role trust policy's shape, as IAM checks it at CreateRole: a :class:`FieldError` whose loc is inside
+    the document (``Statement.0.Effect``). What a statement means is left to the checks under test."""
+    if not isinstance(doc, Mapping):
+        raise FieldError((), "expected a policy document: a mapping with Version and Statement, or its JSON text")
+    extra = [k for k in doc if k not in _POLICY_KEYS]
+    if extra:
+        raise FieldError(
+            (str(extra[0]),), f"unknown policy element {shown(extra[0])}; allowed: {', '.join(_POLICY_KEYS)}"
+        )
+    if "Version" in doc and doc["Version"] not in _POLICY_VERSIONS:
+        raise FieldError(("Version",), f"expected {' or '.join(_POLICY_VERSIONS)}, got {shown(doc['Version'])}")
+    statements = doc.get("Statement")
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    if not isinstance(statements, list) or not statements:
+        raise FieldError(("Statement",), "required: a statement, or a non-empty list of statements")
+    sids: set[Any] = {None}
+    for i, st in enumerate(statements):
+        at: tuple[str | int, ...] = ("Statement", i) if isinstance(doc["Statement"], list) else ("Statement",)
+        if not isinstance(st, Mapping):
+            raise FieldError(at, "expected a statement: a mapping with Effect, Principal and Action")
+        for key in st:
+            if key in ("Resource", "NotResource"):
+                raise FieldError((*at, key), f"a trust policy has no {key}: the role is the resource (IAM refuses it)")
+            if key not in _STATEMENT_KEYS:
+                raise FieldError(
+                    (*at, str(key)), f"unknown statement element {shown(key)}; allowed: {', '.join(_STATEMENT_KEYS)}"
+                )
+        if st.get("Effect") not in ("Allow", "Deny"):
+            raise FieldError((*at, "Effect"), f"expected Allow or Deny, got {shown(st.get('Effect'))}")
+        principals = [k for k in ("Principal", "NotPrincipal") if k in st]
+        if len(principals) != 1:
+            raise FieldError(at, "a trust statement needs exactly one of Principal or NotPrincipal")
+        principal = st[principals[0]]
+        if principal != "*":
+            if not isinstance(principal, Mapping) or not principal:
+                raise FieldError(
+                    (*at, principals[0]), f'expected "*" or a mapping of {", ".join(_PRINCIPAL_TYPES)} to ARNs or names'
+                )
+            for kind, value in principal.items():
+                if kind not in _PRINCIPAL_TYPES:
+                    raise FieldError(
+                        (*at, principals[0], str(kind)),
+                        f"unknown principal type {shown(kind)}; allowed: {', '.join(_PRINCIPAL_TYPES)}",
+                    )
+                if not _strings(value):
+                    raise FieldError((*at, principals[0], kind), "expected a string or a non-empty list of strings")
+        actions = [k for k in ("Action",) if k in st]
+        if len(actions) != 1:
+            raise FieldError(at, "a trust statement needs its Action (sts:AssumeRole...)")
+        if not _strings(st[actions[0]]):
+            raise FieldError((*at, actions[0]), "expected an action (sts:AssumeRole...) or a non-empty list of them")
+        listed = [st[actions[0]]] if isinstance(st[actions[0]], str) else st[actions[0]]
+        for action in listed:
+            if action not in TRUST_ACTIONS:
+                raise FieldError(
+                    (*at, actions[0]),
+                    cut(
+                        f"{shown(action)} is not an action the sandbox's IAM takes in a trust policy "
+                        f"(no wildcards); choose from: {', '.join(TRUST_ACTIONS)}"
+                    ),
+                )
+        if "Sid" in st and not isinstance(st["Sid"], str):
+            raise FieldError((*at, "Sid"), "expected a string")
+        if "Sid" in st and st["Sid"] in sids:
+            raise FieldError((*at, "Sid"), f"Sid {shown(st['Sid'])} is used twice: IAM wants them unique in a policy")
+        sids.add(st.get("Sid"))
+        condition = st.get("Condition", {})
+        if not isinstance(condition, Mapping):
+            raise FieldError((*at, "Condition"), "expected a mapping: operator -> condition key -> value(s)")
+        for op, clauses in condition.items():
+            if not _operator(str(op)):
+                raise FieldError(
+                    (*at, "Condition", str(op)),
+                    cut(f"unknown condition operator {shown(op)}; IAM's: {', '.join(CONDITION_OPERATORS)}"),
+                )
+            if not isinstance(clauses, Mapping) or not clauses:
+                raise FieldError((*at, "Condition", str(op)), "expected a mapping of condition keys to values")
+            for key, value in clauses.items():
+                scalar = (str, bool, int, float)
+                if not (
+                    isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+                ):
+                    raise FieldError(
+                        (*at, "Condition", str(op), str(key)),
+                        "expected a value or a list of values (strings, booleans, numbers)",
+                    )
+
+
+# Faults that change a role's generated trust policy: meaningless on a role whose trust is written verbatim.
+TRUST_FAULTS = frozenset({"wildcard-trust-sub", "missing-aud-condition", "missing-tag-session", "both-mechanisms"})
+
+
 class SandboxRole(StrictModel):
     name: str = Field(pattern=IAM_NAME_PATTERN)
     policy: dict[str, Any]
+    # The role's trust policy as written, instead of the one the sandbox derives from the workloads bound to it
+    # (and the trust faults); $oidc_provider and $account_id are replaced at start (TRUST_VARIABLES).
+    trust_policy: dict[str, Any] | None = None
 
     @field_validator("policy")
     @classmethod
@@ -100,6 +264,23 @@ class SandboxRole(StrictModel):
             json_value(value)
         except ActionError as exc:
             raise FieldError(exc.loc, f"not JSON: {exc}") from None
+        return value
+
+    @field_validator("trust_policy", mode="before")
+    @classmethod
+    def _trust_document(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the JSON text, as `aws iam get-role` prints it or a file holds it
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise FieldError((), f"not a JSON policy document: {exc}") from None
+        if value is None:
+            return value
+        try:
+            json_value(value)
+        except ActionError as exc:
+            raise FieldError(exc.loc, f"not JSON: {exc}") from None
+        check_trust_policy(value)
         return value
 
 
@@ -133,6 +314,115 @@ class SandboxBucket(StrictModel):
     kms_key: str | None = None  # SSE-KMS by default with this key (an alias under sandbox.keys)
 
 
+# The label the sandbox's Deployment selects its pods by: a template may add labels, not change this one.
+SELECTOR_LABEL = "app.kubernetes.io/name"
+_TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
+
+
+class SandboxTemplate(StrictModel):
+    """Pod template fields of one workload's Deployment (``sandbox.templates[]``), so a misconfigured
+    placement or environment is written as it is on a cluster; they reach the workload's running pod too.
+    The faults that change the template (host-network, proxy-captures-agent, static-keys-in-env) add to these."""
+
+    workload: str
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    host_network: bool | None = None
+    # Appended to the application container's env, as Kubernetes writes it ({name, value} or {name, valueFrom}).
+    env: list[dict[str, Any]] = Field(default_factory=list, repr=False)  # may hold planted keys: never in a repr
+    init_containers: list[dict[str, Any]] = Field(default_factory=list, repr=False)
+    annotations: dict[str, str] = Field(default_factory=dict)  # the pod template's
+    labels: dict[str, str] = Field(default_factory=dict)  # the pod template's, beside the selector's
+
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, t in enumerate(value):
+            extra = [k for k in t if k not in _TOLERATION_KEYS]
+            if extra:
+                raise FieldError((i, extra[0]), f"unknown toleration field; allowed: {', '.join(_TOLERATION_KEYS)}")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, item in enumerate(value):
+            if not isinstance(item.get("name"), str) or not item["name"]:
+                raise FieldError((i, "name"), "required: the variable's name")
+            extra = [k for k in item if k not in ("name", "value", "valueFrom")]
+            if extra:
+                raise FieldError((i, extra[0]), "unknown env field; allowed: name, value, valueFrom")
+            if "value" in item and not isinstance(item["value"], str):
+                raise FieldError((i, "value"), "expected a string (the value is not shown); quote it in YAML")
+            if "valueFrom" in item and not isinstance(item["valueFrom"], dict):
+                raise FieldError((i, "valueFrom"), "expected a mapping (secretKeyRef, configMapKeyRef, fieldRef...)")
+        return value
+
+    @field_validator("init_containers")
+    @classmethod
+    def _init_containers(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, c in enumerate(value):
+            for key in ("name", "image"):
+                if not isinstance(c.get(key), str) or not c[key]:
+                    raise FieldError((i, key), f"required: the init container's {key}")
+            try:
+                json_value(c)
+            except ActionError as exc:
+                raise FieldError((i, *exc.loc), f"not JSON: {exc}") from None
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if SELECTOR_LABEL in value:
+            raise FieldError(
+                (SELECTOR_LABEL,), "the sandbox's Deployment selects its pods by this label: set any other label"
+            )
+        return value
+
+
+def served_kinds() -> dict[tuple[str, str], ResourceType] | None:
+    """(apiVersion, kind) -> the resource the sandbox's API server serves for it, read from its resource table
+    (so a kind added there can be seeded at once); None without the ``sandbox`` extra (the run then ends
+    naming it, before anything is seeded)."""
+    try:
+        from pytest_eksid.sandbox.kubeapi.resources import RESOURCES
+    except ImportError:
+        return None
+    return {(r.api_version, r.kind): r for r in RESOURCES}
+
+
+def check_manifest(obj: Mapping[str, Any], kinds: Mapping[tuple[str, str], ResourceType] | None) -> None:
+    """One ``sandbox.manifests`` object: a kind the sandbox serves, named, and in a namespace if namespaced.
+    A :class:`FieldError` whose loc is inside the object."""
+    for key in ("apiVersion", "kind"):
+        if not isinstance(obj.get(key), str) or not obj[key]:
+            raise FieldError(
+                (key,), f"required: the object's {key} (e.g. {'v1' if key == 'apiVersion' else 'ConfigMap'})"
+            )
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise FieldError(("metadata",), "required: a mapping with the object's name (and namespace)")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise FieldError(("metadata", "name"), "required: the object's name (a seeded object is named, not generated)")
+    if kinds is None:
+        return
+    rt = kinds.get((obj["apiVersion"], obj["kind"]))
+    if rt is None:
+        served = ", ".join(sorted(f"{k} ({v})" for v, k in kinds))
+        raise FieldError(
+            ("kind",),
+            cut(
+                f"{shown(obj['kind'])} ({shown(obj['apiVersion'])}) is not a kind the sandbox serves; served: {served}"
+            ),
+        )
+    namespace = meta.get("namespace")
+    if rt.namespaced and (not isinstance(namespace, str) or not namespace):
+        raise FieldError(("metadata", "namespace"), f"required: {rt.kind} is namespaced")
+    if not rt.namespaced and namespace is not None:
+        raise FieldError(("metadata", "namespace"), f"{rt.kind} is cluster-scoped: remove the namespace")
+
+
 class SandboxSection(StrictModel):
     roles: list[SandboxRole] = Field(default_factory=list)
     # A bucket is a name, or {name, kmsKey} for default SSE-KMS encryption.
@@ -148,6 +438,28 @@ class SandboxSection(StrictModel):
     pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
     workload_pods: bool = True  # run one pod per workload (for --eksid-exec); off for large benchmarks
     faults: list[SandboxFault] = Field(default_factory=list)
+    templates: list[SandboxTemplate] = Field(default_factory=list)  # workloads' pod template fields
+    # Kubernetes objects created as given after the sandbox's own (Namespaces before everything else).
+    manifests: list[dict[str, Any]] = Field(default_factory=list, repr=False)  # may hold Secrets: never in a repr
+
+    @field_validator("manifests")
+    @classmethod
+    def _manifests(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kinds = served_kinds() if value else None
+        seen: set[tuple[str, str, str]] = set()
+        for i, obj in enumerate(value):
+            try:
+                json_value(obj)
+                check_manifest(obj, kinds)
+            except ActionError as exc:
+                raise FieldError((i, *exc.loc), f"not JSON: {exc}") from None
+            except FieldError as exc:
+                raise FieldError((i, *exc.loc), str(exc)) from None
+            key = (obj["kind"], str(obj["metadata"].get("namespace") or ""), obj["metadata"]["name"])
+            if key in seen:
+                raise FieldError((i, "metadata", "name"), f"{manifest_name(obj)} is listed twice")
+            seen.add(key)
+        return value
 
     @field_validator("keys", mode="before")
     @classmethod
@@ -202,6 +514,37 @@ def cross_check(profile: Profile, sandbox: SandboxSection) -> None:
                     f"{name!r} under sandbox.roles (account {account})",
                 )
     names = {w.name for w in profile.workloads}
+    verbatim = {r.name for r in sandbox.roles if r.trust_policy is not None}
+    for i, t in enumerate(sandbox.templates):
+        if t.workload not in names:
+            raise FieldError(
+                ("sandbox", "templates", i, "workload"),
+                cut(f"{shown(t.workload)} is not in workloads (choose one of: {', '.join(sorted(names))})"),
+            )
+        if [u.workload for u in sandbox.templates].index(t.workload) != i:
+            raise FieldError(("sandbox", "templates", i, "workload"), f"workload {t.workload!r} has a template already")
+    # Namespaced objects go into a namespace that exists: one the sandbox seeds, or one of the manifests.
+    namespaces = {"kube-system", *(w.namespace for w in profile.workloads)}
+    namespaces |= {str(m["metadata"]["name"]) for m in sandbox.manifests if m["kind"] == "Namespace"}
+    for i, m in enumerate(sandbox.manifests):
+        ns = m["metadata"].get("namespace")
+        if ns is not None and ns not in namespaces:
+            raise FieldError(
+                ("sandbox", "manifests", i, "metadata", "namespace"),
+                cut(
+                    f"{manifest_name(m)}: namespace {shown(ns)} is neither seeded by the sandbox nor a Namespace "
+                    f"under sandbox.manifests (seeded: {', '.join(sorted(namespaces))})"
+                ),
+            )
+    for i, f in enumerate(sandbox.faults):
+        if f.fault in TRUST_FAULTS and f.workload in names:
+            role = role_arn_parts(profile.workload(str(f.workload)).role_arn)[1]
+            if role in verbatim:
+                raise FieldError(
+                    ("sandbox", "faults", i, "fault"),
+                    f"fault {f.fault!r} changes the generated trust of role {role!r}, which carries its trust "
+                    "policy verbatim (trustPolicy): write the fault into that policy, or drop trustPolicy",
+                )
     for i, f in enumerate(sandbox.faults):
         at = ("sandbox", "faults", i)
         if f.nodegroup is not None and f.nodegroup not in sandbox.nodegroups:
@@ -247,6 +590,13 @@ def cross_check(profile: Profile, sandbox: SandboxSection) -> None:
                     f"(choose one of: {', '.join(sorted(roles))})"
                 ),
             )
+
+
+def manifest_name(obj: Mapping[str, Any]) -> str:
+    """``kind/namespace/name`` (``kind/name`` when cluster-scoped), as errors name a seeded object."""
+    meta = obj.get("metadata") or {}
+    parts = [str(obj.get("kind")), *([str(meta["namespace"])] if meta.get("namespace") else []), str(meta.get("name"))]
+    return shown("/".join(parts))
 
 
 def section(loaded: LoadedProfile) -> SandboxSection:

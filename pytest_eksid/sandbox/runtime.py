@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import yaml
+from botocore.exceptions import ClientError
 
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox import model
@@ -23,7 +24,7 @@ from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.imds import Imds
-from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
+from pytest_eksid.sandbox.kubeapi import ApiError, KubeApiServer, Store
 from pytest_eksid.sandbox.model import SandboxSection
 from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Kubelet, Node
 from pytest_eksid.sandbox.tokens import Issuer
@@ -322,6 +323,24 @@ class Sandbox:
             )
         return {"Version": "2012-10-17", "Statement": statements}
 
+    def _verbatim(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A role's trust policy as the profile writes it, with what exists only once started filled in
+        (model.TRUST_VARIABLES: the issuer's host path, the account)."""
+        values = {"$oidc_provider": self.issuer.host_path, "$account_id": self.profile.cluster.account_id}
+
+        def fill(item: Any) -> Any:
+            if isinstance(item, str):
+                for name in model.TRUST_VARIABLES:
+                    item = item.replace(name, values[name])
+                return item
+            if isinstance(item, dict):
+                return {fill(k): fill(v) for k, v in item.items()}
+            if isinstance(item, list):
+                return [fill(v) for v in item]
+            return item
+
+        return dict(fill(document))
+
     def _seed_aws(self, key_id: str, secret: str) -> None:
         cluster = self.profile.cluster
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=cluster.region)
@@ -336,7 +355,17 @@ class Sandbox:
         sandbox = self.spec
         for role in sandbox.roles:
             arn = f"arn:aws:iam::{cluster.account_id}:role/{role.name}"
-            iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(self._trust_policy(arn)))
+            trust = self._trust_policy(arn) if role.trust_policy is None else self._verbatim(role.trust_policy)
+            try:
+                iam.create_role(RoleName=role.name, AssumeRolePolicyDocument=json.dumps(trust))
+            except ClientError as exc:
+                if role.trust_policy is None:
+                    raise
+                error = exc.response.get("Error", {})
+                raise SandboxSeedError(
+                    f"sandbox.roles: IAM refused the trustPolicy of role {role.name!r}: "
+                    f"{error.get('Code')}: {error.get('Message')}"
+                ) from None
             policy = role.policy
             if any(
                 b.role_arn == arn and self.faulted("kms-via-service-missing", b.workload.name) for b in self.bindings()
@@ -484,8 +513,12 @@ class Sandbox:
     def _seed_kubernetes(self) -> None:
         for node in self.nodes:
             self.store.create("nodes", "", node.manifest())
+        # The profile's own Namespaces first (with their labels), then those the sandbox needs and they lack.
+        manifests = sorted(self.spec.manifests, key=lambda m: m["kind"] != "Namespace")  # stable: order kept
+        given = [m for m in manifests if m["kind"] == "Namespace"]
+        self._seed_manifests(given)
         namespaces = {"kube-system", *(w.namespace for w in self.profile.workloads)}
-        for ns in sorted(namespaces):
+        for ns in sorted(namespaces - {m["metadata"]["name"] for m in given}):
             self.store.create("namespaces", "", {"metadata": {"name": ns}})
         seen: set[tuple[str, str]] = set()
         for b in self.bindings():
@@ -529,6 +562,36 @@ class Sandbox:
             if cache_miss and self.webhooks is not None:
                 self.webhooks.cache.catch_up()
         self._seed_agent()
+        self._seed_manifests(manifests[len(given) :])
+
+    def _seed_manifests(self, objects: list[dict[str, Any]]) -> None:
+        """``sandbox.manifests`` through the API server's store, as a client's create would go (admission,
+        validation, defaults): any kind the server serves. A refusal names the object and the API's message."""
+        kinds = model.served_kinds() or {}
+        for obj in objects:
+            rt = kinds[(obj["apiVersion"], obj["kind"])]  # model.check_manifest: served
+            self._remember_manifest(obj)
+            try:
+                self.store.create(rt, str(obj["metadata"].get("namespace") or ""), obj)
+            except ApiError as exc:
+                raise SandboxSeedError(
+                    f"sandbox.manifests: cannot create {model.manifest_name(obj)}: {exc.message}"
+                ) from None
+
+    def _remember_manifest(self, obj: dict[str, Any]) -> None:
+        """A Secret's values, and values under secret-sounding keys anywhere else, go to the secret ledger."""
+        if obj["kind"] == "Secret":
+            for value in (obj.get("data") or {}).values():
+                try:
+                    self.iam.remember(base64.b64decode(str(value), validate=True).decode())
+                except ValueError:
+                    self.iam.remember(str(value))
+            for value in (obj.get("stringData") or {}).values():
+                self.iam.remember(str(value))
+            return
+        for key, value in (obj.get("data") or {}).items():
+            if _secret_name(str(key)) and isinstance(value, str):
+                self.iam.remember(value)
 
     def _start_workload_pod(self, w: Workload) -> None:
         """One running pod of the workload's Deployment (the sandbox has no controllers to make it)."""
@@ -540,19 +603,41 @@ class Sandbox:
             "pods",
             w.namespace,
             {
-                "metadata": {"generateName": f"{w.name}-", "labels": dict(template["metadata"]["labels"])},
+                "metadata": {
+                    "generateName": f"{w.name}-",
+                    "labels": dict(template["metadata"]["labels"]),
+                    **({"annotations": dict(a)} if (a := template["metadata"].get("annotations")) else {}),
+                },
                 "spec": {**template["spec"], "containers": [dict(c) for c in template["spec"]["containers"]]},
             },
         )
 
-    def _seed_workload(self, w: Workload) -> None:
-        """The workload's own Deployment (not run: the sandbox runs only probe pods), and its faults."""
+    def _template(self, w: Workload) -> model.SandboxTemplate:
+        """The workload's pod template fields: the profile's ``sandbox.templates`` entry, plus what its
+        template faults set (they are template fields too)."""
+        given = next((t for t in self.spec.templates if t.workload == w.name), model.SandboxTemplate(workload=w.name))
         env: list[dict[str, Any]] = []
         if self.faulted("static-keys-in-env", w.name):
-            env = [
+            env += [
                 {"name": "AWS_ACCESS_KEY_ID", "value": "AKIA" + "EKSIDSANDBOX0001"},
                 {"name": "AWS_SECRET_ACCESS_KEY", "value": self._fake_secret()},
             ]
+        if self.faulted("proxy-captures-agent", w.name):
+            # A corporate proxy for the pods' egress, exempting loopback (the sandbox's endpoints) but not the
+            # Pod Identity agent's address.
+            env += [
+                {"name": "HTTP_PROXY", "value": "http://proxy.corp.example:3128"},
+                {"name": "NO_PROXY", "value": "127.0.0.1,localhost,.svc,.cluster.local"},
+            ]
+        host_network = True if self.faulted("host-network", w.name) else given.host_network
+        return given.model_copy(update={"env": [*env, *given.env], "host_network": host_network})
+
+    def _seed_workload(self, w: Workload) -> None:
+        """The workload's own Deployment (not run: the sandbox runs only probe pods), and its faults."""
+        template = self._template(w)
+        for item in template.env:
+            if _secret_name(str(item["name"])) and isinstance(item.get("value"), str):
+                self.iam.remember(item["value"])
         if self.faulted("static-keys-in-secret", w.name):
             self.store.create(
                 "secrets",
@@ -579,16 +664,31 @@ class Sandbox:
                     },
                 },
             )
-        if self.faulted("proxy-captures-agent", w.name):
-            # A corporate proxy for the pods' egress, exempting loopback (the sandbox's endpoints) but not the
-            # Pod Identity agent's address.
-            env += [
-                {"name": "HTTP_PROXY", "value": "http://proxy.corp.example:3128"},
-                {"name": "NO_PROXY", "value": "127.0.0.1,localhost,.svc,.cluster.local"},
-            ]
-        pod_extra: dict[str, Any] = {"hostNetwork": True} if self.faulted("host-network", w.name) else {}
         sa = "default" if self.faulted("default-service-account", w.name) else w.service_account
-        labels = {"app.kubernetes.io/name": w.name}
+        labels = {model.SELECTOR_LABEL: w.name}
+        pod_spec: dict[str, Any] = {
+            "serviceAccountName": sa,
+            "automountServiceAccountToken": False,  # hardened; identity needs no automount
+        }
+        if template.host_network is not None:
+            pod_spec["hostNetwork"] = template.host_network
+        if template.node_selector:
+            pod_spec["nodeSelector"] = dict(template.node_selector)
+        if template.tolerations:
+            pod_spec["tolerations"] = [dict(t) for t in template.tolerations]
+        if template.init_containers:
+            pod_spec["initContainers"] = [dict(c) for c in template.init_containers]
+        pod_spec["containers"] = [
+            {
+                "name": "app",
+                "image": f"registry.example/{w.name}:1",
+                "command": ["sleep", "infinity"],  # stands in for the application
+                "env": [dict(e) for e in template.env],
+            }
+        ]
+        pod_meta: dict[str, Any] = {"labels": {**template.labels, **labels}}
+        if template.annotations:
+            pod_meta["annotations"] = dict(template.annotations)
         self.store.create(
             "deployments",
             w.namespace,
@@ -597,22 +697,7 @@ class Sandbox:
                 "spec": {
                     "replicas": 0,
                     "selector": {"matchLabels": dict(labels)},
-                    "template": {
-                        "metadata": {"labels": dict(labels)},
-                        "spec": {
-                            "serviceAccountName": sa,
-                            "automountServiceAccountToken": False,  # hardened; identity needs no automount
-                            **pod_extra,
-                            "containers": [
-                                {
-                                    "name": "app",
-                                    "image": f"registry.example/{w.name}:1",
-                                    "command": ["sleep", "infinity"],  # stands in for the application
-                                    "env": env,
-                                }
-                            ],
-                        },
-                    },
+                    "template": {"metadata": pod_meta, "spec": pod_spec},
                 },
             },
         )
@@ -725,6 +810,16 @@ class Sandbox:
     def minted_secrets(self) -> list[str]:
         """Every secret this sandbox handed out (runner keys, role sessions, the API token)."""
         return list(self.iam.minted)
+
+
+class SandboxSeedError(RuntimeError):
+    """A ``sandbox.manifests`` object the API server refused: names the object and the server's message."""
+
+
+def _secret_name(name: str) -> bool:
+    """Whether a variable or key name says its value is a secret (the secret ledger learns such values)."""
+    upper = name.upper()
+    return any(word in upper for word in ("SECRET", "TOKEN", "PASSWORD"))
 
 
 def _set_status(status: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
