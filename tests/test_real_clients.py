@@ -22,18 +22,19 @@ from tests.helpers.sandboxes import wait_pod_phase
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
 
-# (namespace, service account, role, the JS SDK's feature id, botocore's provider METHOD, pod env)
+# (namespace, service account, role, the JS SDK's feature id, botocore's provider METHOD)
 MECHANISMS = {
-    # The Pod Identity webhook injects no region (as upstream): the workload sets it, both names, because the JS SDK
-    # reads AWS_REGION [@smithy/core dist-cjs/submodules/config/index.js: REGION_ENV_NAME] and the CLI v1 only
-    # AWS_DEFAULT_REGION [awscli 1.46.3 awscli/botocore/configprovider.py:74] (the IRSA webhook injects both).
+    # Both pods get their region from the webhook, which adds AWS_REGION and AWS_DEFAULT_REGION in either mode
+    # unless the container sets one of them [aws/amazon-eks-pod-identity-webhook@3bf80a34
+    # pkg/handler/handler.go:201-205,230-239]: the JS SDK reads AWS_REGION [@smithy/core
+    # dist-cjs/submodules/config/index.js:583], the CLI v1 only AWS_DEFAULT_REGION [awscli 1.46.3
+    # awscli/botocore/configprovider.py:74].
     "pod-identity": (
         "finance-demo",
         "invoice-exporter-aws-sa",
         "demo-invoice-exporter",
         "CREDENTIALS_HTTP",
         "container-role",
-        {"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION},
     ),
     "irsa": (
         "billing-demo",
@@ -41,7 +42,6 @@ MECHANISMS = {
         "demo-billing-worker",
         "CREDENTIALS_STS_ASSUME_ROLE_WEB_ID",
         "assume-role-with-web-identity",
-        {},
     ),
 }
 
@@ -54,15 +54,13 @@ def installed() -> realclients.RealClients:
         pytest.fail(f"could not install the real AWS clients (tests/helpers/realclients.py): {exc}", pytrace=False)
 
 
-def run_clients(
-    kubeconfig: str, namespace: str, sa: str, env: dict[str, str], clients: realclients.RealClients
-) -> tuple[Any, str]:
+def run_clients(kubeconfig: str, namespace: str, sa: str, clients: realclients.RealClients) -> tuple[Any, str]:
     """Run POD_CODE in a pod of ``sa``; return what it printed (its last line, as JSON) and its whole log."""
     api = config.new_client_from_config(config_file=kubeconfig)
     core = client.CoreV1Api(api)
     args = [str(clients.node_path), str(clients.aws), realclients.JS_CODE]
     container = {"name": "clients", "image": "clients", "command": ["python3", "-c", realclients.POD_CODE]}
-    container |= {"args": args, "env": [{"name": k, "value": v} for k, v in env.items()]}
+    container["args"] = args
     pod = core.create_namespaced_pod(
         namespace,
         {
@@ -83,10 +81,10 @@ def run_clients(
 
 @pytest.mark.parametrize("mechanism", sorted(MECHANISMS))
 def test_real_clients_get_the_workload_role(sandbox, mechanism):
-    namespace, sa, role, feature, method, env = MECHANISMS[mechanism]
+    namespace, sa, role, feature, method = MECHANISMS[mechanism]
     clients = installed()
     sb, connection = sandbox
-    seen, log = run_clients(str(connection.kubeconfig), namespace, sa, env, clients)
+    seen, log = run_clients(str(connection.kubeconfig), namespace, sa, clients)
     node, cli = seen["node"], seen["cli"]
     session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/"
     sandbox_aws = urlsplit(connection.env["AWS_ENDPOINT_URL"]).netloc

@@ -131,11 +131,14 @@ def install(cache: Path = CACHE) -> RealClients:
 
 
 # What the JS SDK's default chain did, printed by node as one JSON line. The provider that served the
-# credentials is read from the credentials' ``$source``: the SDK records a feature id there as each provider
-# resolves them (``setCredentialFeature`` in @aws-sdk/core's client submodule: CREDENTIALS_HTTP from
-# @aws-sdk/credential-provider-http, CREDENTIALS_STS_ASSUME_ROLE_WEB_ID from the nested STS client's web identity
-# role assumer, CREDENTIALS_ENV_VARS_STS_WEB_ID_TOKEN from credential-provider-web-identity). fromNodeProviderChain
-# memoizes, so asking the provider again after the call returns the credentials the call was signed with.
+# credentials is read from the credentials' ``$source``: each provider records a feature id there as it resolves
+# them [@aws-sdk/core 3.981.2 dist-cjs/submodules/client/index.js:62-68 setCredentialFeature]: CREDENTIALS_HTTP
+# [@aws-sdk/credential-provider-http 3.972.88 dist-cjs/index.js:157], CREDENTIALS_STS_ASSUME_ROLE_WEB_ID
+# [@aws-sdk/nested-clients 3.998.5 dist-cjs/submodules/sts/index.js:885], CREDENTIALS_ENV_VARS_STS_WEB_ID_TOKEN
+# [@aws-sdk/credential-provider-web-identity 3.972.92 dist-cjs/index.js:52]. fromNodeProviderChain memoizes, so
+# asking the provider again after the call returns the credentials the call was signed with. The endpoints are
+# those of the client's own requests (the web identity call's nested STS client is not hooked; it reaches the
+# sandbox's STS or no session would come back).
 JS_CODE = textwrap.dedent(
     """
     const { fromNodeProviderChain } = require("@aws-sdk/credential-providers");
@@ -169,8 +172,8 @@ JS_CODE = textwrap.dedent(
 # The pod's program (``python3 -c POD_CODE <node_modules> <aws> <JS_CODE>``): both clients, then one JSON line. The
 # CLI runs with ``--debug``, whose log carries signed headers: only the lines below are read from it, by pattern.
 # botocore's chain logs "Looking for credentials via: <METHOD>" before each provider and stops at the first that
-# answers, so the last such line names the provider that served [botocore credentials.py CredentialResolver.
-# load_credentials]; "Endpoint provider result: <url>" is each request's endpoint [botocore regions.py]; the
+# answers, so the last such line names the provider that served [awscli 1.46.3 awscli/botocore/credentials.py:
+# 2244-2256]; "Endpoint provider result: <url>" is each request's endpoint [awscli/botocore/regions.py:537]; the
 # signing region is read from the SigV4 credential scope ".../<yyyymmdd>/<region>/sts/aws4_request".
 POD_CODE = textwrap.dedent(
     """
