@@ -39,13 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     except (SandboxUnavailable, ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from pytest_eksid.sandbox.runtime import Sandbox
+    from pytest_eksid.sandbox.runtime import Sandbox, SandboxSeedError
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sandbox = Sandbox(loaded.profile, section=seeded)
-    connection = sandbox.start()
+    try:
+        connection = sandbox.start()
+    except SandboxSeedError as exc:  # the profile asked for something the emulated cluster refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.connection_file:
         try:
             _write_connection(Path(args.connection_file), connection, sandbox.startup_seconds)
