@@ -175,6 +175,11 @@ class Toleration(StrictModel):
 class Probe(StrictModel):
     image: str = Field(min_length=1)
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    # How long the probe waits for each IMDS request. 1 s is what the SDKs' default chain waits
+    # (botocore utils.DEFAULT_METADATA_SERVICE_TIMEOUT = 1): an IMDS that answers no faster is out of
+    # the SDK's reach too. A hop limit of 1 drops the reply whatever the wait, so this only decides
+    # how long "blocked" takes to prove; raise it for a node whose IMDS is known to be slow.
+    imds_timeout_seconds: float = Field(default=1, gt=0, le=30)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     image_pull_secrets: list[str] = Field(default_factory=list)

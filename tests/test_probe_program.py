@@ -4,8 +4,10 @@ costs only itself — the probe still prints a result with every other step befo
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +90,11 @@ def test_a_step_past_its_budget_is_recorded_and_the_others_still_reported(
         "did not finish within 0.5s: an AWS endpoint that does not answer?"
     )
     assert result["actions"][0]["outcome"] == "error"
-    # The steps without AWS calls ran first and are all there.
+    # The steps without AWS calls ran beside it and are all there.
     assert result["environment"]["token_files"], result["environment"]
     assert result["imds"]["v1"]["outcome"].startswith("blocked"), result["imds"]
     assert "agent" in result
-    assert list(result["seconds"])[:3] == ["environment", "imds", "agent"]
+    assert set(result["seconds"]) == {"environment", "imds", "agent", "identity", "actions", "total"}
 
 
 def test_actions_past_the_budget_are_not_run_and_the_earlier_ones_keep_their_results(
@@ -255,3 +257,52 @@ def test_a_refusal_seen_through_botocore_keeps_the_agents_status_and_code(tmp_pa
     error = program._error(raised.value)
     assert error["type"] == "CredentialRetrievalError"
     assert (error["agent_status"], error["agent_code"]) == (400, "AccessDeniedException")
+
+
+def test_imds_runs_beside_the_aws_steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No step waits on another it does not need: IMDS is asked while the identity step talks to STS.
+    The fake IMDS answers only once STS has been called; run one after the other, IMDS would time out."""
+    sts_called = threading.Event()
+
+    class Sts(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            sts_called.set()
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Imds(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            sts_called.wait(60)
+            body = b"node-role\n" if self.path.endswith("/security-credentials/") else b"{}"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_PUT(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (Sts, Imds)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sts, imds = (f"http://127.0.0.1:{s.server_address[1]}" for s in servers)
+        environ = _irsa_pod(monkeypatch, tmp_path, sts, imds)
+        plan = {**_plan(timeout=5, step_seconds=30), "imds_timeout": 30}
+        result = program.run(plan, environ)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert sts_called.is_set()
+    # answered, not timed out: IMDS was asked while (or after) the identity step reached STS
+    assert result["imds"]["v1"] == {"outcome": "no-credentials", "role": "node-role", "http_status": 200}

@@ -73,7 +73,7 @@ def probe_plan(profile: Profile, workload: Workload) -> Obj:
         "mechanism": workload.mechanism,
         "region": profile.cluster.region,
         "timeout": 5,
-        "imds_timeout": 2,
+        "imds_timeout": profile.probe.imds_timeout_seconds,
         # Wall-clock budget of each AWS step (identity, actions): both fit in the pod's deadline, with
         # room for the interpreter's start and the IMDS and agent steps, so a result line always comes.
         "step_seconds": max(2, (profile.probe.timeout_seconds - 20) // 2),

@@ -195,6 +195,29 @@ def _session(timeout: float = 5) -> Any:
     return _SESSIONS[0]
 
 
+def _background(step: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``step`` in a thread now; the returned function waits for its value (or raises its error).
+    For steps bounded by their own timeouts (IMDS, the agent), run beside the AWS steps."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = step()
+        except Exception as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="eksid-background", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return result
+
+
 def _bounded(step: Callable[[], Any], seconds: float) -> Any:
     """Run a step that calls AWS with a wall-clock limit: past it, the step is recorded as timed out
     and the probe goes on (the stuck call is left to its daemon thread), so that a hanging endpoint
@@ -511,15 +534,19 @@ def check_imds(plan: Mapping[str, Any], environ: Mapping[str, str]) -> ImdsResul
         del body
         return {"outcome": "exposed" if exposed else "no-credentials", "role": role, "http_status": status}
 
-    ttl = {"x-aws-ec2-metadata-token-ttl-seconds": "60"}
-    outcome, status, token = _http("PUT", base + "/latest/api/token", ttl, timeout)
-    if outcome == "ok" and token.strip():
-        v2 = role_creds({"x-aws-ec2-metadata-token": token.strip()})
-    elif outcome == "timeout":
-        v2 = {"outcome": "blocked-timeout"}
-    else:
-        v2 = {"outcome": "blocked-refused", "http_status": status, "detail": outcome}
-    return {"endpoint": base, "v2": v2, "v1": role_creds({})}
+    def version_2() -> ImdsVersionResult:
+        ttl = {"x-aws-ec2-metadata-token-ttl-seconds": "60"}
+        outcome, status, token = _http("PUT", base + "/latest/api/token", ttl, timeout)
+        if outcome == "ok" and token.strip():
+            return role_creds({"x-aws-ec2-metadata-token": token.strip()})
+        if outcome == "timeout":
+            return {"outcome": "blocked-timeout"}
+        return {"outcome": "blocked-refused", "http_status": status, "detail": outcome}
+
+    # v1 and v2 at once: a blocked IMDS costs one timeout, not two.
+    v1 = _background(lambda: role_creds({}))
+    v2 = version_2()
+    return {"endpoint": base, "v2": v2, "v1": v1()}
 
 
 def check_agent(environ: Mapping[str, str]) -> AgentResult:
@@ -566,27 +593,45 @@ def run(plan: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
         result["botocore"] = version("botocore")  # without importing it: a step that needs it will
     except Exception:
         result["botocore"] = None
-    # The steps without AWS calls first: their own short timeouts bound them. The AWS steps each get
-    # a wall-clock budget, so a stuck endpoint costs its step, never the whole result.
+    # The network steps that need no AWS call (IMDS, the agent) run in the background, bounded by their
+    # own short timeouts, while the AWS steps run: none waits on another it does not need. The AWS steps
+    # each get a wall-clock budget, so a stuck endpoint costs its step, never the whole result.
     budget = float(plan.get("step_seconds", 50))
+    wanted = plan.get("steps")  # a node-group probe only looks at its node's IMDS
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, step: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        try:
+            return step()
+        except Exception as exc:  # one step's failure must not hide the others
+            return {"error": _error(exc)}
+        finally:
+            seconds[name] = round(time.monotonic() - t0, 3)
+
+    def selected(name: str) -> bool:
+        return not isinstance(wanted, list) or name in wanted
+
+    def start(name: str, step: Callable[[], Any]) -> Callable[[], Any]:
+        return _background(lambda: timed(name, step))
+
+    background: dict[str, Callable[[], Any]] = {}
+    if selected("imds"):
+        background["imds"] = start("imds", lambda: check_imds(plan, environ))
+    if selected("agent"):
+        background["agent"] = start("agent", lambda: check_agent(environ))
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("environment", lambda: audit_environment(environ)),
-        ("imds", lambda: check_imds(plan, environ)),
-        ("agent", lambda: check_agent(environ)),
         ("identity", lambda: _bounded(lambda: resolve_identity(plan), budget)),
         # Each call is bounded by its client's timeouts; past the budget the rest are not made.
         ("actions", lambda: run_actions(plan, result.get("identity"), deadline=time.monotonic() + budget)),
     ]
-    wanted = plan.get("steps")  # a node-group probe only looks at its node's IMDS
     for name, step in steps:
-        if isinstance(wanted, list) and name not in wanted:
-            continue
-        t0 = time.monotonic()
-        try:
-            result[name] = step()
-        except Exception as exc:  # one step's failure must not hide the others
-            result[name] = {"error": _error(exc)}
-        result.setdefault("seconds", {})[name] = round(time.monotonic() - t0, 3)
+        if selected(name):
+            result[name] = timed(name, step)
+    for name, wait in background.items():
+        result[name] = wait()
+    result["seconds"] = dict(seconds)
     identity = result.get("identity")
     if isinstance(identity, dict) and identity.get("caller") and plan.get("nonce"):
         try:
