@@ -33,7 +33,7 @@ from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from pytest_eksid.sandbox import fidelity
+from pytest_eksid.sandbox import authorizer, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_clusters
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
@@ -90,12 +90,12 @@ class Iam:
             raise RuntimeError("another sandbox is running in this process; stop it first")
         self._open = True
         BackendDict.reset()
-        _install_session_policies()
+        authorizer.install()  # one IAM evaluator, real resources, conditions, session policies
 
     def close(self) -> None:
         if self._open:
             self._open = False
-            _uninstall_session_policies()
+            authorizer.uninstall()
             _ACTIVE.release()
 
     def admin_keys(self, account_id: str, user_name: str) -> tuple[str, str]:
@@ -158,40 +158,6 @@ class Iam:
                 fd = os.open(self._ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 with os.fdopen(fd, "a", encoding="utf-8") as ledger:
                     ledger.write(secret.replace("\n", " ") + "\n")
-
-
-def _session_policy_check(self: Any, resource: str) -> None:
-    """moto's permission check, then the session's own policy: a role session minted with a session
-    policy may do only what both the role's policies and that policy allow (an association's policy
-    "is applied as the intersection of the role's policies and this policy" [boto/botocore@0e6e2404
-    botocore/data/eks/2017-11-01/service-2.json:3089-3092]; moto keeps it on the session, never reads it)."""
-    from moto.iam.access_control import AssumedRoleAccessKey, IAMPolicy, IAMRequestBase, PermissionResult
-
-    IAMRequestBase.check_action_permitted(self, resource)
-    key = self._access_key
-    if self._action == "sts:GetCallerIdentity" or not isinstance(key, AssumedRoleAccessKey):
-        return
-    sessions = sts_backends[key.account_id][key.partition].assumed_roles
-    session = next((r for r in sessions if r.access_key_id == key._access_key_id), None)
-    if session is None or not session.policy:
-        return
-    if IAMPolicy(session.policy).is_action_permitted(self._action, resource) != PermissionResult.PERMITTED:
-        self._raise_access_denied()
-
-
-def _install_session_policies() -> None:
-    from moto.iam.access_control import IAMRequest, S3IAMRequest
-
-    for cls in (IAMRequest, S3IAMRequest):
-        cls.check_action_permitted = _session_policy_check  # type: ignore[method-assign]
-
-
-def _uninstall_session_policies() -> None:
-    from moto.iam.access_control import IAMRequest, S3IAMRequest
-
-    for cls in (IAMRequest, S3IAMRequest):
-        if "check_action_permitted" in vars(cls):
-            del cls.check_action_permitted
 
 
 def _sts_error(code: str, message: str, status: int) -> Response:
