@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -374,3 +375,120 @@ def test_denial_reasons_name_the_policy_type() -> None:
 )
 def test_parameter_arn_drops_the_leading_slash(name: str, arn: str) -> None:
     assert parameter_arn("eu-west-1", ACCT, name) == arn
+
+
+# --- end to end: the suites against a sandbox, as a new user tries it (issue #13 item 1) -------------
+
+ROLE = f"arn:aws:iam::{ACCT}:role/demo-reports-reader"
+REPORTS = "arn:aws:dynamodb:eu-west-1:111122223333:table/reports"
+KEY = {"pk": {"S": "2026-11"}}
+
+
+def _statement(effect: str, action: Any, resource: Any, condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    st: dict[str, Any] = {"Effect": effect, "Action": action, "Resource": resource}
+    if condition:
+        st["Condition"] = condition
+    return st
+
+
+def _profile(extra_statements: list[dict[str, Any]], admin_deny_region: str) -> dict[str, Any]:
+    """One Pod Identity workload whose role reads one table, one secret and one parameter tree; a Deny on
+    the admin parameters holds in ``admin_deny_region`` only, and one on the db parameter never holds."""
+    from tests.helpers.profiles import demo_data
+
+    data = demo_data()
+    secret = f"arn:aws:secretsmanager:eu-west-1:{ACCT}:secret:demo/db"
+    other = f"arn:aws:secretsmanager:eu-west-1:{ACCT}:secret:demo/other"
+    params = f"arn:aws:ssm:eu-west-1:{ACCT}:parameter/demo"
+    in_region = {"StringEquals": {"aws:RequestedRegion": admin_deny_region}}
+    statements = [
+        _statement("Allow", ["dynamodb:GetItem", "dynamodb:Query"], REPORTS),
+        _statement("Allow", "secretsmanager:GetSecretValue", secret + "-??????"),
+        _statement("Allow", "ssm:GetParameter", params + "/*"),
+        _statement("Deny", "ssm:GetParameter", params + "/admin-*", in_region),
+        _statement(
+            "Deny", "ssm:GetParameter", params + "/db-*", {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}
+        ),
+        *extra_statements,
+    ]
+    data["workloads"] = [
+        {
+            "name": "reports-reader",
+            "namespace": "reports-demo",
+            "serviceAccount": "reports-reader",
+            "mechanism": "pod-identity",
+            "roleArn": ROLE,
+            "owner": "reporting-team",
+            "allow": [
+                {"action": "dynamodb:GetItem", "resource": REPORTS, "params": {"Key": KEY}},
+                {
+                    "action": "dynamodb:Query",
+                    "resource": REPORTS,
+                    "params": {
+                        "KeyConditionExpression": "pk = :pk",
+                        "ExpressionAttributeValues": {":pk": {"S": "2026-11"}},
+                    },
+                },
+                {"action": "secretsmanager:GetSecretValue", "resource": secret},
+                {"action": "ssm:GetParameter", "resource": params + "/db-host"},
+            ],
+            "deny": [
+                {"action": "dynamodb:PutItem", "resource": REPORTS, "params": {"Item": KEY}},
+                {
+                    "action": "dynamodb:GetItem",
+                    "resource": REPORTS.replace("reports", "payroll"),
+                    "params": {"Key": KEY},
+                },
+                {"action": "secretsmanager:GetSecretValue", "resource": other},
+                {"action": "ssm:GetParameter", "resource": params + "/admin-password"},
+            ],
+        }
+    ]
+    data["sandbox"]["roles"] = [
+        {"name": "demo-reports-reader", "policy": {"Version": "2012-10-17", "Statement": statements}}
+    ]
+    data["sandbox"]["tables"] = [{"name": "reports"}, {"name": "payroll"}]
+    data["sandbox"]["secrets"] = [
+        {"name": "demo/db", "value": "s3cr3t-db"},
+        {"name": "demo/other", "value": "s3cr3t-o"},
+    ]
+    data["sandbox"]["parameters"] = [
+        {"name": "/demo/db-host", "value": "db.internal"},
+        {"name": "/demo/admin-password", "value": "adm1n-pw"},
+    ]
+    data["sandbox"]["faults"] = []
+    return data
+
+
+def _action_outcomes(data: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    from tests.helpers.profiles import write_profile
+    from tests.helpers.runs import run_pytest
+
+    tmp_path.mkdir()
+    profile = write_profile(tmp_path, data)
+    run = run_pytest(f"--profile={profile}", "suites/test_permissions.py", "-k", "test_action", tmp_path=tmp_path)
+    prefix = "suites/test_permissions.py::test_action[variant/reports-reader/"
+    outcomes = {k.removeprefix(prefix).rstrip("]"): v for k, v in run.outcomes.items() if k.startswith(prefix)}
+    assert len(outcomes) == 8, (run.stdout[-3000:], run.stderr[-3000:])
+    return outcomes
+
+
+def test_resource_scoped_grants_and_conditional_denies_in_the_suites(tmp_path: Path) -> None:
+    base = _action_outcomes(_profile([], admin_deny_region="eu-west-1"), tmp_path / "base")
+    assert base == dict.fromkeys(base, "passed"), base
+    # The role also gets PutItem on the table and every secret, and the admin Deny no longer holds
+    # (its condition names another region): the three matching deny entries must now fail.
+    widened = _profile(
+        [
+            _statement("Allow", "dynamodb:PutItem", REPORTS),
+            _statement("Allow", "secretsmanager:GetSecretValue", "*"),
+        ],
+        admin_deny_region="us-east-1",
+    )
+    after = _action_outcomes(widened, tmp_path / "widened")
+    failed = sorted(k for k, v in after.items() if v != "passed")
+    assert failed == [
+        "deny-0:dynamodb:PutItem",
+        "deny-2:secretsmanager:GetSecretValue",
+        "deny-3:ssm:GetParameter",
+    ], after
