@@ -33,9 +33,9 @@ from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from pytest_eksid.sandbox import authorizer, fidelity
+from pytest_eksid.sandbox import authorizer, errors, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_clusters
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
@@ -160,12 +160,13 @@ class Iam:
                     ledger.write(secret.replace("\n", " ") + "\n")
 
 
-def _sts_error(code: str, message: str, status: int) -> Response:
+def _sts_error(code: str, message: str) -> Response:
+    """An STS error; its HTTP status is the sts model's for ``code`` (:mod:`errors`)."""
     body = (
         f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type><Code>{escape(code)}</Code>'
         f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
-    return Response(body, status=status, content_type="text/xml")
+    return Response(body, status=errors.status("sts", code), content_type="text/xml")
 
 
 class WebIdentityFront:
@@ -180,31 +181,31 @@ class WebIdentityFront:
         token = params.get("WebIdentityToken", "")
         session = params.get("RoleSessionName", "") or "web-identity"
         if not role_arn or not token:
-            return _sts_error("ValidationError", "RoleArn and WebIdentityToken are required", 400)
+            return _sts_error("ValidationError", "RoleArn and WebIdentityToken are required")
         try:
             account = role_arn.split(":")[4]
         except IndexError:
-            return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN", 400)
+            return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN")
         iss = str((unverified_claims(token) or {}).get("iss", ""))
         host_path = iss.split("://", 1)[-1]
         client_ids = self.iam.oidc_client_ids(account, host_path)
         if client_ids is None:
-            return _sts_error("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}", 400)
+            return _sts_error("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}")
         issuer = next((i for i in self.issuers() if i.url == iss), None)
         if issuer is None:
-            return _sts_error(
-                "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider", 400
-            )
+            return _sts_error("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider")
         try:
             claims = issuer.verify(token)
+        except TokenExpired as exc:  # a token that verifies, past its exp [botocore sts model]
+            return _sts_error("ExpiredTokenException", f"Token expired: {exc}")
         except TokenError as exc:
-            return _sts_error("InvalidIdentityToken", str(exc), 400)
+            return _sts_error("InvalidIdentityToken", str(exc))
         auds = audiences(claims)
         if not set(auds) & set(client_ids):
-            return _sts_error("InvalidIdentityToken", "Incorrect token audience", 400)
+            return _sts_error("InvalidIdentityToken", "Incorrect token audience")
         trust = self.iam.role_trust(role_arn)
         provider_arn = f"arn:aws:iam::{account}:oidc-provider/{host_path}"
-        denied = _sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403)
+        denied = _sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
         if trust is None:
             return denied
         allowed, _ = trust_allows(

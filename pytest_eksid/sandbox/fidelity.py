@@ -42,6 +42,7 @@ from moto.kms.models import kms_backends
 from moto.sts.models import sts_backends
 from werkzeug.wrappers import Request, Response
 
+from pytest_eksid.sandbox import errors
 from pytest_eksid.sandbox.trust import trust_allows
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -448,8 +449,9 @@ def _sts_xml(status: int, body: str) -> Response:
 
 
 def _sts_refusal(code: str, message: str) -> Response:
+    """A refused presigned GetCallerIdentity: errors of AWS's request front, in no model (:mod:`errors`)."""
     return _sts_xml(
-        403,
+        errors.status("sts", code),
         '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
         f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error></ErrorResponse>",
     )
