@@ -225,13 +225,28 @@ def _ssm_resource(self: Any) -> str:
     return parameter_arn(self.region, self.current_account, name) if name else "*"
 
 
+def _kms_resource(self: Any) -> str:
+    """The key's ARN (from KeyId, else from the ciphertext's key); ``*`` when the request names none."""
+    from pytest_eksid.sandbox.fidelity import kms_key, kms_key_from_ciphertext
+
+    key_id = self._get_param("KeyId")
+    key = None
+    if isinstance(key_id, str) and key_id:
+        key = kms_key(self.current_account, self.region, key_id)
+    elif isinstance(self._get_param("CiphertextBlob"), bytes):  # moto's _get_param decodes it
+        key = kms_key_from_ciphertext(self.current_account, self.region, self._get_param("CiphertextBlob"))
+    return str(key.arn) if key is not None else "*"
+
+
 def _response_classes() -> dict[type, Callable[[Any], str]]:
     from moto.dynamodb.responses import DynamoHandler
+    from moto.kms.responses import KmsResponse
     from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     return {
         DynamoHandler: _dynamodb_resource,
+        KmsResponse: _kms_resource,
         SecretsManagerResponse: _secret_resource,
         SimpleSystemManagerResponse: _ssm_resource,
     }

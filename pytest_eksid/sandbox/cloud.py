@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from moto import settings as moto_settings
-from moto.iam.models import iam_backends
+from moto.iam.models import get_account_id_from, iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
@@ -302,7 +302,8 @@ class AwsGateway:
             )
 
     def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
-        denied = fidelity.authorize(request, body, "eks:" + _eks_action(request.method, request.path), "*")
+        action = "eks:" + _eks_action(request.method, request.path)
+        denied = fidelity.authorize(request, body, action, _eks_resource(request.path, scope))
         if denied is None:
             return
         if "security token included in the request is invalid" in denied or "InvalidClientTokenId" in denied:
@@ -310,6 +311,24 @@ class AwsGateway:
         if "signature" in denied.lower():
             raise EksError("InvalidSignatureException", denied)
         raise EksError("AccessDeniedException", denied)
+
+
+def _eks_resource(path: str, scope: list[str]) -> str:
+    """The ARN EKS authorizes a call against: the cluster's, or the association's for one association
+    (AWS's Service Authorization Reference for EKS: resource types ``cluster`` and
+    ``podidentityassociation``); ``*`` for ListClusters and for add-ons (their ARN ends in a UUID the
+    sandbox does not model)."""
+    segs = path.strip("/").split("/")
+    if len(segs) < 2 or len(scope) < 3 or not scope[0] or (len(segs) >= 3 and segs[2] == "addons"):
+        return "*"
+    try:
+        account = get_account_id_from(scope[0])
+    except Exception:  # an unknown key: the authorizer refuses the credentials itself
+        return "*"
+    prefix = f"arn:aws:eks:{scope[2]}:{account}"
+    if len(segs) >= 4:
+        return f"{prefix}:podidentityassociation/{segs[1]}/{segs[3]}"
+    return f"{prefix}:cluster/{segs[1]}"
 
 
 def _eks_action(method: str, path: str) -> str:
@@ -349,7 +368,6 @@ class AwsServer:
 
     def start(self) -> None:
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every call is authenticated and authorized
-        fidelity.install_kms_resource()  # ... KMS calls against the key they name
         self._thread.start()
 
     def stop(self) -> None:
@@ -357,4 +375,3 @@ class AwsServer:
         self._server.server_close()
         self._thread.join(timeout=5)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth
-        fidelity.uninstall_kms_resource()

@@ -10,9 +10,9 @@
   for SQS) and names the policy type that denied.
 - S3 denials name the caller, the action and the policy type, as same-account S3 denials do.
 - KMS ``DryRun``: ``DryRunOperationException`` (HTTP 412) when the caller is allowed.
-- KMS authorizes against the key's ARN (moto uses ``*``, so a policy scoped to a key never
-  matched), and the key policy decides too: a key policy that neither names the caller nor
-  delegates to IAM (the account root) denies, "because no resource-based policy allows" it.
+- KMS authorizes against the key's ARN (moto uses ``*``), and the key policy decides too: a key
+  policy that neither names the caller nor delegates to IAM (the account root) denies, "because no
+  resource-based policy allows" it.
 - STS ``GetCallerIdentity`` presigned (query-string SigV4, as ``aws eks get-token`` makes it): moto
   reads credentials only from an Authorization header and answers an unsigned request as a default
   ``user/moto``; here the signature (signed headers included), the session token and the expiry are
@@ -20,8 +20,9 @@
 - S3 on an SSE-KMS bucket: PutObject needs ``kms:GenerateDataKey`` and GetObject needs
   ``kms:Decrypt`` on the bucket's key, checked with ``kms:ViaService`` = S3 (moto checks neither).
 
-Authorization questions are put to moto's own authorizer, so the answers agree with moto's
-enforcement of the same policies.
+Authorization questions are put to moto's authorizer, which the sandbox has handed to its one IAM
+evaluator (``authorizer``/``iam_eval``): the answers here agree with the enforcement of the same
+policies, and every denial names the policy type that denied, as AWS does.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def key_policy_denial(
     """None when the key policy lets ``principal`` perform ``action`` (by naming it, or by delegating to
     IAM through the account root), else the AccessDenied message KMS gives.
 
-    The IAM side is decided separately (by moto, against the key's ARN). Simplification: a key policy
-    that names the role still needs an identity-policy allow here; on AWS the key policy alone suffices
-    within the account.
+    The IAM side is decided separately (by the sandbox's authorizer, against the key's ARN).
+    Simplification: a key policy that names the role still needs an identity-policy allow here; on AWS
+    the key policy alone suffices within the account.
     """
     try:
         document = json.loads(key.policy)
@@ -155,34 +156,6 @@ def kms_denial(request: Request, body: bytes, key: Any, action: str, via_service
     if denied is not None:
         return denied
     return key_policy_denial(key, caller=caller, principal=principal, action=action, via_service=via_service)
-
-
-def _determine_kms_resource(self: Any) -> str:
-    """What moto's KMS authorizes against: the key's ARN (moto's default is ``*``)."""
-    try:
-        key_id = self._get_param("KeyId")
-        key = None
-        if isinstance(key_id, str) and key_id:
-            key = kms_key(self.current_account, self.region, key_id)
-        elif isinstance(self._get_param("CiphertextBlob"), bytes):  # moto's _get_param decodes it
-            key = kms_key_from_ciphertext(self.current_account, self.region, self._get_param("CiphertextBlob"))
-    except Exception:  # malformed input: moto reports it after authorization
-        return "*"
-    return str(key.arn) if key is not None else "*"
-
-
-def install_kms_resource() -> None:
-    """Make moto's KMS authorize against key ARNs (undone by :func:`uninstall_kms_resource`)."""
-    from moto.kms.responses import KmsResponse
-
-    KmsResponse._determine_resource = _determine_kms_resource  # type: ignore[attr-defined]
-
-
-def uninstall_kms_resource() -> None:
-    from moto.kms.responses import KmsResponse
-
-    if "_determine_resource" in vars(KmsResponse):
-        del KmsResponse._determine_resource  # type: ignore[attr-defined]
 
 
 def authorize(
