@@ -553,7 +553,8 @@ class TestWebIdentity:
         with pytest.raises(ClientError) as err:
             assume(sts, BILLING_ROLE, token)
         code, message, status = error_of(err)
-        assert (code, status) == ("InvalidIdentityToken", 400)
+        # An expired token is the sts model's own error (400), not InvalidIdentityToken.
+        assert (code, status) == ("ExpiredTokenException" if case == "expired" else "InvalidIdentityToken", 400)
         assert needle.lower() in message.lower()
 
     def test_web_identity_token_of_an_unknown_issuer(self, demo, clients):
@@ -1125,3 +1126,67 @@ def test_kms_key_policy_deny(start_sandbox, clients):
     with pytest.raises(ClientError) as err:
         kms.decrypt(KeyId=FINANCE_KEY, CiphertextBlob=b"\x01" * 64, DryRun=True)
     assert error_of(err)[1].endswith("with an explicit deny in a resource-based policy")
+
+
+def test_one_evaluator_decides_every_service_against_its_resource(start_sandbox, clients):
+    """DynamoDB, Secrets Manager and SSM grants on one resource, a conditional Deny and a session
+    policy, through boto3: each denial names the resource's real ARN and the policy type that denied."""
+    data = demo_data()
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/reports"
+    data["sandbox"]["tables"] = [{"name": "reports"}]
+    data["sandbox"]["secrets"] = [{"name": "demo/db", "value": "s3cr3t-db"}]
+    data["sandbox"]["parameters"] = [{"name": "/demo/db-host", "value": "db.internal"}]
+    statements = [
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"], "Resource": table},
+        {
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:demo/db-??????",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/demo/*",
+        },
+        {
+            "Effect": "Deny",
+            "Action": "dynamodb:PutItem",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"aws:RequestedRegion": REGION}},
+        },
+    ]
+    data["sandbox"]["roles"].append(
+        {"name": "demo-scoped", "policy": {"Version": "2012-10-17", "Statement": statements}}
+    )
+    run = start_sandbox(data)
+    creds = run.sandbox.iam.mint(ROLE + "demo-scoped", "test")
+    ddb = clients.aws(run, "dynamodb", creds)
+    assert "Item" not in ddb.get_item(TableName="reports", Key={"pk": {"S": "x"}})
+    with pytest.raises(ClientError) as err:
+        ddb.put_item(TableName="reports", Item={"pk": {"S": "x"}})
+    code, message, status = error_of(err)
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message.endswith(
+        f"dynamodb:PutItem on resource: {table} with an explicit deny in an identity-based policy"
+    ), message
+    secret = clients.aws(run, "secretsmanager", creds).get_secret_value(SecretId="demo/db")
+    assert secret["ARN"].startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:demo/db-")
+    ssm = clients.aws(run, "ssm", creds)
+    assert ssm.get_parameter(Name="/demo/db-host")["Parameter"]["Value"] == "db.internal"
+    # A session policy (a Pod Identity association's) allowing DynamoDB only: the parameter is denied by it.
+    limited = run.sandbox.iam.mint(
+        ROLE + "demo-scoped",
+        "limited",
+        policy=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}]}
+        ),
+    )
+    with pytest.raises(ClientError) as err:
+        clients.aws(run, "ssm", limited).get_parameter(Name="/demo/db-host")
+    code, message, status = error_of(err)
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert message.endswith(
+        f"ssm:GetParameter on resource: arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/demo/db-host"
+        " because no session policy allows the ssm:GetParameter action"
+    ), message
+    assert "Item" not in clients.aws(run, "dynamodb", limited).get_item(TableName="reports", Key={"pk": {"S": "x"}})

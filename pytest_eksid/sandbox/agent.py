@@ -19,6 +19,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from pytest_eksid.sandbox import errors
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.loopback import Answer, LoopbackServer
@@ -39,17 +40,10 @@ def _agent_text(code: int, text: str) -> Answer:
 NOT_FOUND = "404 page not found"
 
 # EKS Auth's errors as the agent passes them on: EKS Auth's status (botocore's eks-auth model,
-# boto/botocore@cd9207757d45 botocore/data/eks-auth/2023-11-26/service-2.json) and the body
+# botocore/data/eks-auth/2023-11-26/service-2.json, loaded at run time) and the body
 # "[<request id>]: (<ErrorCode>): <message>, fault: <fault>" [aws/eks-pod-identity-agent@d4dc0f3
 # pkg/errors/errors.go:61-107]. The messages are the sandbox's own.
-EKS_AUTH_STATUS = {
-    "AccessDeniedException": 400,
-    "InvalidTokenException": 400,
-    "ResourceNotFoundException": 404,
-    "ThrottlingException": 429,
-    "InternalServerException": 500,
-    "ServiceUnavailableException": 503,
-}
+EKS_AUTH = "eks-auth"
 # The errors after which the cache drops a token's credentials instead of keeping them
 # [aws/eks-pod-identity-agent@d4dc0f3 internal/cloud/eksauth/errors.go:12-26,
 # internal/credsretriever/refreshing_cache.go:259-264].
@@ -65,7 +59,7 @@ class EksAuthError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = EKS_AUTH_STATUS[code]
+        self.status = errors.model_statuses(EKS_AUTH)[code]  # KeyError: not an EKS Auth error
         self.request_id = str(uuid.uuid4())
 
     def answer(self) -> Answer:

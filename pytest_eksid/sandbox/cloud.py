@@ -27,15 +27,15 @@ from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
 from moto import settings as moto_settings
-from moto.iam.models import iam_backends
+from moto.iam.models import get_account_id_from, iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from pytest_eksid.sandbox import fidelity
+from pytest_eksid.sandbox import authorizer, errors, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_clusters
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
@@ -90,12 +90,12 @@ class Iam:
             raise RuntimeError("another sandbox is running in this process; stop it first")
         self._open = True
         BackendDict.reset()
-        _install_session_policies()
+        authorizer.install()  # one IAM evaluator, real resources, conditions, session policies
 
     def close(self) -> None:
         if self._open:
             self._open = False
-            _uninstall_session_policies()
+            authorizer.uninstall()
             _ACTIVE.release()
 
     def admin_keys(self, account_id: str, user_name: str) -> tuple[str, str]:
@@ -160,46 +160,13 @@ class Iam:
                     ledger.write(secret.replace("\n", " ") + "\n")
 
 
-def _session_policy_check(self: Any, resource: str) -> None:
-    """moto's permission check, then the session's own policy: a role session minted with a session
-    policy may do only what both the role's policies and that policy allow (an association's policy
-    "is applied as the intersection of the role's policies and this policy" [boto/botocore@0e6e2404
-    botocore/data/eks/2017-11-01/service-2.json:3089-3092]; moto keeps it on the session, never reads it)."""
-    from moto.iam.access_control import AssumedRoleAccessKey, IAMPolicy, IAMRequestBase, PermissionResult
-
-    IAMRequestBase.check_action_permitted(self, resource)
-    key = self._access_key
-    if self._action == "sts:GetCallerIdentity" or not isinstance(key, AssumedRoleAccessKey):
-        return
-    sessions = sts_backends[key.account_id][key.partition].assumed_roles
-    session = next((r for r in sessions if r.access_key_id == key._access_key_id), None)
-    if session is None or not session.policy:
-        return
-    if IAMPolicy(session.policy).is_action_permitted(self._action, resource) != PermissionResult.PERMITTED:
-        self._raise_access_denied()
-
-
-def _install_session_policies() -> None:
-    from moto.iam.access_control import IAMRequest, S3IAMRequest
-
-    for cls in (IAMRequest, S3IAMRequest):
-        cls.check_action_permitted = _session_policy_check  # type: ignore[method-assign]
-
-
-def _uninstall_session_policies() -> None:
-    from moto.iam.access_control import IAMRequest, S3IAMRequest
-
-    for cls in (IAMRequest, S3IAMRequest):
-        if "check_action_permitted" in vars(cls):
-            del cls.check_action_permitted
-
-
-def _sts_error(code: str, message: str, status: int) -> Response:
+def _sts_error(code: str, message: str) -> Response:
+    """An STS error; its HTTP status is the sts model's for ``code`` (:mod:`errors`)."""
     body = (
         f'<ErrorResponse xmlns="{STS_NS}"><Error><Type>Sender</Type><Code>{escape(code)}</Code>'
         f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
-    return Response(body, status=status, content_type="text/xml")
+    return Response(body, status=errors.status("sts", code), content_type="text/xml")
 
 
 class WebIdentityFront:
@@ -214,31 +181,31 @@ class WebIdentityFront:
         token = params.get("WebIdentityToken", "")
         session = params.get("RoleSessionName", "") or "web-identity"
         if not role_arn or not token:
-            return _sts_error("ValidationError", "RoleArn and WebIdentityToken are required", 400)
+            return _sts_error("ValidationError", "RoleArn and WebIdentityToken are required")
         try:
             account = role_arn.split(":")[4]
         except IndexError:
-            return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN", 400)
+            return _sts_error("ValidationError", f"{role_arn} is not a valid role ARN")
         iss = str((unverified_claims(token) or {}).get("iss", ""))
         host_path = iss.split("://", 1)[-1]
         client_ids = self.iam.oidc_client_ids(account, host_path)
         if client_ids is None:
-            return _sts_error("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}", 400)
+            return _sts_error("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {iss}")
         issuer = next((i for i in self.issuers() if i.url == iss), None)
         if issuer is None:
-            return _sts_error(
-                "InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider", 400
-            )
+            return _sts_error("InvalidIdentityToken", "Couldn't retrieve verification key from your identity provider")
         try:
             claims = issuer.verify(token)
+        except TokenExpired as exc:  # a token that verifies, past its exp [botocore sts model]
+            return _sts_error("ExpiredTokenException", f"Token expired: {exc}")
         except TokenError as exc:
-            return _sts_error("InvalidIdentityToken", str(exc), 400)
+            return _sts_error("InvalidIdentityToken", str(exc))
         auds = audiences(claims)
         if not set(auds) & set(client_ids):
-            return _sts_error("InvalidIdentityToken", "Incorrect token audience", 400)
+            return _sts_error("InvalidIdentityToken", "Incorrect token audience")
         trust = self.iam.role_trust(role_arn)
         provider_arn = f"arn:aws:iam::{account}:oidc-provider/{host_path}"
-        denied = _sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity", 403)
+        denied = _sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity")
         if trust is None:
             return denied
         allowed, _ = trust_allows(
@@ -335,7 +302,8 @@ class AwsGateway:
             )
 
     def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
-        denied = fidelity.authorize(request, body, "eks:" + _eks_action(request.method, request.path), "*")
+        action = "eks:" + _eks_action(request.method, request.path)
+        denied = fidelity.authorize(request, body, action, _eks_resource(request.path, scope))
         if denied is None:
             return
         if "security token included in the request is invalid" in denied or "InvalidClientTokenId" in denied:
@@ -343,6 +311,24 @@ class AwsGateway:
         if "signature" in denied.lower():
             raise EksError("InvalidSignatureException", denied)
         raise EksError("AccessDeniedException", denied)
+
+
+def _eks_resource(path: str, scope: list[str]) -> str:
+    """The ARN EKS authorizes a call against: the cluster's, or the association's for one association
+    (AWS's Service Authorization Reference for EKS: resource types ``cluster`` and
+    ``podidentityassociation``); ``*`` for ListClusters and for add-ons (their ARN ends in a UUID the
+    sandbox does not model)."""
+    segs = path.strip("/").split("/")
+    if len(segs) < 2 or len(scope) < 3 or not scope[0] or (len(segs) >= 3 and segs[2] == "addons"):
+        return "*"
+    try:
+        account = get_account_id_from(scope[0])
+    except Exception:  # an unknown key: the authorizer refuses the credentials itself
+        return "*"
+    prefix = f"arn:aws:eks:{scope[2]}:{account}"
+    if len(segs) >= 4:
+        return f"{prefix}:podidentityassociation/{segs[1]}/{segs[3]}"
+    return f"{prefix}:cluster/{segs[1]}"
 
 
 def _eks_action(method: str, path: str) -> str:
@@ -382,7 +368,6 @@ class AwsServer:
 
     def start(self) -> None:
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every call is authenticated and authorized
-        fidelity.install_kms_resource()  # ... KMS calls against the key they name
         self._thread.start()
 
     def stop(self) -> None:
@@ -390,4 +375,3 @@ class AwsServer:
         self._server.server_close()
         self._thread.join(timeout=5)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth
-        fidelity.uninstall_kms_resource()

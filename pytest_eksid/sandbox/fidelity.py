@@ -10,9 +10,9 @@
   for SQS) and names the policy type that denied.
 - S3 denials name the caller, the action and the policy type, as same-account S3 denials do.
 - KMS ``DryRun``: ``DryRunOperationException`` (HTTP 412) when the caller is allowed.
-- KMS authorizes against the key's ARN (moto uses ``*``, so a policy scoped to a key never
-  matched), and the key policy decides too: a key policy that neither names the caller nor
-  delegates to IAM (the account root) denies, "because no resource-based policy allows" it.
+- KMS authorizes against the key's ARN (moto uses ``*``), and the key policy decides too: a key
+  policy that neither names the caller nor delegates to IAM (the account root) denies, "because no
+  resource-based policy allows" it.
 - STS ``GetCallerIdentity`` presigned (query-string SigV4, as ``aws eks get-token`` makes it): moto
   reads credentials only from an Authorization header and answers an unsigned request as a default
   ``user/moto``; here the signature (signed headers included), the session token and the expiry are
@@ -20,8 +20,9 @@
 - S3 on an SSE-KMS bucket: PutObject needs ``kms:GenerateDataKey`` and GetObject needs
   ``kms:Decrypt`` on the bucket's key, checked with ``kms:ViaService`` = S3 (moto checks neither).
 
-Authorization questions are put to moto's own authorizer, so the answers agree with moto's
-enforcement of the same policies.
+Authorization questions are put to moto's authorizer, which the sandbox has handed to its one IAM
+evaluator (``authorizer``/``iam_eval``): the answers here agree with the enforcement of the same
+policies, and every denial names the policy type that denied, as AWS does.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from moto.kms.models import kms_backends
 from moto.sts.models import sts_backends
 from werkzeug.wrappers import Request, Response
 
-from pytest_eksid.sandbox.trust import identity_allows, trust_allows
+from pytest_eksid.sandbox import errors
+from pytest_eksid.sandbox.trust import trust_allows
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 JSON_DENIAL_CODE = {"sqs": "AccessDenied"}  # everything else: AccessDeniedException
@@ -105,9 +107,9 @@ def key_policy_denial(
     """None when the key policy lets ``principal`` perform ``action`` (by naming it, or by delegating to
     IAM through the account root), else the AccessDenied message KMS gives.
 
-    The IAM side is decided separately (by moto, against the key's ARN). Simplification: a key policy
-    that names the role still needs an identity-policy allow here; on AWS the key policy alone suffices
-    within the account.
+    The IAM side is decided separately (by the sandbox's authorizer, against the key's ARN).
+    Simplification: a key policy that names the role still needs an identity-policy allow here; on AWS
+    the key policy alone suffices within the account.
     """
     try:
         document = json.loads(key.policy)
@@ -139,86 +141,29 @@ def key_policy_denial(
 
 
 def kms_denial(request: Request, body: bytes, key: Any, action: str, via_service: str | None = None) -> str | None:
-    """The caller's identity policies (moto) and the key policy, as KMS evaluates both; None when allowed."""
+    """The caller's identity policies and the key policy, as KMS evaluates both; None when allowed."""
     scope = credential_scope(request.headers.get("Authorization", ""))
     if len(scope) < 4 or not scope[0]:
         return "Missing Authentication Token"
-    denied = authorize(request, body, action, str(key.arn))
-    if denied is not None and "is not authorized" not in denied and denied != "Access Denied":
+    context = {"kms:ViaService": [via_service]} if via_service else None
+    denied = authorize(request, body, action, str(key.arn), context=context)
+    if denied is not None and not denied.startswith("User: "):
         return denied  # not a policy decision: the credentials were refused
     try:
         caller, principal = caller_principal(scope[0])
     except Exception:  # an unknown key id: moto answers the authentication failure itself
         return None
-    if denied is None and not _identity_conditions_allow(principal, action, str(key.arn), via_service):
-        denied = "the identity policy's conditions do not hold"
     if denied is not None:
-        return f"User: {caller} is not authorized to perform: {action} on resource: {key.arn} {_denial_reason(action)}"
+        return denied
     return key_policy_denial(key, caller=caller, principal=principal, action=action, via_service=via_service)
 
 
-def _identity_conditions_allow(principal: str, action: str, resource: str, via_service: str | None) -> bool:
-    """moto allowed the call without looking at conditions; a role's allow may hang on one (typically
-    ``kms:ViaService``: the key only through S3). Re-decide a role's policies with the request context."""
-    if ":role/" not in principal:
-        return True  # users (the runner) keep moto's decision
-    account = principal.split(":")[4]
-    role = next((r for r in iam_backends[account]["aws"].roles.values() if r.arn == principal), None)
-    if role is None:
-        return True
-    documents: list[dict[str, Any]] = []
-    for text in [*role.policies.values(), *(_default_version(p) for p in role.managed_policies.values())]:
-        try:
-            parsed = json.loads(unquote(text)) if isinstance(text, str) else text
-        except ValueError:
-            continue
-        if isinstance(parsed, dict):
-            documents.append(parsed)
-    context: dict[str, list[str]] = {
-        "aws:PrincipalArn": [principal],
-        "aws:PrincipalAccount": [account],
-        "kms:CallerAccount": [account],
-        "aws:RequestedRegion": [resource.split(":")[3]],
-    }
-    if via_service:
-        context["kms:ViaService"] = [via_service]
-    return identity_allows(documents, action=action, resource=resource, context=context, decided=["kms:ViaService"])
-
-
-def _default_version(policy: Any) -> str:
-    return next((str(v.document) for v in policy.versions if v.is_default), "{}")
-
-
-def _determine_kms_resource(self: Any) -> str:
-    """What moto's KMS authorizes against: the key's ARN (moto's default is ``*``)."""
-    try:
-        key_id = self._get_param("KeyId")
-        key = None
-        if isinstance(key_id, str) and key_id:
-            key = kms_key(self.current_account, self.region, key_id)
-        elif isinstance(self._get_param("CiphertextBlob"), bytes):  # moto's _get_param decodes it
-            key = kms_key_from_ciphertext(self.current_account, self.region, self._get_param("CiphertextBlob"))
-    except Exception:  # malformed input: moto reports it after authorization
-        return "*"
-    return str(key.arn) if key is not None else "*"
-
-
-def install_kms_resource() -> None:
-    """Make moto's KMS authorize against key ARNs (undone by :func:`uninstall_kms_resource`)."""
-    from moto.kms.responses import KmsResponse
-
-    KmsResponse._determine_resource = _determine_kms_resource  # type: ignore[attr-defined]
-
-
-def uninstall_kms_resource() -> None:
-    from moto.kms.responses import KmsResponse
-
-    if "_determine_resource" in vars(KmsResponse):
-        del KmsResponse._determine_resource  # type: ignore[attr-defined]
-
-
-def authorize(request: Request, body: bytes, action: str, resource: str) -> str | None:
-    """Ask moto's authorizer about ``service:Action`` on ``resource``; None when allowed, else why not."""
+def authorize(
+    request: Request, body: bytes, action: str, resource: str, *, context: dict[str, list[str]] | None = None
+) -> str | None:
+    """Ask the sandbox's authorizer (moto's, decided by :mod:`iam_eval`) about ``service:Action`` on
+    ``resource`` with extra request ``context``; None when allowed, else AWS's message (or moto's
+    authentication failure)."""
     from moto.iam.access_control import IAMRequest, S3IAMRequest
 
     scope = credential_scope(request.headers.get("Authorization", ""))
@@ -239,16 +184,22 @@ def authorize(request: Request, body: bytes, action: str, resource: str) -> str 
             action=operation,
         )
         iam_request._action = action  # moto would prefix the request's service
+        iam_request.eksid_context = context or {}  # type: ignore[union-attr]  # read by authorizer.decide
         iam_request.check_signature()
         iam_request.check_action_permitted(resource)
     except Exception as exc:
-        return str(getattr(exc, "message", None) or getattr(exc, "description", None) or exc)
+        found = getattr(exc, "eksid_message", None) or getattr(exc, "message", None)
+        return str(found or getattr(exc, "description", None) or exc)
     return None
 
 
 def _denial_reason(action: str) -> str:
-    # moto evaluates identity-based policies only: a denial is "no identity-based policy allows".
+    # Only for a denial the authorizer did not word (it always names the policy type).
     return f"because no identity-based policy allows the {action} action"
+
+
+def _worded(message: str) -> bool:
+    return " because no " in message or " with an explicit deny in " in message
 
 
 def _s3_target(request: Request) -> tuple[str, str]:
@@ -370,10 +321,10 @@ def s3(request: Request, body: bytes, moto: WsgiApp, environ: dict[str, Any]) ->
     if answer.code == 403 and b"<Code>AccessDenied</Code>" in answer.body:
         scope = credential_scope(request.headers.get("Authorization", ""))
         who = caller_arn(scope[0]) if scope and scope[0] else "anonymous"
+        denied = authorize(request, body, action, resource) or ""
+        why = denied.rpartition(f" {resource} ")[2] if _worded(denied) else _denial_reason(action)
         return _s3_error(
-            "AccessDenied",
-            f'User: {who} is not authorized to perform: {action} on resource: "{resource}" {_denial_reason(action)}',
-            403,
+            "AccessDenied", f'User: {who} is not authorized to perform: {action} on resource: "{resource}" {why}', 403
         )
     return answer.response()
 
@@ -429,6 +380,8 @@ def json_service(request: Request, body: bytes, moto: WsgiApp, environ: dict[str
     if answer.code == 403 and answer.body.lstrip().startswith(b"<") and b"<Code>AccessDenied</Code>" in answer.body:
         found = _XML_MESSAGE.search(answer.body)
         message = found.group(1).decode("utf-8", "replace") if found else "Access denied"
+        if _worded(message):
+            return _json_denial(service, message)
         acted = _ACTION_IN_MESSAGE.search(message)
         action = acted.group(1) if acted else f"{service}:{operation}"
         return _json_denial(service, f"{message} {_denial_reason(action)}")
@@ -469,8 +422,9 @@ def _sts_xml(status: int, body: str) -> Response:
 
 
 def _sts_refusal(code: str, message: str) -> Response:
+    """A refused presigned GetCallerIdentity: errors of AWS's request front, in no model (:mod:`errors`)."""
     return _sts_xml(
-        403,
+        errors.status("sts", code),
         '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
         f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message></Error></ErrorResponse>",
     )

@@ -44,6 +44,10 @@ class TokenError(Exception):
     """A token that does not verify; the message says why, as AWS would."""
 
 
+class TokenExpired(TokenError):
+    """A token whose signature and issuer verify, past its ``exp``."""
+
+
 @dataclass
 class Issuer:
     url: str
@@ -119,7 +123,7 @@ class Issuer:
         if claims.get("iss") != self.url:
             raise TokenError(f"token issuer {claims.get('iss')!r} is not {self.url!r}")
         if int(claims.get("exp", 0)) < time.time():
-            raise TokenError("token is expired")
+            raise TokenExpired("token is expired")
         return dict(claims)
 
     def jwks(self) -> dict[str, Any]:
