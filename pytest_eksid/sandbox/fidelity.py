@@ -232,7 +232,8 @@ def authorize(request: Request, body: bytes, action: str, resource: str) -> str 
         iam_request = cls(
             account_id=get_account_id_from(scope[0]),
             method=request.method,
-            path=request.full_path.rstrip("?"),
+            # As sent (RAW_URI): the signature covers the encoded path (an EKS access entry's ARN holds %2F).
+            path=str(request.environ.get("RAW_URI") or request.full_path).rstrip("?"),
             data={},
             body=body,
             headers=dict(request.headers.items()),
