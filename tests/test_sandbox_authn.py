@@ -549,3 +549,14 @@ def test_exec_credential_is_what_aws_eks_get_token_prints(run, monkeypatch):
     assert (
         get_token.exec_credential(client(run, "sts"), CLUSTER, now)["apiVersion"] == "client.authentication.k8s.io/v1"
     )
+
+
+def test_a_validly_signed_url_for_another_action_is_refused(run):
+    sts = client(run, "sts")
+    sts.meta.events.register(
+        "before-sign.sts.GetSessionToken", lambda request, **_: request.headers.__setitem__("x-k8s-aws-id", CLUSTER)
+    )
+    url = sts.generate_presigned_url("get_session_token", ExpiresIn=60, HttpMethod="GET")
+    assert "Action=GetSessionToken" in url
+    assert "x-k8s-aws-id" in url
+    assert authenticator(run)("k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")) is None
