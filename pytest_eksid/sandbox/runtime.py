@@ -194,6 +194,8 @@ class Sandbox:
         the pods' token files (mode 0600, in a 0700 directory) goes once their processes are gone."""
         if self._own_workdir and self.workdir is not None:
             (self.workdir / "kubeconfig").unlink(missing_ok=True)
+        if self.workdir is not None:  # the runner's keys for the exec plugin: the sandbox's own file
+            (self.workdir / "aws-credentials").unlink(missing_ok=True)
         if self.kubelet is not None:
             self.kubelet.stop()
         for svc in reversed(getattr(self, "_services", [])):
