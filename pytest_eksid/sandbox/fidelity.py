@@ -177,7 +177,8 @@ def authorize(
         iam_request = cls(
             account_id=get_account_id_from(scope[0]),
             method=request.method,
-            path=request.full_path.rstrip("?"),
+            # As sent (RAW_URI): the signature covers the encoded path (an EKS access entry's ARN holds %2F).
+            path=str(request.environ.get("RAW_URI") or request.full_path).rstrip("?"),
             data={},
             body=body,
             headers=dict(request.headers.items()),

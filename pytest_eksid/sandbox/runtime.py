@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox import model
 from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.cloud import AwsGateway, AwsServer, Iam
-from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.eks import ACCESS_POLICY_PREFIX, EksControlPlane
+from pytest_eksid.sandbox.eks_access import AccessPolicyAuthorizer
+from pytest_eksid.sandbox.eks_authn import EksTokenAuthenticator
 from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi import ApiError, KubeApiServer, Store
+from pytest_eksid.sandbox.kubeapi.authn import ServiceAccountTokenAuthenticator
 from pytest_eksid.sandbox.model import SandboxSection
 from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Kubelet, Node
 from pytest_eksid.sandbox.tokens import Issuer
@@ -126,6 +130,7 @@ class Sandbox:
                 "AWS_PROFILE": None,
                 "AWS_DEFAULT_REGION": cluster.region,
             }
+            self._authentication(key_id, secret)
             self._start_nodes()
             self._seed_aws(key_id, secret)
             self._seed_kubernetes()
@@ -190,6 +195,8 @@ class Sandbox:
         the pods' token files (mode 0600, in a 0700 directory) goes once their processes are gone."""
         if self._own_workdir and self.workdir is not None:
             (self.workdir / "kubeconfig").unlink(missing_ok=True)
+        if self.workdir is not None:  # the runner's keys for the exec plugin: the sandbox's own file
+            (self.workdir / "aws-credentials").unlink(missing_ok=True)
         if self.kubelet is not None:
             self.kubelet.stop()
         for svc in reversed(getattr(self, "_services", [])):
@@ -794,11 +801,63 @@ class Sandbox:
         )
         self.eks.set_addon(name, "ACTIVE" if ready == total else "DEGRADED")
 
+    def _authentication(self, key_id: str, secret: str) -> None:
+        """Authentication as on EKS: EKS tokens (access entries, aws-auth) and service-account tokens; the runner
+        is the cluster creator, whom EKS gives an access entry with AmazonEKSClusterAdminPolicy
+        (``bootstrapClusterCreatorAdminPermissions``, [botocore/data/eks/2017-11-01/service-2.json shape
+        CreateAccessConfigRequest]). Its kubeconfig's exec plugin reads its keys from a credentials file of its
+        own, so keys another cluster's run leaves in the environment cannot sign for this one."""
+        assert self.workdir is not None
+        cluster = self.profile.cluster
+        runner_arn = f"arn:aws:iam::{cluster.account_id}:user/{RUNNER_USER}"
+        self.eks.create_access_entry(runner_arn)
+        self.eks.associate_access_policy(runner_arn, ACCESS_POLICY_PREFIX + "AmazonEKSClusterAdminPolicy", "cluster")
+        self.kubeapi.authenticators.append(
+            EksTokenAuthenticator(
+                self.eks,
+                self.aws.url,
+                aws_auth=lambda: (self.store.find("configmaps", "kube-system", "aws-auth") or {}).get("data"),
+                remember=self.iam.remember,
+            )
+        )
+        self.kubeapi.authenticators.append(ServiceAccountTokenAuthenticator(self.store, self.issuer.verify))
+        self.kubeapi.authorizers.append(AccessPolicyAuthorizer(self.eks))
+        credentials = self.workdir / "aws-credentials"
+        fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"[{RUNNER_USER}]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n")
+
+    def runner_exec_plugin(self) -> dict[str, Any]:
+        """The kubeconfig user's exec plugin: ``aws eks get-token`` as ``update-kubeconfig`` writes it, run as
+        ``python -m pytest_eksid.sandbox.get_token`` (no AWS CLI needed)."""
+        assert self.workdir is not None
+        cluster = self.profile.cluster
+        return {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": sys.executable,
+            "args": [
+                "-m",
+                "pytest_eksid.sandbox.get_token",
+                "--cluster-name",
+                cluster.name,
+                "--region",
+                cluster.region,
+                "--profile",
+                RUNNER_USER,
+            ],
+            "env": [
+                {"name": "AWS_ENDPOINT_URL", "value": self.aws.url},
+                {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": str(self.workdir / "aws-credentials")},
+                {"name": "AWS_CONFIG_FILE", "value": os.devnull},
+            ],
+            "interactiveMode": "Never",
+        }
+
     def _write_kubeconfig(self) -> Connection:
         assert self.workdir is not None
         name = f"eksid-sandbox-{self.profile.cluster.name}"
         # https with the sandbox's own CA: kubectl sends no bearer token over plain http.
-        config = self.kubeapi.kubeconfig(name, RUNNER_USER)
+        config = self.kubeapi.kubeconfig(name, RUNNER_USER, self.runner_exec_plugin())
         path = self.workdir / "kubeconfig"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -160,15 +160,18 @@ class KubeApiServer:
         """The CA certificate, base64 PEM (kubeconfig ``certificate-authority-data``)."""
         return base64.b64encode(self.certificate.ca_pem).decode()
 
-    def kubeconfig(self, name: str, user: str) -> Obj:
-        """A kubeconfig for this server: HTTPS, its CA, the bearer token."""
+    def kubeconfig(self, name: str, user: str, exec_plugin: Obj | None = None) -> Obj:
+        """A kubeconfig for this server: HTTPS, its CA, and the user's credential: a
+        ``client.authentication.k8s.io`` exec plugin when given (as ``aws eks update-kubeconfig`` writes
+        one), else the static admin token."""
+        credential: Obj = {"exec": exec_plugin} if exec_plugin is not None else {"token": self.token}
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
                 {"name": name, "cluster": {"server": self.https_url, "certificate-authority-data": self.ca_data}}
             ],
-            "users": [{"name": user, "user": {"token": self.token}}],
+            "users": [{"name": user, "user": credential}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
             "current-context": name,
         }
