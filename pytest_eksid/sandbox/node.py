@@ -29,6 +29,7 @@ from typing import Any
 from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
+from pytest_eksid.sandbox.kubeapi.serviceaccounts import create_token
 from pytest_eksid.sandbox.kubeapi.store import Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES
@@ -173,6 +174,37 @@ class Kubelet:
         self.store.on_create.append(self._on_create)
         self.store.on_delete.append(self._on_delete)
         self.store.exec_handler = self.exec
+        # The API server signs TokenRequests with the cluster's issuer; the kubelet holds it here, so it
+        # installs the signer (the runtime could as well: it is the same issuer).
+        self.store.token_minter = self._mint
+
+    def _mint(
+        self,
+        *,
+        namespace: str,
+        service_account: str,
+        sa_uid: str,
+        audiences: list[str],
+        expiration_seconds: int,
+        pod: tuple[str, str] | None,
+        node_name: str,
+        secret: tuple[str, str] | None,
+        warn_after_seconds: int,
+        now: int,
+    ) -> str:
+        return self.issuer.service_account_token(
+            namespace=namespace,
+            service_account=service_account,
+            sa_uid=sa_uid,
+            pod_name=pod[0] if pod else "",
+            pod_uid=pod[1] if pod else "",
+            node_name=node_name,
+            audiences=audiences,
+            expiration_seconds=expiration_seconds,
+            secret=secret,
+            warn_after_seconds=warn_after_seconds,
+            now=now,
+        )
 
     def _on_create(self, pod: Obj) -> None:
         if MIRROR_ANNOTATION in (pod["metadata"].get("annotations") or {}):
@@ -337,35 +369,73 @@ class Kubelet:
         self._patch(pod, terminated)
 
     def _volumes(self, pod: Obj, node: Node, root: Path) -> dict[str, Path]:
-        """Materialise the pod's volumes; return mountPath -> host dir of the first container."""
-        meta, spec = pod["metadata"], pod["spec"]
-        sa = self.store.find("serviceaccounts", meta["namespace"], spec["serviceAccountName"]) or {"metadata": {}}
+        """Materialise the pod's volumes; return mountPath -> host dir of the first container.
+
+        Projected sources as the kubelet writes them: ``serviceAccountToken`` through the API's
+        TokenRequest bound to this pod (audience, else the API server's; ``expirationSeconds``, else
+        3600), ``configMap``/``secret`` keys (``items`` or all), ``downwardAPI`` fields; also plain
+        ``configMap``/``secret`` volumes. Written once at start: nothing is refreshed (a real
+        kubelet rotates the token at 80% of its life)."""
+        spec = pod["spec"]
         host_dirs: dict[str, Path] = {}
         for vol in spec.get("volumes") or []:
             d = root / "volumes" / vol["name"]
             d.mkdir(parents=True, exist_ok=True)
             host_dirs[vol["name"]] = d
-            for source in (vol.get("projected") or {}).get("sources") or []:
-                sat = source.get("serviceAccountToken")
-                if sat is None:
-                    continue
-                token = self.issuer.service_account_token(
-                    namespace=meta["namespace"],
-                    service_account=spec["serviceAccountName"],
-                    sa_uid=str(sa["metadata"].get("uid", "")),
-                    pod_name=meta["name"],
-                    pod_uid=meta["uid"],
-                    node_name=node.name,
-                    audience=sat.get("audience") or "https://kubernetes.default.svc",
-                    expiration_seconds=int(sat.get("expirationSeconds") or 3600),
-                )
-                _write_secret(d / sat["path"], token)
+            sources = list((vol.get("projected") or {}).get("sources") or [])
+            if vol.get("configMap") is not None:
+                sources.append({"configMap": {**vol["configMap"], "name": vol["configMap"].get("name")}})
+            if vol.get("secret") is not None:
+                sources.append({"secret": {**vol["secret"], "name": vol["secret"].get("secretName")}})
+            for source in sources:
+                self._project(pod, source, d)
         mounts: dict[str, Path] = {}
         for m in spec["containers"][0].get("volumeMounts") or []:
             if m["name"] not in host_dirs:
                 raise ValueError(f'volume "{m["name"]}" not found in the pod spec')
             mounts[m["mountPath"].rstrip("/")] = host_dirs[m["name"]]
         return mounts
+
+    def _project(self, pod: Obj, source: Obj, into: Path) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        ns = meta["namespace"]
+        sat = source.get("serviceAccountToken")
+        if sat is not None:
+            request: Obj = {
+                "spec": {
+                    "audiences": [sat["audience"]] if sat.get("audience") else None,
+                    "expirationSeconds": int(sat.get("expirationSeconds") or 3600),
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+                }
+            }
+            try:
+                minted = create_token(self.store.get, self._mint, ns, spec["serviceAccountName"], request)
+            except ApiError as exc:
+                raise ValueError(f"failed to fetch token: {exc.message}") from None
+            _write_secret(into / sat["path"], minted["status"]["token"])
+        for kind, resource in (("configMap", "configmaps"), ("secret", "secrets")):
+            ref = source.get(kind)
+            if ref is None:
+                continue
+            obj = self.store.find(resource, ns, str(ref.get("name") or ""))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ValueError(f'{kind.lower()} "{ref.get("name")}" not found')
+            data = dict(obj.get("data") or {})
+            if resource == "secrets":
+                data = {k: base64.b64decode(str(v)).decode("utf-8", "replace") for k, v in data.items()}
+            items = ref.get("items") or [{"key": k, "path": k} for k in sorted(data)]
+            for item in items:
+                if item["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise ValueError(f"configmap references non-existent config key: {item['key']}")
+                _write_file(into / item["path"], str(data[item["key"]]), secret=resource == "secrets")
+        downward = source.get("downwardAPI")
+        for item in (downward or {}).get("items") or []:
+            field_path = (item.get("fieldRef") or {}).get("fieldPath", "")
+            _write_file(into / item["path"], _field(pod, field_path), secret=False)
 
     def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path], namespace: str) -> dict[str, str]:
         home = root / "home"
@@ -375,6 +445,7 @@ class Kubelet:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_secret(path, content)  # an image's baked-in credentials file
         env = {
+            **self._service_env(),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),
             "LANG": "C.UTF-8",
@@ -399,6 +470,28 @@ class Kubelet:
                     value = f"http://127.0.0.1:{node.agent.port}" + value[len(address) :]
             env[item["name"]] = value
         return env
+
+    def _service_env(self) -> dict[str, str]:
+        """The ``kubernetes`` Service as the kubelet puts it in every container, whatever
+        ``enableServiceLinks`` says (it only adds the namespace's other Services, and there are none)
+        [kubernetes/kubernetes pkg/kubelet/kubelet_pods.go getServiceEnvVarMap;
+        pkg/kubelet/envvars/envvars.go FromServices]. Here its address is the API server's loopback
+        address and HTTPS port; on EKS it is the Service's cluster IP and 443."""
+        service = self.store.kubernetes_service
+        if service is None:
+            return {}
+        host, port = service.host, str(service.port)
+        link = f"KUBERNETES_PORT_{port}_TCP"
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            link: f"tcp://{host}:{port}",
+            f"{link}_PROTO": "tcp",
+            f"{link}_PORT": port,
+            f"{link}_ADDR": host,
+        }
 
     def _value_from(self, namespace: str, item: Obj) -> str:
         source = item["valueFrom"]
@@ -505,6 +598,34 @@ def _write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+def _write_file(path: Path, text: str, *, secret: bool) -> None:
+    """A projected file: secrets 0600, the rest 0644 (the projected volume's defaultMode 420)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if secret:
+        _write_secret(path, text)
+        return
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+
+
+def _field(pod: Obj, field_path: str) -> str:
+    """A downward API ``fieldRef`` value (the fields a volume may project)."""
+    meta, spec = pod["metadata"], pod["spec"]
+    simple = {
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.name": meta.get("name", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+    }
+    if field_path in simple:
+        return str(simple[field_path])
+    if field_path in ("metadata.labels", "metadata.annotations"):
+        values = meta.get(field_path.split(".")[1]) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(values.items()))
+    raise ValueError(f"unsupported downward API field {field_path!r}")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
