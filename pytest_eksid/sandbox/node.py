@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,14 @@ _IMAGE_RE = re.compile(
 )
 
 
+MOUNT_NAMESPACE = "mount-namespace"  # volumes bind-mounted at their mountPaths in the pod's own mount namespace
+PATH_REWRITE = "path-rewrite"  # volumes only under the pod's work directory; variables rewritten to them
+MODE_ANNOTATION = "sandbox.eksid.io/volume-mounts"  # on each Node: which of the two its kubelet uses
+# Mount points the kubelet may create on the host when they are missing (empty directories): the
+# conventional secret paths. Elsewhere only an existing directory is mounted over.
+CREATABLE_MOUNT_ROOT = "/var/run/secrets/"
+
+
 @dataclass
 class _Running:
     process: subprocess.Popen[bytes]
@@ -50,6 +59,7 @@ class _Running:
     env: dict[str, str] = field(default_factory=dict)
     execs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     deleted: bool = False
+    namespaced: bool = False  # the process has its own mount namespace (exec enters it)
 
 
 @dataclass
@@ -59,11 +69,13 @@ class Node:
     imds: Imds
     agent: PodIdentityAgent
     labels: dict[str, str] = field(default_factory=dict)
+    volume_mounts: str = ""  # the kubelet's mode (MOUNT_NAMESPACE or PATH_REWRITE), set by the kubelet
 
     def manifest(self) -> Obj:
         return {
             "metadata": {
                 "name": self.name,
+                **({"annotations": {MODE_ANNOTATION: self.volume_mounts}} if self.volume_mounts else {}),
                 "labels": {
                     "kubernetes.io/hostname": self.name,
                     "kubernetes.io/os": "linux",
@@ -113,6 +125,7 @@ class Kubelet:
         *,
         start_latency: float = 0.0,
         unpullable_images: frozenset[str] = frozenset(),
+        mount_namespaces: bool | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -129,6 +142,13 @@ class Kubelet:
         self._stopping = threading.Event()
         self.live = 0  # pods whose process runs now
         self.peak = 0  # the most that ever ran at once
+        # Each pod in its own mount namespace with its volumes at their mountPaths, where the machine
+        # allows it (root with CAP_SYS_ADMIN: `unshare --mount`); None: find out once, here.
+        if mount_namespaces is None:
+            mount_namespaces = _can_bind_mount(workdir)
+        self.isolation = MOUNT_NAMESPACE if mount_namespaces else PATH_REWRITE
+        for node in nodes:
+            node.volume_mounts = self.isolation
 
     def _event(self, pod: Obj, reason: str, message: str, kind: str = "Normal") -> None:
         meta = pod["metadata"]
@@ -320,9 +340,10 @@ class Kubelet:
             # stop() takes the same lock: a pod whose start races the shutdown never gets a process.
             if self._stopping.is_set() or not self._patch(pod, scheduled):
                 return
+            binds = self._binds(container, mounts) if self.isolation == MOUNT_NAMESPACE else []
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    argv,
+                    _in_mount_namespace(binds, argv) if binds else argv,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -330,7 +351,7 @@ class Kubelet:
                     env=env,
                     start_new_session=True,
                 )
-            running = _Running(proc, root, log, env)
+            running = _Running(proc, root, log, env, namespaced=bool(binds))
             self._running[meta["uid"]] = running
             self.live += 1
             self.peak = max(self.peak, self.live)
@@ -395,6 +416,29 @@ class Kubelet:
                 raise ValueError(f'volume "{m["name"]}" not found in the pod spec')
             mounts[m["mountPath"].rstrip("/")] = host_dirs[m["name"]]
         return mounts
+
+    def _binds(self, container: Obj, mounts: dict[str, Path]) -> list[tuple[str, Path, bool]]:
+        """(mountPath, host dir, read-only) for each mount the pod's mount namespace can hold: an
+        absolute, normalised path other than ``/``, existing as a directory or creatable under
+        ``/var/run/secrets/``. The others stay reachable through the rewritten variables only."""
+        read_only = {
+            str(m.get("mountPath", "")).rstrip("/"): bool(m.get("readOnly"))
+            for m in container.get("volumeMounts") or []
+        }
+        binds = []
+        for mount_path, host in mounts.items():
+            target = Path(mount_path)
+            if (
+                not target.is_absolute()
+                or str(target) != os.path.normpath(mount_path)
+                or target == Path("/")
+                or ".." in target.parts
+            ):
+                continue
+            if not target.is_dir() and not (mount_path + "/").startswith(CREATABLE_MOUNT_ROOT):
+                continue
+            binds.append((mount_path, host, read_only.get(mount_path, False)))
+        return binds
 
     def _project(self, pod: Obj, source: Obj, into: Path) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -542,6 +586,8 @@ class Kubelet:
                 400, "BadRequest", f'unable to upgrade connection: container not found ("{container or names[0]}")'
             )
         argv = [sys.executable if i == 0 and a in ("python", "python3") else a for i, a in enumerate(argv)]
+        if running.namespaced:  # into the container's mount namespace, where its volumes are
+            argv = ["nsenter", f"--mount=/proc/{running.process.pid}/ns/mnt", "--", *argv]
         proc = subprocess.Popen(argv, cwd=running.root, env=running.env, start_new_session=True, **stdio)
         running.execs.append(proc)
         return proc
@@ -598,6 +644,47 @@ def _write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+def _in_mount_namespace(binds: list[tuple[str, Path, bool]], argv: list[str]) -> list[str]:
+    """``argv`` run in a mount namespace of its own (private propagation: nothing leaks to the host)
+    with each volume bind-mounted at its mountPath. ``unshare`` and ``sh`` exec in place, so the
+    process keeps its pid and session and pod deletion still kills the whole tree (``killpg``)."""
+    script = ["set -e"]
+    for target, host, _ in sorted(binds):  # parents before what is mounted inside them
+        script.append(f"mkdir -p {shlex.quote(target)}")  # a no-op where it exists; else an empty host dir
+        script.append(f"mount --bind {shlex.quote(str(host))} {shlex.quote(target)}")
+    for target, _, read_only in binds:
+        if read_only:
+            script.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+    script.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
+
+
+def _can_bind_mount(workdir: Path) -> bool:
+    """Whether this machine lets the kubelet give a pod its own mount namespace: one real attempt
+    (``unshare`` refused without CAP_SYS_ADMIN, or missing), a bind mount inside the work directory."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = workdir / "mount-probe"
+    source, target = probe / "source", probe / "target"
+    try:
+        source.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        (source / "seen").write_text("")
+        result = subprocess.run(
+            _in_mount_namespace([(str(target), source, True)], ["test", "-e", str(target / "seen")]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+        return result.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
 
 
 def _write_file(path: Path, text: str, *, secret: bool) -> None:
