@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from pytest_eksid.sandbox import node as kubelet_module
 from pytest_eksid.sandbox.kubeapi.request import RequestInfo
 from pytest_eksid.sandbox.kubeapi.server import Caller, Decision
+from pytest_eksid.sandbox.kubeapi.serviceaccounts import TokenPolicy
 from pytest_eksid.sandbox.tokens import API_AUDIENCE, TokenError, audiences, unverified_claims
 from tests.helpers.profiles import demo_data
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
@@ -638,3 +639,31 @@ def test_kubectl_in_a_pod_uses_in_cluster_config(sandbox: Running, kube: Kube) -
         server.authorizers.remove(authorize)
     assert seen["rc"] == 0, seen["err"]
     assert f"pod/{name}" in seen["out"].split()
+
+
+def test_mirror_pods_are_not_mutated(kube: Kube) -> None:
+    body = {
+        "metadata": {"generateName": "incluster-mirror-", "annotations": {"kubernetes.io/config.mirror": "static"}},
+        "spec": {"containers": [{"name": "app", "image": "python", "command": ["python3", "-c", "pass"]}]},
+    }
+    pod = kube.core.create_namespaced_pod(NS, body)
+    kube.made.append(("pods", NS, pod.metadata.name))
+    assert [v.name for v in pod.spec.volumes or []] == []
+    assert pod.spec.containers[0].volume_mounts is None
+
+
+def test_token_policy_caps_the_expiration(sandbox: Running, kube: Kube) -> None:
+    """--service-account-max-token-expiration (EKS's value unpublished: 0, no cap, unless configured)."""
+    store = sandbox.sandbox.store
+    store.token_policy = TokenPolicy(max_expiration=1800)
+    try:
+        answer = kube.core.create_namespaced_service_account_token(
+            "default",
+            NS,
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 7200}},
+        )
+    finally:
+        store.token_policy = TokenPolicy()
+    claims = sandbox.sandbox.issuer.verify(answer.status.token)
+    assert claims["exp"] - claims["iat"] == 1800
+    assert answer.spec.expiration_seconds == 1800

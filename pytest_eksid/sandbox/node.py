@@ -453,7 +453,9 @@ class Kubelet:
                 }
             }
             try:
-                minted = create_token(self.store.get, self._mint, ns, spec["serviceAccountName"], request)
+                minted = create_token(
+                    self.store.get, self._mint, ns, spec["serviceAccountName"], request, policy=self.store.token_policy
+                )
             except ApiError as exc:
                 raise ValueError(f"failed to fetch token: {exc.message}") from None
             _write_secret(into / sat["path"], minted["status"]["token"])

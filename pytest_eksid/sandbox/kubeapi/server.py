@@ -346,7 +346,10 @@ class KubeApiServer:
         if sub == "token":  # TokenRequest (kubeapi/serviceaccounts.py)
             if method != "POST" or self.store.token_minter is None:
                 raise method_not_allowed()
-            return Response(201, create_token(self.store.get, self.store.token_minter, ns_key, name, req.json()))
+            minted = create_token(
+                self.store.get, self.store.token_minter, ns_key, name, req.json(), policy=self.store.token_policy
+            )
+            return Response(201, minted)
         if method == "GET":
             obj = self.store.get(rt, ns_key, name)
             return self._render(req, rt, [obj], single=True)

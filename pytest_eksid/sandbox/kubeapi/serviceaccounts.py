@@ -45,6 +45,17 @@ DEFAULT_TOKEN_EXPIRATION = 3600  # TokenRequestSpec.expirationSeconds' default (
 MIN_TOKEN_EXPIRATION = 600
 MAX_TOKEN_EXPIRATION = 1 << 32
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # names.SimpleNameGenerator's alphabet
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """The API server's service-account token settings (kube-apiserver flags; EKS sets them, and
+    documents only the extension). ``max_expiration`` 0: no cap (EKS's is not published: guessed)."""
+
+    api_audiences: tuple[str, ...] = (API_AUDIENCE,)  # --api-audiences
+    max_expiration: int = 0  # --service-account-max-token-expiration
+    extended_expiration: int = EXTENDED_EXPIRATION_SECONDS  # --service-account-extend-token-expiration's length
 
 
 @dataclass(frozen=True)
@@ -111,9 +122,10 @@ def api_access_volume(name: str) -> Obj:
 
 
 def mount_api_access(sa: Obj, pod: Obj) -> None:
-    """The ServiceAccount plugin's mutation of a pod being created (after the SA was found)."""
+    """The ServiceAccount plugin's mutation of a pod being created (after the SA was found); mirror
+    pods are left as they are."""
     spec = pod.setdefault("spec", {})
-    if not should_automount(sa, pod):
+    if MIRROR_ANNOTATION in (pod.get("metadata", {}).get("annotations") or {}) or not should_automount(sa, pod):
         return
     volumes = spec.get("volumes") or []
     existing = next(
@@ -158,12 +170,11 @@ def create_token(
     name: str,
     body: Obj,
     *,
-    api_audiences: tuple[str, ...] = (API_AUDIENCE,),
-    max_expiration: int = 0,
-    extended_expiration: int = EXTENDED_EXPIRATION_SECONDS,
+    policy: TokenPolicy = TokenPolicy(),
     now: float | None = None,
 ) -> Obj:
     """``POST .../serviceaccounts/<name>/token``: the TokenRequest with its ``status``."""
+    api_audiences = policy.api_audiences
     if not isinstance(body, dict):
         raise bad_request("the body of the request must be a TokenRequest object")
     meta = body.get("metadata") or {}
@@ -219,12 +230,12 @@ def create_token(
                 f"reference ({ref['uid']}) does not match the UID in record. The object might have been deleted "
                 "and then recreated",
             )
-    if max_expiration and expiration > max_expiration:
-        expiration = max_expiration
+    if policy.max_expiration and expiration > policy.max_expiration:
+        expiration = policy.max_expiration
     issued = int(time.time() if now is None else now)
     exp, warn_after = expiration, 0
     if pod is not None and expiration == WARN_ONLY_EXPIRATION_SECONDS and set(audiences) <= set(api_audiences):
-        exp, warn_after = extended_expiration, expiration
+        exp, warn_after = policy.extended_expiration, expiration
     token = minter(
         namespace=namespace,
         service_account=name,

@@ -42,6 +42,7 @@ from pytest_eksid.sandbox.kubeapi.selectors import field_matcher, label_matcher
 from pytest_eksid.sandbox.kubeapi.serviceaccounts import (
     KubernetesService,
     TokenMinter,
+    TokenPolicy,
     mount_api_access,
     root_ca_configmap,
 )
@@ -96,6 +97,7 @@ class Store:
         # the API server; the signer of TokenRequests and pod tokens, set by the sandbox.
         self.kubernetes_service: KubernetesService | None = None
         self.token_minter: TokenMinter | None = None
+        self.token_policy = TokenPolicy()
 
     @property
     def resource_version(self) -> str:
