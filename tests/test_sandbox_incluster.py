@@ -667,3 +667,29 @@ def test_token_policy_caps_the_expiration(sandbox: Running, kube: Kube) -> None:
     claims = sandbox.sandbox.issuer.verify(answer.status.token)
     assert claims["exp"] - claims["iat"] == 1800
     assert answer.spec.expiration_seconds == 1800
+
+
+def test_projected_paths_cannot_leave_the_volume(sandbox: Running, kube: Kube) -> None:
+    """Hostile input: a projected file path with ``..`` leaves the pod waiting, and writes nothing outside."""
+    volume = {
+        "name": "v",
+        "projected": {
+            "sources": [
+                {"downwardAPI": {"items": [{"path": "../../escaped", "fieldRef": {"fieldPath": "metadata.name"}}]}}
+            ]
+        },
+    }
+    name = kube.pod({"volumes": [volume]})
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        statuses = kube.core.read_namespaced_pod(name, NS).status.container_statuses or []
+        if statuses and statuses[0].state.waiting is not None:
+            status = statuses[0].state.waiting
+            break
+        time.sleep(0.05)
+    assert status is not None, "the pod never reported a waiting container"
+    assert status.reason == "CreateContainerConfigError", status
+    assert "must not contain '..'" in status.message
+    assert sandbox.sandbox.workdir is not None
+    assert not list(sandbox.sandbox.workdir.rglob("escaped"))

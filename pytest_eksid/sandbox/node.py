@@ -458,7 +458,7 @@ class Kubelet:
                 )
             except ApiError as exc:
                 raise ValueError(f"failed to fetch token: {exc.message}") from None
-            _write_secret(into / sat["path"], minted["status"]["token"])
+            _write_secret(_inside(into, sat.get("path")), minted["status"]["token"])
         for kind, resource in (("configMap", "configmaps"), ("secret", "secrets")):
             ref = source.get(kind)
             if ref is None:
@@ -477,11 +477,11 @@ class Kubelet:
                     if ref.get("optional"):
                         continue
                     raise ValueError(f"configmap references non-existent config key: {item['key']}")
-                _write_file(into / item["path"], str(data[item["key"]]), secret=resource == "secrets")
+                _write_file(_inside(into, item.get("path")), str(data[item["key"]]), secret=resource == "secrets")
         downward = source.get("downwardAPI")
         for item in (downward or {}).get("items") or []:
             field_path = (item.get("fieldRef") or {}).get("fieldPath", "")
-            _write_file(into / item["path"], _field(pod, field_path), secret=False)
+            _write_file(_inside(into, item.get("path")), _field(pod, field_path), secret=False)
 
     def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path], namespace: str) -> dict[str, str]:
         home = root / "home"
@@ -687,6 +687,16 @@ def _can_bind_mount(workdir: Path) -> bool:
         return False
     finally:
         shutil.rmtree(probe, ignore_errors=True)
+
+
+def _inside(volume: Path, relative: object) -> Path:
+    """A projected file's path, which the API server's validation keeps relative and without ``..``
+    (the sandbox does not validate volumes, so the kubelet refuses such a pod here)."""
+    text = str(relative or "")
+    parts = Path(text).parts
+    if not text or Path(text).is_absolute() or ".." in parts:
+        raise ValueError(f"invalid projected file path {text!r}: must be relative and must not contain '..'")
+    return volume.joinpath(*parts)
 
 
 def _write_file(path: Path, text: str, *, secret: bool) -> None:
