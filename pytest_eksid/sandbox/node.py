@@ -1,11 +1,13 @@
 """A worker node and its kubelet, which runs the pods scheduled on it as local processes.
 
 The kubelet runs each pod's container command as a local OS process with the environment a
-container would get (the pod spec's ``env`` plus the node's network settings) and the projected
-service-account tokens written to files; its output is the pod log, its exit the pod phase.
-Mount paths cannot be created on the host, so a variable whose value lies under a volume's
-mount path is rewritten to the file's host path (the pod spec keeps the real path). Each node
-carries its own IMDS (:mod:`~pytest_eksid.sandbox.imds`) and Pod Identity agent
+container would get (the ``kubernetes`` Service's variables, the pod spec's ``env``, the node's
+network settings) and its volumes written to files (projected tokens through TokenRequest, the
+CA, configMap/secret/downward API data), once, at start. Where the machine allows it, the process
+gets a mount namespace of its own with each volume bind-mounted at its ``mountPath``; otherwise
+(and, for variables, always) a value that lies under a mount path is rewritten to the file's host
+path (the pod spec keeps the real path). Its output is the pod log, its exit the pod phase. Each
+node carries its own IMDS (:mod:`~pytest_eksid.sandbox.imds`) and Pod Identity agent
 (:mod:`~pytest_eksid.sandbox.agent`).
 """
 
