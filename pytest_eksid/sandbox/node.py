@@ -1,11 +1,13 @@
 """A worker node and its kubelet, which runs the pods scheduled on it as local processes.
 
 The kubelet runs each pod's container command as a local OS process with the environment a
-container would get (the pod spec's ``env`` plus the node's network settings) and the projected
-service-account tokens written to files; its output is the pod log, its exit the pod phase.
-Mount paths cannot be created on the host, so a variable whose value lies under a volume's
-mount path is rewritten to the file's host path (the pod spec keeps the real path). Each node
-carries its own IMDS (:mod:`~pytest_eksid.sandbox.imds`) and Pod Identity agent
+container would get (the ``kubernetes`` Service's variables, the pod spec's ``env``, the node's
+network settings) and its volumes written to files (projected tokens through TokenRequest, the
+CA, configMap/secret/downward API data), once, at start. Where the machine allows it, the process
+gets a mount namespace of its own with each volume bind-mounted at its ``mountPath``; otherwise
+(and, for variables, always) a value that lies under a mount path is rewritten to the file's host
+path (the pod spec keeps the real path). Its output is the pod log, its exit the pod phase. Each
+node carries its own IMDS (:mod:`~pytest_eksid.sandbox.imds`) and Pod Identity agent
 (:mod:`~pytest_eksid.sandbox.agent`).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,6 +32,7 @@ from typing import Any
 from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
+from pytest_eksid.sandbox.kubeapi.serviceaccounts import create_token
 from pytest_eksid.sandbox.kubeapi.store import Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES
@@ -41,6 +45,14 @@ _IMAGE_RE = re.compile(
 )
 
 
+MOUNT_NAMESPACE = "mount-namespace"  # volumes bind-mounted at their mountPaths in the pod's own mount namespace
+PATH_REWRITE = "path-rewrite"  # volumes only under the pod's work directory; variables rewritten to them
+MODE_ANNOTATION = "sandbox.eksid.io/volume-mounts"  # on each Node: which of the two its kubelet uses
+# Mount points the kubelet may create on the host when they are missing (empty directories): the
+# conventional secret paths. Elsewhere only an existing directory is mounted over.
+CREATABLE_MOUNT_ROOT = "/var/run/secrets/"
+
+
 @dataclass
 class _Running:
     process: subprocess.Popen[bytes]
@@ -49,6 +61,7 @@ class _Running:
     env: dict[str, str] = field(default_factory=dict)
     execs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     deleted: bool = False
+    namespaced: bool = False  # the process has its own mount namespace (exec enters it)
 
 
 @dataclass
@@ -58,11 +71,13 @@ class Node:
     imds: Imds
     agent: PodIdentityAgent
     labels: dict[str, str] = field(default_factory=dict)
+    volume_mounts: str = ""  # the kubelet's mode (MOUNT_NAMESPACE or PATH_REWRITE), set by the kubelet
 
     def manifest(self) -> Obj:
         return {
             "metadata": {
                 "name": self.name,
+                **({"annotations": {MODE_ANNOTATION: self.volume_mounts}} if self.volume_mounts else {}),
                 "labels": {
                     "kubernetes.io/hostname": self.name,
                     "kubernetes.io/os": "linux",
@@ -112,6 +127,7 @@ class Kubelet:
         *,
         start_latency: float = 0.0,
         unpullable_images: frozenset[str] = frozenset(),
+        mount_namespaces: bool | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -128,6 +144,13 @@ class Kubelet:
         self._stopping = threading.Event()
         self.live = 0  # pods whose process runs now
         self.peak = 0  # the most that ever ran at once
+        # Each pod in its own mount namespace with its volumes at their mountPaths, where the machine
+        # allows it (root with CAP_SYS_ADMIN: `unshare --mount`); None: find out once, here.
+        if mount_namespaces is None:
+            mount_namespaces = _can_bind_mount(workdir)
+        self.isolation = MOUNT_NAMESPACE if mount_namespaces else PATH_REWRITE
+        for node in nodes:
+            node.volume_mounts = self.isolation
 
     def _event(self, pod: Obj, reason: str, message: str, kind: str = "Normal") -> None:
         meta = pod["metadata"]
@@ -173,6 +196,37 @@ class Kubelet:
         self.store.on_create.append(self._on_create)
         self.store.on_delete.append(self._on_delete)
         self.store.exec_handler = self.exec
+        # The API server signs TokenRequests with the cluster's issuer; the kubelet holds it here, so it
+        # installs the signer (the runtime could as well: it is the same issuer).
+        self.store.token_minter = self._mint
+
+    def _mint(
+        self,
+        *,
+        namespace: str,
+        service_account: str,
+        sa_uid: str,
+        audiences: list[str],
+        expiration_seconds: int,
+        pod: tuple[str, str] | None,
+        node_name: str,
+        secret: tuple[str, str] | None,
+        warn_after_seconds: int,
+        now: int,
+    ) -> str:
+        return self.issuer.service_account_token(
+            namespace=namespace,
+            service_account=service_account,
+            sa_uid=sa_uid,
+            pod_name=pod[0] if pod else "",
+            pod_uid=pod[1] if pod else "",
+            node_name=node_name,
+            audiences=audiences,
+            expiration_seconds=expiration_seconds,
+            secret=secret,
+            warn_after_seconds=warn_after_seconds,
+            now=now,
+        )
 
     def _on_create(self, pod: Obj) -> None:
         if MIRROR_ANNOTATION in (pod["metadata"].get("annotations") or {}):
@@ -288,9 +342,10 @@ class Kubelet:
             # stop() takes the same lock: a pod whose start races the shutdown never gets a process.
             if self._stopping.is_set() or not self._patch(pod, scheduled):
                 return
+            binds = self._binds(container, mounts) if self.isolation == MOUNT_NAMESPACE else []
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    argv,
+                    _in_mount_namespace(binds, argv) if binds else argv,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -298,7 +353,7 @@ class Kubelet:
                     env=env,
                     start_new_session=True,
                 )
-            running = _Running(proc, root, log, env)
+            running = _Running(proc, root, log, env, namespaced=bool(binds))
             self._running[meta["uid"]] = running
             self.live += 1
             self.peak = max(self.peak, self.live)
@@ -337,35 +392,98 @@ class Kubelet:
         self._patch(pod, terminated)
 
     def _volumes(self, pod: Obj, node: Node, root: Path) -> dict[str, Path]:
-        """Materialise the pod's volumes; return mountPath -> host dir of the first container."""
-        meta, spec = pod["metadata"], pod["spec"]
-        sa = self.store.find("serviceaccounts", meta["namespace"], spec["serviceAccountName"]) or {"metadata": {}}
+        """Materialise the pod's volumes; return mountPath -> host dir of the first container.
+
+        Projected sources as the kubelet writes them: ``serviceAccountToken`` through the API's
+        TokenRequest bound to this pod (audience, else the API server's; ``expirationSeconds``, else
+        3600), ``configMap``/``secret`` keys (``items`` or all), ``downwardAPI`` fields; also plain
+        ``configMap``/``secret`` volumes. Written once at start: nothing is refreshed (a real
+        kubelet rotates the token at 80% of its life)."""
+        spec = pod["spec"]
         host_dirs: dict[str, Path] = {}
         for vol in spec.get("volumes") or []:
             d = root / "volumes" / vol["name"]
             d.mkdir(parents=True, exist_ok=True)
             host_dirs[vol["name"]] = d
-            for source in (vol.get("projected") or {}).get("sources") or []:
-                sat = source.get("serviceAccountToken")
-                if sat is None:
-                    continue
-                token = self.issuer.service_account_token(
-                    namespace=meta["namespace"],
-                    service_account=spec["serviceAccountName"],
-                    sa_uid=str(sa["metadata"].get("uid", "")),
-                    pod_name=meta["name"],
-                    pod_uid=meta["uid"],
-                    node_name=node.name,
-                    audience=sat.get("audience") or "https://kubernetes.default.svc",
-                    expiration_seconds=int(sat.get("expirationSeconds") or 3600),
-                )
-                _write_secret(d / sat["path"], token)
+            sources = list((vol.get("projected") or {}).get("sources") or [])
+            if vol.get("configMap") is not None:
+                sources.append({"configMap": {**vol["configMap"], "name": vol["configMap"].get("name")}})
+            if vol.get("secret") is not None:
+                sources.append({"secret": {**vol["secret"], "name": vol["secret"].get("secretName")}})
+            for source in sources:
+                self._project(pod, source, d)
         mounts: dict[str, Path] = {}
         for m in spec["containers"][0].get("volumeMounts") or []:
             if m["name"] not in host_dirs:
                 raise ValueError(f'volume "{m["name"]}" not found in the pod spec')
             mounts[m["mountPath"].rstrip("/")] = host_dirs[m["name"]]
         return mounts
+
+    def _binds(self, container: Obj, mounts: dict[str, Path]) -> list[tuple[str, Path, bool]]:
+        """(mountPath, host dir, read-only) for each mount the pod's mount namespace can hold: an
+        absolute, normalised path other than ``/``, existing as a directory or creatable under
+        ``/var/run/secrets/``. The others stay reachable through the rewritten variables only."""
+        read_only = {
+            str(m.get("mountPath", "")).rstrip("/"): bool(m.get("readOnly"))
+            for m in container.get("volumeMounts") or []
+        }
+        binds = []
+        for mount_path, host in mounts.items():
+            target = Path(mount_path)
+            if (
+                not target.is_absolute()
+                or str(target) != os.path.normpath(mount_path)
+                or target == Path("/")
+                or ".." in target.parts
+            ):
+                continue
+            if not target.is_dir() and not (mount_path + "/").startswith(CREATABLE_MOUNT_ROOT):
+                continue
+            binds.append((mount_path, host, read_only.get(mount_path, False)))
+        return binds
+
+    def _project(self, pod: Obj, source: Obj, into: Path) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        ns = meta["namespace"]
+        sat = source.get("serviceAccountToken")
+        if sat is not None:
+            request: Obj = {
+                "spec": {
+                    "audiences": [sat["audience"]] if sat.get("audience") else None,
+                    "expirationSeconds": int(sat.get("expirationSeconds") or 3600),
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+                }
+            }
+            try:
+                minted = create_token(
+                    self.store.get, self._mint, ns, spec["serviceAccountName"], request, policy=self.store.token_policy
+                )
+            except ApiError as exc:
+                raise ValueError(f"failed to fetch token: {exc.message}") from None
+            _write_secret(_inside(into, sat.get("path")), minted["status"]["token"])
+        for kind, resource in (("configMap", "configmaps"), ("secret", "secrets")):
+            ref = source.get(kind)
+            if ref is None:
+                continue
+            obj = self.store.find(resource, ns, str(ref.get("name") or ""))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ValueError(f'{kind.lower()} "{ref.get("name")}" not found')
+            data = dict(obj.get("data") or {})
+            if resource == "secrets":
+                data = {k: base64.b64decode(str(v)).decode("utf-8", "replace") for k, v in data.items()}
+            items = ref.get("items") or [{"key": k, "path": k} for k in sorted(data)]
+            for item in items:
+                if item["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    raise ValueError(f"configmap references non-existent config key: {item['key']}")
+                _write_file(_inside(into, item.get("path")), str(data[item["key"]]), secret=resource == "secrets")
+        downward = source.get("downwardAPI")
+        for item in (downward or {}).get("items") or []:
+            field_path = (item.get("fieldRef") or {}).get("fieldPath", "")
+            _write_file(_inside(into, item.get("path")), _field(pod, field_path), secret=False)
 
     def _env(self, container: Obj, node: Node, root: Path, mounts: dict[str, Path], namespace: str) -> dict[str, str]:
         home = root / "home"
@@ -375,6 +493,7 @@ class Kubelet:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_secret(path, content)  # an image's baked-in credentials file
         env = {
+            **self._service_env(),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(home),
             "LANG": "C.UTF-8",
@@ -399,6 +518,28 @@ class Kubelet:
                     value = f"http://127.0.0.1:{node.agent.port}" + value[len(address) :]
             env[item["name"]] = value
         return env
+
+    def _service_env(self) -> dict[str, str]:
+        """The ``kubernetes`` Service as the kubelet puts it in every container, whatever
+        ``enableServiceLinks`` says (it only adds the namespace's other Services, and there are none)
+        [kubernetes/kubernetes pkg/kubelet/kubelet_pods.go getServiceEnvVarMap;
+        pkg/kubelet/envvars/envvars.go FromServices]. Here its address is the API server's loopback
+        address and HTTPS port; on EKS it is the Service's cluster IP and 443."""
+        service = self.store.kubernetes_service
+        if service is None:
+            return {}
+        host, port = service.host, str(service.port)
+        link = f"KUBERNETES_PORT_{port}_TCP"
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            link: f"tcp://{host}:{port}",
+            f"{link}_PROTO": "tcp",
+            f"{link}_PORT": port,
+            f"{link}_ADDR": host,
+        }
 
     def _value_from(self, namespace: str, item: Obj) -> str:
         source = item["valueFrom"]
@@ -449,6 +590,8 @@ class Kubelet:
                 400, "BadRequest", f'unable to upgrade connection: container not found ("{container or names[0]}")'
             )
         argv = [sys.executable if i == 0 and a in ("python", "python3") else a for i, a in enumerate(argv)]
+        if running.namespaced:  # into the container's mount namespace, where its volumes are
+            argv = ["nsenter", f"--mount=/proc/{running.process.pid}/ns/mnt", "--", *argv]
         proc = subprocess.Popen(argv, cwd=running.root, env=running.env, start_new_session=True, **stdio)
         running.execs.append(proc)
         return proc
@@ -505,6 +648,85 @@ def _write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+def _in_mount_namespace(binds: list[tuple[str, Path, bool]], argv: list[str]) -> list[str]:
+    """``argv`` run in a mount namespace of its own (private propagation: nothing leaks to the host)
+    with each volume bind-mounted at its mountPath. ``unshare`` and ``sh`` exec in place, so the
+    process keeps its pid and session and pod deletion still kills the whole tree (``killpg``)."""
+    script = ["set -e"]
+    for target, host, _ in sorted(binds):  # parents before what is mounted inside them
+        script.append(f"mkdir -p {shlex.quote(target)}")  # a no-op where it exists; else an empty host dir
+        script.append(f"mount --bind {shlex.quote(str(host))} {shlex.quote(target)}")
+    for target, _, read_only in binds:
+        if read_only:
+            script.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
+    script.append('exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
+
+
+def _can_bind_mount(workdir: Path) -> bool:
+    """Whether this machine lets the kubelet give a pod its own mount namespace: one real attempt
+    (``unshare`` refused without CAP_SYS_ADMIN, or missing), a bind mount inside the work directory."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = workdir / "mount-probe"
+    source, target = probe / "source", probe / "target"
+    try:
+        source.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        (source / "seen").write_text("")
+        result = subprocess.run(
+            _in_mount_namespace([(str(target), source, True)], ["test", "-e", str(target / "seen")]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+        return result.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _inside(volume: Path, relative: object) -> Path:
+    """A projected file's path, which the API server's validation keeps relative and without ``..``
+    (the sandbox does not validate volumes, so the kubelet refuses such a pod here)."""
+    text = str(relative or "")
+    parts = Path(text).parts
+    if not text or Path(text).is_absolute() or ".." in parts:
+        raise ValueError(f"invalid projected file path {text!r}: must be relative and must not contain '..'")
+    return volume.joinpath(*parts)
+
+
+def _write_file(path: Path, text: str, *, secret: bool) -> None:
+    """A projected file: secrets 0600, the rest 0644 (the projected volume's defaultMode 420)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if secret:
+        _write_secret(path, text)
+        return
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+
+
+def _field(pod: Obj, field_path: str) -> str:
+    """A downward API ``fieldRef`` value (the fields a volume may project)."""
+    meta, spec = pod["metadata"], pod["spec"]
+    simple = {
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.name": meta.get("name", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+    }
+    if field_path in simple:
+        return str(simple[field_path])
+    if field_path in ("metadata.labels", "metadata.annotations"):
+        values = meta.get(field_path.split(".")[1]) or {}
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(values.items()))
+    raise ValueError(f"unsupported downward API field {field_path!r}")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

@@ -22,6 +22,19 @@ from joserfc import jws, jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import RSAKey
 
+# The API server's own audience (kube-apiserver --api-audiences): a token minted for no audience
+# (the kube-api-access volume, a TokenRequest without ``audiences``) carries it, and the API
+# server's service-account authenticator accepts only tokens for it. EKS documents no value; the
+# tokens EKS pods carry show this one (guessed, docs/sandbox.md).
+API_AUDIENCE = "https://kubernetes.default.svc"
+# What the ServiceAccount admission plugin asks for, and kube-apiserver's signal to extend such a
+# pod-bound token (serviceaccount.WarnOnlyBoundTokenExpirationSeconds) [kubernetes/kubernetes
+# pkg/serviceaccount/claims.go, pkg/registry/core/serviceaccount/storage/token.go].
+WARN_ONLY_EXPIRATION_SECONDS = 60 * 60 + 7
+# What EKS extends it to: "For Amazon EKS clusters, the extended expiry period is 90 days"
+# [EKS user guide, service-accounts.html] (upstream's default is a year).
+EXTENDED_EXPIRATION_SECONDS = 90 * 24 * 60 * 60
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -78,28 +91,41 @@ class Issuer:
         namespace: str,
         service_account: str,
         sa_uid: str,
-        pod_name: str,
-        pod_uid: str,
-        node_name: str,
-        audience: str,
+        pod_name: str = "",
+        pod_uid: str = "",
+        node_name: str = "",
+        audience: str = "",
         expiration_seconds: int,
+        audiences: list[str] | None = None,
+        secret: tuple[str, str] | None = None,
+        warn_after_seconds: int = 0,
+        now: int | None = None,
     ) -> str:
-        now = int(time.time())
+        """A service-account JWT as kube-apiserver's token.Claims builds it: bound to a pod (with its
+        node) or to a secret, or to nothing; ``warnafter`` when the expiry was extended."""
+        now = int(time.time()) if now is None else now
+        private: dict[str, Any] = {
+            "namespace": namespace,
+            "serviceaccount": {"name": service_account, "uid": sa_uid},
+        }
+        if pod_name:
+            private["pod"] = {"name": pod_name, "uid": pod_uid}
+            if node_name:
+                private["node"] = {"name": node_name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, node_name))}
+        if secret is not None:
+            private["secret"] = {"name": secret[0], "uid": secret[1]}
+        if warn_after_seconds:
+            private["warnafter"] = now + warn_after_seconds
         return self.sign(
             {
-                "aud": [audience],
+                "aud": list(audiences) if audiences else [audience or API_AUDIENCE],
                 "exp": now + expiration_seconds,
                 "iat": now,
                 "nbf": now,
                 "iss": self.url,
                 "jti": str(uuid.uuid4()),
                 "sub": f"system:serviceaccount:{namespace}:{service_account}",
-                "kubernetes.io": {
-                    "namespace": namespace,
-                    "node": {"name": node_name, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, node_name))},
-                    "pod": {"name": pod_name, "uid": pod_uid},
-                    "serviceaccount": {"name": service_account, "uid": sa_uid},
-                },
+                "kubernetes.io": private,
             }
         )
 

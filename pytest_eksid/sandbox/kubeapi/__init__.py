@@ -17,9 +17,11 @@ backend:
 One module per concern: ``resources`` (the resource table), ``errors`` (Status bodies),
 ``selectors``, ``patches``, ``validation`` (and defaults), ``store`` (objects and watch),
 ``tables`` (kubectl's Table output), ``discovery`` (and OpenAPI, content negotiation), ``tls``,
-``protobuf`` (kubectl's imperative create bodies), ``request``, ``streaming`` (exec) and
-``server`` (authentication, the authorization point, routing). Published standards come from
-their libraries: JSON Patch from ``jsonpatch``, the CA from ``trustme``, WebSocket from ``wsproto``.
+``protobuf`` (kubectl's imperative create bodies), ``request``, ``streaming`` (exec),
+``serviceaccounts`` (in-cluster access: the ServiceAccount admission plugin's token volume,
+TokenRequest, the root CA) and ``server`` (authentication, the authorization point, routing).
+Published standards come from their libraries: JSON Patch from ``jsonpatch``, the CA from
+``trustme``, WebSocket from ``wsproto``.
 
 One port serves plain HTTP and TLS (sniffed from the first byte): kubectl sends a bearer token
 only to an ``https://`` server, so the kubeconfig should name ``https_url`` with the CA in

@@ -20,11 +20,10 @@ from typing import Any
 from pytest_eksid.sandbox.kubeapi.resources import PODS, SERVICEACCOUNTS
 from pytest_eksid.sandbox.kubeapi.server import Caller
 from pytest_eksid.sandbox.kubeapi.store import Store
+from pytest_eksid.sandbox.tokens import API_AUDIENCE
 
-# The API server's audience: what a kube-api-access token (and ``kubectl create token`` without
-# ``--audience``) is minted for. kube-apiserver's --api-audiences defaults to its --service-account-issuer;
-# EKS sets it to this value (as seen in EKS pods' projected tokens; no AWS document states it: guessed).
-API_AUDIENCE = "https://kubernetes.default.svc"
+# The API server's audience (``tokens.API_AUDIENCE``): what a kube-api-access token (and ``kubectl create
+# token`` without ``--audience``) is minted for; no AWS document states EKS's value: guessed.
 
 AUTHENTICATED = "system:authenticated"
 EXTRA_POD_NAME = "authentication.kubernetes.io/pod-name"

@@ -11,6 +11,8 @@ from pytest_eksid.sandbox.kubeapi.resources import SUBRESOURCE_VERBS, VERBS, Obj
 
 
 def _subresource_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
+    if sub == "token":
+        return ("authentication.k8s.io", "v1", "TokenRequest")
     return ("", "v1", "PodExecOptions") if sub == "exec" else (rt.group, rt.version, rt.kind)
 
 

@@ -67,6 +67,21 @@ _PB_KINDS: dict[tuple[str, str], PbSchema] = {
         4: ("automountServiceAccountToken", "bool"),
     },
     ("v1", "Namespace"): {1: ("metadata", _PB_META), 2: ("spec", {1: ("finalizers", "strings")})},
+    # kubectl create token [kubernetes/kubernetes@07ef5fd staging/src/k8s.io/api/authentication/v1/generated.proto]
+    ("authentication.k8s.io/v1", "TokenRequest"): {
+        1: ("metadata", _PB_META),
+        2: (
+            "spec",
+            {
+                1: ("audiences", "strings"),
+                3: (
+                    "boundObjectRef",
+                    {1: ("kind", "string"), 2: ("apiVersion", "string"), 3: ("name", "string"), 4: ("uid", "string")},
+                ),
+                4: ("expirationSeconds", "int"),
+            },
+        ),
+    },
 }
 
 
@@ -105,6 +120,9 @@ def _pb_message(data: bytes, schema: PbSchema) -> Obj:
         name, kind = schema[number]
         if kind == "bool":
             out[name] = bool(value)
+        elif kind == "int":
+            if isinstance(value, int):
+                out[name] = value
         elif isinstance(value, int):
             continue
         elif kind == "string":

@@ -14,7 +14,12 @@ from pytest_eksid.sandbox.kubeapi.errors import ApiError
 Obj = dict[str, Any]
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "log": ["get"], "exec": ["create", "get"]}
+SUBRESOURCE_VERBS = {
+    "status": ["get", "patch", "update"],
+    "log": ["get"],
+    "exec": ["create", "get"],
+    "token": ["create"],  # serviceaccounts/token: TokenRequest
+}
 META_FIELDS = ("metadata.name", "metadata.namespace")  # field selectors every kind supports
 
 
@@ -83,7 +88,7 @@ _STATUS = ("status",)
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), (), _STATUS, ("status.phase",), False, True),
     ResourceType("", "v1", "nodes", "Node", False, ("no",), (), _STATUS, ("spec.unschedulable",)),
-    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), delete_returns_object=True),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), (), ("token",), (), False, True),
     ResourceType("", "v1", "pods", "Pod", True, ("po",), ("all",), ("status", "log", "exec"), _POD_FIELDS, False, True),
     ResourceType("", "v1", "secrets", "Secret", True, (), (), (), ("type",)),
     ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",)),

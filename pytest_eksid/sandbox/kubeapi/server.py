@@ -35,6 +35,12 @@ from pytest_eksid.sandbox.kubeapi.errors import ApiError, bad_request, method_no
 from pytest_eksid.sandbox.kubeapi.patches import PATCH_TYPES, apply_patch
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo, Response, resource_verb
 from pytest_eksid.sandbox.kubeapi.resources import BY_PATH, PODS, Obj, ResourceType, api_groups
+from pytest_eksid.sandbox.kubeapi.serviceaccounts import (
+    ROOT_CA_CONFIGMAP,
+    KubernetesService,
+    create_token,
+    root_ca_configmap,
+)
 from pytest_eksid.sandbox.kubeapi.store import Store
 from pytest_eksid.sandbox.kubeapi.streaming import serve_exec
 from pytest_eksid.sandbox.kubeapi.tables import to_table
@@ -143,6 +149,16 @@ class KubeApiServer:
         self._server = HttpAndTlsServer((host, 0), handler)
         self._server.tls = self.certificate.server_context() if tls else None
         self._thread = threading.Thread(target=self._server.serve_forever, name="eksid-kubeapi", daemon=True)
+        self._publish_kubernetes_service(host)
+
+    def _publish_kubernetes_service(self, host: str) -> None:
+        """What in-cluster clients find: the ``kubernetes`` Service's address (this server, over HTTPS)
+        and, in every namespace, the ``kube-root-ca.crt`` ConfigMap with its CA."""
+        port = int(self._server.server_address[1])
+        self.store.kubernetes_service = KubernetesService(host, port, self.certificate.ca_pem)
+        for ns in self.store.list("namespaces"):
+            if self.store.find("configmaps", ns["metadata"]["name"], ROOT_CA_CONFIGMAP) is None:
+                self.store.create("configmaps", ns["metadata"]["name"], root_ca_configmap(self.certificate.ca_pem))
 
     @property
     def url(self) -> str:
@@ -330,6 +346,13 @@ class KubeApiServer:
             if method != "GET":
                 raise method_not_allowed()
             return self._log(req, handler, ns_key, name)
+        if sub == "token":  # TokenRequest (kubeapi/serviceaccounts.py)
+            if method != "POST" or self.store.token_minter is None:
+                raise method_not_allowed()
+            minted = create_token(
+                self.store.get, self.store.token_minter, ns_key, name, req.json(), policy=self.store.token_policy
+            )
+            return Response(201, minted)
         if method == "GET":
             obj = self.store.get(rt, ns_key, name)
             return self._render(req, rt, [obj], single=True)

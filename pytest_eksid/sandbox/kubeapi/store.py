@@ -39,6 +39,13 @@ from pytest_eksid.sandbox.kubeapi.resources import (
     resource_type,
 )
 from pytest_eksid.sandbox.kubeapi.selectors import field_matcher, label_matcher
+from pytest_eksid.sandbox.kubeapi.serviceaccounts import (
+    KubernetesService,
+    TokenMinter,
+    TokenPolicy,
+    mount_api_access,
+    root_ca_configmap,
+)
 from pytest_eksid.sandbox.kubeapi.validation import check_string_map, check_type, default, update_errors, validate
 
 Objs = list[Obj]  # (inside Store, ``list`` is a method)
@@ -86,6 +93,11 @@ class Store:
         self.on_create: list[Listener] = []
         self.on_delete: list[Listener] = []
         self.exec_handler: ExecHandler | None = None
+        # In-cluster access (kubeapi/serviceaccounts.py): the kubernetes Service and CA, published by
+        # the API server; the signer of TokenRequests and pod tokens, set by the sandbox.
+        self.kubernetes_service: KubernetesService | None = None
+        self.token_minter: TokenMinter | None = None
+        self.token_policy = TokenPolicy()
 
     @property
     def resource_version(self) -> str:
@@ -162,6 +174,8 @@ class Store:
             self._record("ADDED", rt, obj)
             if rt is NAMESPACES:
                 self.create(SERVICEACCOUNTS, name, {"metadata": {"name": "default"}})
+                if self.kubernetes_service is not None:  # the root CA publisher controller
+                    self.create("configmaps", name, root_ca_configmap(self.kubernetes_service.ca_pem))
             created = copy.deepcopy(obj)
         if rt is PODS:
             for listener in self.on_create:
@@ -174,7 +188,8 @@ class Store:
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         spec["serviceAccountName"] = sa
         spec["serviceAccount"] = sa
-        if self._key(SERVICEACCOUNTS, ns, sa) not in self._objects:
+        service_account = self._objects.get(self._key(SERVICEACCOUNTS, ns, sa))
+        if service_account is None:
             raise ApiError(
                 403,
                 "Forbidden",
@@ -183,6 +198,7 @@ class Store:
                 kind="pods",
                 name=pod["metadata"]["name"],
             )
+        mount_api_access(service_account, pod)  # the ServiceAccount plugin runs before the webhooks
         for mutate in self.mutators:
             mutate(pod)
         spec.setdefault("restartPolicy", "Always")
