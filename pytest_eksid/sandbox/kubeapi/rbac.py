@@ -1,0 +1,651 @@
+"""RBAC: the authorizer, ClusterRole aggregation, the default roles, and the review APIs.
+
+Decides as kube-apiserver's RBAC authorizer does [kubernetes/kubernetes@01aa0f3
+plugin/pkg/auth/authorizer/rbac/rbac.go:165-180 (RuleAllows)] with the rule helpers of
+[kubernetes/kubernetes@03bf11a pkg/apis/rbac/v1/evaluation_helpers.go:33-125] (VerbMatches,
+APIGroupMatches, ResourceMatches with ``*/subresource``, ResourceNameMatches, NonResourceURLMatches
+with a trailing ``*``). Rules come from every ClusterRoleBinding, then the RoleBindings of the
+request's namespace (a RoleBinding may name a ClusterRole); subjects are Users, Groups and
+ServiceAccounts (``system:serviceaccount:<ns>:<name>``, a RoleBinding's subject without a
+namespace is in the binding's), as pkg/registry/rbac/validation/rule.go's ``appliesTo``.
+RBAC only allows: what no rule allows gets no opinion, and the chain forbids it.
+
+The ClusterRole aggregation controller (pkg/controller/clusterroleaggregation) is emulated
+synchronously: after every write of a ClusterRole, each ClusterRole with an ``aggregationRule``
+gets the rules of the ClusterRoles its selectors match (by name order, without duplicates).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pytest_eksid.sandbox.kubeapi.errors import ApiError, FieldError, bad_request, invalid_value, required
+from pytest_eksid.sandbox.kubeapi.request import RequestInfo
+from pytest_eksid.sandbox.kubeapi.resources import (
+    BY_PATH,
+    CLUSTERROLEBINDINGS,
+    CLUSTERROLES,
+    RBAC_GROUP,
+    ROLEBINDINGS,
+    ROLES,
+    Obj,
+    ResourceType,
+)
+from pytest_eksid.sandbox.kubeapi.selectors import selector_matches
+
+SA_PREFIX = "system:serviceaccount:"
+ALL = "*"
+
+
+class User(Protocol):
+    """Who is asking (the server's ``Caller``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+
+
+class RbacStore(Protocol):
+    """What RBAC reads from the store."""
+
+    def list(
+        self,
+        resource: str | ResourceType,
+        namespace: str | None = ...,
+        label_selector: str = ...,
+        field_selector: str = ...,
+    ) -> list[Obj]: ...
+
+    def find(self, resource: str | ResourceType, namespace: str, name: str) -> Obj | None: ...
+
+
+# -- rule matching (pkg/apis/rbac/v1/evaluation_helpers.go) --
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def verb_matches(rule: Obj, verb: str) -> bool:
+    return any(v in (ALL, verb) for v in _strings(rule.get("verbs")))
+
+
+def api_group_matches(rule: Obj, group: str) -> bool:
+    return any(g in (ALL, group) for g in _strings(rule.get("apiGroups")))
+
+
+def resource_matches(rule: Obj, combined: str, subresource: str) -> bool:
+    """``*``, the exact ``resource[/subresource]``, or ``*/<subresource>`` for a subresource request.
+    (``pods/*`` is no wildcard upstream: it matches only a subresource literally named ``*``.)"""
+    star = f"*/{subresource}" if subresource else None
+    return any(r in (ALL, combined, star) for r in _strings(rule.get("resources")))
+
+
+def resource_name_matches(rule: Obj, name: str) -> bool:
+    """No ``resourceNames`` matches any name; else the request must name one of them, so a
+    list, watch or create (no name on the request) never matches a rule with ``resourceNames``."""
+    names = _strings(rule.get("resourceNames"))
+    return not names or name in names
+
+
+def non_resource_url_matches(rule: Obj, path: str) -> bool:
+    for url in _strings(rule.get("nonResourceURLs")):
+        if url in (ALL, path) or (url.endswith("*") and path.startswith(url.rstrip("*"))):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What authorizers decide on (k8s.io/apiserver ``authorizer.Attributes``), for requests and reviews."""
+
+    verb: str
+    path: str = ""
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    resource_request: bool = False
+
+    @classmethod
+    def of(cls, info: RequestInfo) -> Attributes:
+        rt = info.resource
+        if rt is None:
+            return cls(info.verb, info.path)
+        return cls(
+            info.verb,
+            info.path,
+            rt.group,
+            rt.plural,
+            info.subresource or "",
+            info.namespace or "",
+            info.name or "",
+            True,
+        )
+
+
+def rule_allows(rule: Obj, attrs: Attributes) -> bool:
+    """RuleAllows: a resource request against resource rules, else the path against nonResourceURLs."""
+    if attrs.resource_request:
+        combined = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+        return (
+            verb_matches(rule, attrs.verb)
+            and api_group_matches(rule, attrs.group)
+            and resource_matches(rule, combined, attrs.subresource)
+            and resource_name_matches(rule, attrs.name)
+        )
+    return verb_matches(rule, attrs.verb) and non_resource_url_matches(rule, attrs.path)
+
+
+# -- subjects and rule resolution (pkg/registry/rbac/validation/rule.go) --
+
+
+def applies_to(subject: Obj, user: User, binding_namespace: str) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return bool(name == user.name)
+    if kind == "Group":
+        return name in user.groups
+    if kind == "ServiceAccount":
+        ns = subject.get("namespace") or binding_namespace
+        return bool(ns) and user.name == f"{SA_PREFIX}{ns}:{name}"
+    return False
+
+
+@dataclass(frozen=True)
+class Resolved:
+    rules: list[Obj]
+    errors: list[str]  # roles that bindings name but do not exist, as RBAC reports them
+
+
+def _qualified(rt: ResourceType) -> str:
+    return f"{rt.singular}.{rt.group}"
+
+
+class Rbac:
+    """The RBAC authorizer over ``store``; ``allows`` answers for one request."""
+
+    def __init__(self, store: RbacStore) -> None:
+        self.store = store
+
+    def _role_rules(self, ref: Obj, namespace: str, errors: list[str]) -> list[Obj]:
+        kind, name = ref.get("kind"), str(ref.get("name") or "")
+        if kind == "ClusterRole":
+            role = self.store.find(CLUSTERROLES, "", name)
+            what = f'{_qualified(CLUSTERROLES)} "{name}" not found'
+        elif kind == "Role" and namespace:
+            role = self.store.find(ROLES, namespace, name)
+            what = f'{_qualified(ROLES)} "{name}" not found'
+        else:
+            return []
+        if role is None:
+            errors.append(what)
+            return []
+        return [r for r in role.get("rules") or [] if isinstance(r, dict)]
+
+    def resolve(self, user: User, namespace: str) -> Resolved:
+        """Every rule that applies to ``user`` in ``namespace`` ("" for cluster-wide)."""
+        rules: list[Obj] = []
+        errors: list[str] = []
+        for crb in self.store.list(CLUSTERROLEBINDINGS):
+            if any(applies_to(s, user, "") for s in _subjects(crb)):
+                rules += self._role_rules(crb.get("roleRef") or {}, "", errors)
+        if namespace:
+            for rb in self.store.list(ROLEBINDINGS, namespace):
+                if any(applies_to(s, user, namespace) for s in _subjects(rb)):
+                    rules += self._role_rules(rb.get("roleRef") or {}, namespace, errors)
+        return Resolved(rules, errors)
+
+    def allows(self, user: User, attrs: Attributes) -> tuple[bool, str]:
+        """(allowed, reason): the reason of a denial names roles that bindings refer to but are
+        missing, as ``RBAC: <errors>`` (rbac.go's Authorize)."""
+        resolved = self.resolve(user, attrs.namespace)
+        if any(rule_allows(rule, attrs) for rule in resolved.rules):
+            return True, ""
+        if not resolved.errors:
+            return False, ""
+        joined = resolved.errors[0] if len(resolved.errors) == 1 else "[" + ", ".join(resolved.errors) + "]"
+        return False, f"RBAC: {joined}"
+
+
+def _subjects(binding: Obj) -> list[Obj]:
+    return [s for s in binding.get("subjects") or [] if isinstance(s, dict)]
+
+
+# -- aggregation (pkg/controller/clusterroleaggregation/clusterroleaggregation_controller.go) --
+
+
+def aggregated_rules(role: Obj, roles: Iterable[Obj]) -> list[Obj]:
+    """The rules the controller gives an aggregating ClusterRole: for each selector, the rules
+    of the matching ClusterRoles (other than itself) by name, each rule once."""
+    out: list[Obj] = []
+    ordered = sorted(roles, key=lambda r: str(r["metadata"]["name"]))
+    for selector in (role.get("aggregationRule") or {}).get("clusterRoleSelectors") or []:
+        for other in ordered:
+            if other["metadata"]["name"] == role["metadata"]["name"]:
+                continue
+            if not selector_matches(selector, other["metadata"].get("labels") or {}):
+                continue
+            for rule in other.get("rules") or []:
+                if rule not in out:
+                    out.append(copy.deepcopy(rule))
+    return out
+
+
+def aggregate(roles: list[Obj], update: Callable[[str, list[Obj]], None]) -> None:
+    """Bring every aggregating ClusterRole's rules up to date; repeated until nothing changes,
+    so chains (view -> edit -> admin) settle in one write as the controller's requeues do."""
+    for _ in range(len(roles) + 1):
+        changed = False
+        by_name = {str(r["metadata"]["name"]): r for r in roles}
+        for role in roles:
+            if not isinstance(role.get("aggregationRule"), dict):
+                continue
+            rules = aggregated_rules(role, by_name.values())
+            if rules != (role.get("rules") or []):
+                role["rules"] = rules
+                update(str(role["metadata"]["name"]), rules)
+                changed = True
+        if not changed:
+            return
+
+
+# -- validation (pkg/apis/rbac/validation/validation.go) --
+
+
+def validate_rbac(rt: ResourceType, obj: Obj) -> list[FieldError]:
+    """Field errors of a Role, ClusterRole, RoleBinding or ClusterRoleBinding."""
+    errors: list[FieldError] = []
+    if rt in (ROLES, CLUSTERROLES):
+        rules = obj.get("rules")
+        if rules is not None and not isinstance(rules, list):
+            return [invalid_value("rules", rules, "must be a list")]
+        for i, rule in enumerate(rules or []):
+            errors += _validate_rule(rule, rt is ROLES, f"rules[{i}]")
+        return errors
+    if rt in (ROLEBINDINGS, CLUSTERROLEBINDINGS):
+        ref = obj.get("roleRef")
+        if not isinstance(ref, dict):
+            return [required("roleRef")]
+        kinds = ("Role", "ClusterRole") if rt is ROLEBINDINGS else ("ClusterRole",)
+        if ref.get("apiGroup") != RBAC_GROUP:
+            errors.append(
+                (
+                    "roleRef.apiGroup",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{ref.get("apiGroup") or ""}": supported values: "{RBAC_GROUP}"',
+                )
+            )
+        if ref.get("kind") not in kinds:
+            supported = ", ".join(f'"{k}"' for k in kinds)
+            errors.append(
+                (
+                    "roleRef.kind",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{ref.get("kind") or ""}": supported values: {supported}',
+                )
+            )
+        if not ref.get("name"):
+            errors.append(required("roleRef.name"))
+        subjects = obj.get("subjects")
+        if subjects is not None and not isinstance(subjects, list):
+            return [*errors, invalid_value("subjects", subjects, "must be a list")]
+        for i, subject in enumerate(subjects or []):
+            errors += _validate_subject(subject, rt is ROLEBINDINGS, f"subjects[{i}]")
+    return errors
+
+
+def _validate_rule(rule: object, namespaced: bool, path: str) -> list[FieldError]:
+    if not isinstance(rule, dict):
+        return [invalid_value(path, rule, "must be an object")]
+    errors: list[FieldError] = []
+    if not _strings(rule.get("verbs")):
+        errors.append((f"{path}.verbs", "FieldValueRequired", "Required value: verbs must contain at least one value"))
+    urls = _strings(rule.get("nonResourceURLs"))
+    if urls:
+        if namespaced:
+            errors.append(
+                invalid_value(f"{path}.nonResourceURLs", urls, "namespaced rules cannot apply to non-resource URLs")
+            )
+        if rule.get("apiGroups") or rule.get("resources") or rule.get("resourceNames"):
+            errors.append(
+                invalid_value(
+                    f"{path}.nonResourceURLs",
+                    urls,
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                )
+            )
+        return errors
+    if not rule.get("apiGroups"):
+        errors.append(
+            (
+                f"{path}.apiGroups",
+                "FieldValueRequired",
+                "Required value: resource rules must supply at least one api group",
+            )
+        )
+    if not rule.get("resources"):
+        errors.append(
+            (
+                f"{path}.resources",
+                "FieldValueRequired",
+                "Required value: resource rules must supply at least one resource",
+            )
+        )
+    return errors
+
+
+def _validate_subject(subject: object, namespaced: bool, path: str) -> list[FieldError]:
+    if not isinstance(subject, dict):
+        return [invalid_value(path, subject, "must be an object")]
+    errors: list[FieldError] = []
+    kind, name = subject.get("kind"), subject.get("name")
+    if not name:
+        errors.append(required(f"{path}.name"))
+    if kind == "ServiceAccount":
+        if subject.get("apiGroup"):
+            errors.append(
+                (
+                    f"{path}.apiGroup",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{subject["apiGroup"]}": supported values: ""',
+                )
+            )
+        if not namespaced and not subject.get("namespace"):
+            errors.append(required(f"{path}.namespace"))
+    elif kind in ("User", "Group"):
+        if subject.get("apiGroup") != RBAC_GROUP:
+            errors.append(
+                (
+                    f"{path}.apiGroup",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{subject.get("apiGroup") or ""}": supported values: "{RBAC_GROUP}"',
+                )
+            )
+    else:
+        errors.append(
+            (
+                f"{path}.kind",
+                "FieldValueNotSupported",
+                f'Unsupported value: "{kind or ""}": supported values: "ServiceAccount", "User", "Group"',
+            )
+        )
+    return errors
+
+
+def role_ref_errors(old: Obj, new: Obj) -> list[FieldError]:
+    """roleRef is immutable (pkg/apis/rbac/validation ValidateRoleBindingUpdate)."""
+    if old.get("roleRef") != new.get("roleRef"):
+        return [invalid_value("roleRef", new.get("roleRef"), "cannot change roleRef")]
+    return []
+
+
+# -- the review APIs (pkg/registry/authorization/*, pkg/registry/authentication/selfsubjectreview) --
+
+
+def review_attributes(spec: Obj, namespace_override: str | None = None) -> tuple[Attributes, RequestInfo]:
+    """A review's ``resourceAttributes``/``nonResourceAttributes`` as authorizer attributes and the
+    ``RequestInfo`` other authorizers take; 400 unless exactly one of them is given."""
+    res, non = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    if (res is None) == (non is None) or not isinstance(res or non, dict):
+        raise ApiError(
+            422,
+            "Invalid",
+            'spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or '
+            "resourceAttributes must be specified",
+        )
+    if isinstance(non, dict):
+        attrs = Attributes(str(non.get("verb") or ""), str(non.get("path") or ""))
+        return attrs, RequestInfo(attrs.verb, attrs.path)
+    assert isinstance(res, dict)
+    group, resource = str(res.get("group") or ""), str(res.get("resource") or "")
+    version = str(res.get("version") or "")
+    namespace = str(res.get("namespace") or "") if namespace_override is None else namespace_override
+    attrs = Attributes(
+        str(res.get("verb") or ""),
+        "",
+        group,
+        resource,
+        str(res.get("subresource") or ""),
+        namespace,
+        str(res.get("name") or ""),
+        True,
+    )
+    rt = next((r for (g, _, p), r in BY_PATH.items() if (g, p) == (group, resource)), None)
+    if rt is None:  # a kind the sandbox does not serve may still be asked about
+        rt = ResourceType(group, version or "v1", resource, "", bool(namespace))
+    info = RequestInfo(attrs.verb, "", rt, namespace or None, attrs.name or None, attrs.subresource or None)
+    return attrs, info
+
+
+def access_review_status(allowed: bool, reason: str) -> Obj:
+    status: Obj = {"allowed": allowed}
+    if reason:
+        status["reason"] = reason
+    return status
+
+
+def rules_review_status(resolved: Resolved) -> Obj:
+    """SelfSubjectRulesReview's status from RBAC's rules (rbac.go's RulesFor)."""
+    resource_rules, non_resource_rules = [], []
+    for rule in resolved.rules:
+        if rule.get("resources"):
+            entry: Obj = {"verbs": _strings(rule.get("verbs"))}
+            for key in ("apiGroups", "resources", "resourceNames"):
+                if rule.get(key):
+                    entry[key] = _strings(rule.get(key))
+            resource_rules.append(entry)
+        if rule.get("nonResourceURLs"):
+            non_resource_rules.append(
+                {"verbs": _strings(rule.get("verbs")), "nonResourceURLs": _strings(rule.get("nonResourceURLs"))}
+            )
+    status: Obj = {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
+    if resolved.errors:
+        status["evaluationError"] = "; ".join(resolved.errors)
+    return status
+
+
+def user_info(name: str, groups: Iterable[str], uid: str = "", extra: Obj | None = None) -> Obj:
+    info: Obj = {"username": name}
+    if uid:
+        info["uid"] = uid
+    info["groups"] = list(groups)
+    if extra:
+        info["extra"] = extra
+    return info
+
+
+def review_body(body: object, rt: ResourceType) -> Obj:
+    if not isinstance(body, dict):
+        raise bad_request("the body of the request must be an object")
+    if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):
+        raise bad_request(f"the body must be a {rt.api_version} {rt.kind}")
+    out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"creationTimestamp": None}}
+    spec = body.get("spec")
+    out["spec"] = copy.deepcopy(spec) if isinstance(spec, dict) else {}
+    return out
+
+
+# -- the default roles every cluster has --
+# From [kubernetes/kubernetes@025f283 plugin/pkg/auth/authorizer/rbac/bootstrappolicy/testdata/cluster-roles.yaml]
+# and cluster-role-bindings.yaml, kept to the resources the sandbox serves plus what decides who
+# can create pods (workload controllers, pods/exec, serviceaccounts/token, impersonation).
+
+_RW = ["create", "delete", "deletecollection", "patch", "update"]
+_RO = ["get", "list", "watch"]
+_AUTOUPDATE = {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+_BOOTSTRAP = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+_AGG = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> Obj:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+
+
+def _cluster_role(name: str, rules: list[Obj] | None, labels: dict[str, str] | None = None, agg: str = "") -> Obj:
+    role: Obj = {
+        "metadata": {"name": name, "labels": {**_BOOTSTRAP, **(labels or {})}, "annotations": dict(_AUTOUPDATE)},
+        "rules": rules or [],
+    }
+    if agg:
+        role["aggregationRule"] = {"clusterRoleSelectors": [{"matchLabels": {f"{_AGG}{agg}": "true"}}]}
+    return role
+
+
+_PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
+
+DEFAULT_CLUSTER_ROLES: tuple[Obj, ...] = (
+    _cluster_role(
+        "cluster-admin",
+        [_rule(["*"], ["*"], ["*"]), {"nonResourceURLs": ["*"], "verbs": ["*"]}],
+    ),
+    _cluster_role("admin", None, agg="admin"),
+    _cluster_role("edit", None, {f"{_AGG}admin": "true"}, agg="edit"),
+    _cluster_role("view", None, {f"{_AGG}edit": "true"}, agg="view"),
+    _cluster_role(
+        "system:aggregate-to-admin",
+        [
+            _rule(["authorization.k8s.io"], ["localsubjectaccessreviews"], ["create"]),
+            _rule([RBAC_GROUP], ["rolebindings", "roles"], sorted([*_RW, *_RO])),
+        ],
+        {f"{_AGG}admin": "true"},
+    ),
+    _cluster_role(
+        "system:aggregate-to-edit",
+        [
+            _rule([""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets"], _RO),
+            _rule([""], ["serviceaccounts"], ["impersonate"]),
+            _rule([""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], _RW),
+            _rule([""], ["pods/eviction"], ["create"]),
+            _rule([""], ["configmaps", "events", "secrets", "serviceaccounts"], _RW),
+            _rule([""], ["serviceaccounts/token"], ["create"]),
+            _rule(
+                ["apps"],
+                [
+                    "daemonsets",
+                    "deployments",
+                    "deployments/rollback",
+                    "deployments/scale",
+                    "replicasets",
+                    "replicasets/scale",
+                    "statefulsets",
+                    "statefulsets/scale",
+                ],
+                _RW,
+            ),
+            _rule(["batch"], ["cronjobs", "jobs"], _RW),
+        ],
+        {f"{_AGG}edit": "true"},
+    ),
+    _cluster_role(
+        "system:aggregate-to-view",
+        [
+            _rule([""], ["configmaps", "pods", "serviceaccounts"], _RO),
+            _rule(
+                [""], ["events", "limitranges", "namespaces/status", "pods/log", "pods/status", "resourcequotas"], _RO
+            ),
+            _rule([""], ["namespaces"], _RO),
+            _rule(
+                ["apps"],
+                [
+                    "controllerrevisions",
+                    "daemonsets",
+                    "daemonsets/status",
+                    "deployments",
+                    "deployments/scale",
+                    "deployments/status",
+                    "replicasets",
+                    "replicasets/scale",
+                    "replicasets/status",
+                    "statefulsets",
+                    "statefulsets/scale",
+                    "statefulsets/status",
+                ],
+                _RO,
+            ),
+            _rule(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], _RO),
+        ],
+        {f"{_AGG}view": "true"},
+    ),
+    _cluster_role(
+        "system:basic-user",
+        [
+            _rule(["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], ["create"]),
+            _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
+        ],
+    ),
+    _cluster_role(
+        "system:discovery",
+        [
+            {
+                "nonResourceURLs": [
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+                "verbs": ["get"],
+            }
+        ],
+    ),
+    _cluster_role("system:public-info-viewer", [{"nonResourceURLs": _PUBLIC_URLS, "verbs": ["get"]}]),
+)
+
+
+def _binding(role: str, *groups: str) -> Obj:
+    return {
+        "metadata": {"name": role, "labels": dict(_BOOTSTRAP), "annotations": dict(_AUTOUPDATE)},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": g} for g in groups],
+    }
+
+
+DEFAULT_CLUSTER_ROLE_BINDINGS: tuple[Obj, ...] = (
+    _binding("cluster-admin", "system:masters"),
+    _binding("system:basic-user", "system:authenticated"),
+    _binding("system:discovery", "system:authenticated"),
+    _binding("system:public-info-viewer", "system:authenticated", "system:unauthenticated"),
+)
+
+
+class RbacHost(RbacStore, Protocol):
+    """The store RBAC installs itself into: creates the defaults, reconciles aggregation."""
+
+    on_change: list[Callable[[ResourceType], None]]
+
+    def create(self, resource: str | ResourceType, namespace: str, obj: Obj, *, dry_run: bool = ...) -> Obj: ...
+
+    def update(self, resource: str | ResourceType, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj: ...
+
+
+def install(store: RbacHost) -> None:
+    """Seed the default ClusterRoles and bindings (those missing) and run aggregation on every
+    ClusterRole write from now on."""
+
+    def reconcile(rt: ResourceType) -> None:
+        if rt is not CLUSTERROLES:
+            return
+
+        def write(name: str, rules: list[Obj]) -> None:
+            store.update(CLUSTERROLES, "", name, lambda role: role.__setitem__("rules", copy.deepcopy(rules)))
+
+        aggregate(store.list(CLUSTERROLES), write)
+
+    store.on_change.append(reconcile)
+    for rt, objs in ((CLUSTERROLES, DEFAULT_CLUSTER_ROLES), (CLUSTERROLEBINDINGS, DEFAULT_CLUSTER_ROLE_BINDINGS)):
+        for obj in objs:
+            if store.find(rt, "", obj["metadata"]["name"]) is None:
+                store.create(rt, "", copy.deepcopy(obj))
