@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pytest_eksid.sandbox.kubeapi.errors import ApiError, FieldError, bad_request, invalid_value, required
-from pytest_eksid.sandbox.kubeapi.request import RequestInfo
+from pytest_eksid.sandbox.kubeapi.protobuf import PROTOBUF, PbSchema, _pb_fields, _pb_message
+from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo
 from pytest_eksid.sandbox.kubeapi.resources import (
     BY_PATH,
     CLUSTERROLEBINDINGS,
@@ -461,7 +462,49 @@ def user_info(name: str, groups: Iterable[str], uid: str = "", extra: Obj | None
     return info
 
 
-def review_body(body: object, rt: ResourceType) -> Obj:
+# kubectl's ``auth can-i`` and ``auth whoami`` post protobuf; the field numbers are
+# [kubernetes/kubernetes@0612003 staging/src/k8s.io/api/authorization/v1/generated.proto] and
+# authentication/v1's (SelfSubjectReview: metadata 1, status 2).
+_PB_RESOURCE_ATTRIBUTES: PbSchema = {
+    n + 1: (f, "string")
+    for n, f in enumerate(("namespace", "verb", "group", "version", "resource", "subresource", "name"))
+}
+_PB_NON_RESOURCE_ATTRIBUTES: PbSchema = {1: ("path", "string"), 2: ("verb", "string")}
+_PB_SSAR_SPEC: PbSchema = {
+    1: ("resourceAttributes", _PB_RESOURCE_ATTRIBUTES),
+    2: ("nonResourceAttributes", _PB_NON_RESOURCE_ATTRIBUTES),
+}
+_PB_SAR_SPEC: PbSchema = {**_PB_SSAR_SPEC, 3: ("user", "string"), 4: ("groups", "strings"), 6: ("uid", "string")}
+REVIEW_PROTOBUF: dict[tuple[str, str], PbSchema] = {
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {2: ("spec", _PB_SSAR_SPEC)},
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): {2: ("spec", _PB_SAR_SPEC)},
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): {2: ("spec", _PB_SAR_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {2: ("spec", {1: ("namespace", "string")})},
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {},
+}
+
+
+def _review_protobuf(body: bytes) -> Obj:
+    """A review in the Kubernetes protobuf envelope (``k8s\\0`` + runtime.Unknown{typeMeta, raw})."""
+    try:
+        if not body.startswith(b"k8s\x00"):
+            raise ValueError("no Kubernetes envelope")
+        unknown = dict(_pb_fields(body[4:]))
+        type_meta, raw = unknown.get(1, b""), unknown.get(2, b"")
+        if not isinstance(type_meta, bytes) or not isinstance(raw, bytes):
+            raise ValueError("malformed envelope")
+        tm = _pb_message(type_meta, {1: ("apiVersion", "string"), 2: ("kind", "string")})
+        schema = REVIEW_PROTOBUF.get((tm.get("apiVersion", ""), tm.get("kind", "")))
+        if schema is None:
+            raise ValueError(f"not a review: {tm.get('apiVersion')} {tm.get('kind')}")
+        return {**tm, **_pb_message(raw, schema)}
+    except (IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid {PROTOBUF}: {exc}") from None
+
+
+def review_body(req: Request, rt: ResourceType) -> Obj:
+    """The posted review (JSON, YAML or protobuf) reduced to kind, apiVersion and spec."""
+    body = _review_protobuf(req.body) if req.content_type == PROTOBUF else req.json()
     if not isinstance(body, dict):
         raise bad_request("the body of the request must be an object")
     if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):

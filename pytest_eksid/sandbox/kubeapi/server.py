@@ -341,7 +341,7 @@ class KubeApiServer:
         assert rt is not None
         if req.method != "POST" or info.name is not None:
             raise method_not_allowed()
-        review = review_body(req.json(), rt)
+        review = review_body(req, rt)
         spec = review["spec"]
         if rt.kind == "SelfSubjectReview":
             review.pop("spec")
