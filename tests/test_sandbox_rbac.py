@@ -567,5 +567,12 @@ subjects:
     assert kubectl("bob", "auth", "can-i", "get", "secrets/deploy-key").stdout.strip() == "yes"
     assert kubectl("bob", "auth", "can-i", "get", "secrets/other").stdout.strip() == "no"
     assert kubectl("bob", "auth", "can-i", "list", "secrets").stdout.strip() == "no"
-    listed = kubectl("admin", "get", "rolebindings", "-o", "name")
-    assert "rolebinding.rbac.authorization.k8s.io/bob-deploys" in listed.stdout.split()
+    wide = kubectl("admin", "get", "rolebinding", "bob-deploys", "-o", "wide")
+    header, row = (line.split() for line in wide.stdout.splitlines())
+    assert header == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    assert (row[:2], row[3:]) == (["bob-deploys", "Role/deployer"], ["bob"])
+    roles = kubectl("bob", "get", "clusterroles")
+    assert roles.stderr.strip() == (
+        'Error from server (Forbidden): clusterroles.rbac.authorization.k8s.io is forbidden: User "bob" cannot list '
+        'resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope'
+    )
