@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
-from pytest_eksid.sandbox.kubeapi.rbac import Attributes, Rbac, rule_allows
+from pytest_eksid.sandbox.kubeapi.rbac import Attributes, Rbac, install, rule_allows
 from pytest_eksid.sandbox.kubeapi.server import Caller
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
@@ -125,7 +125,7 @@ def _sa(name: str, ns: str | None = None) -> dict[str, str]:
 @pytest.fixture
 def rbac() -> tuple[Store, Rbac]:
     store = _store()
-    KubeApiServer(store, log_reader=lambda ns, name, pod: "", tls=False)  # seeds the defaults
+    install(store)  # the default roles and aggregation, as KubeApiServer does
     return store, Rbac(store)
 
 
