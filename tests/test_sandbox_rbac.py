@@ -401,13 +401,17 @@ def _ssar(attrs: dict[str, Any], key: str = "resourceAttributes") -> dict[str, A
 def test_review_apis(api: Api) -> None:
     ssar = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
     code, body = api("alice", "POST", ssar, _ssar({"namespace": NS, "verb": "list", "resource": "pods"}))
-    assert (code, body["status"]) == (201, {"allowed": True})
+    reason = 'RBAC: allowed by RoleBinding "alice-reads/team-a" of Role "pod-reader" to User "alice"'
+    assert (code, body["status"]) == (201, {"allowed": True, "reason": reason})
     code, body = api(
         "alice", "POST", ssar, _ssar({"namespace": NS, "verb": "get", "resource": "jobs", "group": "batch"})
     )
     assert body["status"] == {"allowed": False}
     code, body = api("alice", "POST", ssar, _ssar({"verb": "get", "path": "/version"}, "nonResourceAttributes"))
-    assert body["status"] == {"allowed": True}
+    assert body["status"]["reason"] == (
+        'RBAC: allowed by ClusterRoleBinding "system:discovery" of ClusterRole "system:discovery" '
+        'to Group "system:authenticated"'
+    )
     assert api("alice", "POST", ssar, {"spec": {}})[0] == 422
     # SubjectAccessReview: about someone else, needs its own permission (admin has it).
     sar = {
@@ -420,7 +424,8 @@ def test_review_apis(api: Api) -> None:
         },
     }
     assert api("admin", "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar)[1]["status"] == {
-        "allowed": True
+        "allowed": True,
+        "reason": 'RBAC: allowed by RoleBinding "alice-reads/team-a" of Role "pod-reader" to User "alice"',
     }
     assert api("alice", "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", sar)[0] == 403
     code, body = api(

@@ -18,6 +18,7 @@ gets the rules of the ClusterRoles its selectors match (by name order, without d
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -162,7 +163,27 @@ def applies_to(subject: Obj, user: User, binding_namespace: str) -> bool:
 @dataclass(frozen=True)
 class Resolved:
     rules: list[Obj]
+    sources: list[str]  # per rule, the binding that grants it (rule.go's describers)
     errors: list[str]  # roles that bindings name but do not exist, as RBAC reports them
+
+
+def _describe_subject(subject: Obj, binding_namespace: str) -> str:
+    kind, name = str(subject.get("kind") or ""), str(subject.get("name") or "")
+    if kind == "ServiceAccount":
+        name = f"{name}/{subject.get('namespace') or binding_namespace}"
+    return f"{kind} {json.dumps(name)}"
+
+
+def _describe(binding: Obj, subject: Obj, namespace: str) -> str:
+    """As pkg/registry/rbac/validation/rule.go's (cluster)roleBindingDescriber."""
+    ref = binding.get("roleRef") or {}
+    name = str(binding["metadata"]["name"])
+    kind = "RoleBinding" if namespace else "ClusterRoleBinding"
+    shown = f"{name}/{namespace}" if namespace else name
+    return (
+        f"{kind} {json.dumps(shown)} of {ref.get('kind', '')} {json.dumps(str(ref.get('name', '')))} "
+        f"to {_describe_subject(subject, namespace)}"
+    )
 
 
 def _qualified(rt: ResourceType) -> str:
@@ -193,22 +214,27 @@ class Rbac:
     def resolve(self, user: User, namespace: str) -> Resolved:
         """Every rule that applies to ``user`` in ``namespace`` ("" for cluster-wide)."""
         rules: list[Obj] = []
+        sources: list[str] = []
         errors: list[str] = []
-        for crb in self.store.list(CLUSTERROLEBINDINGS):
-            if any(applies_to(s, user, "") for s in _subjects(crb)):
-                rules += self._role_rules(crb.get("roleRef") or {}, "", errors)
+        bindings = [(b, "") for b in self.store.list(CLUSTERROLEBINDINGS)]
         if namespace:
-            for rb in self.store.list(ROLEBINDINGS, namespace):
-                if any(applies_to(s, user, namespace) for s in _subjects(rb)):
-                    rules += self._role_rules(rb.get("roleRef") or {}, namespace, errors)
-        return Resolved(rules, errors)
+            bindings += [(b, namespace) for b in self.store.list(ROLEBINDINGS, namespace)]
+        for binding, ns in bindings:
+            subject = next((s for s in _subjects(binding) if applies_to(s, user, ns)), None)
+            if subject is None:
+                continue
+            granted = self._role_rules(binding.get("roleRef") or {}, ns, errors)
+            rules += granted
+            sources += [_describe(binding, subject, ns)] * len(granted)
+        return Resolved(rules, sources, errors)
 
     def allows(self, user: User, attrs: Attributes) -> tuple[bool, str]:
-        """(allowed, reason): the reason of a denial names roles that bindings refer to but are
-        missing, as ``RBAC: <errors>`` (rbac.go's Authorize)."""
+        """(allowed, reason), as rbac.go's Authorize: ``RBAC: allowed by <binding>`` or, for a
+        denial, the roles that bindings refer to but are missing, ``RBAC: <errors>``."""
         resolved = self.resolve(user, attrs.namespace)
-        if any(rule_allows(rule, attrs) for rule in resolved.rules):
-            return True, ""
+        for rule, source in zip(resolved.rules, resolved.sources, strict=True):
+            if rule_allows(rule, attrs):
+                return True, f"RBAC: allowed by {source}"
         if not resolved.errors:
             return False, ""
         joined = resolved.errors[0] if len(resolved.errors) == 1 else "[" + ", ".join(resolved.errors) + "]"
