@@ -32,6 +32,9 @@ NS = "team-a"
 OTHER = "team-b"
 ALICE = Caller("alice", ("dev", "system:authenticated"))
 BOB = Caller("bob", ("system:authenticated",))
+CAROL = Caller("carol", ("system:authenticated",))  # writes RBAC in THIRD (escalation)
+ERIN = Caller("erin", ("system:authenticated",))  # granted by kubectl create -f
+THIRD = "team-c"
 RUNNER = Caller(
     f"system:serviceaccount:{NS}:runner",
     ("system:serviceaccounts", f"system:serviceaccounts:{NS}", "system:authenticated"),
@@ -96,7 +99,7 @@ def test_rule_matching(rule: dict[str, Any], attrs: Attributes, expected: bool) 
 
 def _store() -> Store:
     store = Store()
-    for ns in (NS, OTHER):
+    for ns in (NS, OTHER, THIRD):
         store.create("namespaces", "", {"metadata": {"name": ns}})
     return store
 
@@ -254,7 +257,7 @@ def api() -> Iterator[Api]:
     store = _store()
     server = KubeApiServer(store, log_reader=lambda ns, name, pod: "")
     tokens = {"admin": server.token}
-    for who, caller in (("alice", ALICE), ("bob", BOB), ("runner", RUNNER)):
+    for who, caller in (("alice", ALICE), ("bob", BOB), ("carol", CAROL), ("erin", ERIN), ("runner", RUNNER)):
         tokens[who] = secrets.token_urlsafe(16)
         server.static_tokens[tokens[who]] = caller
     store.create("serviceaccounts", NS, {"metadata": {"name": "runner"}})
@@ -555,29 +558,121 @@ rules:
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: bob-deploys, namespace: {NS}}}
+metadata: {{name: erin-deploys, namespace: {NS}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: deployer}}
 subjects:
-- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: erin}}
 """
-    assert kubectl("bob", "auth", "can-i", "create", "deployments").stdout.strip() == "no"
+    assert kubectl("erin", "auth", "can-i", "create", "deployments").stdout.strip() == "no"
     created = kubectl("admin", "create", "-f", "-", stdin=manifest)
     assert created.returncode == 0, created.stderr
     assert created.stdout.split("\n")[:2] == [
         "role.rbac.authorization.k8s.io/deployer created",
-        "rolebinding.rbac.authorization.k8s.io/bob-deploys created",
+        "rolebinding.rbac.authorization.k8s.io/erin-deploys created",
     ]
-    assert kubectl("bob", "auth", "can-i", "create", "deployments").stdout.strip() == "yes"
-    assert kubectl("bob", "auth", "can-i", "patch", "deployments", "--subresource", "scale").stdout.strip() == "yes"
-    assert kubectl("bob", "auth", "can-i", "get", "secrets/deploy-key").stdout.strip() == "yes"
-    assert kubectl("bob", "auth", "can-i", "get", "secrets/other").stdout.strip() == "no"
-    assert kubectl("bob", "auth", "can-i", "list", "secrets").stdout.strip() == "no"
-    wide = kubectl("admin", "get", "rolebinding", "bob-deploys", "-o", "wide")
+    assert kubectl("erin", "auth", "can-i", "create", "deployments").stdout.strip() == "yes"
+    assert kubectl("erin", "auth", "can-i", "patch", "deployments", "--subresource", "scale").stdout.strip() == "yes"
+    assert kubectl("erin", "auth", "can-i", "get", "secrets/deploy-key").stdout.strip() == "yes"
+    assert kubectl("erin", "auth", "can-i", "get", "secrets/other").stdout.strip() == "no"
+    assert kubectl("erin", "auth", "can-i", "list", "secrets").stdout.strip() == "no"
+    wide = kubectl("admin", "get", "rolebinding", "erin-deploys", "-o", "wide")
     header, row = (line.split() for line in wide.stdout.splitlines())
     assert header == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
-    assert (row[:2], row[3:]) == (["bob-deploys", "Role/deployer"], ["bob"])
+    assert (row[:2], row[3:]) == (["erin-deploys", "Role/deployer"], ["erin"])
     roles = kubectl("bob", "get", "clusterroles")
     assert roles.stderr.strip() == (
         'Error from server (Forbidden): clusterroles.rbac.authorization.k8s.io is forbidden: User "bob" cannot list '
         'resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope'
     )
+
+
+def test_kubectl_with_the_runners_rbac(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """deploy/rbac.yaml as shipped grants the in-cluster runner exactly its verbs, through the
+    ServiceAccount subject of its ClusterRoleBinding."""
+    applied = kubectl("admin", "apply", "-f", str(Path(__file__).parent.parent / "deploy" / "rbac.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    runner = "system:serviceaccount:pytest-eksid:pytest-eksid-runner"
+
+    def can(*args: str) -> str:
+        out = kubectl("admin", "auth", "can-i", *args, "--as", runner)
+        return out.stdout.strip()
+
+    assert can("create", "pods", "-n", NS) == "yes"
+    assert can("create", "pods", "--subresource", "exec", "-n", OTHER) == "yes"
+    assert can("get", "pods", "--subresource", "log", "-n", NS) == "yes"
+    assert can("list", "secrets", "-A") == "yes"
+    assert can("get", "secrets", "-n", NS) == "no"
+    assert can("update", "pods", "-n", NS) == "no"
+    assert can("list", "nodes") == "yes"
+    assert can("create", "rolebindings", "-n", NS) == "no"
+    assert can("get", "daemonsets.apps", "-n", "kube-system") == "yes"
+    # Another ServiceAccount of the same name elsewhere gets nothing.
+    other = kubectl(
+        "admin", "auth", "can-i", "list", "nodes", "--as", f"system:serviceaccount:{NS}:pytest-eksid-runner"
+    )
+    assert other.stdout.strip() == "no"
+
+
+def test_no_escalation_through_roles_and_bindings(api: Api) -> None:
+    """A user who may write roles and bindings may grant only what they hold (escalation_check.go)."""
+    roles = f"/apis/{RBAC}/v1/namespaces/{THIRD}/roles"
+    bindings = f"/apis/{RBAC}/v1/namespaces/{THIRD}/rolebindings"
+    api(
+        "admin",
+        "POST",
+        roles,
+        {
+            "metadata": {"name": "rbac-writer"},
+            "rules": [_rule(["create", "update", "patch"], ["roles", "rolebindings"], [RBAC])],
+        },
+    )
+    api("admin", "POST", bindings, _binding("RoleBinding", "carol-writes-rbac", "Role", "rbac-writer", _user("carol")))
+    api("admin", "POST", roles, {"metadata": {"name": "pod-reader"}, "rules": [_rule(["get", "list"], ["pods"])]})
+    api("admin", "POST", bindings, _binding("RoleBinding", "carol-reads", "Role", "pod-reader", _user("carol")))
+    # carol holds pods get/list and the rbac-writer rules: she may grant those.
+    code, _ = api("carol", "POST", roles, {"metadata": {"name": "sub-reader"}, "rules": [_rule(["get"], ["pods"])]})
+    assert code == 201
+    code, body = api(
+        "carol",
+        "POST",
+        roles,
+        {"metadata": {"name": "more"}, "rules": [_rule(["get", "create", "delete"], ["pods", "secrets"])]},
+    )
+    assert (code, body["message"]) == (
+        403,
+        'roles.rbac.authorization.k8s.io "more" is forbidden: user "carol" (groups=["system:authenticated"]) '
+        "is attempting to grant RBAC permissions not currently held:\n"
+        '{APIGroups:[""], Resources:["pods"], Verbs:["create" "delete"]}\n'
+        '{APIGroups:[""], Resources:["secrets"], Verbs:["get" "create" "delete"]}',
+    )
+    assert body["details"] == {"name": "more", "group": RBAC, "kind": "roles"}
+    # Binding: the bound role's rules must be held, unless "bind" is granted on it.
+    code, body = api(
+        "carol", "POST", bindings, _binding("RoleBinding", "dave-edit", "ClusterRole", "edit", _user("dave"))
+    )
+    assert code == 403
+    assert body["message"].startswith('rolebindings.rbac.authorization.k8s.io "dave-edit" is forbidden: user "carol"')
+    code, _ = api("carol", "POST", bindings, _binding("RoleBinding", "dave-reads", "Role", "sub-reader", _user("dave")))
+    assert code == 201
+    api(
+        "admin",
+        "POST",
+        roles,
+        {
+            "metadata": {"name": "edit-binder"},
+            "rules": [_rule(["bind"], ["clusterroles"], [RBAC], resourceNames=["edit"])],
+        },
+    )
+    api("admin", "POST", bindings, _binding("RoleBinding", "carol-binds-edit", "Role", "edit-binder", _user("carol")))
+    code, _ = api("carol", "POST", bindings, _binding("RoleBinding", "dave-edit", "ClusterRole", "edit", _user("dave")))
+    assert code == 201
+    # A patch is judged on its result.
+    code, body = api(
+        "carol",
+        "PATCH",
+        f"{roles}/sub-reader",
+        {"rules": [_rule(["get"], ["pods"]), _rule(["list"], ["secrets"])]},
+        {"Content-Type": "application/merge-patch+json"},
+    )
+    assert code == 403
+    assert body["message"].endswith('{APIGroups:[""], Resources:["secrets"], Verbs:["list"]}')

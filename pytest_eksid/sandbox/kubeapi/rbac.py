@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from pytest_eksid.sandbox.kubeapi.errors import ApiError, FieldError, bad_request, invalid_value, required
+from pytest_eksid.sandbox.kubeapi.errors import ApiError, FieldError, bad_request, invalid_value, not_found, required
 from pytest_eksid.sandbox.kubeapi.protobuf import PROTOBUF, PbSchema, _pb_fields, _pb_message
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo
 from pytest_eksid.sandbox.kubeapi.resources import (
@@ -240,9 +240,144 @@ class Rbac:
         joined = resolved.errors[0] if len(resolved.errors) == 1 else "[" + ", ".join(resolved.errors) + "]"
         return False, f"RBAC: {joined}"
 
+    def confirm_no_escalation(
+        self, user: User, rt: ResourceType, namespace: str, obj: Obj, authorized: Callable[[RequestInfo], bool]
+    ) -> None:
+        """Refuse (403) a Role/ClusterRole or binding write that grants more than ``user`` holds,
+        unless ``authorized`` allows ``escalate`` on the role (``bind`` on the bound role), as
+        the RBAC registry's policy-based storage does. ``system:masters`` never reaches here."""
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if rt in (ROLES, CLUSTERROLES):
+            if authorized(RequestInfo("escalate", "", rt, namespace or None, name or None)):
+                return
+            if rt is CLUSTERROLES and obj.get("aggregationRule") is not None:
+                raise _forbidden(rt, name, "must have cluster-admin privileges to use the aggregationRule")
+            rules = [r for r in obj.get("rules") or [] if isinstance(r, dict)]
+        elif rt in (ROLEBINDINGS, CLUSTERROLEBINDINGS):
+            ref = obj.get("roleRef") if isinstance(obj.get("roleRef"), dict) else {}
+            assert isinstance(ref, dict)
+            target = ROLES if ref.get("kind") == "Role" else CLUSTERROLES
+            role_name = str(ref.get("name") or "")
+            if authorized(RequestInfo("bind", "", target, namespace or None, role_name or None)):
+                return
+            role = self.store.find(target, namespace if target is ROLES else "", role_name)
+            if role is None:
+                raise not_found(target, role_name)
+            rules = [r for r in role.get("rules") or [] if isinstance(r, dict)]
+        else:
+            return
+        owned = self.resolve(user, namespace)
+        missing = uncovered(owned.rules, rules)
+        if missing:
+            raise _forbidden(rt, name, escalation_message(user, missing, owned.errors))
+
+
+def _forbidden(rt: ResourceType, name: str, why: str) -> ApiError:
+    return ApiError(
+        403, "Forbidden", f'{rt.qualified} "{name}" is forbidden: {why}', kind=rt.plural, group=rt.group, name=name
+    )
+
 
 def _subjects(binding: Obj) -> list[Obj]:
     return [s for s in binding.get("subjects") or [] if isinstance(s, dict)]
+
+
+# -- escalation prevention (pkg/registry/rbac/{role,clusterrole,rolebinding,clusterrolebinding}/policybased,
+#    pkg/registry/rbac/validation/policy_comparator.go and escalation_check.go) --
+
+
+def breakdown(rule: Obj) -> list[Obj]:
+    """One rule per group x resource x verb (x name), and per URL x verb (BreakdownRule)."""
+    out: list[Obj] = []
+    verbs, names = _strings(rule.get("verbs")), _strings(rule.get("resourceNames"))
+    for group in _strings(rule.get("apiGroups")):
+        for resource in _strings(rule.get("resources")):
+            for verb in verbs:
+                base: Obj = {"apiGroups": [group], "resources": [resource], "verbs": [verb]}
+                out += [{**base, "resourceNames": [n]} for n in names] if names else [base]
+    for url in _strings(rule.get("nonResourceURLs")):
+        out += [{"nonResourceURLs": [url], "verbs": [verb]} for verb in verbs]
+    return out
+
+
+def _resources_cover(owned: list[str], wanted: list[str]) -> bool:
+    if ALL in owned:
+        return True
+    return all(r in owned or ("/" in r and f"*/{r.split('/', 1)[1]}" in owned) for r in wanted)
+
+
+def _urls_cover(owned: list[str], wanted: list[str]) -> bool:
+    return all(any(o == w or (o.endswith("*") and w.startswith(o.rstrip("*"))) for o in owned) for w in wanted)
+
+
+def rule_covers(owner: Obj, sub: Obj) -> bool:
+    """ruleCovers: ``owner`` grants everything ``sub`` (a broken-down rule) grants."""
+    o_verbs, o_groups, o_names = (_strings(owner.get(k)) for k in ("verbs", "apiGroups", "resourceNames"))
+    s_names = _strings(sub.get("resourceNames"))
+    return (
+        (ALL in o_verbs or set(_strings(sub.get("verbs"))) <= set(o_verbs))
+        and (ALL in o_groups or set(_strings(sub.get("apiGroups"))) <= set(o_groups))
+        and _resources_cover(_strings(owner.get("resources")), _strings(sub.get("resources")))
+        and _urls_cover(_strings(owner.get("nonResourceURLs")), _strings(sub.get("nonResourceURLs")))
+        and (not o_names or (bool(s_names) and set(s_names) <= set(o_names)))
+    )
+
+
+def uncovered(owner_rules: list[Obj], rules: Iterable[Obj]) -> list[Obj]:
+    """Covers' missing rights: the broken-down ``rules`` no owner rule covers."""
+    return [sub for rule in rules for sub in breakdown(rule) if not any(rule_covers(o, sub) for o in owner_rules)]
+
+
+def _go_strings(values: list[str]) -> str:
+    return "[" + " ".join(json.dumps(v) for v in values) + "]"
+
+
+def compact_string(rule: Obj) -> str:
+    """rbacv1helpers.CompactString: ``{APIGroups:["apps"], Resources:["deployments"], Verbs:["create"]}``."""
+    parts = [
+        f"{label}:{_go_strings(_strings(rule.get(key)))}"
+        for label, key in (
+            ("APIGroups", "apiGroups"),
+            ("Resources", "resources"),
+            ("NonResourceURLs", "nonResourceURLs"),
+            ("ResourceNames", "resourceNames"),
+            ("Verbs", "verbs"),
+        )
+        if rule.get(key)
+    ]
+    return "{" + ", ".join(parts) + "}"
+
+
+def compact(rules: list[Obj]) -> list[Obj]:
+    """CompactRules: simple rules (one group, one resource, at most one name) differing only by verb merge."""
+    out: list[Obj] = []
+    simple: dict[tuple[str, str, str | None], Obj] = {}
+    for rule in rules:
+        names = _strings(rule.get("resourceNames"))
+        if rule.get("nonResourceURLs") or len(names) > 1 or len(rule.get("apiGroups") or []) != 1:
+            out.append(rule)
+            continue
+        if len(rule.get("resources") or []) != 1:
+            out.append(rule)
+            continue
+        key = (rule["apiGroups"][0], rule["resources"][0], names[0] if names else None)
+        if key in simple:
+            simple[key]["verbs"] = [*simple[key]["verbs"], *_strings(rule.get("verbs"))]
+        else:
+            simple[key] = copy.deepcopy(rule)
+    return out + list(simple.values())
+
+
+def escalation_message(user: User, missing: list[Obj], errors: list[str]) -> str:
+    """ConfirmNoEscalation's error, as the registry puts it inside NewForbidden."""
+    described = "\n".join(sorted({compact_string(r) for r in compact(missing)}))
+    message = (
+        f"user {json.dumps(user.name)} (groups={_go_strings(list(user.groups))}) is attempting to grant RBAC "
+        f"permissions not currently held:\n{described}"
+    )
+    if errors:
+        message += f"; resolution errors: [{', '.join(errors)}]"
+    return message
 
 
 # -- aggregation (pkg/controller/clusterroleaggregation/clusterroleaggregation_controller.go) --

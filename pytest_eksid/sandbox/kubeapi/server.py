@@ -48,6 +48,7 @@ from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo, Response,
 from pytest_eksid.sandbox.kubeapi.resources import (
     BY_PATH,
     PODS,
+    RBAC_GROUP,
     REVIEWS,
     SERVICEACCOUNTS,
     Obj,
@@ -264,6 +265,12 @@ class KubeApiServer:
         self.authorize(caller, info)
         if info.resource in REVIEWS:
             return self._review(req, caller, info)
+        if (
+            info.resource is not None
+            and info.resource.group == RBAC_GROUP
+            and info.verb in ("create", "update", "patch")
+        ):
+            self._confirm_no_escalation(req, caller, info, info.resource)
         return self.route(req, info, handler)
 
     def authenticate(self, req: Request) -> Caller:
@@ -334,6 +341,21 @@ class KubeApiServer:
         if user != "system:anonymous" and not {"system:authenticated", "system:unauthenticated"} & set(groups):
             groups.append("system:authenticated")
         return Caller(user, tuple(groups), uid)
+
+    def _confirm_no_escalation(self, req: Request, caller: Caller, info: RequestInfo, rt: ResourceType) -> None:
+        """A write of a role or binding may grant only what the caller holds (or may escalate/bind)."""
+        if PRIVILEGED_GROUP in caller.groups:
+            return
+        ns = info.namespace or ""
+        if info.verb in ("create", "update"):
+            obj = req.json()
+        else:
+            patch_type = PATCH_TYPES.get(req.content_type)
+            if patch_type is None or info.name is None:
+                return  # route answers 415
+            obj = self.store.patch(rt, ns, info.name, req.json(), patch_type, dry_run=True)
+        if isinstance(obj, dict):
+            self.rbac.confirm_no_escalation(caller, rt, ns, obj, lambda check: self.allowed(caller, check))
 
     def _review(self, req: Request, caller: Caller, info: RequestInfo) -> Response:
         """The create-only review APIs: access reviews, rules review, SelfSubjectReview."""
