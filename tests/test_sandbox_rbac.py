@@ -161,6 +161,13 @@ def test_bindings_subjects_and_scopes(rbac: tuple[Store, Rbac]) -> None:
     assert allowed(RUNNER, _res("create", "pods")) is False
     assert allowed(RUNNER, _res("list", "nodes", ns="")) is True
     assert allowed(Caller(f"system:serviceaccount:{OTHER}:runner", ()), _res("list", "nodes", ns="")) is False
+    # A RoleBinding may name another namespace's ServiceAccount: it grants that one, here.
+    store.create(
+        "rolebindings", NS, _binding("RoleBinding", "b-runner-reads", "Role", "pod-reader", _sa("runner", OTHER))
+    )
+    other_runner = Caller(f"system:serviceaccount:{OTHER}:runner", ())
+    assert allowed(other_runner, _res("list", "pods")) is True
+    assert allowed(other_runner, _res("list", "pods", ns=OTHER)) is False
     # Everybody authenticated may discover and review themselves (system:discovery, system:basic-user).
     assert allowed(BOB, _url("get", "/apis/apps/v1")) is True
     assert allowed(BOB, _res("create", "selfsubjectaccessreviews", group="authorization.k8s.io", ns="")) is True
