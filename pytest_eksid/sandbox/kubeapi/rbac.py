@@ -704,107 +704,75 @@ def _cluster_role(name: str, rules: list[Obj] | None, labels: dict[str, str] | N
 
 _PUBLIC_URLS = ["/healthz", "/livez", "/readyz", "/version", "/version/"]
 
+
+def _r(groups: str, resources: str, verbs: list[str] | str) -> Obj:
+    """A rule from space-separated groups (``-`` for core) and resources."""
+    return _rule(
+        ["" if g == "-" else g for g in groups.split()],
+        resources.split(),
+        verbs.split() if isinstance(verbs, str) else verbs,
+    )
+
+
+_DISCOVERY_URLS = ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz"]
+_DISCOVERY_URLS += ["/version", "/version/"]
+
 DEFAULT_CLUSTER_ROLES: tuple[Obj, ...] = (
-    _cluster_role(
-        "cluster-admin",
-        [_rule(["*"], ["*"], ["*"]), {"nonResourceURLs": ["*"], "verbs": ["*"]}],
-    ),
+    _cluster_role("cluster-admin", [_r("*", "*", "*"), {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
     _cluster_role("admin", None, agg="admin"),
     _cluster_role("edit", None, {f"{_AGG}admin": "true"}, agg="edit"),
     _cluster_role("view", None, {f"{_AGG}edit": "true"}, agg="view"),
     _cluster_role(
         "system:aggregate-to-admin",
         [
-            _rule(["authorization.k8s.io"], ["localsubjectaccessreviews"], ["create"]),
-            _rule([RBAC_GROUP], ["rolebindings", "roles"], sorted([*_RW, *_RO])),
+            _r("authorization.k8s.io", "localsubjectaccessreviews", "create"),
+            _r(RBAC_GROUP, "rolebindings roles", sorted([*_RW, *_RO])),
         ],
         {f"{_AGG}admin": "true"},
     ),
     _cluster_role(
         "system:aggregate-to-edit",
         [
-            _rule([""], ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets"], _RO),
-            _rule([""], ["serviceaccounts"], ["impersonate"]),
-            _rule([""], ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], _RW),
-            _rule([""], ["pods/eviction"], ["create"]),
-            _rule([""], ["configmaps", "events", "secrets", "serviceaccounts"], _RW),
-            _rule([""], ["serviceaccounts/token"], ["create"]),
-            _rule(
-                ["apps"],
-                [
-                    "daemonsets",
-                    "deployments",
-                    "deployments/rollback",
-                    "deployments/scale",
-                    "replicasets",
-                    "replicasets/scale",
-                    "statefulsets",
-                    "statefulsets/scale",
-                ],
+            _r("-", "pods/attach pods/exec pods/portforward pods/proxy secrets", _RO),
+            _r("-", "serviceaccounts", "impersonate"),
+            _r("-", "pods pods/attach pods/exec pods/portforward pods/proxy", _RW),
+            _r("-", "pods/eviction", "create"),
+            _r("-", "configmaps events secrets serviceaccounts", _RW),
+            _r("-", "serviceaccounts/token", "create"),
+            _r(
+                "apps",
+                "daemonsets deployments deployments/rollback deployments/scale replicasets replicasets/scale "
+                "statefulsets statefulsets/scale",
                 _RW,
             ),
-            _rule(["batch"], ["cronjobs", "jobs"], _RW),
+            _r("batch", "cronjobs jobs", _RW),
         ],
         {f"{_AGG}edit": "true"},
     ),
     _cluster_role(
         "system:aggregate-to-view",
         [
-            _rule([""], ["configmaps", "pods", "serviceaccounts"], _RO),
-            _rule(
-                [""], ["events", "limitranges", "namespaces/status", "pods/log", "pods/status", "resourcequotas"], _RO
-            ),
-            _rule([""], ["namespaces"], _RO),
-            _rule(
-                ["apps"],
-                [
-                    "controllerrevisions",
-                    "daemonsets",
-                    "daemonsets/status",
-                    "deployments",
-                    "deployments/scale",
-                    "deployments/status",
-                    "replicasets",
-                    "replicasets/scale",
-                    "replicasets/status",
-                    "statefulsets",
-                    "statefulsets/scale",
-                    "statefulsets/status",
-                ],
+            _r("-", "configmaps pods serviceaccounts", _RO),
+            _r("-", "events limitranges namespaces/status pods/log pods/status resourcequotas", _RO),
+            _r("-", "namespaces", _RO),
+            _r(
+                "apps",
+                "controllerrevisions daemonsets daemonsets/status deployments deployments/scale deployments/status "
+                "replicasets replicasets/scale replicasets/status statefulsets statefulsets/scale statefulsets/status",
                 _RO,
             ),
-            _rule(["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], _RO),
+            _r("batch", "cronjobs cronjobs/status jobs jobs/status", _RO),
         ],
         {f"{_AGG}view": "true"},
     ),
     _cluster_role(
         "system:basic-user",
         [
-            _rule(["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], ["create"]),
-            _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
+            _r("authorization.k8s.io", "selfsubjectaccessreviews selfsubjectrulesreviews", "create"),
+            _r("authentication.k8s.io", "selfsubjectreviews", "create"),
         ],
     ),
-    _cluster_role(
-        "system:discovery",
-        [
-            {
-                "nonResourceURLs": [
-                    "/api",
-                    "/api/*",
-                    "/apis",
-                    "/apis/*",
-                    "/healthz",
-                    "/livez",
-                    "/openapi",
-                    "/openapi/*",
-                    "/readyz",
-                    "/version",
-                    "/version/",
-                ],
-                "verbs": ["get"],
-            }
-        ],
-    ),
+    _cluster_role("system:discovery", [{"nonResourceURLs": _DISCOVERY_URLS, "verbs": ["get"]}]),
     _cluster_role("system:public-info-viewer", [{"nonResourceURLs": _PUBLIC_URLS, "verbs": ["get"]}]),
 )
 
