@@ -683,3 +683,52 @@ def test_no_escalation_through_roles_and_bindings(api: Api) -> None:
     )
     assert code == 403
     assert body["message"].endswith('{APIGroups:[""], Resources:["secrets"], Verbs:["list"]}')
+
+
+def test_kubectl_imperative_create(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """``kubectl create role|rolebinding|clusterrolebinding`` post protobuf; subjects' API group is defaulted."""
+    sa = f"system:serviceaccount:{THIRD}:builder"
+    for args, said in (
+        (["create", "role", "log-reader", "--verb=get", "--resource=pods/log", "-n", THIRD], "role"),
+        (
+            [
+                "create",
+                "rolebinding",
+                "builder-logs",
+                "--role=log-reader",
+                f"--serviceaccount={THIRD}:builder",
+                "-n",
+                THIRD,
+            ],
+            "rolebinding",
+        ),
+        (
+            [
+                "create",
+                "clusterrolebinding",
+                "builder-nodes",
+                "--clusterrole=view",
+                f"--serviceaccount={THIRD}:builder",
+            ],
+            "clusterrolebinding",
+        ),
+    ):
+        out = kubectl("admin", *args)
+        assert (out.returncode, out.stdout.strip()) == (0, f"{said}.rbac.authorization.k8s.io/{args[2]} created"), (
+            out.stderr
+        )
+    assert kubectl("admin", "auth", "can-i", "get", "pods/log", "-n", THIRD, "--as", sa).stdout.strip() == "yes"
+    assert (
+        kubectl("admin", "auth", "can-i", "list", "pods", "-A", "--as", sa).stdout.strip() == "yes"
+    )  # view, cluster-wide
+    assert kubectl("admin", "auth", "can-i", "create", "pods", "-n", THIRD, "--as", sa).stdout.strip() == "no"
+    no_group = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: grace-logs, namespace: {THIRD}}}
+roleRef: {{kind: Role, name: log-reader}}
+subjects: [{{kind: User, name: grace}}]
+"""
+    assert kubectl("admin", "create", "-f", "-", stdin=no_group).returncode == 0
+    got = json.loads(kubectl("admin", "get", "rolebinding", "grace-logs", "-n", THIRD, "-o", "json").stdout)
+    assert (got["roleRef"]["apiGroup"], got["subjects"][0]["apiGroup"]) == (RBAC, RBAC)
