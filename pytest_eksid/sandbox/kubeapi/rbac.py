@@ -18,12 +18,15 @@ gets the rules of the ClusterRoles its selectors match (by name order, without d
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from email.message import Message
 from typing import Protocol
 
 from pytest_eksid.sandbox.kubeapi.errors import ApiError, FieldError, bad_request, invalid_value, not_found, required
+from pytest_eksid.sandbox.kubeapi.protobuf import _PB_META as PB_META
 from pytest_eksid.sandbox.kubeapi.protobuf import PROTOBUF, PbSchema, _pb_fields, _pb_message
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo
 from pytest_eksid.sandbox.kubeapi.resources import (
@@ -421,8 +424,21 @@ def aggregate(roles: list[Obj], update: Callable[[str, list[Obj]], None]) -> Non
 # -- validation (pkg/apis/rbac/validation/validation.go) --
 
 
+def default_rbac(obj: Obj) -> None:
+    """The API group defaults of roleRef and subjects, applied on every decode
+    [kubernetes/kubernetes@7c30c06 pkg/apis/rbac/v1/defaults.go:27-51]."""
+    ref = obj.get("roleRef")
+    if isinstance(ref, dict) and not ref.get("apiGroup"):
+        ref["apiGroup"] = RBAC_GROUP
+    for subject in obj.get("subjects") or []:
+        if isinstance(subject, dict) and not subject.get("apiGroup") and subject.get("kind") in ("User", "Group"):
+            subject["apiGroup"] = RBAC_GROUP
+
+
 def validate_rbac(rt: ResourceType, obj: Obj) -> list[FieldError]:
-    """Field errors of a Role, ClusterRole, RoleBinding or ClusterRoleBinding."""
+    """Field errors of a Role, ClusterRole, RoleBinding or ClusterRoleBinding (defaulted first)."""
+    if isinstance(obj.get("subjects"), list) or isinstance(obj.get("roleRef"), dict):
+        default_rbac(obj)
     errors: list[FieldError] = []
     if rt in (ROLES, CLUSTERROLES):
         rules = obj.get("rules")
@@ -645,8 +661,50 @@ REVIEW_PROTOBUF: dict[tuple[str, str], PbSchema] = {
 }
 
 
-def _review_protobuf(body: bytes) -> Obj:
-    """A review in the Kubernetes protobuf envelope (``k8s\\0`` + runtime.Unknown{typeMeta, raw})."""
+# ``kubectl create role|clusterrole|rolebinding|clusterrolebinding`` post protobuf too
+# [kubernetes/kubernetes@081ac6b staging/src/k8s.io/api/rbac/v1/generated.proto].
+_PB_RULE: PbSchema = {
+    n + 1: (f, "strings") for n, f in enumerate(("verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs"))
+}
+_PB_SELECTOR: PbSchema = {
+    1: ("matchLabels", "map"),
+    2: ("matchExpressions", ("repeated", {1: ("key", "string"), 2: ("operator", "string"), 3: ("values", "strings")})),
+}
+_PB_ROLE: PbSchema = {1: ("metadata", PB_META), 2: ("rules", ("repeated", _PB_RULE))}
+_PB_BINDING: PbSchema = {
+    1: ("metadata", PB_META),
+    2: (
+        "subjects",
+        ("repeated", {n + 1: (f, "string") for n, f in enumerate(("kind", "apiGroup", "name", "namespace"))}),
+    ),
+    3: ("roleRef", {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")}),
+}
+RBAC_PROTOBUF: dict[tuple[str, str], PbSchema] = {
+    (f"{RBAC_GROUP}/v1", "Role"): _PB_ROLE,
+    (f"{RBAC_GROUP}/v1", "ClusterRole"): {
+        **_PB_ROLE,
+        3: ("aggregationRule", {1: ("clusterRoleSelectors", ("repeated", _PB_SELECTOR))}),
+    },
+    (f"{RBAC_GROUP}/v1", "RoleBinding"): _PB_BINDING,
+    (f"{RBAC_GROUP}/v1", "ClusterRoleBinding"): _PB_BINDING,
+}
+
+
+def json_request(req: Request) -> Request:
+    """``req`` with a protobuf RBAC object re-encoded as JSON, for the object handlers."""
+    if req.content_type != PROTOBUF:
+        return req
+    headers = Message()
+    for key, value in req.headers.items():
+        if key.lower() != "content-type":
+            headers[key] = value
+    headers["Content-Type"] = "application/json"
+    body = json.dumps(_decode_protobuf(req.body, RBAC_PROTOBUF)).encode()
+    return dataclasses.replace(req, headers=headers, body=body)
+
+
+def _decode_protobuf(body: bytes, kinds: dict[tuple[str, str], PbSchema]) -> Obj:
+    """One of ``kinds`` in the Kubernetes protobuf envelope (``k8s\\0`` + runtime.Unknown{typeMeta, raw})."""
     try:
         if not body.startswith(b"k8s\x00"):
             raise ValueError("no Kubernetes envelope")
@@ -655,9 +713,9 @@ def _review_protobuf(body: bytes) -> Obj:
         if not isinstance(type_meta, bytes) or not isinstance(raw, bytes):
             raise ValueError("malformed envelope")
         tm = _pb_message(type_meta, {1: ("apiVersion", "string"), 2: ("kind", "string")})
-        schema = REVIEW_PROTOBUF.get((tm.get("apiVersion", ""), tm.get("kind", "")))
+        schema = kinds.get((tm.get("apiVersion", ""), tm.get("kind", "")))
         if schema is None:
-            raise ValueError(f"not a review: {tm.get('apiVersion')} {tm.get('kind')}")
+            raise ValueError(f"unexpected kind {tm.get('apiVersion')} {tm.get('kind')}")
         return {**tm, **_pb_message(raw, schema)}
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid {PROTOBUF}: {exc}") from None
@@ -665,7 +723,7 @@ def _review_protobuf(body: bytes) -> Obj:
 
 def review_body(req: Request, rt: ResourceType) -> Obj:
     """The posted review (JSON, YAML or protobuf) reduced to kind, apiVersion and spec."""
-    body = _review_protobuf(req.body) if req.content_type == PROTOBUF else req.json()
+    body = _decode_protobuf(req.body, REVIEW_PROTOBUF) if req.content_type == PROTOBUF else req.json()
     if not isinstance(body, dict):
         raise bad_request("the body of the request must be an object")
     if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):

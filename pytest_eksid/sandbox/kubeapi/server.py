@@ -44,6 +44,7 @@ from pytest_eksid.sandbox.kubeapi.rbac import (
     user_info,
 )
 from pytest_eksid.sandbox.kubeapi.rbac import install as rbac_install
+from pytest_eksid.sandbox.kubeapi.rbac import json_request as rbac_json_request
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo, Response, resource_verb
 from pytest_eksid.sandbox.kubeapi.resources import (
     BY_PATH,
@@ -265,6 +266,8 @@ class KubeApiServer:
         self.authorize(caller, info)
         if info.resource in REVIEWS:
             return self._review(req, caller, info)
+        if info.resource is not None and info.resource.group == RBAC_GROUP:
+            req = rbac_json_request(req)  # kubectl create role|rolebinding|... post protobuf
         if (
             info.resource is not None
             and info.resource.group == RBAC_GROUP
