@@ -1,4 +1,4 @@
-"""RBAC: the authorizer, ClusterRole aggregation, the default roles, and the review APIs.
+"""RBAC: the authorizer, escalation checks, ClusterRole aggregation, validation and the default roles.
 
 Decides as kube-apiserver's RBAC authorizer does [kubernetes/kubernetes@01aa0f3
 plugin/pkg/auth/authorizer/rbac/rbac.go:165-180 (RuleAllows)] with the rule helpers of
@@ -13,6 +13,7 @@ RBAC only allows: what no rule allows gets no opinion, and the chain forbids it.
 The ClusterRole aggregation controller (pkg/controller/clusterroleaggregation) is emulated
 synchronously: after every write of a ClusterRole, each ClusterRole with an ``aggregationRule``
 gets the rules of the ClusterRoles its selectors match (by name order, without duplicates).
+The review APIs that report these decisions are in ``reviews``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pytest_eksid.sandbox.kubeapi.protobuf import _PB_META as PB_META
 from pytest_eksid.sandbox.kubeapi.protobuf import PROTOBUF, PbSchema, _pb_fields, _pb_message
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo
 from pytest_eksid.sandbox.kubeapi.resources import (
-    BY_PATH,
     CLUSTERROLEBINDINGS,
     CLUSTERROLES,
     RBAC_GROUP,
@@ -72,34 +72,34 @@ class RbacStore(Protocol):
 # -- rule matching (pkg/apis/rbac/v1/evaluation_helpers.go) --
 
 
-def _strings(value: object) -> list[str]:
+def rule_strings(value: object) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def verb_matches(rule: Obj, verb: str) -> bool:
-    return any(v in (ALL, verb) for v in _strings(rule.get("verbs")))
+    return any(v in (ALL, verb) for v in rule_strings(rule.get("verbs")))
 
 
 def api_group_matches(rule: Obj, group: str) -> bool:
-    return any(g in (ALL, group) for g in _strings(rule.get("apiGroups")))
+    return any(g in (ALL, group) for g in rule_strings(rule.get("apiGroups")))
 
 
 def resource_matches(rule: Obj, combined: str, subresource: str) -> bool:
     """``*``, the exact ``resource[/subresource]``, or ``*/<subresource>`` for a subresource request.
     (``pods/*`` is no wildcard upstream: it matches only a subresource literally named ``*``.)"""
     star = f"*/{subresource}" if subresource else None
-    return any(r in (ALL, combined, star) for r in _strings(rule.get("resources")))
+    return any(r in (ALL, combined, star) for r in rule_strings(rule.get("resources")))
 
 
 def resource_name_matches(rule: Obj, name: str) -> bool:
     """No ``resourceNames`` matches any name; else the request must name one of them, so a
     list, watch or create (no name on the request) never matches a rule with ``resourceNames``."""
-    names = _strings(rule.get("resourceNames"))
+    names = rule_strings(rule.get("resourceNames"))
     return not names or name in names
 
 
 def non_resource_url_matches(rule: Obj, path: str) -> bool:
-    for url in _strings(rule.get("nonResourceURLs")):
+    for url in rule_strings(rule.get("nonResourceURLs")):
         if url in (ALL, path) or (url.endswith("*") and path.startswith(url.rstrip("*"))):
             return True
     return False
@@ -292,13 +292,13 @@ def _subjects(binding: Obj) -> list[Obj]:
 def breakdown(rule: Obj) -> list[Obj]:
     """One rule per group x resource x verb (x name), and per URL x verb (BreakdownRule)."""
     out: list[Obj] = []
-    verbs, names = _strings(rule.get("verbs")), _strings(rule.get("resourceNames"))
-    for group in _strings(rule.get("apiGroups")):
-        for resource in _strings(rule.get("resources")):
+    verbs, names = rule_strings(rule.get("verbs")), rule_strings(rule.get("resourceNames"))
+    for group in rule_strings(rule.get("apiGroups")):
+        for resource in rule_strings(rule.get("resources")):
             for verb in verbs:
                 base: Obj = {"apiGroups": [group], "resources": [resource], "verbs": [verb]}
                 out += [{**base, "resourceNames": [n]} for n in names] if names else [base]
-    for url in _strings(rule.get("nonResourceURLs")):
+    for url in rule_strings(rule.get("nonResourceURLs")):
         out += [{"nonResourceURLs": [url], "verbs": [verb]} for verb in verbs]
     return out
 
@@ -315,13 +315,13 @@ def _urls_cover(owned: list[str], wanted: list[str]) -> bool:
 
 def rule_covers(owner: Obj, sub: Obj) -> bool:
     """ruleCovers: ``owner`` grants everything ``sub`` (a broken-down rule) grants."""
-    o_verbs, o_groups, o_names = (_strings(owner.get(k)) for k in ("verbs", "apiGroups", "resourceNames"))
-    s_names = _strings(sub.get("resourceNames"))
+    o_verbs, o_groups, o_names = (rule_strings(owner.get(k)) for k in ("verbs", "apiGroups", "resourceNames"))
+    s_names = rule_strings(sub.get("resourceNames"))
     return (
-        (ALL in o_verbs or set(_strings(sub.get("verbs"))) <= set(o_verbs))
-        and (ALL in o_groups or set(_strings(sub.get("apiGroups"))) <= set(o_groups))
-        and _resources_cover(_strings(owner.get("resources")), _strings(sub.get("resources")))
-        and _urls_cover(_strings(owner.get("nonResourceURLs")), _strings(sub.get("nonResourceURLs")))
+        (ALL in o_verbs or set(rule_strings(sub.get("verbs"))) <= set(o_verbs))
+        and (ALL in o_groups or set(rule_strings(sub.get("apiGroups"))) <= set(o_groups))
+        and _resources_cover(rule_strings(owner.get("resources")), rule_strings(sub.get("resources")))
+        and _urls_cover(rule_strings(owner.get("nonResourceURLs")), rule_strings(sub.get("nonResourceURLs")))
         and (not o_names or (bool(s_names) and set(s_names) <= set(o_names)))
     )
 
@@ -338,7 +338,7 @@ def _go_strings(values: list[str]) -> str:
 def compact_string(rule: Obj) -> str:
     """rbacv1helpers.CompactString: ``{APIGroups:["apps"], Resources:["deployments"], Verbs:["create"]}``."""
     parts = [
-        f"{label}:{_go_strings(_strings(rule.get(key)))}"
+        f"{label}:{_go_strings(rule_strings(rule.get(key)))}"
         for label, key in (
             ("APIGroups", "apiGroups"),
             ("Resources", "resources"),
@@ -356,7 +356,7 @@ def compact(rules: list[Obj]) -> list[Obj]:
     out: list[Obj] = []
     simple: dict[tuple[str, str, str | None], Obj] = {}
     for rule in rules:
-        names = _strings(rule.get("resourceNames"))
+        names = rule_strings(rule.get("resourceNames"))
         if rule.get("nonResourceURLs") or len(names) > 1 or len(rule.get("apiGroups") or []) != 1:
             out.append(rule)
             continue
@@ -365,7 +365,7 @@ def compact(rules: list[Obj]) -> list[Obj]:
             continue
         key = (rule["apiGroups"][0], rule["resources"][0], names[0] if names else None)
         if key in simple:
-            simple[key]["verbs"] = [*simple[key]["verbs"], *_strings(rule.get("verbs"))]
+            simple[key]["verbs"] = [*simple[key]["verbs"], *rule_strings(rule.get("verbs"))]
         else:
             simple[key] = copy.deepcopy(rule)
     return out + list(simple.values())
@@ -483,9 +483,9 @@ def _validate_rule(rule: object, namespaced: bool, path: str) -> list[FieldError
     if not isinstance(rule, dict):
         return [invalid_value(path, rule, "must be an object")]
     errors: list[FieldError] = []
-    if not _strings(rule.get("verbs")):
+    if not rule_strings(rule.get("verbs")):
         errors.append((f"{path}.verbs", "FieldValueRequired", "Required value: verbs must contain at least one value"))
-    urls = _strings(rule.get("nonResourceURLs"))
+    urls = rule_strings(rule.get("nonResourceURLs"))
     if urls:
         if namespaced:
             errors.append(
@@ -564,101 +564,7 @@ def role_ref_errors(old: Obj, new: Obj) -> list[FieldError]:
     return []
 
 
-# -- the review APIs (pkg/registry/authorization/*, pkg/registry/authentication/selfsubjectreview) --
-
-
-def review_attributes(spec: Obj, namespace_override: str | None = None) -> tuple[Attributes, RequestInfo]:
-    """A review's ``resourceAttributes``/``nonResourceAttributes`` as authorizer attributes and the
-    ``RequestInfo`` other authorizers take; 400 unless exactly one of them is given."""
-    res, non = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
-    if (res is None) == (non is None) or not isinstance(res or non, dict):
-        raise ApiError(
-            422,
-            "Invalid",
-            'spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or '
-            "resourceAttributes must be specified",
-        )
-    if isinstance(non, dict):
-        attrs = Attributes(str(non.get("verb") or ""), str(non.get("path") or ""))
-        return attrs, RequestInfo(attrs.verb, attrs.path)
-    assert isinstance(res, dict)
-    group, resource = str(res.get("group") or ""), str(res.get("resource") or "")
-    version = str(res.get("version") or "")
-    namespace = str(res.get("namespace") or "") if namespace_override is None else namespace_override
-    attrs = Attributes(
-        str(res.get("verb") or ""),
-        "",
-        group,
-        resource,
-        str(res.get("subresource") or ""),
-        namespace,
-        str(res.get("name") or ""),
-        True,
-    )
-    rt = next((r for (g, _, p), r in BY_PATH.items() if (g, p) == (group, resource)), None)
-    if rt is None:  # a kind the sandbox does not serve may still be asked about
-        rt = ResourceType(group, version or "v1", resource, "", bool(namespace))
-    info = RequestInfo(attrs.verb, "", rt, namespace or None, attrs.name or None, attrs.subresource or None)
-    return attrs, info
-
-
-def access_review_status(allowed: bool, reason: str) -> Obj:
-    status: Obj = {"allowed": allowed}
-    if reason:
-        status["reason"] = reason
-    return status
-
-
-def rules_review_status(resolved: Resolved) -> Obj:
-    """SelfSubjectRulesReview's status from RBAC's rules (rbac.go's RulesFor)."""
-    resource_rules, non_resource_rules = [], []
-    for rule in resolved.rules:
-        if rule.get("resources"):
-            entry: Obj = {"verbs": _strings(rule.get("verbs"))}
-            for key in ("apiGroups", "resources", "resourceNames"):
-                if rule.get(key):
-                    entry[key] = _strings(rule.get(key))
-            resource_rules.append(entry)
-        if rule.get("nonResourceURLs"):
-            non_resource_rules.append(
-                {"verbs": _strings(rule.get("verbs")), "nonResourceURLs": _strings(rule.get("nonResourceURLs"))}
-            )
-    status: Obj = {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False}
-    if resolved.errors:
-        status["evaluationError"] = "; ".join(resolved.errors)
-    return status
-
-
-def user_info(name: str, groups: Iterable[str], uid: str = "", extra: Obj | None = None) -> Obj:
-    info: Obj = {"username": name}
-    if uid:
-        info["uid"] = uid
-    info["groups"] = list(groups)
-    if extra:
-        info["extra"] = extra
-    return info
-
-
-# kubectl's ``auth can-i`` and ``auth whoami`` post protobuf; the field numbers are
-# [kubernetes/kubernetes@0612003 staging/src/k8s.io/api/authorization/v1/generated.proto] and
-# authentication/v1's (SelfSubjectReview: metadata 1, status 2).
-_PB_RESOURCE_ATTRIBUTES: PbSchema = {
-    n + 1: (f, "string")
-    for n, f in enumerate(("namespace", "verb", "group", "version", "resource", "subresource", "name"))
-}
-_PB_NON_RESOURCE_ATTRIBUTES: PbSchema = {1: ("path", "string"), 2: ("verb", "string")}
-_PB_SSAR_SPEC: PbSchema = {
-    1: ("resourceAttributes", _PB_RESOURCE_ATTRIBUTES),
-    2: ("nonResourceAttributes", _PB_NON_RESOURCE_ATTRIBUTES),
-}
-_PB_SAR_SPEC: PbSchema = {**_PB_SSAR_SPEC, 3: ("user", "string"), 4: ("groups", "strings"), 6: ("uid", "string")}
-REVIEW_PROTOBUF: dict[tuple[str, str], PbSchema] = {
-    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {2: ("spec", _PB_SSAR_SPEC)},
-    ("authorization.k8s.io/v1", "SubjectAccessReview"): {2: ("spec", _PB_SAR_SPEC)},
-    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): {2: ("spec", _PB_SAR_SPEC)},
-    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {2: ("spec", {1: ("namespace", "string")})},
-    ("authentication.k8s.io/v1", "SelfSubjectReview"): {},
-}
+# -- RBAC objects in protobuf --
 
 
 # ``kubectl create role|clusterrole|rolebinding|clusterrolebinding`` post protobuf too
@@ -699,11 +605,11 @@ def json_request(req: Request) -> Request:
         if key.lower() != "content-type":
             headers[key] = value
     headers["Content-Type"] = "application/json"
-    body = json.dumps(_decode_protobuf(req.body, RBAC_PROTOBUF)).encode()
+    body = json.dumps(decode_envelope(req.body, RBAC_PROTOBUF)).encode()
     return dataclasses.replace(req, headers=headers, body=body)
 
 
-def _decode_protobuf(body: bytes, kinds: dict[tuple[str, str], PbSchema]) -> Obj:
+def decode_envelope(body: bytes, kinds: dict[tuple[str, str], PbSchema]) -> Obj:
     """One of ``kinds`` in the Kubernetes protobuf envelope (``k8s\\0`` + runtime.Unknown{typeMeta, raw})."""
     try:
         if not body.startswith(b"k8s\x00"):
@@ -719,19 +625,6 @@ def _decode_protobuf(body: bytes, kinds: dict[tuple[str, str], PbSchema]) -> Obj
         return {**tm, **_pb_message(raw, schema)}
     except (IndexError, ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid {PROTOBUF}: {exc}") from None
-
-
-def review_body(req: Request, rt: ResourceType) -> Obj:
-    """The posted review (JSON, YAML or protobuf) reduced to kind, apiVersion and spec."""
-    body = _decode_protobuf(req.body, REVIEW_PROTOBUF) if req.content_type == PROTOBUF else req.json()
-    if not isinstance(body, dict):
-        raise bad_request("the body of the request must be an object")
-    if body.get("kind") not in (None, rt.kind) or body.get("apiVersion") not in (None, rt.api_version):
-        raise bad_request(f"the body must be a {rt.api_version} {rt.kind}")
-    out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"creationTimestamp": None}}
-    spec = body.get("spec")
-    out["spec"] = copy.deepcopy(spec) if isinstance(spec, dict) else {}
-    return out
 
 
 # -- the default roles every cluster has --

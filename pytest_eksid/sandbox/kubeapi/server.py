@@ -33,16 +33,7 @@ from pytest_eksid.sandbox.kubeapi.discovery import (
 )
 from pytest_eksid.sandbox.kubeapi.errors import ApiError, bad_request, method_not_allowed, path_not_found
 from pytest_eksid.sandbox.kubeapi.patches import PATCH_TYPES, apply_patch
-from pytest_eksid.sandbox.kubeapi.rbac import (
-    SA_PREFIX,
-    Attributes,
-    Rbac,
-    access_review_status,
-    review_attributes,
-    review_body,
-    rules_review_status,
-    user_info,
-)
+from pytest_eksid.sandbox.kubeapi.rbac import SA_PREFIX, Attributes, Rbac
 from pytest_eksid.sandbox.kubeapi.rbac import install as rbac_install
 from pytest_eksid.sandbox.kubeapi.rbac import json_request as rbac_json_request
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo, Response, resource_verb
@@ -55,6 +46,13 @@ from pytest_eksid.sandbox.kubeapi.resources import (
     Obj,
     ResourceType,
     api_groups,
+)
+from pytest_eksid.sandbox.kubeapi.reviews import (
+    access_review_status,
+    review_attributes,
+    review_body,
+    rules_review_status,
+    user_info,
 )
 from pytest_eksid.sandbox.kubeapi.store import Store
 from pytest_eksid.sandbox.kubeapi.streaming import serve_exec
