@@ -395,7 +395,13 @@ def test_mutating_webhook_configurations(api):
 def test_discovery(api):
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
-    assert groups == {"apps": "apps/v1", "admissionregistration.k8s.io": "admissionregistration.k8s.io/v1"}
+    assert groups == {
+        "apps": "apps/v1",
+        "admissionregistration.k8s.io": "admissionregistration.k8s.io/v1",
+        "rbac.authorization.k8s.io": "rbac.authorization.k8s.io/v1",
+        "authorization.k8s.io": "authorization.k8s.io/v1",
+        "authentication.k8s.io": "authentication.k8s.io/v1",
+    }
     resources = {r.name: r for r in client.AppsV1Api(api).get_api_resources().resources}
     assert resources["daemonsets"].short_names == ["ds"]
     assert resources["daemonsets"].namespaced is True

@@ -7,7 +7,7 @@ and which representation (JSON, ``Table``, ``PartialObjectMetadata``) an ``Accep
 
 from __future__ import annotations
 
-from pytest_eksid.sandbox.kubeapi.resources import SUBRESOURCE_VERBS, VERBS, Obj, ResourceType, api_groups
+from pytest_eksid.sandbox.kubeapi.resources import SUBRESOURCE_VERBS, Obj, ResourceType, api_groups
 
 
 def _subresource_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
@@ -25,7 +25,7 @@ def discovery_resources(group: str, version: str) -> Obj:
             "singularName": rt.singular,
             "namespaced": rt.namespaced,
             "kind": rt.kind,
-            "verbs": VERBS,
+            "verbs": list(rt.verbs),
         }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
@@ -73,7 +73,7 @@ def discovery_aggregated(core: bool) -> Obj:
                     "responseKind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
                     "scope": "Namespaced" if rt.namespaced else "Cluster",
                     "singularResource": rt.singular,
-                    "verbs": VERBS,
+                    "verbs": list(rt.verbs),
                 }
                 if rt.short_names:
                     entry["shortNames"] = list(rt.short_names)

@@ -28,6 +28,7 @@ class ApiError(Exception):
         name: str = "",
         group: str = "",
         causes: list[Obj] | None = None,
+        always_details: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -37,6 +38,7 @@ class ApiError(Exception):
         self.name = name
         self.group = group
         self.causes = causes or []
+        self.always_details = always_details  # ``details: {}`` even when empty (a 403's NewForbidden)
 
     def status(self) -> Obj:
         body: Obj = {
@@ -48,7 +50,7 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
-        if self.kind or self.name or self.causes:
+        if self.kind or self.name or self.causes or self.always_details:
             details: Obj = {}
             if self.name:
                 details["name"] = self.name

@@ -20,6 +20,8 @@ SUBRESOURCE_VERBS = {
     "exec": ["create", "get"],
     "token": ["create"],  # serviceaccounts/token: TokenRequest
 }
+RBAC_GROUP = "rbac.authorization.k8s.io"
+_CREATE_ONLY = ("create",)
 META_FIELDS = ("metadata.name", "metadata.namespace")  # field selectors every kind supports
 
 
@@ -36,6 +38,7 @@ class ResourceType:
     field_labels: tuple[str, ...] = ()
     generation: bool = False  # metadata.generation tracks spec changes
     delete_returns_object: bool = False  # else DELETE answers with a Status
+    verbs: tuple[str, ...] = tuple(VERBS)  # as discovery lists them
 
     @property
     def api_version(self) -> str:
@@ -109,6 +112,25 @@ RESOURCES: tuple[ResourceType, ...] = (
         categories=("api-extensions",),
         generation=True,
     ),
+    # RBAC (k8s.io/api rbac/v1) and the review APIs, which are create-only and never stored
+    # (pkg/registry/authorization/*, pkg/registry/authentication/selfsubjectreview).
+    ResourceType(RBAC_GROUP, "v1", "roles", "Role", True),
+    ResourceType(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", True),
+    ResourceType(RBAC_GROUP, "v1", "clusterroles", "ClusterRole", False),
+    ResourceType(RBAC_GROUP, "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    ResourceType(
+        "authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", True, verbs=_CREATE_ONLY
+    ),
+    ResourceType(
+        "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=_CREATE_ONLY
+    ),
+    ResourceType(
+        "authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, verbs=_CREATE_ONLY
+    ),
+    ResourceType(
+        "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=_CREATE_ONLY
+    ),
+    ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=_CREATE_ONLY),
 )
 
 BY_PATH: dict[tuple[str, str, str], ResourceType] = {(r.group, r.version, r.plural): r for r in RESOURCES}
@@ -120,6 +142,11 @@ NAMESPACES = _ALIASES["namespaces"]
 PODS = _ALIASES["pods"]
 SERVICEACCOUNTS = _ALIASES["serviceaccounts"]
 EVENTS = _ALIASES["events"]
+ROLES = _ALIASES["roles.rbac.authorization.k8s.io"]
+ROLEBINDINGS = _ALIASES["rolebindings.rbac.authorization.k8s.io"]
+CLUSTERROLES = _ALIASES["clusterroles.rbac.authorization.k8s.io"]
+CLUSTERROLEBINDINGS = _ALIASES["clusterrolebindings.rbac.authorization.k8s.io"]
+REVIEWS = tuple(r for r in RESOURCES if r.verbs == _CREATE_ONLY)
 
 
 def resource_type(resource: str | ResourceType) -> ResourceType:

@@ -33,8 +33,27 @@ from pytest_eksid.sandbox.kubeapi.discovery import (
 )
 from pytest_eksid.sandbox.kubeapi.errors import ApiError, bad_request, method_not_allowed, path_not_found
 from pytest_eksid.sandbox.kubeapi.patches import PATCH_TYPES, apply_patch
+from pytest_eksid.sandbox.kubeapi.rbac import SA_PREFIX, Attributes, Rbac
+from pytest_eksid.sandbox.kubeapi.rbac import install as rbac_install
+from pytest_eksid.sandbox.kubeapi.rbac import json_request as rbac_json_request
 from pytest_eksid.sandbox.kubeapi.request import Request, RequestInfo, Response, resource_verb
-from pytest_eksid.sandbox.kubeapi.resources import BY_PATH, PODS, Obj, ResourceType, api_groups
+from pytest_eksid.sandbox.kubeapi.resources import (
+    BY_PATH,
+    PODS,
+    RBAC_GROUP,
+    REVIEWS,
+    SERVICEACCOUNTS,
+    Obj,
+    ResourceType,
+    api_groups,
+)
+from pytest_eksid.sandbox.kubeapi.reviews import (
+    access_review_status,
+    review_attributes,
+    review_body,
+    rules_review_status,
+    user_info,
+)
 from pytest_eksid.sandbox.kubeapi.serviceaccounts import (
     ROOT_CA_CONFIGMAP,
     KubernetesService,
@@ -47,6 +66,14 @@ from pytest_eksid.sandbox.kubeapi.tables import to_table
 from pytest_eksid.sandbox.kubeapi.tls import HttpAndTlsServer, ServingCertificate
 
 OIDC_PATHS = ("/.well-known/openid-configuration", "/openid/v1/jwks")
+
+
+class _ImpersonationTarget:
+    """What ``impersonate`` is checked on (core users and groups, authentication.k8s.io uids)."""
+
+    USERS = ResourceType("", "v1", "users", "", False)
+    GROUPS = ResourceType("", "v1", "groups", "", False)
+    UIDS = ResourceType("authentication.k8s.io", "v1", "uids", "", False)
 
 
 @dataclass(frozen=True)
@@ -82,11 +109,50 @@ Authenticator = Callable[[str], "Caller | None"]
 Authorizer = Callable[["Caller", RequestInfo], Decision]
 
 
-def forbidden_message(caller: Caller, info: RequestInfo) -> str:
-    """A 403's message (refined by the RBAC work to kube-apiserver's exact wording)."""
-    if info.resource is None:
-        return f'forbidden: User "{caller.name}" cannot {info.verb} path "{info.path}"'
-    return f'User "{caller.name}" cannot {info.verb} resource "{info.resource.plural}"'
+def forbidden_message(caller: Caller, info: RequestInfo, reason: str = "") -> str:
+    """A 403's message as kube-apiserver writes it: responsewriters.forbiddenMessage (plus
+    ``: <reason>``, HTML metacharacters escaped) inside apierrors.NewForbidden's
+    ``<resource>[.<group>] ["<name>"] is forbidden: `` or ``forbidden: ``
+    [kubernetes/kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/handlers/responsewriters/errors.go,
+    staging/src/k8s.io/apimachinery/pkg/api/errors/errors.go NewForbidden]."""
+    rt = info.resource
+    if rt is None:
+        message = f"User {_go_quote(caller.name)} cannot {info.verb} path {_go_quote(info.path)}"
+    else:
+        resource = f"{rt.plural}/{info.subresource}" if info.subresource else rt.plural
+        scope = f"in the namespace {_go_quote(info.namespace)}" if info.namespace else "at the cluster scope"
+        message = (
+            f"User {_go_quote(caller.name)} cannot {info.verb} resource {_go_quote(resource)} "
+            f"in API group {_go_quote(rt.group)} {scope}"
+        )
+    message = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if reason:
+        message = f"{message}: {reason}"
+    if rt is None:
+        return f"forbidden: {message}"
+    qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+    if info.name:
+        return f"{qualified} {_go_quote(info.name)} is forbidden: {message}"
+    return f"{qualified} is forbidden: {message}"
+
+
+def forbidden_error(caller: Caller, info: RequestInfo, reason: str = "") -> ApiError:
+    """The 403 ``Status``: reason Forbidden, details name/group/kind (kind is the resource)."""
+    rt = info.resource
+    return ApiError(
+        403,
+        "Forbidden",
+        forbidden_message(caller, info, reason),
+        kind=rt.plural if rt else "",
+        group=rt.group if rt else "",
+        name=info.name or "",
+        always_details=True,
+    )
+
+
+def _go_quote(s: str) -> str:
+    """Go's %q for the printable strings Kubernetes names are."""
+    return json.dumps(s, ensure_ascii=False)
 
 
 def request_info(req: Request) -> RequestInfo:
@@ -137,7 +203,9 @@ class KubeApiServer:
         # Token authenticators after the static tokens, in order; the sandbox appends its own.
         self.authenticators: list[Authenticator] = []
         # Authorizers after the privileged group, in order (EKS: Node, RBAC, then its webhook).
-        self.authorizers: list[Authorizer] = []
+        self.rbac = Rbac(store)
+        self.authorizers: list[Authorizer] = [self._rbac_decision]
+        rbac_install(store)  # the default ClusterRoles and bindings, and ClusterRole aggregation
         self.read_log = log_reader
         # Service-account issuer discovery (set by the sandbox): the OIDC document and the JWKS.
         self.oidc_discovery: Callable[[], tuple[Obj, Obj]] | None = None
@@ -210,9 +278,19 @@ class KubeApiServer:
             # Public, like EKS's issuer and kube-apiserver's service-account-issuer-discovery.
             document, jwks = discovery()
             return Response(200, document if req.path == OIDC_PATHS[0] else jwks)
-        caller = self.authenticate(req)
+        caller = self.impersonate(self.authenticate(req), req)
         info = request_info(req)
         self.authorize(caller, info)
+        if info.resource in REVIEWS:
+            return self._review(req, caller, info)
+        if info.resource is not None and info.resource.group == RBAC_GROUP:
+            req = rbac_json_request(req)  # kubectl create role|rolebinding|... post protobuf
+        if (
+            info.resource is not None
+            and info.resource.group == RBAC_GROUP
+            and info.verb in ("create", "update", "patch")
+        ):
+            self._confirm_no_escalation(req, caller, info, info.resource)
         return self.route(req, info, handler)
 
     def authenticate(self, req: Request) -> Caller:
@@ -236,15 +314,101 @@ class KubeApiServer:
         The privileged group first, then ``authorizers`` in order; the first ALLOW or DENY decides,
         and when none has an opinion the request is forbidden.
         """
+        if not self.allowed(caller, info):
+            raise forbidden_error(caller, info, self.rbac.allows(caller, Attributes.of(info))[1])
+
+    def allowed(self, caller: Caller, info: RequestInfo) -> bool:
+        """The authorizer chain's verdict, for requests and for the access reviews."""
         if PRIVILEGED_GROUP in caller.groups:
-            return
+            return True
         for authorizer in self.authorizers:
             decision = authorizer(caller, info)
             if decision is Decision.ALLOW:
-                return
+                return True
             if decision is Decision.DENY:
-                break
-        raise ApiError(403, "Forbidden", forbidden_message(caller, info))
+                return False
+        return False
+
+    def _rbac_decision(self, caller: Caller, info: RequestInfo) -> Decision:
+        return Decision.ALLOW if self.rbac.allows(caller, Attributes.of(info))[0] else Decision.NO_OPINION
+
+    def impersonate(self, caller: Caller, req: Request) -> Caller:
+        """Act as ``Impersonate-User``/``Impersonate-Group``/``Impersonate-Uid`` once each is
+        authorized (verb ``impersonate`` on users, groups, serviceaccounts, uids), as
+        kube-apiserver's WithImpersonation filter does
+        [kubernetes/kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/filters/impersonation.go]."""
+        user = (req.headers.get("Impersonate-User") or "").strip()
+        groups = [g.strip() for g in req.headers.get_all("Impersonate-Group") or []]
+        uid = (req.headers.get("Impersonate-Uid") or "").strip()
+        if not user:
+            if groups or uid:
+                raise bad_request(f"requested {groups or [uid]} without impersonating a user")
+            return caller
+        checks: list[RequestInfo] = []
+        if user.startswith(SA_PREFIX) and user.count(":") == 3:
+            ns, name = user[len(SA_PREFIX) :].split(":")
+            checks.append(RequestInfo("impersonate", "", SERVICEACCOUNTS, ns, name))
+            if not groups:
+                groups = ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+        else:
+            checks.append(RequestInfo("impersonate", "", _ImpersonationTarget.USERS, None, user))
+        checks += [RequestInfo("impersonate", "", _ImpersonationTarget.GROUPS, None, g) for g in groups]
+        if uid:
+            checks.append(RequestInfo("impersonate", "", _ImpersonationTarget.UIDS, None, uid))
+        for check in checks:
+            if not self.allowed(caller, check):
+                raise forbidden_error(caller, check)
+        if user != "system:anonymous" and not {"system:authenticated", "system:unauthenticated"} & set(groups):
+            groups.append("system:authenticated")
+        return Caller(user, tuple(groups), uid)
+
+    def _confirm_no_escalation(self, req: Request, caller: Caller, info: RequestInfo, rt: ResourceType) -> None:
+        """A write of a role or binding may grant only what the caller holds (or may escalate/bind)."""
+        if PRIVILEGED_GROUP in caller.groups:
+            return
+        ns = info.namespace or ""
+        if info.verb in ("create", "update"):
+            obj = req.json()
+        else:
+            patch_type = PATCH_TYPES.get(req.content_type)
+            if patch_type is None or info.name is None:
+                return  # route answers 415
+            obj = self.store.patch(rt, ns, info.name, req.json(), patch_type, dry_run=True)
+        if isinstance(obj, dict):
+            self.rbac.confirm_no_escalation(caller, rt, ns, obj, lambda check: self.allowed(caller, check))
+
+    def _review(self, req: Request, caller: Caller, info: RequestInfo) -> Response:
+        """The create-only review APIs: access reviews, rules review, SelfSubjectReview."""
+        rt = info.resource
+        assert rt is not None
+        if req.method != "POST" or info.name is not None:
+            raise method_not_allowed()
+        review = review_body(req, rt)
+        spec = review["spec"]
+        if rt.kind == "SelfSubjectReview":
+            review.pop("spec")
+            review["status"] = {"userInfo": user_info(caller.name, caller.groups, caller.uid)}
+        elif rt.kind == "SelfSubjectRulesReview":
+            review["status"] = rules_review_status(self.rbac.resolve(caller, str(spec.get("namespace") or "")))
+        else:
+            subject = caller
+            if rt.kind in ("SubjectAccessReview", "LocalSubjectAccessReview"):
+                if not spec.get("user") and not spec.get("groups"):
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f'{rt.kind}.authorization.k8s.io "" is invalid: spec.user: Invalid value: '
+                        '"": at least one of user or group must be specified',
+                    )
+                subject = Caller(str(spec.get("user") or ""), tuple(str(g) for g in spec.get("groups") or []))
+            namespace = info.namespace if rt.kind == "LocalSubjectAccessReview" else None
+            attrs, target = review_attributes(spec, namespace)
+            allowed = self.allowed(subject, target)
+            rbac_allowed, reason = self.rbac.allows(subject, attrs)
+            if rbac_allowed != allowed or PRIVILEGED_GROUP in subject.groups:
+                reason = ""  # decided by another authorizer, whose reasons are its own
+            review["status"] = access_review_status(allowed, reason)
+        return Response(201, review)
 
     def route(self, req: Request, info: RequestInfo, handler: _Handler) -> Response | None:
         if info.resource is not None:

@@ -98,6 +98,11 @@ class Store:
         self.kubernetes_service: KubernetesService | None = None
         self.token_minter: TokenMinter | None = None
         self.token_policy = TokenPolicy()
+        # Called with the kind after every change, under the store's lock (controllers that
+        # kube-apiserver's cluster runs at once, such as RBAC's ClusterRole aggregation). A
+        # change they make does not call them again.
+        self.on_change: list[Callable[[ResourceType], None]] = []
+        self._reconciling = False
 
     @property
     def resource_version(self) -> str:
@@ -113,6 +118,14 @@ class Store:
         while len(self._log) > WATCH_LOG_SIZE:
             self._log_floor = self._log.popleft()[0]
         self._changed.notify_all()
+        if self._reconciling:
+            return
+        self._reconciling = True
+        try:
+            for hook in self.on_change:
+                hook(rt)
+        finally:
+            self._reconciling = False
 
     def _key(self, rt: ResourceType, namespace: str | None, name: str) -> tuple[str, str, str]:
         return (rt.key, (namespace or "") if rt.namespaced else "", name)

@@ -194,6 +194,42 @@ def _age_of(obj: Obj) -> str:
 Column = tuple[str, str, int]  # name, type, priority (1: -o wide only)
 _NAME: Column = ("Name", "string", 0)
 _AGE: Column = ("Age", "string", 0)
+
+
+def _binding_row(o: Obj) -> list[Any]:
+    """As printers.go's printRoleBinding: ``Kind/name`` of the role, then (wide) the subjects."""
+    ref = o.get("roleRef") or {}
+    subjects = [s for s in o.get("subjects") or [] if isinstance(s, dict)]
+
+    def names(kind: str) -> str:
+        return ", ".join(
+            (f"{s.get('namespace', '')}/{s.get('name', '')}" if kind == "ServiceAccount" else str(s.get("name", "")))
+            for s in subjects
+            if s.get("kind") == kind
+        )
+
+    return [
+        o["metadata"]["name"],
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _age_of(o),
+        names("User"),
+        names("Group"),
+        names("ServiceAccount"),
+    ]
+
+
+_BINDING_COLUMNS: list[Column] = [
+    _NAME,
+    ("Role", "string", 0),
+    _AGE,
+    ("Users", "string", 1),
+    ("Groups", "string", 1),
+    ("ServiceAccounts", "string", 1),
+]
+_CREATED_AT: tuple[list[Column], Callable[[Obj], list[Any]]] = (
+    [_NAME, ("Created At", "date", 0)],
+    lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp", "")],
+)
 _WIDE_TEMPLATE: list[Column] = [("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)]
 
 PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
@@ -262,6 +298,10 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[Obj], list[Any]]]] = {
         [_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0), _AGE, *_WIDE_TEMPLATE],
         _rs_row,
     ),
+    "rbac.authorization.k8s.io/v1/roles": _CREATED_AT,
+    "rbac.authorization.k8s.io/v1/clusterroles": _CREATED_AT,
+    "rbac.authorization.k8s.io/v1/rolebindings": (_BINDING_COLUMNS, _binding_row),
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": (_BINDING_COLUMNS, _binding_row),
     "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": (
         [_NAME, ("Webhooks", "integer", 0), _AGE],
         lambda o: [o["metadata"]["name"], len(o.get("webhooks") or []), _age_of(o)],

@@ -18,7 +18,8 @@ from pytest_eksid.sandbox.kubeapi.errors import (
     invalid_value,
     required,
 )
-from pytest_eksid.sandbox.kubeapi.resources import NAMESPACES, PODS, Obj, ResourceType
+from pytest_eksid.sandbox.kubeapi.rbac import role_ref_errors, validate_rbac
+from pytest_eksid.sandbox.kubeapi.resources import NAMESPACES, PODS, RBAC_GROUP, Obj, ResourceType
 from pytest_eksid.sandbox.kubeapi.selectors import selector_matches
 
 _SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -71,7 +72,15 @@ def check_string_map(meta: Obj, field: str) -> None:
 def _validate_meta(rt: ResourceType, meta: Obj) -> list[FieldError]:
     errors: list[FieldError] = []
     name = meta.get("name", "")
-    if rt is NAMESPACES and not _is_label(name):
+    if rt.group == RBAC_GROUP:
+        # RBAC names are path segments (``system:basic-user``): ValidateRBACName is
+        # path.IsValidPathSegmentName [kubernetes/kubernetes pkg/apis/rbac/validation/validation.go].
+        if name in (".", ".."):
+            errors.append(invalid_value("metadata.name", name, f"may not be '{name}'"))
+        for bad in ("/", "%"):
+            if bad in name:
+                errors.append(invalid_value("metadata.name", name, f"may not contain '{bad}'"))
+    elif rt is NAMESPACES and not _is_label(name):
         errors.append(invalid_value("metadata.name", name, _LABEL_MSG))
     elif rt is not NAMESPACES and not _is_subdomain(name):
         errors.append(invalid_value("metadata.name", name, _SUBDOMAIN_MSG))
@@ -156,6 +165,8 @@ def validate(rt: ResourceType, obj: Obj, errors: list[FieldError] | None = None)
         errors += _validate_workload(rt, obj)
     elif rt.kind == "MutatingWebhookConfiguration":
         errors += _validate_webhooks(obj)
+    elif rt.group == RBAC_GROUP:
+        errors += validate_rbac(rt, obj)
     if errors:
         raise invalid(rt, str(meta.get("name", "")), errors)
 
@@ -226,6 +237,8 @@ def update_errors(rt: ResourceType, old: Obj, new: Obj) -> list[FieldError]:
         )
     if rt.group == "apps" and (new.get("spec") or {}).get("selector") != (old.get("spec") or {}).get("selector"):
         errors.append(invalid_value("spec.selector", (new.get("spec") or {}).get("selector"), "field is immutable"))
+    if rt.group == RBAC_GROUP and rt.kind.endswith("Binding"):
+        errors += role_ref_errors(old, new)
     if rt.kind in ("Secret", "ConfigMap") and old.get("immutable"):
         for field in ("data", "binaryData", "stringData", "immutable"):
             if new.get(field) != old.get(field):
