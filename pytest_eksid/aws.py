@@ -43,6 +43,7 @@ ACTIONS = (
     "iam:ListOpenIDConnectProviders",
     "iam:GetOpenIDConnectProvider",
     "iam:ListAccessKeys",
+    "iam:ListRoles",
     "eks:DescribeCluster",
     "eks:ListPodIdentityAssociations",
     "eks:DescribePodIdentityAssociation",
@@ -355,20 +356,54 @@ class Aws:
         """Pod Identity associations of one ServiceAccount, described (role, target role, dates)."""
 
         def fetch() -> list[dict[str, Any]]:
-            eks = self._client("eks")
-            pages = eks.get_paginator("list_pod_identity_associations").paginate(
-                clusterName=cluster, namespace=namespace, serviceAccount=service_account
-            )
-            out = []
-            for page in pages:
-                for summary in page["associations"]:
-                    described = eks.describe_pod_identity_association(
-                        clusterName=cluster, associationId=summary["associationId"]
-                    )["association"]
-                    out.append(dict(described))
-            return out
+            return self._association_details(cluster, {"namespace": namespace, "serviceAccount": service_account})
 
         result: list[dict[str, Any]] = self._cached(("eks", "Associations", cluster, namespace, service_account), fetch)
+        return result
+
+    def all_associations(self, cluster: str) -> list[dict[str, Any]]:
+        """Every Pod Identity association of the cluster (all namespaces, every page), described."""
+
+        def fetch() -> list[dict[str, Any]]:
+            return self._association_details(cluster, {})
+
+        result: list[dict[str, Any]] = self._cached(("eks", "AllAssociations", cluster), fetch)
+        return result
+
+    def _association_details(self, cluster: str, filters: dict[str, str]) -> list[dict[str, Any]]:
+        # The list's summaries carry no roleArn (botocore eks model PodIdentityAssociationSummary): describe each,
+        # once per run whichever listing met it first.
+        eks = self._client("eks")
+        out = []
+        for page in eks.get_paginator("list_pod_identity_associations").paginate(clusterName=cluster, **filters):
+            for summary in page["associations"]:
+                association_id = summary["associationId"]
+
+                def describe(association_id: str = association_id) -> dict[str, Any]:
+                    found = eks.describe_pod_identity_association(clusterName=cluster, associationId=association_id)
+                    return dict(found["association"])
+
+                out.append(self._cached(("eks", "DescribePodIdentityAssociation", cluster, association_id), describe))
+        return out
+
+    def roles(self) -> list[dict[str, Any]]:
+        """Every IAM role of the account with its trust policy (ListRoles returns it inline, URL-decoded and
+        parsed by botocore): one request per 1,000 roles, once per run."""
+
+        def fetch() -> list[dict[str, Any]]:
+            out = []
+            for page in self._client("iam").get_paginator("list_roles").paginate(PaginationConfig={"PageSize": 1000}):
+                for role in page["Roles"]:
+                    out.append(
+                        {
+                            "Arn": role["Arn"],
+                            "CreateDate": role.get("CreateDate"),
+                            "AssumeRolePolicyDocument": _doc(role.get("AssumeRolePolicyDocument") or {}),
+                        }
+                    )
+            return out
+
+        result: list[dict[str, Any]] = self._cached(("iam", "ListRoles"), fetch)
         return result
 
     def addon(self, cluster: str, name: str = "eks-pod-identity-agent") -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ the package imports ``kubernetes``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +34,18 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "read_namespaced_pod_log": ("", "pods/log", "get"),
     "list_namespaced_event": ("", "events", "list"),
     "read_namespaced_service_account": ("", "serviceaccounts", "get"),
+    "list_service_account_for_all_namespaces": ("", "serviceaccounts", "list"),
     "list_namespaced_secret": ("", "secrets", "list"),
     "list_namespaced_config_map": ("", "configmaps", "list"),
     "list_node": ("", "nodes", "list"),
     "list_namespaced_deployment": ("apps", "deployments", "list"),
     "list_namespaced_stateful_set": ("apps", "statefulsets", "list"),
     "read_namespaced_daemon_set": ("apps", "daemonsets", "get"),
+    # Who can become each workload identity (checks/become.py): read-only, every RBAC object.
+    "list_role_for_all_namespaces": ("rbac.authorization.k8s.io", "roles", "list"),
+    "list_cluster_role": ("rbac.authorization.k8s.io", "clusterroles", "list"),
+    "list_role_binding_for_all_namespaces": ("rbac.authorization.k8s.io", "rolebindings", "list"),
+    "list_cluster_role_binding": ("rbac.authorization.k8s.io", "clusterrolebindings", "list"),
 }
 
 
@@ -145,6 +152,10 @@ class Kube:
         self.api_client = client.ApiClient(configuration)
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
+        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+        # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
+        self._cluster_reads: dict[str, Any] = {}
+        self._reads_lock = threading.Lock()
         self.context = "in-cluster" if in_cluster else (target.context or _current_context(config_file))
 
     def close(self) -> None:
@@ -270,6 +281,51 @@ class Kube:
     def service_account(self, namespace: str, name: str) -> Obj | None:
         what = f"read serviceaccount {namespace}/{name}"
         return self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace)
+
+    def _once(self, key: str, read: Callable[[], Any]) -> Any:
+        with self._reads_lock:
+            if key not in self._cluster_reads:
+                self._cluster_reads[key] = read()
+            return self._cluster_reads[key]
+
+    def all_service_accounts(self) -> list[Obj]:
+        """Every ServiceAccount of the cluster (all namespaces), read once."""
+
+        def read() -> list[Obj]:
+            found = self._call(
+                "list serviceaccounts (all namespaces)", self.core.list_service_account_for_all_namespaces
+            )
+            return [_plain(self.api_client, sa) for sa in found.items]
+
+        result: list[Obj] = self._once("serviceaccounts", read)
+        return result
+
+    def rbac_objects(self) -> dict[str, list[Obj]]:
+        """Every Role, ClusterRole, RoleBinding and ClusterRoleBinding, read once (aggregated ClusterRoles
+        come with the rules the aggregation controller filled in)."""
+
+        def read() -> dict[str, list[Obj]]:
+            out: dict[str, list[Obj]] = {}
+            for key, what, lister in (
+                ("roles", "list roles (all namespaces)", self.rbac.list_role_for_all_namespaces),
+                ("cluster_roles", "list clusterroles", self.rbac.list_cluster_role),
+                ("role_bindings", "list rolebindings (all namespaces)", self.rbac.list_role_binding_for_all_namespaces),
+                ("cluster_role_bindings", "list clusterrolebindings", self.rbac.list_cluster_role_binding),
+            ):
+                out[key] = [_plain(self.api_client, o) for o in self._call(what, lister).items]
+            return out
+
+        result: dict[str, list[Obj]] = self._once("rbac", read)
+        return result
+
+    def namespace_pods(self, namespace: str) -> list[Obj]:
+        """Every pod of a namespace, read once (whose ServiceAccount each runs as decides who can exec into it)."""
+
+        def read() -> list[Obj]:
+            return self.list_pods("", namespace)
+
+        result: list[Obj] = self._once(f"pods/{namespace}", read)
+        return result
 
     def secrets(self, namespace: str) -> list[Obj]:
         """Secrets of a namespace. Their values are read only to scan them, never reported."""

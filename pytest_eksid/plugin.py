@@ -203,6 +203,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Fail a workload whose profile entry has no allow or no deny entries (by default its permissions "
         "are reported as unproven; ini: eksid_require_contract, env: EKSID_REQUIRE_CONTRACT)",
     )
+    group.addoption(
+        "--eksid-skip-iam-scan",
+        dest="eksid_skip_iam_scan",
+        action="store_const",
+        const=True,
+        default=None,
+        help="test_undeclared_identities: do not list the account's IAM roles for trusts admitting this cluster "
+        "(one iam:ListRoles request per 1,000 roles, once per account per run; ini: eksid_skip_iam_scan, "
+        "env: EKSID_SKIP_IAM_SCAN)",
+    )
+    parser.addini("eksid_skip_iam_scan", "Do not scan IAM roles for undeclared identities (true/false)", default=None)
     parser.addini("eksid_require_contract", "Fail workloads without allow or deny entries (true/false)", default=None)
     parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)
     parser.addini("eksid_profile", "Profile(s) to check when --profile is not given", default=None)

@@ -268,6 +268,47 @@ class TrustShare(StrictModel):
         return self
 
 
+class Deployer(StrictModel):
+    """A Kubernetes subject expected to be able to run code as a workload's ServiceAccount (the deploy
+    pipeline's ServiceAccount, the GitOps controller, an on-call group): an RBAC subject."""
+
+    kind: Literal["User", "Group", "ServiceAccount"]
+    name: str = Field(min_length=1, max_length=253)
+    namespace: Namespace | None = None  # ServiceAccount only, and required there
+
+    @model_validator(mode="after")
+    def _namespace_for_service_accounts(self) -> Deployer:
+        if self.kind == "ServiceAccount" and self.namespace is None:
+            raise ValueError("a ServiceAccount deployer needs its namespace")
+        if self.kind != "ServiceAccount" and self.namespace is not None:
+            raise ValueError(f"a {self.kind} has no namespace: only a ServiceAccount deployer names one")
+        return self
+
+
+class NamespaceDeployers(StrictModel):
+    """The deployers of every declared workload in ``namespace`` that does not list its own."""
+
+    namespace: Namespace
+    subjects: list[Deployer] = Field(min_length=1)
+
+
+class IgnoredIdentity(StrictModel):
+    """A workload identity of the cluster the profile knowingly does not declare (a platform add-on's),
+    matched by shell-style patterns (``*``, ``?``, ``[...]``) on namespace, ServiceAccount and role (its ARN
+    or name); every pattern given must match. The reason shows in the report."""
+
+    namespace: str | None = Field(default=None, min_length=1, max_length=253)
+    service_account: str | None = Field(default=None, min_length=1, max_length=253)
+    role: str | None = Field(default=None, min_length=1, max_length=2048)
+    reason: Reason
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> IgnoredIdentity:
+        if self.namespace is None and self.service_account is None and self.role is None:
+            raise ValueError("name what to ignore: namespace, serviceAccount and/or role (patterns)")
+        return self
+
+
 class Workload(StrictModel):
     name: K8sName
     namespace: Namespace
@@ -286,6 +327,9 @@ class Workload(StrictModel):
     probe: WorkloadProbe | None = None  # how this workload's probe is placed (default: mirror its pod template)
     # Other subjects the role's trust policy admits on purpose (a shared role, another cluster).
     trust_shared_with: list[TrustShare] = Field(default_factory=list)
+    # Who may run code as the ServiceAccount (create pods, tokens, exec, ...); None: the namespace's entry
+    # under the profile's deployers, and without one the subjects are reported, not judged.
+    deployers: list[Deployer] | None = None
 
     @property
     def final_role_arn(self) -> str:
@@ -323,6 +367,10 @@ class Profile(StrictModel):
     cluster: Cluster
     probe: Probe
     workloads: list[Workload] = Field(min_length=1)
+    # Identities of the cluster the profile knowingly leaves undeclared (test_undeclared_identities).
+    ignore: list[IgnoredIdentity] = Field(default_factory=list)
+    # Per namespace: who may run code as its workloads' ServiceAccounts (test_who_can_become).
+    deployers: list[NamespaceDeployers] = Field(default_factory=list)
     # The embedded emulator's section, opaque to the core: the sandbox's own plugin validates it
     # (pytest_eksid/sandbox/model.py). A profile without one describes a live cluster. Never in a repr
     # (--showlocals): it may hold seeded secrets.
@@ -338,6 +386,14 @@ class Profile(StrictModel):
                     f"workload name {w.name!r} is used twice (also workloads[{first[w.name]}]); names must be unique",
                 )
             first[w.name] = i
+        namespaces: dict[str, int] = {}
+        for i, entry in enumerate(self.deployers):
+            if entry.namespace in namespaces:
+                raise FieldError(
+                    ("deployers", i, "namespace"),
+                    f"namespace {entry.namespace!r} is listed twice (also deployers[{namespaces[entry.namespace]}])",
+                )
+            namespaces[entry.namespace] = i
         self._check_live_accounts()
         return self
 
@@ -356,6 +412,15 @@ class Profile(StrictModel):
                     f"(cluster.accountId {account}), this one is in {role_account}; to reach a role in another "
                     "account, give it as targetRoleArn and keep roleArn a role of the cluster's account",
                 )
+
+    def deployers_of(self, w: Workload) -> list[Deployer] | None:
+        """The subjects expected to be able to become ``w``'s ServiceAccount; None when the profile says none."""
+        if w.deployers is not None:
+            return w.deployers
+        for entry in self.deployers:
+            if entry.namespace == w.namespace:
+                return entry.subjects
+        return None
 
     def workload(self, name: str) -> Workload:
         """The workload of that name; KeyError if there is none."""

@@ -144,6 +144,7 @@ class Settings:
     exec_containers: Setting[bool] = Setting(False, "default")
     api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
     require_contract: Setting[bool] = Setting(False, "default")
+    skip_iam_scan: Setting[bool] = Setting(False, "default")
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:
@@ -176,4 +177,5 @@ def resolve(
         exec_containers=setting(config, "eksid_exec", "--eksid-exec", parse_bool, False),
         api_timeout=setting(config, "eksid_api_timeout", "--eksid-api-timeout", parse_seconds, DEFAULT_API_TIMEOUT),
         require_contract=setting(config, "eksid_require_contract", "--eksid-require-contract", parse_bool, False),
+        skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
     )

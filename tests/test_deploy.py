@@ -23,7 +23,7 @@ def _calls_on(module_path: Path, attributes: set[str]) -> set[str]:
 
 
 def test_every_kubernetes_call_is_declared():
-    called = _calls_on(REPO / "pytest_eksid" / "kube.py", {"core", "apps"})
+    called = _calls_on(REPO / "pytest_eksid" / "kube.py", {"core", "apps", "rbac"})
     assert called == set(kube.METHODS), (
         f"undeclared: {sorted(called - set(kube.METHODS))}, unused: {sorted(set(kube.METHODS) - called)}"
     )
@@ -58,5 +58,11 @@ def test_runner_iam_policy_lists_exactly_the_actions_aws_py_uses():
         "GetOpenIdConnectProvider": "GetOpenIDConnectProvider",
     }
     operations = {renamed.get(o, o) for o in operations}
-    paginated = {"ListRolePolicies", "ListAttachedRolePolicies", "ListAccessKeys", "ListPodIdentityAssociations"}
+    paginated = {
+        "ListRolePolicies",
+        "ListAttachedRolePolicies",
+        "ListAccessKeys",
+        "ListPodIdentityAssociations",
+        "ListRoles",
+    }
     assert operations | paginated <= declared | {"GetCallerIdentity"}, sorted((operations | paginated) - declared)

@@ -29,7 +29,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Grant", "RbacObjects", "Subject", "can_i", "who_can_become"]
+from pytest_eksid.checks import Finding, shown
+
+__all__ = [
+    "Grant",
+    "RbacObjects",
+    "Subject",
+    "become_findings",
+    "become_notes",
+    "can_i",
+    "subjects_of",
+    "who_can_become",
+]
 
 # RoleBindings/ClusterRoleBindings Kubernetes creates for itself carry this label
 # [kubernetes/kubernetes plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go: bootstrappingLabel].
@@ -67,8 +78,9 @@ class Subject:
         return self.name if self.kind == "User" else None
 
     def label(self) -> str:
-        where = f"{self.namespace}/" if self.kind == "ServiceAccount" else ""
-        return f"{self.kind} {where}{self.name}"
+        """``ServiceAccount ns/name``, ``Group name``: names from the cluster bounded and escaped."""
+        where = f"{shown(self.namespace)}/" if self.kind == "ServiceAccount" else ""
+        return f"{self.kind} {where}{shown(self.name, 120)}"
 
 
 @dataclass(frozen=True)
@@ -208,8 +220,8 @@ def _bindings(rbac: RbacObjects) -> list[_Binding]:
             continue
         out.append(
             _Binding(
-                f"ClusterRoleBinding {_meta(b).get('name')}",
-                f"ClusterRole {name}",
+                f"ClusterRoleBinding {shown(_meta(b).get('name'), 120)}",
+                f"ClusterRole {shown(name, 120)}",
                 None,
                 _subjects(b, None),
                 tuple(_rules(cluster_roles.get(name))),
@@ -221,14 +233,14 @@ def _bindings(rbac: RbacObjects) -> list[_Binding]:
         ref = _ref(b)
         name = str(ref.get("name", ""))
         if ref.get("kind") == "ClusterRole":
-            role, label = cluster_roles.get(name), f"ClusterRole {name}"
+            role, label = cluster_roles.get(name), f"ClusterRole {shown(name, 120)}"
         elif ref.get("kind") == "Role":
-            role, label = roles.get((ns, name)), f"Role {ns}/{name}"
+            role, label = roles.get((ns, name)), f"Role {shown(ns)}/{shown(name, 120)}"
         else:
             continue
         out.append(
             _Binding(
-                f"RoleBinding {ns}/{_meta(b).get('name')}",
+                f"RoleBinding {shown(ns)}/{shown(_meta(b).get('name'), 120)}",
                 label,
                 ns,
                 _subjects(b, ns),
@@ -249,7 +261,9 @@ def _direct_rights(
     out.append(("create", "", "serviceaccounts/token", service_account, False))
     out.append(("impersonate", "", "serviceaccounts", service_account, False))
     out.append(("impersonate", "", "users", f"system:serviceaccount:{namespace}:{service_account}", True))
-    for pod in pod_names:
+    # Rights on the SA's pods: any pod of the namespace (a rule without resourceNames; a pod of the SA may
+    # run at any time), or one of its running pods by name.
+    for pod in (None, *pod_names):
         for verb, sub in (("create", "exec"), ("get", "exec"), ("create", "attach"), ("get", "attach")):
             out.append((verb, "", f"pods/{sub}", pod, False))
         out += [(verb, "", "pods/ephemeralcontainers", pod, False) for verb in ("update", "patch")]
@@ -348,3 +362,70 @@ def can_i(grant: Grant, namespace: str) -> str:
         what += f" --subresource={sub}"
     where = "" if base in ("users", "groups") else f" -n {_safe(namespace, '<namespace>')}"
     return f"kubectl auth can-i {grant.verb} {what}{where} {flags}"
+
+
+def subjects_of(grants: Iterable[Grant], *, platform: bool = False) -> list[Subject]:
+    """The distinct subjects of ``grants`` (platform grants' only when ``platform``), sorted."""
+    return sorted({g.subject for g in grants if platform or not g.platform})
+
+
+def _binding_command(binding: str) -> str:
+    kind, _, ref = binding.partition(" ")
+    ns, _, name = ref.rpartition("/") if kind == "RoleBinding" else ("", "", ref)
+    where = f" -n {_safe(ns, '<namespace>')}" if ns else ""
+    return f"kubectl get {kind.lower()} {_safe(name, '<name>')}{where} -o yaml"
+
+
+def become_findings(
+    label: str, namespace: str, service_account: str, grants: Sequence[Grant], expected: Iterable[Subject] | None
+) -> list[Finding]:
+    """One finding per subject that can run code as the ServiceAccount and is not among ``expected``
+    (the profile's deployers); none when the profile names no deployers. Platform grants never fail."""
+    if expected is None:
+        return []
+    allowed = set(expected)
+    named = ", ".join(s.label() for s in sorted(allowed)) or "nobody"
+    out: list[Finding] = []
+    for subject in subjects_of(grants):
+        if subject in allowed:
+            continue
+        ways = [g for g in grants if g.subject == subject and not g.platform]
+        steps = [can_i(g, namespace) for g in ways[:2]]
+        steps += sorted({_binding_command(g.binding) for g in ways})[:2]
+        out.append(
+            Finding(
+                "who_can_become",
+                f"{label}: {subject.label()} can run code as {namespace}/{service_account} and is not a "
+                "declared deployer",
+                f"only the profile's deployers can: {named}",
+                "; ".join(g.how() for g in ways[:5]) + (f"; and {len(ways) - 5} more" if len(ways) > 5 else ""),
+                f"whoever runs code as {namespace}/{service_account} holds its IAM role, whatever the trust policy "
+                "says: a binding wider than the deploy path (a developer group, a namespace-wide edit role, "
+                "a controller's token) lets it use the role's permissions directly",
+                tuple(steps),
+            )
+        )
+    return out
+
+
+def become_notes(grants: Sequence[Grant], expected: Iterable[Subject] | None) -> list[str]:
+    """For the report: who can become the identity (and the platform's own), and declared deployers with no grant."""
+    people = subjects_of(grants)
+    platform = [s for s in subjects_of(grants, platform=True) if s not in people]
+    notes = [
+        f"{len(people)} subject{'s' if len(people) != 1 else ''} can run code as this ServiceAccount: "
+        + (", ".join(s.label() for s in people) or "none")
+    ]
+    if platform:
+        notes.append(
+            f"and {len(platform)} of the platform's own (Kubernetes/EKS controllers, not judged): "
+            + ", ".join(s.label() for s in platform[:10])
+            + (" ..." if len(platform) > 10 else "")
+        )
+    if expected is None:
+        notes.append("no deployers declared for this workload or its namespace: reported, not judged")
+    else:
+        for s in sorted(set(expected)):
+            if s not in people:
+                notes.append(f"declared deployer {s.label()} cannot run code as it (stale entry?)")
+    return notes

@@ -820,3 +820,42 @@ def _narrowing_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], se
         note = text.format(ns=w.namespace, sa=w.service_account)
         notes.append(note if len(candidates) == 1 else f"{', '.join(lacking)}: {note}")
     return notes
+
+
+def cluster_admission(profile: Profile, trust: Mapping[str, Any], *, oidc_issuer: str | None) -> list[str]:
+    """What ``trust`` admits of this cluster's ServiceAccounts, one text per Allow statement that admits any:
+    IRSA through this cluster's IAM OIDC provider (its ``sub`` conditions described), Pod Identity through
+    ``pods.eks.amazonaws.com`` unless cluster conditions (``aws:SourceArn``, ``aws:SourceAccount``,
+    ``aws:RequestTag/eks-cluster-*``) name another cluster, and ``Principal "*"``. Empty: it admits none.
+    ``oidc_issuer`` None: the cluster's issuer is unknown and IRSA statements are not matched."""
+    c = profile.cluster
+    issuer = _issuer_path(oidc_issuer).lower() if oidc_issuer else None
+    partition = "aws-cn" if c.region.startswith("cn-") else "aws-us-gov" if c.region.startswith("us-gov-") else "aws"
+    cluster_arn = f"arn:{partition}:eks:{c.region}:{c.account_id}:cluster/{c.name}"
+    context: dict[str, str | None] = {
+        "aws:requesttag/eks-cluster-name": c.name,
+        "aws:requesttag/eks-cluster-arn": cluster_arn,
+        "aws:sourcearn": cluster_arn,
+        "aws:sourceaccount": c.account_id,
+    }
+    out: list[str] = []
+    for i, st in enumerate(statements(trust)):
+        if not is_allow(st):
+            continue
+        label = statement_label(st, i)
+        for kind, value in _principals(st):
+            m = _OIDC_PROVIDER_RE.fullmatch(value) if kind == "Federated" else None
+            if value == "*":
+                out.append(f'{label}: Principal "*" (any principal, this cluster\'s ServiceAccounts included)')
+            elif m and issuer and m.group(1) == c.account_id and m.group(2).lower() == issuer:
+                if grants_action(st, WEB_IDENTITY_ACTION):
+                    subs = _key_conditions(st, f"{m.group(2)}:sub")
+                    out.append(f"{label}: IRSA, ServiceAccount {_describe(subs, 'ServiceAccount')}")
+            elif (
+                kind == "Service"
+                and value.lower() == PODS_PRINCIPAL
+                and grants_action(st, "sts:AssumeRole")
+                and not _excluding_conditions(st, context)
+            ):
+                out.append(f"{label}: Pod Identity, {_pi_admits(st)}")
+    return out

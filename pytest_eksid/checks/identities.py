@@ -1,0 +1,262 @@
+"""Every workload identity of a cluster, declared or not: what binds a ServiceAccount to an IAM role.
+
+Three sources, each read in full (all namespaces, every page):
+
+- ServiceAccounts annotated ``eks.amazonaws.com/role-arn`` (IRSA: the webhook injects that role);
+- EKS Pod Identity associations (the EKS API; the association's ``roleArn`` and ``targetRoleArn``);
+- IAM roles of the account whose trust policy admits this cluster's ServiceAccounts (its OIDC
+  provider, or ``pods.eks.amazonaws.com`` not pinned to another cluster) but that no workload of
+  the profile uses: a binding waiting to happen — one annotation, or one association, away.
+
+A binding is *declared* when a workload of the profile names its namespace and ServiceAccount (the
+binding checks then judge it), or its role; *ignored* when an ``ignore:`` entry of the profile
+matches it (with the entry's reason); otherwise it is *undeclared* and fails the gate.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pytest_eksid.checks import Finding, command_name, shown
+from pytest_eksid.checks.trust import cluster_admission
+from pytest_eksid.profile import IgnoredIdentity, Profile, role_arn_parts
+
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+__all__ = ["Identity", "classify", "from_associations", "from_roles", "from_service_accounts", "undeclared_findings"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One binding of a ServiceAccount (or, for ``iam-trust``, of any ServiceAccount the trust admits) to a role."""
+
+    mechanism: str  # "irsa" | "pod-identity" | "iam-trust"
+    role_arn: str
+    namespace: str = ""
+    service_account: str = ""
+    target_role_arn: str = ""
+    owner: str = ""
+    created: str = ""
+    changed: str = ""
+    source: str = ""  # where it was found: "ServiceAccount annotation", "association a-123", "role trust"
+    admits: str = ""  # iam-trust: what the trust admits of this cluster
+
+    @property
+    def subject(self) -> str:
+        return f"{self.namespace}/{self.service_account}" if self.namespace else "(any the trust admits)"
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value) if value is not None else ""
+
+
+def when(value: Any) -> str:
+    """A timestamp (a datetime from botocore, an RFC 3339 string from Kubernetes) as ``YYYY-MM-DDTHH:MM:SSZ``
+    in UTC; any other text as it came (escaped where shown)."""
+    moment: datetime | None = value if isinstance(value, datetime) else None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if moment is None:
+        return _text(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_service_accounts(service_accounts: Iterable[Mapping[str, Any]], owner_label: str) -> list[Identity]:
+    """The IRSA bindings: ServiceAccounts with a role annotation (whatever its value: shown, not trusted)."""
+    out: list[Identity] = []
+    for sa in service_accounts:
+        meta = _meta(sa)
+        annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+        labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+        role = annotations.get(IRSA_ANNOTATION) if isinstance(annotations, Mapping) else None
+        if not isinstance(role, str):
+            continue
+        out.append(
+            Identity(
+                "irsa",
+                role,
+                _text(meta.get("namespace")),
+                _text(meta.get("name")),
+                owner=_text(labels.get(owner_label)) if isinstance(labels, Mapping) else "",
+                created=when(meta.get("creationTimestamp")),
+                source="ServiceAccount annotation",
+            )
+        )
+    return out
+
+
+def from_associations(
+    associations: Iterable[Mapping[str, Any]], owners: Mapping[tuple[str, str], str] | None = None
+) -> list[Identity]:
+    """The Pod Identity bindings, from described associations (``owners``: (namespace, SA) -> owner label)."""
+    out: list[Identity] = []
+    for a in associations:
+        ns, sa = _text(a.get("namespace")), _text(a.get("serviceAccount"))
+        out.append(
+            Identity(
+                "pod-identity",
+                _text(a.get("roleArn")),
+                ns,
+                sa,
+                target_role_arn=_text(a.get("targetRoleArn")),
+                owner=(owners or {}).get((ns, sa), ""),
+                created=when(a.get("createdAt")),
+                changed=when(a.get("modifiedAt")),
+                source=f"association {shown(_text(a.get('associationId')), 80)}",
+            )
+        )
+    return out
+
+
+def from_roles(profile: Profile, roles: Iterable[Mapping[str, Any]], *, oidc_issuer: str | None) -> list[Identity]:
+    """Roles (as IAM ListRoles returns them, trust decoded) whose trust admits this cluster's ServiceAccounts."""
+    out: list[Identity] = []
+    for role in roles:
+        trust = role.get("AssumeRolePolicyDocument")
+        if not isinstance(trust, Mapping):
+            continue
+        admits = cluster_admission(profile, trust, oidc_issuer=oidc_issuer)
+        if admits:
+            out.append(
+                Identity(
+                    "iam-trust",
+                    _text(role.get("Arn")),
+                    created=when(role.get("CreateDate")),
+                    source="role trust",
+                    admits="; ".join(admits),
+                )
+            )
+    return out
+
+
+def _role_matches(pattern: str, arn: str) -> bool:
+    if not arn:
+        return False
+    try:
+        name = role_arn_parts(arn)[1]
+    except ValueError:
+        name = arn
+    return fnmatch.fnmatchcase(arn, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def _ignored_by(rule: IgnoredIdentity, i: Identity) -> bool:
+    if rule.namespace is not None and not fnmatch.fnmatchcase(i.namespace, rule.namespace):
+        return False
+    if rule.service_account is not None and not fnmatch.fnmatchcase(i.service_account, rule.service_account):
+        return False
+    return rule.role is None or _role_matches(rule.role, i.role_arn) or _role_matches(rule.role, i.target_role_arn)
+
+
+@dataclass(frozen=True)
+class Classified:
+    declared: list[Identity]
+    ignored: list[tuple[Identity, IgnoredIdentity]]
+    undeclared: list[Identity]
+
+
+def classify(profile: Profile, identities: Sequence[Identity]) -> Classified:
+    """Split the identities found into declared, ignored (with the matching rule) and undeclared."""
+    subjects = {(w.namespace, w.service_account) for w in profile.workloads}
+    roles = {arn.lower() for w in profile.workloads for arn in (w.role_arn, w.target_role_arn) if arn}
+    declared: list[Identity] = []
+    ignored: list[tuple[Identity, IgnoredIdentity]] = []
+    undeclared: list[Identity] = []
+    for i in identities:
+        if (i.mechanism != "iam-trust" and (i.namespace, i.service_account) in subjects) or (
+            i.mechanism == "iam-trust" and i.role_arn.lower() in roles
+        ):
+            declared.append(i)
+            continue
+        rule = next((r for r in profile.ignore if _ignored_by(r, i)), None)
+        if rule is not None:
+            ignored.append((i, rule))
+        else:
+            undeclared.append(i)
+    return Classified(declared, ignored, undeclared)
+
+
+def _subject_text(i: Identity) -> str:
+    return f"{shown(i.namespace)}/{shown(i.service_account, 253)}" if i.namespace else i.subject
+
+
+def _role_text(i: Identity) -> str:
+    role = shown(i.role_arn, 200)
+    return f"{role} (then {shown(i.target_role_arn, 200)})" if i.target_role_arn else role
+
+
+def _next(i: Identity, cluster: str) -> str:
+    ns = command_name(i.namespace, "<namespace>")
+    sa = command_name(i.service_account, "<serviceaccount>")
+    if i.mechanism == "irsa":
+        return f"kubectl get serviceaccount -n {ns} {sa} -o yaml"
+    if i.mechanism == "pod-identity":
+        return (
+            f"aws eks list-pod-identity-associations --cluster-name {command_name(cluster, '<cluster>')} "
+            f"--namespace {ns} --service-account {sa}"
+        )
+    try:
+        name = command_name(role_arn_parts(i.role_arn)[1], "<role>")
+    except ValueError:
+        name = "<role>"
+    return f"aws iam get-role --role-name {name} --query Role.AssumeRolePolicyDocument"
+
+
+def describe(i: Identity) -> str:
+    """One line naming everything a reader needs to find and judge the binding."""
+    parts = [f"{i.mechanism} {_subject_text(i)} -> {_role_text(i)}"]
+    if i.admits:
+        parts.append(f"admits {i.admits}")
+    if i.mechanism != "iam-trust":
+        parts.append(f"owner {shown(i.owner, 100)}" if i.owner else "no owner label")
+    if i.created:
+        parts.append(f"created {shown(i.created, 40)}")
+    if i.changed and i.changed != i.created:
+        parts.append(f"changed {shown(i.changed, 40)}")
+    parts.append(f"from {i.source}")
+    return ", ".join(parts)
+
+
+def undeclared_findings(profile: Profile, classified: Classified) -> list[Finding]:
+    """One finding per undeclared identity: what it is, and the two ways out (declare or ignore)."""
+    cluster = profile.cluster.name
+    out: list[Finding] = []
+    for i in classified.undeclared:
+        if i.mechanism == "iam-trust":
+            summary = (
+                f"role {shown(i.role_arn, 200)} trusts this cluster's ServiceAccounts, and no workload declares it"
+            )
+            likely = (
+                "a role left behind by a removed workload, or made for one nobody declared: one annotation or one "
+                "Pod Identity association binds it, and its permissions go with it"
+            )
+        else:
+            summary = f"{i.mechanism} binding {_subject_text(i)} -> {shown(i.role_arn, 200)} is not in the profile"
+            likely = (
+                "a workload identity nobody declared: its role, trust and permissions are not checked by this gate "
+                "(created outside the reviewed path, or a workload the profile has not caught up with)"
+            )
+        out.append(
+            Finding(
+                "undeclared_identities",
+                summary,
+                "every workload identity of the cluster declared under workloads:, or under ignore: with a reason",
+                describe(i),
+                likely,
+                (_next(i, cluster),),
+            )
+        )
+    return out
