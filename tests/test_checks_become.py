@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from pytest_eksid.checks.become import RbacObjects, Subject, can_i, who_can_become
+from pytest_eksid.checks.become import (
+    RbacObjects,
+    Subject,
+    become_findings,
+    become_notes,
+    can_i,
+    who_can_become,
+)
 
 NS, SA = "finance-demo", "invoice-api-sa"
 
@@ -265,3 +272,67 @@ def test_can_i_never_passes_hostile_names_to_a_shell() -> None:
         f"kubectl auth can-i create pods -n {NS} --as=<user>",
         f"kubectl auth can-i create pods -n {NS} --as=someone --as-group=<group>",
     }
+
+
+# --- judging against the profile's deployers ---------------------------------------------------
+
+PIPELINE = Subject("ServiceAccount", "deployer", "ci")
+WIDE = RbacObjects(
+    cluster_roles=[
+        _role("deploy", _rule(["create", "update"], ["deployments"], ["apps"]), ns=None),
+        _role("system:controller:job-controller", _rule(["create"], ["pods"]), ns=None),
+    ],
+    role_bindings=[
+        _binding(
+            "pipeline", "ClusterRole", "deploy", {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"}
+        ),
+        _binding("devs", "ClusterRole", "deploy", GROUP_DEV),
+    ],
+    cluster_role_bindings=[
+        _binding(
+            "system:controller:job-controller",
+            "ClusterRole",
+            "system:controller:job-controller",
+            {"kind": "ServiceAccount", "name": "job-controller", "namespace": "kube-system"},
+            ns=None,
+        )
+    ],
+)
+
+
+def test_extra_subjects_fail_naming_the_binding_and_the_can_i_command() -> None:
+    grants = who_can_become(NS, SA, WIDE)
+    [finding] = become_findings("invoice-api", NS, SA, grants, [PIPELINE])
+    assert finding.summary == (
+        f"invoice-api: Group developers can run code as {NS}/{SA} and is not a declared deployer"
+    )
+    assert finding.expected == "only the profile's deployers can: ServiceAccount ci/deployer"
+    assert f"create deployments.apps (ClusterRole deploy via RoleBinding {NS}/devs)" in finding.seen
+    assert finding.next_steps == (
+        f"kubectl auth can-i create deployments.apps -n {NS} --as=someone --as-group=developers",
+        f"kubectl auth can-i update deployments.apps -n {NS} --as=someone --as-group=developers",
+        f"kubectl get rolebinding devs -n {NS} -o yaml",
+    )
+
+
+def test_declared_deployers_and_platform_controllers_pass() -> None:
+    grants = who_can_become(NS, SA, WIDE)
+    assert become_findings("w", NS, SA, grants, [PIPELINE, Subject("Group", "developers")]) == []
+
+
+def test_without_deployers_subjects_are_reported_not_judged() -> None:
+    grants = who_can_become(NS, SA, WIDE)
+    assert become_findings("w", NS, SA, grants, None) == []
+    notes = become_notes(grants, None)
+    assert notes == [
+        "2 subjects can run code as this ServiceAccount: Group developers, ServiceAccount ci/deployer",
+        "and 1 of the platform's own (Kubernetes/EKS controllers, not judged): "
+        "ServiceAccount kube-system/job-controller",
+        "no deployers declared for this workload or its namespace: reported, not judged",
+    ]
+
+
+def test_a_declared_deployer_without_rights_is_noted() -> None:
+    grants = who_can_become(NS, SA, WIDE)
+    notes = become_notes(grants, [PIPELINE, Subject("Group", "developers"), Subject("User", "gone")])
+    assert notes[-1] == "declared deployer User gone cannot run code as it (stale entry?)"
