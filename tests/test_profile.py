@@ -194,8 +194,8 @@ def test_unknown_key_inside_a_workload(tmp_path: Path) -> None:
     path, message = _error(tmp_path, text)
     assert f"{path}:{_line(text, 'mechansim')}: workloads[0].mechansim: unknown key" in message
     assert (
-        "allowed here: allow, deny, legacyIamUser, mechanism, migration, name, namespace, owner, probe, roleArn, "
-        "selector, serviceAccount, targetRoleArn, trustSharedWith" in message
+        "allowed here: allow, deny, deployers, legacyIamUser, mechanism, migration, name, namespace, owner, probe, "
+        "roleArn, selector, serviceAccount, targetRoleArn, trustSharedWith" in message
     )
 
 
@@ -1176,3 +1176,45 @@ def test_an_action_aws_knows_but_the_probe_does_not_keeps_its_error(tmp_path: Pa
     assert f"{where}: no probe for s3:GetBucketPolicy; " in err
     assert "generic form" in err
     assert "AWS documents" not in err
+
+
+# --- ignore: and deployers: (every identity accounted for) ----------------------------------------
+
+
+def test_deployers_per_namespace_and_per_workload(tmp_path: Path) -> None:
+    text = (
+        LIVE.replace(
+            "    mechanism: irsa",
+            "    mechanism: irsa\n    deployers: [{kind: Group, name: team-a-oncall}]",
+        )
+        + "deployers:\n  - namespace: team-a\n    subjects:\n"
+        + "      - {kind: ServiceAccount, name: deployer, namespace: ci}\n"
+        + "ignore:\n  - {namespace: kube-system, reason: EKS add-ons}\n"
+    )
+    _write(tmp_path, text, "good")
+    p = load_profile("good", tmp_path).profile
+    w = p.workload("app")
+    assert [(d.kind, d.name) for d in p.deployers_of(w) or []] == [("Group", "team-a-oncall")]
+    assert p.deployers[0].subjects[0].namespace == "ci"
+    assert p.ignore[0].reason == "EKS add-ons"
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ("{kind: ServiceAccount, name: deployer}", "a ServiceAccount deployer needs its namespace"),
+        ("{kind: Group, name: g, namespace: ci}", "a Group has no namespace"),
+        ("{kind: Robot, name: r}", "deployers[0].subjects[0].kind"),
+    ],
+)
+def test_bad_deployers_name_the_field(tmp_path: Path, entry: str, needle: str) -> None:
+    text = LIVE + f"deployers:\n  - namespace: team-a\n    subjects:\n      - {entry}\n"
+    path, message = _error(tmp_path, text)
+    assert f"{path}:" in message
+    assert needle in message
+
+
+def test_a_namespace_listed_twice_under_deployers(tmp_path: Path) -> None:
+    one = "  - namespace: team-a\n    subjects: [{kind: Group, name: g}]\n"
+    _, message = _error(tmp_path, LIVE + "deployers:\n" + one + one)
+    assert "deployers[1].namespace: namespace 'team-a' is listed twice (also deployers[0])" in message
