@@ -55,7 +55,7 @@ def identity_rows(
         count, names = become.get(name, (None, None))
         row["canBecomeCount"], row["canBecome"] = count, names
     if found is None:
-        return list(base.values())
+        return [_complete(row) for row in base.values()]
     trust: dict[str, str] = {}
     for rec in found:
         if _text(rec, "mechanism") == IAM_TRUST:
@@ -115,7 +115,12 @@ def identity_rows(
             row["trust"] = trust[role]
         elif row.get("mechanism") != IAM_TRUST:
             row["trust"] = "" if iam_scanned else None
-    return out
+    return [_complete(row) for row in out]
+
+
+def _complete(row: Row) -> Row:
+    """The row with every column, in the inventory's order (None: not known)."""
+    return {c: row.get(c) for c in INVENTORY_COLUMNS}
 
 
 # --- the baseline ------------------------------------------------------------------------
