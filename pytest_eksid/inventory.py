@@ -185,6 +185,11 @@ class Change:
     def line(self) -> str:
         return f"{self.kind}: {self.identity}: {self.detail}"
 
+    def summary(self) -> str:
+        """The one line a failure of test_inventory_changes starts with."""
+        since = {"new": "new since", "removed": "gone since"}.get(self.kind, "changed since")
+        return f"{self.kind}: {self.identity}: {since} the baseline inventory"
+
 
 def row_key(row: Mapping[str, str | None]) -> tuple[str, ...]:
     """What makes an identity the same one in two runs: its binding's cluster, mechanism and ServiceAccount; a
@@ -261,7 +266,8 @@ def compare(
             if was != now and (column != "owner" or row.get("status") != NOT_FOUND):
                 changes.append(Change(kind, label, f"{_value(was)} -> {_value(now)}", *raw))
         was_trust, now_trust = before.get("trust"), row.get("trust")
-        if was_trust is not None and now_trust is not None:
+        same_role = (before.get("role") or "").lower() == (row.get("role") or "").lower()
+        if was_trust is not None and now_trust is not None and same_role:  # another role's trust: a role change
             added = sorted(_admissions(now_trust) - _admissions(was_trust))
             if added:
                 changes.append(Change("trust", label, "now admits " + "; ".join(_cut(a, 300) for a in added), *raw))

@@ -119,7 +119,7 @@ def test_inventory_changes(eksid_cluster, eksid_kube, eksid_aws, eksid_settings,
     fail_on(
         Finding(
             "inventory_changes",
-            f"{change.kind}: {change.identity}: changed since the baseline inventory",
+            change.summary(),
             f"no {change.kind} change since {path} (inventory.failOnChanges lists {change.kind})",
             change.detail,
             inventory.LIKELY[change.kind],

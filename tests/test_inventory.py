@@ -1,6 +1,6 @@
 """The inventory as a record over time (pytest_eksid.inventory): one row per identity found, declared or not,
 the baseline file an earlier run wrote, and what changed since it. Plain data; the runs are in
-tests/test_inventory_runs.py."""
+tests/test_report_inventory_runs.py."""
 
 from __future__ import annotations
 
@@ -197,6 +197,8 @@ def test_compare_leaves_out_what_either_side_does_not_know():
     assert compare(older, [_row(trust="S9: anything", canBecome="User eve")], scanned=["demo"]) == []
     # Unknown on this run's side (the IAM scan skipped, who_can_become not run): not a change either.
     assert compare([_row()], [_row(trust=None, canBecome=None)], scanned=["demo"]) == []
+    # Another role's trust is the role change itself, not a widened trust.
+    assert [c.kind for c in compare([_row()], [_row(role=WORKER_ROLE, trust="S5: other")], ["demo"])] == ["role"]
     # A narrowed trust, or fewer subjects, is no widening.
     assert compare([_row()], [_row(trust="", canBecome="")], scanned=["demo"]) == []
 
