@@ -161,14 +161,15 @@ def test_compare_lists_new_removed_and_each_kind_of_change():
         _row(),
         _row(serviceAccount="gone"),
         _row(mechanism="pod-identity", serviceAccount="chained", targetRole=None),
+        _row(serviceAccount="wide"),
     ]
     after = [
         _row(
             role=WORKER_ROLE,
             owner="team-b",
-            trust="S0: IRSA, ServiceAccount ns/sa; S1: IRSA, any",
             canBecome="Group devs, User eve",
         ),
+        _row(serviceAccount="wide", trust="S0: IRSA, ServiceAccount ns/sa; S1: IRSA, any"),
         _row(serviceAccount="fresh"),
         _row(mechanism="pod-identity", serviceAccount="chained", targetRole=EXPORTER_ROLE),
     ]
@@ -179,7 +180,7 @@ def test_compare_lists_new_removed_and_each_kind_of_change():
         f"role: demo irsa ns/sa: {OTHER_ROLE} -> {WORKER_ROLE}",
         f"targetRole: demo pod-identity ns/chained: (none) -> {EXPORTER_ROLE}",
         "owner: demo irsa ns/sa: team-a -> team-b",
-        "trust: demo irsa ns/sa: now admits S1: IRSA, any",
+        "trust: demo irsa ns/wide: now admits S1: IRSA, any",
         "subjects: demo irsa ns/sa: can now become it: User eve",
     ]
     assert compare(before, before, scanned=["demo"]) == []
