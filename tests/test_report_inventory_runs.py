@@ -144,6 +144,8 @@ def test_inventory_rows_of_every_identity_under_xdist_and_the_changes_since(tmp_
         f"--profile={second}",
         "suites/test_identities.py",
         *NOT_RBAC,
+        "-n",
+        "2",  # test_inventory_changes compares from the cluster's reads, not from other tests' reports
         f"--eksid-inventory-baseline={out / 'inv.json'}",
         f"--eksid-inventory={out / 'inv.csv'}",
         tmp_path=out,
