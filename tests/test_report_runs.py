@@ -116,7 +116,7 @@ def test_clean_run_reports_and_exits_0(tmp_path):
     none = dict.fromkeys(FAMILIES, "-")
     assert matrix(run.stdout) == {
         # cluster and namespace checks once, on their own rows; the workloads' rows hold their own tests
-        "(cluster)": none | {"agent": "pass"},
+        "(cluster)": none | {"agent": "pass", "configuration": "pass"},  # + test_undeclared_identities
         "(ns billing-demo)": none | {"static_credentials": "pass"},
         "(ns finance-demo)": none | {"static_credentials": "pass"},
         "invoice-exporter": dict.fromkeys(FAMILIES, "pass"),
