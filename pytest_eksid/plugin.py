@@ -180,11 +180,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         type=str,
         default=None,
-        help="Write the profile's workload inventory (binding, owner, last change, conformance per check family) "
-        "to PATH at the end of the run, as .json, .csv or .md (ini: eksid_inventory, env: EKSID_INVENTORY)",
+        help="Write the inventory of the cluster's identities, declared or not (binding, owner, who can become it, "
+        "created and last changed, conformance per check family) to PATH at the end of the run, as .json, .csv "
+        "or .md (ini: eksid_inventory, env: EKSID_INVENTORY)",
+    )
+    group.addoption(
+        "--eksid-inventory-baseline",
+        dest="eksid_inventory_baseline",
+        metavar="OLD.json",
+        type=str,
+        default=None,
+        help="Compare this run's identities with an earlier run's JSON inventory: new, removed and changed ones in "
+        "the summary, and test_inventory_changes fails on those the profile's inventory.failOnChanges lists "
+        "(ini: eksid_inventory_baseline, env: EKSID_INVENTORY_BASELINE)",
     )
     parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
     parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
+    parser.addini("eksid_inventory_baseline", "An earlier run's JSON inventory to compare with", default=None)
     group.addoption(
         "--eksid-exec",
         dest="eksid_exec",

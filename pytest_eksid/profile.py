@@ -314,6 +314,26 @@ class IgnoredIdentity(StrictModel):
         return self
 
 
+# What test_inventory_changes may fail on, comparing the cluster with --eksid-inventory-baseline (docs/inventory.md).
+InventoryChange = Literal["new", "removed", "role", "targetRole", "owner", "trust", "subjects"]
+INVENTORY_CHANGES: tuple[str, ...] = ("new", "removed", "role", "targetRole", "owner", "trust", "subjects")
+
+
+class InventoryPolicy(StrictModel):
+    """How the run's inventory is held against an earlier one (``--eksid-inventory-baseline``): the kinds of
+    change that fail ``test_inventory_changes``; none listed, changes are reported, not judged."""
+
+    fail_on_changes: list[InventoryChange] = Field(default_factory=list)
+
+    @field_validator("fail_on_changes")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"listed twice: {', '.join(repeated)}")
+        return value
+
+
 class Workload(StrictModel):
     name: K8sName
     namespace: Namespace
@@ -376,6 +396,8 @@ class Profile(StrictModel):
     ignore: list[IgnoredIdentity] = Field(default_factory=list)
     # Per namespace: who may run code as its workloads' ServiceAccounts (test_who_can_become).
     deployers: list[NamespaceDeployers] = Field(default_factory=list)
+    # The changes since --eksid-inventory-baseline that fail test_inventory_changes.
+    inventory: InventoryPolicy = Field(default_factory=InventoryPolicy)
     # The embedded emulator's section, opaque to the core: the sandbox's own plugin validates it
     # (pytest_eksid/sandbox/model.py). A profile without one describes a live cluster. Never in a repr
     # (--showlocals): it may hold seeded secrets.

@@ -58,9 +58,17 @@ INVENTORY_COLUMNS: tuple[str, ...] = (
     "role",
     "targetRole",
     "owner",
+    "status",
+    "canBecomeCount",
+    "canBecome",
+    "created",
     "lastChanged",
+    "trust",
+    "source",
     *FAMILIES,
 )
+# A family cell this module writes itself; any other (an undeclared row's status, an ignore reason) is escaped.
+_OWN_CELLS = frozenset({FAIL, INCONCLUSIVE, UNPROVEN, PASS, SKIP, NONE})
 
 IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
 # The JUnit property carrying a failed Finding's next commands, in order (the failure summary shows the first):
@@ -72,6 +80,10 @@ FINDING_PROPERTY = "finding"
 # A test's eksid outcome when it is not pytest's own: INCONCLUSIVE or UNPROVEN (both skips to pytest, or
 # failures with --eksid-inconclusive=fail / --eksid-require-contract).
 OUTCOME_PROPERTY = "eksid_outcome"
+# test_undeclared_identities: each identity it found, as a JSON object (checks.identities.as_record), and what
+# its scan covered ({"count": n, "iam": true|false}); pytest_eksid.inventory builds the inventory's rows of them.
+IDENTITY_PROPERTY = "identity"
+SCAN_PROPERTY = "identity_scan"
 
 
 def finding_properties(findings: Iterable[Finding]) -> list[tuple[str, str]]:
@@ -189,6 +201,14 @@ def _finding_summary(data: str) -> str | None:
     return printable(summary) if isinstance(summary, str) else None
 
 
+def _json_object(data: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def failure_text(message: str) -> str:
     """The first line of a failure message (a Finding's summary), printable. Lines are split at ``\n``
     alone (str.splitlines also breaks at ``\r``, ``\x1c``, U+2028, which printable() then shows escaped)."""
@@ -203,6 +223,13 @@ class Results:
     by_nodeid: dict[str, Result] = field(default_factory=dict)
     # Several clusters in the run: rows are "<profile>/<workload>" (workload names may repeat across clusters).
     qualified: bool = False
+    # What the inventory needs beyond outcomes, from the tests' properties: per profile, the identities
+    # test_undeclared_identities found (JSON objects, in order, once each) and what its scan covered; per
+    # workload row, test_who_can_become's (count, names).
+    identities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    scans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    become: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _identity_seen: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def record(
         self,
@@ -232,6 +259,7 @@ class Results:
                 row = f"{props.get('profile')} {row}"
         elif row is not None and self.qualified:
             row = f"{props.get('profile')}/{row}"
+        self._inventory_facts(props, pairs, row)
         result = self.by_nodeid.get(nodeid)
         if result is None:
             result = self.by_nodeid[nodeid] = Result(nodeid, row, props.get("family"), stands_for=stands_for)
@@ -247,6 +275,22 @@ class Results:
             marked = props.get(OUTCOME_PROPERTY)
             result.status = marked if marked in (INCONCLUSIVE, UNPROVEN) else SKIP
             result.message = failure_text(reason)
+
+    def _inventory_facts(self, props: Mapping[str, str], pairs: Sequence[tuple[str, str]], row: str | None) -> None:
+        """Keep the identities a scan found and who can become a workload (the same in each phase's report)."""
+        profile = props.get("profile", "")
+        for key, value in pairs:
+            if key == IDENTITY_PROPERTY and (profile, value) not in self._identity_seen:
+                record = _json_object(value)
+                if record is not None:
+                    self._identity_seen.add((profile, value))
+                    self.identities.setdefault(profile, []).append(record)
+            elif key == SCAN_PROPERTY:
+                scan = _json_object(value)
+                if scan is not None:
+                    self.scans[profile] = scan
+        if row is not None and "scope" not in props and "can_become_count" in props:
+            self.become[row] = (props["can_become_count"], props.get("can_become", ""))
 
     def failures(self) -> list[Result]:
         return self.with_status(FAIL)
@@ -364,7 +408,7 @@ def render_inventory(rows: Sequence[Mapping[str, str | None]], fmt: str) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(INVENTORY_COLUMNS)
-        # Profile values (owner, names) are never formulas; the family cells are this module's own words.
+        # Profile and cluster values (owner, names, reasons) are never formulas; "-" and "pass" are this module's.
         writer.writerows([_csv_value(c, row.get(c)) for c in INVENTORY_COLUMNS] for row in rows)
         return out.getvalue()
     if fmt == "md":
@@ -378,7 +422,7 @@ def render_inventory(rows: Sequence[Mapping[str, str | None]], fmt: str) -> str:
 
 
 def _csv_value(column: str, value: str | None) -> str:
-    return "" if not value else value if column in FAMILIES else csv_cell(value)
+    return "" if not value else value if column in FAMILIES and value in _OWN_CELLS else csv_cell(value)
 
 
 def _md_cell(value: str | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_eksid import inventory
 from pytest_eksid import report as reporting
 from pytest_eksid.aws import AwsError
 from pytest_eksid.escape import printable
@@ -33,6 +34,8 @@ from pytest_eksid.settings import Setting, SettingError, optional_setting
 
 RESULTS_KEY = pytest.StashKey[reporting.Results]()
 INVENTORY_KEY = pytest.StashKey[Setting[Path] | None]()
+# --eksid-inventory-baseline: the file (resolved) and its rows, read once when the run starts.
+BASELINE_KEY = pytest.StashKey[tuple[Setting[Path], list[inventory.Row]] | None]()
 
 
 def configure(config: pytest.Config) -> None:
@@ -49,10 +52,24 @@ def configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{inventory.source}: {exc}") from None
         base = config.rootpath if inventory.source.startswith("ini ") else config.invocation_params.dir
         config.stash[INVENTORY_KEY] = Setting(base / Path(inventory.value).expanduser(), inventory.source)
+    config.stash[BASELINE_KEY] = _baseline(config)
     config.stash[RESULTS_KEY] = reporting.Results(qualified=len(config.stash[SETTINGS_KEY].profiles) > 1)
     config.stash[FACTS_KEY] = reporting.RunFacts()
     if not _is_worker(config):
         config.pluginmanager.register(ReportCollector(config), "eksid-reports")
+
+
+def _baseline(config: pytest.Config) -> tuple[Setting[Path], list[inventory.Row]] | None:
+    """The earlier inventory to compare with: read now, so that a file that is not one stops the run with one
+    line before anything runs, whatever it holds."""
+    setting = config.stash[SETTINGS_KEY].inventory_baseline
+    if setting is None:
+        return None
+    path = inventory.baseline_path(setting, config.rootpath, config.invocation_params.dir)
+    try:
+        return Setting(path, setting.source), inventory.read_baseline(path)
+    except inventory.BaselineError as exc:
+        raise pytest.UsageError(f"{setting.source}: cannot compare with {exc}") from None
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -196,6 +213,7 @@ class ReportCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.inventory_error: str | None = None
+        self.changes: list[inventory.Change] | None = None  # since the baseline, once compared
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.config.stash[RESULTS_KEY].record(
@@ -229,26 +247,40 @@ class ReportCollector:
         order = [row for loaded in self._profiles() for row in (*self._scope_rows(loaded), *self._rows(loaded))]
         return results.matrix(results.workloads(order))
 
+    def _inventory_rows(self, loaded: LoadedProfile) -> list[inventory.Row]:
+        """One profile's inventory rows: its workloads' (conformance folded in) and the identities its scan found."""
+        results, facts = self.config.stash[RESULTS_KEY], self.config.stash[FACTS_KEY]
+        keys = self._rows(loaded)
+        matrix = results.matrix(keys, folded=True)
+        workloads = loaded.profile.workloads
+        by_name = {w.name: matrix[key] for w, key in zip(workloads, keys, strict=True)}
+        become = {w.name: results.become[key] for w, key in zip(workloads, keys, strict=True) if key in results.become}
+        changed = {w.name: facts.last_changed.get(f"{loaded.name}/{w.name}") for w in workloads}
+        scan = results.scans.get(loaded.name)
+        found = results.identities.get(loaded.name, []) if scan is not None else None
+        iam = scan is not None and scan.get("iam") is True
+        return inventory.identity_rows(loaded, by_name, changed, found, become, iam_scanned=iam)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         profiles = self._profiles()
         if not profiles or self.config.option.collectonly:
             return
         facts = self.config.stash[FACTS_KEY]
-        inventory = self.config.stash[INVENTORY_KEY]
-        if inventory is not None:
-            rows = []
-            for loaded in profiles:
-                keys = self._rows(loaded)
-                matrix = self.config.stash[RESULTS_KEY].matrix(keys, folded=True)
-                by_name = {w.name: matrix[key] for w, key in zip(loaded.profile.workloads, keys, strict=True)}
-                changed = {w.name: facts.last_changed.get(f"{loaded.name}/{w.name}") for w in loaded.profile.workloads}
-                rows += reporting.inventory_rows(loaded, by_name, changed)
-            try:
-                reporting.write_inventory(inventory.value, rows)
-            except OSError as exc:
-                self.inventory_error = f"cannot write the inventory to {inventory.value}: {exc}"
-                if session.exitstatus == pytest.ExitCode.OK:
-                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        written = self.config.stash[INVENTORY_KEY]
+        baseline = self.config.stash[BASELINE_KEY]
+        if written is not None or baseline is not None:
+            rows = [row for loaded in profiles for row in self._inventory_rows(loaded)]
+            if baseline is not None:
+                results = self.config.stash[RESULTS_KEY]
+                scanned = [p.profile.cluster.name for p in profiles if p.name in results.scans]
+                self.changes = inventory.compare(baseline[1], rows, scanned)
+            if written is not None:
+                try:
+                    reporting.write_inventory(written.value, rows)
+                except OSError as exc:
+                    self.inventory_error = f"cannot write the inventory to {written.value}: {exc}"
+                    if session.exitstatus == pytest.ExitCode.OK:
+                        session.exitstatus = pytest.ExitCode.TESTS_FAILED
         alluredir = getattr(self.config.option, "allure_report_dir", None)
         if alluredir and _allure_active(self.config):
             target = Path(alluredir)
@@ -277,8 +309,14 @@ class ReportCollector:
                 write(line)
         for line in self.config.stash[FACTS_KEY].lines([p.name for p in self._profiles()]):
             write(line)
-        inventory = self.config.stash[INVENTORY_KEY]
+        baseline = self.config.stash[BASELINE_KEY]
+        if baseline is not None and self.changes is not None:
+            where = printable(str(baseline[0].value))
+            terminalreporter.write_sep("-", f"eksid inventory changes since {where} ({len(self.changes)})")
+            for line in [c.line() for c in self.changes] or ["no identity new, removed or changed"]:
+                write(printable(line))
+        target = self.config.stash[INVENTORY_KEY]
         if self.inventory_error is not None:
-            write(f"eksid: ERROR: {self.inventory_error}", red=True)
-        elif inventory is not None:
-            write(f"eksid: inventory written to {inventory.value} (from {inventory.source})")
+            write(f"eksid: ERROR: {printable(self.inventory_error)}", red=True)
+        elif target is not None:
+            write(f"eksid: inventory written to {printable(str(target.value))} (from {target.source})")

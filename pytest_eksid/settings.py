@@ -145,6 +145,9 @@ class Settings:
     api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
     require_contract: Setting[bool] = Setting(False, "default")
     skip_iam_scan: Setting[bool] = Setting(False, "default")
+    # An earlier run's JSON inventory to compare this run's with (a path as given; pytest_eksid.inventory
+    # resolves it like --eksid-inventory).
+    inventory_baseline: Setting[str] | None = None
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:
@@ -178,4 +181,5 @@ def resolve(
         api_timeout=setting(config, "eksid_api_timeout", "--eksid-api-timeout", parse_seconds, DEFAULT_API_TIMEOUT),
         require_contract=setting(config, "eksid_require_contract", "--eksid-require-contract", parse_bool, False),
         skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
+        inventory_baseline=optional_setting(config, "eksid_inventory_baseline", "--eksid-inventory-baseline", str),
     )

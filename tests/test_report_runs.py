@@ -116,7 +116,7 @@ def test_clean_run_reports_and_exits_0(tmp_path):
     none = dict.fromkeys(FAMILIES, "-")
     assert matrix(run.stdout) == {
         # cluster and namespace checks once, on their own rows; the workloads' rows hold their own tests
-        "(cluster)": none | {"agent": "pass"},
+        "(cluster)": none | {"agent": "pass", "configuration": "pass"},  # + test_undeclared_identities
         "(ns billing-demo)": none | {"static_credentials": "pass"},
         "(ns finance-demo)": none | {"static_credentials": "pass"},
         "invoice-exporter": dict.fromkeys(FAMILIES, "pass"),
@@ -220,8 +220,16 @@ def test_faulted_run_under_xdist_reports_and_exits_1(tmp_path):
 
     with (out / "inventory.csv").open() as fh:
         inventory = list(csv.DictReader(fh))
-    assert [r["workload"] for r in inventory] == ["invoice-exporter", "billing-worker"]
-    exporter, worker = inventory
+    assert [r["workload"] for r in inventory] == ["invoice-exporter", "billing-worker", ""]
+    exporter, worker, reporting = inventory
+    # The inventory records the cluster: the role the association really binds, and the wrong role's trust
+    # (it now admits invoice-exporter) as an identity nobody declares.
+    assert exporter["role"] == "arn:aws:iam::111122223333:role/demo-reporting"
+    assert (reporting["mechanism"], reporting["role"], reporting["status"]) == (
+        "iam-trust",
+        "arn:aws:iam::111122223333:role/demo-reporting",
+        "undeclared",
+    )
     assert (exporter["identity"], exporter["imds"], exporter["owner"]) == ("FAIL", "pass", "finance-team")
     assert recent(exporter["lastChanged"])
     assert (worker["identity"], worker["lastChanged"], worker["owner"]) == ("pass", "", "billing-team")

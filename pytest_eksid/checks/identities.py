@@ -27,7 +27,16 @@ from pytest_eksid.profile import IgnoredIdentity, Profile, role_arn_parts
 
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 
-__all__ = ["Identity", "classify", "from_associations", "from_roles", "from_service_accounts", "undeclared_findings"]
+__all__ = [
+    "Identity",
+    "as_record",
+    "classify",
+    "from_associations",
+    "from_roles",
+    "from_service_accounts",
+    "records",
+    "undeclared_findings",
+]
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,34 @@ def describe(i: Identity) -> str:
         parts.append(f"changed {shown(i.changed, 40)}")
     parts.append(f"from {i.source}")
     return ", ".join(parts)
+
+
+def as_record(i: Identity, status: str) -> dict[str, str]:
+    """An identity as plain data for the inventory (a report property, so it travels from an xdist worker):
+    ``status`` is ``declared``, ``undeclared`` or ``ignored: <reason>``. Values as the cluster wrote them: the
+    inventory escapes them per format."""
+    return {
+        "mechanism": i.mechanism,
+        "role": i.role_arn,
+        "namespace": i.namespace,
+        "serviceAccount": i.service_account,
+        "targetRole": i.target_role_arn,
+        "owner": i.owner,
+        "created": i.created,
+        "changed": i.changed,
+        "source": i.source,
+        "admits": i.admits,
+        "status": status,
+    }
+
+
+def records(classified: Classified) -> list[dict[str, str]]:
+    """Every identity of a classification as :func:`as_record` data, declared first, then ignored, undeclared."""
+    return [
+        *(as_record(i, "declared") for i in classified.declared),
+        *(as_record(i, f"ignored: {rule.reason}") for i, rule in classified.ignored),
+        *(as_record(i, "undeclared") for i in classified.undeclared),
+    ]
 
 
 def undeclared_findings(profile: Profile, classified: Classified) -> list[Finding]:
