@@ -50,6 +50,12 @@ class Setting(Generic[T]):
 # --- parsers: text (ini, environment) to a value; ValueError says what was expected ---
 
 
+def parse_path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a file path")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -145,6 +151,8 @@ class Settings:
     api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
     require_contract: Setting[bool] = Setting(False, "default")
     skip_iam_scan: Setting[bool] = Setting(False, "default")
+    # --eksid-discover: write a starter profile from the cluster to this path instead of running the checks.
+    discover: Setting[str] | None = None
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:
@@ -178,4 +186,5 @@ def resolve(
         api_timeout=setting(config, "eksid_api_timeout", "--eksid-api-timeout", parse_seconds, DEFAULT_API_TIMEOUT),
         require_contract=setting(config, "eksid_require_contract", "--eksid-require-contract", parse_bool, False),
         skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
+        discover=optional_setting(config, "eksid_discover", "--eksid-discover", parse_path),
     )
