@@ -26,6 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from pytest_eksid import profile_yaml
+from pytest_eksid.aws import AwsError
 from pytest_eksid.checks.identities import Identity, classify, from_associations, from_service_accounts
 from pytest_eksid.escape import command_labels
 from pytest_eksid.iam.contract import derive
@@ -199,7 +200,9 @@ def discover(loaded: LoadedProfile, kube: KubeReads, aws: AwsReads) -> Discovere
         *from_service_accounts(service_accounts, cluster.owner_label),
         *from_associations(aws.all_associations(cluster.name), owners),
     ]
-    ignored = {(i.namespace, i.service_account, i.mechanism): rule for i, rule in classify(_bare(profile), identities).ignored}
+    ignored = {
+        (i.namespace, i.service_account, i.mechanism): rule for i, rule in classify(_bare(profile), identities).ignored
+    }
     document = profile_yaml.read(loaded.path).data
     raw: Mapping[str, Any] = document if isinstance(document, Mapping) else {}
     data: dict[str, Any] = {k: raw[k] for k in COPIED if k in raw}
@@ -258,8 +261,10 @@ def _workload(
     notes = [f"found: {main.source}" + (f", created {main.created}" if main.created else "")]
     if main.target_role_arn:
         entry["targetRoleArn"] = main.target_role_arn
-    if main.owner:
+    if main.owner and main.owner.isprintable():
         entry["owner"] = main.owner
+    elif main.owner:  # a line break or a control character: no profile value, only an escaped comment
+        notes.append(f"the owner label's value is not printable text, left out: {main.owner}")
     else:
         notes.append(f"no owner label ({profile.cluster.owner_label}) on the ServiceAccount: add one, then owner:")
     selector, why = _selector(users)
@@ -289,7 +294,7 @@ def _workload(
     final = main.target_role_arn or main.role_arn
     try:
         policies = aws.role_policies(role_arn_parts(final)[1])
-    except Exception as exc:  # noqa: BLE001 - an AwsError or a cross-account role: said in the file, not fatal
+    except AwsError as exc:  # a role the runner cannot read (another account's): said in the file
         notes.append(f"could not read the role's permission policies ({exc}): write allow and deny by hand")
         policies = {}
     contract = derive(policies, region=profile.cluster.region, account=role_arn_parts(final)[0])
@@ -327,15 +332,16 @@ def render(discovered: Discovered) -> str:
     """The profile as YAML: every value through PyYAML's emitter; then each comment on a line of its own above
     the part it is about, placed where the parser says that part starts (never inside a value)."""
     text = yaml.dump(discovered.data, Dumper=_Dumper, sort_keys=False, allow_unicode=False, width=4096)
-    starts = _starts(yaml.compose(text, Loader=yaml.SafeLoader))
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    starts = _starts(root) if root is not None else {}
     lines = text.split("\n")
     inserts: dict[int, list[str]] = {}
     for path, comments in discovered.comments.items():
-        line = starts.get(path)
-        if line is None:
+        at = starts.get(path)
+        if at is None:
             continue
-        indent = len(lines[line]) - len(lines[line].lstrip(" "))
-        inserts.setdefault(line, []).extend(" " * indent + "# " + comment_text(c) for c in comments)
+        indent = len(lines[at]) - len(lines[at].lstrip(" "))
+        inserts.setdefault(at, []).extend(" " * indent + "# " + comment_text(c) for c in comments)
     out: list[str] = []
     for n, line in enumerate(lines):
         out += inserts.get(n, [])

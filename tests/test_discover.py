@@ -115,7 +115,8 @@ def test_not_action_and_not_resource_statements_are_notes_not_entries() -> None:
         {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*", "Sid": "Broad"},
         {"Effect": "Allow", "Action": "sqs:SendMessage", "NotResource": QUEUE},
     )
-    assert c.allow == [] and c.deny == []
+    assert c.allow == []
+    assert c.deny == []
     assert any("inline#Broad allows with NotAction" in n for n in c.notes)
     assert any("NotResource" in n for n in c.notes)
 
@@ -127,7 +128,10 @@ def test_a_deny_statement_becomes_a_deny_entry_and_a_conditional_one_a_note() ->
         {"Effect": "Deny", "Action": "s3:*", "Resource": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
     )
     deny = {(e.action, e.resource): e.why for e in c.deny}
-    assert "the role's own Deny statement inline#NoPayroll forbids it" in deny[("s3:GetObject", f"{BUCKET}/payroll/eksid-probe")]
+    assert (
+        "the role's own Deny statement inline#NoPayroll forbids it"
+        in deny[("s3:GetObject", f"{BUCKET}/payroll/eksid-probe")]
+    )
     assert any("a condition" in n for n in c.notes)
 
 
@@ -260,7 +264,8 @@ def test_every_bound_service_account_is_declared_and_the_file_loads(tmp_path: Pa
     exporter = by_name["exporter"]
     assert exporter.mechanism == "pod-identity"
     assert exporter.target_role_arn == "arn:aws:iam::444455556666:role/reports"
-    assert exporter.owner is None and exporter.selector is None
+    assert exporter.owner is None
+    assert exporter.selector is None
     assert "# left out kube-system/ebs-csi: ignored (platform add-ons)" in text
     assert "no owner label" in text
     assert "# only sending to this queue" not in text  # the why is one whole comment line above the entry
@@ -281,31 +286,44 @@ def test_both_mechanisms_on_one_service_account_are_one_migrating_workload(tmp_p
 
 
 HOSTILE = "x\n# injected\nworkloads: []\n\u2028\u202e\x1b[31m: {a: b}"
+YAML_SPECIAL = "team: {a: [b]} # not a comment, 'q' \"d\" &anchor *alias !tag | > % @ `"
 
 
 def test_hostile_cluster_strings_stay_values_and_comments_stay_one_line(tmp_path: Path) -> None:
     good = f"arn:aws:iam::{ACCOUNT}:role/app"
     kube = FakeKube(
         [
-            sa("app", "app", good, owner=HOSTILE),
+            sa("app", "app", good, owner=YAML_SPECIAL),
+            sa("app", "worker", f"{good}-worker", owner=HOSTILE),
             sa("app", "bad-role", f"{good}\nsandbox: {{}}"),  # an annotation no role ARN matches
         ],
         {"app": [deployment("app", "app", {"app": "x,evil=1", "tier": "web\n# no"})]},
     )
     aws = FakeAws(
-        [{"associationId": HOSTILE, "namespace": "app", "serviceAccount": "other", "roleArn": "arn:aws:iam::1:role/\n-"}],
+        [
+            {
+                "associationId": HOSTILE,
+                "namespace": "app",
+                "serviceAccount": "other",
+                "roleArn": "arn:aws:iam::1:role/\n-",
+            }
+        ],
         {"app": {"Statement": [allow("s3:PutObject", f"{BUCKET}/{HOSTILE}/*", Sid=HOSTILE)]}},
     )
     text, out = discovered(tmp_path, kube, aws)
     for line in text.splitlines():
-        assert line.isascii() and line.isprintable(), repr(line)
+        assert line.isascii(), repr(line)
+        assert line.isprintable(), repr(line)
         assert not line.lstrip().startswith("# injected")
     document = yaml.safe_load(text)
     assert set(document) == {"cluster", "probe", "ignore", "workloads"}
-    (w,) = load_profile(str(out), tmp_path).profile.workloads
-    assert w.owner == HOSTILE  # the value itself, quoted by the emitter
+    w, worker = load_profile(str(out), tmp_path).profile.workloads
+    assert w.owner == YAML_SPECIAL  # the value itself, quoted by the emitter
     assert w.selector is None  # no label syntax: the default selector, not a broken one
-    assert "left out app/bad-role" in text and "left out app/other" in text
+    assert worker.owner is None  # not printable text: no value, an escaped comment
+    assert "left out: x\\x0a# injected\\x0aworkloads: []" in text
+    assert "left out app/bad-role" in text
+    assert "left out app/other" in text
     assert all(HOSTILE not in c.resource for c in w.allow) or w.allow == []
 
 
@@ -318,7 +336,7 @@ def test_comment_text_escapes_every_line_break_yaml_knows() -> None:
 def test_a_profile_without_workloads_is_refused_unless_discovering(tmp_path: Path) -> None:
     path = tmp_path / "bare.yaml"
     path.write_text(INPUT)
-    with pytest.raises(ProfileError, match="workloads: List should have at least 1 item.*--eksid-discover"):
+    with pytest.raises(ProfileError, match=r"workloads: List should have at least 1 item.*--eksid-discover"):
         load_profile(str(path), tmp_path)
     assert load_profile(str(path), tmp_path, discovering=True).profile.workloads == []
 

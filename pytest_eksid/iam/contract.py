@@ -119,7 +119,7 @@ def instantiate(pattern: str, service: str, *, region: str, account: str) -> tup
         if template is None:
             return None
         resource = template.format(partition=partition, region=region, account=account, name=PROBE_NAME)
-        return resource, "the grant is on every resource (\"*\"): the probe names a stand-in that may not exist"
+        return resource, 'the grant is on every resource ("*"): the probe names a stand-in that may not exist'
     parts = _arn(pattern)
     if parts is None:
         return None
@@ -315,7 +315,9 @@ class _Deriver:
         outside = f"arn:aws:s3:::{concrete_bucket}/{OUTSIDE_PREFIX}/{PROBE_NAME}"
         if self.granting("s3:PutObject", outside):
             return  # another grant covers it: not outside every granted prefix
-        self.deny("s3:PutObject", outside, f"{g.where} grants writes under {prefix} only: a write beside it must be denied")
+        self.deny(
+            "s3:PutObject", outside, f"{g.where} grants writes under {prefix} only: a write beside it must be denied"
+        )
 
     def deny_statement(self, name: str, ref: str, st: Mapping[str, Any]) -> None:
         if str(st.get("Effect", "")).lower() != "deny":
