@@ -105,9 +105,13 @@ def test_a_destructive_action_granted_through_a_wildcard_is_denied_and_says_it_f
 
 
 def test_a_destructive_action_the_policy_names_is_intended() -> None:
-    c = contract(allow(["s3:PutObject", "s3:DeleteObject"], f"{BUCKET}/tmp/*"))
+    c = contract(allow(["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"], f"{BUCKET}/tmp/*"))
     assert ("s3:DeleteObject", f"{BUCKET}/tmp/eksid-probe") in pairs(c.allow)
     assert not [e for e in c.deny if e.action == "s3:DeleteObject"]
+    assert not [n for n in c.notes if "not probed" in n and "s3:DeleteObjectVersion" in n]
+    # named by another statement whose resource covers this one: intended here too, even beside a wildcard
+    both = contract(allow("s3:*", f"{BUCKET}/tmp/*"), allow("s3:DeleteObject", f"{BUCKET}/*"))
+    assert not [e for e in both.deny if e.action == "s3:DeleteObject"]
 
 
 def test_not_action_and_not_resource_statements_are_notes_not_entries() -> None:
@@ -390,3 +394,21 @@ def test_discover_on_the_clean_sandbox_then_run_the_starter(tmp_path: Path) -> N
         path = write_profile(tmp_path, varied, str(fault["fault"]))
         faulted = run_pytest(f"--profile={path}", "-k", selection, tmp_path=tmp_path)
         assert set(faulted.failed()) == expected, faulted.stdout[-6000:]
+
+
+def test_discovery_input_and_output_mistakes_are_usage_errors(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(INPUT)
+    without = run_pytest(f"--profile={bare}", tmp_path=tmp_path)
+    assert without.returncode == 4, without.stdout + without.stderr
+    assert "workloads: List should have at least 1 item" in without.stderr
+    assert "run with --eksid-discover PATH" in without.stderr
+    onto_input = run_pytest(f"--profile={bare}", f"--eksid-discover={bare}", tmp_path=tmp_path)
+    assert onto_input.returncode == 4
+    assert "that is the input profile" in onto_input.stderr
+    two = run_pytest(
+        f"--profile={bare}", "--profile=demo", f"--eksid-discover={tmp_path / 'x.yaml'}", tmp_path=tmp_path
+    )
+    assert two.returncode == 4
+    assert "pass exactly one --profile" in two.stderr
+    assert bare.read_text() == INPUT
