@@ -30,6 +30,7 @@ from pytest_eksid.aws import AwsError
 from pytest_eksid.checks.identities import Identity, classify, from_associations, from_service_accounts
 from pytest_eksid.escape import command_labels
 from pytest_eksid.iam.contract import derive
+from pytest_eksid.kube import KubeError
 from pytest_eksid.profile import (
     DISCOVERING,
     LoadedProfile,
@@ -215,6 +216,7 @@ def discover(loaded: LoadedProfile, kube: KubeReads, aws: AwsReads) -> Discovere
         "each with a comment saying why.",
     )
     per_namespace: dict[str, list[Controller]] = {}
+    unreadable: dict[str, str] = {}
     taken: set[str] = set()
     for b in bindings(identities):
         rule = ignored.get((b.namespace, b.service_account, b.main.mechanism))
@@ -222,13 +224,32 @@ def discover(loaded: LoadedProfile, kube: KubeReads, aws: AwsReads) -> Discovere
             out.comment(("workloads",), f"left out {b.namespace}/{b.service_account}: ignored ({rule.reason})")
             continue
         if b.namespace not in per_namespace:
-            per_namespace[b.namespace] = controllers(kube.workloads(b.namespace, "")) if _ok_name(b.namespace) else []
+            per_namespace[b.namespace] = _controllers_of(kube, b.namespace, unreadable)
         users = [c for c in per_namespace[b.namespace] if c.service_account == b.service_account]
         _workload(out, loaded, b, users, taken, aws)
+    for namespace, why in unreadable.items():
+        out.comment(
+            ("workloads",),
+            f"could not list Deployments/StatefulSets in {namespace} ({why}): selectors there are the default",
+        )
     for key, value in raw.items():
         if key not in (*COPIED, "workloads"):
             data[key] = value  # a provider's own section (the sandbox's), as the user wrote it
     return out
+
+
+def _controllers_of(kube: KubeReads, namespace: str, unreadable: dict[str, str]) -> list[Controller]:
+    """The namespace's controllers; a namespace the runner may not read (its RBAC is granted per namespace) is
+    noted, not fatal."""
+    if not _ok_name(namespace):
+        return []
+    try:
+        return controllers(kube.workloads(namespace, ""))
+    except KubeError as exc:
+        if exc.status not in (401, 403):
+            raise
+        unreadable[namespace] = f"{exc.status} {exc.reason or 'Forbidden'}"
+        return []
 
 
 def _bare(profile: Profile) -> Profile:

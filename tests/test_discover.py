@@ -12,6 +12,7 @@ import yaml
 
 from pytest_eksid.discover import comment_text, discover, render
 from pytest_eksid.iam.contract import Contract, derive
+from pytest_eksid.kube import KubeError
 from pytest_eksid.profile import ProfileError, load_profile
 from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
@@ -169,6 +170,8 @@ class FakeKube:
     def workloads(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         assert label_selector == ""
         self.listed.append(namespace)
+        if namespace == "locked":
+            raise KubeError("list Deployments in locked: Forbidden", 403, "Forbidden")
         return copy.deepcopy(self.controllers.get(namespace, []))
 
 
@@ -278,6 +281,13 @@ def test_every_bound_service_account_is_declared_and_the_file_loads(tmp_path: Pa
     assert lines[receive - 1].strip().startswith("# inline#0 grants only sending to this queue")
     assert loaded.profile.ignore[0].reason == "platform add-ons"  # the input's own sections, copied
     assert "hunter2" not in text  # nothing of a pod template but labels and its ServiceAccount
+
+
+def test_a_namespace_the_runner_may_not_read_is_noted_not_fatal(tmp_path: Path) -> None:
+    kube = FakeKube([sa("locked", "app", f"arn:aws:iam::{ACCOUNT}:role/app")], {})
+    text, out = discovered(tmp_path, kube, FakeAws([], {}))
+    assert "# could not list Deployments/StatefulSets in locked (403 Forbidden)" in text
+    assert [w.name for w in load_profile(str(out), tmp_path).profile.workloads] == ["app"]
 
 
 def test_both_mechanisms_on_one_service_account_are_one_migrating_workload(tmp_path: Path) -> None:
