@@ -14,6 +14,7 @@ from pytest_eksid.discover import comment_text, discover, render
 from pytest_eksid.iam.contract import Contract, derive
 from pytest_eksid.kube import KubeError
 from pytest_eksid.profile import ProfileError, load_profile
+from tests import test_faults as fault_table
 from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
@@ -360,26 +361,33 @@ def test_a_profile_without_workloads_is_refused_unless_discovering(tmp_path: Pat
 IDENTITY = "suites/test_identity.py::test_caller_role[{}/invoice-exporter]"
 
 
-def test_discover_on_the_clean_sandbox_then_run_the_starter(tmp_path: Path) -> None:
-    out = tmp_path / "starter.yaml"
-    found = run_pytest("--profile", "demo", f"--eksid-discover={out}", tmp_path=tmp_path)
+@pytest.fixture(scope="module")
+def starter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter profile discovered from the clean demo sandbox (once for this module)."""
+    tmp = tmp_path_factory.mktemp("discover")
+    out = tmp / "starter.yaml"
+    found = run_pytest("--profile", "demo", f"--eksid-discover={out}", tmp_path=tmp)
     assert found.returncode == 0, found.stdout[-4000:] + found.stderr[-2000:]
     assert f"eksid: wrote {out}: 2 workload identities" in found.stdout
     assert found.outcomes == {}  # no check ran
-    starter = load_profile(str(out), REPO).profile
-    assert {(w.name, w.mechanism, w.owner) for w in starter.workloads} == {
+    return out
+
+
+def test_discover_on_the_clean_sandbox_then_run_the_starter(starter: Path, tmp_path: Path) -> None:
+    loaded = load_profile(str(starter), REPO).profile
+    assert {(w.name, w.mechanism, w.owner) for w in loaded.workloads} == {
         ("invoice-exporter", "pod-identity", "finance-team"),
         ("billing-worker", "irsa", "billing-team"),
     }
-    text = out.read_text()
+    text = starter.read_text()
     assert "kms:ViaService): a direct call must be denied" in text
-    assert starter.sandbox == demo_data()["sandbox"]  # copied as written
+    assert loaded.sandbox == demo_data()["sandbox"]  # copied as written
 
-    run = run_pytest(f"--profile={out}", "-k", "not who_can_become", tmp_path=tmp_path)
+    run = run_pytest(f"--profile={starter}", "-k", "not who_can_become", tmp_path=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:]
     assert run.failed() == []
     actions = [k for k in run.outcomes if "test_action[" in k]
-    assert len(actions) == sum(len(w.allow) + len(w.deny) for w in starter.workloads) >= 8
+    assert len(actions) == sum(len(w.allow) + len(w.deny) for w in loaded.workloads) >= 8
     assert all(run.outcomes[k] == "passed" for k in actions), actions
 
     # The same starter against faults of the fault table: the intended tests fail.
@@ -404,6 +412,35 @@ def test_discover_on_the_clean_sandbox_then_run_the_starter(tmp_path: Path) -> N
         path = write_profile(tmp_path, varied, str(fault["fault"]))
         faulted = run_pytest(f"--profile={path}", "-k", selection, tmp_path=tmp_path)
         assert set(faulted.failed()) == expected, faulted.stdout[-6000:]
+
+
+@pytest.mark.parametrize("batch", sorted(fault_table.batches()))
+def test_the_starter_catches_every_fault_of_the_fault_table(
+    starter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: str
+) -> None:
+    """tests/test_faults.py's batches with the starter's workload entries in place of the hand-written demo's:
+    every test a row expects to fail fails. The one hand edit is what no cluster can tell: the demo's
+    legacyIamUser (an IAM user the workload used before). The starter's allow/deny lists differ from the
+    demo's, so a row's permission expectations are held loosely: where it expects a workload's action tests
+    to fail, at least one of them fails."""
+    data = yaml.safe_load(starter.read_text())
+    for workload in data["workloads"]:
+        demo = next(w for w in demo_data()["workloads"] if w["name"] == workload["name"])
+        if "legacyIamUser" in demo:
+            workload["legacyIamUser"] = demo["legacyIamUser"]
+    monkeypatch.setattr(fault_table, "demo_data", lambda: copy.deepcopy(data))
+    path = write_profile(tmp_path, fault_table.batch_profile(batch), batch)
+    run = run_pytest(f"--profile={path}", "--eksid-exec", "-k", "not who_can_become", tmp_path=tmp_path)
+    assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
+    assert "INTERNALERROR" not in run.stdout + run.stderr
+    failed = set(run.failed())
+    for row in fault_table.batches()[batch]:
+        expected = set(fault_table.FAULTS[row].expected(fault_table.at_of(batch, row)))
+        exact = {t for t in expected if not t.startswith(fault_table.ACTION)}
+        assert exact <= failed, f"{row}: not caught: {sorted(exact - failed)}\n{run.stdout[-4000:]}"
+        for workload in {t.split("[", 1)[1].split("/")[1] for t in expected if t.startswith(fault_table.ACTION)}:
+            own = [t for t in failed if t.startswith(f"{fault_table.ACTION}[{batch}/{workload}/")]
+            assert own, f"{row}: no action test of {workload} failed\n{run.stdout[-4000:]}"
 
 
 def test_discovery_input_and_output_mistakes_are_usage_errors(tmp_path: Path) -> None:
