@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import pytest
 
-from pytest_eksid import hooks, live, reporting_hooks, xdist_support
+from pytest_eksid import discover_hooks, hooks, live, reporting_hooks, xdist_support
 from pytest_eksid import report as reporting
 from pytest_eksid.connection import Provider
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
@@ -61,6 +61,7 @@ from pytest_eksid.settings import (
     parse_inconclusive,
     parse_minutes,
     parse_names,
+    parse_path,
     parse_positive_int,
     parse_seconds,
     resolve,
@@ -225,6 +226,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(one iam:ListRoles request per 1,000 roles, once per account per run; ini: eksid_skip_iam_scan, "
         "env: EKSID_SKIP_IAM_SCAN)",
     )
+    group.addoption(
+        "--eksid-discover",
+        dest="eksid_discover",
+        metavar="PATH",
+        type=str,
+        default=None,
+        help="Instead of running the checks, write a starter profile for the --profile's cluster to PATH: every "
+        "ServiceAccount bound to a role, with allow/deny entries derived from its policies; the profile may list "
+        "no workloads yet (ini: eksid_discover, env: EKSID_DISCOVER)",
+    )
+    parser.addini("eksid_discover", "Write a starter profile from the cluster to this path", default=None)
     parser.addini("eksid_skip_iam_scan", "Do not scan IAM roles for undeclared identities (true/false)", default=None)
     parser.addini("eksid_require_contract", "Fail workloads without allow or deny entries (true/false)", default=None)
     parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)
@@ -253,6 +265,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(xdist_support, "eksid-xdist")
     config.pluginmanager.register(reporting_hooks, "eksid-reporting")
     reporting_hooks.configure(config)
+    if config.stash[SETTINGS_KEY].discover is not None:
+        discover_hooks.configure(config)  # --eksid-discover: the run writes a profile, it checks nothing
     if profiles:
         quiet_wire_loggers()
         _stop_on_sigterm(config)
@@ -289,8 +303,10 @@ def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
         specs = _optional(config, "eksid_profile", "--profile", parse_names)
         if on_cli and specs is not None and specs.source != "--profile":
             specs = None
+        discovering = _optional(config, "eksid_discover", "--eksid-discover", parse_path) is not None
         for spec in specs.value if specs is not None else []:
-            out.append(Setting(load_profile(spec, rootdir), specs.source if specs is not None else ""))
+            loaded = load_profile(spec, rootdir, discovering=discovering)
+            out.append(Setting(loaded, specs.source if specs is not None else ""))
         out = _without_repeats(out)
         check_unique_names(p.value for p in out)
     except ProfileError as exc:

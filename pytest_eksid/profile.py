@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,6 +50,9 @@ EKS_CLUSTER_ARN_RE = re.compile(
     re.ASCII,
 )
 REASON_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,299}", re.ASCII)  # printable ASCII, not blank
+
+# Validation context key: the profile is the input of a discovery run, which may list no workloads yet.
+DISCOVERING = "discovering"
 
 Mechanism = Literal["pod-identity", "irsa"]
 MECHANISMS: tuple[str, ...] = ("pod-identity", "irsa")
@@ -391,7 +395,8 @@ class Workload(StrictModel):
 class Profile(StrictModel):
     cluster: Cluster
     probe: Probe
-    workloads: list[Workload] = Field(min_length=1)
+    # At least one, except in a discovery run (--eksid-discover), which starts from the cluster alone.
+    workloads: list[Workload] = Field(default_factory=list)
     # Identities of the cluster the profile knowingly leaves undeclared (test_undeclared_identities).
     ignore: list[IgnoredIdentity] = Field(default_factory=list)
     # Per namespace: who may run code as its workloads' ServiceAccounts (test_who_can_become).
@@ -402,6 +407,16 @@ class Profile(StrictModel):
     # (pytest_eksid/sandbox/model.py). A profile without one describes a live cluster. Never in a repr
     # (--showlocals): it may hold seeded secrets.
     sandbox: dict[str, Any] | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _has_workloads(self, info: ValidationInfo) -> Profile:
+        if not self.workloads and not (info.context or {}).get(DISCOVERING):
+            raise FieldError(
+                ("workloads",),
+                "List should have at least 1 item: a profile declares the workload identities to check; "
+                "to write a starter profile from the cluster, run with --eksid-discover PATH",
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -498,11 +513,14 @@ def resolve_profile_path(spec: str, rootdir: Path) -> Path:
     return path
 
 
-def load_profile(spec: str, rootdir: Path) -> LoadedProfile:
+def load_profile(spec: str, rootdir: Path, *, discovering: bool = False) -> LoadedProfile:
     """The profile's core model; a ``sandbox:`` section stays an opaque mapping here (the provider that
-    owns it validates it, with :func:`section_error` for its messages)."""
+    owns it validates it, with :func:`section_error` for its messages). ``discovering``: the input of
+    ``--eksid-discover``, which may declare no workloads yet."""
     path = resolve_profile_path(spec, rootdir)
-    profile, lines = _load_model(path, Profile, "a profile is a YAML mapping with 'cluster' and 'workloads' keys")
+    shape = "a profile is a YAML mapping with 'cluster' and 'workloads' keys"
+    context = {DISCOVERING: True} if discovering else None
+    profile, lines = _load_model(path, Profile, shape, context)
     return LoadedProfile(name=path.stem, path=path, profile=profile, lines=lines)
 
 
@@ -522,7 +540,9 @@ def section_error(
     return ProfileError(_format_errors(loaded.path, exc, loaded.lines, model, at))
 
 
-def _load_model(path: Path, model: type[M], shape: str) -> tuple[M, dict[Loc, int]]:
+def _load_model(
+    path: Path, model: type[M], shape: str, context: dict[str, Any] | None = None
+) -> tuple[M, dict[Loc, int]]:
     """Parse and validate a YAML file; every problem is a ProfileError naming the file and line."""
     try:
         document = profile_yaml.read(path)
@@ -534,7 +554,7 @@ def _load_model(path: Path, model: type[M], shape: str) -> tuple[M, dict[Loc, in
     if not isinstance(document.data, dict):
         raise ProfileError(f"{path}: {shape}")
     try:
-        return model.model_validate(document.data), document.lines
+        return model.model_validate(document.data, context=context), document.lines
     except ValidationError as exc:
         raise ProfileError(_format_errors(path, exc, document.lines, model)) from None
 

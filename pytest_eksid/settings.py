@@ -50,6 +50,12 @@ class Setting(Generic[T]):
 # --- parsers: text (ini, environment) to a value; ValueError says what was expected ---
 
 
+def parse_path(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a file path")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -148,6 +154,8 @@ class Settings:
     # An earlier run's JSON inventory to compare this run's with (a path as given; pytest_eksid.inventory
     # resolves it like --eksid-inventory).
     inventory_baseline: Setting[str] | None = None
+    # --eksid-discover: write a starter profile from the cluster to this path instead of running the checks.
+    discover: Setting[str] | None = None
 
     @property
     def profile(self) -> Setting[LoadedProfile] | None:
@@ -182,4 +190,5 @@ def resolve(
         require_contract=setting(config, "eksid_require_contract", "--eksid-require-contract", parse_bool, False),
         skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
         inventory_baseline=optional_setting(config, "eksid_inventory_baseline", "--eksid-inventory-baseline", str),
+        discover=optional_setting(config, "eksid_discover", "--eksid-discover", parse_path),
     )
