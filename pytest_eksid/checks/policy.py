@@ -42,7 +42,7 @@ FM_PERMISSION_DENIED = "Failure Mode 2 — IAM Permission Denied"
 # team's data in the account. Inventory is not data: actions AWS rates "List", and List*/Describe*.
 DATA_PLANE_SERVICES = frozenset({"s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm"})
 INVENTORY_PREFIXES = ("list", "describe")
-# Destructive, never granted unless the contract names it (AWS's access levels decide, see _destructive):
+# Destructive, never granted unless the contract names it (AWS's access levels decide, see destructive):
 # any "Permissions management" action (it opens a resource to others: kms:CreateGrant, sqs:AddPermission);
 # on the data services, "Tagging" actions (tags decide attribute-based access) and "Write" actions whose
 # verb deletes, overwrites or reconfigures (s3:PutBucketVersioning, ssm:PutParameter, sqs:PurgeQueue).
@@ -150,7 +150,7 @@ def _iam_write(pattern: str) -> bool:
     return any(a.service == "iam" and not a.levels <= IAM_READ_LEVELS for a in expand(pattern))
 
 
-def _destructive(a: AwsAction) -> bool:
+def destructive(a: AwsAction) -> bool:
     """Whether the action destroys data or opens a resource up, from AWS's access levels (IAM: see _iam_write)."""
     if a.service == "iam":
         return False
@@ -175,11 +175,11 @@ def _destructive_granted(st: Mapping[str, Any], contract: set[str]) -> tuple[lis
     if "Action" in st:
         for pattern in st["Action"]:
             for a in expand(pattern):
-                if _destructive(a):
+                if destructive(a):
                     via.setdefault(a.action.lower(), (a.action, pattern))
     elif "NotAction" in st:
         for a in expand("*"):
-            if _destructive(a) and grants_action(st, a.action) is not None:
+            if destructive(a) and grants_action(st, a.action) is not None:
                 via.setdefault(a.action.lower(), (a.action, "NotAction"))
     keys = sorted(
         (k for k in via if k not in contract),
@@ -213,7 +213,7 @@ def permission_findings(
     AWS does not document (typos, with a suggestion); data-plane actions of
     s3/sqs/kms/dynamodb/secretsmanager/ssm that are not inventory (List level, List*/Describe*)
     on every resource (``*``, an ARN whose resource part is only a wildcard, or NotResource);
-    destructive actions (:func:`_destructive`), matched through wildcards, unless listed in
+    destructive actions (:func:`destructive`), matched through wildcards, unless listed in
     ``allowed_actions`` (the workload's contract; exact, case-insensitive); any IAM action AWS
     rates other than Read/List (an ``iam:*`` pattern is reported even if the contract names one
     IAM action); ``iam:PassRole`` and ``sts:AssumeRole`` on every resource. Conditions are ignored.

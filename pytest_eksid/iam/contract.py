@@ -27,8 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_eksid.checks.policy import SHOWN_FIRST
-from pytest_eksid.checks.policy import _destructive as destructive  # the permission-policy check's own rating
+from pytest_eksid.checks.policy import (
+    SHOWN_FIRST,
+    destructive,  # the permission-policy check's own rating
+)
 from pytest_eksid.iam.actions import AwsAction, expand, lookup
 from pytest_eksid.iam.documents import (
     action_patterns_match,
