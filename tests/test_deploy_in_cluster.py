@@ -107,6 +107,11 @@ def test_the_nightly_runner_passes_in_cluster_and_uses_every_permission(runner_c
         assert any(workload in key and v == "passed" for key, v in run.outcomes.items()), workload
     assert {"junit.xml", "inventory.json"} <= set(run.results), run.results
     assert any(f.startswith("allure/") for f in run.results), run.results
+    # No secret the sandbox handed out (keys, session tokens, ServiceAccount tokens, the seeded Secrets'
+    # values the runner scanned) is in its log or its reports.
+    output = run.log + run.report
+    leaked = sum(1 for s in runner_cluster.sandbox.minted_secrets if len(s) >= 16 and s in output)
+    assert leaked == 0, f"{leaked} of the sandbox's secrets are in the runner's log or reports"
     # It cleaned up every probe pod it created (its requests came as the pod's ServiceAccount: below).
     managed = runner_cluster.kube.core.list_pod_for_all_namespaces(
         label_selector="app.kubernetes.io/managed-by=pytest-eksid"
@@ -200,3 +205,16 @@ def test_the_runner_pod_is_the_cronjobs_template() -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["results"] == {"name": "results", "emptyDir": {}}
     assert volumes["profile"] == next(v for v in want["volumes"] if v["name"] == "profile")
+
+
+def test_the_kubelet_rewrites_arguments_under_unmounted_paths(tmp_path: Path) -> None:
+    """What lets the CronJob's ``--profile=/profiles/cluster.yaml`` work where ``/profiles`` cannot be mounted:
+    a path argument, or an option's ``=path``, under a mountPath gets the volume's host path; others stay."""
+    from pytest_eksid.sandbox.node import _rewrite_arg
+
+    mounts = {"/profiles": tmp_path / "profile", "/results": tmp_path / "results"}
+    assert _rewrite_arg("--profile=/profiles/cluster.yaml", mounts) == f"--profile={tmp_path}/profile/cluster.yaml"
+    assert _rewrite_arg("/results", mounts) == str(tmp_path / "results")
+    assert _rewrite_arg("--junitxml=/resultsx/j.xml", mounts) == "--junitxml=/resultsx/j.xml"
+    assert _rewrite_arg("-p", mounts) == "-p"
+    assert _rewrite_arg("no:cacheprovider", mounts) == "no:cacheprovider"

@@ -170,6 +170,7 @@ class RunnerRun:
     outcomes: dict[str, str]  # JUnit "classname::name" -> passed/failed/error/skipped
     messages: dict[str, str]  # the same keys -> failure/error message and text
     results: list[str]  # the files the run left on its results volume
+    report: str  # its JUnit XML and inventory, as text (for leak checks)
 
     def failed(self) -> list[str]:
         return sorted(k for k, v in self.outcomes.items() if v in ("failed", "error"))
@@ -196,7 +197,10 @@ def run_runner_pod(running: Any, name: str, extra_args: list[str], timeout: floa
         log = core.read_namespaced_pod_log(name, NAMESPACE)
         outcomes, messages = _junit(results / "junit.xml")
         files = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
-        return RunnerRun(str(pod.status.phase), log, outcomes, messages, files)
+        report = "".join(
+            (results / f).read_text(errors="replace") for f in ("junit.xml", "inventory.json") if (results / f).exists()
+        )
+        return RunnerRun(str(pod.status.phase), log, outcomes, messages, files, report)
     finally:
         core.delete_namespaced_pod(name, NAMESPACE)
 
