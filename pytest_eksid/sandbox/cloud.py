@@ -357,7 +357,8 @@ class AwsServer:
     """Runs :class:`AwsGateway` on a free loopback port with moto's authorization switched on."""
 
     def __init__(self, gateway: AwsGateway, host: str = "127.0.0.1") -> None:
-        self._server = make_server(host, 0, gateway, threaded=True, request_handler=_QuietHandler)
+        self.requests = RequestLog(gateway)
+        self._server = make_server(host, 0, self.requests, threaded=True, request_handler=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="eksid-aws", daemon=True)
         self._saved_auth = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
 
@@ -375,3 +376,56 @@ class AwsServer:
         self._server.server_close()
         self._thread.join(timeout=5)
         moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = self._saved_auth
+
+
+# --- a per-caller request log, for tests that ask what a caller used -------------------------------
+
+
+@dataclass(frozen=True)
+class AwsRequest:
+    """One SigV4-signed request the endpoint answered: the signing key's id (``fidelity.caller_arn``
+    names its principal), the IAM action asked for (``iam:GetRole``; S3 only as ``s3:<method>``) and
+    the HTTP status of the answer."""
+
+    access_key_id: str
+    action: str
+    status: int
+
+
+class RequestLog:
+    """WSGI middleware in front of :class:`AwsGateway` that records every signed request (no bodies,
+    no signatures) in ``entries``, in arrival order."""
+
+    def __init__(self, app: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]) -> None:
+        self.app = app
+        self.entries: list[AwsRequest] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        scope = fidelity.credential_scope(request.headers.get("Authorization", ""))
+        if len(scope) < 4:
+            return self.app(environ, start_response)
+        body = request.get_data(cache=True)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        action = _action_of(request, body, scope[3])
+
+        def logged(status: str, headers: Any, exc_info: Any = None) -> Any:
+            self.entries.append(AwsRequest(scope[0], action, int(status.split(" ", 1)[0])))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, logged)
+
+
+def _action_of(request: Request, body: bytes, service: str) -> str:
+    """The action a request asks for: EKS's REST route, the JSON protocol's ``X-Amz-Target``
+    operation, the query protocol's ``Action``; S3 only by its method."""
+    if service == "eks":
+        return "eks:" + _eks_action(request.method, request.path)
+    target = request.headers.get("X-Amz-Target", "")
+    if target:
+        return f"{service}:{target.rpartition('.')[2]}"
+    if service == "s3":
+        return f"s3:{request.method}"
+    query = request.args.get("Action") or parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[-1]
+    return f"{service}:{query or request.method}"

@@ -343,6 +343,10 @@ class Kubelet:
             if self._stopping.is_set() or not self._patch(pod, scheduled):
                 return
             binds = self._binds(container, mounts) if self.isolation == MOUNT_NAMESPACE else []
+            # An argument naming a file under a mountPath the namespace does not hold (or no namespace)
+            # gets the volume's host path, as variables do (`--profile=/profiles/cluster.yaml`).
+            bound = {target for target, _, _ in binds}
+            argv = [_rewrite_arg(a, {m: h for m, h in mounts.items() if m not in bound}) for a in argv]
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     _in_mount_namespace(binds, argv) if binds else argv,
@@ -422,12 +426,15 @@ class Kubelet:
     def _binds(self, container: Obj, mounts: dict[str, Path]) -> list[tuple[str, Path, bool]]:
         """(mountPath, host dir, read-only) for each mount the pod's mount namespace can hold: an
         absolute, normalised path other than ``/``, existing as a directory or creatable under
-        ``/var/run/secrets/``. The others stay reachable through the rewritten variables only."""
+        ``/var/run/secrets/``, and not the kubelet's work directory or above it (mounted there, it
+        would hide every volume's files). The others stay reachable through the rewritten variables
+        and arguments only."""
         read_only = {
             str(m.get("mountPath", "")).rstrip("/"): bool(m.get("readOnly"))
             for m in container.get("volumeMounts") or []
         }
         binds = []
+        own = Path(os.path.realpath(self.workdir))
         for mount_path, host in mounts.items():
             target = Path(mount_path)
             if (
@@ -439,6 +446,8 @@ class Kubelet:
                 continue
             if not target.is_dir() and not (mount_path + "/").startswith(CREATABLE_MOUNT_ROOT):
                 continue
+            if Path(os.path.realpath(target)) in (own, *own.parents):
+                continue  # it would hide the volumes' own files (a pod's /tmp over $TMPDIR/eksid-sandbox-*)
             binds.append((mount_path, host, read_only.get(mount_path, False)))
         return binds
 
@@ -689,6 +698,15 @@ def _can_bind_mount(workdir: Path) -> bool:
         return False
     finally:
         shutil.rmtree(probe, ignore_errors=True)
+
+
+def _rewrite_arg(arg: str, mounts: dict[str, Path]) -> str:
+    """``arg`` (a path, or ``--option=path``) with a mountPath prefix replaced by its volume's host dir."""
+    option, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    for mount, host in mounts.items():
+        if value == mount or value.startswith(mount + "/"):
+            return f"{option}{eq}{host}{value[len(mount) :]}"
+    return arg
 
 
 def _inside(volume: Path, relative: object) -> Path:

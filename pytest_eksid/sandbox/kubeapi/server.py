@@ -94,6 +94,19 @@ ADMIN = Caller("eksid-sandbox-admin", ("system:masters", "system:authenticated")
 PRIVILEGED_GROUP = "system:masters"
 
 
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request as the API server decided it, for tests that ask what a caller used (the audit
+    log's who/verb/resource, without bodies): ``allowed`` False when authorization refused it."""
+
+    user: str
+    verb: str
+    group: str  # "" for core and for non-resource requests
+    resource: str  # "pods", "pods/exec"; the path for a non-resource request
+    namespace: str
+    allowed: bool
+
+
 class Decision(enum.Enum):
     """An authorizer's answer (k8s.io/apiserver's ``authorizer.Decision``)."""
 
@@ -207,6 +220,8 @@ class KubeApiServer:
         self.authorizers: list[Authorizer] = [self._rbac_decision]
         rbac_install(store)  # the default ClusterRoles and bindings, and ClusterRole aggregation
         self.read_log = log_reader
+        # Every authenticated request's caller, verb and resource, in arrival order (tests read it).
+        self.requests: list[LoggedRequest] = []
         # Service-account issuer discovery (set by the sandbox): the OIDC document and the JWKS.
         self.oidc_discovery: Callable[[], tuple[Obj, Obj]] | None = None
         self.certificate = ServingCertificate(
@@ -280,7 +295,12 @@ class KubeApiServer:
             return Response(200, document if req.path == OIDC_PATHS[0] else jwks)
         caller = self.impersonate(self.authenticate(req), req)
         info = request_info(req)
-        self.authorize(caller, info)
+        try:
+            self.authorize(caller, info)
+        except ApiError:
+            self._record(caller, info, allowed=False)
+            raise
+        self._record(caller, info, allowed=True)
         if info.resource in REVIEWS:
             return self._review(req, caller, info)
         if info.resource is not None and info.resource.group == RBAC_GROUP:
@@ -292,6 +312,13 @@ class KubeApiServer:
         ):
             self._confirm_no_escalation(req, caller, info, info.resource)
         return self.route(req, info, handler)
+
+    def _record(self, caller: Caller, info: RequestInfo, *, allowed: bool) -> None:
+        rt = info.resource
+        resource = info.path if rt is None else f"{rt.plural}/{info.subresource}" if info.subresource else rt.plural
+        self.requests.append(
+            LoggedRequest(caller.name, info.verb, rt.group if rt else "", resource, info.namespace or "", allowed)
+        )
 
     def authenticate(self, req: Request) -> Caller:
         """Who sent ``req``; 401 when nobody we know. The one place for authentication:
