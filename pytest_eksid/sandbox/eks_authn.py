@@ -210,20 +210,19 @@ class EksTokenAuthenticator:
             raise TokenRejected("X-Amz-Date parameter must be present and valid in pre-signed URL") from None
         if self.now() > signed_at + PRESIGNED_URL_LIFETIME:
             raise TokenRejected("X-Amz-Date parameter is expired (15 minute expiration)")
-        return self._call_sts(parsed.query, signed_at, params)
+        return self._call_sts(parsed.query, params)
 
-    def _call_sts(self, query: str, signed_at: datetime.datetime, params: dict[str, str]) -> Identity:
-        # STS answers the URL with the verifier's own x-k8s-aws-id (token.go:685-692). STS honours the presigned
-        # GetCallerIdentity for 15 minutes whatever X-Amz-Expires says (token.go:92-98; aws eks get-token signs
-        # with 60 s and caches 14 min); fidelity checks X-Amz-Expires, so it is asked at the signing time, the
-        # 15-minute limit having been checked above.
+    def _call_sts(self, query: str, params: dict[str, str]) -> Identity:
+        # STS answers the URL with the verifier's own x-k8s-aws-id (token.go:685-692), at the verifier's time: the
+        # emulated STS honours the URL for 15 minutes from X-Amz-Date whatever X-Amz-Expires says, as STS does
+        # (token.go:92-98; aws eks get-token signs with 60 s and caches 14 min).
         environ = EnvironBuilder(
             path="/",
             base_url=f"{self.sts_scheme}://{self.sts_host}",
             query_string=query,
             headers=[(CLUSTER_ID_HEADER, self.cluster.name), ("Accept", "application/json")],
         ).get_environ()
-        answer = fidelity.presigned_caller_identity(Request(environ), lambda: signed_at)
+        answer = fidelity.presigned_caller_identity(Request(environ), self.now)
         if answer.status_code != 200:
             raise TokenRejected(
                 f"sts getCallerIdentity failed: error from AWS (expected 200, got {answer.status_code})"

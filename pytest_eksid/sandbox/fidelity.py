@@ -431,8 +431,11 @@ def _sts_refusal(code: str, message: str) -> Response:
     )
 
 
+PRESIGNED_CALLER_IDENTITY_LIFETIME = datetime.timedelta(minutes=15)
+
+
 def presigned_caller_identity(request: Request, now: Callable[[], datetime.datetime]) -> Response:
-    """A presigned GetCallerIdentity, checked as STS checks query-string SigV4."""
+    """A presigned GetCallerIdentity, checked as STS checks query-string SigV4 (``now``: the verifier's clock)."""
     from botocore.auth import SigV4QueryAuth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -468,7 +471,10 @@ def presigned_caller_identity(request: Request, now: Callable[[], datetime.datet
         expires = int(args.get("X-Amz-Expires", ""))
     except ValueError:
         return _sts_refusal("IncompleteSignature", "X-Amz-Date or X-Amz-Expires is malformed")
-    if now() > signed_at + datetime.timedelta(seconds=expires):
+    # STS honours a presigned GetCallerIdentity for 15 minutes from X-Amz-Date whatever X-Amz-Expires says
+    # (``aws eks get-token`` signs 60 s and its token is good for 14 minutes) [kubernetes-sigs/aws-iam-authenticator
+    # @81b1daba pkg/token/token.go:92-99,657-661]; X-Amz-Expires must still be a number, as SigV4 query signing has it.
+    if expires < 0 or now() > signed_at + PRESIGNED_CALLER_IDENTITY_LIFETIME:
         return _sts_refusal("ExpiredToken", "Signature expired")
     names = [n for n in args.get("X-Amz-SignedHeaders", "").split(";") if n]
     headers = {n: request.headers.get(n, "") for n in names if n != "host"}

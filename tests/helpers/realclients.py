@@ -120,6 +120,13 @@ def _pip(directory: Path) -> None:
     _run("pip install " + AWSCLI[0], [*pip, "--disable-pip-version-check", *AWSCLI], directory)
 
 
+def install_awscli(cache: Path = CACHE) -> Path:
+    """The AWS CLI v1 alone (what runs on the host, outside pods), installed under ``cache`` unless already there."""
+    with _locked(cache / ".lock"):
+        _installed(cache / "awscli", list(AWSCLI), _pip)
+    return cache / "awscli" / "bin" / "aws"
+
+
 def install(cache: Path = CACHE) -> RealClients:
     """Both clients, installed under ``cache`` unless already there (raises InstallError with the reason)."""
     with _locked(cache / ".lock"):
