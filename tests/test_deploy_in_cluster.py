@@ -41,9 +41,6 @@ NOT_USED_BY_A_PASSING_RUN = {
     # only when a probe pod fails: its events go into the failure (probe/pod.py _events); without the
     # verb the report says "(events unavailable: ...)" and the run's verdicts are unchanged
     ("", "events", "list"): "probe failure diagnostics",
-    # the sandbox serves no StatefulSets: its API server takes the path for a non-resource request
-    # (system:discovery's /apis/* allows it, then 404), where kube-apiserver authorizes `list statefulsets`
-    ("apps", "statefulsets", "list"): "not served by the sandbox",
 }
 DEMO_WORKLOADS = ("invoice-exporter", "billing-worker")
 

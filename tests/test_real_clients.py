@@ -338,11 +338,6 @@ def test_kubectl_auth_whoami_is_the_runner_arn(host: Host) -> None:
     assert info["uid"].startswith(f"aws-iam-authenticator:{ACCOUNT}:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kubeapi/server.py:390 answers SelfSubjectReview without the caller's extra (user_info(..., extra) is "
-    "not passed it); not this helper's file: reported to the integrator",
-)
 def test_kubectl_auth_whoami_shows_the_authenticators_extra(host: Host) -> None:
     """kube-apiserver's SelfSubjectReview returns the user's extra, which aws-iam-authenticator fills
     [kubernetes-sigs/aws-iam-authenticator@81b1daba pkg/server/server.go:425-458]."""

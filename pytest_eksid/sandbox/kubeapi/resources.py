@@ -103,6 +103,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(
         "apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ("all",), _STATUS, ("status.replicas",), True
     ),
+    ResourceType("apps", "v1", "statefulsets", "StatefulSet", True, ("sts",), ("all",), _STATUS, generation=True),
     ResourceType(
         "admissionregistration.k8s.io",
         "v1",

@@ -414,7 +414,9 @@ class KubeApiServer:
         spec = review["spec"]
         if rt.kind == "SelfSubjectReview":
             review.pop("spec")
-            review["status"] = {"userInfo": user_info(caller.name, caller.groups, caller.uid)}
+            review["status"] = {
+                "userInfo": user_info(caller.name, caller.groups, caller.uid, {k: list(v) for k, v in caller.extra})
+            }
         elif rt.kind == "SelfSubjectRulesReview":
             review["status"] = rules_review_status(self.rbac.resolve(caller, str(spec.get("namespace") or "")))
         else:
