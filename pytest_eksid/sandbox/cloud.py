@@ -470,7 +470,7 @@ def _action_of(request: Request, body: bytes, service: str) -> str:
     """The action a request asks for: EKS's REST route, the JSON protocol's ``X-Amz-Target``
     operation, the query protocol's ``Action``; S3 only by its method."""
     if service == "eks":
-        return "eks:" + _eks_action(request.method, request.path)
+        return "eks:" + (eks_operation(request.method, request.path) or request.method)
     target = request.headers.get("X-Amz-Target", "")
     if target:
         return f"{service}:{target.rpartition('.')[2]}"
