@@ -524,7 +524,14 @@ class Sandbox:
         manifests = sorted(self.spec.manifests, key=lambda m: m["kind"] != "Namespace")  # stable: order kept
         given = [m for m in manifests if m["kind"] == "Namespace"]
         self._seed_manifests(given)
-        namespaces = {"kube-system", *(w.namespace for w in self.profile.workloads)}
+        # Every cluster's own namespaces (kube-apiserver's system namespaces controller), then the workloads'.
+        namespaces = {
+            "default",
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            *(w.namespace for w in self.profile.workloads),
+        }
         for ns in sorted(namespaces - {m["metadata"]["name"] for m in given}):
             self.store.create("namespaces", "", {"metadata": {"name": ns}})
         seen: set[tuple[str, str]] = set()
