@@ -199,6 +199,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
     parser.addini("eksid_inventory_baseline", "An earlier run's JSON inventory to compare with", default=None)
     group.addoption(
+        "--eksid-cloudtrail",
+        dest="eksid_cloudtrail",
+        metavar="STATE.json",
+        type=str,
+        default=None,
+        help="Check in CloudTrail that the previous run's probe sessions recorded in STATE.json were the expected "
+        "role (test_cloudtrail_identity), and record this run's for the next (ini: eksid_cloudtrail, "
+        "env: EKSID_CLOUDTRAIL)",
+    )
+    parser.addini(
+        "eksid_cloudtrail", "State file of probe sessions checked in CloudTrail by the next run", default=None
+    )
+    group.addoption(
         "--eksid-exec",
         dest="eksid_exec",
         action="store_const",
