@@ -97,6 +97,7 @@ MARKERS = {
     "pod_identity": "checks of workloads bound by EKS Pod Identity",
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
     "eksid_exec": "looks inside the workload's running containers; runs only with --eksid-exec",
+    "eksid_cloudtrail": "looks up the previous run's probe sessions in CloudTrail; runs only with --eksid-cloudtrail",
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
     "(e.g. only Pod Identity workloads); a cluster or namespace test runs where one of its workloads is",
 }
@@ -458,6 +459,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("eksid_exec") is not None and not settings.exec_containers.value:
             not_applicable.append(item)  # opt-in: it execs into the workload's own pods
+            continue
+        if item.get_closest_marker("eksid_cloudtrail") is not None and settings.cloudtrail is None:
+            not_applicable.append(item)  # opt-in: it reads CloudTrail and writes the state file
             continue
         subject = subject_of(item)
         scope = scope_of(item)

@@ -14,12 +14,12 @@ from pytest_eksid.aws import AwsError
 from pytest_eksid.checks.cloudtrail import Recorded, cloudtrail_identity
 from pytest_eksid.fixtures import cluster_refs, fail_on, inconclusive
 
-pytestmark = pytest.mark.identity
+pytestmark = [pytest.mark.identity, pytest.mark.eksid_cloudtrail]
 
 
 def test_cloudtrail_identity(eksid_settings, eksid_profile, eksid_workload, eksid_campaign, eksid_probe, eksid_aws):
     """The previous run's probe session appears in CloudTrail as the expected role and ServiceAccount."""
-    if eksid_settings.cloudtrail is None:
+    if eksid_settings.cloudtrail is None:  # the plugin deselects it then; this guards a run without the plugin's hook
         pytest.skip("opt-in: --eksid-cloudtrail STATE.json checks the previous run's probe sessions in CloudTrail")
     state = Path(eksid_settings.cloudtrail.value)
     key = f"{eksid_profile.name}/{eksid_workload.name}"

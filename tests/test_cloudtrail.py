@@ -221,3 +221,13 @@ def test_previous_run_shows_in_cloudtrail_on_the_sandbox(tmp_path):
 
     third = _run(tmp_path, "run3", clean_profile, state, trail)
     assert set(third.outcomes.values()) == {"passed"}, third.stdout[-4000:]
+
+
+def test_without_the_option_the_check_is_not_collected(tmp_path):
+    run = run_pytest("--profile=demo", "--collect-only", "-q", "suites/test_cloudtrail.py", tmp_path=tmp_path)
+    assert "2 deselected" in run.stdout, run.stdout[-2000:]
+    with_option = run_pytest(
+        "--profile=demo", f"--eksid-cloudtrail={tmp_path / 's.json'}", "--collect-only", "-q", CT, tmp_path=tmp_path
+    )
+    assert f"{CT}[demo/invoice-exporter]" in with_option.stdout, with_option.stdout[-2000:]
+    assert not (tmp_path / "s.json").exists()  # collecting writes nothing
