@@ -118,8 +118,9 @@ def cloudtrail_identity(
             f"{label}: CloudTrail has no {want_event} event for the previous run's probe session",
             f"a {want_event} event for {shown(recorded.session_arn, 200)} with role {expected_role}",
             f"none in the event history between {start:%H:%M} and {end:%H:%M} UTC{more}",
-            "CloudTrail is not recording management events in this region, the runner looks in another region "
-            "than the probe's STS calls went to, or the session came from elsewhere than this mechanism",
+            "the probe's STS call was logged in another region (a pod using the global STS endpoint is logged in "
+            "us-east-1: look there with --region us-east-1), CloudTrail is not recording management events here, "
+            "or the session came from elsewhere than this mechanism",
             (assume_query,),
             {"run id": recorded.run_id},
         ), None
