@@ -11,6 +11,7 @@ import pytest
 from pytest_eksid import discover_hooks, hooks, live, reporting_hooks, xdist_support
 from pytest_eksid import report as reporting
 from pytest_eksid.connection import Provider
+from pytest_eksid.escape import printable
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     CLUSTER_FIXTURE,
@@ -381,6 +382,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
         ]
         lines += reporting.unproven_lines(loaded, failing=run.require_contract.value)
+    if run.cloudtrail is not None:
+        lines.append(f"eksid: cloudtrail state {printable(run.cloudtrail.value)} (from {run.cloudtrail.source})")
     return lines
 
 

@@ -207,6 +207,7 @@ def test_previous_run_shows_in_cloudtrail_on_the_sandbox(tmp_path):
     first = _run(tmp_path, "run1", faulted_profile, state, trail)
     assert set(first.outcomes.values()) == {"skipped"}, first.stdout[-4000:]
     assert "no earlier run recorded" in first.messages[f"{CT}[demo/invoice-exporter]"]
+    assert f"eksid: cloudtrail state {state} (from --eksid-cloudtrail)" in first.stdout
 
     second = _run(tmp_path, "run2", clean_profile, state, trail)
     assert second.outcomes[f"{CT}[demo/invoice-exporter]"] == "failed", second.stdout[-4000:]
