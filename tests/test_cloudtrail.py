@@ -180,13 +180,14 @@ def test_state_file_keeps_other_entries_and_refuses_garbage(tmp_path):
 CT = "suites/test_cloudtrail.py::test_cloudtrail_identity"
 
 
-def _run(tmp_path: Path, name: str, profile: Path, state: Path, trail: Path):
+def _run(tmp_path: Path, name: str, profile: Path, state: Path, trail: Path, *args: str):
     out = tmp_path / name
     out.mkdir()
     return run_pytest(
         f"--profile={profile}",
         f"--eksid-cloudtrail={state}",
         CT,
+        *args,
         tmp_path=out,
         env={"EKSID_SANDBOX_CLOUDTRAIL": str(trail), "EKSID_SANDBOX_CLOUDTRAIL_LAG": "0"},
     )
@@ -194,7 +195,7 @@ def _run(tmp_path: Path, name: str, profile: Path, state: Path, trail: Path):
 
 def test_previous_run_shows_in_cloudtrail_on_the_sandbox(tmp_path):
     """Run 1 under wrong-role records its sessions; run 2 (clean) finds them in CloudTrail as the wrong role and
-    fails naming the query; run 3 finds run 2's clean sessions and passes."""
+    fails naming the query; run 3 (under xdist) finds run 2's clean sessions and passes, and records its own."""
     clean = demo_data()
     faulted = demo_data()
     faulted["sandbox"]["faults"] = [{"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}]
@@ -220,8 +221,13 @@ def test_previous_run_shows_in_cloudtrail_on_the_sandbox(tmp_path):
     )
     assert "aws cloudtrail lookup-events --region eu-west-1 --lookup-attributes AttributeKey=ResourceName," in message
 
-    third = _run(tmp_path, "run3", clean_profile, state, trail)
+    third = _run(tmp_path, "run3", clean_profile, state, trail, "-n", "2")  # xdist workers share the state file
     assert set(third.outcomes.values()) == {"passed"}, third.stdout[-4000:]
+    sessions = json.loads(state.read_text())["sessions"]
+    assert sorted(sessions) == ["demo/billing-worker", "demo/invoice-exporter"]
+    assert sessions["demo/invoice-exporter"]["session_arn"].startswith(
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/demo-invoice-exporter/eks-demo-eksid-probe-invoice-exporter-"
+    )
 
 
 def test_without_the_option_the_check_is_not_collected(tmp_path):
