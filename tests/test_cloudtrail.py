@@ -7,7 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from pytest_eksid import cloudtrail
 from pytest_eksid.checks.cloudtrail import LAG, Recorded, cloudtrail_identity
@@ -15,6 +19,7 @@ from pytest_eksid.profile import Workload
 from pytest_eksid.sandbox.trail import Trail, TrailError
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
+from tests.helpers.sandboxes import sa_token
 
 ACCOUNT = "111122223333"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/exporter"
@@ -238,3 +243,48 @@ def test_without_the_option_the_check_is_not_collected(tmp_path):
     )
     assert f"{CT}[demo/invoice-exporter]" in with_option.stdout, with_option.stdout[-2000:]
     assert not (tmp_path / "s.json").exists()  # collecting writes nothing
+
+
+def _client(running, service: str, keys: dict[str, str] | None = None, **kw: Any):
+    env = running.connection.env
+    keys = keys or {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
+    return boto3.client(service, region_name="eu-west-1", endpoint_url=env["AWS_ENDPOINT_URL"], **keys, **kw)
+
+
+def test_sandbox_lookup_events_over_http(start_sandbox):
+    """A web identity session, then its own call: both in LookupEvents as AWS shapes them; a role without
+    cloudtrail:LookupEvents is refused."""
+    running = start_sandbox(demo_data())
+    role = f"arn:aws:iam::{ACCOUNT}:role/demo-billing-worker"
+    token = sa_token(running, "billing-demo", "billing-worker-aws-sa")
+    sts = _client(running, "sts", {}, config=Config(signature_version=UNSIGNED))
+    answer = sts.assume_role_with_web_identity(RoleArn=role, RoleSessionName="ct-test", WebIdentityToken=token)
+    session_arn = answer["AssumedRoleUser"]["Arn"]
+    c = answer["Credentials"]
+    keys = {
+        "aws_access_key_id": c["AccessKeyId"],
+        "aws_secret_access_key": c["SecretAccessKey"],
+        "aws_session_token": c["SessionToken"],
+    }
+    _client(running, "sts", keys).get_caller_identity()
+    trail = _client(running, "cloudtrail")
+    found = trail.lookup_events(LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": session_arn}])
+    [event] = found["Events"]
+    record = json.loads(event["CloudTrailEvent"])
+    assert (event["EventName"], event["Username"]) == (
+        "AssumeRoleWithWebIdentity",
+        "system:serviceaccount:billing-demo:billing-worker-aws-sa",
+    )
+    assert record["userIdentity"]["type"] == "WebIdentityUser"
+    assert record["requestParameters"] == {"roleArn": role, "roleSessionName": "ct-test", "durationSeconds": 3600}
+    calls = trail.lookup_events(LookupAttributes=[{"AttributeKey": "Username", "AttributeValue": "ct-test"}])["Events"]
+    assert [e["EventName"] for e in calls] == ["GetCallerIdentity"]
+    issuer = json.loads(calls[0]["CloudTrailEvent"])["userIdentity"]["sessionContext"]["sessionIssuer"]["arn"]
+    assert issuer == role
+    with pytest.raises(ClientError) as refused:
+        _client(running, "cloudtrail", keys).lookup_events()
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "cloudtrail:LookupEvents" in refused.value.response["Error"]["Message"]
