@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,7 +91,7 @@ class Trail:
         username: str | None,
         request_parameters: dict[str, Any] | None = None,
         response_elements: dict[str, Any] | None = None,
-        resources: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        resources: Sequence[tuple[str, str]] = (),
         access_key_id: str = "",
         read_only: bool = False,
         error_code: str | None = None,
@@ -214,7 +214,7 @@ def assumed_role_identity(session: Any, role: Any, account: str) -> tuple[dict[s
                 "accountId": account,
                 "userName": str(session.role_arn).rsplit("/", 1)[-1],
             },
-            "attributes": {"creationDate": _iso(time.time()), "mfaAuthenticated": "false"},
+            "attributes": {"mfaAuthenticated": "false"},  # creationDate: moto keeps no session start
         },
     }
     return identity, str(session.session_name)
