@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -48,7 +49,11 @@ ACTIONS = (
     "eks:ListPodIdentityAssociations",
     "eks:DescribePodIdentityAssociation",
     "eks:DescribeAddon",
+    "cloudtrail:LookupEvents",
 )
+# LookupEvents: 50 events a page, 2 requests/s per account and region (AWS's API reference); a query reads at most
+# this many pages (botocore's standard retry mode backs off on ThrottlingException).
+LOOKUP_MAX_PAGES = 4
 
 
 class AwsError(Exception):
@@ -404,6 +409,33 @@ class Aws:
             return out
 
         result: list[dict[str, Any]] = self._cached(("iam", "ListRoles"), fetch)
+        return result
+
+    def lookup_events(self, key: str, value: str, start: datetime, end: datetime) -> tuple[list[dict[str, Any]], bool]:
+        """CloudTrail event history for one lookup attribute in [start, end]: (events, newest first; whether more
+        pages were left unread after LOOKUP_MAX_PAGES). Cached per query for the run."""
+
+        def fetch() -> tuple[list[dict[str, Any]], bool]:
+            events: list[dict[str, Any]] = []
+            pages = (
+                self._client("cloudtrail")
+                .get_paginator("lookup_events")
+                .paginate(
+                    LookupAttributes=[{"AttributeKey": key, "AttributeValue": value}],
+                    StartTime=start,
+                    EndTime=end,
+                    PaginationConfig={"PageSize": 50, "MaxItems": 50 * LOOKUP_MAX_PAGES},
+                )
+            )
+            more = False
+            for page in pages:
+                events.extend(dict(e) for e in page.get("Events", []))
+                more = bool(page.get("NextToken"))
+            return events, more
+
+        result: tuple[list[dict[str, Any]], bool] = self._cached(
+            ("cloudtrail", "LookupEvents", key, value, start.isoformat(), end.isoformat()), fetch
+        )
         return result
 
     def addon(self, cluster: str, name: str = "eks-pod-identity-agent") -> dict[str, Any] | None:

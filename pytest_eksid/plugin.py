@@ -11,6 +11,7 @@ import pytest
 from pytest_eksid import discover_hooks, hooks, live, reporting_hooks, xdist_support
 from pytest_eksid import report as reporting
 from pytest_eksid.connection import Provider
+from pytest_eksid.escape import printable
 from pytest_eksid.fixtures import (  # re-exported: pytest finds fixtures on the plugin module
     ACTION_FIXTURE,
     CLUSTER_FIXTURE,
@@ -97,6 +98,7 @@ MARKERS = {
     "pod_identity": "checks of workloads bound by EKS Pod Identity",
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
     "eksid_exec": "looks inside the workload's running containers; runs only with --eksid-exec",
+    "eksid_cloudtrail": "looks up the previous run's probe sessions in CloudTrail; runs only with --eksid-cloudtrail",
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
     "(e.g. only Pod Identity workloads); a cluster or namespace test runs where one of its workloads is",
 }
@@ -198,6 +200,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
     parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
     parser.addini("eksid_inventory_baseline", "An earlier run's JSON inventory to compare with", default=None)
+    group.addoption(
+        "--eksid-cloudtrail",
+        dest="eksid_cloudtrail",
+        metavar="STATE.json",
+        type=str,
+        default=None,
+        help="Check in CloudTrail that the previous run's probe sessions recorded in STATE.json were the expected "
+        "role (test_cloudtrail_identity), and record this run's for the next (ini: eksid_cloudtrail, "
+        "env: EKSID_CLOUDTRAIL)",
+    )
+    parser.addini(
+        "eksid_cloudtrail", "State file of probe sessions checked in CloudTrail by the next run", default=None
+    )
     group.addoption(
         "--eksid-exec",
         dest="eksid_exec",
@@ -367,6 +382,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"eksid: probe image {loaded.profile.probe.image}; {len(loaded.profile.workloads)} workload(s)",
         ]
         lines += reporting.unproven_lines(loaded, failing=run.require_contract.value)
+    if run.cloudtrail is not None:
+        lines.append(f"eksid: cloudtrail state {printable(run.cloudtrail.value)} (from {run.cloudtrail.source})")
     return lines
 
 
@@ -445,6 +462,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("eksid_exec") is not None and not settings.exec_containers.value:
             not_applicable.append(item)  # opt-in: it execs into the workload's own pods
+            continue
+        if item.get_closest_marker("eksid_cloudtrail") is not None and settings.cloudtrail is None:
+            not_applicable.append(item)  # opt-in: it reads CloudTrail and writes the state file
             continue
         subject = subject_of(item)
         scope = scope_of(item)

@@ -154,6 +154,8 @@ class Settings:
     # An earlier run's JSON inventory to compare this run's with (a path as given; pytest_eksid.inventory
     # resolves it like --eksid-inventory).
     inventory_baseline: Setting[str] | None = None
+    # --eksid-cloudtrail: the state file of the probe sessions CloudTrail is checked for (pytest_eksid.cloudtrail).
+    cloudtrail: Setting[str] | None = None
     # --eksid-discover: write a starter profile from the cluster to this path instead of running the checks.
     discover: Setting[str] | None = None
 
@@ -191,4 +193,5 @@ def resolve(
         skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
         inventory_baseline=optional_setting(config, "eksid_inventory_baseline", "--eksid-inventory-baseline", str),
         discover=optional_setting(config, "eksid_discover", "--eksid-discover", parse_path),
+        cloudtrail=optional_setting(config, "eksid_cloudtrail", "--eksid-cloudtrail", parse_path),
     )

@@ -64,5 +64,6 @@ def test_runner_iam_policy_lists_exactly_the_actions_aws_py_uses():
         "ListAccessKeys",
         "ListPodIdentityAssociations",
         "ListRoles",
+        "LookupEvents",  # get_paginator("lookup_events")
     }
     assert operations | paginated <= declared | {"GetCallerIdentity"}, sorted((operations | paginated) - declared)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_eksid.sandbox import errors
 from pytest_eksid.sandbox.cloud import Iam
-from pytest_eksid.sandbox.eks import EksControlPlane
+from pytest_eksid.sandbox.eks import Association, EksControlPlane
 from pytest_eksid.sandbox.loopback import Answer, LoopbackServer
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
@@ -435,6 +435,8 @@ class PodIdentityAgent:
                 )
             final = assoc.target_role_arn
         creds = self.iam.mint(final, session, policy=assoc.policy)
+        tags = {} if assoc.disable_session_tags else {k.split("/", 1)[1]: v[0] for k, v in context.items() if "/" in k}
+        self._record(final, session, tags, creds, ns, sa, assoc)
         return {
             "AccessKeyId": creds.access_key_id,
             "SecretAccessKey": creds.secret_access_key,
@@ -442,6 +444,55 @@ class PodIdentityAgent:
             "AccountId": final.split(":")[4],
             "Expiration": creds.iso_expiration(),
         }
+
+    def _record(
+        self, role_arn: str, session: str, tags: dict[str, str], creds: Any, ns: str, sa: str, assoc: Association
+    ) -> None:
+        """The trail's two events: EKS Auth's AssumeRoleForPodIdentity, and the AssumeRole EKS makes for the pod,
+        an ``AWSService`` identity invoked by ``pods.eks.amazonaws.com`` carrying the session tags."""
+        trail = self.iam.trail
+        region = self.eks.arn.split(":")[3]
+        trail.record(
+            event_name="AssumeRoleForPodIdentity",
+            event_source="eks-auth.amazonaws.com",
+            user_identity={"type": "AssumedRole", "accountId": self.eks.account_id},  # the node role: not modelled
+            username=None,
+            request_parameters={"clusterName": self.eks.name},
+            response_elements={
+                "subject": {"namespace": ns, "serviceAccount": sa},
+                "audience": PI_AUDIENCE,
+                "podIdentityAssociation": {
+                    "associationArn": assoc.association_arn,
+                    "associationId": assoc.association_id,
+                },
+                "assumedRoleUser": {"arn": creds.assumed_role_arn, "assumeRoleId": creds.assumed_role_id},
+            },
+            resources=[("AWS::EKS::Cluster", self.eks.arn)],
+            region=region,
+        )
+        trail.record(
+            event_name="AssumeRole",
+            event_source="sts.amazonaws.com",
+            user_identity={"type": "AWSService", "invokedBy": PI_AUDIENCE},
+            username=None,
+            request_parameters={
+                "roleArn": role_arn,
+                "roleSessionName": session,
+                **({"tags": [{"key": k, "value": v} for k, v in sorted(tags.items())]} if tags else {}),
+                **({"transitiveTagKeys": sorted(tags)} if tags else {}),
+            },
+            response_elements={
+                "credentials": {"accessKeyId": creds.access_key_id, "expiration": creds.iso_expiration()},
+                "assumedRoleUser": {"assumedRoleId": creds.assumed_role_id, "arn": creds.assumed_role_arn},
+            },
+            resources=[
+                ("AWS::IAM::AccessKey", creds.access_key_id),
+                ("AWS::STS::AssumedRole", creds.assumed_role_arn),
+                ("AWS::IAM::Role", role_arn),
+            ],
+            read_only=True,
+            region=region,
+        )
 
 
 class _Stale(Exception):

@@ -38,6 +38,7 @@ from werkzeug.wrappers import Request, Response
 from pytest_eksid.sandbox import authorizer, errors, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_access_policies, list_clusters
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
+from pytest_eksid.sandbox.trail import Trail, TrailError, assumed_role_identity, is_data_event
 from pytest_eksid.sandbox.trust import trust_allows
 
 PARTITION = "aws"
@@ -84,6 +85,7 @@ class Iam:
         self._ledger = os.environ.get(self.LEDGER_ENV) or None
         self._lock = threading.Lock()
         self._open = False
+        self.trail = Trail()  # the account's CloudTrail event history (pytest_eksid.sandbox.trail)
 
     def open(self) -> None:
         from moto.core.base_backend import BackendDict
@@ -221,6 +223,7 @@ class WebIdentityFront:
             return denied
         duration = int(params.get("DurationSeconds") or 3600)
         creds = self.iam.mint(role_arn, session, duration)
+        self._record(claims, auds[0], provider_arn, params, creds)
         body = (
             f'<AssumeRoleWithWebIdentityResponse xmlns="{STS_NS}"><AssumeRoleWithWebIdentityResult>'
             f"<SubjectFromWebIdentityToken>{escape(str(claims.get('sub', '')))}</SubjectFromWebIdentityToken>"
@@ -236,6 +239,42 @@ class WebIdentityFront:
             f"</ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
         )
         return Response(body, status=200, content_type="text/xml")
+
+    def _record(
+        self, claims: dict[str, Any], aud: str, provider_arn: str, params: dict[str, str], creds: SessionCredentials
+    ) -> None:
+        """The AssumeRoleWithWebIdentity event: a ``WebIdentityUser`` named by the token's ``sub``."""
+        sub = str(claims.get("sub", ""))
+        role_arn = params.get("RoleArn", "")
+        self.iam.trail.record(
+            event_name="AssumeRoleWithWebIdentity",
+            event_source="sts.amazonaws.com",
+            user_identity={
+                "type": "WebIdentityUser",
+                "principalId": f"{provider_arn}:{aud}:{sub}",
+                "userName": sub,
+                "identityProvider": provider_arn,
+            },
+            username=sub,
+            request_parameters={
+                "roleArn": role_arn,
+                "roleSessionName": params.get("RoleSessionName", "") or "web-identity",
+                "durationSeconds": int(params.get("DurationSeconds") or 3600),
+            },
+            response_elements={
+                "credentials": {"accessKeyId": creds.access_key_id, "expiration": creds.iso_expiration()},
+                "subjectFromWebIdentityToken": sub,
+                "assumedRoleUser": {"assumedRoleId": creds.assumed_role_id, "arn": creds.assumed_role_arn},
+                "provider": provider_arn,
+                "audience": aud,
+            },
+            resources=[
+                ("AWS::IAM::AccessKey", creds.access_key_id),
+                ("AWS::STS::AssumedRole", creds.assumed_role_arn),
+                ("AWS::IAM::Role", role_arn),
+            ],
+            additional={"identityProviderConnectionVerificationMethod": "IdPThumbprint"},
+        )
 
 
 class AwsGateway:
@@ -277,10 +316,64 @@ class AwsGateway:
         service = scope[3] if len(scope) >= 4 else ""
         if service == "s3":
             return fidelity.s3(request, body, self.moto, environ)(environ, start_response)
-        if service in JSON_SERVICES and request.headers.get("X-Amz-Target"):
-            return fidelity.json_service(request, body, self.moto, environ, service)(environ, start_response)
-        answer: Iterable[bytes] = self.moto(environ, start_response)
+        target = request.headers.get("X-Amz-Target", "")
+        if service == "cloudtrail" and target.endswith(".LookupEvents"):
+            return self._lookup_events(request, body)(environ, start_response)
+        recording = self._recorder(request, body, scope, start_response)
+        if service in JSON_SERVICES and target:
+            return fidelity.json_service(request, body, self.moto, environ, service)(environ, recording)
+        answer: Iterable[bytes] = self.moto(environ, recording)
         return answer
+
+    def _lookup_events(self, request: Request, body: bytes) -> Response:
+        """CloudTrail LookupEvents from the sandbox's event history (moto has none), authorized as IAM says."""
+        denied = fidelity.authorize(request, body, "cloudtrail:LookupEvents", "*")
+        if denied is not None:
+            return _json_error("AccessDeniedException", denied, 400)
+        try:
+            answer = self.iam.trail.lookup(json.loads(body or b"{}"))
+        except (TrailError, ValueError, TypeError, KeyError) as exc:
+            code = exc.code if isinstance(exc, TrailError) else "InvalidLookupAttributesException"
+            return _json_error(code, str(exc), 400)
+        return Response(json.dumps(answer), status=200, content_type="application/x-amz-json-1.1")
+
+    def _recorder(
+        self, request: Request, body: bytes, scope: list[str], start_response: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """``start_response``, recording the call in the trail when a role session made it (the probe's calls)."""
+        service = scope[3] if len(scope) >= 4 else ""
+        target = request.headers.get("X-Amz-Target", "")
+        operation = target.rsplit(".", 1)[-1] if target else ""
+        if not operation:
+            params = parse_qs(body.decode("utf-8", "replace")) if request.method == "POST" else {}
+            operation = (params.get("Action") or [request.args.get("Action", "")])[-1]
+        if not scope[0].startswith("ASIA") or not operation or is_data_event(service, operation):
+            return start_response
+        try:
+            account = get_account_id_from(scope[0])
+            session = sts_backends[account][PARTITION].get_assumed_role_from_access_key(scope[0])
+            role = iam_backends[account][PARTITION].get_role_by_arn(session.role_arn) if session else None
+        except Exception:
+            return start_response
+        if session is None:
+            return start_response
+        identity, username = assumed_role_identity(session, role, account)
+
+        def recording(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            code = int(status.split(" ", 1)[0])
+            self.iam.trail.record(
+                event_name=operation,
+                event_source=f"{service}.amazonaws.com",
+                user_identity=identity,
+                username=username,
+                access_key_id=scope[0],
+                read_only=operation.startswith(("Get", "List", "Describe")),
+                error_code=None if code < 400 else ("AccessDenied" if code == 403 else f"HTTP{code}"),
+                region=scope[2] if len(scope) >= 3 else "us-east-1",
+            )
+            return start_response(status, headers, exc_info)
+
+        return recording
 
     def _eks(self, request: Request, body: bytes, authorization: str, scope: list[str]) -> Response:
         try:
@@ -320,6 +413,12 @@ class AwsGateway:
         if "signature" in denied.lower():
             raise EksError("InvalidSignatureException", denied)
         raise EksError("AccessDeniedException", denied)
+
+
+def _json_error(code: str, message: str, status: int) -> Response:
+    return Response(
+        json.dumps({"__type": code, "message": message}), status=status, content_type="application/x-amz-json-1.1"
+    )
 
 
 @functools.cache
