@@ -49,6 +49,8 @@ BOOTSTRAP_LABEL = ("kubernetes.io/bootstrapping", "rbac-defaults")
 # system:masters and system:nodes are the apiserver's/node authorizer's, not RBAC subjects one binds.
 PLATFORM_BINDING_PREFIXES = ("system:", "eks:")
 PLATFORM_GROUPS = frozenset({"system:masters", "system:nodes"})
+# The users EKS's own components authenticate as (eks:addon-manager, eks:node-manager, ...).
+EKS_USER_PREFIX = "eks:"
 
 _POD_CONTROLLERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods", ("create",)),
@@ -182,10 +184,17 @@ def _is_platform(binding: Mapping[str, Any], role_name: str) -> bool:
     if isinstance(labels, Mapping) and labels.get(BOOTSTRAP_LABEL[0]) == BOOTSTRAP_LABEL[1]:
         return True
     name = meta.get("name")
-    return (
-        isinstance(name, str)
-        and name.startswith(PLATFORM_BINDING_PREFIXES)
-        and role_name.startswith(PLATFORM_BINDING_PREFIXES)
+    if not (isinstance(name, str) and name.startswith(PLATFORM_BINDING_PREFIXES)):
+        return False
+    if role_name.startswith(PLATFORM_BINDING_PREFIXES):
+        return True
+    # EKS also binds a role of its own name-less kind to its own users: every cluster with managed add-ons has
+    # ClusterRoleBinding eks:addon-cluster-admin -> ClusterRole cluster-admin -> User eks:addon-manager [EKS user
+    # guide, "Amazon EKS add-ons"]. Only eks: users: a binding so named that reaches anyone else is judged.
+    subjects = [s for s in binding.get("subjects") or [] if isinstance(s, Mapping)]
+    return bool(subjects) and all(
+        s.get("kind") == "User" and isinstance(s.get("name"), str) and s["name"].startswith(EKS_USER_PREFIX)
+        for s in subjects
     )
 
 

@@ -18,7 +18,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pytest_eksid.probe.actions import ActionError, json_value
 from pytest_eksid.profile import (
     FieldError,
+    K8sName,
     LoadedProfile,
+    Namespace,
     Profile,
     ProfileError,
     StrictModel,
@@ -66,6 +68,8 @@ FaultName = Literal[
     "agent-throttling",
     "session-tags-disabled",
     "webhook-cache-miss",
+    "undeclared-identity",
+    "extra-deployer",
 ]
 # Faults that change one workload's setup, and the mechanism they apply to (None: either).
 WORKLOAD_FAULTS: dict[str, str | None] = {
@@ -91,6 +95,7 @@ WORKLOAD_FAULTS: dict[str, str | None] = {
     "host-network": "pod-identity",
     "session-tags-disabled": "pod-identity",
     "webhook-cache-miss": "irsa",
+    "extra-deployer": None,
 }
 
 
@@ -284,10 +289,24 @@ class SandboxRole(StrictModel):
         return value
 
 
+# undeclared-identity: the ServiceAccount it binds when the fault names none.
+UNDECLARED_SERVICE_ACCOUNT = "reporting-export-aws-sa"
+# extra-deployer: the group bound when the fault names none.
+EXTRA_DEPLOYER_GROUP = "developers"
+_RBAC_NAME = r"^[A-Za-z0-9][A-Za-z0-9:._@-]{0,252}$"  # a group name as identity providers write them (no spaces)
+
+
 class SandboxFault(StrictModel):
     fault: FaultName
-    workload: str | None = None  # wrong-role: whose binding changes
-    role: str | None = None  # wrong-role: the role bound instead
+    workload: str | None = None  # wrong-role, extra-deployer and the other workload faults: which workload
+    role: str | None = None  # wrong-role: the role bound instead; undeclared-identity: the role bound
+    # undeclared-identity: where the ServiceAccount is (default: the first workload's namespace), its name, how it
+    # is bound (irsa: the role annotation; pod-identity: an association) and its owner label (none by default)
+    namespace: Namespace | None = None
+    service_account: K8sName | None = None
+    mechanism: Literal["irsa", "pod-identity"] = "irsa"
+    owner: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")  # a label value
+    group: str | None = Field(default=None, pattern=_RBAC_NAME)  # extra-deployer: the group (default developers)
     key: str | None = None  # kms-key-policy-deny: the key alias whose policy leaves the workload out
     nodegroup: str | None = None  # imds-exposed, agent-down, agent-throttling: one node group (default: all)
     versions: list[ImdsVersion] = Field(default_factory=lambda: list(IMDS_VERSIONS))  # imds-exposed
@@ -553,6 +572,8 @@ def cross_check(profile: Profile, sandbox: SandboxSection) -> None:
                 (*at, "nodegroup"),
                 cut(f"fault {f.fault!r} names node group {shown(f.nodegroup)}; choose one of: {groups}"),
             )
+        if f.fault == "undeclared-identity":
+            _check_undeclared(profile, sandbox, f, at, roles, namespaces)
         if f.fault not in WORKLOAD_FAULTS:
             continue
         if f.workload not in names:
@@ -590,6 +611,40 @@ def cross_check(profile: Profile, sandbox: SandboxSection) -> None:
                     f"(choose one of: {', '.join(sorted(roles))})"
                 ),
             )
+
+
+def _check_undeclared(
+    profile: Profile,
+    sandbox: SandboxSection,
+    f: SandboxFault,
+    at: tuple[str | int, ...],
+    roles: set[str],
+    namespaces: set[str],
+) -> None:
+    """undeclared-identity: a seeded role, in a namespace that exists, on a ServiceAccount no workload declares."""
+    if f.role is None or f.role not in roles:
+        raise FieldError(
+            (*at, "role") if f.role is not None else at,
+            cut(
+                "fault 'undeclared-identity' needs 'role': the name of a role under sandbox.roles "
+                f"(choose one of: {', '.join(sorted(roles))})"
+            ),
+        )
+    namespace = f.namespace or profile.workloads[0].namespace
+    if namespace not in namespaces:
+        raise FieldError(
+            (*at, "namespace"),
+            cut(
+                f"fault 'undeclared-identity' names namespace {shown(namespace)}, which the sandbox does not seed "
+                f"(seeded: {', '.join(sorted(namespaces))})"
+            ),
+        )
+    sa = f.service_account or UNDECLARED_SERVICE_ACCOUNT
+    if any((w.namespace, w.service_account) == (namespace, sa) for w in profile.workloads):
+        raise FieldError(
+            (*at, "serviceAccount"),
+            f"fault 'undeclared-identity': {namespace}/{sa} is a workload's ServiceAccount; name one no workload uses",
+        )
 
 
 def manifest_name(obj: Mapping[str, Any]) -> str:

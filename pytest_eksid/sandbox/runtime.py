@@ -60,6 +60,17 @@ class Binding:
     role_arn: str  # what the sandbox really binds (a fault may change it)
 
 
+@dataclass(frozen=True)
+class UndeclaredBinding:
+    """A ServiceAccount bound to a role outside the profile (the undeclared-identity fault)."""
+
+    namespace: str
+    service_account: str
+    role_arn: str
+    mechanism: str  # "irsa": the role annotation; "pod-identity": an association
+    owner: str | None
+
+
 @dataclass
 class Sandbox:
     profile: Profile
@@ -223,17 +234,40 @@ class Sandbox:
             out.append(Binding(w, role_arn))
         return out
 
-    def _trust_statement(self, w: Workload, mechanism: str) -> dict[str, Any]:
+    def undeclared(self) -> list[UndeclaredBinding]:
+        """The bindings the undeclared-identity faults add: ServiceAccounts no workload of the profile declares."""
+        account = self.profile.cluster.account_id
+        return [
+            UndeclaredBinding(
+                f.namespace or self.profile.workloads[0].namespace,
+                f.service_account or model.UNDECLARED_SERVICE_ACCOUNT,
+                f"arn:aws:iam::{account}:role/{f.role}",
+                f.mechanism,
+                f.owner,
+            )
+            for f in self.spec.faults
+            if f.fault == "undeclared-identity" and f.role is not None
+        ]
+
+    def _trust_statement(
+        self, namespace: str, service_account: str, mechanism: str, workload: str | None
+    ) -> dict[str, Any]:
+        """The trust statement admitting ``namespace/service_account`` by ``mechanism``, with the trust faults of
+        ``workload`` (None: a ServiceAccount no workload declares, which no workload fault changes)."""
         host_path = self.issuer.host_path
         account = self.profile.cluster.account_id
+
+        def faulted(fault: str) -> bool:
+            return workload is not None and self.faulted(fault, workload)
+
         if mechanism == "irsa":
             sub_key, aud_key = f"{host_path}:sub", f"{host_path}:aud"
-            subject = f"system:serviceaccount:{w.namespace}:{w.service_account}"
+            subject = f"system:serviceaccount:{namespace}:{service_account}"
             conditions: dict[str, dict[str, str]] = {"StringEquals": {sub_key: subject, aud_key: "sts.amazonaws.com"}}
-            if self.faulted("wildcard-trust-sub", w.name):
+            if faulted("wildcard-trust-sub"):
                 del conditions["StringEquals"][sub_key]
-                conditions["StringLike"] = {sub_key: f"system:serviceaccount:{w.namespace}:*"}
-            if self.faulted("missing-aud-condition", w.name):
+                conditions["StringLike"] = {sub_key: f"system:serviceaccount:{namespace}:*"}
+            if faulted("missing-aud-condition"):
                 del conditions["StringEquals"][aud_key]
             return {
                 "Effect": "Allow",
@@ -241,17 +275,15 @@ class Sandbox:
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {k: v for k, v in conditions.items() if v},
             }
-        actions = (
-            ["sts:AssumeRole"] if self.faulted("missing-tag-session", w.name) else ["sts:AssumeRole", "sts:TagSession"]
-        )
+        actions = ["sts:AssumeRole"] if faulted("missing-tag-session") else ["sts:AssumeRole", "sts:TagSession"]
         return {
             "Effect": "Allow",
             "Principal": {"Service": PI_AUDIENCE},
             "Action": actions,
             "Condition": {
                 "StringEquals": {
-                    "aws:RequestTag/kubernetes-namespace": w.namespace,
-                    "aws:RequestTag/kubernetes-service-account": w.service_account,
+                    "aws:RequestTag/kubernetes-namespace": namespace,
+                    "aws:RequestTag/kubernetes-service-account": service_account,
                 }
             },
         }
@@ -311,10 +343,17 @@ class Sandbox:
         bound = self.bindings()
         intended = [Binding(b.workload, b.workload.role_arn) for b in bound]
         statements = [
-            self._trust_statement(b.workload, mechanism)
+            self._trust_statement(b.workload.namespace, b.workload.service_account, mechanism, b.workload.name)
             for b in (*intended, *bound)
             if b.role_arn == role_arn
             for mechanism in self._mechanisms(b.workload)
+        ]
+        # undeclared-identity: the role trusts the ServiceAccount bound to it outside the profile, as the team that
+        # made that binding wrote it (a working binding, not a dangling annotation).
+        statements += [
+            self._trust_statement(u.namespace, u.service_account, u.mechanism, None)
+            for u in self.undeclared()
+            if u.role_arn == role_arn
         ]
         # A chained association's target role trusts the association's role.
         statements += [
@@ -576,7 +615,64 @@ class Sandbox:
             if cache_miss and self.webhooks is not None:
                 self.webhooks.cache.catch_up()
         self._seed_agent()
+        self._seed_undeclared()
+        self._seed_extra_deployers()
+        self._seed_platform_rbac()
         self._seed_manifests(manifests[len(given) :])
+
+    def _seed_undeclared(self) -> None:
+        """undeclared-identity: a ServiceAccount bound to a role, by annotation or association, that no workload
+        of the profile declares (made outside the reviewed path)."""
+        for u in self.undeclared():
+            meta: dict[str, Any] = {"name": u.service_account, "labels": {"app.kubernetes.io/name": u.service_account}}
+            if u.owner:
+                meta["labels"][OWNER_LABEL] = u.owner
+            if u.mechanism == "irsa":
+                meta["annotations"] = {IRSA_ROLE_ANNOTATION: u.role_arn}
+            if self.store.find("serviceaccounts", u.namespace, u.service_account) is None:
+                self.store.create("serviceaccounts", u.namespace, {"metadata": meta})
+            if u.mechanism == "pod-identity":
+                self.eks.create_association(u.namespace, u.service_account, u.role_arn)
+
+    def _seed_extra_deployers(self) -> None:
+        """extra-deployer: a group that may create pods (and exec into them) in the workload's namespace, beside
+        the profile's deployers: a Role and its RoleBinding, as a team grants its developers "just for debugging"."""
+        for f in self.spec.faults:
+            if f.fault != "extra-deployer" or f.workload is None:
+                continue
+            namespace = self.profile.workload(f.workload).namespace
+            group = f.group or model.EXTRA_DEPLOYER_GROUP
+            name = extra_deployer_binding(group)
+            if self.store.find("rolebindings", namespace, name) is not None:
+                continue
+            rules = [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods/exec", "pods/log"], "verbs": ["create", "get"]},
+            ]
+            self.store.create("roles", namespace, {"metadata": {"name": name}, "rules": rules})
+            self.store.create(
+                "rolebindings",
+                namespace,
+                {
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+                    "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": group}],
+                },
+            )
+
+    def _seed_platform_rbac(self) -> None:
+        """A representative couple of the bindings EKS creates on every cluster for its own components, so that
+        the checks meet them as on EKS (platform grants: reported, never a failure). ``eks:addon-cluster-admin``
+        binds cluster-admin to the user ``eks:addon-manager``, which installs the managed add-ons [EKS user guide,
+        "Amazon EKS add-ons": "The eks:addon-cluster-admin ClusterRoleBinding binds the cluster-admin ClusterRole
+        to the eks:addon-manager Kubernetes identity"]; ``eks:addon-manager`` is its eks:-named ClusterRole and
+        binding (rules illustrative: EKS does not publish them)."""
+        for obj in EKS_PLATFORM_CLUSTER_ROLES:
+            if self.store.find("clusterroles", "", obj["metadata"]["name"]) is None:
+                self.store.create("clusterroles", "", json.loads(json.dumps(obj)))
+        for obj in EKS_PLATFORM_CLUSTER_ROLE_BINDINGS:
+            if self.store.find("clusterrolebindings", "", obj["metadata"]["name"]) is None:
+                self.store.create("clusterrolebindings", "", json.loads(json.dumps(obj)))
 
     def _seed_manifests(self, objects: list[dict[str, Any]]) -> None:
         """``sandbox.manifests`` through the API server's store, as a client's create would go (admission,
@@ -876,6 +972,32 @@ class Sandbox:
     def minted_secrets(self) -> list[str]:
         """Every secret this sandbox handed out (runner keys, role sessions, the API token)."""
         return list(self.iam.minted)
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+EKS_ADDON_MANAGER = "eks:addon-manager"
+EKS_PLATFORM_CLUSTER_ROLES: tuple[dict[str, Any], ...] = (
+    {
+        "metadata": {"name": EKS_ADDON_MANAGER},
+        "rules": [
+            {"apiGroups": [""], "resources": ["serviceaccounts", "configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments"], "verbs": ["get", "list", "watch"]},
+        ],
+    },
+)
+EKS_PLATFORM_CLUSTER_ROLE_BINDINGS: tuple[dict[str, Any], ...] = tuple(
+    {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": EKS_ADDON_MANAGER}],
+    }
+    for name, role in (("eks:addon-cluster-admin", "cluster-admin"), (EKS_ADDON_MANAGER, EKS_ADDON_MANAGER))
+)
+
+
+def extra_deployer_binding(group: str) -> str:
+    """The name of the Role and RoleBinding the extra-deployer fault gives ``group`` (a Kubernetes name)."""
+    return f"{''.join(c if c.isascii() and c.isalnum() else '-' for c in group.lower()).strip('-')[:40]}-run-pods"
 
 
 class SandboxSeedError(RuntimeError):
