@@ -99,6 +99,7 @@ MARKERS = {
     "irsa": "checks of workloads bound by IRSA (IAM roles for service accounts)",
     "eksid_exec": "looks inside the workload's running containers; runs only with --eksid-exec",
     "eksid_cloudtrail": "looks up the previous run's probe sessions in CloudTrail; runs only with --eksid-cloudtrail",
+    "eksid_baseline": "compares the cluster with an earlier inventory; runs only with --eksid-inventory-baseline",
     "eksid_applies(predicate)": "run this test only for workloads where predicate(workload) is true "
     "(e.g. only Pod Identity workloads); a cluster or namespace test runs where one of its workloads is",
 }
@@ -465,6 +466,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if item.get_closest_marker("eksid_cloudtrail") is not None and settings.cloudtrail is None:
             not_applicable.append(item)  # opt-in: it reads CloudTrail and writes the state file
+            continue
+        if item.get_closest_marker("eksid_baseline") is not None and settings.inventory_baseline is None:
+            not_applicable.append(item)  # opt-in: it compares with --eksid-inventory-baseline
             continue
         subject = subject_of(item)
         scope = scope_of(item)

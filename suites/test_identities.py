@@ -91,13 +91,13 @@ def _who_can_become(eksid_cluster, eksid_kube):
     return out
 
 
+@pytest.mark.eksid_baseline
 def test_inventory_changes(eksid_cluster, eksid_kube, eksid_aws, eksid_settings, record_property, request):
     """Once per cluster, with --eksid-inventory-baseline: the identities new, removed and changed since that
     earlier inventory. Fails on the kinds of change the profile lists under ``inventory.failOnChanges``;
     without any listed, reports them. Computed from the cluster, not from other tests (works under xdist)."""
     setting = eksid_settings.inventory_baseline
-    if setting is None:
-        pytest.skip("no --eksid-inventory-baseline: no earlier inventory to compare with")
+    assert setting is not None  # deselected without --eksid-inventory-baseline (plugin.py)
     path = inventory.baseline_path(setting, request.config.rootpath, request.config.invocation_params.dir)
     baseline = inventory.read_baseline(path)  # checked when the run started: a bad file is a usage error there
     policy = eksid_cluster.profile.inventory.fail_on_changes

@@ -190,7 +190,7 @@ def test_a_kind_the_sandbox_does_not_serve_is_refused_naming_the_served_kinds(tm
     message = profile_error(tmp_path, _manifest(widget))
     line = line_of(tmp_path, "kind: Widget")
     assert f"variant.yaml:{line}: sandbox.manifests[0].kind: 'Widget' ('example.com/v1') is not a kind" in message
-    assert "served: ConfigMap (v1)," in message
+    assert "ConfigMap (v1)," in message
     assert "Deployment (apps/v1)" in message
 
 
