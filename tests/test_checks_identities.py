@@ -185,7 +185,9 @@ def test_roles_trusting_this_cluster_but_declared_by_no_workload() -> None:
     roles = [
         _role("invoice", _pods_statement()),  # declared (a workload's role)
         _role("orphan-pi", _pods_statement()),  # any association in this cluster can bind it
-        _role("orphan-irsa", _irsa_statement("system:serviceaccount:finance:invoice-sa")),
+        _role("orphan-irsa", _irsa_statement("system:serviceaccount:finance:reports-sa")),
+        # pinned to a declared ServiceAccount only: accounted for (that workload's own checks judge its binding)
+        _role("pinned-to-declared", _irsa_statement("system:serviceaccount:finance:invoice-sa")),
         _role(
             "other-cluster",
             _pods_statement(ArnEquals={"aws:SourceArn": f"arn:aws:eks:eu-west-1:{ACCOUNT}:cluster/staging"}),
@@ -205,10 +207,10 @@ def test_roles_trusting_this_cluster_but_declared_by_no_workload() -> None:
         {"Arn": "junk", "AssumeRolePolicyDocument": "not a document"},
     ]
     c = classify(profile, from_roles(profile, roles, oidc_issuer=ISSUER))
-    assert [i.role_arn.rsplit("/", 1)[1] for i in c.declared] == ["invoice"]
+    assert [i.role_arn.rsplit("/", 1)[1] for i in c.declared] == ["invoice", "pinned-to-declared"]
     assert {i.role_arn.rsplit("/", 1)[1]: i.admits for i in c.undeclared} == {
         "orphan-pi": "Statement[0]: Pod Identity, any namespace, any ServiceAccount",
-        "orphan-irsa": "Statement[0]: IRSA, ServiceAccount finance/invoice-sa",
+        "orphan-irsa": "Statement[0]: IRSA, ServiceAccount finance/reports-sa",
         "this-cluster": (
             "Statement[0]: Pod Identity, any namespace, any ServiceAccount, aws:RequestTag/eks-cluster-name prod"
         ),
@@ -257,3 +259,37 @@ def test_describe_an_iam_trust_identity() -> None:
         f"iam-trust (any the trust admits) -> arn:aws:iam::{ACCOUNT}:role/r, created 2026-01-01T00:00:00Z, "
         "from role trust"
     )
+
+
+def test_an_ignore_by_namespace_covers_trust_only_roles_pinned_there_and_roles_of_ignored_bindings() -> None:
+    profile = _profile(ignore=[{"namespace": "kube-system", "reason": "EKS add-ons"}])
+    found = from_associations([_association("kube-system", "aws-node", f"arn:aws:iam::{ACCOUNT}:role/cni")])
+    roles = [
+        _role("cni", _pods_statement()),  # the role of an ignored binding, its trust admitting any namespace
+        _role("ebs", _irsa_statement("system:serviceaccount:kube-system:ebs-csi-controller-sa")),
+        _role(
+            "half", _irsa_statement("system:serviceaccount:kube-system:a"), _irsa_statement("system:serviceaccount:x:b")
+        ),
+    ]
+    c = classify(profile, found + from_roles(profile, roles, oidc_issuer=ISSUER))
+    assert sorted(i.role_arn.rsplit("/", 1)[1] for i, _ in c.ignored) == ["cni", "cni", "ebs"]
+    assert all(rule.reason == "EKS add-ons" for _, rule in c.ignored)
+    assert [i.role_arn.rsplit("/", 1)[1] for i in c.undeclared] == ["half"]  # pins a subject outside kube-system
+
+
+def test_an_association_an_eks_add_on_owns_is_the_platforms() -> None:
+    addon = f"arn:aws:eks:eu-west-1:{ACCOUNT}:addon/prod/aws-ebs-csi-driver/1234"
+    found = from_associations(
+        [_association("kube-system", "ebs-csi-controller-sa", f"arn:aws:iam::{ACCOUNT}:role/ebs", ownerArn=addon)]
+    )
+    c = classify(_profile(), found)
+    assert c.undeclared == []
+    [(_, rule)] = c.ignored
+    assert rule.reason == f"owned by the EKS add-on {addon}"
+
+
+def test_principal_star_counts_only_without_conditions() -> None:
+    star = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+    pinned = {**star, "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::444455556666:role/ci-*"}}}
+    found = from_roles(_profile(), [_role("open", star), _role("cross-account", pinned)], oidc_issuer=ISSUER)
+    assert [i.role_arn.rsplit("/", 1)[1] for i in found] == ["open"]

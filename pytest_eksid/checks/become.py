@@ -12,8 +12,8 @@ VerbMatches, APIGroupMatches, ResourceMatches, ResourceNameMatches]:
   ServiceAccount [EKS_FACTS "Who can become a workload identity"; rbac-police's assign_sa rule];
 - create a token for it (``serviceaccounts/token``), or impersonate it (``impersonate`` on
   ``serviceaccounts``, or on the user ``system:serviceaccount:<ns>:<sa>``);
-- run commands in its running pods: ``pods/exec`` or ``pods/attach`` (``create``; ``get`` too before
-  Kubernetes 1.30 made the WebSocket upgrade need ``create``), or add an ephemeral container
+- run commands in its running pods: ``pods/exec`` or ``pods/attach`` (``create``: since Kubernetes 1.30 the
+  WebSocket upgrade needs it too, so ``get`` runs nothing), or add an ephemeral container
   (``pods/ephemeralcontainers`` update/patch);
 - impersonate a user, group or ServiceAccount that can do one of the above (followed to a fixpoint).
 
@@ -271,10 +271,13 @@ def _direct_rights(
     out.append(("impersonate", "", "serviceaccounts", service_account, False))
     out.append(("impersonate", "", "users", f"system:serviceaccount:{namespace}:{service_account}", True))
     # Rights on the SA's pods: any pod of the namespace (a rule without resourceNames; a pod of the SA may
-    # run at any time), or one of its running pods by name.
+    # run at any time), or one of its running pods by name. Exec and attach need `create`: SPDY always posted,
+    # and since Kubernetes 1.30 the WebSocket upgrade (a GET) is authorized as `create` too
+    # (AuthorizePodWebsocketUpgradeCreatePermission, on by default; every EKS version in support is newer), so a
+    # read-only role's `get` on pods/exec runs nothing.
     for pod in (None, *pod_names):
-        for verb, sub in (("create", "exec"), ("get", "exec"), ("create", "attach"), ("get", "attach")):
-            out.append((verb, "", f"pods/{sub}", pod, False))
+        for sub in ("exec", "attach"):
+            out.append(("create", "", f"pods/{sub}", pod, False))
         out += [(verb, "", "pods/ephemeralcontainers", pod, False) for verb in ("update", "patch")]
     return out
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pytest_eksid.checks import Finding, command_name, shown
-from pytest_eksid.checks.trust import cluster_admission
+from pytest_eksid.checks.trust import cluster_admissions
 from pytest_eksid.profile import IgnoredIdentity, Profile, role_arn_parts
 
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -53,6 +53,12 @@ class Identity:
     changed: str = ""
     source: str = ""  # where it was found: "ServiceAccount annotation", "association a-123", "role trust"
     admits: str = ""  # iam-trust: what the trust admits of this cluster
+    # iam-trust: the exact (namespace, ServiceAccount) pairs its admitting statements name; None when any of them
+    # admits more than a list (a pattern, no condition)
+    subjects: tuple[tuple[str, str], ...] | None = None
+    # Pod Identity: the association's ownerArn — set when an EKS add-on owns it (botocore eks model,
+    # PodIdentityAssociation.ownerArn: "If defined, the EKS Pod Identity association is owned by an Amazon EKS add-on")
+    owner_arn: str = ""
 
     @property
     def subject(self) -> str:
@@ -126,6 +132,7 @@ def from_associations(
                 created=when(a.get("createdAt")),
                 changed=when(a.get("modifiedAt")),
                 source=f"association {shown(_text(a.get('associationId')), 80)}",
+                owner_arn=_text(a.get("ownerArn")),
             )
         )
     return out
@@ -138,15 +145,17 @@ def from_roles(profile: Profile, roles: Iterable[Mapping[str, Any]], *, oidc_iss
         trust = role.get("AssumeRolePolicyDocument")
         if not isinstance(trust, Mapping):
             continue
-        admits = cluster_admission(profile, trust, oidc_issuer=oidc_issuer)
+        admits = cluster_admissions(profile, trust, oidc_issuer=oidc_issuer)
         if admits:
+            pinned = [a.subjects for a in admits]
             out.append(
                 Identity(
                     "iam-trust",
                     _text(role.get("Arn")),
                     created=when(role.get("CreateDate")),
                     source="role trust",
-                    admits="; ".join(admits),
+                    admits="; ".join(a.text for a in admits),
+                    subjects=None if any(p is None for p in pinned) else tuple(x for p in pinned if p for x in p),
                 )
             )
     return out
@@ -163,11 +172,20 @@ def _role_matches(pattern: str, arn: str) -> bool:
 
 
 def _ignored_by(rule: IgnoredIdentity, i: Identity) -> bool:
-    if rule.namespace is not None and not fnmatch.fnmatchcase(i.namespace, rule.namespace):
+    """Every pattern the rule gives matches. A trust-only role has no ServiceAccount of its own: its namespace and
+    ServiceAccount patterns must match every subject its trust pins (a trust admitting more pins none)."""
+    if rule.role is not None and not (
+        _role_matches(rule.role, i.role_arn) or _role_matches(rule.role, i.target_role_arn)
+    ):
         return False
-    if rule.service_account is not None and not fnmatch.fnmatchcase(i.service_account, rule.service_account):
-        return False
-    return rule.role is None or _role_matches(rule.role, i.role_arn) or _role_matches(rule.role, i.target_role_arn)
+    if rule.namespace is None and rule.service_account is None:
+        return True
+    pairs = [(i.namespace, i.service_account)] if i.mechanism != "iam-trust" else list(i.subjects or ())
+    return bool(pairs) and all(
+        (rule.namespace is None or fnmatch.fnmatchcase(ns, rule.namespace))
+        and (rule.service_account is None or fnmatch.fnmatchcase(sa, rule.service_account))
+        for ns, sa in pairs
+    )
 
 
 @dataclass(frozen=True)
@@ -184,14 +202,27 @@ def classify(profile: Profile, identities: Sequence[Identity]) -> Classified:
     declared: list[Identity] = []
     ignored: list[tuple[Identity, IgnoredIdentity]] = []
     undeclared: list[Identity] = []
-    for i in identities:
-        if (i.mechanism != "iam-trust" and (i.namespace, i.service_account) in subjects) or (
-            i.mechanism == "iam-trust" and i.role_arn.lower() in roles
-        ):
+    bindings = [i for i in identities if i.mechanism != "iam-trust"]
+    for i in bindings:  # bindings first: a trust-only role is accounted for by the bindings that use it
+        if (i.namespace, i.service_account) in subjects:
             declared.append(i)
+        elif i.owner_arn:  # an EKS add-on's association: the platform's, like its RBAC bindings
+            ignored.append((i, IgnoredIdentity(reason=f"owned by the EKS add-on {shown(i.owner_arn, 200)}", role="*")))
+        elif (rule := next((r for r in profile.ignore if _ignored_by(r, i)), None)) is not None:
+            ignored.append((i, rule))
+        else:
+            undeclared.append(i)
+    roles_of = {arn.lower(): (i, r) for i, r in ignored for arn in (i.role_arn, i.target_role_arn) if arn}
+    for i in identities:
+        if i.mechanism != "iam-trust":
             continue
-        rule = next((r for r in profile.ignore if _ignored_by(r, i)), None)
-        if rule is not None:
+        # Declared: a workload's role, or a trust pinned to declared ServiceAccounts only (issue: "without a
+        # condition pinning it to declared subjects"; the trust lint of those workloads' own roles judges them).
+        if i.role_arn.lower() in roles or (i.subjects and all(p in subjects for p in i.subjects)):
+            declared.append(i)
+        elif i.role_arn.lower() in roles_of:  # the role of an ignored binding is ignored with it
+            ignored.append((i, roles_of[i.role_arn.lower()][1]))
+        elif (rule := next((r for r in profile.ignore if _ignored_by(r, i)), None)) is not None:
             ignored.append((i, rule))
         else:
             undeclared.append(i)
@@ -277,8 +308,10 @@ def undeclared_findings(profile: Profile, classified: Classified) -> list[Findin
                 f"role {shown(i.role_arn, 200)} trusts this cluster's ServiceAccounts, and no workload declares it"
             )
             likely = (
-                "a role left behind by a removed workload, or made for one nobody declared: one annotation or one "
-                "Pod Identity association binds it, and its permissions go with it"
+                "a role left behind by a removed workload, made for one nobody declared, or another cluster's in the "
+                "same account (a Pod Identity trust without aws:SourceArn admits every cluster's associations): one "
+                "annotation or one association binds it here, and its permissions go with it; pin it to its cluster "
+                "with aws:SourceArn, or list it under ignore: by role"
             )
         else:
             summary = f"{i.mechanism} binding {_subject_text(i)} -> {shown(i.role_arn, 200)} is not in the profile"

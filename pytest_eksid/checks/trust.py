@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_eksid.checks import Finding, workload_label
@@ -822,12 +823,30 @@ def _narrowing_notes(profile: Profile, w: Workload, trust: Mapping[str, Any], se
     return notes
 
 
+@dataclass(frozen=True)
+class Admission:
+    """One Allow statement of a trust that admits this cluster's ServiceAccounts: what it admits, for a
+    message, and the exact (namespace, ServiceAccount) pairs it admits when its conditions name them one by
+    one (None: a pattern, a negation, no condition — more than any list can name)."""
+
+    text: str
+    subjects: tuple[tuple[str, str], ...] | None
+
+
 def cluster_admission(profile: Profile, trust: Mapping[str, Any], *, oidc_issuer: str | None) -> list[str]:
-    """What ``trust`` admits of this cluster's ServiceAccounts, one text per Allow statement that admits any:
-    IRSA through this cluster's IAM OIDC provider (its ``sub`` conditions described), Pod Identity through
-    ``pods.eks.amazonaws.com`` unless cluster conditions (``aws:SourceArn``, ``aws:SourceAccount``,
-    ``aws:RequestTag/eks-cluster-*``) name another cluster, and ``Principal "*"``. Empty: it admits none.
-    ``oidc_issuer`` None: the cluster's issuer is unknown and IRSA statements are not matched."""
+    """What ``trust`` admits of this cluster's ServiceAccounts, one text per Allow statement that admits any
+    (:func:`cluster_admissions`' texts)."""
+    return [a.text for a in cluster_admissions(profile, trust, oidc_issuer=oidc_issuer)]
+
+
+def cluster_admissions(profile: Profile, trust: Mapping[str, Any], *, oidc_issuer: str | None) -> list[Admission]:
+    """The Allow statements of ``trust`` that admit this cluster's ServiceAccounts: IRSA through this cluster's
+    IAM OIDC provider (its ``sub`` conditions described), Pod Identity through ``pods.eks.amazonaws.com``
+    unless cluster conditions (``aws:SourceArn``, ``aws:SourceAccount``, ``aws:RequestTag/eks-cluster-*``) name
+    another cluster, and a bare ``Principal "*"`` without conditions that grants a web identity or role
+    assumption (with conditions it is another account's pattern, e.g. ``aws:PrincipalArn``, not this cluster's).
+    Empty: it admits none. ``oidc_issuer`` None: the cluster's issuer is unknown and IRSA statements are not
+    matched."""
     c = profile.cluster
     issuer = _issuer_path(oidc_issuer).lower() if oidc_issuer else None
     partition = "aws-cn" if c.region.startswith("cn-") else "aws-us-gov" if c.region.startswith("us-gov-") else "aws"
@@ -838,7 +857,7 @@ def cluster_admission(profile: Profile, trust: Mapping[str, Any], *, oidc_issuer
         "aws:sourcearn": cluster_arn,
         "aws:sourceaccount": c.account_id,
     }
-    out: list[str] = []
+    out: list[Admission] = []
     for i, st in enumerate(statements(trust)):
         if not is_allow(st):
             continue
@@ -846,16 +865,35 @@ def cluster_admission(profile: Profile, trust: Mapping[str, Any], *, oidc_issuer
         for kind, value in _principals(st):
             m = _OIDC_PROVIDER_RE.fullmatch(value) if kind == "Federated" else None
             if value == "*":
-                out.append(f'{label}: Principal "*" (any principal, this cluster\'s ServiceAccounts included)')
+                if not _conditions(st) and (
+                    grants_action(st, WEB_IDENTITY_ACTION) or grants_action(st, "sts:AssumeRole")
+                ):
+                    out.append(
+                        Admission(
+                            f'{label}: Principal "*" (any principal, this cluster\'s ServiceAccounts included)', None
+                        )
+                    )
             elif m and issuer and m.group(1) == c.account_id and m.group(2).lower() == issuer:
                 if grants_action(st, WEB_IDENTITY_ACTION):
                     subs = _key_conditions(st, f"{m.group(2)}:sub")
-                    out.append(f"{label}: IRSA, ServiceAccount {_describe(subs, 'ServiceAccount')}")
+                    exact = _exact_values(subs)
+                    pairs = None
+                    if exact is not None:
+                        found = [_SUBJECT_RE.fullmatch(v) for v in exact]
+                        pairs = tuple((f.group(1), f.group(2)) for f in found if f) if all(found) else None
+                    out.append(Admission(f"{label}: IRSA, ServiceAccount {_describe(subs, 'ServiceAccount')}", pairs))
             elif (
                 kind == "Service"
                 and value.lower() == PODS_PRINCIPAL
                 and grants_action(st, "sts:AssumeRole")
                 and not _excluding_conditions(st, context)
             ):
-                out.append(f"{label}: Pod Identity, {_pi_admits(st)}")
+                namespaces = _exact_values(_key_conditions(st, _NS_KEY))
+                accounts = _exact_values(_key_conditions(st, _SA_KEY))
+                pairs = (
+                    tuple((ns, sa) for ns in namespaces for sa in accounts)
+                    if namespaces is not None and accounts is not None
+                    else None
+                )
+                out.append(Admission(f"{label}: Pod Identity, {_pi_admits(st)}", pairs))
     return out
