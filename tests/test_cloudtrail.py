@@ -114,15 +114,19 @@ def test_another_subject_or_tags_fail():
     )
     assert finding is not None
     assert "session tag kubernetes-namespace=other, not finance" in finding.seen
-    calls = [
-        {
-            "EventName": "Decrypt",
-            "CloudTrailEvent": json.dumps({"userIdentity": {"sessionContext": {"sessionIssuer": {"arn": OTHER}}}}),
-        }
-    ]
-    finding, _ = check("pod-identity", [assume_event(rec, name="AssumeRole", role=ROLE, tags=TAGS)], calls=calls)
+
+    def call(arn: str) -> dict[str, Any]:
+        identity = {"arn": arn, "sessionContext": {"sessionIssuer": {"arn": OTHER}}}
+        return {"EventName": "Decrypt", "CloudTrailEvent": json.dumps({"userIdentity": identity})}
+
+    assumed = [assume_event(rec, name="AssumeRole", role=ROLE, tags=TAGS)]
+    finding, _ = check("pod-identity", assumed, calls=[call(rec.session_arn)])
     assert finding is not None
     assert f"Decrypt made as role {OTHER}" in finding.seen
+    # Looked up by session name, which another session may share (IRSA's botocore-session-<epoch seconds>):
+    # only this session's own calls count.
+    namesake = rec.session_arn.replace("assumed-role/", "assumed-role/other-")
+    assert check("pod-identity", assumed, calls=[call(namesake)]) == (None, None)
 
 
 def test_missing_events_fail_when_old_and_are_inconclusive_while_young():

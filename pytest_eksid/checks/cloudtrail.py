@@ -153,9 +153,12 @@ def cloudtrail_identity(
             if wrong:
                 likely.append("the association that answered is another namespace's or ServiceAccount's")
     for call in calls:
-        issuer = (
-            ((detail(call).get("userIdentity") or {}).get("sessionContext") or {}).get("sessionIssuer") or {}
-        ).get("arn")
+        identity = detail(call).get("userIdentity") or {}
+        # The lookup is by session NAME, which is not unique: IRSA sessions are botocore-session-<epoch seconds>,
+        # so probes started in the same second share it. Only this very session's calls count.
+        if identity.get("arn") != recorded.session_arn:
+            continue
+        issuer = ((identity.get("sessionContext") or {}).get("sessionIssuer") or {}).get("arn")
         if issuer and issuer != expected_role:
             problems.append(f"{call.get('EventName')} made as role {shown(issuer, 200)}")
             likely.append("the session's calls were made as another role")
