@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -49,6 +50,13 @@ METHODS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Methods this module also calls as a watch (``watch=True``): their verb is ``watch``. The probe campaign
+# waits for its pods this way (probe/pod.py PodBoard); where ``watch`` is refused it polls with ``list``.
+WATCHED: dict[str, tuple[str, str, str]] = {
+    "list_namespaced_pod": ("", "pods", "watch"),
+    "list_pod_for_all_namespaces": ("", "pods", "watch"),
+}
+
 # Used outside this module: --eksid-exec runs `kubectl exec` through pytest-testinfra.
 EXTERNAL: dict[str, tuple[str, str, str]] = {"kubectl exec (--eksid-exec)": ("", "pods/exec", "create")}
 
@@ -56,7 +64,7 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {"kubectl exec (--eksid-exec)": ("",
 def rbac_rules() -> dict[tuple[str, str], set[str]]:
     """(API group, resource) -> verbs: the least privilege the runner needs."""
     rules: dict[tuple[str, str], set[str]] = {}
-    for group, resource, verb in (*METHODS.values(), *EXTERNAL.values()):
+    for group, resource, verb in (*METHODS.values(), *WATCHED.values(), *EXTERNAL.values()):
         rules.setdefault((group, resource), set()).add(verb)
     return rules
 
@@ -156,6 +164,10 @@ class Kube:
         # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
         self._cluster_reads: dict[str, Any] = {}
         self._reads_lock = threading.Lock()
+        # Requests made, by client method (a watch as "watch <method>", one per connection): the run's
+        # Kubernetes cost, which the end of the run reports (docs/performance.md).
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
         self.context = "in-cluster" if in_cluster else (target.context or _current_context(config_file))
 
     def close(self) -> None:
@@ -177,6 +189,7 @@ class Kube:
         After a KubeUnreachable, later calls fail at once with its message, unless ``retry`` (cleanup) asks."""
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
+        self._count(str(getattr(method, "__name__", "other")))
         try:
             return method(*args, _request_timeout=self.timeout if timeout is None else timeout, **kwargs)
         except ApiException as exc:  # the API server answered: with its own status and reason
@@ -197,6 +210,10 @@ class Kube:
                 f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
             )
             raise KubeUnreachable(f"{what}: {self._unreachable}", sent=silent) from None
+
+    def _count(self, name: str) -> None:
+        with self._calls_lock:
+            self.calls[name] += 1
 
     def _cause(self, exc: BaseException) -> str:
         reason = getattr(exc, "reason", None)
@@ -388,6 +405,59 @@ class Kube:
                 field_selector=field_selector,
             )
         return [_plain(self.api_client, p) for p in pods.items]
+
+    def list_pods_at(self, label_selector: str, namespace: str | None = None) -> tuple[list[Obj], str]:
+        """The pods matching the selector and the list's resourceVersion, to watch from."""
+        what = f"list pods ({label_selector})"
+        if namespace is None:
+            pods = self._call(what, self.core.list_pod_for_all_namespaces, label_selector=label_selector)
+        else:
+            pods = self._call(what, self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        version = str(getattr(pods.metadata, "resource_version", None) or "")
+        return [_plain(self.api_client, p) for p in pods.items], version
+
+    def watcher(self) -> Any:
+        """A watch handle for :meth:`watch_pods` (its ``stop()`` ends the stream at once, from any thread)."""
+        return watch.Watch(return_type=object)  # type: ignore[no-untyped-call]
+
+    def watch_pods(
+        self,
+        label_selector: str,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        watcher: Any,
+    ) -> Iterator[tuple[str, Obj]]:
+        """(event type, pod as the API's JSON) from one watch request from ``resource_version``, until the server
+        ends it (``timeout_seconds``) or ``watcher`` (from :meth:`watcher`) is stopped. The API's refusal (403
+        where ``watch`` is not granted, 410 Gone where the version is too old) is a KubeError with its status; a
+        stream that broke off is a KubeError without one. Never marks the server unreachable: the caller resumes
+        or polls."""
+        what = f"watch pods ({label_selector})"
+        if self._unreachable is not None:
+            raise KubeUnreachable(f"{what}: {self._unreachable}")
+        method = self.core.list_pod_for_all_namespaces if namespace is None else self.core.list_namespaced_pod
+        args = () if namespace is None else (namespace,)
+        self._count(f"watch {method.__name__}")
+        stream = watcher.stream(
+            method,
+            *args,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            # The server ends the watch at timeout_seconds; the socket may stay silent that long.
+            _request_timeout=(self.timeout, timeout_seconds + self.timeout),
+        )
+        try:
+            for event in stream:
+                obj = event.get("raw_object")
+                if isinstance(obj, dict):
+                    yield str(event.get("type")), obj
+        except ApiException as exc:
+            raise _wrap(exc, what) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
 
     def _read_or_none(self, what: str, method: Callable[..., Any], *args: Any) -> Obj | None:
         try:

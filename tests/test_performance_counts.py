@@ -1,0 +1,183 @@
+"""What a run costs the cluster's API server and AWS: requests counted per method, per workload and per run.
+
+No timing here (docs/performance.md has the figures): the counts are what a real cluster charges for.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_eksid.aws import Aws, AwsError
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
+
+COPIES = 3  # of each demo workload: 6 workloads, 2 roles
+
+
+def _counts(stdout: str, label: str) -> Counter[str]:
+    """The run's '<label> calls: N (method n, ...)' progress line, as a Counter."""
+    found = re.search(rf"^eksid: {label} calls: (\d+) \((.*)\)$", stdout, re.M)
+    assert found, stdout[-3000:]
+    counts: Counter[str] = Counter()
+    for part in found.group(2).split(", "):
+        name, _, n = part.rpartition(" ")
+        counts[name] = int(n)
+    assert sum(counts.values()) == int(found.group(1))
+    return counts
+
+
+def six_workloads() -> dict[str, Any]:
+    """The demo profile with each workload three times (each copy its own ServiceAccount, the same role)."""
+    data = demo_data()
+    workloads = []
+    for original in data["workloads"]:
+        for i in range(COPIES):
+            w = copy.deepcopy(original)
+            if i:
+                w["name"] = f"{original['name']}-{i}"
+                w["serviceAccount"] = f"{original['serviceAccount']}-{i}"
+            workloads.append(w)
+    data["workloads"] = workloads
+    return data
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
+    """The demo suites on six workloads: (output, workloads, probe pods)."""
+    tmp_path = tmp_path_factory.mktemp("counts")
+    data = six_workloads()
+    path = write_profile(tmp_path, data, "six")
+    run = run_pytest(f"--profile={path}", "suites", "-k", "not who_can_become", tmp_path=tmp_path, timeout=600)
+    assert run.outcomes, run.stdout[-4000:] + run.stderr[-2000:]
+    workloads = len(data["workloads"])
+    return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
+
+
+def test_kubernetes_calls_are_at_most_four_per_workload_plus_a_few_per_run(demo_run):
+    stdout, workloads, pods = demo_run
+    calls = _counts(stdout, "kubernetes")
+    assert calls["create_namespaced_pod"] == pods, calls
+    # The waiting is by watch: no poll of the pods, no GET per pod while it runs.
+    assert calls["watch list_pod_for_all_namespaces"] >= 1, calls
+    assert calls["list_pod_for_all_namespaces"] <= 2, calls  # the watch's LIST (and one relist at most)
+    assert calls["read_namespaced_pod"] <= pods, calls  # once per pod, after its log (a swap check)
+    per_pod = {"create_namespaced_pod", "read_namespaced_pod", "read_namespaced_pod_log", "delete_namespaced_pod"}
+    assert all(calls[m] <= pods for m in per_pod), calls
+    rest = sum(n for m, n in calls.items() if m not in per_pod)
+    # Per workload (not per probe pod): its ServiceAccount and its pod templates; the others are per run.
+    assert rest <= 4 * workloads + 20, calls
+
+
+def test_aws_reads_each_role_once_and_the_associations_once_per_cluster(demo_run):
+    stdout, _workloads, pods = demo_run
+    calls = _counts(stdout, "aws")
+    roles = 2  # demo-invoice-exporter and demo-billing-worker, each bound to three workloads
+    assert calls["iam:GetRole"] == roles, calls
+    assert calls["iam:ListRolePolicies"] == roles, calls
+    assert calls["iam:ListAttachedRolePolicies"] == roles, calls
+    assert calls["eks:ListPodIdentityAssociations"] == 1, calls
+    assert calls["eks:DescribeCluster"] == 1, calls
+    assert calls["eks:DescribeAddon"] == 1, calls
+    assert calls["iam:ListOpenIDConnectProviders"] == 1, calls
+    assert calls["sts:GetCallerIdentity"] == 1, calls  # the runner's own identity, once
+    assert calls["iam:ListAccessKeys"] == 1, calls  # one legacy user, shared by three workloads
+    # One proof per pod that ran its identity step (the IMDS-only probes have none).
+    assert calls["sts:GetCallerIdentity (a probe's proof)"] <= pods, calls
+
+
+def test_the_waiting_by_watch_is_said_to_fall_back_to_polling_nowhere(demo_run):
+    stdout, _workloads, _pods = demo_run
+    assert "by polling" not in stdout
+
+
+class _Announcing(threading.Event):
+    """An event that says when someone starts waiting on it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        super().__init__()
+        self.waiting = waiting
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def _second_caller_waits(aws: Aws, key: tuple[str, ...], fetch: Any) -> tuple[list[Any], threading.Event]:
+    """Start a first caller whose fetch blocks until released, then a second caller of the same key; return the
+    results list (filled by both) and the release event, once the second caller is waiting on the first."""
+    entered, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    results: list[Any] = []
+
+    def blocking() -> Any:
+        entered.set()
+        assert release.wait(60)
+        return fetch()
+
+    def call(f: Any) -> None:
+        try:
+            results.append(aws._cached(key, f))
+        except AwsError as exc:
+            results.append(exc)
+
+    first = threading.Thread(target=call, args=(blocking,))
+    first.start()
+    assert entered.wait(60)
+    with aws._lock:
+        flight = aws._flights[key]
+        flight.done = _Announcing(waiting)
+    second = threading.Thread(target=call, args=(fetch,))
+    second.start()
+    assert waiting.wait(60)
+    release.set()
+    first.join(60)
+    second.join(60)
+    return results, release
+
+
+def test_a_second_caller_of_the_same_read_waits_for_the_first_instead_of_fetching():
+    aws = Aws(region="eu-west-1")
+    fetched: list[int] = []
+
+    def fetch() -> dict[str, int]:
+        fetched.append(1)
+        return {"n": len(fetched)}
+
+    results, _ = _second_caller_waits(aws, ("iam", "GetRole", "r"), fetch)
+    assert fetched == [1]
+    assert results == [{"n": 1}, {"n": 1}]
+    assert results[0] is results[1]
+    assert aws._cached(("iam", "GetRole", "r"), fetch) == {"n": 1}  # cached
+    assert fetched == [1]
+
+
+def test_a_failed_read_fails_its_waiters_too_and_is_tried_again_later():
+    from botocore.exceptions import ClientError
+
+    aws = Aws(region="eu-west-1")
+    fetched: list[int] = []
+
+    def fetch() -> str:
+        fetched.append(1)
+        if len(fetched) == 1:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "GetRole")
+        return "ok"
+
+    results, _ = _second_caller_waits(aws, ("iam", "GetRole", "r"), fetch)
+    assert fetched == [1]
+    assert [str(r) for r in results] == ["iam.GetRole: Throttling: Rate exceeded"] * 2
+    assert aws._cached(("iam", "GetRole", "r"), fetch) == "ok"
+    assert fetched == [1, 1]
+
+
+def test_aws_clients_retry_adaptively(tmp_path: Path):
+    aws = Aws(region="eu-west-1", env={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"})
+    config = aws._client("iam").meta.config
+    assert config.retries["mode"] == "adaptive"
+    assert config.retries["total_max_attempts"] >= 5
