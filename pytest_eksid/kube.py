@@ -164,6 +164,7 @@ class Kube:
         # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
         self._cluster_reads: dict[str, Any] = {}
         self._reads_lock = threading.Lock()
+        self._read_locks: dict[str, threading.Lock] = {}
         # Requests made, by client method (a watch as "watch <method>", one per connection): the run's
         # Kubernetes cost, which the end of the run reports (docs/performance.md).
         self.calls: Counter[str] = Counter()
@@ -296,14 +297,28 @@ class Kube:
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
+        """The ServiceAccount (None when it does not exist), read once per run."""
         what = f"read serviceaccount {namespace}/{name}"
-        return self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace)
+        result: Obj | None = self._once(
+            f"serviceaccount/{namespace}/{name}",
+            lambda: self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace),
+        )
+        return result
 
     def _once(self, key: str, read: Callable[[], Any]) -> Any:
+        """The read's result, made once per Kube (an error is not kept); callers of another key do not wait."""
         with self._reads_lock:
-            if key not in self._cluster_reads:
-                self._cluster_reads[key] = read()
-            return self._cluster_reads[key]
+            if key in self._cluster_reads:
+                return self._cluster_reads[key]
+            lock = self._read_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._reads_lock:
+                if key in self._cluster_reads:
+                    return self._cluster_reads[key]
+            value = read()
+            with self._reads_lock:
+                self._cluster_reads[key] = value
+            return value
 
     def all_service_accounts(self) -> list[Obj]:
         """Every ServiceAccount of the cluster (all namespaces), read once."""
@@ -345,16 +360,34 @@ class Kube:
         return result
 
     def secrets(self, namespace: str) -> list[Obj]:
-        """Secrets of a namespace. Their values are read only to scan them, never reported."""
-        found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
-        return [_plain(self.api_client, s) for s in found.items]
+        """Secrets of a namespace, read once per run. Their values are read only to scan them, never reported."""
+
+        def read() -> list[Obj]:
+            found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
+            return [_plain(self.api_client, s) for s in found.items]
+
+        result: list[Obj] = self._once(f"secrets/{namespace}", read)
+        return result
 
     def config_maps(self, namespace: str) -> list[Obj]:
-        found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
-        return [_plain(self.api_client, c) for c in found.items]
+        """ConfigMaps of a namespace, read once per run."""
+
+        def read() -> list[Obj]:
+            found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
+            return [_plain(self.api_client, c) for c in found.items]
+
+        result: list[Obj] = self._once(f"configmaps/{namespace}", read)
+        return result
 
     def workloads(self, namespace: str, label_selector: str) -> list[Obj]:
-        """Deployments and StatefulSets matching the selector (their pod templates matter here)."""
+        """Deployments and StatefulSets matching the selector (their pod templates matter here), read once per run
+        (the probe's placement and the checks of its template share the read)."""
+        result: list[Obj] = self._once(
+            f"workloads/{namespace}/{label_selector}", lambda: self._workloads(namespace, label_selector)
+        )
+        return result
+
+    def _workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         out: list[Obj] = []
         for kind, lister in (
             ("Deployment", self.apps.list_namespaced_deployment),
@@ -381,11 +414,22 @@ class Kube:
         ]
 
     def daemon_set(self, namespace: str, name: str) -> Obj | None:
+        """The DaemonSet (None when it does not exist), read once per run."""
         what = f"read daemonset {namespace}/{name}"
-        return self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace)
+        result: Obj | None = self._once(
+            f"daemonset/{namespace}/{name}",
+            lambda: self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace),
+        )
+        return result
 
     def nodes(self) -> list[Obj]:
-        return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
+        """Every node, read once per run."""
+
+        def read() -> list[Obj]:
+            return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
+
+        result: list[Obj] = self._once("nodes", read)
+        return result
 
     def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
         what = f"list pods ({label_selector})"

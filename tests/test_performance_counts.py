@@ -60,19 +60,22 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
     return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
 
 
-def test_kubernetes_calls_are_at_most_four_per_workload_plus_a_few_per_run(demo_run):
+def test_kubernetes_calls_are_four_per_probe_pod_three_per_workload_and_a_few_per_run(demo_run):
     stdout, workloads, pods = demo_run
     calls = _counts(stdout, "kubernetes")
-    assert calls["create_namespaced_pod"] == pods, calls
-    # The waiting is by watch: no poll of the pods, no GET per pod while it runs.
-    assert calls["watch list_pod_for_all_namespaces"] >= 1, calls
-    assert calls["list_pod_for_all_namespaces"] <= 2, calls  # the watch's LIST (and one relist at most)
-    assert calls["read_namespaced_pod"] <= pods, calls  # once per pod, after its log (a swap check)
-    per_pod = {"create_namespaced_pod", "read_namespaced_pod", "read_namespaced_pod_log", "delete_namespaced_pod"}
-    assert all(calls[m] <= pods for m in per_pod), calls
-    rest = sum(n for m, n in calls.items() if m not in per_pod)
-    # Per workload (not per probe pod): its ServiceAccount and its pod templates; the others are per run.
-    assert rest <= 4 * workloads + 20, calls
+    # Per probe pod: its create, its log, one read after the log (the check that it was not swapped), its delete.
+    per_pod = ("create_namespaced_pod", "read_namespaced_pod_log", "read_namespaced_pod", "delete_namespaced_pod")
+    assert {m: calls[m] for m in per_pod} == dict.fromkeys(per_pod, pods), calls
+    # The waiting is one LIST and one watch for all of them: no polling, however long the pods take.
+    assert calls["list_pod_for_all_namespaces"] == 1, calls
+    assert calls["watch list_pod_for_all_namespaces"] == 1, calls
+    # Per workload: its pod templates (shared by the probe's placement and the checks) and its ServiceAccount.
+    per_workload = ("list_namespaced_deployment", "list_namespaced_stateful_set", "read_namespaced_service_account")
+    assert {m: calls[m] for m in per_workload} == dict.fromkeys(per_workload, workloads), calls
+    # The rest is per run or per namespace (2 here, and the agent's): once each, whatever the number of workloads.
+    rest = {m: n for m, n in calls.items() if m not in (*per_pod, *per_workload)}
+    assert all(n <= 3 for n in rest.values()), rest
+    assert sum(rest.values()) <= 20, rest
 
 
 def test_aws_reads_each_role_once_and_the_associations_once_per_cluster(demo_run):
