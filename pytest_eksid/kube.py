@@ -7,6 +7,7 @@ the package imports ``kubernetes``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -297,13 +298,28 @@ class Kube:
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
-        """The ServiceAccount (None when it does not exist), read once per run."""
-        what = f"read serviceaccount {namespace}/{name}"
-        result: Obj | None = self._once(
-            f"serviceaccount/{namespace}/{name}",
-            lambda: self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace),
+        """The ServiceAccount (None when it does not exist), from the cluster's list (:meth:`all_service_accounts`,
+        read once per run); read alone, once, where that list is refused or failed."""
+        try:
+            listed = self.all_service_accounts()
+        except KubeUnreachable:
+            raise
+        except KubeError:
+            what = f"read serviceaccount {namespace}/{name}"
+            result: Obj | None = self._once(
+                f"serviceaccount/{namespace}/{name}",
+                lambda: self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace),
+            )
+            return result
+        return next(
+            (
+                sa
+                for sa in listed
+                if (sa.get("metadata") or {}).get("namespace") == namespace
+                and (sa.get("metadata") or {}).get("name") == name
+            ),
+            None,
         )
-        return result
 
     def _once(self, key: str, read: Callable[[], Any]) -> Any:
         """The read's result, made once per Kube (an error is not kept); callers of another key do not wait."""
@@ -381,11 +397,17 @@ class Kube:
 
     def workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         """Deployments and StatefulSets matching the selector (their pod templates matter here), read once per run
-        (the probe's placement and the checks of its template share the read)."""
-        result: list[Obj] = self._once(
-            f"workloads/{namespace}/{label_selector}", lambda: self._workloads(namespace, label_selector)
-        )
-        return result
+        (the probe's placement and the checks of its template share the read). An equality-based selector (the
+        default ``app.kubernetes.io/name=<name>``) is matched here against the namespace's list, read once for
+        all its workloads; any other is left to the API server, one list per selector."""
+        terms = equality_selector(label_selector)
+        if terms is None:
+            result: list[Obj] = self._once(
+                f"workloads/{namespace}/{label_selector}", lambda: self._workloads(namespace, label_selector)
+            )
+            return result
+        every: list[Obj] = self._once(f"workloads/{namespace}", lambda: self._workloads(namespace, ""))
+        return [o for o in every if _labels_match(terms, (o.get("metadata") or {}).get("labels"))]
 
     def _workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         out: list[Obj] = []
@@ -510,6 +532,36 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+
+_LABEL_KEY = re.compile(
+    r"\A([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
+)
+_LABEL_VALUE = re.compile(r"\A([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
+
+
+def equality_selector(selector: str) -> list[tuple[str, bool, str]] | None:
+    """The terms (key, equal, value) of a label selector made only of ``key=value``, ``key==value`` and
+    ``key!=value`` (Kubernetes' equality-based requirements), or None for any other selector (set-based,
+    existence, or not valid): those are left to the API server. The empty selector has no terms (matches all)."""
+    terms: list[tuple[str, bool, str]] = []
+    if not selector.strip():
+        return terms
+    for part in selector.split(","):
+        key, op, value = re.split(r"(!=|==|=)", part, maxsplit=1) if re.search(r"!=|=", part) else (part, "", "")
+        key, value = key.strip(), value.strip()
+        if not op or not _LABEL_KEY.match(key) or len(key.rpartition("/")[2]) > 63 or len(key) > 253 + 1 + 63:
+            return None
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            return None
+        terms.append((key, op != "!=", value))
+    return terms
+
+
+def _labels_match(terms: list[tuple[str, bool, str]], labels: object) -> bool:
+    """Whether an object's labels meet every term (``key!=value`` also holds where the key is absent)."""
+    have = labels if isinstance(labels, dict) else {}
+    return all((have.get(key) == value) == equal for key, equal, value in terms)
 
 
 def _never_connected(exc: BaseException) -> bool:

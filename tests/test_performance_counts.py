@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.kube import _labels_match, equality_selector
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
 
@@ -60,8 +61,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
     return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
 
 
-def test_kubernetes_calls_are_four_per_probe_pod_three_per_workload_and_a_few_per_run(demo_run):
-    stdout, workloads, pods = demo_run
+def test_kubernetes_calls_are_four_per_probe_pod_and_the_rest_per_namespace_or_run(demo_run):
+    stdout, _workloads, pods = demo_run
     calls = _counts(stdout, "kubernetes")
     # Per probe pod: its create, its log, one read after the log (the check that it was not swapped), its delete.
     per_pod = ("create_namespaced_pod", "read_namespaced_pod_log", "read_namespaced_pod", "delete_namespaced_pod")
@@ -69,11 +70,12 @@ def test_kubernetes_calls_are_four_per_probe_pod_three_per_workload_and_a_few_pe
     # The waiting is one LIST and one watch for all of them: no polling, however long the pods take.
     assert calls["list_pod_for_all_namespaces"] == 1, calls
     assert calls["watch list_pod_for_all_namespaces"] == 1, calls
-    # Per workload: its pod templates (shared by the probe's placement and the checks) and its ServiceAccount.
-    per_workload = ("list_namespaced_deployment", "list_namespaced_stateful_set", "read_namespaced_service_account")
-    assert {m: calls[m] for m in per_workload} == dict.fromkeys(per_workload, workloads), calls
+    # Nothing else per workload: the pod templates are listed per namespace (2 here), the ServiceAccounts once.
+    assert calls["list_namespaced_deployment"] == calls["list_namespaced_stateful_set"] == 2, calls
+    assert calls["read_namespaced_service_account"] == 0, calls
+    assert calls["list_service_account_for_all_namespaces"] == 1, calls
     # The rest is per run or per namespace (2 here, and the agent's): once each, whatever the number of workloads.
-    rest = {m: n for m, n in calls.items() if m not in (*per_pod, *per_workload)}
+    rest = {m: n for m, n in calls.items() if m not in per_pod}
     assert all(n <= 3 for n in rest.values()), rest
     assert sum(rest.values()) <= 20, rest
 
@@ -184,3 +186,38 @@ def test_aws_clients_retry_adaptively(tmp_path: Path):
     config = aws._client("iam").meta.config
     assert config.retries["mode"] == "adaptive"
     assert config.retries["total_max_attempts"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("selector", "terms"),
+    [
+        ("app.kubernetes.io/name=billing", [("app.kubernetes.io/name", True, "billing")]),
+        ("a==b, c!=d", [("a", True, "b"), ("c", False, "d")]),
+        ("", []),
+        ("tier=", [("tier", True, "")]),
+        # left to the API server: set-based, existence, or not a valid selector
+        ("env in (prod)", None),
+        ("!canary", None),
+        ("canary", None),
+        ("a=b,", None),
+        ("a=b=c", None),
+        ("a=b c", None),
+        ("a=" + "v" * 64, None),
+    ],
+)
+def test_equality_selectors_are_matched_here_and_the_others_left_to_the_api_server(selector, terms):
+    assert equality_selector(selector) == terms
+
+
+def test_an_equality_selector_matches_as_the_api_server_does():
+    terms = equality_selector("app=web,tier!=db")
+    assert terms is not None
+    assert _labels_match(terms, {"app": "web"})  # != holds where the key is absent
+    assert _labels_match(terms, {"app": "web", "tier": "front"})
+    assert not _labels_match(terms, {"app": "web", "tier": "db"})
+    assert not _labels_match(terms, {"app": "web2"})
+    assert not _labels_match(terms, None)
+    empty = equality_selector("tier=")
+    assert empty is not None
+    assert not _labels_match(empty, {})  # = needs the key, with the empty value
+    assert _labels_match(empty, {"tier": ""})
