@@ -498,7 +498,7 @@ class PodWatch:
     The watch is cluster-wide (by the run's label); where that is refused, per namespace; where ``watch``
     (or its LIST) is refused there too, that namespace waits by :class:`PodBoard`'s shared LIST, as
     before, and the progress output says so once. A pod the watch has not shown ``APPEAR_SECONDS``
-    after its create (a watch reconnecting) is read alone.
+    after its create (a watch reconnecting), or after it was deleted, is read alone.
     """
 
     WATCH_SECONDS = 60  # one watch request; the API server sends bookmarks meanwhile (allowWatchBookmarks)
@@ -512,7 +512,6 @@ class PodWatch:
         self.progress = progress
         self._cond = threading.Condition()
         self._pods: dict[tuple[str, str], Obj] = {}
-        self._gone: set[tuple[str, str]] = set()
         self._threads: dict[str, threading.Thread] = {}
         self._watchers: dict[str, Any] = {}
         self._refused: dict[str, str] = {}  # scope -> why its watch is not used
@@ -542,12 +541,9 @@ class PodWatch:
         if scope is not None:
             deadline = time.monotonic() + self.APPEAR_SECONDS
             with self._cond:
-                while (
-                    key not in self._pods
-                    and key not in self._gone
-                    and scope not in self._refused
-                    and not self._poll_all
-                ):
+                # A pod deleted meanwhile is waited for too: a pod of the same name that replaces it is read (and
+                # found to be another one); if none comes, the read alone says it is gone.
+                while key not in self._pods and scope not in self._refused and not self._poll_all:
                     left = deadline - time.monotonic()
                     if left <= 0 or self._stopped:
                         break
@@ -647,10 +643,8 @@ class PodWatch:
         with self._cond:
             if kind == "DELETED":
                 self._pods.pop(key, None)
-                self._gone.add(key)
             else:
                 self._pods[key] = pod
-                self._gone.discard(key)
             self._cond.notify_all()
 
     def _refuse(self, scope: str, why: str, permanent: bool) -> None:
