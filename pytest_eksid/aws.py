@@ -13,7 +13,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -168,6 +169,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _UNAVAILABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, NoCredentialsError)
 
 
+# Attempts per AWS call (the first included), in botocore's "adaptive" mode: standard retries plus a client-side
+# token bucket that slows this client's sending when the service throttles. IAM throttles with a token bucket
+# per API shared by every caller of the account, console and CLI included, and its rate quotas cannot be raised
+# (AWS Security Blog, "How to monitor and query IAM resources at scale - Part 2"; AWS re:Post
+# knowledge-center/iam-sts-throttling-error: "Throttling: Rate exceeded", back off and retry). A report's fact
+# is worth waiting for: 6 attempts back off at most 2+4+8+16+20 s (standard mode's cap is 20 s; half that on
+# average, with jitter), well inside a probe pod's start and run, before the read is given up as an error.
+MAX_ATTEMPTS = 6
+
+
+@dataclass
+class _Flight:
+    """One fetch in progress: later callers of the same key wait for its result instead of fetching again."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
 def _doc(value: Any) -> dict[str, Any]:
     """IAM documents arrive URL-encoded JSON strings (or already parsed, depending on the SDK)."""
     if isinstance(value, dict):
@@ -192,6 +212,9 @@ class Aws:
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _flights: dict[tuple[str, ...], _Flight] = field(default_factory=dict, repr=False)
+    # AWS requests made, by "service:Operation" (one per call, retries not counted): the run's AWS cost.
+    calls: Counter[str] = field(default_factory=Counter, repr=False)
 
     def _client(self, service: str) -> Any:
         with self._lock:
@@ -212,24 +235,57 @@ class Aws:
             client = self._session.client(
                 service,
                 config=Config(
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"},
                     connect_timeout=self.timeout,
                     read_timeout=self.timeout,
                 ),
                 **({"endpoint_url": endpoint} if endpoint else {}),
             )
+            client.meta.events.register("before-call", self._count_call)
             self._clients[service] = client
             return client
 
-    def _cached(self, key: tuple[str, ...], fetch: Any) -> Any:
+    def _count_call(self, model: Any = None, **_kwargs: Any) -> None:
+        name = f"{model.service_model.service_name}:{model.name}" if model is not None else "other"
+        with self._lock:
+            self.calls[name] += 1
+
+    def _cached(self, key: tuple[str, ...], fetch: Callable[[], Any]) -> Any:
+        """The value of ``key``, fetched once per run: a caller that comes while another fetches it waits for that
+        fetch's result (or its error) instead of fetching again. An error is not kept: a later caller tries again."""
         call = ".".join(key[:2])
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
             if self._unavailable is not None:
                 raise AwsError(f"{call}: {self._unavailable}")
+            flight = self._flights.get(key)
+            owner = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not owner:
+            flight.done.wait()
+            if isinstance(flight.error, AwsError):
+                raise AwsError(str(flight.error)) from None
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
         try:
-            value = fetch()
+            flight.value = self._fetch(call, fetch)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                if flight.error is None:
+                    self._cache[key] = flight.value
+                del self._flights[key]
+            flight.done.set()
+        return flight.value
+
+    def _fetch(self, call: str, fetch: Callable[[], Any]) -> Any:
+        try:
+            return fetch()
         except _UNAVAILABLE as exc:
             if isinstance(exc, NoCredentialsError):
                 why = (
@@ -246,9 +302,6 @@ class Aws:
             raise AwsError(f"{call}: {err.get('Code')}: {err.get('Message')}") from None
         except BotoCoreError as exc:
             raise AwsError(f"{call}: {exc}") from None
-        with self._lock:
-            self._cache[key] = value
-        return value
 
     def caller(self) -> dict[str, str]:
         def fetch() -> dict[str, str]:
@@ -268,6 +321,8 @@ class Aws:
 
         Not cached, not retried: a presigned URL is good for one short window, and each is one pod's."""
         endpoint, query = _proof_query(url, proof_endpoints(self.sts_endpoint(), self.region))
+        with self._lock:
+            self.calls["sts:GetCallerIdentity (a probe's proof)"] += 1
         base = endpoint.rstrip("/") + "/"
         opener = urllib.request.build_opener(_NoRedirect())
         request = urllib.request.Request(base + "?" + query, method="GET", headers={NONCE_HEADER: nonce})
@@ -358,13 +413,13 @@ class Aws:
         return str(issuer) if issuer else None
 
     def associations(self, cluster: str, namespace: str, service_account: str) -> list[dict[str, Any]]:
-        """Pod Identity associations of one ServiceAccount, described (role, target role, dates)."""
-
-        def fetch() -> list[dict[str, Any]]:
-            return self._association_details(cluster, {"namespace": namespace, "serviceAccount": service_account})
-
-        result: list[dict[str, Any]] = self._cached(("eks", "Associations", cluster, namespace, service_account), fetch)
-        return result
+        """Pod Identity associations of one ServiceAccount, described (role, target role, dates): the cluster's
+        listing (:meth:`all_associations`, made once per run) filtered, not one listing per ServiceAccount."""
+        return [
+            a
+            for a in self.all_associations(cluster)
+            if a.get("namespace") == namespace and a.get("serviceAccount") == service_account
+        ]
 
     def all_associations(self, cluster: str) -> list[dict[str, Any]]:
         """Every Pod Identity association of the cluster (all namespaces, every page), described."""

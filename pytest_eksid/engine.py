@@ -8,9 +8,12 @@ are gathered here once per cluster, when it is first reached, into a :class:`Run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pytest_eksid.aws import Aws, AwsError
@@ -18,11 +21,15 @@ from pytest_eksid.connection import Connection, Environment, live_connection
 from pytest_eksid.interrupts import Interrupts
 from pytest_eksid.kube import Kube, KubeError, KubeTarget
 from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_contract, probe_contract
-from pytest_eksid.profile import LoadedProfile, Workload
+from pytest_eksid.profile import LoadedProfile, Workload, role_arn_parts
 from pytest_eksid.report import RunFacts, last_changed
 from pytest_eksid.settings import Settings
 
 HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods may take (a second Ctrl-C)
+# AWS reads made at once while the probe pods start: enough to overlap the latency of a few dozen distinct
+# roles; few enough that IAM's account-wide throttling (aws.MAX_ATTEMPTS) is met by the adaptive retries
+# rather than provoked.
+PREFETCH_THREADS = 8
 
 
 class EngineError(Exception):
@@ -95,6 +102,9 @@ class Engine:
         self._broken: dict[str, str] = {}  # profile -> why it cannot be reached (asked once)
         self._connections: list[Connection] = []  # closed in reverse order at the end
         self._env = _Environment()
+        self._prefetched: set[str] = set()  # profiles whose AWS reads were started
+        self._prefetch_pool: ThreadPoolExecutor | None = None
+        self._prefetch_lock = threading.Lock()
         self._interrupts = interrupts
         if interrupts is not None:
             interrupts.hurry.append(self.hurry)
@@ -120,7 +130,6 @@ class Engine:
             except Exception as exc:
                 self._broken[name] = f"{loaded.path}: cannot reach cluster {loaded.profile.cluster.name}: {exc}"
             self._check(name)
-            self._gather_facts(loaded)
         return self._reach[name]
 
     def _connect(self, loaded: LoadedProfile) -> Connection:
@@ -134,16 +143,16 @@ class Engine:
         return connection
 
     def _gather_facts(self, loaded: LoadedProfile) -> None:
-        """Once per cluster, when it is first reached: the runner's AWS identity, and when each selected Pod
-        Identity workload's association last changed. An AWS error leaves a fact unknown, never fails."""
+        """Once per cluster (with the AWS prefetch, else at the end): the runner's AWS identity, and when each
+        selected Pod Identity workload's association last changed. An AWS error leaves a fact unknown, never fails."""
         name = loaded.name
         if name in self.facts.runner:
             return
         aws = self.aws(loaded)
         try:
-            self.facts.runner[name] = aws.caller()["arn"]
+            runner = aws.caller()["arn"]
         except AwsError as exc:
-            self.facts.runner[name] = f"unknown ({exc})"
+            runner = f"unknown ({exc})"
         workloads = {t.workload.name: t.workload for t in self.selected(name)}
         for workload in sorted(workloads.values(), key=lambda w: w.name):
             key = f"{name}/{workload.name}"
@@ -156,6 +165,50 @@ class Engine:
             except AwsError:
                 associations = []
             self.facts.last_changed[key] = last_changed(associations)
+        self.facts.runner[name] = runner  # last: it marks the facts gathered
+
+    def prefetch(self, loaded: LoadedProfile) -> None:
+        """Start the cluster's AWS reads in the background, once, while its probe pods start: the facts, the cluster,
+        its agent addon, the OIDC providers, every association (one listing), and each selected workload's roles,
+        their policies and legacy user, each distinct one once. The tests then find them cached (a test that asks
+        for one still in flight waits for it: Aws reads are single-flight); an error is left for the test to meet."""
+        name = loaded.name
+        with self._prefetch_lock:
+            if name in self._prefetched:
+                return
+            self._prefetched.add(name)
+            if self._prefetch_pool is None:
+                self._prefetch_pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="eksid-prefetch")
+            pool = self._prefetch_pool
+        aws = self.aws(loaded)
+        cluster = loaded.profile.cluster.name
+        reads: dict[tuple[str, str], Callable[[], object]] = {
+            ("facts", ""): lambda: self._gather_facts(loaded),
+            ("cluster", ""): lambda: aws.cluster(cluster),
+            ("addon", ""): lambda: aws.addon(cluster),
+            ("oidc", ""): aws.oidc_providers,
+        }
+        for workload in {t.workload.name: t.workload for t in self.selected(name)}.values():
+            for kind, arn in (("role", workload.role_arn), ("policies", workload.final_role_arn)):
+                try:
+                    role = role_arn_parts(arn)[1]
+                except ValueError:
+                    continue
+                reads.setdefault(
+                    (kind, role), functools.partial(aws.role if kind == "role" else aws.role_policies, role)
+                )
+            if workload.legacy_iam_user:
+                reads.setdefault(
+                    ("user", workload.legacy_iam_user), functools.partial(aws.access_keys, workload.legacy_iam_user)
+                )
+        for read in reads.values():
+            pool.submit(_quietly, read)
+
+    def _finish_prefetch(self, wait: bool) -> None:
+        with self._prefetch_lock:
+            pool, self._prefetch_pool = self._prefetch_pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def connection(self, loaded: LoadedProfile) -> Environment:
         """How the runner reaches the cluster, as the standard variables say it (see ``eksid_connection``)."""
@@ -220,6 +273,7 @@ class Engine:
                 swept = campaign.sweep(settings.sweep_minutes.value)
                 campaign.progress(f"swept {len(swept)} probe pod(s) older than {settings.sweep_minutes.value:g} min")
             targets = {t.key: t for t in self.selected(name)}
+            self.prefetch(loaded)  # the AWS reads go on while the pods start
             campaign.run([targets[key] for key in sorted(targets)])
         except KubeError as exc:
             self._broken[name] = (
@@ -249,6 +303,7 @@ class Engine:
         """A second Ctrl-C or SIGTERM before cleanup began: one bounded delete of the run's probe pods by
         its label per namespace (the pods a create sent without an answer included), then the sandboxes
         stopped; the process exits next (pytest_eksid.interrupts)."""
+        self._finish_prefetch(wait=False)
         for campaign in self._launched:
             campaign.cancel()
             if campaign.keep_pods:
@@ -279,6 +334,11 @@ class Engine:
 
         for campaign in self._launched:
             attempt(functools.partial(self._cleanup, campaign))
+        attempt(functools.partial(self._finish_prefetch, True))
+        for loaded in self.settings.loaded_all:  # the facts of a cluster reached without a campaign
+            if loaded.name in self._reach and loaded.name not in self._broken:
+                attempt(functools.partial(self._gather_facts, loaded))
+        self._report_calls()
         for kube in self._kube.values():
             attempt(kube.close)
         for connection in reversed(self._connections):
@@ -286,6 +346,17 @@ class Engine:
         self._env.undo()
         if errors:
             raise errors[0]
+
+    def _report_calls(self) -> None:
+        """The run's API requests, per cluster: Kubernetes by client method, AWS by service and operation."""
+        for loaded in self.settings.loaded_all:
+            kube, aws = self._kube.get(loaded.name), self._aws.get(loaded.name)
+            if kube is None and aws is None:
+                continue
+            for label, calls in (("kubernetes", kube.calls if kube else None), ("aws", aws.calls if aws else None)):
+                if calls:
+                    listed = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+                    self._say(loaded.name, f"{label} calls: {sum(calls.values())} ({listed})")
 
     def _say(self, profile: str, message: str) -> None:
         """Progress about one cluster: prefixed with its profile when the run has several."""
@@ -301,3 +372,9 @@ class Engine:
                 f"kept probe pods (run id {campaign.run_id}); delete them with: "
                 f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
             )
+
+
+def _quietly(read: Callable[[], object]) -> None:
+    """A prefetch: its error is met again by the test that needs the read, and reported there."""
+    with contextlib.suppress(Exception):
+        read()

@@ -412,8 +412,11 @@ def eksid_node_probe(
 
 @pytest.fixture
 def eksid_aws(eksid_clusters: Engine, eksid_profile: LoadedProfile) -> Aws:
-    """Read-only AWS facts (IAM, EKS) for the cluster under test, with the runner's own credentials."""
-    return _engine(lambda: eksid_clusters.aws(eksid_profile))
+    """Read-only AWS facts (IAM, EKS) for the cluster under test, with the runner's own credentials (the reads the
+    run needs are prefetched in the background, once; the probe campaign starts that too, with its pods)."""
+    aws = _engine(lambda: eksid_clusters.aws(eksid_profile))
+    eksid_clusters.prefetch(eksid_profile)
+    return aws
 
 
 @pytest.fixture

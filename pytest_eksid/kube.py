@@ -7,14 +7,16 @@ the package imports ``kubernetes``.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
@@ -49,6 +51,13 @@ METHODS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Methods this module also calls as a watch (``watch=True``): their verb is ``watch``. The probe campaign
+# waits for its pods this way (probe/pod.py PodBoard); where ``watch`` is refused it polls with ``list``.
+WATCHED: dict[str, tuple[str, str, str]] = {
+    "list_namespaced_pod": ("", "pods", "watch"),
+    "list_pod_for_all_namespaces": ("", "pods", "watch"),
+}
+
 # Used outside this module: --eksid-exec runs `kubectl exec` through pytest-testinfra.
 EXTERNAL: dict[str, tuple[str, str, str]] = {"kubectl exec (--eksid-exec)": ("", "pods/exec", "create")}
 
@@ -56,7 +65,7 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {"kubectl exec (--eksid-exec)": ("",
 def rbac_rules() -> dict[tuple[str, str], set[str]]:
     """(API group, resource) -> verbs: the least privilege the runner needs."""
     rules: dict[tuple[str, str], set[str]] = {}
-    for group, resource, verb in (*METHODS.values(), *EXTERNAL.values()):
+    for group, resource, verb in (*METHODS.values(), *WATCHED.values(), *EXTERNAL.values()):
         rules.setdefault((group, resource), set()).add(verb)
     return rules
 
@@ -156,6 +165,11 @@ class Kube:
         # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
         self._cluster_reads: dict[str, Any] = {}
         self._reads_lock = threading.Lock()
+        self._read_locks: dict[str, threading.Lock] = {}
+        # Requests made, by client method (a watch as "watch <method>", one per connection): the run's
+        # Kubernetes cost, which the end of the run reports (docs/performance.md).
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
         self.context = "in-cluster" if in_cluster else (target.context or _current_context(config_file))
 
     def close(self) -> None:
@@ -177,6 +191,7 @@ class Kube:
         After a KubeUnreachable, later calls fail at once with its message, unless ``retry`` (cleanup) asks."""
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
+        self._count(str(getattr(method, "__name__", "other")))
         try:
             return method(*args, _request_timeout=self.timeout if timeout is None else timeout, **kwargs)
         except ApiException as exc:  # the API server answered: with its own status and reason
@@ -197,6 +212,10 @@ class Kube:
                 f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
             )
             raise KubeUnreachable(f"{what}: {self._unreachable}", sent=silent) from None
+
+    def _count(self, name: str) -> None:
+        with self._calls_lock:
+            self.calls[name] += 1
 
     def _cause(self, exc: BaseException) -> str:
         reason = getattr(exc, "reason", None)
@@ -279,14 +298,43 @@ class Kube:
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
-        what = f"read serviceaccount {namespace}/{name}"
-        return self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace)
+        """The ServiceAccount (None when it does not exist), from the cluster's list (:meth:`all_service_accounts`,
+        read once per run); read alone, once, where that list is refused or failed."""
+        try:
+            listed = self.all_service_accounts()
+        except KubeUnreachable:
+            raise
+        except KubeError:
+            what = f"read serviceaccount {namespace}/{name}"
+            result: Obj | None = self._once(
+                f"serviceaccount/{namespace}/{name}",
+                lambda: self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace),
+            )
+            return result
+        return next(
+            (
+                sa
+                for sa in listed
+                if (sa.get("metadata") or {}).get("namespace") == namespace
+                and (sa.get("metadata") or {}).get("name") == name
+            ),
+            None,
+        )
 
     def _once(self, key: str, read: Callable[[], Any]) -> Any:
+        """The read's result, made once per Kube (an error is not kept); callers of another key do not wait."""
         with self._reads_lock:
-            if key not in self._cluster_reads:
-                self._cluster_reads[key] = read()
-            return self._cluster_reads[key]
+            if key in self._cluster_reads:
+                return self._cluster_reads[key]
+            lock = self._read_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._reads_lock:
+                if key in self._cluster_reads:
+                    return self._cluster_reads[key]
+            value = read()
+            with self._reads_lock:
+                self._cluster_reads[key] = value
+            return value
 
     def all_service_accounts(self) -> list[Obj]:
         """Every ServiceAccount of the cluster (all namespaces), read once."""
@@ -328,16 +376,40 @@ class Kube:
         return result
 
     def secrets(self, namespace: str) -> list[Obj]:
-        """Secrets of a namespace. Their values are read only to scan them, never reported."""
-        found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
-        return [_plain(self.api_client, s) for s in found.items]
+        """Secrets of a namespace, read once per run. Their values are read only to scan them, never reported."""
+
+        def read() -> list[Obj]:
+            found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
+            return [_plain(self.api_client, s) for s in found.items]
+
+        result: list[Obj] = self._once(f"secrets/{namespace}", read)
+        return result
 
     def config_maps(self, namespace: str) -> list[Obj]:
-        found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
-        return [_plain(self.api_client, c) for c in found.items]
+        """ConfigMaps of a namespace, read once per run."""
+
+        def read() -> list[Obj]:
+            found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
+            return [_plain(self.api_client, c) for c in found.items]
+
+        result: list[Obj] = self._once(f"configmaps/{namespace}", read)
+        return result
 
     def workloads(self, namespace: str, label_selector: str) -> list[Obj]:
-        """Deployments and StatefulSets matching the selector (their pod templates matter here)."""
+        """Deployments and StatefulSets matching the selector (their pod templates matter here), read once per run
+        (the probe's placement and the checks of its template share the read). An equality-based selector (the
+        default ``app.kubernetes.io/name=<name>``) is matched here against the namespace's list, read once for
+        all its workloads; any other is left to the API server, one list per selector."""
+        terms = equality_selector(label_selector)
+        if terms is None:
+            result: list[Obj] = self._once(
+                f"workloads/{namespace}/{label_selector}", lambda: self._workloads(namespace, label_selector)
+            )
+            return result
+        every: list[Obj] = self._once(f"workloads/{namespace}", lambda: self._workloads(namespace, ""))
+        return [o for o in every if _labels_match(terms, (o.get("metadata") or {}).get("labels"))]
+
+    def _workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         out: list[Obj] = []
         for kind, lister in (
             ("Deployment", self.apps.list_namespaced_deployment),
@@ -364,11 +436,22 @@ class Kube:
         ]
 
     def daemon_set(self, namespace: str, name: str) -> Obj | None:
+        """The DaemonSet (None when it does not exist), read once per run."""
         what = f"read daemonset {namespace}/{name}"
-        return self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace)
+        result: Obj | None = self._once(
+            f"daemonset/{namespace}/{name}",
+            lambda: self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace),
+        )
+        return result
 
     def nodes(self) -> list[Obj]:
-        return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
+        """Every node, read once per run."""
+
+        def read() -> list[Obj]:
+            return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
+
+        result: list[Obj] = self._once("nodes", read)
+        return result
 
     def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
         what = f"list pods ({label_selector})"
@@ -389,6 +472,59 @@ class Kube:
             )
         return [_plain(self.api_client, p) for p in pods.items]
 
+    def list_pods_at(self, label_selector: str, namespace: str | None = None) -> tuple[list[Obj], str]:
+        """The pods matching the selector and the list's resourceVersion, to watch from."""
+        what = f"list pods ({label_selector})"
+        if namespace is None:
+            pods = self._call(what, self.core.list_pod_for_all_namespaces, label_selector=label_selector)
+        else:
+            pods = self._call(what, self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        version = str(getattr(pods.metadata, "resource_version", None) or "")
+        return [_plain(self.api_client, p) for p in pods.items], version
+
+    def watcher(self) -> Any:
+        """A watch handle for :meth:`watch_pods` (its ``stop()`` ends the stream at once, from any thread)."""
+        return watch.Watch(return_type=object)  # type: ignore[no-untyped-call]
+
+    def watch_pods(
+        self,
+        label_selector: str,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        watcher: Any,
+    ) -> Iterator[tuple[str, Obj]]:
+        """(event type, pod as the API's JSON) from one watch request from ``resource_version``, until the server
+        ends it (``timeout_seconds``) or ``watcher`` (from :meth:`watcher`) is stopped. The API's refusal (403
+        where ``watch`` is not granted, 410 Gone where the version is too old) is a KubeError with its status; a
+        stream that broke off is a KubeError without one. Never marks the server unreachable: the caller resumes
+        or polls."""
+        what = f"watch pods ({label_selector})"
+        if self._unreachable is not None:
+            raise KubeUnreachable(f"{what}: {self._unreachable}")
+        method = self.core.list_pod_for_all_namespaces if namespace is None else self.core.list_namespaced_pod
+        args = () if namespace is None else (namespace,)
+        self._count(f"watch {method.__name__}")
+        stream = watcher.stream(
+            method,
+            *args,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            # The server ends the watch at timeout_seconds; the socket may stay silent that long.
+            _request_timeout=(self.timeout, timeout_seconds + self.timeout),
+        )
+        try:
+            for event in stream:
+                obj = event.get("raw_object")
+                if isinstance(obj, dict):
+                    yield str(event.get("type")), obj
+        except ApiException as exc:
+            raise _wrap(exc, what) from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
+
     def _read_or_none(self, what: str, method: Callable[..., Any], *args: Any) -> Obj | None:
         try:
             return _plain(self.api_client, self._call(what, method, *args))
@@ -396,6 +532,36 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+
+_LABEL_KEY = re.compile(
+    r"\A([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
+)
+_LABEL_VALUE = re.compile(r"\A([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?\Z")
+
+
+def equality_selector(selector: str) -> list[tuple[str, bool, str]] | None:
+    """The terms (key, equal, value) of a label selector made only of ``key=value``, ``key==value`` and
+    ``key!=value`` (Kubernetes' equality-based requirements), or None for any other selector (set-based,
+    existence, or not valid): those are left to the API server. The empty selector has no terms (matches all)."""
+    terms: list[tuple[str, bool, str]] = []
+    if not selector.strip():
+        return terms
+    for part in selector.split(","):
+        key, op, value = re.split(r"(!=|==|=)", part, maxsplit=1) if re.search(r"!=|=", part) else (part, "", "")
+        key, value = key.strip(), value.strip()
+        if not op or not _LABEL_KEY.match(key) or len(key.rpartition("/")[2]) > 63 or len(key) > 253 + 1 + 63:
+            return None
+        if not _LABEL_VALUE.match(value) or len(value) > 63:
+            return None
+        terms.append((key, op != "!=", value))
+    return terms
+
+
+def _labels_match(terms: list[tuple[str, bool, str]], labels: object) -> bool:
+    """Whether an object's labels meet every term (``key!=value`` also holds where the key is absent)."""
+    have = labels if isinstance(labels, dict) else {}
+    return all((have.get(key) == value) == equal for key, equal, value in terms)
 
 
 def _never_connected(exc: BaseException) -> bool:

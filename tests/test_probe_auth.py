@@ -12,7 +12,7 @@ from pytest_eksid.aws import Aws, IdentityNotProven, _proof_query, proof_endpoin
 from pytest_eksid.checks.identity import caller_role, credential_provider, wrong_caller
 from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe import program
-from pytest_eksid.probe.pod import Campaign, ProbeOutcome
+from pytest_eksid.probe.pod import Campaign, PodWatch, ProbeOutcome
 from pytest_eksid.redact import redact_text
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
@@ -188,10 +188,10 @@ def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, w
         swapped.append(swap(tenant, namespace, name, wait_done=True))
         return real_log(namespace, name, tail_lines)
 
-    real_read = campaign._board.read
+    real_read = PodWatch.read  # how the campaign sees its pods (by watch)
 
-    def swap_when_running(namespace: str, name: str, since: float) -> dict[str, Any]:
-        pod = real_read(namespace, name, since)
+    def swap_when_running(self: PodWatch, namespace: str, name: str, since: float) -> dict[str, Any]:
+        pod = real_read(self, namespace, name, since)
         if not swapped and (pod.get("status") or {}).get("phase") == "Running":
             swapped.append(swap(tenant, namespace, name, wait_done=False))
         return pod
@@ -199,7 +199,7 @@ def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, w
     if when == "pending":
         monkeypatch.setattr(run.kube, "create_pod", create_then_swap)
     elif when == "running":  # the probe waits out IMDS's 2 s timeouts: the runner sees it Running
-        monkeypatch.setattr(campaign._board, "read", swap_when_running)
+        monkeypatch.setattr(PodWatch, "read", swap_when_running)
     else:
         monkeypatch.setattr(run.kube, "pod_log", swap_then_log)
     outcome = campaign.run(run.loaded.profile.workloads)["invoice-exporter"]

@@ -459,8 +459,10 @@ def test_cleanup_stops_trying_when_the_api_server_is_unreachable(start_sandbox, 
 
 
 def test_pod_list_refusals_fall_back_and_passing_errors_do_not(start_sandbox, monkeypatch):
-    """Cluster-wide LIST refused -> per namespace; refused there too -> each pod alone; a 500 is retried."""
+    """Without watch: cluster-wide LIST refused -> per namespace; refused there too -> each pod alone; a 500 is
+    retried."""
     run = start_sandbox(demo_data())
+    _refuse_watch(monkeypatch, run.kube)
     real_list = run.kube.list_pods
     asked = []
 
@@ -485,11 +487,81 @@ def test_pod_list_refusals_fall_back_and_passing_errors_do_not(start_sandbox, mo
     campaign.cleanup()
 
 
-def test_waiting_probes_share_one_pod_list_per_namespace(start_sandbox, monkeypatch):
-    """Polling is one LIST per namespace per tick for all waiting probes, not one GET per pod per tick."""
+def _refuse_watch(monkeypatch, kube):
+    """The runner's RBAC without ``watch`` on pods: the API server refuses every watch with 403."""
+
+    def watch_pods(*_args, **_kwargs):
+        raise KubeError("watch pods: 403 Forbidden: pods is forbidden: cannot watch resource", 403, "Forbidden")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(kube, "watch_pods", watch_pods)
+
+
+def _count_calls(monkeypatch, kube, *names: str) -> dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(kube, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(kube, name, counted)
+    return counts
+
+
+def test_waiting_probes_watch_their_pods_instead_of_polling(start_sandbox, monkeypatch):
+    """One LIST and one watch for all the run's pods, whatever their number and however long they take: no
+    polling LIST, and each pod read alone only once, after its log (the check that it was not swapped)."""
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 1.5  # polling would list several times meanwhile
+    run = start_sandbox(data)
+    counts = _count_calls(monkeypatch, run.kube, "read_pod", "list_pods", "list_pods_at", "watch_pods")
+    said: list[str] = []
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, progress=said.append)
+    targets = [Target(w, g) for w in run.loaded.profile.workloads for g in (None, "ng-batch")]
+    outcomes = campaign.run(targets)
+    assert all(o.result is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
+    assert counts == {"read_pod": len(targets), "list_pods": 0, "list_pods_at": 1, "watch_pods": 1}, counts
+    assert not [m for m in said if "polling" in m]
+    campaign.cleanup()
+
+
+def test_a_watch_the_server_ends_resumes_from_its_version_and_a_gone_one_lists_again(start_sandbox, monkeypatch):
+    data = demo_data()
+    data["sandbox"]["podStartSeconds"] = 1.5
+    run = start_sandbox(data)
+    counts = _count_calls(monkeypatch, run.kube, "list_pods", "list_pods_at")
+    real_watch = run.kube.watch_pods
+    versions: list[str] = []
+
+    def watch_pods(selector, namespace, version, timeout_seconds, watcher):
+        versions.append(version)
+        if len(versions) == 1:  # the first watch: its version already left the server's history
+            raise KubeError("watch pods: 410 Expired: too old resource version", 410, "Expired")
+        if len(versions) == 2:  # the second: ended by the server after its first event
+            for event in real_watch(selector, namespace, version, timeout_seconds, watcher):
+                yield event
+                return
+        yield from real_watch(selector, namespace, version, timeout_seconds, watcher)
+
+    monkeypatch.setattr(run.kube, "watch_pods", watch_pods)
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    outcomes = campaign.run(run.loaded.profile.workloads)
+    assert all(o.result is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
+    assert counts == {"list_pods": 0, "list_pods_at": 2}, counts  # listed again after the 410 only
+    assert len(versions) >= 3, versions
+    assert int(versions[2]) > int(versions[1]) > 0, versions  # resumed from the version last seen
+    campaign.cleanup()
+
+
+def test_without_watch_waiting_probes_share_one_pod_list_per_namespace(start_sandbox, monkeypatch):
+    """Where watch is refused (403): polling is one LIST per namespace per tick for all waiting probes, not one
+    GET per pod per tick, and the progress output says so once."""
     data = demo_data()
     data["sandbox"]["podStartSeconds"] = 1.5  # every probe waits through several ticks
     run = start_sandbox(data)
+    _refuse_watch(monkeypatch, run.kube)
     counts = {"get": 0, "list": 0}
     real_read, real_list = run.kube.read_pod, run.kube.list_pods
 
@@ -503,22 +575,28 @@ def test_waiting_probes_share_one_pod_list_per_namespace(start_sandbox, monkeypa
 
     monkeypatch.setattr(run.kube, "read_pod", read_pod)
     monkeypatch.setattr(run.kube, "list_pods", list_pods)
-    campaign = Campaign(kube=run.kube, profile=run.loaded.profile)
+    said: list[str] = []
+    campaign = Campaign(kube=run.kube, profile=run.loaded.profile, progress=said.append)
     workloads = run.loaded.profile.workloads
     targets = [Target(w, g) for w in workloads for g in (None, "ng-batch")]
     started = time.monotonic()
     outcomes = campaign.run(targets)
     ticks = (time.monotonic() - started) / POLL_SECONDS
     assert all(o.result is not None for o in outcomes.values()), {k: o.error for k, o in outcomes.items()}
-    # each pod is read alone about once (when it leaves the list of unfinished pods) ...
-    assert counts["get"] <= 2 * len(targets), counts
+    # each pod is read alone about once (when it leaves the list of unfinished pods; once more if the watch was
+    # refused while it waited for its pod to show), not once per tick ...
+    assert counts["get"] <= 3 * len(targets), counts
     # ... and the waiting is at most one (cluster-wide) LIST per tick, plus one per new pod
     assert 0 < counts["list"] <= ticks + 1 + len(targets), (counts, ticks)
+    polling = [m for m in said if "polling" in m]
+    assert len(polling) == 1, said
+    assert "403 Forbidden" in polling[0]
     campaign.cleanup()
 
 
 def test_a_slow_pod_list_holds_up_the_other_waiters_one_tick_at_most(start_sandbox, monkeypatch):
     run = start_sandbox(demo_data())
+    _refuse_watch(monkeypatch, run.kube)  # polling, as where watch is refused
     real_list, real_log = run.kube.list_pods, run.kube.pod_log
     other_finished = threading.Event()
     slow: list[bool] = []  # whether the other waiter finished while the first LIST hung

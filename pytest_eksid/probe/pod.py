@@ -489,6 +489,185 @@ class PodBoard:
             lock.release()
 
 
+class PodWatch:
+    """This run's probe pods as one watch sees them: a LIST by the run's label, then a watch from its
+    resourceVersion, resumed from the last version seen after the server ends it (``WATCH_SECONDS``) or the
+    stream breaks; 410 Gone (the version left the server's history) lists again. Waiting threads block on
+    it until their pod changes: no request per pod per tick, whatever the number of probes.
+
+    The watch is cluster-wide (by the run's label); where that is refused, per namespace; where ``watch``
+    (or its LIST) is refused there too, that namespace waits by :class:`PodBoard`'s shared LIST, as
+    before, and the progress output says so once. A pod the watch has not shown ``APPEAR_SECONDS``
+    after its create (a watch reconnecting), or after it was deleted, is read alone.
+    """
+
+    WATCH_SECONDS = 60  # one watch request; the API server sends bookmarks meanwhile (allowWatchBookmarks)
+    APPEAR_SECONDS = 5.0
+    MAX_FAILURES = 3  # broken streams in a row before this scope polls instead
+
+    def __init__(self, kube: Kube, run_id: str, board: PodBoard, progress: Callable[[str], None]) -> None:
+        self.kube = kube
+        self.selector = f"{RUN_ID_LABEL}={run_id}"
+        self.board = board
+        self.progress = progress
+        self._cond = threading.Condition()
+        self._pods: dict[tuple[str, str], Obj] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._watchers: dict[str, Any] = {}
+        self._refused: dict[str, str] = {}  # scope -> why its watch is not used
+        self._said = False
+        self._stopped = False
+        self._poll_all = False
+        self._stop_event = threading.Event()
+
+    def _scope(self, namespace: str) -> str | None:
+        """The watch that covers the namespace (started on first use), or None: poll there."""
+        with self._cond:
+            if self._stopped or self._poll_all:
+                return None
+            scope = PodBoard.ALL if PodBoard.ALL not in self._refused else namespace
+            if scope in self._refused:
+                return None
+            if scope not in self._threads:
+                thread = threading.Thread(target=self._run, args=(scope,), name="eksid-pod-watch", daemon=True)
+                self._threads[scope] = thread
+                thread.start()
+            return scope
+
+    def read(self, namespace: str, name: str, since: float) -> Obj:
+        """The pod as the watch last saw it (waiting up to APPEAR_SECONDS for it to show), else as read alone."""
+        scope = self._scope(namespace)
+        key = (namespace, name)
+        if scope is not None:
+            deadline = time.monotonic() + self.APPEAR_SECONDS
+            with self._cond:
+                # A pod deleted meanwhile is waited for too: a pod of the same name that replaces it is read (and
+                # found to be another one); if none comes, the read alone says it is gone.
+                while key not in self._pods and scope not in self._refused and not self._poll_all:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stopped:
+                        break
+                    self._cond.wait(left)
+                if key in self._pods:
+                    return self._pods[key]
+                if scope in self._refused or self._poll_all:
+                    scope = None
+        if scope is None:
+            return self.board.read(namespace, name, since)
+        return self.kube.read_pod(namespace, name)
+
+    def wait(self, namespace: str, name: str, seen: Obj, until: float, cancel: threading.Event) -> None:
+        """Return when the pod may have changed since ``seen``: the watch brought a new version (or stopped), the
+        run was cancelled, or ``until`` came. Where this namespace polls: one tick."""
+        with self._cond:
+            scope = PodBoard.ALL if PodBoard.ALL not in self._refused else namespace
+            polling = scope in self._refused or scope not in self._threads or self._stopped or self._poll_all
+        if polling:
+            time.sleep(POLL_SECONDS)
+            return
+        key = (namespace, name)
+        with self._cond:
+            while (
+                self._pods.get(key) is seen and scope not in self._refused and not self._stopped and not self._poll_all
+            ):
+                left = until - time.monotonic()
+                if left <= 0 or cancel.is_set():
+                    return
+                self._cond.wait(min(left, 1.0))  # a cancel is noticed within a second, without a request
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """End the watches (their threads end with their streams)."""
+        with self._cond:
+            self._stopped = True
+            self._stop_event.set()
+            watchers = list(self._watchers.values())
+            self._cond.notify_all()
+        for watcher in watchers:
+            watcher.stop()
+
+    def _run(self, scope: str) -> None:
+        try:
+            self._follow(scope)
+        except Exception as exc:  # whatever went wrong, the waiters must not hang on this scope: they poll
+            self._refuse(scope, f"{exc.__class__.__name__}: {str(exc)[:200]}", permanent=False)
+
+    def _ended(self) -> bool:
+        with self._cond:
+            return self._stopped
+
+    def _follow(self, scope: str) -> None:
+        namespace = None if scope == PodBoard.ALL else scope
+        version, failures = "", 0
+        while not self._ended():
+            try:
+                if not version:
+                    listed, version = self.kube.list_pods_at(self.selector, namespace)
+                    self._replace(namespace, listed)
+                watcher = self.kube.watcher()
+                with self._cond:
+                    if self._ended():
+                        return
+                    self._watchers[scope] = watcher
+                for kind, obj in self.kube.watch_pods(self.selector, namespace, version, self.WATCH_SECONDS, watcher):
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self._update(kind, obj)
+                    failures = 0
+            except KubeError as exc:
+                if self._ended():
+                    return
+                if exc.status == 410:  # the version left the server's watch history: list again
+                    version = ""
+                    continue
+                failures += 1
+                permanent = exc.status in PodBoard.PERMANENT or isinstance(exc, KubeUnreachable)
+                if permanent or failures >= self.MAX_FAILURES or not version:
+                    self._refuse(scope, str(exc), permanent)
+                    return
+                self._stop_event.wait(0.5 * failures)  # backoff before resuming a broken stream
+
+    def _replace(self, namespace: str | None, listed: list[Obj]) -> None:
+        with self._cond:
+            for key in [k for k in self._pods if namespace is None or k[0] == namespace]:
+                del self._pods[key]
+            for pod in listed:
+                self._pods[_pod_key(pod)] = pod
+            self._cond.notify_all()
+
+    def _update(self, kind: str, pod: Obj) -> None:
+        key = _pod_key(pod)
+        with self._cond:
+            if kind == "DELETED":
+                self._pods.pop(key, None)
+            else:
+                self._pods[key] = pod
+            self._cond.notify_all()
+
+    def _refuse(self, scope: str, why: str, permanent: bool) -> None:
+        """Stop watching ``scope``. A cluster-wide watch refused for good gives way to one per namespace; any
+        other failure makes the namespace (or, cluster-wide, every namespace) poll, said once."""
+        with self._cond:
+            self._refused[scope] = why
+            if scope == PodBoard.ALL and not permanent:
+                self._poll_all = True
+            self._cond.notify_all()
+            say = not self._stopped and not self._said and (scope != PodBoard.ALL or not permanent)
+            self._said = self._said or say
+        if say:
+            self.progress(
+                f"waiting for probe pods by polling a shared LIST: cannot watch them ({printable(why)[:300]})"
+            )
+
+
+def _pod_key(pod: Obj) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace")), str(meta.get("name"))
+
+
 @dataclass
 class Campaign:
     """Launch every selected workload's probe pod at once; collect results; clean up."""
@@ -513,10 +692,13 @@ class Campaign:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _board: PodBoard = field(init=False)
+    _watch: PodWatch = field(init=False)
     _templates: dict[tuple[str, str], list[Obj] | str] = field(default_factory=dict)  # read once per selector
 
     def __post_init__(self) -> None:
         self._board = PodBoard(self.kube, self.run_id, POLL_SECONDS)
+        self._watch = PodWatch(self.kube, self.run_id, self._board, self.progress)
+        self._watch.stop()  # each run() watches anew (see run)
 
     def run(self, workloads: Iterable[Workload | Target]) -> dict[str, ProbeOutcome]:
         """Probe these workloads (or targets) concurrently; on interruption, stop waiting (cleanup deletes).
@@ -529,6 +711,7 @@ class Campaign:
             return self.outcomes
         self.progress(f"launching {len(todo)} probe pod(s), run id {self.run_id}")
         started = time.monotonic()
+        self._watch = PodWatch(self.kube, self.run_id, self._board, self.progress)
         pool = ThreadPoolExecutor(
             max_workers=max(1, min(self.max_parallel, len(todo))), thread_name_prefix="eksid-probe"
         )
@@ -545,8 +728,11 @@ class Campaign:
                     self.progress(self._status_line(len(todo)))
         except BaseException:
             self._cancel.set()
+            self._watch.wake()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            self._watch.stop()
         pool.shutdown()
         placed = [self.outcomes[t.key].placement for t in todo]
         mirrored = sum(1 for pl in placed if pl is not None and pl.mirrored)
@@ -560,6 +746,7 @@ class Campaign:
     def cancel(self) -> None:
         """Stop waiting for probe pods (the run is interrupted); nothing new is waited for."""
         self._cancel.set()
+        self._watch.wake()
 
     def _status_line(self, total: int) -> str:
         with self._lock:
@@ -688,7 +875,7 @@ class Campaign:
         while time.monotonic() < deadline:
             if self._cancel.is_set():
                 raise ProbeError(f"probe pod {namespace}/{name}: run interrupted")
-            pod = self._board.read(namespace, name, created)
+            pod = self._watch.read(namespace, name, created)
             self._same_pod(outcome, pod, spec)
             phase = (pod.get("status") or {}).get("phase")
             with self._lock:
@@ -712,7 +899,7 @@ class Campaign:
             reason = _diagnose(pod)
             if reason:
                 raise ProbeError(f"probe pod {namespace}/{name} cannot run: {reason}")
-            time.sleep(POLL_SECONDS)
+            self._watch.wait(namespace, name, pod, deadline, self._cancel)
         raise ProbeError(
             f"probe pod {namespace}/{name} did not finish within {self.profile.probe.timeout_seconds + 10}s; "
             f"last seen: {_seen(pod)}"

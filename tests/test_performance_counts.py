@@ -1,0 +1,223 @@
+"""What a run costs the cluster's API server and AWS: requests counted per method, per workload and per run.
+
+No timing here (docs/performance.md has the figures): the counts are what a real cluster charges for.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_eksid.aws import Aws, AwsError
+from pytest_eksid.kube import _labels_match, equality_selector
+from tests.helpers.profiles import demo_data, write_profile
+from tests.helpers.runs import run_pytest
+
+COPIES = 3  # of each demo workload: 6 workloads, 2 roles
+
+
+def _counts(stdout: str, label: str) -> Counter[str]:
+    """The run's '<label> calls: N (method n, ...)' progress line, as a Counter."""
+    found = re.search(rf"^eksid: {label} calls: (\d+) \((.*)\)$", stdout, re.M)
+    assert found, stdout[-3000:]
+    counts: Counter[str] = Counter()
+    for part in found.group(2).split(", "):
+        name, _, n = part.rpartition(" ")
+        counts[name] = int(n)
+    assert sum(counts.values()) == int(found.group(1))
+    return counts
+
+
+def six_workloads() -> dict[str, Any]:
+    """The demo profile with each workload three times (each copy its own ServiceAccount, the same role)."""
+    data = demo_data()
+    workloads = []
+    for original in data["workloads"]:
+        for i in range(COPIES):
+            w = copy.deepcopy(original)
+            if i:
+                w["name"] = f"{original['name']}-{i}"
+                w["serviceAccount"] = f"{original['serviceAccount']}-{i}"
+            workloads.append(w)
+    data["workloads"] = workloads
+    return data
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
+    """The demo suites on six workloads: (output, workloads, probe pods)."""
+    tmp_path = tmp_path_factory.mktemp("counts")
+    data = six_workloads()
+    path = write_profile(tmp_path, data, "six")
+    run = run_pytest(f"--profile={path}", "suites", "-k", "not who_can_become", tmp_path=tmp_path, timeout=600)
+    assert run.outcomes, run.stdout[-4000:] + run.stderr[-2000:]
+    workloads = len(data["workloads"])
+    return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
+
+
+def test_kubernetes_calls_are_four_per_probe_pod_and_the_rest_per_namespace_or_run(demo_run):
+    stdout, _workloads, pods = demo_run
+    calls = _counts(stdout, "kubernetes")
+    # Per probe pod: its create, its log, one read after the log (the check that it was not swapped), its delete.
+    per_pod = ("create_namespaced_pod", "read_namespaced_pod_log", "read_namespaced_pod", "delete_namespaced_pod")
+    assert {m: calls[m] for m in per_pod} == dict.fromkeys(per_pod, pods), calls
+    # The waiting is one LIST and one watch for all of them: no polling, however long the pods take.
+    assert calls["list_pod_for_all_namespaces"] == 1, calls
+    assert calls["watch list_pod_for_all_namespaces"] == 1, calls
+    # Nothing else per workload: the pod templates are listed per namespace (2 here), the ServiceAccounts once.
+    assert calls["list_namespaced_deployment"] == calls["list_namespaced_stateful_set"] == 2, calls
+    assert calls["read_namespaced_service_account"] == 0, calls
+    assert calls["list_service_account_for_all_namespaces"] == 1, calls
+    # The rest is per run or per namespace (2 here, and the agent's): once each, whatever the number of workloads.
+    rest = {m: n for m, n in calls.items() if m not in per_pod}
+    assert all(n <= 3 for n in rest.values()), rest
+    assert sum(rest.values()) <= 20, rest
+
+
+def test_aws_reads_each_role_once_and_the_associations_once_per_cluster(demo_run):
+    stdout, _workloads, pods = demo_run
+    calls = _counts(stdout, "aws")
+    roles = 2  # demo-invoice-exporter and demo-billing-worker, each bound to three workloads
+    assert calls["iam:GetRole"] == roles, calls
+    assert calls["iam:ListRolePolicies"] == roles, calls
+    assert calls["iam:ListAttachedRolePolicies"] == roles, calls
+    assert calls["eks:ListPodIdentityAssociations"] == 1, calls
+    assert calls["eks:DescribeCluster"] == 1, calls
+    assert calls["eks:DescribeAddon"] == 1, calls
+    assert calls["iam:ListOpenIDConnectProviders"] == 1, calls
+    assert calls["sts:GetCallerIdentity"] == 1, calls  # the runner's own identity, once
+    assert calls["iam:ListAccessKeys"] == 1, calls  # one legacy user, shared by three workloads
+    # One proof per pod that ran its identity step (the IMDS-only probes have none).
+    assert calls["sts:GetCallerIdentity (a probe's proof)"] <= pods, calls
+
+
+def test_the_waiting_by_watch_is_said_to_fall_back_to_polling_nowhere(demo_run):
+    stdout, _workloads, _pods = demo_run
+    assert "by polling" not in stdout
+
+
+class _Announcing(threading.Event):
+    """An event that says when someone starts waiting on it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        super().__init__()
+        self.waiting = waiting
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+def _second_caller_waits(aws: Aws, key: tuple[str, ...], fetch: Any) -> tuple[list[Any], threading.Event]:
+    """Start a first caller whose fetch blocks until released, then a second caller of the same key; return the
+    results list (filled by both) and the release event, once the second caller is waiting on the first."""
+    entered, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    results: list[Any] = []
+
+    def blocking() -> Any:
+        entered.set()
+        assert release.wait(60)
+        return fetch()
+
+    def call(f: Any) -> None:
+        try:
+            results.append(aws._cached(key, f))
+        except AwsError as exc:
+            results.append(exc)
+
+    first = threading.Thread(target=call, args=(blocking,))
+    first.start()
+    assert entered.wait(60)
+    with aws._lock:
+        flight = aws._flights[key]
+        flight.done = _Announcing(waiting)
+    second = threading.Thread(target=call, args=(fetch,))
+    second.start()
+    assert waiting.wait(60)
+    release.set()
+    first.join(60)
+    second.join(60)
+    return results, release
+
+
+def test_a_second_caller_of_the_same_read_waits_for_the_first_instead_of_fetching():
+    aws = Aws(region="eu-west-1")
+    fetched: list[int] = []
+
+    def fetch() -> dict[str, int]:
+        fetched.append(1)
+        return {"n": len(fetched)}
+
+    results, _ = _second_caller_waits(aws, ("iam", "GetRole", "r"), fetch)
+    assert fetched == [1]
+    assert results == [{"n": 1}, {"n": 1}]
+    assert results[0] is results[1]
+    assert aws._cached(("iam", "GetRole", "r"), fetch) == {"n": 1}  # cached
+    assert fetched == [1]
+
+
+def test_a_failed_read_fails_its_waiters_too_and_is_tried_again_later():
+    from botocore.exceptions import ClientError
+
+    aws = Aws(region="eu-west-1")
+    fetched: list[int] = []
+
+    def fetch() -> str:
+        fetched.append(1)
+        if len(fetched) == 1:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "Rate exceeded"}}, "GetRole")
+        return "ok"
+
+    results, _ = _second_caller_waits(aws, ("iam", "GetRole", "r"), fetch)
+    assert fetched == [1]
+    assert [str(r) for r in results] == ["iam.GetRole: Throttling: Rate exceeded"] * 2
+    assert aws._cached(("iam", "GetRole", "r"), fetch) == "ok"
+    assert fetched == [1, 1]
+
+
+def test_aws_clients_retry_adaptively(tmp_path: Path):
+    aws = Aws(region="eu-west-1", env={"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"})
+    config = aws._client("iam").meta.config
+    assert config.retries["mode"] == "adaptive"
+    assert config.retries["total_max_attempts"] >= 5
+
+
+@pytest.mark.parametrize(
+    ("selector", "terms"),
+    [
+        ("app.kubernetes.io/name=billing", [("app.kubernetes.io/name", True, "billing")]),
+        ("a==b, c!=d", [("a", True, "b"), ("c", False, "d")]),
+        ("", []),
+        ("tier=", [("tier", True, "")]),
+        # left to the API server: set-based, existence, or not a valid selector
+        ("env in (prod)", None),
+        ("!canary", None),
+        ("canary", None),
+        ("a=b,", None),
+        ("a=b=c", None),
+        ("a=b c", None),
+        ("a=" + "v" * 64, None),
+    ],
+)
+def test_equality_selectors_are_matched_here_and_the_others_left_to_the_api_server(selector, terms):
+    assert equality_selector(selector) == terms
+
+
+def test_an_equality_selector_matches_as_the_api_server_does():
+    terms = equality_selector("app=web,tier!=db")
+    assert terms is not None
+    assert _labels_match(terms, {"app": "web"})  # != holds where the key is absent
+    assert _labels_match(terms, {"app": "web", "tier": "front"})
+    assert not _labels_match(terms, {"app": "web", "tier": "db"})
+    assert not _labels_match(terms, {"app": "web2"})
+    assert not _labels_match(terms, None)
+    empty = equality_selector("tier=")
+    assert empty is not None
+    assert not _labels_match(empty, {})  # = needs the key, with the empty value
+    assert _labels_match(empty, {"tier": ""})
