@@ -48,6 +48,8 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "list_cluster_role": ("rbac.authorization.k8s.io", "clusterroles", "list"),
     "list_role_binding_for_all_namespaces": ("rbac.authorization.k8s.io", "rolebindings", "list"),
     "list_cluster_role_binding": ("rbac.authorization.k8s.io", "clusterrolebindings", "list"),
+    # Who the runner itself is (test_who_can_become reports the gate's own grants as such, not as a deployer).
+    "create_self_subject_review": ("authentication.k8s.io", "selfsubjectreviews", "create"),
 }
 
 
@@ -162,6 +164,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
         self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+        self.authentication = client.AuthenticationV1Api(self.api_client)
         # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
         self._cluster_reads: dict[str, Any] = {}
         self._reads_lock = threading.Lock()
@@ -346,6 +349,29 @@ class Kube:
             return [_plain(self.api_client, sa) for sa in found.items]
 
         result: list[Obj] = self._once("serviceaccounts", read)
+        return result
+
+    def whoami(self) -> str | None:
+        """The user name the API server knows the runner by (SelfSubjectReview, GA in Kubernetes 1.28; every
+        authenticated user may create one through the default ``system:basic-user`` role), read once; None
+        when the server does not answer it (an older server, or the call refused)."""
+
+        def read() -> str | None:
+            try:
+                review = self._call(
+                    "create selfsubjectreview",
+                    self.authentication.create_self_subject_review,
+                    client.V1SelfSubjectReview(),
+                )
+            except KubeError as exc:
+                if isinstance(exc, KubeUnreachable):
+                    raise
+                return None
+            info = getattr(getattr(review, "status", None), "user_info", None)
+            name = getattr(info, "username", None)
+            return name if isinstance(name, str) and name else None
+
+        result: str | None = self._once("whoami", read)
         return result
 
     def rbac_objects(self) -> dict[str, list[Obj]]:

@@ -64,7 +64,9 @@ def test_who_can_become(eksid_profile, eksid_workload, eksid_kube, record_proper
         for p in eksid_kube.namespace_pods(w.namespace)
         if (p.get("spec") or {}).get("serviceAccountName") == w.service_account
     ]
-    grants = become.who_can_become(w.namespace, w.service_account, rbac, pod_names=pods)
+    grants = become.as_the_gates(
+        become.who_can_become(w.namespace, w.service_account, rbac, pod_names=pods), eksid_kube.whoami()
+    )
     expected = eksid_profile.profile.deployers_of(w)
     subjects = None if expected is None else [become.Subject(d.kind, d.name, d.namespace or "") for d in expected]
     people = become.subjects_of(grants)
@@ -86,7 +88,8 @@ def _who_can_become(eksid_cluster, eksid_kube):
             for p in eksid_kube.namespace_pods(w.namespace)
             if (p.get("spec") or {}).get("serviceAccountName") == w.service_account
         ]
-        people = become.subjects_of(become.who_can_become(w.namespace, w.service_account, rbac, pod_names=pods))
+        grants = become.who_can_become(w.namespace, w.service_account, rbac, pod_names=pods)
+        people = become.subjects_of(become.as_the_gates(grants, eksid_kube.whoami()))
         out[w.name] = (str(len(people)), ", ".join(s.label() for s in people))
     return out
 

@@ -329,7 +329,7 @@ def test_without_deployers_subjects_are_reported_not_judged() -> None:
     notes = become_notes(grants, None)
     assert notes == [
         "2 subjects can run code as this ServiceAccount: Group developers, ServiceAccount ci/deployer",
-        "and 1 of the platform's own (Kubernetes/EKS controllers, not judged): "
+        "and 1 of the platform's own (Kubernetes/EKS controllers, this gate's runner; not judged): "
         "ServiceAccount kube-system/job-controller",
         "no deployers declared for this workload or its namespace: reported, not judged",
     ]
@@ -339,3 +339,22 @@ def test_a_declared_deployer_without_rights_is_noted() -> None:
     grants = who_can_become(NS, SA, WIDE)
     notes = become_notes(grants, [PIPELINE, Subject("Group", "developers"), Subject("User", "gone")])
     assert notes[-1] == "declared deployer User gone cannot run code as it (stale entry?)"
+
+
+def test_the_gates_own_runner_is_reported_not_judged() -> None:
+    from pytest_eksid.checks.become import as_the_gates, subject_of_user
+
+    runner = {"kind": "ServiceAccount", "name": "pytest-eksid-runner", "namespace": "pytest-eksid"}
+    rbac = RbacObjects(
+        cluster_roles=[_role("pytest-eksid-runner", _rule(["create", "delete"], ["pods"]), ns=None)],
+        cluster_role_bindings=[_binding("pytest-eksid-runner", "ClusterRole", "pytest-eksid-runner", runner, ns=None)],
+    )
+    grants = who_can_become(NS, SA, rbac)
+    assert become_findings("w", NS, SA, grants, [PIPELINE])  # without knowing who the runner is: an extra subject
+    own = as_the_gates(grants, "system:serviceaccount:pytest-eksid:pytest-eksid-runner")
+    assert become_findings("w", NS, SA, own, [PIPELINE]) == []
+    assert "this gate's runner" in become_notes(own, [PIPELINE])[1]
+    assert as_the_gates(grants, "arn:aws:iam::111122223333:user/ci") == grants  # someone else: unchanged
+    assert subject_of_user("arn:aws:iam::1:user/x") == Subject("User", "arn:aws:iam::1:user/x")
+    assert subject_of_user("system:serviceaccount:a:b") == Subject("ServiceAccount", "b", "a")
+    assert subject_of_user("system:serviceaccount:a") == Subject("User", "system:serviceaccount:a")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_eksid.checks import Finding, shown
@@ -35,9 +35,11 @@ __all__ = [
     "Grant",
     "RbacObjects",
     "Subject",
+    "as_the_gates",
     "become_findings",
     "become_notes",
     "can_i",
+    "subject_of_user",
     "subjects_of",
     "who_can_become",
 ]
@@ -376,6 +378,26 @@ def can_i(grant: Grant, namespace: str) -> str:
     return f"kubectl auth can-i {grant.verb} {what}{where} {flags}"
 
 
+def subject_of_user(user: str) -> Subject:
+    """The RBAC subject an authenticated user name is: ``system:serviceaccount:<ns>:<name>`` a ServiceAccount,
+    anything else a User."""
+    prefix, _, rest = user.partition("system:serviceaccount:")
+    ns, sep, name = rest.partition(":")
+    if not prefix and sep and ns and name:
+        return Subject("ServiceAccount", name, ns)
+    return Subject("User", user)
+
+
+def as_the_gates(grants: Sequence[Grant], runner: str | None) -> list[Grant]:
+    """``grants`` with the runner's own (its user name, from SelfSubjectReview) counted as the platform's: the
+    gate creates probe pods as every workload's ServiceAccount by design (deploy/rbac.yaml), so it can become
+    each of them; that is reported, never judged against a workload's deployers."""
+    if runner is None:
+        return list(grants)
+    own = subject_of_user(runner)
+    return [replace(g, platform=True) if g.subject == own else g for g in grants]
+
+
 def subjects_of(grants: Iterable[Grant], *, platform: bool = False) -> list[Subject]:
     """The distinct subjects of ``grants`` (platform grants' only when ``platform``), sorted."""
     return sorted({g.subject for g in grants if platform or not g.platform})
@@ -430,7 +452,7 @@ def become_notes(grants: Sequence[Grant], expected: Iterable[Subject] | None) ->
     ]
     if platform:
         notes.append(
-            f"and {len(platform)} of the platform's own (Kubernetes/EKS controllers, not judged): "
+            f"and {len(platform)} of the platform's own (Kubernetes/EKS controllers, this gate's runner; not judged): "
             + ", ".join(s.label() for s in platform[:10])
             + (" ..." if len(platform) > 10 else "")
         )
