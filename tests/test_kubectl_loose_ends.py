@@ -3,14 +3,18 @@ answer through the sandbox's Pod Identity agent, and the product's hints for an 
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import boto3
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 
 from pytest_eksid.checks.agent import endpoint_findings, refusal
 from pytest_eksid.checks.identity import caller_role
@@ -151,3 +155,41 @@ def test_an_expired_irsa_token_hint_is_actionable() -> None:
     assert f is not None
     for words in ("AWS_WEB_IDENTITY_TOKEN_FILE is stale", "subPath", "clock", "restart the pod"):
         assert words in f.likely, f.likely
+
+
+def test_describe_addon_is_authorized_against_the_add_ons_arn(sandbox: tuple[Sandbox, Connection]) -> None:
+    """AWS's Service Authorization Reference gives DescribeAddon the `addon` resource type
+    (arn:aws:eks:<region>:<account>:addon/<cluster>/<name>/<id>): a runner policy scoped to the agent add-on works."""
+    sb, connection = sandbox
+    c = sb.profile.cluster
+    env = connection.env
+    runner = {
+        "endpoint_url": env["AWS_ENDPOINT_URL"],
+        "region_name": c.region,
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
+    iam = boto3.client("iam", **runner)
+    name = f"addon-reader-{uuid.uuid4().hex[:6]}"
+    arn = f"arn:aws:eks:{c.region}:{c.account_id}:addon/{c.name}/eks-pod-identity-agent/*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "eks:DescribeAddon", "Resource": arn}],
+    }
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="addon", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    own = {**runner, "aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    eks = boto3.client("eks", **own)
+    try:
+        found = eks.describe_addon(clusterName=c.name, addonName="eks-pod-identity-agent")["addon"]
+        assert found["addonArn"].startswith(arn[:-1])
+        with pytest.raises(ClientError) as denied:
+            eks.describe_addon(clusterName=c.name, addonName="vpc-cni")  # another add-on's ARN
+        assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    finally:
+        eks.close()
+        iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+        iam.delete_user_policy(UserName=name, PolicyName="addon")
+        iam.delete_user(UserName=name)
+        iam.close()

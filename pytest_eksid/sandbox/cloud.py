@@ -472,10 +472,11 @@ _ASSOCIATION_OPERATIONS = frozenset(
 
 def _eks_resource(operation: str | None, path: str, scope: list[str], clusters: dict[str, EksControlPlane]) -> str:
     """The ARN EKS authorizes a call against: the cluster's; one association's; one access entry's (its
-    ``accessEntryArn``; ``*`` when there is no such entry, which the call then reports); ``*`` for the
-    operations without a resource type and for add-ons (their ARN ends in a UUID the sandbox does not model)."""
+    ``accessEntryArn``; ``*`` when there is no such entry, which the call then reports); one add-on's
+    (``addon/<cluster>/<name>/<id>``, the ``addonArn`` DescribeAddon answers); ``*`` for the operations
+    without a resource type."""
     segs = path.strip("/").split("/")
-    if operation in (None, "ListClusters", "ListAccessPolicies", "DescribeAddon") or len(segs) < 2:
+    if operation in (None, "ListClusters", "ListAccessPolicies") or len(segs) < 2:
         return "*"
     if len(scope) < 3 or not scope[0]:
         return "*"
@@ -484,6 +485,8 @@ def _eks_resource(operation: str | None, path: str, scope: list[str], clusters: 
     except Exception:  # an unknown key: the authorizer refuses the credentials itself
         return "*"
     prefix = f"arn:aws:eks:{scope[2]}:{account}"
+    if operation == "DescribeAddon" and len(segs) >= 4:
+        return f"{prefix}:addon/{segs[1]}/{segs[3]}/sandbox"  # eks.py's addonArn: the sandbox's id is fixed
     if operation in _ASSOCIATION_OPERATIONS and len(segs) >= 4:
         return f"{prefix}:podidentityassociation/{segs[1]}/{segs[3]}"
     if operation in _ACCESS_ENTRY_OPERATIONS:
