@@ -543,7 +543,7 @@ def cross_check(profile: Profile, sandbox: SandboxSection) -> None:
         if [u.workload for u in sandbox.templates].index(t.workload) != i:
             raise FieldError(("sandbox", "templates", i, "workload"), f"workload {t.workload!r} has a template already")
     # Namespaced objects go into a namespace that exists: one the sandbox seeds, or one of the manifests.
-    namespaces = {"kube-system", *(w.namespace for w in profile.workloads)}
+    namespaces = {"default", "kube-system", "kube-public", "kube-node-lease", *(w.namespace for w in profile.workloads)}
     namespaces |= {str(m["metadata"]["name"]) for m in sandbox.manifests if m["kind"] == "Namespace"}
     for i, m in enumerate(sandbox.manifests):
         ns = m["metadata"].get("namespace")
