@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_eksid.escape import command_iam_name, command_name, printable, shown
-from pytest_eksid.profile import INVENTORY_CHANGES, LoadedProfile, role_arn_parts
+from pytest_eksid.checks.identities import show_command
+from pytest_eksid.escape import command_name, printable, shown
+from pytest_eksid.profile import INVENTORY_CHANGES, LoadedProfile
 from pytest_eksid.report import FAMILIES, INVENTORY_COLUMNS, inventory_rows
 from pytest_eksid.settings import Setting
 
@@ -324,21 +325,9 @@ LIKELY: dict[str, str] = {
 def next_command(change: Change, cluster: str) -> str:
     """The command that shows the identity as it is now."""
     ns = command_name(change.namespace, "<namespace>")
-    sa = command_name(change.service_account, "<serviceaccount>")
     if change.kind == "subjects":
         return f"kubectl get rolebindings -n {ns} -o wide && kubectl get clusterrolebindings -o wide"
-    if change.mechanism == "irsa":
-        return f"kubectl get serviceaccount -n {ns} {sa} -o yaml"
-    if change.mechanism == "pod-identity":
-        return (
-            f"aws eks list-pod-identity-associations --cluster-name {command_name(cluster, '<cluster>')} "
-            f"--namespace {ns} --service-account {sa}"
-        )
-    try:
-        name = command_iam_name(role_arn_parts(change.role)[1], "<role>")
-    except ValueError:
-        name = "<role>"
-    return f"aws iam get-role --role-name {name} --query Role.AssumeRolePolicyDocument"
+    return show_command(change.mechanism, change.namespace, change.service_account, change.role, cluster)
 
 
 def baseline_path(setting: Setting[str], rootdir: Path, invocation_dir: Path) -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_eksid.checks import Finding, command_name, shown
+from pytest_eksid.checks import Finding, command_iam_name, command_name, shown
 from pytest_eksid.checks.trust import cluster_admissions
 from pytest_eksid.profile import IgnoredIdentity, Profile, role_arn_parts
 
@@ -238,21 +238,28 @@ def _role_text(i: Identity) -> str:
     return f"{role} (then {shown(i.target_role_arn, 200)})" if i.target_role_arn else role
 
 
-def _next(i: Identity, cluster: str) -> str:
-    ns = command_name(i.namespace, "<namespace>")
-    sa = command_name(i.service_account, "<serviceaccount>")
-    if i.mechanism == "irsa":
+def show_command(mechanism: str, namespace: str, service_account: str, role_arn: str, cluster: str) -> str:
+    """The command that shows a binding as it is now: the annotated ServiceAccount, the associations of one
+    ServiceAccount, or a trust-only role's trust (cluster-sourced names that are not safe in a command become
+    placeholders)."""
+    ns = command_name(namespace, "<namespace>")
+    sa = command_name(service_account, "<serviceaccount>")
+    if mechanism == "irsa":
         return f"kubectl get serviceaccount -n {ns} {sa} -o yaml"
-    if i.mechanism == "pod-identity":
+    if mechanism == "pod-identity":
         return (
             f"aws eks list-pod-identity-associations --cluster-name {command_name(cluster, '<cluster>')} "
             f"--namespace {ns} --service-account {sa}"
         )
     try:
-        name = command_name(role_arn_parts(i.role_arn)[1], "<role>")
+        name = command_iam_name(role_arn_parts(role_arn)[1], "<role>")
     except ValueError:
         name = "<role>"
     return f"aws iam get-role --role-name {name} --query Role.AssumeRolePolicyDocument"
+
+
+def _next(i: Identity, cluster: str) -> str:
+    return show_command(i.mechanism, i.namespace, i.service_account, i.role_arn, cluster)
 
 
 def describe(i: Identity) -> str:
