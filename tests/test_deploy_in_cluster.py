@@ -41,6 +41,9 @@ NOT_USED_BY_A_PASSING_RUN = {
     # only when a probe pod fails: its events go into the failure (probe/pod.py _events); without the
     # verb the report says "(events unavailable: ...)" and the run's verdicts are unchanged
     ("", "events", "list"): "probe failure diagnostics",
+    # the workload's ServiceAccount comes from the cluster-wide list (kube.all_service_accounts); a GET only
+    # where that list is refused
+    ("", "serviceaccounts", "get"): "fallback when list is refused",
 }
 DEMO_WORKLOADS = ("invoice-exporter", "billing-worker")
 

@@ -220,16 +220,11 @@ def test_faulted_run_under_xdist_reports_and_exits_1(tmp_path):
 
     with (out / "inventory.csv").open() as fh:
         inventory = list(csv.DictReader(fh))
-    assert [r["workload"] for r in inventory] == ["invoice-exporter", "billing-worker", ""]
-    exporter, worker, reporting = inventory
-    # The inventory records the cluster: the role the association really binds, and the wrong role's trust
-    # (it now admits invoice-exporter) as an identity nobody declares.
+    assert [r["workload"] for r in inventory] == ["invoice-exporter", "billing-worker"]
+    exporter, worker = inventory
+    # The inventory records the cluster: the role the association really binds. The wrong role's trust now
+    # pins invoice-exporter's (declared) ServiceAccount only, so it is accounted for by that binding's row.
     assert exporter["role"] == "arn:aws:iam::111122223333:role/demo-reporting"
-    assert (reporting["mechanism"], reporting["role"], reporting["status"]) == (
-        "iam-trust",
-        "arn:aws:iam::111122223333:role/demo-reporting",
-        "undeclared",
-    )
     assert (exporter["identity"], exporter["imds"], exporter["owner"]) == ("FAIL", "pass", "finance-team")
     assert recent(exporter["lastChanged"])
     assert (worker["identity"], worker["lastChanged"], worker["owner"]) == ("pass", "", "billing-team")
