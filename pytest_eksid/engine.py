@@ -86,8 +86,10 @@ class Engine:
         connect: ConnectHook = live_connection,
         facts: RunFacts | None = None,
         interrupts: Interrupts | None = None,
+        verbose: bool = False,
     ) -> None:
         self.settings = settings
+        self.verbose = verbose  # -v: the request counts per method, not only the totals
         self.rootpath = rootpath
         self.progress = progress
         self.selected = selected  # profile name -> the probe targets the selected tests need
@@ -356,7 +358,8 @@ class Engine:
             for label, calls in (("kubernetes", kube.calls if kube else None), ("aws", aws.calls if aws else None)):
                 if calls:
                     listed = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-                    self._say(loaded.name, f"{label} calls: {sum(calls.values())} ({listed})")
+                    detail = f" ({listed})" if self.verbose else " (-v lists them)"
+                    self._say(loaded.name, f"{label} calls: {sum(calls.values())}{detail}")
 
     def _say(self, profile: str, message: str) -> None:
         """Progress about one cluster: prefixed with its profile when the run has several."""

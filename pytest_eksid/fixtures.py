@@ -277,6 +277,7 @@ def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Ite
         ),
         facts=config.stash.setdefault(FACTS_KEY, RunFacts()),
         interrupts=config.stash.get(INTERRUPTS_KEY, None),
+        verbose=config.get_verbosity() > 0,
     )
     try:
         yield engine

@@ -55,7 +55,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
     tmp_path = tmp_path_factory.mktemp("counts")
     data = six_workloads()
     path = write_profile(tmp_path, data, "six")
-    run = run_pytest(f"--profile={path}", "suites", "-k", "not who_can_become", tmp_path=tmp_path, timeout=600)
+    run = run_pytest(f"--profile={path}", "suites", "-v", "-k", "not who_can_become", tmp_path=tmp_path, timeout=600)
     assert run.outcomes, run.stdout[-4000:] + run.stderr[-2000:]
     workloads = len(data["workloads"])
     return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
