@@ -8,6 +8,7 @@ import pytest
 from pytest_eksid import inventory
 from pytest_eksid.checks import Finding, become, identities, workload_label
 from pytest_eksid.fixtures import fail_on
+from pytest_eksid.kube import KubeError
 from pytest_eksid.report import IDENTITY_PROPERTY, SCAN_PROPERTY
 
 pytestmark = pytest.mark.configuration
@@ -31,6 +32,28 @@ def _classified(eksid_cluster, eksid_kube, eksid_aws, eksid_settings):
     return identities.classify(profile, found)
 
 
+def _who_can_become_undeclared(kube, found):
+    """Who can run code as the ServiceAccount of each identity no workload declares (the inventory's canBecome
+    columns); left unknown where the runner may not read RBAC objects."""
+    try:
+        rbac = become.RbacObjects(**kube.rbac_objects())
+        runner = kube.whoami()
+    except KubeError:
+        return
+    for record in found:
+        ns, sa = record["namespace"], record["serviceAccount"]
+        if record["status"] == "declared" or not (ns and sa):
+            continue
+        pods = [
+            (p.get("metadata") or {}).get("name", "")
+            for p in kube.namespace_pods(ns)
+            if (p.get("spec") or {}).get("serviceAccountName") == sa
+        ]
+        people = become.subjects_of(become.as_the_gates(become.who_can_become(ns, sa, rbac, pod_names=pods), runner))
+        record["canBecomeCount"] = str(len(people))
+        record["canBecome"] = ", ".join(s.label() for s in people)
+
+
 def test_undeclared_identities(eksid_cluster, eksid_kube, eksid_aws, eksid_settings, record_property, request):
     """Once per cluster: every IRSA annotation, every Pod Identity association and (unless
     --eksid-skip-iam-scan) every IAM role trusting this cluster's ServiceAccounts is declared by a
@@ -39,6 +62,7 @@ def test_undeclared_identities(eksid_cluster, eksid_kube, eksid_aws, eksid_setti
     classified = _classified(eksid_cluster, eksid_kube, eksid_aws, eksid_settings)
     # Each identity found as data, for the inventory (--eksid-inventory), also from an xdist worker.
     found = identities.records(classified)
+    _who_can_become_undeclared(eksid_kube, found)
     for record in found:
         record_property(IDENTITY_PROPERTY, json.dumps(record, sort_keys=True))
     scan = {"count": len(found), "iam": not eksid_settings.skip_iam_scan.value}
