@@ -225,3 +225,10 @@ def test_the_kubelet_rewrites_arguments_under_unmounted_paths(tmp_path: Path) ->
     assert _rewrite_arg("--junitxml=/resultsx/j.xml", mounts) == "--junitxml=/resultsx/j.xml"
     assert _rewrite_arg("-p", mounts) == "-p"
     assert _rewrite_arg("no:cacheprovider", mounts) == "no:cacheprovider"
+    # The image's own files are the host's: a path that exists stays, even under a mountPath (a clone under /tmp
+    # with the CronJob's emptyDir at /tmp: its interpreter and --rootdir must not become the emptyDir's).
+    existing = tmp_path / "repo"
+    existing.mkdir()
+    under = {str(tmp_path): tmp_path / "emptydir"}
+    assert _rewrite_arg(f"--rootdir={existing}", under) == f"--rootdir={existing}"
+    assert _rewrite_arg(f"{tmp_path}/not-there", under) == f"{tmp_path}/emptydir/not-there"

@@ -701,8 +701,12 @@ def _can_bind_mount(workdir: Path) -> bool:
 
 
 def _rewrite_arg(arg: str, mounts: dict[str, Path]) -> str:
-    """``arg`` (a path, or ``--option=path``) with a mountPath prefix replaced by its volume's host dir."""
+    """``arg`` (a path, or ``--option=path``) with a mountPath prefix replaced by its volume's host dir. A path
+    that exists on the host is the image's (images are not pulled: the image's files are the host's, the
+    interpreter and the project included) and stays, even under a mountPath such as an emptyDir at /tmp."""
     option, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    if value.startswith("/") and os.path.exists(value):
+        return arg
     for mount, host in mounts.items():
         if value == mount or value.startswith(mount + "/"):
             return f"{option}{eq}{host}{value[len(mount) :]}"
