@@ -77,7 +77,10 @@ def test_kubernetes_calls_are_four_per_probe_pod_and_the_rest_per_namespace_or_r
     # The rest is per run or per namespace (2 here, and the agent's): once each, whatever the number of workloads.
     rest = {m: n for m, n in calls.items() if m not in per_pod}
     assert all(n <= 3 for n in rest.values()), rest
-    assert sum(rest.values()) <= 20, rest
+    # A constant: per namespace (2 here) the Secret/ConfigMap/template lists; per run the nodes, the agent
+    # DaemonSet, the ServiceAccounts, the four RBAC lists and one SelfSubjectReview (who can become the
+    # undeclared identities' ServiceAccounts, test_undeclared_identities).
+    assert sum(rest.values()) <= 25, rest
 
 
 def test_aws_reads_each_role_once_and_the_associations_once_per_cluster(demo_run):
