@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -560,3 +562,54 @@ def test_a_validly_signed_url_for_another_action_is_refused(run):
     assert "Action=GetSessionToken" in url
     assert "x-k8s-aws-id" in url
     assert authenticator(run)("k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")) is None
+
+
+def test_the_plugin_reuses_its_cached_credential_while_five_minutes_are_left(run, monkeypatch, capsys, tmp_path):
+    plugin = next(u["user"]["exec"] for u in yaml.safe_load(run.connection.kubeconfig.read_text())["users"])
+    for item in plugin["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    monkeypatch.delenv("KUBERNETES_EXEC_INFO", raising=False)
+    args = plugin["args"][2:]
+    assert args[args.index("--cache-file") + 1].startswith(str(run.sandbox.workdir))  # private to the sandbox
+    cache = tmp_path / "cache.json"
+    args[args.index("--cache-file") + 1] = str(cache)
+    signed: list[str] = []
+    sign = get_token.exec_credential
+
+    def counted(*a: Any, **k: Any) -> dict[str, Any]:
+        made = sign(*a, **k)
+        signed.append(made["status"]["token"])
+        return made
+
+    monkeypatch.setattr(get_token, "exec_credential", counted)
+
+    def credential() -> dict[str, str]:
+        assert get_token.main(args) == 0
+        status: dict[str, str] = json.loads(capsys.readouterr().out)["status"]
+        return status
+
+    first = credential()
+    assert cache.stat().st_mode & 0o777 == 0o600  # a bearer secret at rest: its owner's only
+    assert credential() == first
+    assert len(signed) == 1  # reused: signed once
+    assert get(run, "/api/v1/nodes", first["token"]) == 200
+    # With less than five minutes left, a fresh token; the new one is kept.
+    entry = json.loads(cache.read_text())
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=4)
+    entry["status"]["expirationTimestamp"] = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    cache.write_text(json.dumps(entry))
+    second = credential()
+    assert len(signed) == 2
+    assert second["token"] == signed[-1]
+    assert credential() == second
+    assert len(signed) == 2
+    # Another credentials file (a rotated key) never gets the old key's token.
+    rotated = tmp_path / "rotated"
+    rotated.write_text(Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).read_text() + "\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(rotated))
+    credential()
+    assert len(signed) == 3
+    # A damaged cache is ignored, not trusted.
+    cache.write_text("{not json")
+    assert credential()["token"] == signed[-1]
+    assert len(signed) == 4

@@ -7,6 +7,15 @@ CLI does [aws/aws-cli@05c1ed9f awscli/customizations/eks/get_token.py]: botocore
 token is ``k8s-aws-v1.`` + unpadded base64url of the URL; the ExecCredential's ``expirationTimestamp`` is 14
 minutes on (STS honours the URL for 15). Credentials, region and ``AWS_ENDPOINT_URL`` come from botocore's
 usual chain. The token is a bearer secret: it is printed only to stdout, for the client that ran the plugin.
+
+Unlike ``aws eks get-token``, which signs anew on every run, this plugin may keep its last credential in a
+0600 file (``--cache-file``; the sandbox's kubeconfig names one in its private work directory) and print it
+again while at least ``REUSE_MARGIN`` of its announced life is left. Nothing but cost differs: every kubectl
+run executes the plugin (twice for ``kubectl exec``: the pod read and the stream each authenticate), and a
+run that checks N workloads with ``--eksid-exec`` makes a few kubectl runs per workload, so importing botocore
+and signing each time cost ~0.25 s of CPU per kubectl run, most of a faulted test run's CPU. The cache is keyed
+by the arguments, the endpoint and the credentials file's bytes (a rotated key signs a fresh token), and the
+emulated STS still checks every token when it is used (a deleted key's token is refused as it would be).
 """
 
 from __future__ import annotations
@@ -14,9 +23,12 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import hashlib
 import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 TOKEN_PREFIX = "k8s-aws-v1."
@@ -24,6 +36,10 @@ CLUSTER_ID_HEADER = "x-k8s-aws-id"
 URL_TIMEOUT = 60
 TOKEN_EXPIRATION = datetime.timedelta(minutes=14)
 API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+# A cached credential is printed again only while this much of its announced 14 minutes is left: kubectl and
+# the Python client use a credential until its expirationTimestamp, so a reused token is at most 9 minutes old
+# when printed and 14 when last used, inside the 15 minutes STS honours it.
+REUSE_MARGIN = datetime.timedelta(minutes=5)
 
 
 def presigned_url(sts: Any, cluster_name: str) -> str:
@@ -51,9 +67,8 @@ def token(sts: Any, cluster_name: str) -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 
-def exec_credential(sts: Any, cluster_name: str, now: datetime.datetime | None = None) -> dict[str, Any]:
-    """The ExecCredential object ``aws eks get-token`` prints (the API version the client asked for)."""
-    expires = (now or datetime.datetime.now(datetime.UTC)) + TOKEN_EXPIRATION
+def _envelope(status: dict[str, Any]) -> dict[str, Any]:
+    """The ExecCredential around ``status``, in the API version the client asked for."""
     try:
         asked = json.loads(os.environ.get("KUBERNETES_EXEC_INFO") or "{}").get("apiVersion")
     except (ValueError, AttributeError):
@@ -62,8 +77,50 @@ def exec_credential(sts: Any, cluster_name: str, now: datetime.datetime | None =
         "kind": "ExecCredential",
         "apiVersion": asked if asked in API_VERSIONS else "client.authentication.k8s.io/v1beta1",
         "spec": {},
-        "status": {"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token(sts, cluster_name)},
+        "status": status,
     }
+
+
+def exec_credential(sts: Any, cluster_name: str, now: datetime.datetime | None = None) -> dict[str, Any]:
+    """The ExecCredential object ``aws eks get-token`` prints (the API version the client asked for)."""
+    expires = (now or datetime.datetime.now(datetime.UTC)) + TOKEN_EXPIRATION
+    return _envelope({"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token(sts, cluster_name)})
+
+
+def cache_key(argv: list[str]) -> str:
+    """What a cached credential must have been made from: the arguments, the endpoint, the credentials file."""
+    digest = hashlib.sha256("\0".join(argv).encode())
+    digest.update(b"\0" + os.environ.get("AWS_ENDPOINT_URL", "").encode() + b"\0")
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
+    if credentials:
+        try:
+            digest.update(Path(credentials).read_bytes())
+        except OSError:
+            digest.update(b"unreadable")
+    return digest.hexdigest()
+
+
+def cached(path: Path, key: str, now: datetime.datetime) -> dict[str, Any] | None:
+    """The cached status for ``key`` if at least REUSE_MARGIN of it is left; else None."""
+    try:
+        entry = json.loads(path.read_text())
+        status = entry["status"]
+        expires = datetime.datetime.strptime(status["expirationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if entry.get("key") != key or not isinstance(status.get("token"), str):
+        return None
+    if expires.replace(tzinfo=datetime.UTC) - now < REUSE_MARGIN:
+        return None
+    return {"expirationTimestamp": status["expirationTimestamp"], "token": status["token"]}
+
+
+def store(path: Path, key: str, status: dict[str, Any]) -> None:
+    """Write the entry atomically, readable by its owner only (a token is a bearer secret)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".get-token-")  # mode 0600
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"key": key, "status": status}, fh)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default=None)
     # As the AWS CLI's --profile: a profile set on the session drops the environment's keys from the chain.
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--cache-file", type=Path, default=None, help="reuse the last credential kept here")
     args = parser.parse_args(argv)
-    import botocore.session
+    now = datetime.datetime.now(datetime.UTC)
+    key = cache_key([args.cluster_name, args.region or "", args.profile or ""])
+    status = cached(args.cache_file, key, now) if args.cache_file is not None else None
+    if status is None:
+        import botocore.session  # only here: the import is most of the plugin's cost
 
-    sts = botocore.session.Session(profile=args.profile).create_client("sts", region_name=args.region)
-    sys.stdout.write(json.dumps(exec_credential(sts, args.cluster_name)) + "\n")
+        sts = botocore.session.Session(profile=args.profile).create_client("sts", region_name=args.region)
+        status = exec_credential(sts, args.cluster_name, now)["status"]
+        if args.cache_file is not None:
+            store(args.cache_file, key, status)
+    sys.stdout.write(json.dumps(_envelope(status)) + "\n")
     return 0
 
 

@@ -947,6 +947,8 @@ class Sandbox:
                 cluster.region,
                 "--profile",
                 RUNNER_USER,
+                "--cache-file",
+                str(self.workdir / "get-token-cache.json"),
             ],
             "env": [
                 {"name": "AWS_ENDPOINT_URL", "value": self.aws.url},
