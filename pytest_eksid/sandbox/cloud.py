@@ -37,6 +37,7 @@ from werkzeug.wrappers import Request, Response
 
 from pytest_eksid.sandbox import authorizer, errors, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_access_policies, list_clusters
+from pytest_eksid.sandbox.latency import Latency, Throttle
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trail import Trail, TrailError, assumed_role_identity, is_data_event
 from pytest_eksid.sandbox.trust import trust_allows
@@ -44,6 +45,7 @@ from pytest_eksid.sandbox.trust import trust_allows
 PARTITION = "aws"
 JSON_SERVICES = {"sqs", "kms", "dynamodb", "secretsmanager", "ssm"}
 STS_NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+IAM_NS = "https://iam.amazonaws.com/doc/2010-05-08/"  # [botocore/data/iam/2010-05-08/service-2.json metadata]
 ADMIN_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 
 
@@ -173,6 +175,20 @@ def _sts_error(code: str, message: str) -> Response:
     return Response(body, status=errors.status("sts", code), content_type="text/xml")
 
 
+def iam_throttling() -> Response:
+    """IAM's answer over its rate: HTTP 400, query-protocol ``ErrorResponse`` with ``Sender``/``Throttling``/
+    ``Rate exceeded``, as IAM returns it (a captured body: legion-platform/legion#807; AWS re:Post
+    "iam-sts-throttling-error": "Throttling: Rate exceeded, status code: 400"). botocore's QueryParser reads
+    the code [boto/botocore@0e6e2404 botocore/parsers.py:597-612]; its legacy retry handler retries
+    ``Throttling`` with 400 [botocore/data/_retry.json:3-10, 109], the standard and adaptive modes by the code
+    [botocore/retries/standard.py:529-557]."""
+    body = (
+        f'<ErrorResponse xmlns="{IAM_NS}"><Error><Type>Sender</Type><Code>Throttling</Code>'
+        f"<Message>Rate exceeded</Message></Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
+    )
+    return Response(body, status=400, content_type="text/xml")
+
+
 class WebIdentityFront:
     """STS AssumeRoleWithWebIdentity as AWS evaluates it for an EKS OIDC issuer."""
 
@@ -287,6 +303,10 @@ class AwsGateway:
         self.clusters = clusters
         self.iam = iam
         self.web_identity = WebIdentityFront(iam, issuers)
+        # The benchmark setting (sandbox/latency.py), off until the sandbox switches it on after seeding:
+        # a delay per request by the service that signs it, and token buckets per service (IAM's).
+        self.latency: Latency | None = None
+        self.throttles: dict[str, Throttle] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
@@ -295,6 +315,9 @@ class AwsGateway:
         environ["CONTENT_LENGTH"] = str(len(body))
         authorization = request.headers.get("Authorization", "")
         scope = fidelity.credential_scope(authorization)
+        throttled = self._charge(request, body, scope)
+        if throttled is not None:
+            return throttled(environ, start_response)
         if (len(scope) >= 4 and scope[3] == "eks") or (
             not authorization and request.path.startswith(("/clusters", "/access-policies"))
         ):
@@ -324,6 +347,25 @@ class AwsGateway:
             return fidelity.json_service(request, body, self.moto, environ, service)(environ, recording)
         answer: Iterable[bytes] = self.moto(environ, recording)
         return answer
+
+    def _charge(self, request: Request, body: bytes, scope: list[str]) -> Response | None:
+        """What the request costs in the benchmark setting: its service's delay (a throttled request pays
+        it too: it made the round trip), then its service's token bucket, per account of the signing key;
+        the throttling error when the bucket is empty. None: serve the request."""
+        latency, throttles = self.latency, self.throttles
+        if latency is None and not throttles:
+            return None
+        service = signing_service(request, body, scope)
+        if latency is not None:
+            latency.apply(service)
+        throttle = throttles.get(service)
+        if throttle is None or len(scope) < 4 or not scope[0]:
+            return None  # an unsigned request is refused on its own terms
+        try:
+            account = get_account_id_from(scope[0])
+        except Exception:  # a key moto does not know: refused by the authorizer, not throttled
+            return None
+        return None if throttle.allow(account) else iam_throttling()
 
     def _lookup_events(self, request: Request, body: bytes) -> Response:
         """CloudTrail LookupEvents from the sandbox's event history (moto has none), authorized as IAM says."""
@@ -413,6 +455,24 @@ class AwsGateway:
         if "signature" in denied.lower():
             raise EksError("InvalidSignatureException", denied)
         raise EksError("AccessDeniedException", denied)
+
+
+def signing_service(request: Request, body: bytes, scope: list[str]) -> str:
+    """The AWS service a request is for: the signing name of its SigV4 credential scope (header or presigned
+    query); for the unsigned ones the sandbox answers, ``eks`` by path, ``sts`` by action
+    (AssumeRoleWithWebIdentity is unsigned); "" when nothing says."""
+    if len(scope) >= 4:
+        return scope[3]
+    presigned = request.args.get("X-Amz-Credential", "").split("/")
+    if len(presigned) >= 4:
+        return presigned[3]
+    if request.path.startswith(("/clusters", "/access-policies")):
+        return "eks"
+    if request.args.get("Action", "").startswith("AssumeRoleWith") or (
+        request.method == "POST" and b"Action=AssumeRoleWith" in body
+    ):
+        return "sts"
+    return ""
 
 
 def _json_error(code: str, message: str, status: int) -> Response:

@@ -29,6 +29,7 @@ from pytest_eksid.profile import (
     section_error,
 )
 from pytest_eksid.profile_yaml import shown
+from pytest_eksid.sandbox import latency as latency_
 
 if TYPE_CHECKING:
     from pytest_eksid.sandbox.kubeapi.resources import ResourceType
@@ -333,6 +334,44 @@ class SandboxBucket(StrictModel):
     kms_key: str | None = None  # SSE-KMS by default with this key (an alias under sandbox.keys)
 
 
+class SandboxRateLimit(StrictModel):
+    """A token bucket per account (``sandbox.throttle.<service>``): ``rate`` requests a second, ``burst``
+    held at most (default: one second's worth)."""
+
+    rate: float = Field(gt=0, le=100_000)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class SandboxThrottle(StrictModel):
+    """The benchmark setting's rate limits (sandbox/latency.py): none by default."""
+
+    iam: SandboxRateLimit | None = None
+
+
+def _latency_ranges(value: Any) -> Any:
+    """``sandbox.latency``: target -> seconds per request, a number or ``[low, high]`` (uniform), each
+    within 0..MAX_SECONDS; the targets are ``kubernetes``, the AWS services the sandbox answers and
+    ``default`` (every other AWS service). Returned as ``(low, high)`` tuples."""
+    if not isinstance(value, Mapping):
+        return value  # pydantic says what it expected
+    out: dict[Any, Any] = {}
+    for key, spec in value.items():
+        if key not in latency_.LATENCY_KEYS:
+            raise FieldError(
+                (str(key),), f"unknown latency target {shown(key)}; choose from: {', '.join(latency_.LATENCY_KEYS)}"
+            )
+        pair = [spec, spec] if not isinstance(spec, list) else spec
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair):
+            raise FieldError((key,), "expected seconds per request: a number or [low, high] (e.g. [0.005, 0.02])")
+        low, high = float(pair[0]), float(pair[1])
+        if not (0 <= low <= high <= latency_.MAX_SECONDS):
+            raise FieldError(
+                (key,), f"expected 0 <= low <= high <= {latency_.MAX_SECONDS:g} seconds, got {shown(spec)}"
+            )
+        out[key] = (low, high)
+    return out
+
+
 # The label the sandbox's Deployment selects its pods by: a template may add labels, not change this one.
 SELECTOR_LABEL = "app.kubernetes.io/name"
 _TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
@@ -460,6 +499,14 @@ class SandboxSection(StrictModel):
     templates: list[SandboxTemplate] = Field(default_factory=list)  # workloads' pod template fields
     # Kubernetes objects created as given after the sandbox's own (Namespaces before everything else).
     manifests: list[dict[str, Any]] = Field(default_factory=list, repr=False)  # may hold Secrets: never in a repr
+    # The benchmark setting (docs/sandbox.md): per-request latency by target, rate limits by service; off by default.
+    latency: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    throttle: SandboxThrottle = Field(default_factory=SandboxThrottle)
+
+    @field_validator("latency", mode="before")
+    @classmethod
+    def _latency(cls, value: Any) -> Any:
+        return _latency_ranges(value)
 
     @field_validator("manifests")
     @classmethod

@@ -29,6 +29,7 @@ from pytest_eksid.sandbox.eks_authn import EksTokenAuthenticator
 from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi import ApiError, KubeApiServer, Store
 from pytest_eksid.sandbox.kubeapi.authn import ServiceAccountTokenAuthenticator
+from pytest_eksid.sandbox.latency import Latency, Throttle
 from pytest_eksid.sandbox.model import SandboxSection
 from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Kubelet, Node
 from pytest_eksid.sandbox.tokens import Issuer
@@ -125,7 +126,8 @@ class Sandbox:
             },
             self.issuer.jwks(),
         )
-        self.aws = AwsServer(AwsGateway(self.iam, lambda: {self.eks.name: self.eks}, lambda: [self.issuer]))
+        self.gateway = AwsGateway(self.iam, lambda: {self.eks.name: self.eks}, lambda: [self.issuer])
+        self.aws = AwsServer(self.gateway)
         self._services: list[Any] = []
         try:
             self.kubeapi.start()
@@ -145,6 +147,7 @@ class Sandbox:
             self._start_nodes()
             self._seed_aws(key_id, secret)
             self._seed_kubernetes()
+            self._benchmark_setting()
             connection = self._write_kubeconfig()
         except BaseException:
             self.stop()
@@ -153,6 +156,17 @@ class Sandbox:
         return connection
 
     # --- services ------------------------------------------------------------------------
+
+    def _benchmark_setting(self) -> None:
+        """The injected latency and IAM throttling (sandbox/latency.py), switched on once seeding is done, so
+        that the sandbox's own setup pays neither; off (None, no buckets) unless the profile asks."""
+        self.latency = Latency(self.spec.latency)
+        if self.latency.enabled:
+            self.kubeapi.latency = self.latency
+            self.gateway.latency = self.latency
+        iam = self.spec.throttle.iam
+        if iam is not None:
+            self.gateway.throttles["iam"] = Throttle(iam.rate, iam.burst)
 
     def _start_nodes(self) -> None:
         assert self.workdir is not None

@@ -64,6 +64,7 @@ from pytest_eksid.sandbox.kubeapi.store import Store
 from pytest_eksid.sandbox.kubeapi.streaming import serve_exec
 from pytest_eksid.sandbox.kubeapi.tables import to_table
 from pytest_eksid.sandbox.kubeapi.tls import HttpAndTlsServer, ServingCertificate
+from pytest_eksid.sandbox.latency import KUBERNETES, Latency
 
 OIDC_PATHS = ("/.well-known/openid-configuration", "/openid/v1/jwks")
 
@@ -224,6 +225,8 @@ class KubeApiServer:
         self.requests: list[LoggedRequest] = []
         # Service-account issuer discovery (set by the sandbox): the OIDC document and the JWKS.
         self.oidc_discovery: Callable[[], tuple[Obj, Obj]] | None = None
+        # The benchmark setting's per-request delay (sandbox/latency.py; set by the sandbox, None: none).
+        self.latency: Latency | None = None
         self.certificate = ServingCertificate(
             [host, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
         )
@@ -287,7 +290,10 @@ class KubeApiServer:
     # -- the request path --
 
     def handle(self, req: Request, handler: _Handler) -> Response | None:
-        """Answer ``req``; None when the handler already streamed the answer."""
+        """Answer ``req``; None when the handler already streamed the answer. The injected latency is paid
+        once here, before anything else: a watch, a log follow or an exec pays it on being established."""
+        if self.latency is not None:
+            self.latency.apply(KUBERNETES)
         discovery = self.oidc_discovery
         if req.method == "GET" and discovery is not None and req.path in OIDC_PATHS:
             # Public, like EKS's issuer and kube-apiserver's service-account-issuer-discovery.
