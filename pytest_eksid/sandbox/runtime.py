@@ -187,6 +187,7 @@ class Sandbox:
             self.aws.url,
             start_latency=sandbox.pod_start_seconds,
             unpullable_images=unpullable,
+            hollow=sandbox.hollow_nodes,
         )
         self.kubelet.install()
         injecting = not self.faulted("webhook-not-injecting")
