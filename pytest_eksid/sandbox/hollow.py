@@ -44,8 +44,9 @@ from pytest_eksid.probe import program
 
 Obj = dict[str, Any]
 
-# botocore's credential methods whose per-pod path the hollow kubelet reproduces (botocore/credentials.py:
-# EnvProvider.METHOD, AssumeRoleWithWebIdentityProvider.METHOD, ContainerProvider.METHOD).
+# botocore's credential methods whose per-pod path the hollow kubelet reproduces, with botocore's own providers
+# [boto/botocore@0e6e2404 botocore/credentials.py:953-1020 (AssumeRoleWithWebIdentityCredentialFetcher),
+# 1185 (EnvProvider), 2068 (ContainerProvider)].
 ADAPTED_METHODS = ("env", "assume-role-with-web-identity", "container-role")
 HOLLOW_NOTE = "eksid-sandbox hollow pod: "
 _ABSENT_KEY_RE = re.compile(r"eksid-absent-[0-9a-f]{8}")
