@@ -204,22 +204,34 @@ def test_hollow_verdicts_equal_real_probes_verdicts(tmp_path: Path) -> None:
     assert all(v["proven"] and v["caller_role"] is None for v in results[True].values())
 
 
-def test_a_wrong_role_is_caught_in_hollow_mode(tmp_path: Path) -> None:
-    wrong = {"fault": "wrong-role", "workload": "invoice-exporter-0", "role": "demo-reporting"}
-    run = open_sandbox(clones(hollow=True, faults=[wrong]), tmp_path)
+def test_a_wrong_role_is_caught_in_hollow_mode_and_an_unadapted_method_runs_the_real_probe(tmp_path: Path) -> None:
+    faults = [
+        {"fault": "wrong-role", "workload": "billing-worker-0", "role": "demo-reporting"},  # IRSA: the annotation
+        # The image's ~/.aws/credentials beat Pod Identity (not IRSA): a method the hollow kubelet does not adapt.
+        {"fault": "image-baked-credentials"},
+    ]
+    run = open_sandbox(clones(hollow=True, faults=faults), tmp_path)
     try:
         outcomes = campaign(run)
         found = verdicts(run, outcomes)
         kubelet = run.sandbox.kubelet
         assert kubelet is not None
         assert kubelet.hollow is not None
-        assert kubelet.hollow.adapted == 2
+        assert (kubelet.hollow.real_runs, kubelet.hollow.adapted) == (3, 1)  # two templates, one fallback
     finally:
         close_sandbox(run)
-    for name in ("invoice-exporter-0", "invoice-exporter-1"):  # one ServiceAccount: the leader and the hollow pod
+    for name in ("billing-worker-0", "billing-worker-1"):  # one ServiceAccount: the real probe and the hollow pod
         assert found[name]["role"] == ("111122223333", "demo-reporting"), found[name]
         assert found[name]["proven"]
         assert found[name]["caller_role"] is not None
-    hollow = next(o for o in outcomes.values() if o.log.startswith(HOLLOW_NOTE) and o.workload.name.startswith("inv"))
-    assert "demo-reporting" in json.dumps(hollow.identity.get("caller"))
-    assert program.NONCE_HEADER not in hollow.log  # the proof left the log (the runner masks it)
+    adapted = next(o for o in outcomes.values() if o.log.startswith(HOLLOW_NOTE + "no process"))
+    assert adapted.workload.name.startswith("billing-worker")
+    assert "demo-reporting" in json.dumps(adapted.identity.get("caller"))
+    assert program.NONCE_HEADER not in adapted.log  # the proof left the log (the runner masks it)
+    fallback = next(o for o in outcomes.values() if o.log.startswith(HOLLOW_NOTE + "running the real probe"))
+    assert "shared-credentials-file" in fallback.log.splitlines()[0]
+    for name in ("invoice-exporter-0", "invoice-exporter-1"):
+        assert found[name]["method"] == "shared-credentials-file"
+        assert found[name]["proven"]
+        assert found[name]["caller_role"] is not None
+        assert "ci-image-builder" in json.dumps(outcomes[name].identity.get("caller"))

@@ -561,7 +561,12 @@ class Kubelet:
         if line is None:
             self.hollow.fallback()
             self._hollow_log(pod, f"{HOLLOW_NOTE}running the real probe: {why}\n")
-            self._execute(pod, node, prepared, started)
+            threading.Thread(  # a process to wait for: not on the pool, whose few threads serve every pod
+                target=self._execute,
+                args=(pod, node, prepared, started),
+                name=f"kubelet-{meta['name']}",
+                daemon=True,
+            ).start()
             return
         with self._lock:
             self.hollow.adapted += 1
