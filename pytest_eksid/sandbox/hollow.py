@@ -323,7 +323,14 @@ class HollowProbes:
             if shared and (region, endpoint) in self._clients:
                 return self._clients[(region, endpoint)]
             if self._session is None:
+                from botocore.config import Config
+
                 self._session = botocore.session.Session()
+                # As the probe's session (program._session): every call bounded, so that no hollow pod's
+                # adaptation (on the kubelet's small pool) can wait minutes on an endpoint that went away.
+                self._session.set_default_client_config(
+                    Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+                )
             client = self._session.create_client(service, region_name=region, endpoint_url=endpoint or None, **kwargs)
             if shared:
                 self._clients[(region, endpoint)] = client
