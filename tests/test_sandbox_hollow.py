@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -173,6 +174,8 @@ def test_phases_in_order_on_an_injected_clock_and_the_hollow_pod_proves_its_own_
         assert identity["proof"] != leader_result["identity"]["proof"]
         claims = result["environment"]["token_files"]["AWS_WEB_IDENTITY_TOKEN_FILE"]["claims"]
         assert claims["pod"] == follower  # its own projected token, not the template's
+        signature = parse_qs(urlsplit(identity["proof"]).query)["X-Amz-Signature"][0]
+        assert signature in run.sandbox.iam.minted  # the secret ledger knows it before anything sends it
         aws = Aws(region=profile.cluster.region, env=run.connection.env)
         caller = aws.prove_caller(identity["proof"], nonce)
         assert role_of(caller["arn"]) == role_arn_parts(follower_w.role_arn)

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from pytest_eksid.probe import program
 
@@ -156,7 +157,8 @@ class _Template:
 class HollowProbes:
     """The templates seen, their real runs' results, and the per-pod adaptation of a result."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember: Callable[[str], None] = lambda _secret: None) -> None:
+        self.remember = remember  # the secret ledger (cloud.Iam.remember): told each proof this kubelet signs
         self._lock = threading.Lock()
         self._templates: dict[str, _Template] = {}
         self._session: Any = None
@@ -274,11 +276,14 @@ class HollowProbes:
                 request.headers[program.NONCE_HEADER] = str(nonce)
 
             sts.meta.events.register("before-sign.sts.GetCallerIdentity", bind_nonce)
-            identity["proof"] = str(
+            proof = str(
                 sts.generate_presigned_url(
                     "get_caller_identity", Params={}, ExpiresIn=program.PROOF_SECONDS, HttpMethod="GET"
                 )
             )
+            # A bearer secret the sandbox made (a real probe's is made in the pod; STS learns it when sent).
+            self.remember(parse_qs(urlsplit(proof).query).get("X-Amz-Signature", [""])[0])
+            identity["proof"] = proof
         return ""
 
     def _credentials(

@@ -144,6 +144,7 @@ class Kubelet:
         unpullable_images: frozenset[str] = frozenset(),
         mount_namespaces: bool | None = None,
         hollow: bool = False,
+        remember: Callable[[str], None] = lambda _secret: None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -162,7 +163,7 @@ class Kubelet:
         self.peak = 0  # the most that ever ran at once
         # Hollow nodes (sandbox.hollowNodes, sandbox/hollow.py): probe pods run the real probe once per
         # template; the others run no process. Their start latency is a timer, their work a small pool.
-        self.hollow: HollowProbes | None = HollowProbes() if hollow else None
+        self.hollow: HollowProbes | None = HollowProbes(remember) if hollow else None
         self.timers: Timers | None = Timers() if hollow else None
         self._pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="hollow-kubelet") if hollow else None

@@ -188,6 +188,7 @@ class Sandbox:
             start_latency=sandbox.pod_start_seconds,
             unpullable_images=unpullable,
             hollow=sandbox.hollow_nodes,
+            remember=self.iam.remember,  # the proofs hollow pods sign
         )
         self.kubelet.install()
         injecting = not self.faulted("webhook-not-injecting")
