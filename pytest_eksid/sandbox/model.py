@@ -495,6 +495,9 @@ class SandboxSection(StrictModel):
     nodegroups: list[str] = Field(default_factory=lambda: ["ng-general", "ng-batch"], min_length=1)
     pod_start_seconds: float = Field(default=0.0, ge=0, le=60)  # injected pod start latency
     workload_pods: bool = True  # run one pod per workload (for --eksid-exec); off for large benchmarks
+    # Hollow nodes (sandbox/hollow.py, for benchmarks of the runner): a probe pod runs the real probe once
+    # per template; the others run no process, their result adapted from it (docs/sandbox.md).
+    hollow_nodes: bool = False
     faults: list[SandboxFault] = Field(default_factory=list)
     templates: list[SandboxTemplate] = Field(default_factory=list)  # workloads' pod template fields
     # Kubernetes objects created as given after the sandbox's own (Namespaces before everything else).

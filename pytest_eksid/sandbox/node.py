@@ -25,11 +25,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_eksid.sandbox.agent import PodIdentityAgent
+from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, HollowProbes, Timers, probe_plan, template_key
 from pytest_eksid.sandbox.imds import Imds
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
 from pytest_eksid.sandbox.kubeapi.serviceaccounts import create_token
@@ -62,6 +65,18 @@ class _Running:
     execs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     deleted: bool = False
     namespaced: bool = False  # the process has its own mount namespace (exec enters it)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A container ready to start: its spec, the pod's directory, volumes (mountPath -> host dir),
+    environment and command."""
+
+    container: Obj
+    root: Path
+    mounts: dict[str, Path]
+    env: dict[str, str]
+    argv: list[str]
 
 
 @dataclass
@@ -128,6 +143,8 @@ class Kubelet:
         start_latency: float = 0.0,
         unpullable_images: frozenset[str] = frozenset(),
         mount_namespaces: bool | None = None,
+        hollow: bool = False,
+        remember: Callable[[str], None] = lambda _secret: None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -144,6 +161,16 @@ class Kubelet:
         self._stopping = threading.Event()
         self.live = 0  # pods whose process runs now
         self.peak = 0  # the most that ever ran at once
+        # Hollow nodes (sandbox.hollowNodes, sandbox/hollow.py): probe pods run the real probe once per
+        # template; the others run no process. Their start latency is a timer, their work a small pool.
+        self.hollow: HollowProbes | None = HollowProbes(remember) if hollow else None
+        self.timers: Timers | None = Timers() if hollow else None
+        self._pool: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="hollow-kubelet") if hollow else None
+        )
+        self._tasks: set[Future[None]] = set()
+        self._hollow_logs: dict[str, str] = {}  # pod uid -> the log of a hollow pod (no process wrote it)
+        self._hollow_roots: dict[str, Path] = {}  # pod uid -> its directory (volumes), removed on delete
         # Each pod in its own mount namespace with its volumes at their mountPaths, where the machine
         # allows it (root with CAP_SYS_ADMIN: `unshare --mount`); None: find out once, here.
         if mount_namespaces is None:
@@ -231,6 +258,9 @@ class Kubelet:
     def _on_create(self, pod: Obj) -> None:
         if MIRROR_ANNOTATION in (pod["metadata"].get("annotations") or {}):
             return  # a mirror pod: its node runs it, not the process runner
+        if self.hollow is not None and probe_plan(pod) is not None:
+            self._submit(self._hollow_place, pod)
+            return
         threading.Thread(target=self._run, args=(pod,), name=f"kubelet-{pod['metadata']['name']}", daemon=True).start()
 
     def _schedule(self, pod: Obj) -> Node | None:
@@ -256,6 +286,17 @@ class Kubelet:
         return True
 
     def _run(self, pod: Obj) -> None:
+        node = self._place(pod)
+        if node is None:
+            return
+        if self.start_latency and self._stopping.wait(self.start_latency):
+            return
+        prepared = self._prepare(pod, node)
+        if prepared is not None:
+            self._execute(pod, node, prepared)
+
+    def _place(self, pod: Obj) -> Node | None:
+        """Schedule the pod on a node (its nodeName set, the scheduler's event), or say why not."""
         meta = pod["metadata"]
         node = self._schedule(pod)
         if node is None:
@@ -282,12 +323,16 @@ class Kubelet:
                     }
                 ),
             )
-            return
-        container = pod["spec"]["containers"][0]
+            return None
         self._event(pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {node.name}")
         self._patch(pod, lambda p: p["spec"].update({"nodeName": node.name}))
-        if self.start_latency and self._stopping.wait(self.start_latency):
-            return
+        return node
+
+    def _prepare(self, pod: Obj, node: Node) -> _Prepared | None:
+        """What a container start needs (the image, the volumes written, the environment, the command),
+        or None with the pod left Waiting and the reason, as the kubelet reports it."""
+        meta = pod["metadata"]
+        container = pod["spec"]["containers"][0]
         image = str(container.get("image") or "")
         if not _IMAGE_RE.match(image):
             self._waiting(
@@ -296,7 +341,7 @@ class Kubelet:
                 "InvalidImageName",
                 f'Failed to apply default image tag "{image}": invalid reference format',
             )
-            return
+            return None
         if image in self.unpullable_images:
             self._waiting(
                 pod,
@@ -305,7 +350,7 @@ class Kubelet:
                 f'Failed to pull image "{image}": rpc error: code = NotFound '
                 "desc = failed to pull and unpack image: not found",
             )
-            return
+            return None
         self._event(pod, "Pulled", f'Container image "{image}" already present on machine')
         root = self.workdir / "pods" / meta["uid"]
         try:
@@ -313,13 +358,16 @@ class Kubelet:
             env = self._env(container, node, root, mounts, meta["namespace"])
         except ValueError as exc:
             self._waiting(pod, container, "CreateContainerConfigError", f"Error: {exc}")
-            return
+            return None
         try:
             argv = self._argv(container)
         except ValueError as exc:
             self._waiting(pod, container, "CreateContainerError", f"Error: {exc}")
-            return
-        log = root / "container.log"
+            return None
+        return _Prepared(container, root, mounts, env, argv)
+
+    def _mark_running(self, pod: Obj, node: Node, container: Obj) -> str | None:
+        """Patch the pod Running (its container started now); the start time, or None when it is gone."""
         started = now_rfc3339()
 
         def scheduled(p: Obj) -> None:
@@ -338,10 +386,54 @@ class Kubelet:
                 }
             )
 
+        return started if self._patch(pod, scheduled) else None
+
+    def _terminated(
+        self, pod: Obj, container: Obj, started: str, code: int, reason: str, deadline: object = None
+    ) -> None:
+        """Patch the pod Succeeded or Failed with its container's terminated state."""
+        finished = now_rfc3339()
+
+        def terminated(p: Obj) -> None:
+            p["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
+            if deadline is not None:
+                p["status"]["reason"] = "DeadlineExceeded"
+                p["status"]["message"] = f"Pod was active on the node longer than the specified deadline ({deadline}s)"
+            p["status"]["containerStatuses"] = [
+                _status(
+                    container,
+                    terminated={"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished},
+                )
+            ]
+            for c in p["status"].get("conditions", []):
+                if c["type"] in ("Ready", "ContainersReady"):
+                    c["status"] = "False"
+
+        self._patch(pod, terminated)
+
+    def _execute(
+        self, pod: Obj, node: Node, prepared: _Prepared, started: str | None = None
+    ) -> tuple[int, Path] | None:
+        """Run the container's command as a local process until it ends; (exit code, log file), or None
+        when the pod was deleted or the sandbox stops. ``started``: the pod is already Running since then."""
+        meta = pod["metadata"]
+        container, root, mounts, env, argv = (
+            prepared.container,
+            prepared.root,
+            prepared.mounts,
+            prepared.env,
+            prepared.argv,
+        )
+        log = root / "container.log"
+        announce = started is None  # a hollow pod's container was announced as it "started"
         with self._lock:
             # stop() takes the same lock: a pod whose start races the shutdown never gets a process.
-            if self._stopping.is_set() or not self._patch(pod, scheduled):
-                return
+            if self._stopping.is_set():
+                return None
+            if started is None:
+                started = self._mark_running(pod, node, container)
+                if started is None:
+                    return None
             binds = self._binds(container, mounts) if self.isolation == MOUNT_NAMESPACE else []
             # An argument naming a file under a mountPath the namespace does not hold (or no namespace)
             # gets the volume's host path, as variables do (`--profile=/profiles/cluster.yaml`).
@@ -361,39 +453,134 @@ class Kubelet:
             self._running[meta["uid"]] = running
             self.live += 1
             self.peak = max(self.peak, self.live)
-        self._event(pod, "Created", f"Created container {container['name']}")
-        self._event(pod, "Started", f"Started container {container['name']}")
+        if announce:
+            self._event(pod, "Created", f"Created container {container['name']}")
+            self._event(pod, "Started", f"Started container {container['name']}")
         deadline = pod["spec"].get("activeDeadlineSeconds")
         try:
             code = proc.wait(timeout=float(deadline) if deadline else None)
             reason = "Completed" if code == 0 else "Error"
-            phase_reason = None
+            exceeded = None
         except subprocess.TimeoutExpired:
             _kill(proc)
-            code, reason, phase_reason = 137, "Error", "DeadlineExceeded"
+            code, reason, exceeded = 137, "Error", deadline
         finally:
             with self._lock:
                 self.live -= 1
         if running.deleted:
+            return None
+        self._terminated(pod, container, started, code, reason, exceeded)
+        return code, log
+
+    # --- hollow nodes (sandbox/hollow.py) ------------------------------------------------
+
+    def _submit(self, task: Callable[..., None], *args: Any) -> None:
+        assert self._pool is not None
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            future = self._pool.submit(task, *args)
+            self._tasks.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._tasks.discard(future)
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        """Wait until the hollow kubelet has no task in hand (timers not yet due are not tasks): for tests,
+        which then look at the pods' states. False when tasks are still running at ``timeout``."""
+        end = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                tasks = set(self._tasks)
+            if not tasks:
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            futures_wait(tasks, timeout=left)
+
+    def _hollow_place(self, pod: Obj) -> None:
+        node = self._place(pod)
+        if node is None:
             return
-        finished = now_rfc3339()
+        assert self.timers is not None
+        self.timers.call_later(self.start_latency, lambda: self._submit(self._hollow_start, pod, node))
 
-        def terminated(p: Obj) -> None:
-            p["status"]["phase"] = "Succeeded" if code == 0 else "Failed"
-            if phase_reason:
-                p["status"]["reason"] = phase_reason
-                p["status"]["message"] = f"Pod was active on the node longer than the specified deadline ({deadline}s)"
-            p["status"]["containerStatuses"] = [
-                _status(
-                    container,
-                    terminated={"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": finished},
-                )
-            ]
-            for c in p["status"].get("conditions", []):
-                if c["type"] in ("Ready", "ContainersReady"):
-                    c["status"] = "False"
+    def _hollow_start(self, pod: Obj, node: Node) -> None:
+        """The start latency is over: write the volumes, start the "container", and either run the real
+        probe (the template's first pod) or wait, holding no thread, for the template's result."""
+        assert self.hollow is not None
+        uid = pod["metadata"]["uid"]
+        if self.store.find("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]) is None:
+            return  # deleted while it waited
+        prepared = self._prepare(pod, node)
+        if prepared is None:
+            return
+        with self._lock:
+            self._hollow_roots[uid] = prepared.root
+        started = self._mark_running(pod, node, prepared.container)
+        if started is None:
+            return
+        key = template_key(pod, node.name)
+        assert key is not None
+        self._event(pod, "Created", f"Created container {prepared.container['name']}")
+        self._event(pod, "Started", f"Started container {prepared.container['name']}")
+        name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        if self.hollow.join(key, name, lambda: self._submit(self._hollow_finish, pod, node, prepared, key, started)):
+            threading.Thread(
+                target=self._hollow_lead,
+                args=(pod, node, prepared, key, started),
+                name=f"kubelet-{pod['metadata']['name']}",
+                daemon=True,
+            ).start()
 
-        self._patch(pod, terminated)
+    def _hollow_lead(self, pod: Obj, node: Node, prepared: _Prepared, key: str, started: str) -> None:
+        """The template's first pod: the real probe, whose result stands for the template's other pods."""
+        assert self.hollow is not None
+        log: str | None = None
+        try:
+            ended = self._execute(pod, node, prepared, started)
+            if ended is not None:
+                log = ended[1].read_text(errors="replace")
+        finally:
+            self.hollow.settle(key, log)
+
+    def _hollow_finish(self, pod: Obj, node: Node, prepared: _Prepared, key: str, started: str) -> None:
+        """The template's result is known: this pod's, adapted, or the real probe where it cannot stand."""
+        assert self.hollow is not None
+        meta = pod["metadata"]
+        if self._stopping.is_set() or self.store.find("pods", meta["namespace"], meta["name"]) is None:
+            return
+        template = self.hollow.result(key)
+        line, why = (
+            (None, "the template's pod left no result")
+            if template is None
+            else self.hollow.adapt(template, prepared.env)
+        )
+        if line is None:
+            self.hollow.fallback()
+            self._hollow_log(pod, f"{HOLLOW_NOTE}running the real probe: {why}\n")
+            threading.Thread(  # a process to wait for: not on the pool, whose few threads serve every pod
+                target=self._execute,
+                args=(pod, node, prepared, started),
+                name=f"kubelet-{meta['name']}",
+                daemon=True,
+            ).start()
+            return
+        with self._lock:
+            self.hollow.adapted += 1
+        self._hollow_log(
+            pod,
+            f"{HOLLOW_NOTE}no process; the result of the real probe in pod {self.hollow.leader(key)} (same template), "
+            "with this pod's environment, agent answer, credentials, caller and proof\n" + line + "\n",
+        )
+        self._terminated(pod, prepared.container, started, 0, "Completed")
+
+    def _hollow_log(self, pod: Obj, text: str) -> None:
+        with self._lock:
+            self._hollow_logs[pod["metadata"]["uid"]] = text
 
     def _volumes(self, pod: Obj, node: Node, root: Path) -> dict[str, Path]:
         """Materialise the pod's volumes; return mountPath -> host dir of the first container.
@@ -606,9 +793,14 @@ class Kubelet:
         return proc
 
     def _on_delete(self, pod: Obj) -> None:
+        uid = pod["metadata"]["uid"]
         with self._lock:
-            running = self._running.pop(pod["metadata"]["uid"], None)
+            running = self._running.pop(uid, None)
+            self._hollow_logs.pop(uid, None)
+            hollow_root = self._hollow_roots.pop(uid, None)
         if running is None:
+            if hollow_root is not None:
+                shutil.rmtree(hollow_root, ignore_errors=True)
             return
         running.deleted = True
         _kill(running.process)
@@ -619,6 +811,14 @@ class Kubelet:
     def read_log(self, namespace: str, name: str, pod: Obj) -> str:
         with self._lock:
             running = self._running.get(pod["metadata"]["uid"])
+            hollow = self._hollow_logs.get(pod["metadata"]["uid"])
+            started = pod["metadata"]["uid"] in self._hollow_roots
+        if running is not None and hollow is not None:  # a hollow pod that runs the real probe after all
+            return hollow + running.log.read_text(errors="replace")
+        if hollow is not None:
+            return hollow
+        if running is None and started and (pod.get("status") or {}).get("phase") == "Running":
+            return ""  # a hollow pod waiting for its template's result: nothing written yet
         if running is None:
             raise ApiError(
                 400,
@@ -630,6 +830,10 @@ class Kubelet:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.timers is not None:
+            self.timers.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             running = list(self._running.values())
             self._running.clear()

@@ -201,6 +201,8 @@ class Sandbox:
             self.aws.url,
             start_latency=sandbox.pod_start_seconds,
             unpullable_images=unpullable,
+            hollow=sandbox.hollow_nodes,
+            remember=self.iam.remember,  # the proofs hollow pods sign
         )
         self.kubelet.install()
         injecting = not self.faulted("webhook-not-injecting")

@@ -1,0 +1,368 @@
+"""Hollow nodes: probe pods that run no process of their own, for benchmarks of the runner.
+
+The approach of Kubernetes' own scalability tests (kubemark's hollow nodes, kwok): the nodes and
+their pods' lifecycle are real to the API server, the work inside the pods is not repeated. Here:
+
+- the **first** probe pod of each *template* runs the real probe program as a local process, as
+  every pod does on the ordinary kubelet; its result is the template's;
+- every later pod of the same template runs no process: once its start latency is over and its
+  volumes are written (its projected token minted, as for any pod), its result is the template's,
+  adapted to this pod by doing for real, in-process, what depends on the pod: its environment is
+  audited (``program.audit_environment``, its token files' claims), the agent is asked with its own
+  token (``program.check_agent``), its credentials are obtained by botocore's own provider for the
+  template's credential method from the pod's environment (the Pod Identity agent with the pod's
+  token, or STS ``AssumeRoleWithWebIdentity`` with it, or its static keys), the caller is asked of
+  STS with them, and the proof is a fresh presigned ``GetCallerIdentity`` bound to the pod's own
+  nonce, as ``program.prove_identity`` makes it.
+- Where that cannot stand for the pod (another credential method, no credentials, another role
+  than the template's, the agent answering otherwise, the template's pod without a result), the
+  pod runs the real probe after all.
+
+A template is what decides a probe's result: the namespace, the node, and the pod spec as admitted
+(ServiceAccount, the webhooks' variables and volumes, the command, the plan) without the plan's
+per-pod ``nonce`` and ``workload`` name, the random absent key of a safe ``s3:DeleteObject`` and the
+projected tokens' lifetimes (the Pod Identity webhook jitters them per pod). What the adaptation does
+not repeat per pod: the planned AWS calls (the template's verdicts stand for every pod of the same
+role), the IMDS step (the node's), and every step's timing (``seconds`` are the template's run's).
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pytest_eksid.probe import program
+
+Obj = dict[str, Any]
+
+# botocore's credential methods whose per-pod path the hollow kubelet reproduces, with botocore's own providers
+# [boto/botocore@0e6e2404 botocore/credentials.py:953-1020 (AssumeRoleWithWebIdentityCredentialFetcher),
+# 1185 (EnvProvider), 2068 (ContainerProvider)].
+ADAPTED_METHODS = ("env", "assume-role-with-web-identity", "container-role")
+HOLLOW_NOTE = "eksid-sandbox hollow pod: "
+_ABSENT_KEY_RE = re.compile(r"eksid-absent-[0-9a-f]{8}")
+
+
+def probe_plan(pod: Obj) -> Obj | None:
+    """The probe plan in the pod's first container (``EKSID_PROBE_PLAN``), or None: not a probe pod."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    for item in (containers[0].get("env") or []) if containers else []:
+        if item.get("name") == program.PLAN_VARIABLE and "value" in item:
+            try:
+                plan = json.loads(str(item["value"]))
+            except ValueError:
+                return None
+            return plan if isinstance(plan, dict) else None
+    return None
+
+
+def template_key(pod: Obj, node: str) -> str | None:
+    """What decides a probe pod's result, as one string; None for a pod that is not a probe pod."""
+    if probe_plan(pod) is None:
+        return None
+    spec = copy.deepcopy(pod.get("spec") or {})
+    spec.pop("nodeName", None)
+    for item in spec["containers"][0].get("env") or []:
+        if item.get("name") == program.PLAN_VARIABLE:
+            plan = json.loads(str(item["value"]))
+            plan.pop("nonce", None)
+            plan.pop("workload", None)
+            # The safe DeleteObject's absent key is random per plan (probe/actions.py); any absent key will do.
+            item["value"] = _ABSENT_KEY_RE.sub("eksid-absent-*", json.dumps(plan, sort_keys=True))
+    for volume in spec.get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if isinstance(source.get("serviceAccountToken"), dict):
+                source["serviceAccountToken"].pop("expirationSeconds", None)
+    namespace = (pod.get("metadata") or {}).get("namespace")
+    return json.dumps({"namespace": namespace, "node": node, "spec": spec}, sort_keys=True)
+
+
+class Timers:
+    """Callbacks due at a time of ``clock``, run by one thread: a pod waiting out its start latency holds
+    no thread. ``threaded=False`` runs none by itself: a test advances its clock and calls ``run_due``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, threaded: bool = True) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._loop, name="hollow-timers", daemon=True)
+            self._thread.start()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        with self._changed:
+            heapq.heappush(self._heap, (self.clock() + max(0.0, delay), next(self._order), callback))
+            self._changed.notify()
+
+    def pending(self) -> int:
+        with self._changed:
+            return len(self._heap)
+
+    def _pop_due(self) -> list[Callable[[], None]]:
+        now = self.clock()
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            due.append(heapq.heappop(self._heap)[2])
+        return due
+
+    def run_due(self) -> int:
+        """Run every callback due now, in the caller's thread; how many ran."""
+        with self._changed:
+            due = self._pop_due()
+        for callback in due:
+            callback()
+        return len(due)
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                if self._stopped:
+                    return
+                due = self._pop_due()
+                if not due:
+                    wait = self._heap[0][0] - self.clock() if self._heap else None
+                    self._changed.wait(wait)
+                    continue
+            for callback in due:
+                callback()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._heap.clear()
+            self._changed.notify_all()
+
+
+@dataclass
+class _Template:
+    leader: str  # namespace/name of the pod whose real probe run is the template's result
+    done: bool = False
+    result: Obj | None = None  # the leader's result, its proof removed; None once done: it had none
+    waiters: list[Callable[[], None]] = field(default_factory=list)
+
+
+class HollowProbes:
+    """The templates seen, their real runs' results, and the per-pod adaptation of a result."""
+
+    def __init__(self, remember: Callable[[str], None] = lambda _secret: None) -> None:
+        self.remember = remember  # the secret ledger (cloud.Iam.remember): told each proof this kubelet signs
+        self._lock = threading.Lock()
+        self._templates: dict[str, _Template] = {}
+        self._session: Any = None
+        self._clients: dict[tuple[str, str], Any] = {}
+        self.real_runs = 0  # probe processes started (template leaders and fallbacks)
+        self.adapted = 0  # pods that ran no process
+
+    def join(self, key: str, pod: str, waiter: Callable[[], None]) -> bool:
+        """Take part in a template: True when this pod is its first (it runs the real probe); else
+        ``waiter`` is called once the template's result is known (at once when it is)."""
+        with self._lock:
+            template = self._templates.get(key)
+            if template is None:
+                self._templates[key] = _Template(pod)
+                self.real_runs += 1
+                return True
+            if not template.done:
+                template.waiters.append(waiter)
+                return False
+        waiter()
+        return False
+
+    def settle(self, key: str, log: str | None) -> None:
+        """The template's real run ended with this log (None: it did not end, e.g. deleted): its result
+        is taken, and the pods waiting for it go on."""
+        result = _parse(log) if log is not None else None
+        if result is not None:
+            identity = result.get("identity")
+            if isinstance(identity, dict):
+                identity.pop("proof", None)  # the leader's bearer proof: never reused, never kept
+                identity.pop("proof_failure", None)
+        with self._lock:
+            template = self._templates[key]
+            template.done, template.result = True, result
+            waiters, template.waiters = template.waiters, []
+        for waiter in waiters:
+            waiter()
+
+    def result(self, key: str) -> Obj | None:
+        with self._lock:
+            template = self._templates.get(key)
+            return copy.deepcopy(template.result) if template is not None and template.result is not None else None
+
+    def leader(self, key: str) -> str:
+        with self._lock:
+            return self._templates[key].leader
+
+    def fallback(self) -> None:
+        with self._lock:
+            self.real_runs += 1
+
+    def adapt(self, template: Obj, env: Mapping[str, str]) -> tuple[str | None, str]:
+        """(this pod's result line, why) from the template's result, or (None, why not) when the
+        template cannot stand for this pod and it must run the real probe."""
+        plan = json.loads(env.get(program.PLAN_VARIABLE) or "{}")
+        result = copy.deepcopy(template)
+        result["workload"] = plan.get("workload")
+        environment = result.get("environment")
+        if isinstance(environment, dict) and "error" not in environment:
+            own = program.audit_environment(env)
+            # The image's ~/.aws files are the template's (same image); their path is under this pod's HOME.
+            own["aws_files"] = {
+                label: {"path": path, "present": os.path.exists(path)}
+                for label, entry in (environment.get("aws_files") or {}).items()
+                for path in [_rehome(str(entry.get("path", "")), env)]
+            }
+            result["environment"] = own
+        agent = result.get("agent")
+        if isinstance(agent, dict) and "error" not in agent:
+            seen = program.check_agent(env)
+            if (seen.get("outcome"), seen.get("http_status"), seen.get("error_code")) != (
+                agent.get("outcome"),
+                agent.get("http_status"),
+                agent.get("error_code"),
+            ):
+                return None, f"the agent answered this pod otherwise ({seen.get('outcome')}, {seen.get('http_status')})"
+            result["agent"] = seen
+        identity = result.get("identity")
+        if isinstance(identity, dict) and identity.get("caller"):
+            why = self._identity(identity, plan, env)
+            if why:
+                return None, why
+        return program.RESULT_MARKER + json.dumps(result, sort_keys=True), "adapted"
+
+    def _identity(self, identity: Obj, plan: Obj, env: Mapping[str, str]) -> str:
+        """Make ``identity`` this pod's: its own credentials, caller and proof. An empty string when done,
+        else why the template cannot stand for this pod."""
+        method = str(identity.get("method") or "")
+        if method not in ADAPTED_METHODS:
+            return f"credential method {method or 'none'} is not reproduced per pod"
+        region = str(plan.get("region") or "")
+        endpoint = env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL") or ""
+        try:
+            access_key, secret_key, token = self._credentials(method, env, region, endpoint)
+            sts = self._client(
+                "sts",
+                region,
+                endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                aws_session_token=token,
+            )
+            caller = sts.get_caller_identity()
+        except Exception as exc:  # the pod would not have had these credentials: let it find out for real
+            return f"this pod's credentials: {type(exc).__name__}"
+        template_arn = str((identity.get("caller") or {}).get("arn") or "")
+        if _principal(str(caller["Arn"])) != _principal(template_arn):
+            return "this pod's credentials are another principal's than the template's"
+        identity["caller"] = {"arn": caller["Arn"], "account": caller["Account"], "user_id": caller["UserId"]}
+        identity["access_key_prefix"] = access_key[:4]
+        nonce = plan.get("nonce")
+        if nonce:
+            # As program.prove_identity makes it: the nonce as a signed header of a presigned GetCallerIdentity.
+            def bind_nonce(request: Any, **_: Any) -> None:
+                request.headers[program.NONCE_HEADER] = str(nonce)
+
+            sts.meta.events.register("before-sign.sts.GetCallerIdentity", bind_nonce)
+            proof = str(
+                sts.generate_presigned_url(
+                    "get_caller_identity", Params={}, ExpiresIn=program.PROOF_SECONDS, HttpMethod="GET"
+                )
+            )
+            # A bearer secret the sandbox made (a real probe's is made in the pod; STS learns it when sent).
+            self.remember(parse_qs(urlsplit(proof).query).get("X-Amz-Signature", [""])[0])
+            identity["proof"] = proof
+        return ""
+
+    def _credentials(
+        self, method: str, env: Mapping[str, str], region: str, endpoint: str
+    ) -> tuple[str, str, str | None]:
+        """The pod's credentials by botocore's own provider for ``method``, from the pod's environment."""
+        from botocore.credentials import (
+            AssumeRoleWithWebIdentityCredentialFetcher,
+            ContainerProvider,
+            EnvProvider,
+        )
+        from botocore.utils import FileWebIdentityTokenLoader
+
+        if method == "assume-role-with-web-identity":
+            from botocore import UNSIGNED
+            from botocore.config import Config
+
+            unsigned = self._client("sts", region, endpoint, config=Config(signature_version=UNSIGNED))
+            session_name = env.get("AWS_ROLE_SESSION_NAME")
+            fetcher = AssumeRoleWithWebIdentityCredentialFetcher(
+                client_creator=lambda *_a, **_k: unsigned,
+                web_identity_token_loader=FileWebIdentityTokenLoader(env["AWS_WEB_IDENTITY_TOKEN_FILE"]),
+                role_arn=env["AWS_ROLE_ARN"],
+                extra_args={"RoleSessionName": session_name} if session_name else None,
+            )
+            fetched = fetcher.fetch_credentials()
+            return str(fetched["access_key"]), str(fetched["secret_key"]), fetched.get("token")
+        provider = ContainerProvider(environ=dict(env)) if method == "container-role" else EnvProvider(environ=env)
+        credentials = provider.load()
+        if credentials is None:
+            raise LookupError("no credentials")
+        frozen = credentials.get_frozen_credentials()
+        return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+    def _client(self, service: str, region: str, endpoint: str, **kwargs: Any) -> Any:
+        """A botocore client; one shared unsigned STS client per (region, endpoint), a new one per credentials
+        (botocore sessions are not thread-safe: clients are made under the lock, then used freely)."""
+        import botocore.session
+
+        shared = "config" in kwargs
+        with self._lock:
+            if shared and (region, endpoint) in self._clients:
+                return self._clients[(region, endpoint)]
+            if self._session is None:
+                from botocore.config import Config
+
+                self._session = botocore.session.Session()
+                # As the probe's session (program._session): every call bounded, so that no hollow pod's
+                # adaptation (on the kubelet's small pool) can wait minutes on an endpoint that went away.
+                self._session.set_default_client_config(
+                    Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+                )
+            client = self._session.create_client(service, region_name=region, endpoint_url=endpoint or None, **kwargs)
+            if shared:
+                self._clients[(region, endpoint)] = client
+            return client
+
+
+def _parse(log: str) -> Obj | None:
+    for line in reversed(log.splitlines()):
+        if line.startswith(program.RESULT_MARKER):
+            try:
+                data = json.loads(line[len(program.RESULT_MARKER) :])
+            except ValueError:
+                return None
+            return data if isinstance(data, dict) and data.get("version") == program.RESULT_VERSION else None
+    return None
+
+
+def _principal(arn: str) -> str:
+    """An ARN without an assumed role's session name: the principal the verdicts are about."""
+    parts = arn.split("/")
+    return "/".join(parts[:2]) if ":assumed-role/" in arn else arn
+
+
+def _rehome(path: str, env: Mapping[str, str]) -> str:
+    """A path under the template pod's HOME (``.../pods/<uid>/home/...``), under this pod's HOME instead."""
+    marker = "/home/"
+    home = env.get("HOME", "")
+    if marker in path and home:
+        return home + "/" + path.rsplit(marker, 1)[1]
+    return path
