@@ -327,7 +327,7 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
     )
     print()
     header = (
-        f"{'N':>5} {'wall s':>8} {'ideal s':>8} {'xideal':>7} {'items':>6} {'cpu ms/it':>9} {'k8s/wl':>7} "
+        f"{'N':>5} {'wall s':>8} {'ideal s':>8} {'xideal':>7} {'items':>6} {'cpu ms/it':>9} {'self':>6} {'k8s/wl':>7} "
         f"{'aws/wl':>7} {'rss MiB':>8} {'rss sum':>8} {'junit KiB':>9} {'inv KiB':>8} {'sbx cpu s':>9}  outcomes"
     )
     print(header)
@@ -340,8 +340,10 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
         rss = max((p.get("peak_rss_mib", 0.0) for p in processes), default=0.0)
         outcomes = ", ".join(f"{v} {k}" for k, v in sorted(row["outcomes"].items()))
         cpu_ms = 1000 * row["cpu"] / row["items"] if row["items"] else float("nan")
+        self_ms = 1000 * row["stats"]["totals"]["cpu_seconds"] / row["items"] if row["items"] else float("nan")
         print(
             f"{n:>5} {row['wall']:>8.1f} {ideal:>8.2f} {row['wall'] / ideal:>7.2f} {row['items']:>6} {cpu_ms:>9.2f} "
+            f"{self_ms:>6.2f} "
             f"{cluster['kubernetes']['total'] / n:>7.2f} {cluster['aws']['total'] / n:>7.2f} {rss:>8.0f} "
             f"{row['stats']['totals']['peak_rss_mib_sum']:>8.0f} {row['junit_bytes'] / 1024:>9.0f} "
             f"{row['inventory_bytes'] / 1024:>8.0f} {row['sandbox_cpu']:>9.1f}  {outcomes} (exit {row['exit']})"
@@ -350,7 +352,10 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
     print("wall s: the pytest process, start to exit (collection, every suite test, the reports); the sandbox's start")
     print("        is outside it. ideal s: pod start + one real probe's own time + unavoidable IAM reads over the")
     print("        throttle rate (below). cpu ms/it: user + system CPU of the pytest process and its children (xdist")
-    print("        workers, the kubeconfig's token plugin) per test item (JUnit test cases). k8s/wl, aws/wl: the run's")
+    print(
+        "        workers, the kubeconfig's token plugin) per test item (JUnit test cases); self: the pytest processes'"
+    )
+    print("        own CPU at their session's end (--eksid-stats), per item. k8s/wl, aws/wl: the run's")
     print(
         "        requests (--eksid-stats; every worker's, summed) per workload. rss MiB: the largest runner process's"
     )
@@ -446,6 +451,7 @@ def main() -> None:
     parser.add_argument("--workload-pods", action="store_true", help="run each workload's own pod too")
     parser.add_argument("--cookbook", type=int, default=200, help="run the cookbook after this N's run (0: never)")
     parser.add_argument("--cookbook-sample", type=int, default=5, help="cookbook workloads measured")
+    parser.add_argument("--keep", type=Path, help="keep each run's profiles, output, JUnit, inventory, stats here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {memory_mb()}, Python {platform.python_version()}")
@@ -457,16 +463,17 @@ def main() -> None:
     )
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="eksid-full-run-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="eksid-full-run-") as tmp_dir:
+        tmp = str(args.keep.resolve()) if args.keep else tmp_dir
         calibration: dict[str, Any] | None = None
         if args.hollow or 1 not in sizes:
             log("N=1 with real probes: the probe's own time")
             work = Path(tmp) / "calibration"
-            work.mkdir()
+            work.mkdir(parents=True)
             calibration = run_suites(1, args, work, hollow=False, cookbook=False)
         for n in sizes:
             work = Path(tmp) / f"n{n}"
-            work.mkdir()
+            work.mkdir(parents=True)
             rows.append(run_suites(n, args, work, hollow=args.hollow, cookbook=n == args.cookbook))
             if n == 1 and calibration is None:
                 calibration = rows[-1]
