@@ -346,6 +346,23 @@ def cookbook_workload(kube: Any, profile: Any, workload: Any) -> tuple[bool, lis
     return ok, notes
 
 
+def run_cookbook(kube: Any, profile: Any, sample: list[Any], label: str = "") -> tuple[float, int, int, list[str]]:
+    """The cookbook on ``sample``, one workload after another: (wall seconds, workloads ok, pods run, notes).
+    Shared with bench/full_run.py, which runs it on the same sandbox as its pytest run."""
+    pods = 0
+    good = 0
+    notes: list[str] = []
+    t0 = time.monotonic()
+    for i, w in enumerate(sample):
+        ok, why = cookbook_workload(kube, profile, w)
+        good += ok
+        notes += why
+        pods += 1 + len(w.allow) + len(w.deny)
+        if (i + 1) % 5 == 0:
+            log(f"{label}cookbook {i + 1}/{len(sample)} in {time.monotonic() - t0:.1f}s")
+    return time.monotonic() - t0, good, pods, notes
+
+
 def resources(memory: TreeMemory, sandbox: Any, cpu: list[float]) -> dict[str, float]:
     """A row's memory and CPU columns (``cpu``: this process, its pods, the whole machine, as deltas)."""
     self_mb, child_mb = rusage_mb()
@@ -430,20 +447,9 @@ def worker(args: argparse.Namespace) -> None:
             per_workload = 1 + len(workloads[0].allow) + len(workloads[0].deny)
             log(f"N={n}: cookbook, {len(sample)} workload(s) x {per_workload} pods")
             sandbox.kubelet.peak = sandbox.kubelet.live
-            pods = 0
-            good = 0
-            notes: list[str] = []
             cpu0 = cpu_seconds()
             with TreeMemory() as memory:
-                t0 = time.monotonic()
-                for i, w in enumerate(sample):
-                    ok, why = cookbook_workload(kube, profile, w)
-                    good += ok
-                    notes += why
-                    pods += 1 + len(w.allow) + len(w.deny)
-                    if (i + 1) % 5 == 0:
-                        log(f"N={n}: cookbook {i + 1}/{len(sample)} in {time.monotonic() - t0:.1f}s")
-                wall = time.monotonic() - t0
+                wall, good, pods, notes = run_cookbook(kube, profile, sample, f"N={n}: ")
             cpu = [b - a for a, b in zip(cpu0, cpu_seconds(), strict=True)]
             k = len(sample)
             rows.append(

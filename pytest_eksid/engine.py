@@ -24,6 +24,7 @@ from pytest_eksid.probe.pod import RUN_ID_LABEL, Campaign, Obj, Target, check_co
 from pytest_eksid.profile import LoadedProfile, Workload, role_arn_parts
 from pytest_eksid.report import RunFacts, last_changed
 from pytest_eksid.settings import Settings
+from pytest_eksid.stats import RunStats
 
 HURRY_TIMEOUT = 5.0  # seconds the hurried delete of a namespace's probe pods may take (a second Ctrl-C)
 # AWS reads made at once while the probe pods start: enough to overlap the latency of a few dozen distinct
@@ -86,10 +87,10 @@ class Engine:
         connect: ConnectHook = live_connection,
         facts: RunFacts | None = None,
         interrupts: Interrupts | None = None,
-        verbose: bool = False,
+        stats: RunStats | None = None,
     ) -> None:
         self.settings = settings
-        self.verbose = verbose  # -v: the request counts per method, not only the totals
+        self.stats = stats if stats is not None else RunStats()  # the run's requests and probe times, at close
         self.rootpath = rootpath
         self.progress = progress
         self.selected = selected  # profile name -> the probe targets the selected tests need
@@ -340,7 +341,7 @@ class Engine:
         for loaded in self.settings.loaded_all:  # the facts of a cluster reached without a campaign
             if loaded.name in self._reach and loaded.name not in self._broken:
                 attempt(functools.partial(self._gather_facts, loaded))
-        self._report_calls()
+        self._record_stats()
         for kube in self._kube.values():
             attempt(kube.close)
         for connection in reversed(self._connections):
@@ -349,17 +350,18 @@ class Engine:
         if errors:
             raise errors[0]
 
-    def _report_calls(self) -> None:
-        """The run's API requests, per cluster: Kubernetes by client method, AWS by service and operation."""
+    def _record_stats(self) -> None:
+        """The run's API requests per cluster (Kubernetes by client method, AWS by service and operation) and its
+        probes' own run times, for the end of the run's lines and --eksid-stats (pytest_eksid.stats)."""
         for loaded in self.settings.loaded_all:
             kube, aws = self._kube.get(loaded.name), self._aws.get(loaded.name)
-            if kube is None and aws is None:
-                continue
-            for label, calls in (("kubernetes", kube.calls if kube else None), ("aws", aws.calls if aws else None)):
-                if calls:
-                    listed = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-                    detail = f" ({listed})" if self.verbose else " (-v lists them)"
-                    self._say(loaded.name, f"{label} calls: {sum(calls.values())}{detail}")
+            if kube is not None:
+                self.stats.add_calls(loaded.name, "kubernetes", kube.calls)
+            if aws is not None:
+                self.stats.add_calls(loaded.name, "aws", aws.calls)
+            campaign = self._campaigns.get(loaded.name)
+            if campaign is not None:
+                self.stats.add_probes(loaded.name, _own_seconds(campaign))
 
     def _say(self, profile: str, message: str) -> None:
         """Progress about one cluster: prefixed with its profile when the run has several."""
@@ -375,6 +377,17 @@ class Engine:
                 f"kept probe pods (run id {campaign.run_id}); delete them with: "
                 f"kubectl delete pods -A -l {RUN_ID_LABEL}={campaign.run_id}"
             )
+
+
+def _own_seconds(campaign: Campaign) -> list[float]:
+    """Each probe's own run time, as its result says it (``seconds.total``, pytest_eksid.probe.program)."""
+    out = []
+    for outcome in list(campaign.outcomes.values()):
+        result = outcome.result
+        total = result.get("seconds", {}).get("total") if result is not None else None
+        if isinstance(total, int | float) and not isinstance(total, bool):
+            out.append(float(total))
+    return out
 
 
 def _quietly(read: Callable[[], object]) -> None:

@@ -28,6 +28,7 @@ from pytest_eksid.profile import ActionCheck, LoadedProfile, Workload
 from pytest_eksid.redact import redact_json
 from pytest_eksid.report import INCONCLUSIVE, UNPROVEN, RunFacts
 from pytest_eksid.settings import Settings
+from pytest_eksid.stats import RunStats
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 INTERRUPTS_KEY = pytest.StashKey[Interrupts]()
@@ -35,6 +36,8 @@ INTERRUPTS_KEY = pytest.StashKey[Interrupts]()
 SELECTED_KEY = pytest.StashKey[dict[str, dict[str, Target]]]()
 FACTS_KEY = pytest.StashKey[RunFacts]()  # what the engine gathered about the clusters, for the reports
 FACTS_WORKEROUTPUT = "eksid_facts"  # under pytest-xdist, the key of a worker's facts in its workeroutput
+STATS_KEY = pytest.StashKey[RunStats]()  # the run's requests, probe times and processes (pytest_eksid.stats)
+STATS_WORKEROUTPUT = "eksid_stats"  # under pytest-xdist, the key of a worker's stats in its workeroutput
 WORKLOAD_FIXTURE = "eksid_workload"
 ACTION_FIXTURE = "eksid_action"
 NODEGROUP_FIXTURE = "eksid_nodegroup"
@@ -277,7 +280,7 @@ def eksid_clusters(pytestconfig: pytest.Config, eksid_settings: Settings) -> Ite
         ),
         facts=config.stash.setdefault(FACTS_KEY, RunFacts()),
         interrupts=config.stash.get(INTERRUPTS_KEY, None),
-        verbose=config.get_verbosity() > 0,
+        stats=config.stash.setdefault(STATS_KEY, RunStats()),
     )
     try:
         yield engine

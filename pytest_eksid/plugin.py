@@ -198,6 +198,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the summary, and test_inventory_changes fails on those the profile's inventory.failOnChanges lists "
         "(ini: eksid_inventory_baseline, env: EKSID_INVENTORY_BASELINE)",
     )
+    group.addoption(
+        "--eksid-stats",
+        dest="eksid_stats",
+        metavar="PATH",
+        type=str,
+        default=None,
+        help="Write what the run cost as JSON to PATH at the end: Kubernetes and AWS requests per cluster (under "
+        "xdist every worker's, summed), the probes' own run time, each process's CPU seconds and peak memory "
+        "(ini: eksid_stats, env: EKSID_STATS)",
+    )
+    parser.addini("eksid_stats", "JSON file of the run's requests, CPU and memory, written at the end", default=None)
     parser.addini("eksid_inconclusive", "skip or fail on inconclusive probe results", default=None)
     parser.addini("eksid_inventory", "Inventory file written at the end of the run (.json, .csv or .md)", default=None)
     parser.addini("eksid_inventory_baseline", "An earlier run's JSON inventory to compare with", default=None)

@@ -17,12 +17,15 @@ import pytest
 
 from pytest_eksid import inventory
 from pytest_eksid import report as reporting
+from pytest_eksid import stats as run_stats
 from pytest_eksid.aws import AwsError
 from pytest_eksid.escape import printable
 from pytest_eksid.fixtures import (
     FACTS_KEY,
     FACTS_WORKEROUTPUT,
     SETTINGS_KEY,
+    STATS_KEY,
+    STATS_WORKEROUTPUT,
     FindingsFailed,
     Outcome,
     scope_of,
@@ -34,16 +37,27 @@ from pytest_eksid.settings import Setting, SettingError, optional_setting
 
 RESULTS_KEY = pytest.StashKey[reporting.Results]()
 INVENTORY_KEY = pytest.StashKey[Setting[Path] | None]()
+STATS_FILE_KEY = pytest.StashKey[Setting[Path] | None]()  # --eksid-stats: where the run's cost is written
 # --eksid-inventory-baseline: the file (resolved) and its rows, read once when the run starts.
 BASELINE_KEY = pytest.StashKey[tuple[Setting[Path], list[inventory.Row]] | None]()
 
 
 def configure(config: pytest.Config) -> None:
-    """The inventory setting, the run's result records and facts; the collector where reports end up."""
+    """The inventory and stats settings, the run's result records, facts and stats; the collector where reports
+    end up."""
     try:
         inventory = optional_setting(config, "eksid_inventory", "--eksid-inventory", str)
+        stats_file = optional_setting(config, "eksid_stats", "--eksid-stats", str)
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[STATS_FILE_KEY] = None
+    if stats_file is not None:
+        try:
+            _json_path(stats_file.value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{stats_file.source}: {exc}") from None
+        base = config.rootpath if stats_file.source.startswith("ini ") else config.invocation_params.dir
+        config.stash[STATS_FILE_KEY] = Setting(base / Path(stats_file.value).expanduser(), stats_file.source)
     config.stash[INVENTORY_KEY] = None
     if inventory is not None:
         try:
@@ -55,8 +69,15 @@ def configure(config: pytest.Config) -> None:
     config.stash[BASELINE_KEY] = _baseline(config)
     config.stash[RESULTS_KEY] = reporting.Results(qualified=len(config.stash[SETTINGS_KEY].profiles) > 1)
     config.stash[FACTS_KEY] = reporting.RunFacts()
+    config.stash[STATS_KEY] = run_stats.RunStats()
     if not _is_worker(config):
         config.pluginmanager.register(ReportCollector(config), "eksid-reports")
+
+
+def _json_path(value: str) -> None:
+    """--eksid-stats names a JSON file (the one format it is written in)."""
+    if Path(value).suffix.lower() != ".json":
+        raise ValueError(f"{printable(value)!r}: the stats are written as JSON: name a .json file")
 
 
 def _baseline(config: pytest.Config) -> tuple[Setting[Path], list[inventory.Row]] | None:
@@ -189,11 +210,18 @@ def _pairs(properties: Any) -> list[tuple[str, str]]:
     return [(str(p[0]), str(p[1])) for p in properties if len(p) == 2]
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A worker of pytest-xdist sends the facts its engine gathered to the controller (``workeroutput``)."""
-    workeroutput = getattr(session.config, "workeroutput", None)
+    """A worker of pytest-xdist sends the facts its engine gathered and its stats (requests, probe times, its own
+    CPU and memory) to the controller (``workeroutput``). Last: after the session's fixtures (the engine) have
+    been torn down, also in a run cut short."""
+    config = session.config
+    workeroutput = getattr(config, "workeroutput", None)
     if isinstance(workeroutput, dict):
-        workeroutput[FACTS_WORKEROUTPUT] = session.config.stash[FACTS_KEY].as_dict()
+        workeroutput[FACTS_WORKEROUTPUT] = config.stash[FACTS_KEY].as_dict()
+        stats = config.stash[STATS_KEY]
+        stats.add_process(str(getattr(config, "workerinput", {}).get("workerid", "worker")))
+        workeroutput[STATS_WORKEROUTPUT] = stats.as_dict()
 
 
 def _report_message(report: pytest.TestReport) -> str:
@@ -213,6 +241,8 @@ class ReportCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.inventory_error: str | None = None
+        self.stats_error: str | None = None
+        self.workers = 0  # pytest-xdist workers whose output arrived
         self.changes: list[inventory.Change] | None = None  # since the baseline, once compared
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -223,9 +253,14 @@ class ReportCollector:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """pytest-xdist: a worker is done; take the facts it gathered."""
-        facts = getattr(node, "workeroutput", {}).get(FACTS_WORKEROUTPUT)
+        output = getattr(node, "workeroutput", {})
+        facts = output.get(FACTS_WORKEROUTPUT)
         if isinstance(facts, dict):
             self.config.stash[FACTS_KEY].merge(facts)
+        stats = output.get(STATS_WORKEROUTPUT)
+        if isinstance(stats, dict):
+            self.workers += 1
+            self.config.stash[STATS_KEY].merge(stats)
 
     def _profiles(self) -> list[LoadedProfile]:
         return self.config.stash[SETTINGS_KEY].loaded_all
@@ -261,10 +296,12 @@ class ReportCollector:
         iam = scan is not None and scan.get("iam") is True
         return inventory.identity_rows(loaded, by_name, changed, found, become, iam_scanned=iam)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         profiles = self._profiles()
         if not profiles or self.config.option.collectonly:
             return
+        self._write_stats(session, profiles)
         facts = self.config.stash[FACTS_KEY]
         written = self.config.stash[INVENTORY_KEY]
         baseline = self.config.stash[BASELINE_KEY]
@@ -287,9 +324,37 @@ class ReportCollector:
             target.mkdir(parents=True, exist_ok=True)
             (target / "environment.properties").write_text(reporting.allure_environment(profiles, facts), "utf-8")
 
+    def _write_stats(self, session: pytest.Session, profiles: list[LoadedProfile]) -> None:
+        """This process's own CPU and memory beside the workers', then --eksid-stats' file."""
+        stats = self.config.stash[STATS_KEY]
+        stats.add_process("controller" if self.workers else "main")
+        target = self.config.stash[STATS_FILE_KEY]
+        if target is None:
+            return
+        try:
+            run_stats.write_document(target.value, stats.document([p.name for p in profiles]))
+        except OSError as exc:
+            self.stats_error = f"cannot write the stats to {target.value}: {exc}"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _stats_lines(self, write: Any) -> None:
+        """The run's requests per cluster (every worker's, summed), and where --eksid-stats went."""
+        if self.config.get_verbosity() < 0:
+            return
+        stats = self.config.stash[STATS_KEY]
+        for line in stats.lines([p.name for p in self._profiles()], verbose=self.config.get_verbosity() > 0):
+            write(printable(line))
+        target = self.config.stash[STATS_FILE_KEY]
+        if self.stats_error is not None:
+            write(f"eksid: ERROR: {printable(self.stats_error)}", red=True)
+        elif target is not None and self._profiles():
+            write(f"eksid: stats written to {printable(str(target.value))} (from {target.source})")
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         lines = reporting.render_matrix(self._matrix())
         if not lines or self.config.get_verbosity() < -1:
+            self._stats_lines(terminalreporter.write_line)
             return  # no test of a workload ran
         results = self.config.stash[RESULTS_KEY]
         write = terminalreporter.write_line
@@ -320,3 +385,4 @@ class ReportCollector:
             write(f"eksid: ERROR: {printable(self.inventory_error)}", red=True)
         elif target is not None:
             write(f"eksid: inventory written to {printable(str(target.value))} (from {target.source})")
+        self._stats_lines(write)

@@ -6,6 +6,7 @@ No timing here (docs/performance.md has the figures): the counts are what a real
 from __future__ import annotations
 
 import copy
+import json
 import re
 import threading
 from collections import Counter
@@ -16,6 +17,8 @@ import pytest
 
 from pytest_eksid.aws import Aws, AwsError
 from pytest_eksid.kube import _labels_match, equality_selector
+from pytest_eksid.stats import RunStats
+from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
 
@@ -51,14 +54,31 @@ def six_workloads() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, int]:
-    """The demo suites on six workloads: (output, workloads, probe pods)."""
+    """The demo suites on six workloads: (output, workloads, probe pods); its --eksid-stats file is stats.json."""
     tmp_path = tmp_path_factory.mktemp("counts")
     data = six_workloads()
     path = write_profile(tmp_path, data, "six")
-    run = run_pytest(f"--profile={path}", "suites", "-v", "-k", "not who_can_become", tmp_path=tmp_path, timeout=600)
+    stats = tmp_path / "stats.json"
+    run = run_pytest(
+        f"--profile={path}",
+        "suites",
+        "-v",
+        "-k",
+        "not who_can_become",
+        f"--eksid-stats={stats}",
+        tmp_path=tmp_path,
+        timeout=600,
+    )
     assert run.outcomes, run.stdout[-4000:] + run.stderr[-2000:]
     workloads = len(data["workloads"])
     return run.stdout, workloads, workloads * len(data["probe"]["nodeGroups"])
+
+
+def _stats_file(stdout: str) -> dict[str, Any]:
+    found = re.search(r"^eksid: stats written to (\S+) \(from --eksid-stats\)$", stdout, re.M)
+    assert found, stdout[-3000:]
+    data: dict[str, Any] = json.loads(Path(found.group(1)).read_text())
+    return data
 
 
 def test_kubernetes_calls_are_four_per_probe_pod_and_the_rest_per_namespace_or_run(demo_run):
@@ -100,9 +120,101 @@ def test_aws_reads_each_role_once_and_the_associations_once_per_cluster(demo_run
     assert calls["sts:GetCallerIdentity (a probe's proof)"] <= pods, calls
 
 
+def test_the_stats_file_holds_the_printed_counts_the_services_and_the_probes(demo_run):
+    stdout, _workloads, pods = demo_run
+    data = _stats_file(stdout)
+    cluster = data["clusters"]["six"]
+    for kind in ("kubernetes", "aws"):
+        assert Counter(cluster[kind]["calls"]) == _counts(stdout, kind), kind
+        assert cluster[kind]["total"] == sum(_counts(stdout, kind).values()), kind
+        assert data["totals"][kind] == cluster[kind]["total"], kind
+    services = Counter()
+    for call, n in cluster["aws"]["calls"].items():
+        services[call.split(":")[0]] += n
+    assert cluster["aws"]["services"] == dict(services)
+    assert set(cluster["aws"]["services"]) >= {"iam", "eks", "sts"}, cluster["aws"]["services"]
+    # Every probe pod's result came back with its own run time (docs/probe.md: seconds.total).
+    assert cluster["probes"]["count"] == pods, cluster["probes"]
+    assert 0 < cluster["probes"]["seconds_median"] <= cluster["probes"]["seconds_max"], cluster["probes"]
+    # One process without xdist: its CPU and peak memory (whatever they are: no timing asserted).
+    assert list(data["processes"]) == ["main"], data["processes"]
+    assert data["processes"]["main"]["cpu_seconds"] > 0
+    assert data["processes"]["main"]["peak_rss_mib"] > 0
+
+
 def test_the_waiting_by_watch_is_said_to_fall_back_to_polling_nowhere(demo_run):
     stdout, _workloads, _pods = demo_run
     assert "by polling" not in stdout
+
+
+# A conftest for a run under pytest-xdist that makes no request itself: each worker records what its engine
+# would have counted, and the controller must add them up (a test module of its own then checks nothing else).
+_WORKER_COUNTS = """
+import pytest
+from pytest_eksid.fixtures import STATS_KEY
+
+def pytest_sessionstart(session):
+    if hasattr(session.config, "workerinput"):
+        stats = session.config.stash[STATS_KEY]
+        stats.add_calls("demo", "kubernetes", {"list_node": 1, "create_namespaced_pod": 2})
+        stats.add_calls("demo", "aws", {"iam:GetRole": 3, "sts:GetCallerIdentity (a probe's proof)": 1})
+        stats.add_probes("demo", [1.5])
+"""
+
+
+def test_under_xdist_the_workers_counts_reach_the_controller_and_are_summed(user_pytester: pytest.Pytester):
+    user_pytester.makeconftest(_WORKER_COUNTS)
+    user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    demo = REPO / "profiles" / "demo.yaml"
+    result = user_pytester.runpytest_subprocess(
+        f"--profile={demo}", "-n", "2", "-p", "no:randomly", "-v", "--eksid-stats=out/stats.json", timeout=300
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "eksid: kubernetes calls: 6 (create_namespaced_pod 4, list_node 2)",
+            "eksid: aws calls: 8 (iam:GetRole 6, sts:GetCallerIdentity (a probe's proof) 2)",
+            "eksid: stats written to *stats.json (from --eksid-stats)",
+        ]
+    )
+    data = json.loads((user_pytester.path / "out" / "stats.json").read_text())
+    cluster = data["clusters"]["demo"]
+    assert cluster["kubernetes"] == {"total": 6, "calls": {"create_namespaced_pod": 4, "list_node": 2}}
+    assert cluster["aws"]["services"] == {"iam": 6, "sts": 2}
+    assert cluster["probes"] == {"count": 2, "seconds_median": 1.5, "seconds_max": 1.5}
+    assert set(data["processes"]) == {"controller", "gw0", "gw1"}, data["processes"]
+    assert all(p["cpu_seconds"] > 0 and p["peak_rss_mib"] > 0 for p in data["processes"].values())
+
+
+def test_a_stats_file_that_is_not_json_is_a_usage_error(user_pytester: pytest.Pytester):
+    user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n")
+    result = user_pytester.runpytest_subprocess("--eksid-stats=stats.txt", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --eksid-stats: 'stats.txt': the stats are written as JSON: name a .json file"])
+
+
+def test_stats_merge_adds_requests_and_keeps_processes_apart():
+    run = RunStats()
+    for worker, n in (("gw0", 1), ("gw1", 2)):
+        mine = RunStats()
+        mine.add_calls("demo", "kubernetes", {"list_node": n})
+        mine.add_calls("demo", "aws", {"iam:GetRole": n, "eks:DescribeCluster": 1})
+        mine.add_probes("demo", [float(n)])
+        mine.add_process(worker, {"cpu_seconds": float(n), "peak_rss_mib": 100.0 * n})
+        run.merge(json.loads(json.dumps(mine.as_dict())))  # as execnet carries it: plain data
+    run.add_process("controller", {"cpu_seconds": 0.5, "peak_rss_mib": 50.0})
+    doc = run.document(["demo", "other"])
+    assert doc["clusters"]["demo"]["kubernetes"] == {"total": 3, "calls": {"list_node": 3}}
+    assert doc["clusters"]["demo"]["aws"]["services"] == {"eks": 2, "iam": 3}
+    assert doc["clusters"]["demo"]["probes"] == {"count": 2, "seconds_median": 1.5, "seconds_max": 2.0}
+    assert doc["clusters"]["other"]["kubernetes"]["total"] == 0  # a cluster never reached: zeros, no error
+    assert doc["clusters"]["other"]["probes"]["seconds_max"] is None
+    assert doc["totals"] == {"kubernetes": 3, "aws": 5, "cpu_seconds": 3.5, "peak_rss_mib_sum": 350.0}
+    assert run.lines(["demo"], verbose=False) == [
+        "eksid: kubernetes calls: 3 (-v lists them)",
+        "eksid: aws calls: 5 (-v lists them)",
+    ]
+    assert run.lines(["demo", "other"], verbose=True)[0] == "eksid: demo: kubernetes calls: 3 (list_node 3)"
 
 
 class _Announcing(threading.Event):
