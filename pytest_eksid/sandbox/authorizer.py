@@ -238,46 +238,46 @@ def _kms_resource(self: Any) -> str:
     return str(key.arn) if key is not None else "*"
 
 
-def _response_classes() -> dict[type, Callable[[Any], str]]:
-    from moto.dynamodb.responses import DynamoHandler
-    from moto.kms.responses import KmsResponse
-    from moto.secretsmanager.responses import SecretsManagerResponse
-    from moto.ssm.responses import SimpleSystemManagerResponse
-
-    return {
-        DynamoHandler: _dynamodb_resource,
-        KmsResponse: _kms_resource,
-        SecretsManagerResponse: _secret_resource,
-        SimpleSystemManagerResponse: _ssm_resource,
-    }
+# The moto response classes whose resource moto leaves at ``*``, by qualified name: naming them rather than
+# importing them keeps a sandbox's start from importing moto.ssm (which imports moto.ec2: ~1 s of CPU per
+# start) for profiles that never call SSM.
+_RESOLVERS: dict[str, Callable[[Any], str]] = {
+    "moto.dynamodb.responses.DynamoHandler": _dynamodb_resource,
+    "moto.kms.responses.KmsResponse": _kms_resource,
+    "moto.secretsmanager.responses.SecretsManagerResponse": _secret_resource,
+    "moto.ssm.responses.SimpleSystemManagerResponse": _ssm_resource,
+}
 
 
-def _guarded(resolve: Callable[[Any], str]) -> Callable[[Any], str]:
-    def determine(self: Any) -> str:
-        try:
-            return resolve(self)
-        except Exception:  # malformed input: the service reports it after authorization
-            return "*"
-
-    return determine
+def _determine_resource(self: Any) -> str:
+    """BaseResponse's resource for the classes above (a class defining its own, as IAM's, STS's and SQS's do,
+    keeps it); ``*`` otherwise, as moto's call_action uses without the method."""
+    cls = type(self)
+    resolve = _RESOLVERS.get(f"{cls.__module__}.{cls.__qualname__}")
+    if resolve is None:
+        return "*"
+    try:
+        return resolve(self)
+    except Exception:  # malformed input: the service reports it after authorization
+        return "*"
 
 
 def install() -> None:
     """Make moto authorize with :mod:`iam_eval` and real resources (undone by :func:`uninstall`)."""
+    from moto.core.responses import BaseResponse
     from moto.iam.access_control import IAMRequest, S3IAMRequest
 
     for cls in (IAMRequest, S3IAMRequest):
         cls.check_action_permitted = _check_action_permitted  # type: ignore[method-assign]
-    for response, resolve in _response_classes().items():
-        response._determine_resource = _guarded(resolve)  # type: ignore[attr-defined]
+    BaseResponse._determine_resource = _determine_resource  # type: ignore[attr-defined]
 
 
 def uninstall() -> None:
+    from moto.core.responses import BaseResponse
     from moto.iam.access_control import IAMRequest, S3IAMRequest
 
     for cls in (IAMRequest, S3IAMRequest):
         if "check_action_permitted" in vars(cls):
             del cls.check_action_permitted
-    for response in _response_classes():
-        if "_determine_resource" in vars(response):
-            del response._determine_resource  # type: ignore[attr-defined]
+    if "_determine_resource" in vars(BaseResponse):
+        del BaseResponse._determine_resource  # type: ignore[attr-defined]
