@@ -498,6 +498,14 @@ class Kube:
             )
         return [_plain(self.api_client, p) for p in pods.items]
 
+    def pods_once(self, label_selector: str, namespace: str) -> list[Obj]:
+        """The namespace's pods matching the selector, listed once per run (a platform component's pods, as the
+        agent DaemonSets' that each Pod Identity workload's coverage check reads; not a probe's, which change)."""
+        listed: list[Obj] = self._once(
+            f"pods/{namespace}/{label_selector}", lambda: self.list_pods(label_selector, namespace)
+        )
+        return listed
+
     def list_pods_at(self, label_selector: str, namespace: str | None = None) -> tuple[list[Obj], str]:
         """The pods matching the selector and the list's resourceVersion, to watch from."""
         what = f"list pods ({label_selector})"

@@ -33,7 +33,7 @@ def test_agent_on_every_node(eksid_profile, eksid_workload, eksid_kube, eksid_ca
     placement = eksid_campaign.placement(eksid_workload)  # the template was read once, for the probe
     record_property("placement", placement.source)
     daemonsets = {d.name: eksid_kube.daemon_set(AGENT_NS, d.name) for d in agent.CHART_DAEMONSETS}
-    pods = [p for selector in agent.agent_pod_selectors(daemonsets) for p in eksid_kube.list_pods(selector, AGENT_NS)]
+    pods = [p for selector in agent.agent_pod_selectors(daemonsets) for p in eksid_kube.pods_once(selector, AGENT_NS)]
     coverage = agent.node_coverage(
         pods,
         eksid_kube.nodes(),

@@ -94,6 +94,8 @@ def test_kubernetes_calls_are_four_per_probe_pod_and_the_rest_per_namespace_or_r
     assert calls["list_namespaced_deployment"] == calls["list_namespaced_stateful_set"] == 2, calls
     assert calls["read_namespaced_service_account"] == 0, calls
     assert calls["list_service_account_for_all_namespaces"] == 1, calls
+    # The agent's pods are listed once for every Pod Identity workload's coverage check (three here).
+    assert calls["list_namespaced_pod"] == 1, calls
     # The rest is per run or per namespace (2 here, and the agent's): once each, whatever the number of workloads.
     rest = {m: n for m, n in calls.items() if m not in per_pod}
     assert all(n <= 3 for n in rest.values()), rest
