@@ -40,6 +40,7 @@ RANGES = {
     "sts": [0.02, 0.04],
     "eks": [0.03, 0.06],
     "default": [0.001, 0.003],
+    "eks-auth": [0.01, 0.02],
 }
 
 
@@ -203,6 +204,14 @@ def test_each_aws_service_pays_its_own_latency(running: Running, slept: list[flo
     client(running, "eks").describe_cluster(name=cluster)
     client(running, "sqs").list_queues()  # not named: the default range
     assert slept == [0.1, 0.04, 0.06, 0.003]
+
+
+def test_the_agents_call_to_eks_auth_pays_eks_auth_latency(running: Running, slept: list[float]) -> None:
+    agent = running.sandbox.nodes[0].agent
+    assert agent.latency is running.sandbox.latency
+    with pytest.raises(Exception, match=r"(?i)token"):  # a token from nowhere: refused, after its round trip
+        agent._assume_role_for_pod_identity("e30.e30.e30")
+    assert slept == [0.02]
 
 
 def test_the_unsigned_sts_call_pays_sts_latency(running: Running, slept: list[float]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from pytest_eksid.sandbox import errors
 from pytest_eksid.sandbox.cloud import Iam
 from pytest_eksid.sandbox.eks import Association, EksControlPlane
+from pytest_eksid.sandbox.latency import Latency
 from pytest_eksid.sandbox.loopback import Answer, LoopbackServer
 from pytest_eksid.sandbox.tokens import Issuer, TokenError, TokenExpired, audiences, unverified_claims
 from pytest_eksid.sandbox.trust import trust_allows
@@ -185,6 +186,7 @@ class PodIdentityAgent:
         self.clock = clock
         self.settings = cache or CacheSettings()
         self.limiter = RateLimiter(request_rate, clock)
+        self.latency: Latency | None = None  # the benchmark setting's EKS Auth latency (runtime sets it)
         self.cache: OrderedDict[str, _Entry] = OrderedDict()
         self._cache_lock = threading.RLock()
         self.http = LoopbackServer("eksid-agent", _headless(self._handle))
@@ -372,6 +374,8 @@ class PodIdentityAgent:
 
     def _assume_role_for_pod_identity(self, token: str) -> dict[str, Any]:
         """EKS Auth's AssumeRoleForPodIdentity for the token: the credentials, or EksAuthError."""
+        if self.latency is not None:
+            self.latency.apply(EKS_AUTH)
         try:  # EKS Auth verifies the signature and the issuer, and the expiry by its own clock
             claims = self.issuer.verify(token)
         except TokenExpired as exc:  # one the agent let through (its node's clock is behind) or a stale refresh

@@ -26,9 +26,11 @@ KUBERNETES = "kubernetes"
 # Any AWS service the ranges do not name; never the Kubernetes API.
 DEFAULT = "default"
 # The signing names (SigV4 credential scope) of the AWS services the sandbox's endpoint answers.
-# eks-auth is not among them: the sandbox's agent calls EKS Auth in process, not over that endpoint.
 AWS_SERVICES = ("iam", "sts", "eks", "s3", "sqs", "kms", "dynamodb", "secretsmanager", "ssm", "cloudtrail")
-LATENCY_KEYS = (KUBERNETES, DEFAULT, *AWS_SERVICES)
+# EKS Auth (AssumeRoleForPodIdentity), which the sandbox's agent calls in process: each credential request the
+# agent does not answer from its cache pays it, as the real agent's call to EKS Auth does.
+EKS_AUTH = "eks-auth"
+LATENCY_KEYS = (KUBERNETES, DEFAULT, *AWS_SERVICES, EKS_AUTH)
 # The throttled services: IAM only (its throttling error is IAM's own; docs/sandbox.md).
 THROTTLED_SERVICES = ("iam",)
 # An upper bound on one injected delay, so that a typo (50 for 0.05) does not stall a run for minutes.

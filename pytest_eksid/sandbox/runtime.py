@@ -164,6 +164,8 @@ class Sandbox:
         if self.latency.enabled:
             self.kubeapi.latency = self.latency
             self.gateway.latency = self.latency
+            for node in self.nodes:
+                node.agent.latency = self.latency
         iam = self.spec.throttle.iam
         if iam is not None:
             self.gateway.throttles["iam"] = Throttle(iam.rate, iam.burst)
