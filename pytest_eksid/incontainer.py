@@ -6,7 +6,8 @@ Only variable NAMES, the two non-secret values the checks compare, and yes/no an
 leave the container: the commands below print nothing else, because testinfra logs every command's
 output at DEBUG (it raises its own logger above ``-v``), and from there it reaches captured logs,
 JUnit and Allure. ``env`` would hand every value of a production container, static keys included,
-to that logger.
+to that logger. Each container costs two execs at most: the names with the file answers
+(INVENTORY_COMMAND), and the one compared value the container's mechanism sets.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ NAMES_COMMAND = (
     "printf '%s\\n' \"$name\";; esac;; esac; done; fi"
 )
 _NAME = re.compile(r"AWS_[A-Za-z0-9_]*\Z")
+# The names and the file answers in one exec (each exec is a kubectl run, an API request and a kubelet stream):
+# the names' lines, then one "eksid-file <key> <0|1>" line per file test. No name line can look like a file
+# line (every name line matches _NAME, the names command prints nothing else) and no value is printed.
+FILE_LINE = re.compile(r"eksid-file ([a-z_]+) ([01])\Z")
+INVENTORY_COMMAND = f"{{ {NAMES_COMMAND}; }} || exit 97; " + " ".join(
+    f"if {command}; then echo 'eksid-file {key} 1'; else echo 'eksid-file {key} 0'; fi;"
+    for key, command in FILE_TESTS.items()
+)
 
 
 @dataclass
@@ -79,15 +88,30 @@ def inspect_container(
     ensure_kubectl()
     host = testinfra.get_host(f"kubectl://{pod}", **kwargs)
     view = ContainerView(pod=pod, container=container)
-    names = host.run(NAMES_COMMAND)
-    if names.rc != 0:
+    listed = host.run(INVENTORY_COMMAND)
+    if listed.rc != 0:
         raise InspectError(
-            f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {names.rc}: {names.stderr[:300]}"
+            f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {listed.rc}: {listed.stderr[:300]}"
         )
-    view.variables = {line for line in names.stdout.splitlines() if _NAME.match(line)}
+    view.variables, view.files = parse_inventory(listed.stdout)
+    missing = sorted(set(FILE_TESTS) - set(view.files))
+    if missing:
+        raise InspectError(
+            f"kubectl exec into {namespace}/{pod} ({container}): the shell did not answer for {', '.join(missing)}"
+        )
     for name in COMPARED:
         if name in view.variables:
             view.values[name] = host.run(f"printf '%s' \"${{{name}}}\"").stdout
-    for key, command in FILE_TESTS.items():
-        view.files[key] = host.run(command).rc == 0
     return view
+
+
+def parse_inventory(stdout: str) -> tuple[set[str], dict[str, bool]]:
+    """(the AWS_* names, the file answers) of INVENTORY_COMMAND's output; any other line is ignored."""
+    names: set[str] = set()
+    files: dict[str, bool] = {}
+    for line in stdout.splitlines():
+        if _NAME.match(line):
+            names.add(line)
+        elif (found := FILE_LINE.match(line)) and found.group(1) in FILE_TESTS:
+            files[found.group(1)] = found.group(2) == "1"
+    return names, files

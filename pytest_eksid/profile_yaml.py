@@ -25,7 +25,10 @@ import yaml
 Loc = tuple[str | int, ...]
 
 MAX_BYTES = 2 * 1024 * 1024
-MAX_NODES = 50_000
+# A fleet-sized profile must load: 1,000 workloads (what --eksid-discover writes for a large cluster), with a
+# sandbox section that creates a role per workload, is ~60,000 values. The byte cap bounds the parse; this bounds
+# what a small file can make the loader build.
+MAX_NODES = 500_000
 MAX_DEPTH = 32
 _MAX_INT_BITS = 64
 
@@ -173,7 +176,9 @@ class _Loader(yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.res
             )
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _refuse(event.start_mark, f"more than {MAX_NODES} values; a profile is a short, hand-written file")
+            raise _refuse(
+                event.start_mark, f"more than {MAX_NODES} values; split the profile (one per cluster, docs/fleet.md)"
+            )
         if self._depth >= MAX_DEPTH:
             raise _refuse(event.start_mark, f"nested more than {MAX_DEPTH} levels deep; a profile needs far fewer")
         self._depth += 1

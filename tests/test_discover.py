@@ -390,44 +390,63 @@ def test_discover_on_the_clean_sandbox_then_run_the_starter(starter: Path, tmp_p
     # The same starter against faults: test_the_starter_catches_the_workload_faults_of_the_fault_table.
 
 
-# The batches whose rows fault a workload (its role, policies, trust, ServiceAccount, pod template): what a
-# discovered profile says differently from the hand-written demo is each workload's allow/deny lists, and only
-# these rows are judged against them. The other batches fault the cluster (the agent, IMDS, the webhook, an
-# undeclared identity): their verdicts read no allow/deny entry, and tests/test_faults.py runs them on the demo.
-WORKLOAD_BATCHES = ("irsa-workload-faults", "pod-identity-workload-faults")
+# What a discovered profile says differently from the hand-written demo: each workload's binding, its allow/deny
+# lists and its deployers. The fault table's rows judged by those (their expected failures include one of these
+# tests) run against the starter, in one run; every other row's verdict reads none of it (the pod template, the
+# trust policy, the namespace's Secrets, the agent, IMDS...), and tests/test_faults.py runs it on the demo.
+READS_DISCOVERED = {"test_action", "test_permission_policy", "test_binding", "test_caller_role", "test_who_can_become"}
+STARTER_BATCH = "starter-workload-faults"
 
 
-def test_the_workload_batches_are_the_fault_tables_workload_rows() -> None:
-    workload_rows = {name for name, row in fault_table.FAULTS.items() if row.on is not None}
-    assert workload_rows == {row for batch in WORKLOAD_BATCHES for row in fault_table.batches()[batch]}
+def starter_rows() -> tuple[str, ...]:
+    """The workload rows whose expected failures include a test that reads what discovery wrote."""
+    return tuple(
+        sorted(
+            name
+            for name, row in fault_table.FAULTS.items()
+            if row.on is not None
+            and {t.split("::")[1].split("[")[0] for t in row.expected(fault_table.at_of(STARTER_BATCH, name))}
+            & READS_DISCOVERED
+        )
+    )
 
 
-@pytest.mark.parametrize("batch", WORKLOAD_BATCHES)
-def test_the_starter_catches_the_workload_faults_of_the_fault_table(
-    starter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: str
+def test_the_starter_rows_are_those_judged_by_what_discovery_writes() -> None:
+    rows = starter_rows()
+    # Both mechanisms' bindings, the permission rows, the identity rows and the deployers are among them ...
+    assert {"wrong-role", "missing-annotation", "excess-permissions", "kms-via-service-missing"} <= set(rows)
+    assert {"missing-association", "extra-deployer"} <= set(rows)
+    # ... and rows judged by the pod template, the trust policy or the namespace's objects are not.
+    assert not {"host-network", "wildcard-trust-sub", "static-keys-in-secret", "missing-owner-label"} & set(rows)
+
+
+def test_the_starter_catches_the_fault_table_rows_it_is_judged_by(
+    starter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """tests/test_faults.py's workload batches with the starter's workload entries in place of the hand-written
-    demo's: every test a row expects to fail fails. The one hand edit is what no cluster can tell: the demo's
-    legacyIamUser (an IAM user the workload used before). The starter's allow/deny lists differ from the
-    demo's, so a row's permission expectations are held loosely: where it expects a workload's action tests
-    to fail, at least one of them fails."""
+    """tests/test_faults.py's rows of starter_rows(), in one run, with the starter's workload entries in place of
+    the hand-written demo's: every test a row expects to fail fails. The one hand edit is what no cluster can
+    tell: the demo's legacyIamUser (an IAM user the workload used before). The starter's allow/deny lists differ
+    from the demo's, so a row's permission expectations are held loosely: where it expects a workload's action
+    tests to fail, at least one of them fails."""
     data = yaml.safe_load(starter.read_text())
     for workload in data["workloads"]:
         demo = next(w for w in demo_data()["workloads"] if w["name"] == workload["name"])
         if "legacyIamUser" in demo:
             workload["legacyIamUser"] = demo["legacyIamUser"]
     monkeypatch.setattr(fault_table, "demo_data", lambda: copy.deepcopy(data))
-    path = write_profile(tmp_path, fault_table.batch_profile(batch), batch)
+    rows = starter_rows()
+    monkeypatch.setattr(fault_table, "batches", lambda: {STARTER_BATCH: rows})
+    path = write_profile(tmp_path, fault_table.batch_profile(STARTER_BATCH), STARTER_BATCH)
     run = run_pytest(f"--profile={path}", "--eksid-exec", tmp_path=tmp_path)
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-3000:]
     assert "INTERNALERROR" not in run.stdout + run.stderr
     failed = set(run.failed())
-    for row in fault_table.batches()[batch]:
-        expected = set(fault_table.FAULTS[row].expected(fault_table.at_of(batch, row)))
+    for row in rows:
+        expected = set(fault_table.FAULTS[row].expected(fault_table.at_of(STARTER_BATCH, row)))
         exact = {t for t in expected if not t.startswith(fault_table.ACTION)}
         assert exact <= failed, f"{row}: not caught: {sorted(exact - failed)}\n{run.stdout[-4000:]}"
         for workload in {t.split("[", 1)[1].split("/")[1] for t in expected if t.startswith(fault_table.ACTION)}:
-            own = [t for t in failed if t.startswith(f"{fault_table.ACTION}[{batch}/{workload}/")]
+            own = [t for t in failed if t.startswith(f"{fault_table.ACTION}[{STARTER_BATCH}/{workload}/")]
             assert own, f"{row}: no action test of {workload} failed\n{run.stdout[-4000:]}"
 
 

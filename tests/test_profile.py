@@ -1218,3 +1218,26 @@ def test_a_namespace_listed_twice_under_deployers(tmp_path: Path) -> None:
     one = "  - namespace: team-a\n    subjects: [{kind: Group, name: g}]\n"
     _, message = _error(tmp_path, LIVE + "deployers:\n" + one + one)
     assert "deployers[1].namespace: namespace 'team-a' is listed twice (also deployers[0])" in message
+
+
+def test_a_fleet_sized_profile_loads(tmp_path: Path) -> None:
+    """1,000 workloads, each with its own role under sandbox.roles (what bench/full_run.py generates, and the
+    size --eksid-discover writes for a large cluster): over the old 50,000-value cap, within the new one."""
+    import copy
+
+    from tests.helpers.profiles import demo_data, write_profile
+
+    data = demo_data()
+    roles = {r["name"]: r for r in data["sandbox"]["roles"]}
+    workloads = []
+    for i in range(1000):
+        base = copy.deepcopy(data["workloads"][i % 2])
+        prefix, _, role = base["roleArn"].rpartition("/")
+        base.update(name=f"{base['name']}-{i:04d}", serviceAccount=f"{base['serviceAccount']}-{i:04d}")
+        base["roleArn"] = f"{prefix}/{role}-{i:04d}"
+        data["sandbox"]["roles"].append(dict(copy.deepcopy(roles[role]), name=f"{role}-{i:04d}"))
+        workloads.append(base)
+    data["workloads"] = workloads
+    path = write_profile(tmp_path, data, "fleet-sized")
+    loaded = core.load_profile(str(path), REPO_ROOT)
+    assert len(loaded.profile.workloads) == 1000

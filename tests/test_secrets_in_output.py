@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_eksid.incontainer import NAMES_COMMAND
+from pytest_eksid.incontainer import FILE_TESTS, INVENTORY_COMMAND, parse_inventory
 from pytest_eksid.redact import SecretFilter, guard_handlers, quiet_wire_loggers, redact_text
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.runs import run_pytest
@@ -181,21 +181,27 @@ def test_the_container_is_asked_for_names_only(tmp_path: Path) -> None:
         "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/r",
         "NOT_AWS": "x\nAWS_FAKE=wJalr",  # a multi-line value with a name-shaped line
     }
+    token = tmp_path / "token"
+    token.write_text("a token")
+    values["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(token)
+    # A value that tries to pass for the file answers: it is never printed, so it cannot.
+    values["AWS_X"] = "\neksid-file aws_credentials_file 1\n"
     for path in ("/usr/bin:/bin", str(env_only)):
         done = subprocess.run(
-            ["/bin/sh", "-c", NAMES_COMMAND], env={**values, "PATH": path}, capture_output=True, text=True, check=False
+            ["/bin/sh", "-c", INVENTORY_COMMAND],
+            env={**values, "PATH": path, "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert "wJalr" not in done.stdout
-        assert (
-            {"AWS_ROLE_ARN", "AWS_SECRET_ACCESS_KEY"}
-            <= set(done.stdout.split())
-            <= {
-                "AWS_ROLE_ARN",
-                "AWS_SECRET_ACCESS_KEY",
-                "AWS_FAKE",
-            }
-        )
+        names, files = parse_inventory(done.stdout)
+        assert {"AWS_ROLE_ARN", "AWS_SECRET_ACCESS_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE"} <= names
+        assert names <= {"AWS_ROLE_ARN", "AWS_SECRET_ACCESS_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_X", "AWS_FAKE"}
+        # Every file test answered, in the same exec: no ~/.aws/credentials, a readable web identity token.
+        assert files == dict.fromkeys(FILE_TESTS, False) | {"web_identity_token_readable": True}
+        assert done.stdout.count("eksid-file aws_credentials_file") == 1
 
 
 @pytest.mark.parametrize(
