@@ -109,7 +109,7 @@ def profile_data(n: int, args: argparse.Namespace, hollow: bool) -> dict[str, An
         sandbox["latency"] = json.loads(args.latency_json) if args.latency_json else DEFAULT_LATENCY
     if args.throttle_iam:
         rate, burst = args.throttle_iam
-        sandbox["throttle"] = {"iam": {"rate": rate, "burst": burst}}
+        sandbox["throttle"] = {"iam": {"rate": rate, "burst": max(1, int(burst))}}  # the profile takes whole tokens
     if hollow:
         sandbox["hollowNodes"] = True
     return data
