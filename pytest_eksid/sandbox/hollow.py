@@ -7,23 +7,27 @@ their pods' lifecycle are real to the API server, the work inside the pods is no
   every pod does on the ordinary kubelet; its result is the template's;
 - every later pod of the same template runs no process: once its start latency is over and its
   volumes are written (its projected token minted, as for any pod), its result is the template's,
-  adapted to this pod by doing for real, in-process, what depends on the pod: its environment is
-  audited (``program.audit_environment``, its token files' claims), the agent is asked with its own
-  token (``program.check_agent``), its credentials are obtained by botocore's own provider for the
-  template's credential method from the pod's environment (the Pod Identity agent with the pod's
-  token, or STS ``AssumeRoleWithWebIdentity`` with it, or its static keys), the caller is asked of
-  STS with them, and the proof is a fresh presigned ``GetCallerIdentity`` bound to the pod's own
-  nonce, as ``program.prove_identity`` makes it.
-- Where that cannot stand for the pod (another credential method, no credentials, another role
-  than the template's, the agent answering otherwise, the template's pod without a result), the
-  pod runs the real probe after all.
+  with every step whose answer depends on the pod's identity done again for real, in-process, for this
+  pod: its environment is audited (``program.audit_environment``, its token files' claims), the agent is
+  asked with its own token (``program.check_agent``), its credentials are obtained by botocore's own
+  provider for the template's credential method from the pod's environment (the Pod Identity agent with
+  the pod's token, or STS ``AssumeRoleWithWebIdentity`` with it, or its static keys), the caller is asked
+  of STS with them, the plan's AWS calls are made with them and classified (``program.run_actions``, with
+  clients that hold this pod's credentials), and the proof is a fresh presigned ``GetCallerIdentity``
+  bound to the pod's own nonce, as ``program.prove_identity`` makes it.
+- Where that cannot stand for the pod (a credential method not reproduced, no credentials for this pod,
+  a template without working credentials and this pod another identity, the agent answering otherwise,
+  an AWS variable or proxy the in-process calls would not honour, the template's pod without a result),
+  the pod runs the real probe after all.
 
-A template is what decides a probe's result: the namespace, the node, and the pod spec as admitted
-(ServiceAccount, the webhooks' variables and volumes, the command, the plan) without the plan's
-per-pod ``nonce`` and ``workload`` name, the random absent key of a safe ``s3:DeleteObject`` and the
-projected tokens' lifetimes (the Pod Identity webhook jitters them per pod). What the adaptation does
-not repeat per pod: the planned AWS calls (the template's verdicts stand for every pod of the same
-role), the IMDS step (the node's), and every step's timing (``seconds`` are the template's run's).
+A template is what decides a probe's result and is not redone per pod: the node, and the pod spec as
+admitted (image, command, the plan, the webhooks' variables and volumes) without what names the identity
+(the ServiceAccount, the namespace, IRSA's ``AWS_ROLE_ARN`` value: the variable's presence stays, it
+decides the credential method), the plan's per-pod ``nonce`` and ``workload`` name, the random absent key
+of a safe ``s3:DeleteObject`` and the projected tokens' lifetimes (the Pod Identity webhook jitters them
+per pod). A pod whose variables come from a ConfigMap or Secret keeps its namespace in the key. What the
+adaptation does not repeat per pod: the IMDS step (the node's) and every step's timing (``seconds`` are
+the template's run's).
 """
 
 from __future__ import annotations
