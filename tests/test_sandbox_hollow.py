@@ -4,6 +4,7 @@ real probes', and a fault still caught. No timed assertion: the start latency ru
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from pytest_eksid.checks.identity import caller_role, role_of
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome, bind_nonce, parse_result, probe_pod_manifest
 from pytest_eksid.profile import load_profile, role_arn_parts
-from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, Timers, probe_plan, template_key
+from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, HollowProbes, Timers, probe_plan, template_key
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
@@ -336,3 +337,39 @@ def test_excess_permissions_of_one_role_are_caught_on_the_pod_adapted_from_a_cle
     assert {k: v for k, v in outcomes[faulted.name].items() if v[0].startswith(("sqs:", "kms:"))} == {
         k: v for k, v in outcomes[clean.name].items() if v[0].startswith(("sqs:", "kms:"))
     }
+
+
+def test_a_pod_runs_the_real_probe_where_its_own_answers_cannot_be_redone_in_process(tmp_path: Path) -> None:
+    """No sandbox needed: these are decided before any call. A template without working credentials stands
+    only for the same identity; an AWS variable or a proxy the in-process calls would not honour, never."""
+    token = tmp_path / "token"
+    token.write_text("x." + base64.urlsafe_b64encode(b'{"sub": "system:serviceaccount:a:one"}').decode() + ".y")
+
+    def env(role: str, **extra: str) -> dict[str, str]:
+        plan = {"workload": "w", "region": "eu-west-1", "nonce": "n", "actions": []}
+        return {
+            program.PLAN_VARIABLE: json.dumps(plan),
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ROLE_ARN": role,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+            **extra,
+        }
+
+    leader = env("arn:aws:iam::111122223333:role/one")
+    failed = {
+        "version": program.RESULT_VERSION,
+        "environment": program.audit_environment(leader),
+        "identity": {"method": None, "caller": None, "error": {"type": "AccessDenied"}},
+        "actions": [],
+    }
+    probes = HollowProbes()
+    line, why = probes.adapt(failed, env("arn:aws:iam::111122223333:role/one"))
+    assert line is not None, why  # the same identity: the template's failure is this pod's
+    line, why = probes.adapt(failed, env("arn:aws:iam::111122223333:role/two"))
+    assert line is None
+    assert "another identity" in why
+    working = dict(failed, identity={"method": "assume-role-with-web-identity", "caller": {"arn": "x"}})
+    for extra, named in (({"AWS_MAX_ATTEMPTS": "9"}, "AWS_MAX_ATTEMPTS"), ({"HTTPS_PROXY": "http://p:3128"}, "proxy")):
+        line, why = probes.adapt(working, env("arn:aws:iam::111122223333:role/two", **extra))
+        assert line is None
+        assert named in why
