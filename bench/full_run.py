@@ -109,7 +109,7 @@ def profile_data(n: int, args: argparse.Namespace, hollow: bool) -> dict[str, An
         sandbox["latency"] = json.loads(args.latency_json) if args.latency_json else DEFAULT_LATENCY
     if args.throttle_iam:
         rate, burst = args.throttle_iam
-        sandbox["throttle"] = {"iam": {"rate": rate, "burst": burst}}
+        sandbox["throttle"] = {"iam": {"rate": rate, "burst": max(1, int(burst))}}  # the profile takes whole tokens
     if hollow:
         sandbox["hollowNodes"] = True
     return data
@@ -269,9 +269,11 @@ def run_suites(n: int, args: argparse.Namespace, workdir: Path, *, hollow: bool,
         log(f"N={n}: {wall:.1f}s, exit {proc.returncode}, {dict(outcomes)}")
         if cookbook:
             row["cookbook"] = cookbook_row(n, args, sandbox_profile, sandbox.connection)
-        return row
     finally:
         sandbox.stop()
+    hollow_file = workdir / "hollow.json"  # the sandbox writes it at its stop, with hollow nodes on
+    row["hollow_pods"] = json.loads(hollow_file.read_text()) if hollow_file.exists() else None
+    return row
 
 
 def cookbook_row(n: int, args: argparse.Namespace, profile: Path, connection: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +380,12 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
             f"({throttled:.2f}s at the throttle rate); probes {cluster['probes']['count']}, own time median "
             f"{cluster['probes']['seconds_median']}s max {cluster['probes']['seconds_max']}s; processes: {per_process}"
         )
+        if row.get("hollow_pods"):
+            pods = row["hollow_pods"]
+            print(
+                f"        hollow nodes: {pods['real_runs']} probe pod(s) ran the real probe (one per template, and"
+                f" fallbacks), {pods['adapted']} ran no process (their results adapted per pod)"
+            )
         if row["tail"]:
             print("        the run ended abnormally; its output ends:\n" + row["tail"])
     print()

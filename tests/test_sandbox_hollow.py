@@ -4,6 +4,8 @@ real probes', and a fault still caught. No timed assertion: the start latency ru
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -16,18 +18,30 @@ from pytest_eksid.checks.identity import caller_role, role_of
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome, bind_nonce, parse_result, probe_pod_manifest
 from pytest_eksid.profile import load_profile, role_arn_parts
-from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, Timers, probe_plan, template_key
+from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, HollowProbes, Timers, probe_plan, template_key
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
-COPIES = 2  # each demo workload twice, on one ServiceAccount: one template, a real probe and a hollow pod
+COPIES = 2  # each demo workload twice: one template, a real probe and a hollow pod
 
 
-def clones(*, hollow: bool, faults: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The demo profile with each workload cloned (same namespace, ServiceAccount, plan), on one node
-    group (the probe of each clone lands on the same node: one template per workload)."""
+def clones(*, hollow: bool, faults: list[dict[str, Any]] | None = None, own: bool = False) -> dict[str, Any]:
+    """The demo profile with each workload cloned (same namespace and plan), on one node group (the probe of
+    each clone lands on the same node: one template per workload). ``own``: each clone has its own
+    ServiceAccount and its own IAM role (a copy of the demo's policy), as real clusters and the bench have
+    them; else the clones share the workload's."""
     data = demo_data()
-    data["workloads"] = [dict(w, name=f"{w['name']}-{i}") for w in data["workloads"] for i in range(COPIES)]
+    roles = {r["name"]: r for r in data["sandbox"]["roles"]}
+    workloads = []
+    for w in data["workloads"]:
+        for i in range(COPIES):
+            clone = dict(w, name=f"{w['name']}-{i}")
+            if own:
+                prefix, _, role = w["roleArn"].rpartition("/")
+                clone.update(serviceAccount=f"{w['serviceAccount']}-{i}", roleArn=f"{prefix}/{role}-{i}")
+                data["sandbox"]["roles"].append(dict(copy.deepcopy(roles[role]), name=f"{role}-{i}"))
+            workloads.append(clone)
+    data["workloads"] = workloads
     data["probe"].pop("nodeGroups", None)
     data["sandbox"].update(nodegroups=["ng-general"], workloadPods=False, hollowNodes=hollow, faults=faults or [])
     return data
@@ -83,9 +97,10 @@ def test_timers_run_a_callback_when_due_and_not_before() -> None:
     timers.stop()
 
 
-def test_template_key_leaves_out_only_what_is_per_pod(tmp_path: Path) -> None:
-    profile = load_profile(str(write_profile(tmp_path, clones(hollow=True))), tmp_path).profile
-    first, second, other = (w for w in profile.workloads if w.name != "billing-worker-1")
+def test_template_key_leaves_out_only_what_is_per_pod_or_redone_per_pod(tmp_path: Path) -> None:
+    profile = load_profile(str(write_profile(tmp_path, clones(hollow=True, own=True))), tmp_path).profile
+    first, second = (w for w in profile.workloads if w.name.startswith("billing-worker"))
+    other = next(w for w in profile.workloads if w.name.startswith("invoice-exporter"))
 
     def pod(workload: Any, nonce: str, expiration: int) -> dict[str, Any]:
         manifest = probe_pod_manifest(profile, workload, "run")
@@ -93,17 +108,33 @@ def test_template_key_leaves_out_only_what_is_per_pod(tmp_path: Path) -> None:
         manifest["spec"]["volumes"] = [
             {"name": "t", "projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": expiration}}]}}
         ]
+        manifest["spec"]["containers"][0]["env"].append({"name": "AWS_ROLE_ARN", "value": workload.role_arn})
         manifest["metadata"]["namespace"] = workload.namespace
         return manifest
 
     a, b = pod(first, "n1", 79200), pod(second, "n2", 86400)
     assert probe_plan(a) is not None
     assert probe_plan(a) != probe_plan(b)
+    assert a["spec"]["serviceAccountName"] != b["spec"]["serviceAccountName"]  # each its own identity
+    assert template_key(a, "node-1") == template_key(b, "node-1")  # ... redone per pod
+    b["metadata"]["namespace"] = "elsewhere"
     assert template_key(a, "node-1") == template_key(b, "node-1")
     assert template_key(a, "node-1") != template_key(a, "node-2")  # another node: its own IMDS and agent
-    assert template_key(a, "node-1") != template_key(pod(other, "n1", 79200), "node-1")  # another identity
-    a["spec"]["serviceAccountName"] = "someone-else"
-    assert template_key(a, "node-1") != template_key(b, "node-1")
+    assert template_key(a, "node-1") != template_key(pod(other, "n1", 79200), "node-1")  # another plan
+    b["spec"]["containers"][0]["image"] = "another-image:1"
+    assert template_key(a, "node-1") != template_key(b, "node-1")  # another image: its own files, botocore
+    c = pod(second, "n3", 79200)
+    c["spec"]["containers"][0]["env"].append({"name": "AWS_ACCESS_KEY_ID", "value": "AKIA"})
+    assert template_key(a, "node-1") != template_key(c, "node-1")  # another credential method
+    # A variable from a ConfigMap has its namespace's value: then the namespace is part of the key.
+    d, e = pod(first, "n4", 79200), pod(second, "n5", 79200)
+    for manifest in (d, e):
+        manifest["spec"]["containers"][0]["env"].append(
+            {"name": "SETTING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "setting"}}}
+        )
+    assert template_key(d, "node-1") == template_key(e, "node-1")
+    e["metadata"]["namespace"] = "elsewhere"
+    assert template_key(d, "node-1") != template_key(e, "node-1")
     plain = {"metadata": {"namespace": "x"}, "spec": {"containers": [{"name": "c", "command": ["sleep", "1"]}]}}
     assert template_key(plain, "node-1") is None  # not a probe pod: it runs for real
 
@@ -188,10 +219,14 @@ def test_phases_in_order_on_an_injected_clock_and_the_hollow_pod_proves_its_own_
         close_sandbox(run)
 
 
-def test_hollow_verdicts_equal_real_probes_verdicts(tmp_path: Path) -> None:
+def test_hollow_verdicts_equal_real_probes_verdicts_with_a_role_and_serviceaccount_per_workload(
+    tmp_path: Path,
+) -> None:
+    """Every clone has its own ServiceAccount and IAM role (as the bench's workloads): one real run per plan
+    shape stands for both, and each hollow pod's role, proof and actions are its own, as real probes'."""
     results = {}
     for hollow in (False, True):
-        run = open_sandbox(clones(hollow=hollow), tmp_path, f"hollow-{hollow}")
+        run = open_sandbox(clones(hollow=hollow, own=True), tmp_path, f"hollow-{hollow}")
         try:
             outcomes = campaign(run)
             results[hollow] = verdicts(run, outcomes)
@@ -200,10 +235,18 @@ def test_hollow_verdicts_equal_real_probes_verdicts(tmp_path: Path) -> None:
             if hollow:
                 assert kubelet.hollow is not None
                 assert (kubelet.hollow.real_runs, kubelet.hollow.adapted) == (2, 2)  # one real probe per template
-                assert sum(1 for o in outcomes.values() if o.log.startswith(HOLLOW_NOTE)) == 2
+                adapted = [o for o in outcomes.values() if o.log.startswith(HOLLOW_NOTE + "no process")]
+                assert len(adapted) == 2
+                for o in adapted:  # its own role, not its template's
+                    assert role_of(str(dict(o.identity.get("caller") or {}).get("arn"))) == role_arn_parts(
+                        o.workload.role_arn
+                    )
         finally:
             close_sandbox(run)
     assert results[True] == results[False]
+    assert {v["role"][1] for v in results[True].values()} == {
+        f"demo-{kind}-{i}" for kind in ("invoice-exporter", "billing-worker") for i in range(COPIES)
+    }
     assert all(v["proven"] and v["caller_role"] is None for v in results[True].values())
 
 
@@ -238,3 +281,95 @@ def test_a_wrong_role_is_caught_in_hollow_mode_and_an_unadapted_method_runs_the_
         assert found[name]["proven"]
         assert found[name]["caller_role"] is not None
         assert "ci-image-builder" in json.dumps(outcomes[name].identity.get("caller"))
+
+
+def test_excess_permissions_of_one_role_are_caught_on_the_pod_adapted_from_a_clean_template(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workloads of one plan shape, each with its own role; only the second's role has the fault's
+    ``s3:*``. The clean one's pod runs the real probe (it starts first, on an injected clock); the faulted
+    one's runs no process, yet its own calls show its deny actions allowed."""
+    faults = [{"fault": "excess-permissions", "workload": "invoice-exporter-1"}]
+    run = open_sandbox(clones(hollow=True, faults=faults, own=True), tmp_path)
+    try:
+        kubelet = run.sandbox.kubelet
+        assert kubelet is not None
+        assert kubelet.hollow is not None
+        assert kubelet.timers is not None
+        now = [0.0]
+        kubelet.timers.stop()
+        monkeypatch.setattr(kubelet, "timers", Timers(clock=lambda: now[0], threaded=False))
+        monkeypatch.setattr(kubelet, "start_latency", 30.0)
+        profile = run.loaded.profile
+        clean, faulted = (next(w for w in profile.workloads if w.name == f"invoice-exporter-{i}") for i in (0, 1))
+        since = run.sandbox.store.resource_version
+        names = {}
+        for w in (clean, faulted):  # one after the other: the clean one joins the template first
+            manifest = probe_pod_manifest(profile, w, "hollow-test")
+            bind_nonce(manifest, f"nonce-{w.name}")
+            names[w.name] = run.kube.create_pod(w.namespace, manifest)["metadata"]["name"]
+            assert kubelet.settle()
+            now[0] += 30.0
+            assert kubelet.timers.run_due() == 1
+            assert kubelet.settle()
+        ended: set[str] = set()
+        for _, obj in run.sandbox.store.watch("pods", clean.namespace, resource_version=since, timeout=120):
+            if obj["status"].get("phase") in ("Succeeded", "Failed"):
+                ended.add(obj["metadata"]["name"])
+            if ended >= set(names.values()):
+                break
+        assert (kubelet.hollow.real_runs, kubelet.hollow.adapted) == (1, 1)
+        logs = {w: run.kube.pod_log(clean.namespace, name) for w, name in names.items()}
+    finally:
+        close_sandbox(run)
+    assert not logs[clean.name].startswith(HOLLOW_NOTE)  # the real probe
+    assert logs[faulted.name].startswith(HOLLOW_NOTE + "no process")
+    results = {w: parse_result(text) for w, text in logs.items()}
+    outcomes = {}
+    for w, result in results.items():
+        assert result is not None
+        assert role_of(result["identity"]["caller"]["arn"])[1] == f"demo-{w}"
+        outcomes[w] = {a["id"]: (a["action"], a["outcome"]) for a in result["actions"]}
+    # s3:* on every bucket: the S3 denials become allowed; SQS and KMS are as the clean role's.
+    assert outcomes[clean.name]["deny-0"] == ("s3:DeleteObject", "denied")
+    assert outcomes[faulted.name]["deny-0"] == ("s3:DeleteObject", "allowed")
+    assert outcomes[faulted.name]["deny-1"] == ("s3:GetObject", "allowed")
+    assert {k: v for k, v in outcomes[faulted.name].items() if v[0].startswith(("sqs:", "kms:"))} == {
+        k: v for k, v in outcomes[clean.name].items() if v[0].startswith(("sqs:", "kms:"))
+    }
+
+
+def test_a_pod_runs_the_real_probe_where_its_own_answers_cannot_be_redone_in_process(tmp_path: Path) -> None:
+    """No sandbox needed: these are decided before any call. A template without working credentials stands
+    only for the same identity; an AWS variable or a proxy the in-process calls would not honour, never."""
+    token = tmp_path / "token"
+    token.write_text("x." + base64.urlsafe_b64encode(b'{"sub": "system:serviceaccount:a:one"}').decode() + ".y")
+
+    def env(role: str, **extra: str) -> dict[str, str]:
+        plan = {"workload": "w", "region": "eu-west-1", "nonce": "n", "actions": []}
+        return {
+            program.PLAN_VARIABLE: json.dumps(plan),
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ROLE_ARN": role,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+            **extra,
+        }
+
+    leader = env("arn:aws:iam::111122223333:role/one")
+    failed = {
+        "version": program.RESULT_VERSION,
+        "environment": program.audit_environment(leader),
+        "identity": {"method": None, "caller": None, "error": {"type": "AccessDenied"}},
+        "actions": [],
+    }
+    probes = HollowProbes()
+    line, why = probes.adapt(failed, env("arn:aws:iam::111122223333:role/one"))
+    assert line is not None, why  # the same identity: the template's failure is this pod's
+    line, why = probes.adapt(failed, env("arn:aws:iam::111122223333:role/two"))
+    assert line is None
+    assert "another identity" in why
+    working = dict(failed, identity={"method": "assume-role-with-web-identity", "caller": {"arn": "x"}})
+    for extra, named in (({"AWS_MAX_ATTEMPTS": "9"}, "AWS_MAX_ATTEMPTS"), ({"HTTPS_PROXY": "http://p:3128"}, "proxy")):
+        line, why = probes.adapt(working, env("arn:aws:iam::111122223333:role/two", **extra))
+        assert line is None
+        assert named in why

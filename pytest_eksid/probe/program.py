@@ -386,6 +386,7 @@ def run_actions(
     identity: Mapping[str, Any] | None = None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    session: Any = None,
 ) -> list[dict[str, Any]]:
     """Run each planned call with the pod's default credentials and classify the answer.
 
@@ -393,6 +394,9 @@ def run_actions(
     retry the same failing provider): every action is an error that says why. Past ``deadline``
     (a ``clock()`` value) the remaining calls are not made: each is an error saying so, and those
     already made keep their results. ``clock`` is a seam for tests; the probe uses ``time.monotonic``.
+    ``session`` makes the calls' clients (anything with botocore's ``Session.create_client``); the probe
+    leaves it None: its own session, whose credentials are the pod's default chain's. The sandbox's hollow
+    kubelet passes one whose clients hold another pod's credentials (pytest_eksid/sandbox/hollow.py).
     """
     if identity is not None and not identity.get("caller"):
         err = identity.get("error") or {}
@@ -409,7 +413,8 @@ def run_actions(
         ]
     from botocore.config import Config
 
-    session = _session(plan.get("timeout", 5))  # the identity step's: credentials are resolved once
+    if session is None:
+        session = _session(plan.get("timeout", 5))  # the identity step's: credentials are resolved once
     clients: dict[Any, Any] = {}
     results = []
     for item in plan.get("actions", []):

@@ -7,23 +7,27 @@ their pods' lifecycle are real to the API server, the work inside the pods is no
   every pod does on the ordinary kubelet; its result is the template's;
 - every later pod of the same template runs no process: once its start latency is over and its
   volumes are written (its projected token minted, as for any pod), its result is the template's,
-  adapted to this pod by doing for real, in-process, what depends on the pod: its environment is
-  audited (``program.audit_environment``, its token files' claims), the agent is asked with its own
-  token (``program.check_agent``), its credentials are obtained by botocore's own provider for the
-  template's credential method from the pod's environment (the Pod Identity agent with the pod's
-  token, or STS ``AssumeRoleWithWebIdentity`` with it, or its static keys), the caller is asked of
-  STS with them, and the proof is a fresh presigned ``GetCallerIdentity`` bound to the pod's own
-  nonce, as ``program.prove_identity`` makes it.
-- Where that cannot stand for the pod (another credential method, no credentials, another role
-  than the template's, the agent answering otherwise, the template's pod without a result), the
-  pod runs the real probe after all.
+  with every step whose answer depends on the pod's identity done again for real, in-process, for this
+  pod: its environment is audited (``program.audit_environment``, its token files' claims), the agent is
+  asked with its own token (``program.check_agent``), its credentials are obtained by botocore's own
+  provider for the template's credential method from the pod's environment (the Pod Identity agent with
+  the pod's token, or STS ``AssumeRoleWithWebIdentity`` with it, or its static keys), the caller is asked
+  of STS with them, the plan's AWS calls are made with them and classified (``program.run_actions``, with
+  clients that hold this pod's credentials), and the proof is a fresh presigned ``GetCallerIdentity``
+  bound to the pod's own nonce, as ``program.prove_identity`` makes it.
+- Where that cannot stand for the pod (a credential method not reproduced, no credentials for this pod,
+  a template without working credentials and this pod another identity, the agent answering otherwise,
+  an AWS variable or proxy the in-process calls would not honour, the template's pod without a result),
+  the pod runs the real probe after all.
 
-A template is what decides a probe's result: the namespace, the node, and the pod spec as admitted
-(ServiceAccount, the webhooks' variables and volumes, the command, the plan) without the plan's
-per-pod ``nonce`` and ``workload`` name, the random absent key of a safe ``s3:DeleteObject`` and the
-projected tokens' lifetimes (the Pod Identity webhook jitters them per pod). What the adaptation does
-not repeat per pod: the planned AWS calls (the template's verdicts stand for every pod of the same
-role), the IMDS step (the node's), and every step's timing (``seconds`` are the template's run's).
+A template is what decides a probe's result and is not redone per pod: the node, and the pod spec as
+admitted (image, command, the plan, the webhooks' variables and volumes) without what names the identity
+(the ServiceAccount, the namespace, IRSA's ``AWS_ROLE_ARN`` value: the variable's presence stays, it
+decides the credential method), the plan's per-pod ``nonce`` and ``workload`` name, the random absent key
+of a safe ``s3:DeleteObject`` and the projected tokens' lifetimes (the Pod Identity webhook jitters them
+per pod). A pod whose variables come from a ConfigMap or Secret keeps its namespace in the key. What the
+adaptation does not repeat per pod: the IMDS step (the node's) and every step's timing (``seconds`` are
+the template's run's).
 """
 
 from __future__ import annotations
@@ -50,6 +54,33 @@ Obj = dict[str, Any]
 # 1185 (EnvProvider), 2068 (ContainerProvider)].
 ADAPTED_METHODS = ("env", "assume-role-with-web-identity", "container-role")
 HOLLOW_NOTE = "eksid-sandbox hollow pod: "
+# Pod variables whose value names the identity, not how the probe gets it: left out of the template key.
+IDENTITY_VARIABLES = ("AWS_ROLE_ARN",)
+# The AWS variables of a pod that the adaptation honours, in-process: the credential providers' own (fed the
+# pod's environment), the endpoints (passed to each client), the region (the plan names it; the probe passes
+# it to every client), IMDS's (the node's step, not redone). Any other AWS variable (AWS_MAX_ATTEMPTS,
+# AWS_CA_BUNDLE, AWS_ENDPOINT_URL_S3, AWS_PROFILE, ...) or a proxy changes how botocore calls AWS in the pod:
+# such a pod runs the real probe.
+HONOURED_AWS_VARIABLES = frozenset(
+    {
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_STS_REGIONAL_ENDPOINTS",  # chooses STS's endpoint only where no endpoint URL is given
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "AWS_EC2_METADATA_DISABLED",
+    }
+)
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 _ABSENT_KEY_RE = re.compile(r"eksid-absent-[0-9a-f]{8}")
 
 
@@ -67,23 +98,31 @@ def probe_plan(pod: Obj) -> Obj | None:
 
 
 def template_key(pod: Obj, node: str) -> str | None:
-    """What decides a probe pod's result, as one string; None for a pod that is not a probe pod."""
+    """What decides a probe pod's result but is not redone per pod, as one string; None for a pod that is not
+    a probe pod. The pod's identity is not part of it (its ServiceAccount, its namespace, IRSA's role ARN):
+    every step that depends on the identity is redone per pod (``HollowProbes.adapt``)."""
     if probe_plan(pod) is None:
         return None
     spec = copy.deepcopy(pod.get("spec") or {})
-    spec.pop("nodeName", None)
-    for item in spec["containers"][0].get("env") or []:
+    for name in ("nodeName", "serviceAccountName", "serviceAccount"):
+        spec.pop(name, None)
+    container = spec["containers"][0]
+    for item in container.get("env") or []:
         if item.get("name") == program.PLAN_VARIABLE:
             plan = json.loads(str(item["value"]))
             plan.pop("nonce", None)
             plan.pop("workload", None)
             # The safe DeleteObject's absent key is random per plan (probe/actions.py); any absent key will do.
             item["value"] = _ABSENT_KEY_RE.sub("eksid-absent-*", json.dumps(plan, sort_keys=True))
+        elif item.get("name") in IDENTITY_VARIABLES and "value" in item:
+            item["value"] = "*"  # the variable's presence decides the credential method; its value, only whose
     for volume in spec.get("volumes") or []:
         for source in (volume.get("projected") or {}).get("sources") or []:
             if isinstance(source.get("serviceAccountToken"), dict):
                 source["serviceAccountToken"].pop("expirationSeconds", None)
-    namespace = (pod.get("metadata") or {}).get("namespace")
+    # A variable taken from a ConfigMap or Secret has its namespace's value: then the namespace stays.
+    by_reference = container.get("envFrom") or any("valueFrom" in item for item in container.get("env") or [])
+    namespace = (pod.get("metadata") or {}).get("namespace") if by_reference else None
     return json.dumps({"namespace": namespace, "node": node, "spec": spec}, sort_keys=True)
 
 
@@ -212,17 +251,23 @@ class HollowProbes:
 
     def adapt(self, template: Obj, env: Mapping[str, str]) -> tuple[str | None, str]:
         """(this pod's result line, why) from the template's result, or (None, why not) when the
-        template cannot stand for this pod and it must run the real probe."""
+        template cannot stand for this pod and it must run the real probe.
+
+        Every step whose answer depends on the pod's identity is redone here for this pod: its environment,
+        the agent's answer to its token, its credentials, the caller, the proof, and the planned AWS calls
+        with its credentials (``program.run_actions``). What stays the template's: the IMDS step (the node's),
+        the credential method (the same variables and image make botocore's chain take the same provider) and
+        the steps' ``seconds``."""
         plan = json.loads(env.get(program.PLAN_VARIABLE) or "{}")
         result = copy.deepcopy(template)
         result["workload"] = plan.get("workload")
-        environment = result.get("environment")
-        if isinstance(environment, dict) and "error" not in environment:
-            own = program.audit_environment(env)
+        template_environment = result.get("environment")
+        own = program.audit_environment(env)
+        if isinstance(template_environment, dict) and "error" not in template_environment:
             # The image's ~/.aws files are the template's (same image); their path is under this pod's HOME.
             own["aws_files"] = {
                 label: {"path": path, "present": os.path.exists(path)}
-                for label, entry in (environment.get("aws_files") or {}).items()
+                for label, entry in (template_environment.get("aws_files") or {}).items()
                 for path in [_rehome(str(entry.get("path", "")), env)]
             }
             result["environment"] = own
@@ -238,17 +283,34 @@ class HollowProbes:
             result["agent"] = seen
         identity = result.get("identity")
         if isinstance(identity, dict) and identity.get("caller"):
-            why = self._identity(identity, plan, env)
+            why = _unreproduced(env, template_environment)
             if why:
                 return None, why
+            credentials, why = self._identity(identity, plan, env)
+            if credentials is None:
+                return None, why
+            if "actions" in result:
+                clients = _PodClients(self, credentials, env, str(plan.get("region") or ""))
+                budget = float(plan.get("step_seconds", 50))
+                try:
+                    result["actions"] = program.run_actions(
+                        plan, identity, deadline=time.monotonic() + budget, session=clients
+                    )
+                except Exception as exc:  # as the probe's own step wrapper records a step that raised
+                    result["actions"] = {"error": program._error(exc)}
+        elif isinstance(identity, dict) and _identity_inputs(own) != _identity_inputs(template_environment):
+            # The template found no working credentials; whether this pod would is a question of its own.
+            return None, "the template's pod had no working credentials, and this pod is another identity"
         return program.RESULT_MARKER + json.dumps(result, sort_keys=True), "adapted"
 
-    def _identity(self, identity: Obj, plan: Obj, env: Mapping[str, str]) -> str:
-        """Make ``identity`` this pod's: its own credentials, caller and proof. An empty string when done,
-        else why the template cannot stand for this pod."""
+    def _identity(
+        self, identity: Obj, plan: Obj, env: Mapping[str, str]
+    ) -> tuple[tuple[str, str, str | None] | None, str]:
+        """Make ``identity`` this pod's: its own credentials, caller and proof. (this pod's credentials, "")
+        when done, else (None, why the template cannot stand for this pod)."""
         method = str(identity.get("method") or "")
         if method not in ADAPTED_METHODS:
-            return f"credential method {method or 'none'} is not reproduced per pod"
+            return None, f"credential method {method or 'none'} is not reproduced per pod"
         region = str(plan.get("region") or "")
         endpoint = env.get("AWS_ENDPOINT_URL_STS") or env.get("AWS_ENDPOINT_URL") or ""
         try:
@@ -263,10 +325,7 @@ class HollowProbes:
             )
             caller = sts.get_caller_identity()
         except Exception as exc:  # the pod would not have had these credentials: let it find out for real
-            return f"this pod's credentials: {type(exc).__name__}"
-        template_arn = str((identity.get("caller") or {}).get("arn") or "")
-        if _principal(str(caller["Arn"])) != _principal(template_arn):
-            return "this pod's credentials are another principal's than the template's"
+            return None, f"this pod's credentials: {type(exc).__name__}"
         identity["caller"] = {"arn": caller["Arn"], "account": caller["Account"], "user_id": caller["UserId"]}
         identity["access_key_prefix"] = access_key[:4]
         nonce = plan.get("nonce")
@@ -284,7 +343,7 @@ class HollowProbes:
             # A bearer secret the sandbox made (a real probe's is made in the pod; STS learns it when sent).
             self.remember(parse_qs(urlsplit(proof).query).get("X-Amz-Signature", [""])[0])
             identity["proof"] = proof
-        return ""
+        return (access_key, secret_key, token), ""
 
     def _credentials(
         self, method: str, env: Mapping[str, str], region: str, endpoint: str
@@ -319,11 +378,12 @@ class HollowProbes:
         return str(frozen.access_key), str(frozen.secret_key), frozen.token
 
     def _client(self, service: str, region: str, endpoint: str, **kwargs: Any) -> Any:
-        """A botocore client; one shared unsigned STS client per (region, endpoint), a new one per credentials
-        (botocore sessions are not thread-safe: clients are made under the lock, then used freely)."""
+        """A botocore client; one shared unsigned STS client per (region, endpoint) (``config`` alone given),
+        a new one per credentials (botocore sessions are not thread-safe: clients are made under the lock,
+        then used freely)."""
         import botocore.session
 
-        shared = "config" in kwargs
+        shared = set(kwargs) == {"config"}
         with self._lock:
             if shared and (region, endpoint) in self._clients:
                 return self._clients[(region, endpoint)]
@@ -342,6 +402,61 @@ class HollowProbes:
             return client
 
 
+class _PodClients:
+    """What ``program.run_actions`` asks of a botocore session (``create_client``), for one hollow pod:
+    clients with this pod's credentials and endpoint, made by the kubelet's one session under its lock."""
+
+    def __init__(
+        self, probes: HollowProbes, credentials: tuple[str, str, str | None], env: Mapping[str, str], region: str
+    ) -> None:
+        self._probes = probes
+        self._credentials = credentials
+        self._env = env
+        self._region = region
+
+    def create_client(self, service_name: str, region_name: str | None = None, config: Any = None) -> Any:
+        endpoint = (self._env.get("AWS_ENDPOINT_URL_STS") if service_name == "sts" else None) or self._env.get(
+            "AWS_ENDPOINT_URL", ""
+        )
+        access_key, secret_key, token = self._credentials
+        return self._probes._client(
+            service_name,
+            region_name or self._region,
+            endpoint,
+            config=config,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=token,
+        )
+
+
+def _unreproduced(env: Mapping[str, str], environment: Any) -> str:
+    """Why the in-process calls would not be the ones this pod's botocore makes, or "" when they would."""
+    if not env.get("AWS_ENDPOINT_URL"):
+        return "no AWS_ENDPOINT_URL: the pod's clients would resolve AWS's endpoints, the kubelet's would too"
+    for name in sorted(env):
+        if name.startswith("AWS_") and name not in HONOURED_AWS_VARIABLES:
+            return f"{name} changes how botocore calls AWS in the pod; not reproduced per pod"
+        if name.upper() in PROXY_VARIABLES and env[name]:
+            return f"{name}: the pod's calls go through a proxy; not reproduced per pod"
+    files = (environment or {}).get("aws_files") if isinstance(environment, dict) else None
+    if isinstance(files, dict) and (files.get("config") or {}).get("present"):
+        return "the image's ~/.aws/config may change how botocore calls AWS; not reproduced per pod"
+    return ""
+
+
+def _identity_inputs(environment: Any) -> Any:
+    """What of a pod's environment decides whose credentials its probe gets: IRSA's role ARN and the subject
+    of each token file (its namespace and ServiceAccount). None where the environment step has no answer."""
+    if not isinstance(environment, dict) or "error" in environment:
+        return None
+    tokens = environment.get("token_files") or {}
+    return (
+        (environment.get("aws_variables") or {}).get("AWS_ROLE_ARN"),
+        sorted((name, json.dumps(entry.get("claims", {}).get("sub"))) for name, entry in tokens.items()),
+    )
+
+
 def _parse(log: str) -> Obj | None:
     for line in reversed(log.splitlines()):
         if line.startswith(program.RESULT_MARKER):
@@ -351,12 +466,6 @@ def _parse(log: str) -> Obj | None:
                 return None
             return data if isinstance(data, dict) and data.get("version") == program.RESULT_VERSION else None
     return None
-
-
-def _principal(arn: str) -> str:
-    """An ARN without an assumed role's session name: the principal the verdicts are about."""
-    parts = arn.split("/")
-    return "/".join(parts[:2]) if ":assumed-role/" in arn else arn
 
 
 def _rehome(path: str, env: Mapping[str, str]) -> str:

@@ -574,7 +574,7 @@ class Kubelet:
         self._hollow_log(
             pod,
             f"{HOLLOW_NOTE}no process; the result of the real probe in pod {self.hollow.leader(key)} (same template), "
-            "with this pod's environment, agent answer, credentials, caller and proof\n" + line + "\n",
+            "with this pod's environment, agent answer, credentials, caller, AWS calls and proof\n" + line + "\n",
         )
         self._terminated(pod, prepared.container, started, 0, "Completed")
 
