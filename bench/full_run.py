@@ -11,8 +11,9 @@ already up.
 The N workloads alternate the demo profile's two (Pod Identity ``invoice-exporter``, IRSA
 ``billing-worker``), each copy with its own ServiceAccount and, unless ``--shared-roles``, its own IAM role
 (a copy of the demo's policy): a role per workload, as real clusters have them, so that IAM reads grow with
-N. The demo's ``probe.nodeGroups`` stay: each workload also gets one IMDS-only probe on the second node
-group, as a real run of the demo launches. ``sandbox.workloadPods`` is off unless ``--workload-pods``.
+N. One probe pod per workload: ``probe.nodeGroups`` is the demo's first group only, unless ``--node-groups``
+keeps both (then each workload also gets an IMDS-only probe on the second group, 4 more Kubernetes requests
+each, as a real run of the demo launches). ``sandbox.workloadPods`` is off unless ``--workload-pods``.
 
 The benchmark setting (sandbox keys of the generated profile; the latency/throttling and hollow-node
 helpers of #15 add them to the sandbox, and this bench only sets them behind flags):
@@ -102,6 +103,8 @@ def profile_data(n: int, args: argparse.Namespace, hollow: bool) -> dict[str, An
             data["sandbox"]["roles"].append(dict(copy.deepcopy(roles[role]), name=own))
         workloads.append(w)
     data["workloads"] = workloads
+    if not args.node_groups:
+        data["probe"]["nodeGroups"] = data["probe"]["nodeGroups"][:1]
     sandbox = data["sandbox"]
     sandbox["podStartSeconds"] = args.pod_start
     sandbox["workloadPods"] = bool(args.workload_pods)
@@ -459,6 +462,9 @@ def main() -> None:
     parser.add_argument("--workload-pods", action="store_true", help="run each workload's own pod too")
     parser.add_argument("--cookbook", type=int, default=200, help="run the cookbook after this N's run (0: never)")
     parser.add_argument("--cookbook-sample", type=int, default=5, help="cookbook workloads measured")
+    parser.add_argument(
+        "--node-groups", action="store_true", help="keep the demo's two probe.nodeGroups (an IMDS-only probe each)"
+    )
     parser.add_argument("--keep", type=Path, help="keep each run's profiles, output, JUnit, inventory, stats here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -376,7 +376,9 @@ def _outcome(request: pytest.FixtureRequest, campaign: Campaign, target: Target)
         request.node.user_properties.append(("probe_placement", outcome.placement.source))
         request.node.add_report_section("call", "eksid probe placement", outcome.placement.source)
     if outcome.result is not None:
-        request.node.add_report_section("call", "eksid probe result", redact_json(outcome.result))
+        if outcome.shown is None:
+            outcome.shown = redact_json(outcome.result)
+        request.node.add_report_section("call", "eksid probe result", outcome.shown)
     if outcome.events:
         # Events are cluster text (any tenant writes them): one printable line each.
         request.node.add_report_section("call", "eksid probe pod events", "\n".join(map(printable, outcome.events)))

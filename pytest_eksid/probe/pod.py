@@ -305,6 +305,9 @@ class ProbeOutcome:
     events: list[str] = field(default_factory=list)
     placement: Placement | None = None  # how the probe pod was placed, and from where
     uid: str | None = None  # of the pod the runner created: the only one whose result counts
+    # The result as the reports show it (secrets masked), made once: every probe-based test of the workload
+    # attaches it, and masking it each time was a millisecond per test item (bench/full_run.py).
+    shown: str | None = field(default=None, repr=False, compare=False)
 
     def _step(self, name: str) -> Obj:
         """A copy of one step's part of the result ({} when absent or not an object)."""
