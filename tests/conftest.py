@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,14 @@ from pytest_eksid.sandbox.runtime import Connection, Sandbox
 from tests.helpers import REPO
 from tests.helpers.endpoints import Endpoint
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
+
+# These tests start a few hundred Python processes (pytest runs of the suites, sandboxes, probes, kubeconfig
+# plugins), each importing this project's modules. A machine image that sets PYTHONDONTWRITEBYTECODE (ours
+# does) makes every one of them compile those modules again, and pytest rewrite the asserts of every plugin
+# module again: about a second and a half of CPU per pytest run. The tests write their bytecode caches (and
+# pytest its rewritten ones) into the checkout like any Python project; nothing the product does depends on it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 pytest_plugins = ["pytester"]
 
