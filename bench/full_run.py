@@ -193,7 +193,13 @@ def live_profile(data: dict[str, Any], connection: dict[str, Any]) -> dict[str, 
 
 def run_env(connection: dict[str, Any]) -> dict[str, str]:
     """What a user's shell would hand to pytest (no pytest or eksid variables of ours), plus the sandbox's AWS side."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EKSID_"))}
+    # Bytecode caches on, as on a user's machine (this machine's image turns them off): else every run compiles
+    # the plugin's modules and rewrites their asserts, a constant that is no part of the runner's cost per item.
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "EKSID_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     return {**inherited, **{str(k): str(v) for k, v in connection["env"].items() if v is not None}}
 
 
