@@ -19,6 +19,7 @@ from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import Campaign, ProbeOutcome, bind_nonce, parse_result, probe_pod_manifest
 from pytest_eksid.profile import load_profile, role_arn_parts
 from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, HollowProbes, Timers, probe_plan, template_key
+from pytest_eksid.sandbox.node import Kubelet
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
@@ -139,19 +140,25 @@ def test_template_key_leaves_out_only_what_is_per_pod_or_redone_per_pod(tmp_path
     assert template_key(plain, "node-1") is None  # not a probe pod: it runs for real
 
 
+def _on_a_manual_clock(run: Running, monkeypatch: pytest.MonkeyPatch) -> tuple[Kubelet, list[float]]:
+    """The hollow kubelet with its timers on a clock the test moves (``now[0]``) and a 30 s start latency."""
+    kubelet = run.sandbox.kubelet
+    assert kubelet is not None
+    assert kubelet.hollow is not None
+    assert kubelet.timers is not None
+    now = [0.0]
+    kubelet.timers.stop()
+    monkeypatch.setattr(kubelet, "timers", Timers(clock=lambda: now[0], threaded=False))
+    monkeypatch.setattr(kubelet, "start_latency", 30.0)
+    return kubelet, now
+
+
 def test_phases_in_order_on_an_injected_clock_and_the_hollow_pod_proves_its_own_nonce(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = open_sandbox(clones(hollow=True), tmp_path)
     try:
-        kubelet = run.sandbox.kubelet
-        assert kubelet is not None
-        assert kubelet.hollow is not None
-        assert kubelet.timers is not None
-        now = [0.0]
-        kubelet.timers.stop()
-        monkeypatch.setattr(kubelet, "timers", Timers(clock=lambda: now[0], threaded=False))
-        monkeypatch.setattr(kubelet, "start_latency", 30.0)
+        kubelet, now = _on_a_manual_clock(run, monkeypatch)
         profile = run.loaded.profile
         leader_w, follower_w = profile.workloads[2], profile.workloads[3]  # billing-worker-0, -1 (IRSA)
         since = run.sandbox.store.resource_version
@@ -292,14 +299,7 @@ def test_excess_permissions_of_one_role_are_caught_on_the_pod_adapted_from_a_cle
     faults = [{"fault": "excess-permissions", "workload": "invoice-exporter-1"}]
     run = open_sandbox(clones(hollow=True, faults=faults, own=True), tmp_path)
     try:
-        kubelet = run.sandbox.kubelet
-        assert kubelet is not None
-        assert kubelet.hollow is not None
-        assert kubelet.timers is not None
-        now = [0.0]
-        kubelet.timers.stop()
-        monkeypatch.setattr(kubelet, "timers", Timers(clock=lambda: now[0], threaded=False))
-        monkeypatch.setattr(kubelet, "start_latency", 30.0)
+        kubelet, now = _on_a_manual_clock(run, monkeypatch)
         profile = run.loaded.profile
         clean, faulted = (next(w for w in profile.workloads if w.name == f"invoice-exporter-{i}") for i in (0, 1))
         since = run.sandbox.store.resource_version

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pytest_eksid.probe import program
+from pytest_eksid.probe.pod import ResultVersionError, parse_result
 
 Obj = dict[str, Any]
 
@@ -458,14 +459,12 @@ def _identity_inputs(environment: Any) -> Any:
 
 
 def _parse(log: str) -> Obj | None:
-    for line in reversed(log.splitlines()):
-        if line.startswith(program.RESULT_MARKER):
-            try:
-                data = json.loads(line[len(program.RESULT_MARKER) :])
-            except ValueError:
-                return None
-            return data if isinstance(data, dict) and data.get("version") == program.RESULT_VERSION else None
-    return None
+    """The template pod's result as the runner reads it (probe/pod.parse_result); None for any other version."""
+    try:
+        result = parse_result(log)
+    except ResultVersionError:
+        return None
+    return dict(result) if result is not None else None
 
 
 def _rehome(path: str, env: Mapping[str, str]) -> str:
