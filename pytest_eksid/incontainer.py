@@ -6,8 +6,8 @@ Only variable NAMES, the two non-secret values the checks compare, and yes/no an
 leave the container: the commands below print nothing else, because testinfra logs every command's
 output at DEBUG (it raises its own logger above ``-v``), and from there it reaches captured logs,
 JUnit and Allure. ``env`` would hand every value of a production container, static keys included,
-to that logger. Each container costs two execs at most: the names with the file answers
-(INVENTORY_COMMAND), and the one compared value the container's mechanism sets.
+to that logger. Each container costs one exec for the names with the file answers (INVENTORY_COMMAND), and
+one more per compared variable it sets (one where a single mechanism is bound).
 """
 
 from __future__ import annotations

@@ -340,15 +340,14 @@ class ReportCollector:
 
     def _stats_lines(self, write: Any) -> None:
         """The run's requests per cluster (every worker's, summed), and where --eksid-stats went."""
-        if self.config.get_verbosity() < 0:
-            return
-        stats = self.config.stash[STATS_KEY]
-        for line in stats.lines([p.name for p in self._profiles()], verbose=self.config.get_verbosity() > 0):
-            write(printable(line))
+        if self.config.get_verbosity() >= 0:  # the counts are for people; a failed write is said at any verbosity
+            stats = self.config.stash[STATS_KEY]
+            for line in stats.lines([p.name for p in self._profiles()], verbose=self.config.get_verbosity() > 0):
+                write(printable(line))
         target = self.config.stash[STATS_FILE_KEY]
         if self.stats_error is not None:
             write(f"eksid: ERROR: {printable(self.stats_error)}", red=True)
-        elif target is not None and self._profiles():
+        elif target is not None and self._profiles() and self.config.get_verbosity() >= 0:
             write(f"eksid: stats written to {printable(str(target.value))} (from {target.source})")
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

@@ -391,10 +391,23 @@ def test_discover_on_the_clean_sandbox_then_run_the_starter(starter: Path, tmp_p
 
 
 # What a discovered profile says differently from the hand-written demo: each workload's binding, its allow/deny
-# lists and its deployers. The fault table's rows judged by those (their expected failures include one of these
-# tests) run against the starter, in one run; every other row's verdict reads none of it (the pod template, the
-# trust policy, the namespace's Secrets, the agent, IMDS...), and tests/test_faults.py runs it on the demo.
-READS_DISCOVERED = {"test_action", "test_permission_policy", "test_binding", "test_caller_role", "test_who_can_become"}
+# lists, its deployers, its selector (which pod templates and running pods are the workload's: the template,
+# agent-reachability, static-credential and exec checks, and the probe's placement) and its owner. The fault
+# table's rows judged by those (their expected failures include one of these tests) run against the starter,
+# in one run; the other rows' verdicts (the trust policy, the namespace's Secrets and ConfigMaps, the legacy
+# IAM user a person names) read nothing discovery wrote, and tests/test_faults.py runs them on the demo.
+READS_DISCOVERED = {
+    "test_action",
+    "test_permission_policy",
+    "test_binding",
+    "test_caller_role",
+    "test_who_can_become",
+    "test_pod_templates",
+    "test_pods_reach_the_agent_directly",
+    "test_running_containers",
+    "test_dedicated_service_account",
+    "test_owner_label",
+}
 STARTER_BATCH = "starter-workload-faults"
 
 
@@ -413,11 +426,14 @@ def starter_rows() -> tuple[str, ...]:
 
 def test_the_starter_rows_are_those_judged_by_what_discovery_writes() -> None:
     rows = starter_rows()
-    # Both mechanisms' bindings, the permission rows, the identity rows and the deployers are among them ...
+    # Both mechanisms' bindings, the permission rows, the identity rows, the deployers, the rows judged through the
+    # selector (templates, running pods) and the owner are among them ...
     assert {"wrong-role", "missing-annotation", "excess-permissions", "kms-via-service-missing"} <= set(rows)
-    assert {"missing-association", "extra-deployer"} <= set(rows)
-    # ... and rows judged by the pod template, the trust policy or the namespace's objects are not.
-    assert not {"host-network", "wildcard-trust-sub", "static-keys-in-secret", "missing-owner-label"} & set(rows)
+    assert {"missing-association", "extra-deployer", "host-network", "static-keys-in-env"} <= set(rows)
+    assert {"missing-owner-label", "default-service-account", "webhook-cache-miss"} <= set(rows)
+    # ... and rows judged by the trust policy, the namespace's objects or a hand-named legacy user are not.
+    assert not {"wildcard-trust-sub", "missing-aud-condition", "static-keys-in-secret"} & set(rows)
+    assert not {"static-keys-in-configmap", "legacy-user-active-key"} & set(rows)
 
 
 def test_the_starter_catches_the_fault_table_rows_it_is_judged_by(

@@ -320,10 +320,17 @@ class PodIdentityAgent:
                 if entry.expires - self.clock() > self.settings.min_ttl:
                     return entry.body
                 del self.cache[token]
-            return self._fetch_and_cache(token).body
+        # EKS Auth is called with no lock held, then the answer stored: concurrent requests of other pods wait
+        # concurrently, as the agent's GetIamCredentials calls its delegate and then upserts into its cache
+        # [aws/eks-pod-identity-agent internal/credsretriever/refreshing_cache.go callDelegateAndCache].
+        body = self._assume_role_for_pod_identity(token)
+        with self._cache_lock:
+            return self._store(token, body).body
 
     def _fetch_and_cache(self, token: str) -> _Entry:
-        body = self._assume_role_for_pod_identity(token)
+        return self._store(token, self._assume_role_for_pod_identity(token))
+
+    def _store(self, token: str, body: dict[str, Any]) -> _Entry:
         expires = _epoch(str(body["Expiration"]))
         lifetime = expires - self.clock()
         if lifetime <= self.settings.min_ttl:

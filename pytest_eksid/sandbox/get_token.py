@@ -10,7 +10,7 @@ usual chain. The token is a bearer secret: it is printed only to stdout, for the
 
 Unlike ``aws eks get-token``, which signs anew on every run, this plugin may keep its last credential in a
 0600 file (``--cache-file``; the sandbox's kubeconfig names one in its private work directory) and print it
-again while at least ``REUSE_MARGIN`` of its announced life is left. Nothing but cost differs: every kubectl
+again while more than ``REUSE_MARGIN`` of its announced life is left. Nothing but cost differs: every kubectl
 run executes the plugin (twice for ``kubectl exec``: the pod read and the stream each authenticate), and a
 run that checks N workloads with ``--eksid-exec`` makes a few kubectl runs per workload, so importing botocore
 and signing each time cost ~0.25 s of CPU per kubectl run, most of a faulted test run's CPU. The cache is keyed
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -36,10 +37,12 @@ CLUSTER_ID_HEADER = "x-k8s-aws-id"
 URL_TIMEOUT = 60
 TOKEN_EXPIRATION = datetime.timedelta(minutes=14)
 API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
-# A cached credential is printed again only while this much of its announced 14 minutes is left: kubectl and
-# the Python client use a credential until its expirationTimestamp, so a reused token is at most 9 minutes old
-# when printed and 14 when last used, inside the 15 minutes STS honours it.
-REUSE_MARGIN = datetime.timedelta(minutes=5)
+# A cached credential is printed again only while this much of its announced 14 minutes is left. The Python
+# kubernetes client runs the plugin again 5 minutes before a credential's expirationTimestamp
+# (kubernetes/config/kube_config.py EXPIRY_SKEW_PREVENTION_DELAY) and kubectl at it: a margin above those 5
+# minutes hands either a credential it keeps, and a reused token is at most 8 minutes old when printed and
+# 14 when last used, inside the 15 minutes STS honours it.
+REUSE_MARGIN = datetime.timedelta(minutes=6)
 
 
 def presigned_url(sts: Any, cluster_name: str) -> str:
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         sts = botocore.session.Session(profile=args.profile).create_client("sts", region_name=args.region)
         status = exec_credential(sts, args.cluster_name, now)["status"]
         if args.cache_file is not None:
-            store(args.cache_file, key, status)
+            with contextlib.suppress(OSError):  # a cache that cannot be written costs a signature, not the login
+                store(args.cache_file, key, status)
     sys.stdout.write(json.dumps(_envelope(status)) + "\n")
     return 0
 

@@ -47,6 +47,9 @@ _IMAGE_RE = re.compile(
     r"^(?:[\w.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 
+# Hollow pods adapted at once: the live provider's default --eksid-max-parallel is 24, the sandbox's 32.
+HOLLOW_POOL = 32
+
 
 MOUNT_NAMESPACE = "mount-namespace"  # volumes bind-mounted at their mountPaths in the pod's own mount namespace
 PATH_REWRITE = "path-rewrite"  # volumes only under the pod's work directory; variables rewritten to them
@@ -162,11 +165,13 @@ class Kubelet:
         self.live = 0  # pods whose process runs now
         self.peak = 0  # the most that ever ran at once
         # Hollow nodes (sandbox.hollowNodes, sandbox/hollow.py): probe pods run the real probe once per
-        # template; the others run no process. Their start latency is a timer, their work a small pool.
+        # template; the others run no process. Their start latency is a timer, their work a pool whose threads
+        # mostly wait (the pod's agent, STS and AWS calls, each paying its injected latency): on a cluster each
+        # pod makes them at once, so the pool is as wide as a campaign launches pods (HOLLOW_POOL).
         self.hollow: HollowProbes | None = HollowProbes(remember) if hollow else None
         self.timers: Timers | None = Timers() if hollow else None
         self._pool: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(max_workers=4, thread_name_prefix="hollow-kubelet") if hollow else None
+            ThreadPoolExecutor(max_workers=HOLLOW_POOL, thread_name_prefix="hollow-kubelet") if hollow else None
         )
         self._tasks: set[Future[None]] = set()
         self._hollow_logs: dict[str, str] = {}  # pod uid -> the log of a hollow pod (no process wrote it)
