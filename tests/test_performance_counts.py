@@ -195,6 +195,17 @@ def test_a_stats_file_that_is_not_json_is_a_usage_error(user_pytester: pytest.Py
     result.stderr.fnmatch_lines(["ERROR: --eksid-stats: 'stats.txt': the stats are written as JSON: name a .json file"])
 
 
+def test_a_stats_file_that_cannot_be_written_fails_the_run_saying_why_even_under_q(user_pytester: pytest.Pytester):
+    user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n")
+    (user_pytester.path / "blocker").write_text("a file, not a directory")
+    profile = REPO / "profiles" / "demo.yaml"
+    result = user_pytester.runpytest_subprocess(
+        "-q", f"--profile={profile}", "--eksid-stats=blocker/stats.json", "test_nothing.py", timeout=120
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["eksid: ERROR: cannot write the stats to */blocker/stats.json: *"])
+
+
 def test_stats_merge_adds_requests_and_keeps_processes_apart():
     run = RunStats()
     for worker, n in (("gw0", 1), ("gw1", 2)):
