@@ -292,14 +292,16 @@ def resolve_identity(plan: Mapping[str, Any]) -> IdentityResult:
     return out
 
 
-def prove_identity(plan: Mapping[str, Any]) -> str:
+def prove_identity(plan: Mapping[str, Any], sts: Any = None) -> str:
     """A presigned GetCallerIdentity URL made with the pod's credentials, bound to the plan's nonce.
 
     It is a bearer secret for PROOF_SECONDS: only the runner reads it (the result line), and the runner
-    removes it from the result before anything shows the result. It is made last, so it is fresh."""
+    removes it from the result before anything shows the result. It is made last, so it is fresh.
+    ``sts`` is the client to sign with; the probe leaves it None (its own session's, the pod's default chain).
+    The sandbox's hollow kubelet passes one holding another pod's credentials (pytest_eksid/sandbox/hollow.py)."""
     nonce = str(plan["nonce"])
-    session = _session(plan.get("timeout", 5))
-    sts = session.create_client("sts", region_name=plan["region"])
+    if sts is None:
+        sts = _session(plan.get("timeout", 5)).create_client("sts", region_name=plan["region"])
 
     def bind_nonce(request: Any, **_: Any) -> None:
         request.headers[NONCE_HEADER] = nonce  # signed: the runner must send the same value

@@ -331,16 +331,7 @@ class HollowProbes:
         identity["access_key_prefix"] = access_key[:4]
         nonce = plan.get("nonce")
         if nonce:
-            # As program.prove_identity makes it: the nonce as a signed header of a presigned GetCallerIdentity.
-            def bind_nonce(request: Any, **_: Any) -> None:
-                request.headers[program.NONCE_HEADER] = str(nonce)
-
-            sts.meta.events.register("before-sign.sts.GetCallerIdentity", bind_nonce)
-            proof = str(
-                sts.generate_presigned_url(
-                    "get_caller_identity", Params={}, ExpiresIn=program.PROOF_SECONDS, HttpMethod="GET"
-                )
-            )
+            proof = program.prove_identity(plan, sts)  # the probe's own signing, with this pod's credentials
             # A bearer secret the sandbox made (a real probe's is made in the pod; STS learns it when sent).
             self.remember(parse_qs(urlsplit(proof).query).get("X-Amz-Signature", [""])[0])
             identity["proof"] = proof
