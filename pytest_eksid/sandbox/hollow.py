@@ -384,7 +384,7 @@ class HollowProbes:
 
                 self._session = botocore.session.Session()
                 # As the probe's session (program._session): every call bounded, so that no hollow pod's
-                # adaptation (on the kubelet's small pool) can wait minutes on an endpoint that went away.
+                # adaptation (on the kubelet's pool) can wait minutes on an endpoint that went away.
                 self._session.set_default_client_config(
                     Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
                 )
