@@ -1,11 +1,21 @@
-"""Every Kubernetes call pytest-eksid makes, over the official ``kubernetes`` client.
+"""Every Kubernetes call pytest-eksid makes, over the official ``kubernetes`` client's connection.
 
 Keeping them here is what lets ``deploy/`` grant the runner exactly these verbs. Nothing else in
 the package imports ``kubernetes``.
+
+The client loads the kubeconfig (or the in-cluster account), authenticates (tokens, exec plugins and
+their refresh, client certificates), and owns the TLS connection pool; the requests themselves are
+made here, by path, and their answers read as the API's own JSON. The generated API classes are not
+used: since release 37 each of their methods validates its arguments with pydantic and each answer
+is built into pydantic models, which the runner only turned back into dicts. Importing the four API
+classes cost 0.7 s of CPU in every process and the models about 0.4 ms per test item at 1,000
+workloads (docs/performance.md); the REST paths and parameters below are the API's own
+(kubernetes.io "API Concepts"), the same the generated methods send.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -14,18 +24,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import urllib3
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from pytest_eksid.settings import DEFAULT_API_TIMEOUT
 
 Obj = dict[str, Any]
 
-# Every client method this module calls -> (API group, resource, verb). The runner's RBAC in
-# deploy/rbac.yaml must grant exactly these; tests/test_deploy.py checks both directions.
+# Every request this module makes, by the name of the client method that makes it (the names the run's
+# counts use) -> (API group, resource, verb). The runner's RBAC in deploy/rbac.yaml must grant exactly
+# these; tests/test_deploy.py checks both directions, and each request's path is built from its entry here.
 METHODS: dict[str, tuple[str, str, str]] = {
     "create_namespaced_pod": ("", "pods", "create"),
     "read_namespaced_pod": ("", "pods", "get"),
@@ -52,6 +63,9 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "create_self_subject_review": ("authentication.k8s.io", "selfsubjectreviews", "create"),
 }
 
+
+# The version of each API group the requests use (all GA).
+VERSIONS = {"": "v1", "apps": "v1", "rbac.authorization.k8s.io": "v1", "authentication.k8s.io": "v1"}
 
 # Methods this module also calls as a watch (``watch=True``): their verb is ``watch``. The probe campaign
 # waits for its pods this way (probe/pod.py PodBoard); where ``watch`` is refused it polls with ``list``.
@@ -98,16 +112,29 @@ class KubeUnreachable(KubeError):
         self.sent = sent
 
 
-def _wrap(exc: ApiException, what: str) -> KubeError:
-    import json
-
-    reason, message = "", str(exc.reason)
+def _refusal(status: int, reason: str, body: bytes, what: str) -> KubeError:
+    """The API server's refusal as a KubeError: its Status object's reason and message where the body is one."""
+    why, message = "", reason
     try:
-        body = json.loads(exc.body or "{}")
-        reason, message = str(body.get("reason", "")), str(body.get("message", message))
+        status_object = json.loads(body or b"{}")
+        if isinstance(status_object, dict):
+            why, message = str(status_object.get("reason") or ""), str(status_object.get("message") or message)
     except ValueError:
         pass
-    return KubeError(f"{what}: {exc.status} {reason or exc.reason}: {message}", exc.status, reason)
+    return KubeError(f"{what}: {status} {why or reason}: {message}", status, why)
+
+
+def _path(method: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The REST path of a request in METHODS (a ``pods/log`` resource is the ``log`` subresource of a pod)."""
+    group, resource, _ = METHODS[method]
+    kind, _, subresource = resource.partition("/")
+    path = f"/api/{VERSIONS[group]}" if not group else f"/apis/{group}/{VERSIONS[group]}"
+    if namespace is not None:
+        path += f"/namespaces/{quote(namespace, safe='')}"
+    path += f"/{kind}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+    return path + (f"/{subresource}" if subresource else "")
 
 
 @dataclass(frozen=True)
@@ -160,11 +187,10 @@ class Kube:
         # Retry what never reached the server (and 429/503 with Retry-After, for reads), with backoff.
         configuration.retries = urllib3.Retry(total=RETRIES, read=1, backoff_factor=0.5)
         self.server = str(configuration.host)
+        self.configuration = configuration
+        # The client's connection pool: TLS, client certificates, proxy and the retries above, as kubectl would.
         self.api_client = client.ApiClient(configuration)
-        self.core = client.CoreV1Api(self.api_client)
-        self.apps = client.AppsV1Api(self.api_client)
-        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
-        self.authentication = client.AuthenticationV1Api(self.api_client)
+        self._pool = self.api_client.rest_client.pool_manager
         # Cluster-wide reads (every ServiceAccount, every RBAC object) are made once per Kube.
         self._cluster_reads: dict[str, Any] = {}
         self._reads_lock = threading.Lock()
@@ -179,26 +205,35 @@ class Kube:
         """Release the client's connections."""
         self.api_client.close()  # type: ignore[no-untyped-call]
 
-    def _call(
+    def _request(
         self,
         what: str,
-        method: Callable[..., Any],
-        *args: Any,
+        method: str,
+        http_method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Obj | None = None,
         retry: bool = False,
         timeout: float | None = None,
-        **kwargs: Any,
     ) -> Any:
-        """One API call with the request timeout. The API's refusal becomes a KubeError with its status; a
-        request that never reached the server, KubeUnreachable.
+        """One API request with the request timeout (``method``: its name in METHODS, counted): the answer's JSON.
+        The API's refusal becomes a KubeError with its status; a request that never reached the server,
+        KubeUnreachable.
 
         After a KubeUnreachable, later calls fail at once with its message, unless ``retry`` (cleanup) asks."""
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
-        self._count(str(getattr(method, "__name__", "other")))
+        self._count(method)
         try:
-            return method(*args, _request_timeout=self.timeout if timeout is None else timeout, **kwargs)
-        except ApiException as exc:  # the API server answered: with its own status and reason
-            raise _wrap(exc, what) from None
+            response = self._send(
+                http_method,
+                path,
+                query,
+                body,
+                urllib3.Timeout(total=self.timeout if timeout is None else timeout),
+                preload=True,
+                accept="*/*" if method == "read_namespaced_pod_log" else "application/json",
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             silent = _no_answer(exc)
             if not silent and not _never_connected(exc):
@@ -215,6 +250,43 @@ class Kube:
                 f"Check the endpoint from here: kubectl{self._kubectl_args()} get --raw /version"
             )
             raise KubeUnreachable(f"{what}: {self._unreachable}", sent=silent) from None
+        data = response.data
+        if not 200 <= response.status < 300:  # the API server answered: with its own status and reason
+            raise _refusal(response.status, str(response.reason or ""), data, what)
+        if method == "read_namespaced_pod_log":  # a log is text, whatever bytes the container wrote
+            return data.decode("utf-8", errors="replace")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise KubeError(f"{what}: the API server's answer is not JSON ({len(data)} bytes)") from None
+
+    def _send(
+        self,
+        http_method: str,
+        path: str,
+        query: dict[str, Any] | None,
+        body: Obj | None,
+        timeout: urllib3.Timeout,
+        preload: bool,
+        accept: str = "application/json",
+    ) -> urllib3.BaseHTTPResponse:
+        """The HTTP request, authenticated as the kubeconfig says (a token from an exec plugin is refreshed by the
+        client's hook when it expires), over the client's pool."""
+        headers = dict(self.api_client.default_headers)
+        headers["Accept"] = accept
+        settings: Any = self.configuration.auth_settings()  # a TypedDict in release 37, a dict before
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        encoded = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            encoded = json.dumps(body).encode()
+        parameters = {k: _query_value(v) for k, v in (query or {}).items() if v is not None and v != ""}
+        url = str(self.configuration.host).rstrip("/") + path + (f"?{urlencode(parameters)}" if parameters else "")
+        return self._pool.request(
+            http_method, url, body=encoded, headers=headers, timeout=timeout, preload_content=preload
+        )
 
     def _count(self, name: str) -> None:
         with self._calls_lock:
@@ -242,33 +314,35 @@ class Kube:
         return args
 
     def create_pod(self, namespace: str, manifest: Obj) -> Obj:
-        pod = self._call(f"create pod in namespace {namespace}", self.core.create_namespaced_pod, namespace, manifest)
-        return _plain(self.api_client, pod)
+        what = f"create pod in namespace {namespace}"
+        method = "create_namespaced_pod"
+        return _object(self._request(what, method, "POST", _path(method, namespace), body=manifest))
 
     def read_pod(self, namespace: str, name: str) -> Obj:
-        pod = self._call(f"read pod {namespace}/{name}", self.core.read_namespaced_pod, name, namespace)
-        return _plain(self.api_client, pod)
+        method = "read_namespaced_pod"
+        return _object(self._request(f"read pod {namespace}/{name}", method, "GET", _path(method, namespace, name)))
 
     def pod_log(self, namespace: str, name: str, tail_lines: int | None = None) -> str:
-        kwargs: dict[str, Any] = {"tail_lines": tail_lines} if tail_lines else {}
         what = f"read log of pod {namespace}/{name}"
-        return str(self._call(what, self.core.read_namespaced_pod_log, name, namespace, **kwargs))
+        method = "read_namespaced_pod_log"
+        query = {"tailLines": tail_lines or None}
+        return str(self._request(what, method, "GET", _path(method, namespace, name), query))
 
     def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> bool:
         """Delete a pod; False when it was already gone, or (with ``uid``) when the pod of that name is
         another one: the API server checks the UID precondition (409 Conflict), so a pod someone else
         created under the same name is never deleted in its place."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)) if uid else None
-        body: dict[str, Any] = {"body": options} if options is not None else {}
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}} if uid else None
+        method = "delete_namespaced_pod"
         try:
-            self._call(
+            self._request(
                 f"delete pod {namespace}/{name}",
-                self.core.delete_namespaced_pod,
-                name,
-                namespace,
-                grace_period_seconds=0,
+                method,
+                "DELETE",
+                _path(method, namespace, name),
+                {"gracePeriodSeconds": 0},
+                body=options,
                 retry=True,
-                **body,
             )
         except KubeError as exc:
             if exc.status == 404 or (uid and exc.status == 409):
@@ -279,25 +353,28 @@ class Kube:
     def delete_pods(self, namespace: str, label_selector: str, timeout: float | None = None) -> None:
         """Delete the namespace's pods matching the selector in one call (tried even after the server was
         unreachable; ``timeout`` bounds it)."""
-        self._call(
+        method = "delete_collection_namespaced_pod"
+        self._request(
             f"delete pods ({label_selector}) in namespace {namespace}",
-            self.core.delete_collection_namespaced_pod,
-            namespace,
-            label_selector=label_selector,
-            grace_period_seconds=0,
+            method,
+            "DELETE",
+            _path(method, namespace),
+            {"labelSelector": label_selector, "gracePeriodSeconds": 0},
             retry=True,
             timeout=timeout,
         )
 
     def pod_events(self, namespace: str, name: str) -> list[Obj]:
         """The events about one pod, oldest first."""
-        found = self._call(
+        method = "list_namespaced_event"
+        found = self._request(
             f"list events of pod {namespace}/{name}",
-            self.core.list_namespaced_event,
-            namespace,
-            field_selector=f"involvedObject.name={name}",
+            method,
+            "GET",
+            _path(method, namespace),
+            {"fieldSelector": f"involvedObject.name={name}"},
         )
-        events = [_plain(self.api_client, e) for e in found.items]
+        events = _items(found)
         return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
 
     def service_account(self, namespace: str, name: str) -> Obj | None:
@@ -311,7 +388,7 @@ class Kube:
             what = f"read serviceaccount {namespace}/{name}"
             result: Obj | None = self._once(
                 f"serviceaccount/{namespace}/{name}",
-                lambda: self._read_or_none(what, self.core.read_namespaced_service_account, name, namespace),
+                lambda: self._read_or_none(what, "read_namespaced_service_account", namespace, name),
             )
             return result
         return next(
@@ -343,10 +420,8 @@ class Kube:
         """Every ServiceAccount of the cluster (all namespaces), read once."""
 
         def read() -> list[Obj]:
-            found = self._call(
-                "list serviceaccounts (all namespaces)", self.core.list_service_account_for_all_namespaces
-            )
-            return [_plain(self.api_client, sa) for sa in found.items]
+            method = "list_service_account_for_all_namespaces"
+            return _items(self._request("list serviceaccounts (all namespaces)", method, "GET", _path(method)))
 
         result: list[Obj] = self._once("serviceaccounts", read)
         return result
@@ -358,17 +433,22 @@ class Kube:
 
         def read() -> str | None:
             try:
-                review = self._call(
-                    "create selfsubjectreview",
-                    self.authentication.create_self_subject_review,
-                    client.V1SelfSubjectReview(),
+                method = "create_self_subject_review"
+                review = _object(
+                    self._request(
+                        "create selfsubjectreview",
+                        method,
+                        "POST",
+                        _path(method),
+                        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                    )
                 )
             except KubeError as exc:
                 if isinstance(exc, KubeUnreachable):
                     raise
                 return None
-            info = getattr(getattr(review, "status", None), "user_info", None)
-            name = getattr(info, "username", None)
+            info = _object(_object(review.get("status")).get("userInfo"))
+            name = info.get("username")
             return name if isinstance(name, str) and name else None
 
         result: str | None = self._once("whoami", read)
@@ -380,13 +460,13 @@ class Kube:
 
         def read() -> dict[str, list[Obj]]:
             out: dict[str, list[Obj]] = {}
-            for key, what, lister in (
-                ("roles", "list roles (all namespaces)", self.rbac.list_role_for_all_namespaces),
-                ("cluster_roles", "list clusterroles", self.rbac.list_cluster_role),
-                ("role_bindings", "list rolebindings (all namespaces)", self.rbac.list_role_binding_for_all_namespaces),
-                ("cluster_role_bindings", "list clusterrolebindings", self.rbac.list_cluster_role_binding),
+            for key, what, method in (
+                ("roles", "list roles (all namespaces)", "list_role_for_all_namespaces"),
+                ("cluster_roles", "list clusterroles", "list_cluster_role"),
+                ("role_bindings", "list rolebindings (all namespaces)", "list_role_binding_for_all_namespaces"),
+                ("cluster_role_bindings", "list clusterrolebindings", "list_cluster_role_binding"),
             ):
-                out[key] = [_plain(self.api_client, o) for o in self._call(what, lister).items]
+                out[key] = _items(self._request(what, method, "GET", _path(method)))
             return out
 
         result: dict[str, list[Obj]] = self._once("rbac", read)
@@ -405,8 +485,8 @@ class Kube:
         """Secrets of a namespace, read once per run. Their values are read only to scan them, never reported."""
 
         def read() -> list[Obj]:
-            found = self._call(f"list secrets in {namespace}", self.core.list_namespaced_secret, namespace)
-            return [_plain(self.api_client, s) for s in found.items]
+            method = "list_namespaced_secret"
+            return _items(self._request(f"list secrets in {namespace}", method, "GET", _path(method, namespace)))
 
         result: list[Obj] = self._once(f"secrets/{namespace}", read)
         return result
@@ -415,8 +495,8 @@ class Kube:
         """ConfigMaps of a namespace, read once per run."""
 
         def read() -> list[Obj]:
-            found = self._call(f"list configmaps in {namespace}", self.core.list_namespaced_config_map, namespace)
-            return [_plain(self.api_client, c) for c in found.items]
+            method = "list_namespaced_config_map"
+            return _items(self._request(f"list configmaps in {namespace}", method, "GET", _path(method, namespace)))
 
         result: list[Obj] = self._once(f"configmaps/{namespace}", read)
         return result
@@ -437,21 +517,24 @@ class Kube:
 
     def _workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         out: list[Obj] = []
-        for kind, lister in (
-            ("Deployment", self.apps.list_namespaced_deployment),
-            ("StatefulSet", self.apps.list_namespaced_stateful_set),
+        for kind, method in (
+            ("Deployment", "list_namespaced_deployment"),
+            ("StatefulSet", "list_namespaced_stateful_set"),
         ):
             try:
-                items = self._call(
-                    f"list {kind}s in {namespace}", lister, namespace, label_selector=label_selector
-                ).items
+                found = self._request(
+                    f"list {kind}s in {namespace}",
+                    method,
+                    "GET",
+                    _path(method, namespace),
+                    {"labelSelector": label_selector},
+                )
             except KubeError as exc:
                 if exc.status == 404:  # the API server does not serve this kind
                     continue
                 raise
-            for item in items:
-                obj = _plain(self.api_client, item)
-                obj.setdefault("kind", kind)
+            for obj in _items(found):
+                obj["kind"] = kind  # list items carry no kind of their own
                 out.append(obj)
         return out
 
@@ -466,7 +549,7 @@ class Kube:
         what = f"read daemonset {namespace}/{name}"
         result: Obj | None = self._once(
             f"daemonset/{namespace}/{name}",
-            lambda: self._read_or_none(what, self.apps.read_namespaced_daemon_set, name, namespace),
+            lambda: self._read_or_none(what, "read_namespaced_daemon_set", namespace, name),
         )
         return result
 
@@ -474,29 +557,19 @@ class Kube:
         """Every node, read once per run."""
 
         def read() -> list[Obj]:
-            return [_plain(self.api_client, n) for n in self._call("list nodes", self.core.list_node).items]
+            return _items(self._request("list nodes", "list_node", "GET", _path("list_node")))
 
         result: list[Obj] = self._once("nodes", read)
         return result
 
     def list_pods(self, label_selector: str, namespace: str | None = None, field_selector: str = "") -> list[Obj]:
-        what = f"list pods ({label_selector})"
-        if namespace is None:
-            pods = self._call(
-                what,
-                self.core.list_pod_for_all_namespaces,
-                label_selector=label_selector,
-                field_selector=field_selector,
-            )
-        else:
-            pods = self._call(
-                what,
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=label_selector,
-                field_selector=field_selector,
-            )
-        return [_plain(self.api_client, p) for p in pods.items]
+        return self._list_pods(label_selector, namespace, field_selector)[0]
+
+    def _list_pods(self, label_selector: str, namespace: str | None, field_selector: str = "") -> tuple[list[Obj], str]:
+        method = "list_pod_for_all_namespaces" if namespace is None else "list_namespaced_pod"
+        query = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        pods = _object(self._request(f"list pods ({label_selector})", method, "GET", _path(method, namespace), query))
+        return _items(pods), str(_object(pods.get("metadata")).get("resourceVersion") or "")
 
     def pods_once(self, label_selector: str, namespace: str) -> list[Obj]:
         """The namespace's pods matching the selector, listed once per run (a platform component's pods, as the
@@ -508,17 +581,11 @@ class Kube:
 
     def list_pods_at(self, label_selector: str, namespace: str | None = None) -> tuple[list[Obj], str]:
         """The pods matching the selector and the list's resourceVersion, to watch from."""
-        what = f"list pods ({label_selector})"
-        if namespace is None:
-            pods = self._call(what, self.core.list_pod_for_all_namespaces, label_selector=label_selector)
-        else:
-            pods = self._call(what, self.core.list_namespaced_pod, namespace, label_selector=label_selector)
-        version = str(getattr(pods.metadata, "resource_version", None) or "")
-        return [_plain(self.api_client, p) for p in pods.items], version
+        return self._list_pods(label_selector, namespace)
 
-    def watcher(self) -> Any:
+    def watcher(self) -> Watcher:
         """A watch handle for :meth:`watch_pods` (its ``stop()`` ends the stream at once, from any thread)."""
-        return watch.Watch(return_type=object)  # type: ignore[no-untyped-call]
+        return Watcher()
 
     def watch_pods(
         self,
@@ -526,46 +593,113 @@ class Kube:
         namespace: str | None,
         resource_version: str,
         timeout_seconds: int,
-        watcher: Any,
+        watcher: Watcher,
     ) -> Iterator[tuple[str, Obj]]:
         """(event type, pod as the API's JSON) from one watch request from ``resource_version``, until the server
         ends it (``timeout_seconds``) or ``watcher`` (from :meth:`watcher`) is stopped. The API's refusal (403
-        where ``watch`` is not granted, 410 Gone where the version is too old) is a KubeError with its status; a
-        stream that broke off is a KubeError without one. Never marks the server unreachable: the caller resumes
-        or polls."""
+        where ``watch`` is not granted, 410 Gone where the version is too old, before the stream or as its ERROR
+        event) is a KubeError with its status; a stream that broke off is a KubeError without one. Never marks the
+        server unreachable: the caller resumes or polls."""
         what = f"watch pods ({label_selector})"
         if self._unreachable is not None:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
-        method = self.core.list_pod_for_all_namespaces if namespace is None else self.core.list_namespaced_pod
-        args = () if namespace is None else (namespace,)
-        self._count(f"watch {method.__name__}")
-        stream = watcher.stream(
-            method,
-            *args,
-            label_selector=label_selector,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout_seconds,
+        method = "list_pod_for_all_namespaces" if namespace is None else "list_namespaced_pod"
+        self._count(f"watch {method}")
+        query = {
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": timeout_seconds,
+            "watch": True,
+        }
+        try:
             # The server ends the watch at timeout_seconds; the socket may stay silent that long.
-            _request_timeout=(self.timeout, timeout_seconds + self.timeout),
-        )
-        try:
-            for event in stream:
-                obj = event.get("raw_object")
-                if isinstance(obj, dict):
-                    yield str(event.get("type")), obj
-        except ApiException as exc:
-            raise _wrap(exc, what) from None
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            timeout = urllib3.Timeout(connect=self.timeout, read=timeout_seconds + self.timeout)
+            response = self._send("GET", _path(method, namespace), query, None, timeout, preload=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
-
-    def _read_or_none(self, what: str, method: Callable[..., Any], *args: Any) -> Obj | None:
+        if not 200 <= response.status < 300:
+            data = response.data
+            response.release_conn()
+            raise _refusal(response.status, str(response.reason or ""), data, what)
+        if not watcher.follow(response):
+            return
         try:
-            return _plain(self.api_client, self._call(what, method, *args))
+            for line in _lines(response):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    raise KubeError(f"{what}: the watch broke off: an event that is not JSON") from None
+                kind, obj = _object(event).get("type"), _object(event).get("object")
+                if kind == "ERROR":  # a Status in the stream: 410 Gone when the version left the watch history
+                    status = _object(obj)
+                    code = status.get("code")
+                    raise KubeError(
+                        f"{what}: {code} {status.get('reason') or ''}: {status.get('message') or ''}",
+                        code if isinstance(code, int) else None,
+                        str(status.get("reason") or ""),
+                    )
+                if isinstance(obj, dict):
+                    yield str(kind), obj
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if not watcher.stopped:
+                raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
+        finally:
+            watcher.done(response)
+
+    def _read_or_none(self, what: str, method: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return _object(self._request(what, method, "GET", _path(method, namespace, name)))
         except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
+
+
+class Watcher:
+    """One watch's stream, which ``stop()`` ends from any thread: the reading thread's next read ends at once
+    (urllib3's ``shutdown``; where urllib3 has none, after the next event or the server's timeout)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._response: urllib3.BaseHTTPResponse | None = None
+        self.stopped = False
+
+    def follow(self, response: urllib3.BaseHTTPResponse) -> bool:
+        """Whether to read ``response`` (False, and it is closed, when stop() came first)."""
+        with self._lock:
+            if not self.stopped:
+                self._response = response
+                return True
+        response.close()
+        return False
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            response, self._response = self._response, None
+        shutdown = getattr(response, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+
+    def done(self, response: urllib3.BaseHTTPResponse) -> None:
+        with self._lock:
+            if self._response is response:
+                self._response = None
+        if self.stopped:
+            response.close()
+        else:
+            response.release_conn()
+
+
+def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The stream's lines as they arrive (one watch event each), until it ends."""
+    pending = b""
+    for chunk in response.stream(None, decode_content=True):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if pending.strip():
+        yield pending
 
 
 _LABEL_KEY = re.compile(
@@ -620,10 +754,20 @@ def _no_answer(exc: BaseException) -> bool:
     return isinstance(cause, urllib3.exceptions.ReadTimeoutError)
 
 
-def _plain(api_client: Any, model: Any) -> Obj:
-    """The client's model object as the API's own JSON shape (camelCase keys)."""
-    data = api_client.sanitize_for_serialization(model)
-    return data if isinstance(data, dict) else {}
+def _object(value: object) -> Obj:
+    """A JSON object of the answer, or an empty one where the answer holds something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _items(listed: object) -> list[Obj]:
+    """The objects of a list answer."""
+    items = _object(listed).get("items")
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _query_value(value: object) -> str:
+    """A query parameter as the API reads it (booleans as ``true``/``false``)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def _current_context(kubeconfig: str | None) -> str | None:

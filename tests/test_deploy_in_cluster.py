@@ -27,6 +27,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from kubernetes import client
 
 from pytest_eksid.sandbox import fidelity
 from tests.helpers import deploy
@@ -118,7 +119,7 @@ def test_the_nightly_runner_passes_in_cluster_and_uses_every_permission(runner_c
     leaked = sum(1 for s in runner_cluster.sandbox.minted_secrets if len(s) >= 16 and s in output)
     assert leaked == 0, f"{leaked} of the sandbox's secrets are in the runner's log or reports"
     # It cleaned up every probe pod it created (its requests came as the pod's ServiceAccount: below).
-    managed = runner_cluster.kube.core.list_pod_for_all_namespaces(
+    managed = client.CoreV1Api(runner_cluster.kube.api_client).list_pod_for_all_namespaces(
         label_selector="app.kubernetes.io/managed-by=pytest-eksid"
     )
     assert [p.metadata.name for p in managed.items] == []
@@ -144,7 +145,7 @@ def test_the_nightly_runner_passes_in_cluster_and_uses_every_permission(runner_c
 def test_removing_a_permission_fails_the_run_naming_it(runner_cluster: Running) -> None:
     """One RBAC verb (list secrets) and one IAM action (iam:GetRole) taken away, in one run of the tests that
     need them: the run fails and its report names the verb and resource, and the action."""
-    admin = runner_cluster.kube.rbac
+    admin = client.RbacAuthorizationV1Api(runner_cluster.kube.api_client)
     role = admin.read_cluster_role(deploy.SERVICE_ACCOUNT)
     original_rules = copy.deepcopy(role.rules)
     for rule in role.rules:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import kubernetes.client
 import pytest
 import yaml
 from botocore.exceptions import ClientError
@@ -140,7 +141,7 @@ def test_the_kubeconfig_authenticates_by_exec_plugin_not_by_a_static_token(run):
     assert user["exec"]["apiVersion"] == "client.authentication.k8s.io/v1beta1"
     assert user["exec"]["args"][:2] == ["-m", "pytest_eksid.sandbox.get_token"]
     # The product's client (kubernetes' exec provider) got an EKS token and is the runner.
-    assert run.kube.core.list_namespace().items
+    assert kubernetes.client.CoreV1Api(run.kube.api_client).list_namespace().items
 
 
 def test_a_token_for_another_cluster_is_refused(run):

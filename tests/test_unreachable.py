@@ -123,9 +123,11 @@ def test_deleting_probe_pods_still_tries_after_the_api_server_was_unreachable(
     with pytest.raises(KubeUnreachable):
         kube.read_pod("ns", "p")
     tried: list[str] = []
-    real = kube.api_client.rest_client.request
+    real = kube.api_client.rest_client.pool_manager.request
     monkeypatch.setattr(
-        kube.api_client.rest_client, "request", lambda *a, **k: (tried.append("request"), real(*a, **k))[1]
+        kube.api_client.rest_client.pool_manager,
+        "request",
+        lambda *a, **k: (tried.append("request"), real(*a, **k))[1],
     )
     with pytest.raises(KubeUnreachable, match=r"^delete pod ns/p: "):
         kube.delete_pod("ns", "p")

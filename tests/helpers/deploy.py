@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from tests.helpers import REPO
 
@@ -179,7 +180,7 @@ class RunnerRun:
 def run_runner_pod(running: Any, name: str, extra_args: list[str], timeout: float = 900) -> RunnerRun:
     """Create the runner pod through the API as the admin, wait until it ends, read its log and its results
     volume, then delete it. ``running``: a tests.helpers.sandboxes.Running."""
-    core = running.kube.core
+    core = client.CoreV1Api(running.kube.api_client)
     pod = core.create_namespaced_pod(NAMESPACE, runner_pod(name, extra_args))
     results = running.sandbox.workdir / "pods" / pod.metadata.uid / "volumes" / "results"
     try:
