@@ -9,13 +9,13 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
 from botocore.exceptions import ClientError
 
@@ -38,6 +38,29 @@ from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, Web
 OWNER_LABEL = "platform.mycompany.io/identity-owner"
 BAKED_USER = "ci-image-builder"  # image-baked-credentials: whose key the probe image carries
 RUNNER_USER = "eksid-runner"
+
+# One botocore session per process for seeding sandboxes (clients made under the lock, each with its own
+# credentials, then used freely): its data loader parses endpoints.json and each service's model once per process.
+# With a session per sandbox, every sandbox parsed them again: a quarter of a test worker's CPU, where one worker
+# starts dozens of sandboxes.
+_SEED_LOCK = threading.Lock()
+_SEED_SESSION: Any = None
+
+
+def _seed_client(service: str, region: str, endpoint: str, key_id: str, secret: str) -> Any:
+    global _SEED_SESSION
+    import botocore.session
+
+    with _SEED_LOCK:
+        if _SEED_SESSION is None:
+            _SEED_SESSION = botocore.session.Session()
+        return _SEED_SESSION.create_client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+        )
 
 
 @dataclass(frozen=True)
@@ -407,9 +430,11 @@ class Sandbox:
 
     def _seed_aws(self, key_id: str, secret: str) -> None:
         cluster = self.profile.cluster
-        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=cluster.region)
-        kw: dict[str, Any] = {"endpoint_url": self.aws.url}
-        iam = session.client("iam", **kw)
+
+        def client(service: str) -> Any:
+            return _seed_client(service, cluster.region, self.aws.url, key_id, secret)
+
+        iam = client("iam")
         if not self.faulted("no-oidc-provider"):
             iam.create_open_id_connect_provider(
                 Url=self.issuer.url,
@@ -528,17 +553,17 @@ class Sandbox:
             self.iam.remember(key["SecretAccessKey"])
             if not self.faulted("legacy-user-active-key", w.name):
                 iam.update_access_key(UserName=w.legacy_iam_user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
-        kms = session.client("kms", **kw)
+        kms = client("kms")
         key_arns: dict[str, str] = {}
         for spec in sandbox.keys:
-            key_id = kms.create_key(
+            kms_key_id = kms.create_key(
                 Description=f"sandbox key {spec.alias}", Policy=json.dumps(self._key_policy(spec.alias))
             )["KeyMetadata"]["KeyId"]
             if spec.id is not None:
-                key_id = _rekey(cluster.account_id, cluster.region, key_id, spec.id)
-            kms.create_alias(AliasName=f"alias/{spec.alias}", TargetKeyId=key_id)
-            key_arns[spec.alias] = f"arn:aws:kms:{cluster.region}:{cluster.account_id}:key/{key_id}"
-        s3 = session.client("s3", **kw)
+                kms_key_id = _rekey(cluster.account_id, cluster.region, kms_key_id, spec.id)
+            kms.create_alias(AliasName=f"alias/{spec.alias}", TargetKeyId=kms_key_id)
+            key_arns[spec.alias] = f"arn:aws:kms:{cluster.region}:{cluster.account_id}:key/{kms_key_id}"
+        s3 = client("s3")
         for bucket_spec in sandbox.buckets:
             bucket = bucket_spec.name
             if cluster.region == "us-east-1":
@@ -551,13 +576,13 @@ class Sandbox:
                     Bucket=bucket,
                     ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": default}]},
                 )
-        sqs = session.client("sqs", **kw)
+        sqs = client("sqs")
         for queue in sandbox.queues:
             sqs.create_queue(QueueName=queue)
         for arn in sandbox.objects:
             bucket, _, key = arn.removeprefix("arn:aws:s3:::").partition("/")
             s3.put_object(Bucket=bucket, Key=key, Body=b"x")
-        ddb = session.client("dynamodb", **kw)
+        ddb = client("dynamodb")
         for table in sandbox.tables:
             ddb.create_table(
                 TableName=table.name,
@@ -565,11 +590,11 @@ class Sandbox:
                 AttributeDefinitions=[{"AttributeName": table.key, "AttributeType": "S"}],
                 BillingMode="PAY_PER_REQUEST",
             )
-        secrets_client = session.client("secretsmanager", **kw)
+        secrets_client = client("secretsmanager")
         for secret_value in sandbox.secrets:
             secrets_client.create_secret(Name=secret_value.name, SecretString=secret_value.value)
             self.iam.remember(secret_value.value)
-        ssm = session.client("ssm", **kw)
+        ssm = client("ssm")
         for parameter in sandbox.parameters:
             ssm.put_parameter(Name=parameter.name, Value=parameter.value, Type="String")
             self.iam.remember(parameter.value)  # the no-secret-in-output checks look for it too
