@@ -15,6 +15,7 @@ workloads (docs/performance.md); the REST paths and parameters below are the API
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -624,6 +625,7 @@ class Kube:
             raise _refusal(response.status, str(response.reason or ""), data, what)
         if not watcher.follow(response):
             return
+        finished = False
         try:
             for line in _lines(response):
                 try:
@@ -641,11 +643,12 @@ class Kube:
                     )
                 if isinstance(obj, dict):
                     yield str(kind), obj
+            finished = True
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if not watcher.stopped:
                 raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
         finally:
-            watcher.done(response)
+            watcher.done(response, finished)
 
     def _read_or_none(self, what: str, method: str, namespace: str, name: str) -> Obj | None:
         try:
@@ -680,16 +683,20 @@ class Watcher:
             response, self._response = self._response, None
         shutdown = getattr(response, "shutdown", None)
         if callable(shutdown):
-            shutdown()
+            # The reading thread may be closing it at this moment (urllib3 then refuses the shutdown).
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                shutdown()
 
-    def done(self, response: urllib3.BaseHTTPResponse) -> None:
+    def done(self, response: urllib3.BaseHTTPResponse, finished: bool) -> None:
+        """The stream's end: its connection goes back to the pool only when the server ended the stream (read to
+        its end); stopped, broken off, refused mid-stream or left unread by the caller, it is closed."""
         with self._lock:
             if self._response is response:
                 self._response = None
-        if self.stopped:
-            response.close()
-        else:
+        if finished and not self.stopped:
             response.release_conn()
+        else:
+            response.close()
 
 
 def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

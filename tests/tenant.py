@@ -65,7 +65,11 @@ def pytest_configure(config: Any) -> None:
     def swap_then_log(self: Kube, namespace: str, name: str, tail_lines: int | None = None) -> str:
         labels = (self.read_pod(namespace, name).get("metadata") or {}).get("labels") or {}
         if labels.get(WORKLOAD_LABEL) == workload:
-            swap(Kube(self.target), namespace, name, wait_done=True)
+            tenant = Kube(self.target)
+            try:
+                swap(tenant, namespace, name, wait_done=True)
+            finally:
+                tenant.close()
         return real_log(self, namespace, name, tail_lines)
 
     Kube.pod_log = swap_then_log  # type: ignore[method-assign]  # the tenant's doing, for this process only

@@ -26,6 +26,7 @@ class Scripted:
     requests: list[bytes] = field(default_factory=list)
     sock: socket.socket = field(default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     held: list[socket.socket] = field(default_factory=list)
+    served: threading.Event = field(default_factory=threading.Event)  # set once an answer is sent (and held)
 
     @property
     def url(self) -> str:
@@ -57,6 +58,7 @@ class Scripted:
                 self.held.append(conn)
             else:
                 conn.close()
+            self.served.set()
 
 
 @pytest.fixture

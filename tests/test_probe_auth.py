@@ -172,9 +172,10 @@ def test_a_proof_for_another_nonce_is_refused_by_sts(start_sandbox):
 
 
 @pytest.mark.parametrize("when", ["pending", "running", "after-success"])
-def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, when):
+def test_a_pod_swapped_by_a_tenant_gives_no_result(start_sandbox, monkeypatch, request, when):
     run = start_sandbox(_only_exporter(demo_data()))
     tenant = Kube(KubeTarget(str(run.connection.kubeconfig), None))
+    request.addfinalizer(tenant.close)
     campaign = Campaign(kube=run.kube, profile=run.loaded.profile, prove=_aws(run).prove_caller)
     swapped: list[str] = []
     real_create, real_log = run.kube.create_pod, run.kube.pod_log

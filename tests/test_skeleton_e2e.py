@@ -70,11 +70,13 @@ def test_campaign_runs_probe_through_default_chain(sandbox, demo):
     """Each mechanism's probe resolves credentials by its own provider, as a separate process."""
     sb, connection = sandbox
     prove = Aws(region=demo.profile.cluster.region, env=connection.env).prove_caller  # the runner checks the proof
-    campaign = Campaign(kube=Kube(KubeTarget(str(connection.kubeconfig), None)), profile=demo.profile, prove=prove)
+    kube = Kube(KubeTarget(str(connection.kubeconfig), None))
+    campaign = Campaign(kube=kube, profile=demo.profile, prove=prove)
     try:
         outcomes = campaign.run(demo.profile.workloads)
     finally:
         deleted = campaign.cleanup()
+        kube.close()
     assert len(deleted) == 2
     pi = outcomes["invoice-exporter"]
     irsa = outcomes["billing-worker"]
