@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, zygote
 
 # Plugins a user's run would not load: the cache (a run must not learn from an earlier one), and Hypothesis's,
 # which this project's own tests use but the suites never do; its plugin imports Hypothesis at the end of every
@@ -45,15 +45,20 @@ def run_pytest(
     """Run pytest in a subprocess in the repository, with a JUnit file to read outcomes from
     (``env``: extra environment variables; None removes one)."""
     junit = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*.xml')))}.xml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *INNER_PLUGINS_OFF, f"--junitxml={junit}", *args],
-        cwd=cwd,
-        env=user_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = [*INNER_PLUGINS_OFF, f"--junitxml={junit}", *args]
+    environment = user_environment(env)
+    if zygote.enabled(environment):  # forked from a warm interpreter (helpers/zygote.py says what differs)
+        proc = zygote.zygote().run(argv, cwd, environment, timeout)
+    else:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *argv],
+            cwd=cwd,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     outcomes: dict[str, str] = {}
     messages: dict[str, str] = {}
     if junit.exists():
