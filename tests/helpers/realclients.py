@@ -117,7 +117,9 @@ def _pip(directory: Path) -> None:
     # 25 s a plain ``venv`` + ``pip install`` took on a loaded 2-core machine (14 s this way).
     _run("python -m venv", [sys.executable, "-m", "venv", "--without-pip", str(directory)], directory.parent)
     pip = [sys.executable, "-m", "pip", "--python", str(directory / "bin" / "python"), "install", "-q"]
-    _run("pip install " + AWSCLI[0], [*pip, "--disable-pip-version-check", *AWSCLI], directory)
+    # --no-compile: byte-compiling the CLI's botocore at install cost more than compiling, on first use, the
+    # modules the tests' few CLI runs import.
+    _run("pip install " + AWSCLI[0], [*pip, "--disable-pip-version-check", "--no-compile", *AWSCLI], directory)
 
 
 def install_awscli(cache: Path = CACHE) -> Path:
