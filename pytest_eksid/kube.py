@@ -625,7 +625,6 @@ class Kube:
             raise _refusal(response.status, str(response.reason or ""), data, what)
         if not watcher.follow(response):
             return
-        finished = False
         try:
             for line in _lines(response):
                 try:
@@ -643,12 +642,11 @@ class Kube:
                     )
                 if isinstance(obj, dict):
                     yield str(kind), obj
-            finished = True
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if not watcher.stopped:
                 raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
         finally:
-            watcher.done(response, finished)
+            watcher.done(response)
 
     def _read_or_none(self, what: str, method: str, namespace: str, name: str) -> Obj | None:
         try:
@@ -687,16 +685,14 @@ class Watcher:
             with contextlib.suppress(ValueError, RuntimeError, OSError):
                 shutdown()
 
-    def done(self, response: urllib3.BaseHTTPResponse, finished: bool) -> None:
-        """The stream's end: its connection goes back to the pool only when the server ended the stream (read to
-        its end); stopped, broken off, refused mid-stream or left unread by the caller, it is closed."""
+    def done(self, response: urllib3.BaseHTTPResponse) -> None:
+        """The stream's end, however it came (the server's timeout, stop(), a break, a caller that stopped reading):
+        its connection is closed, not pooled, as the kubernetes client's own Watch does. A watch is one request a
+        minute; a pooled connection outlives it only to be found idle later."""
         with self._lock:
             if self._response is response:
                 self._response = None
-        if finished and not self.stopped:
-            response.release_conn()
-        else:
-            response.close()
+        response.close()
 
 
 def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

@@ -108,10 +108,9 @@ class Zygote:
         with tempfile.TemporaryDirectory(prefix="eksid-run-") as scratch:
             out, err = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
             request = {"argv": argv, "cwd": str(cwd), "env": dict(env), "stdout": out, "stderr": err}
-            with socket.socket(socket.AF_UNIX) as conn:
+            with socket.socket(socket.AF_UNIX) as conn, conn.makefile("rb") as answers:
                 conn.connect(self.address)
                 conn.sendall(json.dumps(request).encode() + b"\n")
-                answers = conn.makefile("rb")
                 pid = int(answers.readline().split()[1])
                 conn.settimeout(timeout)
                 try:
