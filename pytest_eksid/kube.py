@@ -275,10 +275,22 @@ class Kube:
         client's hook when it expires), over the client's pool."""
         headers = dict(self.api_client.default_headers)
         headers["Accept"] = accept
-        settings: Any = self.configuration.auth_settings()  # a TypedDict in release 37, a dict before
+        try:  # runs the kubeconfig's refresh (an exec plugin, OIDC) when the token expired
+            settings: Any = self.configuration.auth_settings()  # a TypedDict in release 37, a dict before
+        except Exception as exc:  # the loader's errors vary; their text names the plugin, never a token
+            raise KubeUnreachable(
+                f"cannot authenticate to the Kubernetes API server ({self.target.describe()}): "
+                f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            ) from None
         for setting in settings.values():
             if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"])] = str(setting["value"])
+                value = str(setting["value"])
+                if _unsendable(value):  # a refreshed token: urllib3 would refuse it with the token in its error
+                    raise KubeUnreachable(
+                        f"cannot authenticate to the Kubernetes API server ({self.target.describe()}): the "
+                        "refreshed bearer token holds a newline or another control character; the token is not shown"
+                    )
+                headers[str(setting["key"])] = value
         encoded = None
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -293,7 +305,7 @@ class Kube:
         with self._calls_lock:
             self.calls[name] += 1
 
-    def _cause(self, exc: BaseException) -> str:
+    def _cause(self, exc: BaseException, read_timeout: float | None = None) -> str:
         reason = getattr(exc, "reason", None)
         cause: BaseException = reason if isinstance(reason, BaseException) else exc
         if isinstance(cause, urllib3.exceptions.NewConnectionError):  # refused, no route, DNS
@@ -301,7 +313,7 @@ class Kube:
         if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
             return f"no connection within {self.timeout:g}s (a private endpoint out of reach, a VPN down?)"
         if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
-            return f"no answer within {self.timeout:g}s"
+            return f"no answer within {self.timeout if read_timeout is None else read_timeout:g}s"
         if isinstance(cause, urllib3.exceptions.SSLError):
             return f"TLS failed: {cause}"
         return f"{cause.__class__.__name__}: {cause}"
@@ -605,7 +617,6 @@ class Kube:
         if self._unreachable is not None:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
         method = "list_pod_for_all_namespaces" if namespace is None else "list_namespaced_pod"
-        self._count(f"watch {method}")
         query = {
             "labelSelector": label_selector,
             "resourceVersion": resource_version,
@@ -613,12 +624,16 @@ class Kube:
             "timeoutSeconds": timeout_seconds,
             "watch": True,
         }
+        if watcher.stopped:  # stopped before the request: none is made
+            return
+        self._count(f"watch {method}")
+        # The server ends the watch at timeout_seconds; the socket may stay silent that long.
+        read_timeout = timeout_seconds + self.timeout
         try:
-            # The server ends the watch at timeout_seconds; the socket may stay silent that long.
-            timeout = urllib3.Timeout(connect=self.timeout, read=timeout_seconds + self.timeout)
+            timeout = urllib3.Timeout(connect=self.timeout, read=read_timeout)
             response = self._send("GET", _path(method, namespace), query, None, timeout, preload=False)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
+            raise KubeError(f"{what}: the watch broke off: {self._cause(exc, read_timeout)}") from None
         if not 200 <= response.status < 300:
             data = response.data
             response.release_conn()
@@ -644,7 +659,7 @@ class Kube:
                     yield str(kind), obj
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if not watcher.stopped:
-                raise KubeError(f"{what}: the watch broke off: {self._cause(exc)}") from None
+                raise KubeError(f"{what}: the watch broke off: {self._cause(exc, read_timeout)}") from None
         finally:
             watcher.done(response)
 

@@ -200,3 +200,36 @@ def test_stop_ends_a_watch_the_server_keeps_silent_at_once(tmp_path: Path, scrip
     assert errors == []
     assert seen == [("ADDED", added["object"])]
     kube.close()
+
+
+def test_a_refreshed_token_that_cannot_be_sent_is_refused_without_showing_it(
+    tmp_path: Path, scripted: list[Scripted]
+) -> None:
+    """An exec plugin's refreshed token with a newline: urllib3 would refuse the header with the token in its
+    error; the runner says why and shows no token."""
+    server = _start(scripted, [_answer("200 OK", b'{"items": []}')])
+    kube = _kube(tmp_path, server)
+
+    def refresh(configuration: object) -> None:  # what the client's hook does when an exec credential expires
+        keys = configuration.api_key  # type: ignore[attr-defined]
+        for name in list(keys) or ["authorization"]:
+            keys[name] = "Bearer secret-refreshed-token\nX-Injected: 1"
+
+    kube.configuration.refresh_api_key_hook = refresh
+    with pytest.raises(KubeError) as caught:
+        kube.nodes()
+    assert "secret-refreshed-token" not in str(caught.value)
+    assert "holds a newline or another control character" in str(caught.value)
+    assert server.requests == []
+    kube.close()
+
+
+def test_a_watch_stopped_before_it_starts_makes_no_request(tmp_path: Path, scripted: list[Scripted]) -> None:
+    server = _start(scripted, [_answer("200 OK", b"")])
+    kube = _kube(tmp_path, server)
+    watcher = kube.watcher()
+    watcher.stop()
+    assert list(kube.watch_pods("app=x", None, "1", 60, watcher)) == []
+    assert server.requests == []
+    assert kube.calls["watch list_pod_for_all_namespaces"] == 0
+    kube.close()

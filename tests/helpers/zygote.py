@@ -111,8 +111,11 @@ class Zygote:
             with socket.socket(socket.AF_UNIX) as conn, conn.makefile("rb") as answers:
                 conn.connect(self.address)
                 conn.sendall(json.dumps(request).encode() + b"\n")
-                pid = int(answers.readline().split()[1])
                 conn.settimeout(timeout)
+                first = answers.readline().split()
+                if len(first) != 2 or first[0] != b"pid":
+                    raise RuntimeError(f"the zygote did not start the run: {first!r}")
+                pid = int(first[1])
                 try:
                     line = answers.readline()
                 except TimeoutError:
@@ -201,13 +204,15 @@ def _child(conn: socket.socket, request: dict[str, object]) -> None:
         conn.sendall(f"pid {os.getpid()}\n".encode())
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
+        os.close(stdin)
         for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
             target = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
             os.close(target)
         sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own standard streams
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
         os.chdir(str(request["cwd"]))
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in dict(request["env"]).items()})  # type: ignore[call-overload]
@@ -223,7 +228,12 @@ def _child(conn: socket.socket, request: dict[str, object]) -> None:
         try:
             code = int(entry())
         except SystemExit as exc:  # as the interpreter ends on one
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        # As the interpreter ends: it waits for non-daemon threads first (a run that would hang on one hangs
+        # here too, and its test times out), then runs the exit handlers.
+        threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
     except BaseException:  # whatever broke, the requester must hear an exit code
         import traceback
@@ -235,8 +245,8 @@ def _child(conn: socket.socket, request: dict[str, object]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         with contextlib.suppress(OSError):
-            conn.sendall(f"exit {code}\n".encode())
-        os._exit(code)
+            conn.sendall(f"exit {code & 0xFF}\n".encode())
+        os._exit(code & 0xFF)
 
 
 if __name__ == "__main__":
