@@ -233,3 +233,21 @@ def test_a_watch_stopped_before_it_starts_makes_no_request(tmp_path: Path, scrip
     assert server.requests == []
     assert kube.calls["watch list_pod_for_all_namespaces"] == 0
     kube.close()
+
+
+def test_a_read_refused_with_429_after_the_retries_is_a_refusal_with_its_status(
+    tmp_path: Path, scripted: list[Scripted]
+) -> None:
+    """kube-apiserver's API Priority and Fairness answers 429 with Retry-After when a priority level's queues are
+    full: retried (urllib3 honours Retry-After on reads), and when it persists, a refusal that keeps its status."""
+    status = {"kind": "Status", "code": 429, "reason": "TooManyRequests", "message": "too many requests"}
+    body = json.dumps(status).encode()
+    head = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 0\r\n"
+    answer = (head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    server = _start(scripted, [answer] * 5)
+    kube = _kube(tmp_path, server)
+    with pytest.raises(KubeError, match=r"^list nodes: 429 TooManyRequests: too many requests$") as caught:
+        kube.nodes()
+    assert caught.value.status == 429
+    assert len(server.requests) == 3  # the request and its two retries
+    kube.close()
