@@ -225,6 +225,7 @@ class Kube:
         if self._unreachable is not None and not retry:
             raise KubeUnreachable(f"{what}: {self._unreachable}")
         self._count(method)
+        is_log = method == "read_namespaced_pod_log"  # the one answer that is not JSON
         try:
             response = self._send(
                 http_method,
@@ -233,7 +234,7 @@ class Kube:
                 body,
                 urllib3.Timeout(total=self.timeout if timeout is None else timeout),
                 preload=True,
-                accept="*/*" if method == "read_namespaced_pod_log" else "application/json",
+                accept="*/*" if is_log else "application/json",
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             silent = _no_answer(exc)
@@ -254,7 +255,7 @@ class Kube:
         data = response.data
         if not 200 <= response.status < 300:  # the API server answered: with its own status and reason
             raise _refusal(response.status, str(response.reason or ""), data, what)
-        if method == "read_namespaced_pod_log":  # a log is text, whatever bytes the container wrote
+        if is_log:  # a log is text, whatever bytes the container wrote
             return data.decode("utf-8", errors="replace")
         try:
             return json.loads(data)
