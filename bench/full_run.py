@@ -108,6 +108,7 @@ def profile_data(n: int, args: argparse.Namespace, hollow: bool) -> dict[str, An
         data["probe"]["nodeGroups"] = data["probe"]["nodeGroups"][:1]
     sandbox = data["sandbox"]
     sandbox["podStartSeconds"] = args.pod_start
+    sandbox["warmPython"] = False  # every probe process starts cold, imports included, as in a real pod
     sandbox["workloadPods"] = bool(args.workload_pods)
     if args.latency:
         sandbox["latency"] = json.loads(args.latency_json) if args.latency_json else DEFAULT_LATENCY

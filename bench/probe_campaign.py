@@ -32,6 +32,7 @@ def profile_with(n: int, latency: float, workdir: Path) -> Path:
     base = data["workloads"][1]  # an IRSA workload
     data["workloads"] = [dict(copy.deepcopy(base), name=f"worker-{i:03d}") for i in range(n)]
     data["sandbox"]["podStartSeconds"] = latency
+    data["sandbox"]["warmPython"] = False  # probe processes start cold, imports included, as in a real pod
     data["sandbox"]["workloadPods"] = False  # only probe pods count in the peak
     path = workdir / f"bench-{n}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -272,6 +272,7 @@ def profile_with(n: int, latency: float, workdir: Path) -> Path:
     base = data["workloads"][1]  # an IRSA workload
     data["workloads"] = [dict(copy.deepcopy(base), name=f"worker-{i:03d}") for i in range(n)]
     data["sandbox"]["podStartSeconds"] = latency
+    data["sandbox"]["warmPython"] = False  # probe processes start cold, imports included, as in a real pod
     if workload_pods_switch():
         data["sandbox"]["workloadPods"] = False  # N idle `sleep` pods would only add noise to both approaches
     path = workdir / f"bench-{n}.yaml"

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,11 @@ def sleeper(api):
     )
     name = pod.metadata.name
     _wait_phase(core, name)
+    # Running is the container's start, not its first line (as on a real kubelet): wait for the line.
+    deadline = time.monotonic() + 20
+    while core.read_namespaced_pod_log(name, NS) != "sleeper ready\n":
+        assert time.monotonic() < deadline, "the sleeper did not say it was ready within 20 s"
+        time.sleep(0.02)
     yield name
     if core.list_namespaced_pod(NS, field_selector=f"metadata.name={name}").items:
         core.delete_namespaced_pod(name, NS)

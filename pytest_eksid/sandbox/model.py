@@ -498,6 +498,9 @@ class SandboxSection(StrictModel):
     # Hollow nodes (sandbox/hollow.py, for benchmarks of the runner): a probe pod runs the real probe once
     # per template; the others run no process, their result adapted from it (docs/sandbox.md).
     hollow_nodes: bool = False
+    # python -c containers forked from an interpreter that has imported botocore (sandbox/warm.py): the same
+    # process, less CPU; off, each starts cold (the benchmark's real-probe timing turns it off).
+    warm_python: bool = True
     faults: list[SandboxFault] = Field(default_factory=list)
     templates: list[SandboxTemplate] = Field(default_factory=list)  # workloads' pod template fields
     # Kubernetes objects created as given after the sandbox's own (Namespaces before everything else).

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pytest_eksid.sandbox.agent import PodIdentityAgent
 from pytest_eksid.sandbox.hollow import HOLLOW_NOTE, HollowProbes, Timers, probe_plan, template_key
@@ -38,6 +38,7 @@ from pytest_eksid.sandbox.kubeapi.errors import ApiError
 from pytest_eksid.sandbox.kubeapi.serviceaccounts import create_token
 from pytest_eksid.sandbox.kubeapi.store import Store, now_rfc3339
 from pytest_eksid.sandbox.tokens import Issuer
+from pytest_eksid.sandbox.warm import WarmProcess, WarmPython, eligible
 from pytest_eksid.sandbox.webhooks import AGENT_ADDRESSES
 
 Obj = dict[str, Any]
@@ -59,9 +60,12 @@ MODE_ANNOTATION = "sandbox.eksid.io/volume-mounts"  # on each Node: which of the
 CREATABLE_MOUNT_ROOT = "/var/run/secrets/"
 
 
+Process = subprocess.Popen[bytes] | WarmProcess
+
+
 @dataclass
 class _Running:
-    process: subprocess.Popen[bytes]
+    process: Process
     root: Path
     log: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -147,6 +151,7 @@ class Kubelet:
         unpullable_images: frozenset[str] = frozenset(),
         mount_namespaces: bool | None = None,
         hollow: bool = False,
+        warm: WarmPython | None = None,
         remember: Callable[[str], None] = lambda _secret: None,
     ) -> None:
         self.store = store
@@ -155,6 +160,9 @@ class Kubelet:
         self.workdir = workdir
         self.aws_endpoint = aws_endpoint
         self.start_latency = start_latency  # seconds between scheduling and the process start
+        self.warm = warm  # python -c containers forked from a warm interpreter (sandbox.warmPython, warm.py)
+        if warm is not None:
+            warm.prestart()
         self.unpullable_images = unpullable_images
         # Files an image carries under its user's home: image -> {path relative to $HOME: content}.
         self.image_home_files: dict[str, dict[str, str]] = {}
@@ -445,15 +453,11 @@ class Kubelet:
             bound = {target for target, _, _ in binds}
             argv = [_rewrite_arg(a, {m: h for m, h in mounts.items() if m not in bound}) for a in argv]
             with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    _in_mount_namespace(binds, argv) if binds else argv,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=root,
-                    env=env,
-                    start_new_session=True,
-                )
+                proc: Process | None = None
+                if self.warm is not None and eligible(argv, env):
+                    proc = self.warm.spawn(argv, env, root, log, binds)  # None: it cannot, start it cold
+                if proc is None:
+                    proc = start_cold(argv, env, root, out, binds)
             running = _Running(proc, root, log, env, namespaced=bool(binds))
             self._running[meta["uid"]] = running
             self.live += 1
@@ -868,6 +872,22 @@ def _write_secret(path: Path, text: str) -> None:
         out.write(text)
 
 
+def start_cold(
+    argv: list[str], env: dict[str, str], cwd: Path, out: IO[bytes], binds: list[tuple[str, Path, bool]]
+) -> subprocess.Popen[bytes]:
+    """A container's process started cold: its own session, its own mount namespace with ``binds`` (where
+    the kubelet uses them), the pod's directory, exactly ``env``, stdin from /dev/null, output into ``out``."""
+    return subprocess.Popen(
+        _in_mount_namespace(binds, argv) if binds else argv,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+
+
 def _in_mount_namespace(binds: list[tuple[str, Path, bool]], argv: list[str]) -> list[str]:
     """``argv`` run in a mount namespace of its own (private propagation: nothing leaks to the host)
     with each volume bind-mounted at its mountPath. ``unshare`` and ``sh`` exec in place, so the
@@ -960,7 +980,7 @@ def _field(pod: Obj, field_path: str) -> str:
     raise ValueError(f"unsupported downward API field {field_path!r}")
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: Process) -> None:
     if proc.poll() is not None:
         return
     try:

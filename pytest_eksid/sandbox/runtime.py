@@ -33,6 +33,7 @@ from pytest_eksid.sandbox.latency import Latency, Throttle
 from pytest_eksid.sandbox.model import SandboxSection
 from pytest_eksid.sandbox.node import MIRROR_ANNOTATION, Kubelet, Node
 from pytest_eksid.sandbox.tokens import Issuer
+from pytest_eksid.sandbox.warm import shared
 from pytest_eksid.sandbox.webhooks import IRSA_ROLE_ANNOTATION, PI_AUDIENCE, WebhookConfig, Webhooks
 
 OWNER_LABEL = "platform.mycompany.io/identity-owner"
@@ -227,6 +228,7 @@ class Sandbox:
             start_latency=sandbox.pod_start_seconds,
             unpullable_images=unpullable,
             hollow=sandbox.hollow_nodes,
+            warm=shared() if sandbox.warm_python else None,
             remember=self.iam.remember,  # the proofs hollow pods sign
         )
         self.kubelet.install()
