@@ -18,7 +18,7 @@ import yaml
 from pytest_eksid.profile import ProfileError, check_unique_names, load_fleet, load_profile
 from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
-from tests.helpers.runs import interrupt_pytest, run_pytest
+from tests.helpers.runs import interrupt_pytest, pytester_run, run_pytest
 
 WRONG_ROLE = {"fault": "wrong-role", "workload": "invoice-exporter", "role": "demo-reporting"}
 
@@ -133,7 +133,7 @@ def test_profile_fixture_without_a_workload_is_ambiguous_with_several_clusters(
     east = second_cluster(tmp_path)
     user_pytester.makepyfile(test_custom="def test_cluster_name(eksid_profile):\n    assert eksid_profile.name\n")
     demo = REPO / "profiles" / "demo.yaml"
-    result = user_pytester.runpytest_subprocess(f"--profile={demo}", f"--profile={east}", timeout=300)
+    result = pytester_run(user_pytester, f"--profile={demo}", f"--profile={east}", timeout=300)
     result.assert_outcomes(errors=1)  # its setup failed, with a message and no traceback
     result.stdout.fnmatch_lines(
         ["*this test has no workload, so which cluster it is about is unknown*several profiles (demo, east)*"]
@@ -298,12 +298,12 @@ def test_command_line_profiles_do_not_mix_with_the_environments(
     fleet = user_pytester.path / "fleet.yaml"
     fleet.write_text(f"clusters:\n  - profile: {east}\n")
     monkeypatch.setenv("EKSID_PROFILE", "demo")
-    run = user_pytester.runpytest_subprocess(f"--fleet={fleet}", "--co", timeout=120)
+    run = pytester_run(user_pytester, f"--fleet={fleet}", "--co", timeout=120)
     assert run.ret == pytest.ExitCode.OK, run.stdout.str()[-2000:]
     run.stdout.fnmatch_lines(["eksid: profile east: *"])
     run.stdout.no_fnmatch_line("eksid: profile demo: *")  # $EKSID_PROFILE does not join a --fleet given here
     monkeypatch.setenv("EKSID_PROFILE", f"demo, {east}")
-    both = user_pytester.runpytest_subprocess("--co", timeout=120)
+    both = pytester_run(user_pytester, "--co", timeout=120)
     both.stdout.fnmatch_lines(["eksid: profile demo: *", "eksid: profile east: *"])
 
 

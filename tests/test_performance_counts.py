@@ -20,7 +20,7 @@ from pytest_eksid.kube import _labels_match, equality_selector
 from pytest_eksid.stats import RunStats
 from tests.helpers import REPO
 from tests.helpers.profiles import demo_data, write_profile
-from tests.helpers.runs import run_pytest
+from tests.helpers.runs import pytester_run, run_pytest
 
 COPIES = 3  # of each demo workload: 6 workloads, 2 roles
 
@@ -168,8 +168,16 @@ def test_under_xdist_the_workers_counts_reach_the_controller_and_are_summed(user
     user_pytester.makeconftest(_WORKER_COUNTS)
     user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
     demo = REPO / "profiles" / "demo.yaml"
-    result = user_pytester.runpytest_subprocess(
-        f"--profile={demo}", "-n", "2", "-p", "no:randomly", "-v", "--eksid-stats=out/stats.json", timeout=300
+    result = pytester_run(
+        user_pytester,
+        f"--profile={demo}",
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "-v",
+        "--eksid-stats=out/stats.json",
+        timeout=300,
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
@@ -190,7 +198,7 @@ def test_under_xdist_the_workers_counts_reach_the_controller_and_are_summed(user
 
 def test_a_stats_file_that_is_not_json_is_a_usage_error(user_pytester: pytest.Pytester):
     user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n")
-    result = user_pytester.runpytest_subprocess("--eksid-stats=stats.txt", timeout=120)
+    result = pytester_run(user_pytester, "--eksid-stats=stats.txt", timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --eksid-stats: 'stats.txt': the stats are written as JSON: name a .json file"])
 
@@ -199,8 +207,8 @@ def test_a_stats_file_that_cannot_be_written_fails_the_run_saying_why_even_under
     user_pytester.makepyfile(test_nothing="def test_a():\n    pass\n")
     (user_pytester.path / "blocker").write_text("a file, not a directory")
     profile = REPO / "profiles" / "demo.yaml"
-    result = user_pytester.runpytest_subprocess(
-        "-q", f"--profile={profile}", "--eksid-stats=blocker/stats.json", "test_nothing.py", timeout=120
+    result = pytester_run(
+        user_pytester, "-q", f"--profile={profile}", "--eksid-stats=blocker/stats.json", "test_nothing.py", timeout=120
     )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["eksid: ERROR: cannot write the stats to */blocker/stats.json: *"])

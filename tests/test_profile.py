@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pytest_eksid import profile as core
 from pytest_eksid.profile import LoadedProfile, ProfileError, resolve_profile_path
 from pytest_eksid.sandbox.model import section
+from tests.helpers.runs import pytester_run
 
 pytest_plugins = ["pytester"]
 
@@ -560,27 +561,27 @@ def _assert_clean_usage_error(result: pytest.RunResult, *needles: str) -> None:
 
 
 def test_cli_missing_profile_file(run_dir: pytest.Pytester) -> None:
-    result = run_dir.runpytest_subprocess("--profile", "nowhere/absent.yaml")
+    result = pytester_run(run_dir, "--profile", "nowhere/absent.yaml")
     _assert_clean_usage_error(result, "profile 'nowhere/absent.yaml': no such file", "absent.yaml")
 
 
 def test_cli_missing_profile_name(run_dir: pytest.Pytester) -> None:
     _write(run_dir.path, LIVE, "known")
-    result = run_dir.runpytest_subprocess("--profile", "unknown")
+    result = pytester_run(run_dir, "--profile", "unknown")
     _assert_clean_usage_error(result, str(run_dir.path / "profiles" / "unknown.yaml"), "known profiles: known")
 
 
 def test_cli_yaml_syntax_error(run_dir: pytest.Pytester) -> None:
     text = LIVE.replace("probe:\n", "probe:\n  tolerations: [unclosed\n")
     path = _write(run_dir.path, text)
-    result = run_dir.runpytest_subprocess("--profile", str(path))
+    result = pytester_run(run_dir, "--profile", str(path))
     _assert_clean_usage_error(result, f"{path}:{_line(text, 'image:')}: YAML syntax error")
 
 
 def test_cli_unknown_key(run_dir: pytest.Pytester) -> None:
     text = LIVE.replace("  name: live", "  nmae: live")
     path = _write(run_dir.path, text)
-    result = run_dir.runpytest_subprocess("--profile", str(path))
+    result = pytester_run(run_dir, "--profile", str(path))
     _assert_clean_usage_error(
         result, f"{path}:{_line(text, 'nmae')}: cluster.nmae: unknown key 'nmae'", "allowed here:"
     )
@@ -589,14 +590,14 @@ def test_cli_unknown_key(run_dir: pytest.Pytester) -> None:
 def test_cli_wrong_type(run_dir: pytest.Pytester) -> None:
     text = LIVE.replace('accountId: "111122223333"', "accountId: 111122223333")
     path = _write(run_dir.path, text)
-    result = run_dir.runpytest_subprocess("--profile", str(path))
+    result = pytester_run(run_dir, "--profile", str(path))
     _assert_clean_usage_error(result, f"{path}:{_line(text, 'accountId')}: cluster.accountId:", "quote it in YAML")
 
 
 def test_cli_malformed_role_arn(run_dir: pytest.Pytester) -> None:
     text = LIVE.replace("role/exporter", "exporter")
     path = _write(run_dir.path, text)
-    result = run_dir.runpytest_subprocess("--profile", str(path))
+    result = pytester_run(run_dir, "--profile", str(path))
     _assert_clean_usage_error(
         result,
         f"{path}:{_line(text, '111122223333:exporter')}: workloads[1].roleArn: not an IAM role ARN",
@@ -606,14 +607,14 @@ def test_cli_malformed_role_arn(run_dir: pytest.Pytester) -> None:
 def test_cli_sandbox_cross_check(run_dir: pytest.Pytester) -> None:
     text = LIVE + SANDBOX.replace("    - name: app\n", "    - name: app-old\n")
     path = _write(run_dir.path, text)
-    result = run_dir.runpytest_subprocess("--profile", str(path))
+    result = pytester_run(run_dir, "--profile", str(path))
     _assert_clean_usage_error(result, str(path), "workload 'app'", "is not seeded")
 
 
 def test_cli_collect_only_lists_workload_ids_without_a_cluster(run_dir: pytest.Pytester) -> None:
     # The profile's kubeconfig does not exist: any attempt to reach a cluster would fail.
     _write(run_dir.path, LIVE, "live")
-    result = run_dir.runpytest_subprocess("--profile", "live", "--collect-only", "-q")
+    result = pytester_run(run_dir, "--profile", "live", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(
         [
@@ -628,7 +629,7 @@ def test_cli_collect_only_lists_workload_ids_without_a_cluster(run_dir: pytest.P
 
 def test_cli_mechanism_markers_select_workloads(run_dir: pytest.Pytester) -> None:
     _write(run_dir.path, LIVE, "live")
-    result = run_dir.runpytest_subprocess("--profile", "live", "--collect-only", "-q", "-m", "pod_identity")
+    result = pytester_run(run_dir, "--profile", "live", "--collect-only", "-q", "-m", "pod_identity")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     out = result.stdout.str()
     assert "test_x[live/exporter]" in out
@@ -636,7 +637,9 @@ def test_cli_mechanism_markers_select_workloads(run_dir: pytest.Pytester) -> Non
 
 
 def test_cli_without_profile_asks_for_one(run_dir: pytest.Pytester) -> None:
-    result = run_dir.runpytest_subprocess()
+    result = pytester_run(
+        run_dir,
+    )
     out, err = result.stdout.str(), result.stderr.str()
     assert "INTERNALERROR" not in out + err
     assert "eksid: no profile (pass --profile NAME, e.g. --profile demo)" in out
@@ -648,7 +651,7 @@ def test_cli_without_profile_asks_for_one(run_dir: pytest.Pytester) -> None:
 
 def test_report_header_says_profile_came_from_cli(run_dir: pytest.Pytester) -> None:
     _write(run_dir.path, LIVE, "live")
-    result = run_dir.runpytest_subprocess("--profile", "live", "--collect-only")
+    result = pytester_run(run_dir, "--profile", "live", "--collect-only")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
@@ -662,10 +665,10 @@ def test_report_header_says_profile_came_from_cli(run_dir: pytest.Pytester) -> N
 def test_env_var_is_used_without_cli_option(run_dir: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(run_dir.path, LIVE, "live")
     monkeypatch.setenv("EKSID_PROFILE", "live")
-    result = run_dir.runpytest_subprocess("--collect-only", "-q")
+    result = pytester_run(run_dir, "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["*test_x[[]live/app[]]"])
-    verbose = run_dir.runpytest_subprocess("--collect-only")
+    verbose = pytester_run(run_dir, "--collect-only")
     verbose.stdout.fnmatch_lines(["eksid: profile live: profiles/live.yaml (from $EKSID_PROFILE)"])
 
 
@@ -673,7 +676,7 @@ def test_cli_option_beats_env_var(run_dir: pytest.Pytester, monkeypatch: pytest.
     _write(run_dir.path, LIVE, "live")
     broken = _write(run_dir.path, LIVE.replace("  name: live", "  nmae: live"), "broken")
     monkeypatch.setenv("EKSID_PROFILE", str(broken))
-    result = run_dir.runpytest_subprocess("--profile", "live", "--collect-only")
+    result = pytester_run(run_dir, "--profile", "live", "--collect-only")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["eksid: profile live: profiles/live.yaml (from --profile)"])
 
@@ -681,7 +684,7 @@ def test_cli_option_beats_env_var(run_dir: pytest.Pytester, monkeypatch: pytest.
 def test_bad_profile_from_env_var_is_a_usage_error(run_dir: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = _write(run_dir.path, LIVE.replace("  name: live", "  nmae: live"), "broken")
     monkeypatch.setenv("EKSID_PROFILE", "broken")
-    result = run_dir.runpytest_subprocess("--collect-only")
+    result = pytester_run(run_dir, "--collect-only")
     _assert_clean_usage_error(result, f"{broken}:", "cluster.nmae: unknown key")
 
 
@@ -690,7 +693,7 @@ def test_ini_option_beats_env_var(run_dir: pytest.Pytester, monkeypatch: pytest.
     _write(run_dir.path, LIVE.replace("name: live", "name: other-cluster"), "other")
     run_dir.makeini("[pytest]\neksid_profile = live\n")
     monkeypatch.setenv("EKSID_PROFILE", "other")
-    result = run_dir.runpytest_subprocess("--collect-only")
+    result = pytester_run(run_dir, "--collect-only")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(
         [
@@ -1001,7 +1004,7 @@ def test_cli_hostile_profile_is_a_clean_usage_error(run_dir: pytest.Pytester, ca
     path = run_dir.path / "profiles" / "hostile.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(HOSTILE[case])
-    result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
+    result = pytester_run(run_dir, f"--profile={path}", "--collect-only", "-q")
     _assert_clean_usage_error(result, f"{path}:")
     assert len(result.stderr.str()) < MAX_MESSAGE + 100
 
@@ -1009,7 +1012,7 @@ def test_cli_hostile_profile_is_a_clean_usage_error(run_dir: pytest.Pytester, ca
 def test_cli_hostile_fleet_is_a_clean_usage_error(run_dir: pytest.Pytester) -> None:
     fleet = run_dir.path / "fleet.yaml"
     fleet.write_bytes(b"clusters:\n  - {profile: a, profile: b}\n")
-    result = run_dir.runpytest_subprocess(f"--fleet={fleet}", "--collect-only", "-q")
+    result = pytester_run(run_dir, f"--fleet={fleet}", "--collect-only", "-q")
     _assert_clean_usage_error(result, f"{fleet}:2: clusters[0].profile: key 'profile' appears twice")
 
 
@@ -1118,7 +1121,7 @@ def test_cli_fuzzed_profiles_are_clean_usage_errors(run_dir: pytest.Pytester, se
     path = run_dir.path / "profiles" / "fuzzed.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    result = run_dir.runpytest_subprocess(f"--profile={path}", "--collect-only", "-q")
+    result = pytester_run(run_dir, f"--profile={path}", "--collect-only", "-q")
     _assert_clean_usage_error(result, f"{path}")
 
 

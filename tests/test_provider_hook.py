@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.runs import pytester_run
+
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ def _clean(result: pytest.RunResult) -> str:
 
 
 def test_the_live_provider_reaches_the_profile_cluster_with_its_kubeconfig(run_dir: pytest.Pytester) -> None:
-    result = run_dir.runpytest_subprocess("--profile", "live", "-s")
+    result = pytester_run(run_dir, "--profile", "live", "-s")
     _clean(result)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
@@ -104,7 +106,7 @@ def test_the_live_provider_reaches_the_profile_cluster_with_its_kubeconfig(run_d
 
 def test_another_plugins_provider_wins_and_its_connection_is_closed_at_the_end(run_dir: pytest.Pytester) -> None:
     run_dir.makeconftest(OWN_PROVIDER)
-    result = run_dir.runpytest_subprocess("--profile", "live", "-s")
+    result = pytester_run(run_dir, "--profile", "live", "-s")
     _clean(result)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
@@ -121,20 +123,20 @@ def test_another_plugins_provider_wins_and_its_connection_is_closed_at_the_end(r
 
 def test_a_given_max_parallel_wins_over_the_providers_default(run_dir: pytest.Pytester) -> None:
     run_dir.makeconftest(OWN_PROVIDER)
-    result = run_dir.runpytest_subprocess("--profile", "live", "-s", "--eksid-max-parallel", "3")
+    result = pytester_run(run_dir, "--profile", "live", "-s", "--eksid-max-parallel", "3")
     _clean(result)
     result.stdout.fnmatch_lines(["MAX_PARALLEL=3 from --eksid-max-parallel"])
 
 
 def test_the_sandbox_plugin_claims_a_sandbox_profile_and_sets_its_own_default(run_dir: pytest.Pytester) -> None:
     # --collect-only: the sandbox is claimed and validated at configure time, started only when reached.
-    result = run_dir.runpytest_subprocess(f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only", "-q")
+    result = pytester_run(run_dir, f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only", "-q")
     _clean(result)
     assert result.ret == pytest.ExitCode.OK
     run_dir.makepyfile(
         test_connection="def test_settings(eksid_settings):\n    print('MAX=', eksid_settings.max_parallel)\n"
     )
-    result = run_dir.runpytest_subprocess(f"--profile={REPO / 'profiles' / 'demo.yaml'}", "-s")
+    result = pytester_run(run_dir, f"--profile={REPO / 'profiles' / 'demo.yaml'}", "-s")
     out = _clean(result)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
@@ -144,8 +146,8 @@ def test_the_sandbox_plugin_claims_a_sandbox_profile_and_sets_its_own_default(ru
 
 
 def test_a_sandbox_profile_without_the_sandbox_plugin_is_a_usage_error(run_dir: pytest.Pytester) -> None:
-    result = run_dir.runpytest_subprocess(
-        f"--profile={REPO / 'profiles' / 'demo.yaml'}", "-p", "no:eksid_sandbox", "--collect-only"
+    result = pytester_run(
+        run_dir, f"--profile={REPO / 'profiles' / 'demo.yaml'}", "-p", "no:eksid_sandbox", "--collect-only"
     )
     _clean(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -156,7 +158,7 @@ def test_a_sandbox_profile_without_the_sandbox_plugin_is_a_usage_error(run_dir: 
 def test_a_sandbox_profile_without_the_extra_names_the_extra_to_install(run_dir: pytest.Pytester) -> None:
     # moto as if not installed: importlib.util.find_spec() answers None for a module mapped to None.
     run_dir.makeconftest("import sys\n\nsys.modules['moto'] = None\n")
-    result = run_dir.runpytest_subprocess(f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only")
+    result = pytester_run(run_dir, f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only")
     _clean(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.str().lstrip().startswith("ERROR:")
@@ -166,7 +168,7 @@ def test_a_sandbox_profile_without_the_extra_names_the_extra_to_install(run_dir:
 
 def test_a_live_profile_runs_without_the_sandbox_extra(run_dir: pytest.Pytester) -> None:
     run_dir.makeconftest("import sys\n\nsys.modules['moto'] = None\n")
-    result = run_dir.runpytest_subprocess("--profile", "live", "-s")
+    result = pytester_run(run_dir, "--profile", "live", "-s")
     _clean(result)
     result.assert_outcomes(passed=1)
 
@@ -175,7 +177,7 @@ def test_a_bad_sandbox_section_names_its_file_line_and_field(run_dir: pytest.Pyt
     text = LIVE + "sandbox:\n  roles: [{name: app, policy: {}}]\n  faults: [{fault: slow-agent}]\n"
     path = run_dir.path / "profiles" / "bad.yaml"
     path.write_text(text, encoding="utf-8")
-    result = run_dir.runpytest_subprocess("--profile", "bad", "--collect-only")
+    result = pytester_run(run_dir, "--profile", "bad", "--collect-only")
     _clean(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = text.splitlines().index("  faults: [{fault: slow-agent}]") + 1

@@ -20,6 +20,7 @@ from pytest_eksid.kube import Kube, KubeTarget
 from pytest_eksid.probe.pod import MANAGED_BY, Campaign
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Sandbox
+from tests.helpers.runs import pytester_run
 from tests.helpers.sandboxes import runner_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,7 +199,7 @@ def test_collect_only_starts_nothing(tmp_path):
 
 def test_fixtures_listing_works_without_a_profile(user_pytester: pytest.Pytester) -> None:
     """`pytest --fixtures` is documentation: it must work offline and without --profile, in a user's directory."""
-    result = user_pytester.runpytest_subprocess("--fixtures", timeout=120)
+    result = pytester_run(user_pytester, "--fixtures", timeout=120)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     for name in ("eksid_probe", "eksid_node_probe", "eksid_campaign", "eksid_kube", "eksid_aws"):
         result.stdout.fnmatch_lines([f"{name} *"])

@@ -6,11 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import REPO, zygote
 
@@ -73,6 +76,24 @@ def run_pytest(
                     messages[key] = f"{found.get('message', '')}\n{found.text or ''}"
             outcomes[key] = outcome
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, outcomes, messages)
+
+
+def pytester_run(pytester: pytest.Pytester, *args: str, timeout: float = 300) -> pytest.RunResult:
+    """``pytester.runpytest_subprocess(*args)``, forked from the zygote where it can be (helpers/zygote.py): the
+    same arguments (``--basetemp`` in a new ``runpytest-`` directory of pytester's), working directory (pytester's)
+    and environment (this process's, as pytester set it up). pytester also puts its directory on ``PYTHONPATH``;
+    ``python -m pytest`` has it first on ``sys.path`` already, as the zygote's child does."""
+    env = dict(os.environ)
+    if pytester.plugins or not zygote.enabled(env):
+        return pytester.runpytest_subprocess(*args, timeout=timeout)
+    basetemp = tempfile.mkdtemp(prefix="runpytest-", dir=pytester.path)
+    started = time.monotonic()
+    proc = zygote.zygote().run([f"--basetemp={basetemp}", *args], pytester.path, env, timeout)
+    print(proc.stdout)  # shown with the test's output when it fails, as pytester does
+    print(proc.stderr, file=sys.stderr)
+    return pytest.RunResult(
+        proc.returncode, proc.stdout.splitlines(), proc.stderr.splitlines(), time.monotonic() - started
+    )
 
 
 def interrupt_pytest(
