@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ import yaml
 
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Connection, Sandbox
-from tests.helpers import REPO
+from tests.helpers import REPO, realclients
 from tests.helpers.endpoints import Endpoint
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
@@ -41,8 +43,38 @@ def _fresh_probe_session() -> Iterator[None]:
     program._SESSIONS.clear()
 
 
+_INSTALLING: list[subprocess.Popen[bytes]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On a clean checkout the real clients (helpers/realclients.py) take 20-60 s to install, mostly downloads.
+    A run that includes tests/test_real_clients.py starts that install here, in the background, once (the xdist
+    controller, or the only process): the tests that need the clients wait on the same lock when they get there,
+    and an install that failed is redone by them, which report its reason."""
+    config = session.config
+    if hasattr(config, "workerinput") or realclients.installed():
+        return
+    wanted = {REPO / "tests", REPO / "tests" / "test_real_clients.py"}
+    if not any(Path(str(arg).split("::")[0]).resolve() in wanted for arg in config.args):
+        return
+    _INSTALLING.append(
+        subprocess.Popen(
+            [sys.executable, "-c", "from tests.helpers import realclients; realclients.install()"],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its npm and pip with it, when the session ends first
+        )
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for installing in _INSTALLING:  # a run that ended before the install did: a half install is redone next time
+        if installing.poll() is None:
+            os.killpg(installing.pid, signal.SIGKILL)
+        installing.wait()
     # A run of our own tests that collected nothing is broken, not green.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -122,6 +122,19 @@ def _pip(directory: Path) -> None:
     _run("pip install " + AWSCLI[0], [*pip, "--disable-pip-version-check", "--no-compile", *AWSCLI], directory)
 
 
+def installed(cache: Path = CACHE) -> bool:
+    """Whether both clients are in ``cache`` as pinned here (what ``install`` would reuse)."""
+    wanted = {cache / "js": [*JS_SDK, NPM_BEFORE], cache / "awscli": list(AWSCLI)}
+    for directory, spec in wanted.items():
+        stamp = directory / "eksid-installed.json"
+        try:
+            if json.loads(stamp.read_text()).get("spec") != spec:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def install_awscli(cache: Path = CACHE) -> Path:
     """The AWS CLI v1 alone (what runs on the host, outside pods), installed under ``cache`` unless already there."""
     with _locked(cache / ".lock"):
