@@ -49,10 +49,13 @@ _INSTALLING: list[subprocess.Popen[bytes]] = []
 def pytest_sessionstart(session: pytest.Session) -> None:
     """On a clean checkout the real clients (helpers/realclients.py) take 20-60 s to install, mostly downloads.
     A run that includes tests/test_real_clients.py starts that install here, in the background, once (the xdist
-    controller, or the only process): the tests that need the clients wait on the same lock when they get there,
-    and an install that failed is redone by them, which report its reason."""
+    controller, or the only process; not for a run that selects by -k or -m, or only collects): the tests that need
+    the clients wait on the same lock when they get there, and an install that failed is redone by them, which
+    report its reason."""
     config = session.config
-    if hasattr(config, "workerinput") or realclients.installed():
+    if hasattr(config, "workerinput") or config.option.collectonly or config.option.keyword or config.option.markexpr:
+        return  # a worker, or a run that may well not reach the module
+    if realclients.installed():
         return
     wanted = {REPO / "tests", REPO / "tests" / "test_real_clients.py"}
     if not any(Path(str(arg).split("::")[0]).resolve() in wanted for arg in config.args):

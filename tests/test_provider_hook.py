@@ -158,7 +158,8 @@ def test_a_sandbox_profile_without_the_sandbox_plugin_is_a_usage_error(run_dir: 
 def test_a_sandbox_profile_without_the_extra_names_the_extra_to_install(run_dir: pytest.Pytester) -> None:
     # moto as if not installed: importlib.util.find_spec() answers None for a module mapped to None.
     run_dir.makeconftest("import sys\n\nsys.modules['moto'] = None\n")
-    result = pytester_run(run_dir, f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only")
+    # A fresh interpreter: the test zygote has moto's submodules imported already, which the line above hides.
+    result = run_dir.runpytest_subprocess(f"--profile={REPO / 'profiles' / 'demo.yaml'}", "--collect-only")
     _clean(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.str().lstrip().startswith("ERROR:")
@@ -168,7 +169,8 @@ def test_a_sandbox_profile_without_the_extra_names_the_extra_to_install(run_dir:
 
 def test_a_live_profile_runs_without_the_sandbox_extra(run_dir: pytest.Pytester) -> None:
     run_dir.makeconftest("import sys\n\nsys.modules['moto'] = None\n")
-    result = pytester_run(run_dir, "--profile", "live", "-s")
+    # A fresh interpreter: in the test zygote `from moto.x import y` would still work past the line above.
+    result = run_dir.runpytest_subprocess("--profile", "live", "-s")
     _clean(result)
     result.assert_outcomes(passed=1)
 

@@ -19,7 +19,13 @@ import pytest
 from pytest_eksid.sandbox import node as kubelet_module
 from pytest_eksid.sandbox.warm import WarmPython, eligible
 
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/nonexistent", "X_POD": "v 1"}
+ENV = {
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "LANG": "C.UTF-8",
+    "HOME": "/nonexistent",
+    "X_POD": "v 1",
+    "TZ": "Asia/Tokyo",  # the server's C library read no TZ at its start; a container reads its own
+}
 
 SEEN = textwrap.dedent(
     """
@@ -134,8 +140,37 @@ def test_a_warm_container_sees_and_does_what_a_cold_one_does(warm: WarmPython, t
         ),
         "import sys; sys.stdout.write('\\udcff')",
         "print('caf\\u00e9 \\u2603')",
+        "f = open('left-open.txt', 'w'); f.write('data'); print(open('left-open.txt').read() == '')",
+        "import sys\nclass Last:\n    def __del__(self):\n        print('finalized', file=sys.stderr)\nlast = Last()",
+        "import sys; print('x'); sys.stdout.close()",
+        "import sys; sys.stdout = None",
+        "raise KeyboardInterrupt",
+        "import sys; sys.exit(2**70)",
+        "import sys; sys.exit(-1)",
+        "import time; print(time.strftime('%H %Z', time.localtime(0)), time.tzname)",
+        "import sys, __main__; print(sorted(vars(__main__)), __main__.__loader__, sys.stdout.name, sys.stdin.name)",
+        "import sys; print(sys.orig_argv[1:3] == ['-c', sys.argv[0] and __import__('sys').orig_argv[2]])",
     ],
-    ids=["exception", "exit-message", "exit-none", "exit-300", "atexit", "non-daemon-thread", "unencodable", "utf8"],
+    ids=[
+        "exception",
+        "exit-message",
+        "exit-none",
+        "exit-300",
+        "atexit",
+        "non-daemon-thread",
+        "unencodable",
+        "utf8",
+        "file-left-open",
+        "finalizer",
+        "stdout-closed",
+        "stdout-none",
+        "keyboard-interrupt",
+        "exit-beyond-c-long",
+        "exit-negative",
+        "tz",
+        "main-module-and-stdio-names",
+        "orig-argv",
+    ],
 )
 def test_exits_and_output_are_the_interpreters(warm: WarmPython, tmp_path: Path, source: str) -> None:
     cold, hot = _run_both(warm, tmp_path, source)

@@ -439,6 +439,7 @@ class Kubelet:
         )
         log = root / "container.log"
         announce = started is None  # a hollow pod's container was announced as it "started"
+        warm = self.warm is not None and eligible(argv, env) and self.warm.ready()  # not under the lock
         with self._lock:
             # stop() takes the same lock: a pod whose start races the shutdown never gets a process.
             if self._stopping.is_set():
@@ -454,7 +455,7 @@ class Kubelet:
             argv = [_rewrite_arg(a, {m: h for m, h in mounts.items() if m not in bound}) for a in argv]
             with log.open("wb") as out:
                 proc: Process | None = None
-                if self.warm is not None and eligible(argv, env):
+                if warm and self.warm is not None:
                     proc = self.warm.spawn(argv, env, root, log, binds)  # None: it cannot, start it cold
                 if proc is None:
                     proc = start_cold(argv, env, root, out, binds)

@@ -3,13 +3,13 @@
 A probe pod's container is ``python3 -c <source>``; started cold, each spends most of its CPU importing
 botocore (~0.2 s of its ~0.25 s on a 2-core test machine, docs/sandbox.md "Warm python"), and a test run
 starts hundreds. With this mode the kubelet asks one server process (:mod:`~pytest_eksid.sandbox.warm_server`,
-started once per sandbox process, on first use) that has already imported botocore to fork the container's
-process. The child is the container as the cold path makes it: its own session and process group, its own
-mount namespace with the volumes bind-mounted (where the machine allows it), the pod's working directory,
-exactly the container's environment, stdin from /dev/null, stdout and stderr into the pod log, ``sys.argv``
-as ``-c`` sets it; it runs the source as ``__main__`` and exits as the interpreter does. What differs from
-a cold start is that the modules are already imported: a program's own time no longer includes importing
-them (the benchmark's real-probe measurement turns the mode off for that reason).
+started once per sandbox process, in the background when a kubelet starts) that has already imported botocore
+to fork the container's process. The child is the container as the cold path makes it: its own session and
+process group, its own mount namespace with the volumes bind-mounted (where the machine allows it), the pod's
+working directory, exactly the container's environment, stdin from /dev/null, stdout and stderr into the pod
+log, ``sys.argv`` as ``-c`` sets it; it runs the source as ``__main__`` and exits as the interpreter does; it
+dies with the server. What differs from a cold start (docs/sandbox.md lists it) is mostly that the modules are
+already imported: a program's own time no longer includes importing them (the benchmarks turn the mode off).
 
 The cold path is taken whenever the warm one cannot be the same process: a command other than
 ``python``/``python3 -c``, a container environment that sets a ``PYTHON*`` variable or a locale other than
@@ -33,6 +33,7 @@ from pytest_eksid.sandbox import warm_server
 PRELOAD = ("botocore.session", "botocore.config", "urllib.request")  # what the probe program imports
 SERVER_LOCALE = {"LANG": "C.UTF-8"}  # as the kubelet sets it in every container (node.py, _env)
 START_TIMEOUT = 60.0  # seconds for the server to import PRELOAD and answer; then the cold path
+REPLY_TIMEOUT = 30.0  # seconds for a fork's answer (milliseconds normally); then the server is ended
 
 
 class WarmProcess:
@@ -113,6 +114,12 @@ class WarmPython:
             self._broken = True
         return not self._broken
 
+    def ready(self) -> bool:
+        """Wait until the server has started (or failed to): what the kubelet does before taking its lock, so
+        that the lock is never held through the server's imports."""
+        with self._lock:
+            return self._start()
+
     def prestart(self) -> None:
         """Start the server in the background (its imports take a fraction of a second), so that the first
         container does not wait for them; ``spawn`` waits for it if it is still starting."""
@@ -141,13 +148,11 @@ class WarmPython:
                     else:
                         self._replies.append(message)
                         self._reply.notify_all()
-        with self._state:  # the server is gone: what it started is killed (as a node's runtime dying does)
+        with self._state:  # the server is gone, and its children with it (warm_server: PR_SET_PDEATHSIG)
             self._broken = True
             running, self._running = self._running, {}
             self._reply.notify_all()
         for process in running.values():
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
             process._exited(-signal.SIGKILL)
 
     def spawn(
@@ -172,7 +177,10 @@ class WarmPython:
                 self._broken = True
                 return None
             with self._state:
-                self._reply.wait_for(lambda: self._replies or self._broken)
+                if not self._reply.wait_for(lambda: self._replies or self._broken, timeout=REPLY_TIMEOUT):
+                    self._broken = True  # a server that stopped answering: ended below, its children with it
+                if self._broken and self._proc is not None:
+                    self._proc.kill()
                 if not self._replies:
                     return None
                 reply = self._replies.pop(0)
@@ -181,6 +189,8 @@ class WarmPython:
                 process = WarmProcess(int(reply["pid"]), argv)
                 if process.pid in self._exits:
                     process._exited(self._exits.pop(process.pid))
+                elif self._broken:  # started, then the server ended: killed with it, as its reader reports
+                    process._exited(-signal.SIGKILL)
                 else:
                     self._running[process.pid] = process
             return process

@@ -15,7 +15,9 @@ import atexit
 import builtins
 import contextlib
 import ctypes
+import gc
 import importlib
+import importlib.machinery
 import io
 import json
 import os
@@ -23,6 +25,7 @@ import selectors
 import signal
 import sys
 import threading
+import time
 import traceback
 import types
 from typing import Any
@@ -31,6 +34,7 @@ from typing import Any
 # make (util-linux sys-utils/unshare.c, libmount), which node.py's cold path runs as commands.
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 MOUNT_FAILED = 32  # mount(8)'s exit code for a mount failure, what the cold path's `sh -e` exits with
 
 
@@ -73,6 +77,7 @@ def _stdio() -> None:
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
         encoding, errors = STDIO[name]
         raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        raw.name = f"<{name}>"  # as the interpreter names its own
         buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
         stream = io.TextIOWrapper(buffered, encoding, errors, line_buffering=name == "stderr")
         setattr(sys, name, stream)
@@ -80,13 +85,28 @@ def _stdio() -> None:
 
 
 def _exit_code(exc: SystemExit) -> int:
-    """What the interpreter exits with for an uncaught SystemExit (printing a non-int code, as it does)."""
+    """What the interpreter exits with for an uncaught SystemExit (printing a non-int code, as it does; an int
+    beyond a C long is -1 to it)."""
     if exc.code is None:
         return 0
     if isinstance(exc.code, int):
-        return exc.code & 0xFF
+        return exc.code & 0xFF if -(2**63) <= exc.code < 2**63 else 0xFF
     print(exc.code, file=sys.stderr)
     return 1
+
+
+def _flush_stdio() -> bool:
+    """Flush stdout and stderr as the interpreter does at exit: a stream set to None or closed is skipped;
+    False when a flush failed (the interpreter then exits 120)."""
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", False):
+            continue
+        try:
+            stream.flush()
+        except Exception:
+            ok = False
+    return ok
 
 
 def _child(request: dict[str, Any]) -> int:
@@ -111,12 +131,14 @@ def _child(request: dict[str, Any]) -> int:
         return MOUNT_FAILED
     os.environ.clear()
     os.environ.update(request["env"])
+    time.tzset()  # the C library read TZ when the server started; a cold process reads the container's
     source, *args = request["argv"][2:]
     sys.argv = ["-c", *args]
-    main = types.ModuleType("__main__")
-    main.__dict__["__builtins__"] = builtins
+    sys.orig_argv = [sys.executable, "-c", source, *args]
+    main = types.ModuleType("__main__")  # what `-c` runs in: these names and no others
+    main.__dict__.update(__builtins__=builtins, __annotations__={}, __loader__=importlib.machinery.BuiltinImporter)
     sys.modules["__main__"] = main
-    code = 0
+    code, interrupted = 0, False
     try:
         exec(compile(source, "<string>", "exec"), main.__dict__)
     except SystemExit as exc:
@@ -125,18 +147,24 @@ def _child(request: dict[str, Any]) -> int:
         if exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
         sys.excepthook(type(exc), exc, exc.__traceback__)
-        code = 1
+        code, interrupted = 1, isinstance(exc, KeyboardInterrupt)
     try:
         threading._shutdown()  # type: ignore[attr-defined]  # the interpreter joins non-daemon threads
         atexit._run_exitfuncs()
     except SystemExit as exc:
         code = _exit_code(exc)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = 120  # the interpreter's code when flushing stdio at exit fails
-    return code
+    flushed = _flush_stdio()
+    # The interpreter then drops its modules, __main__ among them, and collects: what the program left is
+    # finalized with its globals still there (a file left open is flushed and closed, __del__ runs), and it
+    # flushes stdio again.
+    sys.modules.pop("__main__", None)
+    del main
+    gc.collect()
+    flushed = _flush_stdio() and flushed
+    if interrupted:  # an uncaught KeyboardInterrupt: the interpreter ends by SIGINT, its default action
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code if flushed else 120
 
 
 class Server:
@@ -153,6 +181,7 @@ class Server:
         try:
             request = json.loads(line)
             session_r, session_w = os.pipe()
+            server = os.getpid()
             pid = os.fork()
         except (ValueError, OSError) as exc:
             self.send({"error": f"{type(exc).__name__}: {exc}"})
@@ -162,6 +191,10 @@ class Server:
             try:
                 os.close(session_r)
                 os.setsid()
+                # Killed with the server, however it ends (the kubelet then counts it killed): never orphaned.
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != server:  # the server ended before the line above
+                    os._exit(128 + signal.SIGKILL)
                 os.close(session_w)  # the server reads the end of the pipe: the session exists
                 code = _child(request)
             except BaseException:  # the child must never return into the server's loop
@@ -190,9 +223,12 @@ class Server:
         for pid in self.children:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)  # the container and what it started in its session
-        for pid in self.children:
+        for pid in sorted(self.children):
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+                _, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):  # said, so that no one signals the pid after its reuse
+                    self.send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        self.children.clear()
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()

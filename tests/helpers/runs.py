@@ -81,14 +81,16 @@ def run_pytest(
 def pytester_run(pytester: pytest.Pytester, *args: str, timeout: float = 300) -> pytest.RunResult:
     """``pytester.runpytest_subprocess(*args)``, forked from the zygote where it can be (helpers/zygote.py): the
     same arguments (``--basetemp`` in a new ``runpytest-`` directory of pytester's), working directory (pytester's)
-    and environment (this process's, as pytester set it up). pytester also puts its directory on ``PYTHONPATH``;
-    ``python -m pytest`` has it first on ``sys.path`` already, as the zygote's child does."""
+    and environment (this process's, as pytester set it up), output decoded as strictly. pytester also puts its
+    directory on ``PYTHONPATH``; ``python -m pytest`` has it first on ``sys.path`` already, as the zygote's child
+    does. What the zygote has imported stays importable: a test that hides a module (``sys.modules[name] = None``)
+    needs ``runpytest_subprocess`` itself."""
     env = dict(os.environ)
     if pytester.plugins or not zygote.enabled(env):
         return pytester.runpytest_subprocess(*args, timeout=timeout)
     basetemp = tempfile.mkdtemp(prefix="runpytest-", dir=pytester.path)
     started = time.monotonic()
-    proc = zygote.zygote().run([f"--basetemp={basetemp}", *args], pytester.path, env, timeout)
+    proc = zygote.zygote().run([f"--basetemp={basetemp}", *args], pytester.path, env, timeout, errors="strict")
     print(proc.stdout)  # shown with the test's output when it fails, as pytester does
     print(proc.stderr, file=sys.stderr)
     return pytest.RunResult(

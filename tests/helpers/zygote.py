@@ -11,7 +11,8 @@ own console entry point. What a fresh interpreter has that a child does not, and
   allure-pytest, testinfra, Hypothesis): pytest rewrites a plugin's asserts at import and warns about one already
   imported, so those are imported by the child as in a fresh run. Modules that read the environment at import
   (moto's settings, the kubernetes client's default kubeconfig path) see the zygote's; the runs set neither.
-- Variables read only at interpreter start (``PYTHON*``): a run that sets one gets a real subprocess instead.
+- Variables read only at interpreter start (``PYTHON*``, and the locale's ``LANG``/``LC_*``, which choose the
+  standard streams' encodings): a run that sets one differently gets a real subprocess instead.
 - The hash seed is the zygote's (``random`` reseeds itself at fork; ``tempfile`` and ``secrets`` use the OS).
 
 The zygote is single-threaded (forking a process with threads can deadlock) and ends when its test worker does
@@ -102,9 +103,10 @@ class Zygote:
             raise RuntimeError("the zygote did not start")
 
     def run(
-        self, argv: list[str], cwd: Path, env: Mapping[str, str], timeout: float
+        self, argv: list[str], cwd: Path, env: Mapping[str, str], timeout: float, errors: str = "replace"
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``python -m pytest *argv`` in a forked child: the exit code and output, as subprocess.run gives."""
+        """Run ``python -m pytest *argv`` in a forked child: the exit code and output, as subprocess.run gives
+        (``errors``: how output that is not UTF-8 is decoded)."""
         with tempfile.TemporaryDirectory(prefix="eksid-run-") as scratch:
             out, err = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
             request = {"argv": argv, "cwd": str(cwd), "env": dict(env), "stdout": out, "stderr": err}
@@ -126,8 +128,8 @@ class Zygote:
             return subprocess.CompletedProcess(
                 ["pytest", *argv],
                 returncode,
-                Path(out).read_text(errors="replace"),
-                Path(err).read_text(errors="replace"),
+                Path(out).read_text(encoding="utf-8", errors=errors),
+                Path(err).read_text(encoding="utf-8", errors=errors),
             )
 
     def close(self) -> None:
@@ -154,7 +156,7 @@ def enabled(env: Mapping[str, str]) -> bool:
     """Whether a run with this environment may be forked (no interpreter-start variable differs from ours)."""
     if os.environ.get("EKSID_TESTS_FORK", "1") == "0":
         return False
-    starting = {k for k in (*env, *os.environ) if k.startswith("PYTHON")}
+    starting = {k for k in (*env, *os.environ) if k.startswith(("PYTHON", "LC_")) or k == "LANG"}
     return all(env.get(k) == os.environ.get(k) for k in starting)
 
 
@@ -209,9 +211,11 @@ def _child(conn: socket.socket, request: dict[str, object]) -> None:
             target = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
             os.close(target)
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own standard streams
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        # The process's own standard streams, with the zygote's encodings and error handlers: its interpreter
+        # chose them at start from the locale the run has too (enabled() checks LANG and LC_*).
+        sys.stdin = open(0, encoding=sys.stdin.encoding, errors=sys.stdin.errors, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding=sys.stderr.encoding, errors=sys.stderr.errors, closefd=False)  # noqa: SIM115
         sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
         os.chdir(str(request["cwd"]))
         os.environ.clear()
