@@ -90,17 +90,23 @@ def exec_credential(sts: Any, cluster_name: str, now: datetime.datetime | None =
     return _envelope({"expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token(sts, cluster_name)})
 
 
-def cache_key(argv: list[str]) -> str:
-    """What a cached credential must have been made from: the arguments, the endpoint, the credentials file."""
+def cache_key(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """What a cached credential must have been made from: the arguments, the endpoint, the credentials file
+    (``env``: the plugin's environment, this process's by default)."""
+    env = dict(os.environ) if env is None else env
     digest = hashlib.sha256("\0".join(argv).encode())
-    digest.update(b"\0" + os.environ.get("AWS_ENDPOINT_URL", "").encode() + b"\0")
-    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
+    digest.update(b"\0" + env.get("AWS_ENDPOINT_URL", "").encode() + b"\0")
+    credentials = env.get("AWS_SHARED_CREDENTIALS_FILE")
     if credentials:
         try:
             digest.update(Path(credentials).read_bytes())
         except OSError:
             digest.update(b"unreadable")
     return digest.hexdigest()
+
+
+def key_arguments(cluster_name: str, region: str | None, profile: str | None) -> list[str]:
+    return [cluster_name, region or "", profile or ""]
 
 
 def cached(path: Path, key: str, now: datetime.datetime) -> dict[str, Any] | None:
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-file", type=Path, default=None, help="reuse the last credential kept here")
     args = parser.parse_args(argv)
     now = datetime.datetime.now(datetime.UTC)
-    key = cache_key([args.cluster_name, args.region or "", args.profile or ""])
+    key = cache_key(key_arguments(args.cluster_name, args.region, args.profile))
     status = cached(args.cache_file, key, now) if args.cache_file is not None else None
     if status is None:
         import botocore.session  # only here: the import is most of the plugin's cost
