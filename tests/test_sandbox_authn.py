@@ -20,7 +20,6 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from pytest_eksid.profile import load_profile
 from pytest_eksid.redact import redact_text
 from pytest_eksid.sandbox import eks as sandbox_eks
 from pytest_eksid.sandbox import get_token
@@ -31,8 +30,6 @@ from pytest_eksid.sandbox.kubeapi.authn import API_AUDIENCE, ServiceAccountToken
 from pytest_eksid.sandbox.kubeapi.request import RequestInfo
 from pytest_eksid.sandbox.kubeapi.resources import BY_PATH
 from pytest_eksid.sandbox.kubeapi.server import Caller, Decision
-from pytest_eksid.sandbox.runtime import Sandbox
-from tests.helpers import REPO
 from tests.helpers.profiles import demo_data
 from tests.helpers.sandboxes import close_sandbox, open_sandbox
 
@@ -566,31 +563,6 @@ def test_a_validly_signed_url_for_another_action_is_refused(run):
     assert "Action=GetSessionToken" in url
     assert "x-k8s-aws-id" in url
     assert authenticator(run)("k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")) is None
-
-
-def test_the_sandbox_leaves_the_plugins_first_credential_in_its_cache(monkeypatch, capsys):
-    """The sandbox signs the runner's first token itself (runtime.py, _first_runner_token): before any client has
-    run the plugin, the plugin run as the kubeconfig says must find it under its own key and print it without
-    signing; the token authenticates the runner and is known to the secret ledger."""
-    sandbox = Sandbox(load_profile("demo", REPO).profile)
-    connection = sandbox.start()
-    try:
-        plugin = next(u["user"]["exec"] for u in yaml.safe_load(connection.kubeconfig.read_text())["users"])
-        for item in plugin["env"]:
-            monkeypatch.setenv(item["name"], item["value"])
-        monkeypatch.delenv("KUBERNETES_EXEC_INFO", raising=False)
-        cache = Path(plugin["args"][plugin["args"].index("--cache-file") + 1])
-        kept = json.loads(cache.read_text())["status"]["token"]
-        monkeypatch.setattr(get_token, "exec_credential", lambda *a, **k: pytest.fail("the plugin signed anew"))
-        assert get_token.main(plugin["args"][2:]) == 0
-        printed = json.loads(capsys.readouterr().out)["status"]["token"]
-        assert printed == kept
-        caller = sandbox.kubeapi.authenticators[0](printed)
-        assert caller is not None
-        assert caller.name == RUNNER_ARN
-        assert printed in sandbox.minted_secrets
-    finally:
-        sandbox.stop()
 
 
 def test_the_plugin_reuses_its_cached_credential_while_six_minutes_are_left(run, monkeypatch, capsys, tmp_path):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from pytest_eksid.profile import load_profile
+from pytest_eksid.sandbox import get_token
 from pytest_eksid.sandbox.runtime import Sandbox
 from tests.helpers import REPO
 from tests.helpers.runs import interrupt_pytest
@@ -261,3 +264,29 @@ def test_a_second_sigterm_deletes_the_runs_probe_pods_on_a_live_cluster(tmp_path
     assert code == 2, out
     assert left == [], out
     assert "Traceback" not in out, out
+
+
+def test_the_sandbox_leaves_the_plugins_first_credential_in_its_cache(demo, monkeypatch, capsys):
+    """The sandbox signs the runner's first token itself (runtime.py, _first_runner_token): before any client has
+    run the plugin, the plugin run as the kubeconfig says must find it under its own key and print it without
+    signing; the token authenticates the runner and is known to the secret ledger."""
+    # Its own sandbox (one runs per process): no client may have run the plugin before the check.
+    sandbox = Sandbox(demo.profile)
+    connection = sandbox.start()
+    try:
+        plugin = next(u["user"]["exec"] for u in yaml.safe_load(connection.kubeconfig.read_text())["users"])
+        for item in plugin["env"]:
+            monkeypatch.setenv(item["name"], item["value"])
+        monkeypatch.delenv("KUBERNETES_EXEC_INFO", raising=False)
+        cache = Path(plugin["args"][plugin["args"].index("--cache-file") + 1])
+        kept = json.loads(cache.read_text())["status"]["token"]
+        monkeypatch.setattr(get_token, "exec_credential", lambda *a, **k: pytest.fail("the plugin signed anew"))
+        assert get_token.main(plugin["args"][2:]) == 0
+        printed = json.loads(capsys.readouterr().out)["status"]["token"]
+        assert printed == kept
+        caller = sandbox.kubeapi.authenticators[0](printed)
+        assert caller is not None
+        assert caller.name.endswith(":user/eksid-runner")
+        assert printed in sandbox.minted_secrets
+    finally:
+        sandbox.stop()
