@@ -254,13 +254,31 @@ class Sandbox:
             (self.workdir / "aws-credentials").unlink(missing_ok=True)
         if self.kubelet is not None:
             self.kubelet.stop()
-        for svc in reversed(getattr(self, "_services", [])):
-            svc.stop()
+        # Together: each server's stop waits for its serving loop to notice (up to its 0.1 s poll interval), and
+        # one after another that was most of a sandbox's stop.
+        failed: list[BaseException] = []
+
+        def stop(svc: Any) -> None:
+            try:
+                svc.stop()
+            except BaseException as exc:  # every server is stopped; the first failure is raised below
+                failed.append(exc)
+
+        stopping = [
+            threading.Thread(target=stop, args=(svc,), name=f"eksid-stop-{type(svc).__name__}")
+            for svc in reversed(getattr(self, "_services", []))
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
         self._services = []
         if hasattr(self, "iam"):
             self.iam.close()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if failed:
+            raise failed[0]
 
     # --- seeding -------------------------------------------------------------------------
 

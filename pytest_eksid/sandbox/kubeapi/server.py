@@ -234,7 +234,11 @@ class KubeApiServer:
         handler = type("Handler", (_Handler,), {"api": self})
         self._server = HttpAndTlsServer((host, 0), handler)
         self._server.tls = self.certificate.server_context() if tls else None
-        self._thread = threading.Thread(target=self._server.serve_forever, name="eksid-kubeapi", daemon=True)
+        # Polled every 0.1 s as the sandbox's other servers are: stop() waits for the loop to notice (socketserver's
+        # default 0.5 s was most of a sandbox's stop, and tests start and stop a hundred and more).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), name="eksid-kubeapi", daemon=True
+        )
         self._publish_kubernetes_service(host)
 
     def _publish_kubernetes_service(self, host: str) -> None:
