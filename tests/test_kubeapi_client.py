@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testinfra
@@ -17,6 +18,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
+from pytest_eksid.sandbox.kubeapi import streaming
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
 from tests.helpers.sandboxes import wait_pod_phase
 
@@ -485,6 +487,40 @@ def test_exec_through_kubernetes_stream(core, sleeper):
         assert resp.subprotocol == "v5.channel.k8s.io"
     finally:
         resp.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_exec_output_forwarded_slower_than_the_command_ends_still_arrives(core, sleeper, monkeypatch):
+    """On a loaded machine the command can end before its output has been forwarded: the stream must carry all
+    of it before the exit status (it lost it when the server gave forwarding 2 s after the exit)."""
+    real_send = streaming.WebSocket.send
+    delayed: list[bytes] = []
+
+    def slow_send(self: Any, data: bytes) -> None:
+        if data[:1] == bytes([streaming.STDOUT]) and len(data) > 1 and not delayed:
+            delayed.append(data)
+            time.sleep(2.5)  # forwarding stalls, as a starved thread does; the command has long ended
+        real_send(self, data)
+
+    monkeypatch.setattr(streaming.WebSocket, "send", slow_send)
+    resp = stream(
+        core.connect_get_namespaced_pod_exec,
+        sleeper,
+        NS,
+        command=["sh", "-c", "echo late-output"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
+    try:
+        resp.run_forever(timeout=30)
+        assert resp.read_stdout() == "late-output\n"
+        assert resp.returncode == 0
+    finally:
+        resp.close()
+    assert delayed
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")

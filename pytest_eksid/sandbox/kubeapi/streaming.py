@@ -165,6 +165,9 @@ def _handshake(headers: Message, target: str) -> tuple[H11Handshake, str]:
     return handshake, protocol
 
 
+OUTPUT_DRAIN_SECONDS = 30
+
+
 def serve_exec(
     run: ExecHandler | None,
     namespace: str,
@@ -290,8 +293,11 @@ def _pump(ws: WebSocket, proc: subprocess.Popen[bytes], protocol: str, master: i
 
     threading.Thread(target=client, daemon=True, name="eksid-exec-client").start()
     proc.wait()
+    # The command's last output is still in its pipes: forward all of it before the status ends the stream. The
+    # bound is for a command that left a background process holding them open; 2 s lost the output of
+    # `kubectl exec` on a machine loaded with twice its cores' work (a test saw an empty value).
     for t in outputs:
-        t.join(timeout=2 if master is None else 0.5)
+        t.join(timeout=OUTPUT_DRAIN_SECONDS if master is None else 5)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
