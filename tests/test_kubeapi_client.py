@@ -443,21 +443,26 @@ def test_in_process_store_api(sandbox):
 # --- exec --------------------------------------------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_exec_through_kubernetes_stream(core, sleeper):
-    # Not the default _preload_content, with which the client never closes its WebSocket (the socket then waits
-    # for the garbage collector and its ResourceWarning fails whichever test runs at that moment).
-    first = stream(
+def _exec(core: client.CoreV1Api, pod: str, command: list[str], stdin: bool = False) -> Any:
+    """An exec stream (stdout and stderr, no tty) read by the caller. Not the default _preload_content, with
+    which the client never closes its WebSocket (the socket then waits for the garbage collector and its
+    ResourceWarning fails whichever test runs at that moment)."""
+    return stream(
         core.connect_get_namespaced_pod_exec,
-        sleeper,
+        pod,
         NS,
-        command=["sh", "-c", 'echo "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"; pwd'],
+        command=command,
         stderr=True,
-        stdin=False,
+        stdin=stdin,
         stdout=True,
         tty=False,
         _preload_content=False,
     )
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_exec_through_kubernetes_stream(core, sleeper):
+    first = _exec(core, sleeper, ["sh", "-c", 'echo "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"; pwd'])
     try:
         first.run_forever(timeout=10)
         out = first.read_stdout()
@@ -467,16 +472,11 @@ def test_exec_through_kubernetes_stream(core, sleeper):
     assert Path(token_file).name == "eks-pod-identity-token"
     assert Path(token_file).read_text().count(".") == 2
     assert Path(token_file).is_relative_to(cwd)  # the pod's own directory on the node
-    resp = stream(
-        core.connect_get_namespaced_pod_exec,
+    resp = _exec(
+        core,
         sleeper,
-        NS,
-        command=["python3", "-c", "import sys; d = sys.stdin.read(); print(d.upper()); sys.exit(len(d))"],
-        stderr=True,
+        ["python3", "-c", "import sys; d = sys.stdin.read(); print(d.upper()); sys.exit(len(d))"],
         stdin=True,
-        stdout=True,
-        tty=False,
-        _preload_content=False,
     )
     try:
         resp.write_stdin("abcd")
@@ -503,17 +503,7 @@ def test_exec_output_forwarded_slower_than_the_command_ends_still_arrives(core, 
         real_send(self, data)
 
     monkeypatch.setattr(streaming.WebSocket, "send", slow_send)
-    resp = stream(
-        core.connect_get_namespaced_pod_exec,
-        sleeper,
-        NS,
-        command=["sh", "-c", "echo late-output"],
-        stderr=True,
-        stdin=False,
-        stdout=True,
-        tty=False,
-        _preload_content=False,
-    )
+    resp = _exec(core, sleeper, ["sh", "-c", "echo late-output"])
     try:
         resp.run_forever(timeout=30)
         assert resp.read_stdout() == "late-output\n"
