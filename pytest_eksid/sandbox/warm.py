@@ -123,12 +123,7 @@ class WarmPython:
     def prestart(self) -> None:
         """Start the server in the background (its imports take a fraction of a second), so that the first
         container does not wait for them; ``spawn`` waits for it if it is still starting."""
-
-        def start() -> None:
-            with self._lock:
-                self._start()
-
-        threading.Thread(target=start, name="warm-python-start", daemon=True).start()
+        threading.Thread(target=self.ready, name="warm-python-start", daemon=True).start()
 
     def _read(self, stdout: IO[bytes]) -> None:
         with stdout:  # this thread alone reads it, and closes it at the server's end
