@@ -90,9 +90,9 @@ def _run(what: str, argv: list[str], cwd: Path, env: dict[str, str] | None = Non
 
 def _installed(directory: Path, spec: list[str], make: Callable[[Path], None]) -> float:
     """Make ``directory`` with ``make`` unless its stamp says it holds ``spec``; the seconds it took (0: reused)."""
-    stamp = directory / "eksid-installed.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == spec:
+    if _stamped(directory, spec):
         return 0.0
+    stamp = directory / "eksid-installed.json"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     started = time.monotonic()
@@ -122,17 +122,17 @@ def _pip(directory: Path) -> None:
     _run("pip install " + AWSCLI[0], [*pip, "--disable-pip-version-check", "--no-compile", *AWSCLI], directory)
 
 
+def _stamped(directory: Path, spec: list[str]) -> bool:
+    """Whether ``directory`` holds a finished install of ``spec`` (its stamp is written last)."""
+    try:
+        return bool(json.loads((directory / "eksid-installed.json").read_text()).get("spec") == spec)
+    except (OSError, ValueError):
+        return False
+
+
 def installed(cache: Path = CACHE) -> bool:
     """Whether both clients are in ``cache`` as pinned here (what ``install`` would reuse)."""
-    wanted = {cache / "js": [*JS_SDK, NPM_BEFORE], cache / "awscli": list(AWSCLI)}
-    for directory, spec in wanted.items():
-        stamp = directory / "eksid-installed.json"
-        try:
-            if json.loads(stamp.read_text()).get("spec") != spec:
-                return False
-        except (OSError, ValueError):
-            return False
-    return True
+    return _stamped(cache / "js", [*JS_SDK, NPM_BEFORE]) and _stamped(cache / "awscli", list(AWSCLI))
 
 
 def install_awscli(cache: Path = CACHE) -> Path:
