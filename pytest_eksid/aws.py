@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -31,6 +32,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from pytest_eksid import botocore_data
 from pytest_eksid.settings import DEFAULT_API_TIMEOUT
 
 # The IAM actions this module uses; docs/fleet.md's runner policy is derived from it.
@@ -226,11 +228,16 @@ class Aws:
                     "aws_secret_access_key": self.env.get("AWS_SECRET_ACCESS_KEY"),
                     "aws_session_token": self.env.get("AWS_SESSION_TOKEN"),
                 }
+                # One data loader for every session of the process (botocore_data): a fleet run makes a session
+                # per cluster, and each parsed botocore's endpoints and service models again.
+                core = botocore_data.shared(botocore.session.Session())
                 self._session = boto3.Session(
+                    botocore_session=core,
                     region_name=self.region,
                     profile_name=self.profile_name,
                     **{k: v for k, v in keys.items() if v},
                 )
+                botocore_data.deduplicate(core)
             endpoint = self.env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or self.env.get("AWS_ENDPOINT_URL")
             client = self._session.client(
                 service,

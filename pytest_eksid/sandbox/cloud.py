@@ -35,6 +35,7 @@ from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from pytest_eksid import botocore_data
 from pytest_eksid.sandbox import authorizer, errors, fidelity
 from pytest_eksid.sandbox.eks import EksControlPlane, EksError, list_access_policies, list_clusters
 from pytest_eksid.sandbox.latency import Latency, Throttle
@@ -489,7 +490,7 @@ def _eks_routes() -> tuple[tuple[str, re.Pattern[str], int, str], ...]:
     matches across segments; every other label is one segment."""
     import botocore.session
 
-    model = botocore.session.get_session().get_service_model("eks")
+    model = botocore_data.shared(botocore.session.get_session()).get_service_model("eks")
     routes = []
     for name in model.operation_names:
         http = model.operation_model(name).http

@@ -33,7 +33,9 @@ def model_statuses(service: str) -> dict[str, int]:
     ``InvalidIdentityTokenException`` is sent as ``InvalidIdentityToken``), else the shape's name."""
     import botocore.session
 
-    model = botocore.session.get_session().get_service_model(service)
+    from pytest_eksid import botocore_data
+
+    model = botocore_data.shared(botocore.session.get_session()).get_service_model(service)
     statuses: dict[str, int] = {}
     for shape in model.error_shapes:
         error = shape.metadata.get("error") or {}

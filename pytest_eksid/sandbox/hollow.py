@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pytest_eksid import botocore_data
 from pytest_eksid.probe import program
 from pytest_eksid.probe.pod import ResultVersionError, parse_result
 
@@ -382,7 +383,7 @@ class HollowProbes:
             if self._session is None:
                 from botocore.config import Config
 
-                self._session = botocore.session.Session()
+                self._session = botocore_data.shared(botocore.session.Session())
                 # As the probe's session (program._session): every call bounded, so that no hollow pod's
                 # adaptation (on the kubelet's pool) can wait minutes on an endpoint that went away.
                 self._session.set_default_client_config(

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
+from pytest_eksid import botocore_data
 from pytest_eksid.profile import Profile, Workload, role_arn_parts
 from pytest_eksid.sandbox import get_token, model
 from pytest_eksid.sandbox.agent import PodIdentityAgent
@@ -55,7 +56,7 @@ def _seed_client(service: str, region: str, endpoint: str, key_id: str, secret: 
 
     with _SEED_LOCK:
         if _SEED_SESSION is None:
-            _SEED_SESSION = botocore.session.Session()
+            _SEED_SESSION = botocore_data.shared(botocore.session.Session())
         return _SEED_SESSION.create_client(
             service,
             region_name=region,

@@ -115,6 +115,7 @@ def _child(request: dict[str, Any]) -> int:
     handlers run, stdio is flushed. The caller has made the child a session leader."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    gc.enable()
     null = os.open(os.devnull, os.O_RDONLY)
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND)
     os.dup2(null, 0)
@@ -263,8 +264,13 @@ class Server:
 
 
 def main(modules: list[str]) -> None:
+    # The gc module's recipe for a process that forks without exec (gc.freeze): the server never collects, and what
+    # it imported is frozen before the first fork, so a child's collection (its exit runs one, as an interpreter's
+    # finalization does) skips those objects instead of touching, and so copying, every inherited page.
+    gc.disable()
     for name in modules:
         importlib.import_module(name)
+    gc.freeze()
     server = Server()
     try:
         server.serve()

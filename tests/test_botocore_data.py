@@ -1,0 +1,42 @@
+"""The process's one botocore data loader (pytest_eksid.botocore_data): shared by the runner's sessions and the
+sandbox's, separate per data path, and never growing a session's search path."""
+
+from __future__ import annotations
+
+import botocore.session
+
+from pytest_eksid import botocore_data
+from pytest_eksid.aws import Aws
+
+
+def _loader_of(aws: Aws) -> object:
+    aws._client("sts")  # the session is made with the first client
+    return aws._session._session.get_component("data_loader")
+
+
+def test_every_clusters_session_shares_one_loader_and_its_parsed_data() -> None:
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    first, second = Aws(region="eu-west-1", env=env), Aws(region="us-east-1", env=env)
+    loader = _loader_of(first)
+    assert _loader_of(second) is loader is botocore_data.loader()
+    # what one session's client parsed is the other's too (botocore.loaders.instance_cache keys by the call)
+    cached = {key for key in loader._cache if key[0] == "load_service_model"}  # type: ignore[attr-defined]
+    assert any("sts" in key for key in cached)
+
+
+def test_boto3_sessions_do_not_grow_the_shared_search_path() -> None:
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    _loader_of(Aws(region="eu-west-1", env=env))
+    before = list(botocore_data.loader().search_paths)
+    for _ in range(5):
+        _loader_of(Aws(region="eu-west-1", env=env))
+    assert botocore_data.loader().search_paths == before
+    assert len(set(before)) == len(before)
+
+
+def test_a_session_with_its_own_data_path_keeps_its_own_loader(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    own = botocore_data.shared(botocore.session.Session())
+    assert own.get_component("data_loader") is botocore_data.loader(str(tmp_path))
+    assert own.get_component("data_loader") is not botocore_data.loader()
+    assert str(tmp_path) in own.get_component("data_loader").search_paths
