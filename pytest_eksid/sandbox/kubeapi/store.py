@@ -259,7 +259,15 @@ class Store:
         rt = resource_type(resource)
         matches = self._matching(rt, namespace, label_selector, field_selector)
         with self._lock:
-            return [copy.deepcopy(o) for (r, ns, _), o in sorted(self._objects.items()) if matches(r, ns, o)]
+            return [copy.deepcopy(o) for _, o in self._sorted_matches(matches)]
+
+    def _sorted_matches(self, matches: Callable[[str, str, Obj], bool]) -> list[tuple[tuple[str, str, str], Obj]]:
+        """The stored (key, object) pairs that match, in key order. Filtered before sorting: the store holds every
+        kind, and sorting all of it for each list made a list (the authorizer lists bindings for every request)
+        cost as much as the whole store at a thousand workloads. Caller holds the lock."""
+        found = [(k, o) for k, o in self._objects.items() if matches(k[0], k[1], o)]
+        found.sort(key=lambda pair: pair[0])
+        return found
 
     # -- write --
 
@@ -472,7 +480,7 @@ class Store:
         rt = resource_type(resource)
         matches = self._matching(rt, namespace, label_selector, field_selector)
         with self._lock:
-            doomed = [(k, copy.deepcopy(o)) for k, o in sorted(self._objects.items()) if matches(k[0], k[1], o)]
+            doomed = [(k, copy.deepcopy(o)) for k, o in self._sorted_matches(matches)]
             if dry_run:
                 return [o for _, o in doomed]
             pods: Objs = []
