@@ -49,6 +49,7 @@ from pytest_eksid.sandbox.kubeapi.serviceaccounts import (
 from pytest_eksid.sandbox.kubeapi.validation import check_string_map, check_type, default, update_errors, validate
 
 Objs = list[Obj]  # (inside Store, ``list`` is a method)
+Keyed = list[tuple[tuple[str, str, str], Obj]]  # (kind, namespace, name) and the stored object
 Mutator = Callable[[Obj], None]
 Listener = Callable[[Obj], None]
 
@@ -261,7 +262,7 @@ class Store:
         with self._lock:
             return [copy.deepcopy(o) for _, o in self._sorted_matches(matches)]
 
-    def _sorted_matches(self, matches: Callable[[str, str, Obj], bool]) -> list[tuple[tuple[str, str, str], Obj]]:
+    def _sorted_matches(self, matches: Callable[[str, str, Obj], bool]) -> Keyed:
         """The stored (key, object) pairs that match, in key order. Filtered before sorting: the store holds every
         kind, and sorting all of it for each list made a list (the authorizer lists bindings for every request)
         cost as much as the whole store at a thousand workloads. Caller holds the lock."""
