@@ -87,6 +87,11 @@ class Store:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._objects: dict[tuple[str, str, str], Obj] = {}
+        # Indexes of _objects, kept by _put/_pop (and _note_owners for in-place changes), so that a list, a watch's
+        # start or a delete's search for dependents reads one kind, or the objects with owners, instead of the
+        # whole store: at a thousand workloads those scans made the emulated API server's cost grow with N².
+        self._kinds: dict[str, dict[tuple[str, str, str], Obj]] = {}
+        self._owned: dict[tuple[str, str, str], None] = {}  # keys of objects that have had ownerReferences
         self._rv = 0
         self._log: deque[tuple[int, str, str, str, Obj]] = deque()
         self._log_floor = 0  # events up to this resourceVersion are no longer in the log
@@ -127,6 +132,23 @@ class Store:
                 hook(rt)
         finally:
             self._reconciling = False
+
+    def _put(self, key: tuple[str, str, str], obj: Obj) -> None:
+        self._objects[key] = obj
+        self._kinds.setdefault(key[0], {})[key] = obj
+        self._note_owners(key, obj)
+
+    def _pop(self, key: tuple[str, str, str]) -> Obj | None:
+        obj = self._objects.pop(key, None)
+        if obj is not None:
+            self._kinds[key[0]].pop(key, None)
+            self._owned.pop(key, None)
+        return obj
+
+    def _note_owners(self, key: tuple[str, str, str], obj: Obj) -> None:
+        """Index ``obj`` among the owned if it has owners now (a superset: _remove checks the owners again)."""
+        if obj["metadata"].get("ownerReferences"):
+            self._owned[key] = None
 
     def _key(self, rt: ResourceType, namespace: str | None, name: str) -> tuple[str, str, str]:
         return (rt.key, (namespace or "") if rt.namespaced else "", name)
@@ -184,7 +206,7 @@ class Store:
             if dry_run:
                 return copy.deepcopy(obj)
             meta["resourceVersion"] = self._next_rv()
-            self._objects[key] = obj
+            self._put(key, obj)
             self._record("ADDED", rt, obj)
             if rt is NAMESPACES:
                 self.create(SERVICEACCOUNTS, name, {"metadata": {"name": "default"}})
@@ -260,13 +282,12 @@ class Store:
         rt = resource_type(resource)
         matches = self._matching(rt, namespace, label_selector, field_selector)
         with self._lock:
-            return [copy.deepcopy(o) for _, o in self._sorted_matches(matches)]
+            return [copy.deepcopy(o) for _, o in self._sorted_matches(rt, matches)]
 
-    def _sorted_matches(self, matches: Callable[[str, str, Obj], bool]) -> Keyed:
-        """The stored (key, object) pairs that match, in key order. Filtered before sorting: the store holds every
-        kind, and sorting all of it for each list made a list (the authorizer lists bindings for every request)
-        cost as much as the whole store at a thousand workloads. Caller holds the lock."""
-        found = [(k, o) for k, o in self._objects.items() if matches(k[0], k[1], o)]
+    def _sorted_matches(self, rt: ResourceType, matches: Callable[[str, str, Obj], bool]) -> Keyed:
+        """The stored (key, object) pairs of ``rt`` that match, in key order: read from the kind's index, as the
+        authorizer lists bindings for every request. Caller holds the lock."""
+        found = [(k, o) for k, o in self._kinds.get(rt.key, {}).items() if matches(k[0], k[1], o)]
         found.sort(key=lambda pair: pair[0])
         return found
 
@@ -280,6 +301,7 @@ class Store:
             if obj is None:
                 raise not_found(rt, name)
             change(obj)
+            self._note_owners(self._key(rt, namespace, name), obj)
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._record("MODIFIED", rt, obj)
             return copy.deepcopy(obj)
@@ -344,7 +366,7 @@ class Store:
             if dry_run or new == old:
                 return copy.deepcopy(new)
             new["metadata"]["resourceVersion"] = self._next_rv()
-            self._objects[key] = new
+            self._put(key, new)
             self._record("MODIFIED", rt, new)
             return copy.deepcopy(new)
 
@@ -443,7 +465,7 @@ class Store:
 
     def _remove(self, key: tuple[str, str, str], propagation: str) -> Objs:
         """Remove an object and what goes with it; return the pods removed."""
-        obj = self._objects.pop(key, None)
+        obj = self._pop(key)
         if obj is None:
             return []
         rt = resource_type(key[0])
@@ -451,8 +473,11 @@ class Store:
         self._record("DELETED", rt, obj)
         pods = [obj] if rt is PODS else []
         uid = obj["metadata"]["uid"]
-        for other_key, other in list(self._objects.items()):
-            if other_key not in self._objects:
+        # A namespace takes everything in it; anything else, what it owns (only objects with owners can be).
+        candidates = list(self._objects) if rt is NAMESPACES else list(self._owned)
+        for other_key in candidates:
+            other = self._objects.get(other_key)
+            if other is None:
                 continue  # removed with an earlier dependent
             if rt is NAMESPACES and other_key[1] == key[2]:
                 pods += self._remove(other_key, propagation)
@@ -481,7 +506,7 @@ class Store:
         rt = resource_type(resource)
         matches = self._matching(rt, namespace, label_selector, field_selector)
         with self._lock:
-            doomed = [(k, copy.deepcopy(o)) for k, o in self._sorted_matches(matches)]
+            doomed = [(k, copy.deepcopy(o)) for k, o in self._sorted_matches(rt, matches)]
             if dry_run:
                 return [o for _, o in doomed]
             pods: Objs = []
@@ -553,9 +578,7 @@ class Store:
         initial: list[tuple[str, Obj]] = []
         with self._lock:
             if resource_version in ("", "0") or send_initial_events:
-                initial = [
-                    ("ADDED", copy.deepcopy(o)) for (r, ns, _), o in sorted(self._objects.items()) if matches(r, ns, o)
-                ]
+                initial = [("ADDED", copy.deepcopy(o)) for _, o in self._sorted_matches(rt, matches)]
                 cursor = self._rv
             else:
                 if not resource_version.isdigit():
