@@ -26,7 +26,9 @@ from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 COPIES = 2  # each demo workload twice: one template, a real probe and a hollow pod
 
 
-def clones(*, hollow: bool, faults: list[dict[str, Any]] | None = None, own: bool = False) -> dict[str, Any]:
+def clones(
+    *, hollow: bool, faults: list[dict[str, Any]] | None = None, own: bool = False, copies: int = COPIES
+) -> dict[str, Any]:
     """The demo profile with each workload cloned (same namespace and plan), on one node group (the probe of
     each clone lands on the same node: one template per workload). ``own``: each clone has its own
     ServiceAccount and its own IAM role (a copy of the demo's policy), as real clusters and the bench have
@@ -35,7 +37,7 @@ def clones(*, hollow: bool, faults: list[dict[str, Any]] | None = None, own: boo
     roles = {r["name"]: r for r in data["sandbox"]["roles"]}
     workloads = []
     for w in data["workloads"]:
-        for i in range(COPIES):
+        for i in range(copies):
             clone = dict(w, name=f"{w['name']}-{i}")
             if own:
                 prefix, _, role = w["roleArn"].rpartition("/")
@@ -293,37 +295,39 @@ def test_a_wrong_role_is_caught_in_hollow_mode_and_an_unadapted_method_runs_the_
 def test_excess_permissions_of_one_role_are_caught_on_the_pod_adapted_from_a_clean_template(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two workloads of one plan shape, each with its own role; only the second's role has the fault's
+    """Three workloads of one plan shape, each with its own role; only the second's role has the fault's
     ``s3:*``. The clean one's pod runs the real probe (it starts first, on an injected clock); the faulted
-    one's runs no process, yet its own calls show its deny actions allowed."""
+    one's runs no process, yet its own calls show its deny actions allowed; the third, clean again, is adapted
+    after it with the same action clients (hollow._Slot), which must now sign as the third pod: its denials
+    stay denied."""
     faults = [{"fault": "excess-permissions", "workload": "invoice-exporter-1"}]
-    run = open_sandbox(clones(hollow=True, faults=faults, own=True), tmp_path)
+    run = open_sandbox(clones(hollow=True, faults=faults, own=True, copies=3), tmp_path)
     try:
         kubelet, now = _on_a_manual_clock(run, monkeypatch)
         profile = run.loaded.profile
-        clean, faulted = (next(w for w in profile.workloads if w.name == f"invoice-exporter-{i}") for i in (0, 1))
-        since = run.sandbox.store.resource_version
+        clean, faulted, after = (
+            next(w for w in profile.workloads if w.name == f"invoice-exporter-{i}") for i in (0, 1, 2)
+        )
         names = {}
-        for w in (clean, faulted):  # one after the other: the clean one joins the template first
+        for w in (clean, faulted, after):  # one after the other, each to its end: the clean one is the template
+            since = run.sandbox.store.resource_version
             manifest = probe_pod_manifest(profile, w, "hollow-test")
             bind_nonce(manifest, f"nonce-{w.name}")
-            names[w.name] = run.kube.create_pod(w.namespace, manifest)["metadata"]["name"]
+            names[w.name] = name = run.kube.create_pod(w.namespace, manifest)["metadata"]["name"]
             assert kubelet.settle()
             now[0] += 30.0
             assert kubelet.timers.run_due() == 1
             assert kubelet.settle()
-        ended: set[str] = set()
-        for _, obj in run.sandbox.store.watch("pods", clean.namespace, resource_version=since, timeout=120):
-            if obj["status"].get("phase") in ("Succeeded", "Failed"):
-                ended.add(obj["metadata"]["name"])
-            if ended >= set(names.values()):
-                break
-        assert (kubelet.hollow.real_runs, kubelet.hollow.adapted) == (1, 1)
+            for _, obj in run.sandbox.store.watch("pods", clean.namespace, resource_version=since, timeout=120):
+                if obj["metadata"]["name"] == name and obj["status"].get("phase") in ("Succeeded", "Failed"):
+                    break
+        assert (kubelet.hollow.real_runs, kubelet.hollow.adapted) == (1, 2)
         logs = {w: run.kube.pod_log(clean.namespace, name) for w, name in names.items()}
     finally:
         close_sandbox(run)
     assert not logs[clean.name].startswith(HOLLOW_NOTE)  # the real probe
     assert logs[faulted.name].startswith(HOLLOW_NOTE + "no process")
+    assert logs[after.name].startswith(HOLLOW_NOTE + "no process")
     results = {w: parse_result(text) for w, text in logs.items()}
     outcomes = {}
     for w, result in results.items():
@@ -337,6 +341,7 @@ def test_excess_permissions_of_one_role_are_caught_on_the_pod_adapted_from_a_cle
     assert {k: v for k, v in outcomes[faulted.name].items() if v[0].startswith(("sqs:", "kms:"))} == {
         k: v for k, v in outcomes[clean.name].items() if v[0].startswith(("sqs:", "kms:"))
     }
+    assert outcomes[after.name] == outcomes[clean.name]  # signed as itself, not as the faulted pod before it
 
 
 def test_a_pod_runs_the_real_probe_where_its_own_answers_cannot_be_redone_in_process(tmp_path: Path) -> None:

@@ -204,6 +204,7 @@ class HollowProbes:
         self._templates: dict[str, _Template] = {}
         self._session: Any = None
         self._clients: dict[tuple[str, str], Any] = {}
+        self._slots: list[_Slot] = []  # free slots for the action clients of pods (_PodClients)
         self.real_runs = 0  # probe processes started (template leaders and fallbacks)
         self.adapted = 0  # pods that ran no process
 
@@ -292,7 +293,8 @@ class HollowProbes:
             if credentials is None:
                 return None, why
             if "actions" in result:
-                clients = _PodClients(self, credentials, env, str(plan.get("region") or ""))
+                slot = self._take_slot(credentials)
+                clients = _PodClients(slot, env, str(plan.get("region") or ""))
                 budget = float(plan.get("step_seconds", 50))
                 try:
                     result["actions"] = program.run_actions(
@@ -300,6 +302,8 @@ class HollowProbes:
                     )
                 except Exception as exc:  # as the probe's own step wrapper records a step that raised
                     result["actions"] = {"error": program._error(exc)}
+                finally:
+                    self._give_slot(slot)
         elif isinstance(identity, dict) and _identity_inputs(own) != _identity_inputs(template_environment):
             # The template found no working credentials; whether this pod would is a question of its own.
             return None, "the template's pod had no working credentials, and this pod is another identity"
@@ -370,6 +374,18 @@ class HollowProbes:
         frozen = credentials.get_frozen_credentials()
         return str(frozen.access_key), str(frozen.secret_key), frozen.token
 
+    def _take_slot(self, credentials: tuple[str, str, str | None]) -> _Slot:
+        """A slot of action clients, now signing with ``credentials``, for one pod until _give_slot."""
+        with self._lock:
+            slot = self._slots.pop() if self._slots else _Slot(self._lock)
+        slot.sign_as(credentials)
+        return slot
+
+    def _give_slot(self, slot: _Slot) -> None:
+        slot.sign_as(("", "", None))  # nothing signs as the last pod while the slot waits
+        with self._lock:
+            self._slots.append(slot)
+
     def _client(self, service: str, region: str, endpoint: str, **kwargs: Any) -> Any:
         """A botocore client; one shared unsigned STS client per (region, endpoint) (``config`` alone given),
         a new one per credentials (botocore sessions are not thread-safe: clients are made under the lock,
@@ -395,15 +411,49 @@ class HollowProbes:
             return client
 
 
+class _Slot:
+    """Action clients that one hollow pod at a time uses, signing with that pod's credentials.
+
+    Making a botocore client costs milliseconds of CPU (its class, its endpoint rules, its event hooks), and a
+    pod's plan asks for several: made anew for each pod, they were a third of the emulated cluster's CPU at a
+    thousand workloads. A slot's clients come from a session of its own whose one ``Credentials`` object the
+    clients' signer reads at every request (botocore's ``RequestSigner`` asks ``get_frozen_credentials()`` when
+    it signs), so setting that object's keys makes every call of the pod signed as the pod, as its own clients
+    would sign. The kubelet keeps as many slots as pods adapt at once. The identity step's STS client is still
+    made per pod: the proof registers a handler on it (``program.prove_identity``)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        import botocore.session
+        from botocore.config import Config
+
+        self._lock = lock  # botocore sessions are not thread-safe: clients are made under the kubelet's lock
+        self.session = botocore_data.shared(botocore.session.Session())
+        self.session.set_default_client_config(  # as HollowProbes._client's session, and the probe's own
+            Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+        )
+        self.session.set_credentials("unset", "unset")
+        self.credentials = self.session.get_credentials()
+        self.clients: dict[tuple[str, str, str, str], Any] = {}
+
+    def sign_as(self, credentials: tuple[str, str, str | None]) -> None:
+        self.credentials.access_key, self.credentials.secret_key, self.credentials.token = credentials
+
+    def client(self, service: str, region: str, endpoint: str, config: Any) -> Any:
+        key = (service, region, endpoint, repr(sorted(vars(config).items())) if config is not None else "")
+        with self._lock:
+            if key not in self.clients:
+                self.clients[key] = self.session.create_client(
+                    service, region_name=region, endpoint_url=endpoint or None, config=config
+                )
+            return self.clients[key]
+
+
 class _PodClients:
     """What ``program.run_actions`` asks of a botocore session (``create_client``), for one hollow pod:
-    clients with this pod's credentials and endpoint, made by the kubelet's one session under its lock."""
+    clients with this pod's endpoint, from a slot that signs with this pod's credentials (_Slot)."""
 
-    def __init__(
-        self, probes: HollowProbes, credentials: tuple[str, str, str | None], env: Mapping[str, str], region: str
-    ) -> None:
-        self._probes = probes
-        self._credentials = credentials
+    def __init__(self, slot: _Slot, env: Mapping[str, str], region: str) -> None:
+        self._slot = slot
         self._env = env
         self._region = region
 
@@ -411,16 +461,7 @@ class _PodClients:
         endpoint = (self._env.get("AWS_ENDPOINT_URL_STS") if service_name == "sts" else None) or self._env.get(
             "AWS_ENDPOINT_URL", ""
         )
-        access_key, secret_key, token = self._credentials
-        return self._probes._client(
-            service_name,
-            region_name or self._region,
-            endpoint,
-            config=config,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            aws_session_token=token,
-        )
+        return self._slot.client(service_name, region_name or self._region, endpoint, config)
 
 
 def _unreproduced(env: Mapping[str, str], environment: Any) -> str:
