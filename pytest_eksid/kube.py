@@ -526,8 +526,15 @@ class Kube:
                 f"workloads/{namespace}/{label_selector}", lambda: self._workloads(namespace, label_selector)
             )
             return result
-        every: list[Obj] = self._once(f"workloads/{namespace}", lambda: self._workloads(namespace, ""))
-        return [o for o in every if _labels_match(terms, (o.get("metadata") or {}).get("labels"))]
+
+        def matching() -> list[Obj]:
+            every: list[Obj] = self._once(f"workloads/{namespace}", lambda: self._workloads(namespace, ""))
+            return [o for o in every if _labels_match(terms, (o.get("metadata") or {}).get("labels"))]
+
+        # Matched once per selector: each workload's tests ask again, and matching the namespace's whole list every
+        # time made the runner's CPU per workload grow with the namespace's size.
+        matched: list[Obj] = self._once(f"workloads/{namespace}/matching/{label_selector}", matching)
+        return list(matched)
 
     def _workloads(self, namespace: str, label_selector: str) -> list[Obj]:
         out: list[Obj] = []
