@@ -15,19 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import REPO  # first: it has the interpreter write bytecode caches (see there)
+
+# isort: split
 from pytest_eksid.profile import load_profile
 from pytest_eksid.sandbox.runtime import Connection, Sandbox
-from tests.helpers import REPO, realclients
+from tests.helpers import realclients
 from tests.helpers.endpoints import Endpoint
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
-
-# These tests start a few hundred Python processes (pytest runs of the suites, sandboxes, probes, kubeconfig
-# plugins), each importing this project's modules. A machine image that sets PYTHONDONTWRITEBYTECODE (ours
-# does) makes every one of them compile those modules again, and pytest rewrite the asserts of every plugin
-# module again: about a second and a half of CPU per pytest run. The tests write their bytecode caches (and
-# pytest its rewritten ones) into the checkout like any Python project; nothing the product does depends on it.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-sys.dont_write_bytecode = False
 
 pytest_plugins = ["pytester"]
 

@@ -8,6 +8,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+# These tests start a few hundred Python processes (pytest runs of the suites, sandboxes, probes, kubeconfig
+# plugins), each importing this project's modules. A machine image that sets PYTHONDONTWRITEBYTECODE (ours
+# does) makes every one of them compile those modules again, and pytest rewrite the asserts of every plugin
+# module again: about a second and a half of CPU per pytest run. The tests write their bytecode caches (and
+# pytest its rewritten ones) into the checkout like any Python project; nothing the product does depends on it.
+# Here, because conftest.py imports this package before the project's modules (and, through the sandbox,
+# botocore, moto and the kubernetes client): the xdist controller then writes the caches of all of those before
+# it starts its workers, instead of each worker compiling them again at the same time on a clean checkout.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parent.parent.parent
