@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -521,6 +522,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             target = probe_target(subject.profile.profile, subject.workload, group)
             selected.setdefault(subject.profile.name, {})[target.key] = target
     session.config.stash[SELECTED_KEY] = selected
+    if selected:
+        # What exists now (every imported module, the collected items, the profiles) lives until the run ends:
+        # out of the garbage collector's way (the gc module's gc.freeze), its full collections, which grow more
+        # frequent and longer with the run's objects, walk only what the run makes from here on, pytest's own
+        # collection at the session's end included. A fleet-sized run spent about a twentieth of its CPU there.
+        gc.freeze()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
