@@ -230,7 +230,8 @@ class Aws:
                 }
                 # One data loader for every session of the process (botocore_data): a fleet run makes a session
                 # per cluster, and each parsed botocore's endpoints and service models again.
-                core = botocore_data.shared(botocore.session.Session())
+                # The profile first: it may name its own data path (and an unknown AWS_PROFILE must not matter).
+                core = botocore_data.shared(botocore.session.Session(profile=self.profile_name))
                 self._session = boto3.Session(
                     botocore_session=core,
                     region_name=self.region,

@@ -309,10 +309,15 @@ def _stop_on_sigterm(config: pytest.Config) -> None:
     config.stash[INTERRUPTS_KEY] = interrupts
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     interrupts = config.stash.get(INTERRUPTS_KEY, None)
     if interrupts is not None:
         interrupts.uninstall()
+    # What pytest_collection_finish froze goes back to the collector: a process that runs pytest in-process
+    # again (pytester, pytest.main) must not keep each session. Last, so pytest's own collection at
+    # unconfigure still skips it.
+    gc.unfreeze()
 
 
 def _profiles(config: pytest.Config) -> tuple[Setting[LoadedProfile], ...]:
@@ -527,6 +532,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         # out of the garbage collector's way (the gc module's gc.freeze), its full collections, which grow more
         # frequent and longer with the run's objects, walk only what the run makes from here on, pytest's own
         # collection at the session's end included. A fleet-sized run spent about a twentieth of its CPU there.
+        # Garbage is collected first, so none is kept; pytest_unconfigure unfreezes.
+        gc.collect()
         gc.freeze()
 
 

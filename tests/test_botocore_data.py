@@ -40,3 +40,17 @@ def test_a_session_with_its_own_data_path_keeps_its_own_loader(tmp_path, monkeyp
     assert own.get_component("data_loader") is botocore_data.loader(str(tmp_path))
     assert own.get_component("data_loader") is not botocore_data.loader()
     assert str(tmp_path) in own.get_component("data_loader").search_paths
+
+
+def test_the_clusters_aws_profile_is_applied_before_the_loader_is_chosen(tmp_path, monkeypatch) -> None:
+    """A cluster's awsProfile wins over the environment's AWS_PROFILE, as boto3's profile_name does: an unknown
+    AWS_PROFILE must not fail the session, and the profile's own data path picks the loader."""
+    data = tmp_path / "models"
+    data.mkdir()
+    config = tmp_path / "config"
+    config.write_text(f"[profile other]\nregion = eu-west-1\ndata_path = {data}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "missing")
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    aws = Aws(region="eu-west-1", env=env, profile_name="other")
+    assert _loader_of(aws) is botocore_data.loader(str(data))

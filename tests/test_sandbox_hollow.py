@@ -378,3 +378,19 @@ def test_a_pod_runs_the_real_probe_where_its_own_answers_cannot_be_redone_in_pro
         line, why = probes.adapt(working, env("arn:aws:iam::111122223333:role/two", **extra))
         assert line is None
         assert named in why
+
+
+@pytest.mark.parametrize(("code", "kept"), [(None, 1), ("StepTimeout", 0)])
+def test_a_slot_whose_call_outlived_the_step_is_not_reused(monkeypatch: pytest.MonkeyPatch, code, kept) -> None:
+    """A call past the actions step's budget keeps running on its own thread (program._bounded); its retries
+    would sign with whatever keys the slot holds next, so that slot must never serve another pod."""
+    probes = HollowProbes()
+
+    def run_actions(plan, identity, deadline=None, clock=None, session=None):
+        assert session is not None
+        return [{"id": "allow-0", "outcome": "error" if code else "allowed", "code": code}]
+
+    monkeypatch.setattr(program, "run_actions", run_actions)
+    actions = probes._actions({"region": "eu-west-1"}, {}, ("AKIAPOD", "secret", None), {})
+    assert actions[0]["code"] == code
+    assert len(probes._slots) == kept

@@ -293,17 +293,7 @@ class HollowProbes:
             if credentials is None:
                 return None, why
             if "actions" in result:
-                slot = self._take_slot(credentials)
-                clients = _PodClients(slot, env, str(plan.get("region") or ""))
-                budget = float(plan.get("step_seconds", 50))
-                try:
-                    result["actions"] = program.run_actions(
-                        plan, identity, deadline=time.monotonic() + budget, session=clients
-                    )
-                except Exception as exc:  # as the probe's own step wrapper records a step that raised
-                    result["actions"] = {"error": program._error(exc)}
-                finally:
-                    self._give_slot(slot)
+                result["actions"] = self._actions(plan, identity, credentials, env)
         elif isinstance(identity, dict) and _identity_inputs(own) != _identity_inputs(template_environment):
             # The template found no working credentials; whether this pod would is a question of its own.
             return None, "the template's pod had no working credentials, and this pod is another identity"
@@ -373,6 +363,26 @@ class HollowProbes:
             raise LookupError("no credentials")
         frozen = credentials.get_frozen_credentials()
         return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+    def _actions(
+        self, plan: Obj, identity: Obj, credentials: tuple[str, str, str | None], env: Mapping[str, str]
+    ) -> Any:
+        """The plan's calls made with this pod's credentials, by the probe's own ``program.run_actions``."""
+        slot = self._take_slot(credentials)
+        clients = _PodClients(slot, env, str(plan.get("region") or ""))
+        budget = float(plan.get("step_seconds", 50))
+        reusable = False
+        try:
+            actions = program.run_actions(plan, identity, deadline=time.monotonic() + budget, session=clients)
+            # A call past the step's budget is left running on its own thread (program._bounded), and its retries
+            # would sign with the next pod's keys: such a slot is dropped, not reused.
+            reusable = not any(isinstance(a, dict) and a.get("code") == "StepTimeout" for a in actions)
+            return actions
+        except Exception as exc:  # as the probe's own step wrapper records a step that raised
+            return {"error": program._error(exc)}
+        finally:
+            if reusable:
+                self._give_slot(slot)
 
     def _take_slot(self, credentials: tuple[str, str, str | None]) -> _Slot:
         """A slot of action clients, now signing with ``credentials``, for one pod until _give_slot."""

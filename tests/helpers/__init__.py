@@ -17,9 +17,10 @@ from pathlib import Path
 # does) makes every one of them compile those modules again, and pytest rewrite the asserts of every plugin
 # module again: about a second and a half of CPU per pytest run. The tests write their bytecode caches (and
 # pytest its rewritten ones) into the checkout like any Python project; nothing the product does depends on it.
-# Here, because conftest.py imports this package before the project's modules (and, through the sandbox,
-# botocore, moto and the kubernetes client): the xdist controller then writes the caches of all of those before
-# it starts its workers, instead of each worker compiling them again at the same time on a clean checkout.
+# Here, because conftest.py imports this package before the sandbox (and through it moto, werkzeug, flask and
+# the rest; the plugin's entry point has already imported boto3 and the kubernetes client by then): the xdist
+# controller then writes those caches before it starts its workers, instead of each worker compiling them again
+# at the same time on a clean checkout.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
