@@ -427,10 +427,11 @@ class _Slot:
     Making a botocore client costs milliseconds of CPU (its class, its endpoint rules, its event hooks), and a
     pod's plan asks for several: made anew for each pod, they were a third of the emulated cluster's CPU at a
     thousand workloads. A slot's clients come from a session of its own whose one ``Credentials`` object the
-    clients' signer reads at every request (botocore's ``RequestSigner`` asks ``get_frozen_credentials()`` when
-    it signs), so setting that object's keys makes every call of the pod signed as the pod, as its own clients
-    would sign. The kubelet keeps as many slots as pods adapt at once. The identity step's STS client is still
-    made per pod: the proof registers a handler on it (``program.prove_identity``)."""
+    clients' signer reads at every request (``RequestSigner.get_auth_instance`` calls ``get_frozen_credentials()``
+    each time it signs [boto/botocore 1.44.18 botocore/signers.py:300-313]), so setting that object's keys makes
+    every call of the pod signed as the pod, as its own clients would sign. The kubelet keeps as many slots as
+    pods adapt at once. The identity step's STS client is still made per pod: the proof registers a handler on
+    it (``program.prove_identity``)."""
 
     def __init__(self, lock: threading.Lock) -> None:
         import botocore.session
