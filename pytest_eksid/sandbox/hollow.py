@@ -400,25 +400,29 @@ class HollowProbes:
         """A botocore client; one shared unsigned STS client per (region, endpoint) (``config`` alone given),
         a new one per credentials (botocore sessions are not thread-safe: clients are made under the lock,
         then used freely)."""
-        import botocore.session
-
         shared = set(kwargs) == {"config"}
         with self._lock:
             if shared and (region, endpoint) in self._clients:
                 return self._clients[(region, endpoint)]
             if self._session is None:
-                from botocore.config import Config
-
-                self._session = botocore_data.shared(botocore.session.Session())
-                # As the probe's session (program._session): every call bounded, so that no hollow pod's
-                # adaptation (on the kubelet's pool) can wait minutes on an endpoint that went away.
-                self._session.set_default_client_config(
-                    Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-                )
+                self._session = _bounded_session()
             client = self._session.create_client(service, region_name=region, endpoint_url=endpoint or None, **kwargs)
             if shared:
                 self._clients[(region, endpoint)] = client
             return client
+
+
+def _bounded_session() -> Any:
+    """A botocore session whose clients bound every call, as the probe's session does (program._session), so
+    that no hollow pod's adaptation (on the kubelet's pool) can wait minutes on an endpoint that went away."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore_data.shared(botocore.session.Session())
+    session.set_default_client_config(
+        Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    )
+    return session
 
 
 class _Slot:
@@ -434,14 +438,8 @@ class _Slot:
     it (``program.prove_identity``)."""
 
     def __init__(self, lock: threading.Lock) -> None:
-        import botocore.session
-        from botocore.config import Config
-
         self._lock = lock  # botocore sessions are not thread-safe: clients are made under the kubelet's lock
-        self.session = botocore_data.shared(botocore.session.Session())
-        self.session.set_default_client_config(  # as HollowProbes._client's session, and the probe's own
-            Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-        )
+        self.session = _bounded_session()
         self.session.set_credentials("unset", "unset")
         self.credentials = self.session.get_credentials()
         self.clients: dict[tuple[str, str, str, str], Any] = {}
