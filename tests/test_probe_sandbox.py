@@ -432,6 +432,48 @@ def test_cleanup_deletes_every_pod_it_can_and_says_how_to_delete_the_rest(start_
     assert f"kubectl delete pods -A -l eksid.dev/run-id={campaign.run_id}" in str(err.value)
 
 
+def test_cleanup_deletes_the_pods_after_the_first_at_once_and_stops_where_the_server_is_gone(
+    start_sandbox, monkeypatch
+):
+    """The first delete alone (one try tells an unreachable server); the rest concurrently, max_parallel at a
+    time: a thousand one by one were a thousand round trips at the end of a run. A delete that finds the server
+    gone leaves the ones not yet begun untried."""
+    run = start_sandbox(demo_data())
+    calls: list[str] = []
+
+    def campaign_of(names: list[str], max_parallel: int, delete) -> Campaign:
+        campaign = Campaign(kube=run.kube, profile=run.loaded.profile, max_parallel=max_parallel)
+        campaign._created.update({name: "ns" for name in names})
+        calls.clear()
+        monkeypatch.setattr(run.kube, "delete_pod", delete)
+        return campaign
+
+    together = threading.Barrier(3)  # the three after the first must be in flight at once to pass it
+
+    def meeting(namespace, name, uid=None):
+        calls.append(name)
+        if name != "probe-0":
+            together.wait(timeout=60)  # BrokenBarrierError, so a failed delete, if they came one by one
+        return True
+
+    names = [f"probe-{i}" for i in range(4)]
+    assert campaign_of(names, 3, meeting).cleanup() == [f"ns/{name}" for name in names]  # in creation order
+    assert calls[0] == "probe-0"
+
+    def gone_at_the_second(namespace, name, uid=None):
+        calls.append(name)
+        if name == "probe-1":
+            raise KubeUnreachable("delete pod: cannot reach the Kubernetes API server https://x: no answer")
+        return True
+
+    with pytest.raises(KubeError) as err:  # one at a time: what follows the failure has not begun
+        campaign_of([f"probe-{i}" for i in range(5)], 1, gone_at_the_second).cleanup()
+    assert calls == ["probe-0", "probe-1"]
+    assert "could not delete 4 probe pod(s) (deleted 1)" in str(err.value)
+    assert "ns/probe-1 (delete pod: cannot reach" in str(err.value)
+    assert "ns/probe-2 (not tried)" in str(err.value)
+
+
 @pytest.mark.parametrize(
     "failure",
     [

@@ -915,6 +915,18 @@ class Campaign:
             return [f"(events unavailable: {exc})"]
         return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}" for e in events][-15:]
 
+    def _delete(self, namespace: str, name: str, uid: str | None) -> tuple[str | None, str | None, bool]:
+        """Delete one probe pod: (what was deleted, what failed and why, whether to stop trying the others)."""
+        pod = f"{namespace}/{name}"
+        try:
+            return (pod if self.kube.delete_pod(namespace, name, uid) else None), None, False  # never a swapped pod
+        except KubeUnreachable as exc:  # each further try could wait minutes: stop here
+            return None, f"{pod} ({str(exc)[:200]})", True
+        except KubeError as exc:  # the API refused this one: try the others; no answer at all (a timeout): stop
+            return None, f"{pod} ({str(exc)[:200]})", exc.status is None
+        except Exception as exc:  # anything else unexpected: do not risk minutes per pod
+            return None, f"{pod} ({exc.__class__.__name__}: {str(exc)[:200]})", True
+
     def cleanup(self) -> list[str]:
         """Delete every pod this campaign created (unless keep_pods); return the ones deleted."""
         if self.keep_pods:
@@ -932,26 +944,32 @@ class Campaign:
                     uids.setdefault(str(pod["metadata"]["name"]), _uid(pod))
             except KubeError:
                 pass  # the deletes below say what is left, and how to delete it
-        deleted, failed = [], []
         pending = list(created.items())
-        while pending:
-            name, namespace = pending.pop(0)
-            try:
-                if self.kube.delete_pod(namespace, name, uids.get(name)):  # never a pod someone swapped in
-                    deleted.append(f"{namespace}/{name}")
-            except KubeUnreachable as exc:  # each further try could wait minutes: stop here
-                failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
-                failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
-                break
-            except KubeError as exc:  # the API refused this one: try the others
-                failed.append(f"{namespace}/{name} ({str(exc)[:200]})")
-                if exc.status is None:  # no answer at all (a timeout): each further try could cost as much
-                    failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
-                    break
-            except Exception as exc:  # anything else unexpected: do not risk minutes per pod
-                failed.append(f"{namespace}/{name} ({exc.__class__.__name__}: {str(exc)[:200]})")
-                failed += [f"{ns}/{n} (not tried)" for n, ns in pending]
-                break
+        outcomes: list[tuple[str | None, str | None]] = []
+        if pending:
+            # The first alone: against an API server that stopped answering, one try says so (each can take the
+            # whole timeout). The rest at once, max_parallel at a time, as the campaign created them: one by one,
+            # a thousand pods were a thousand round trips at the end of the run. A try that says the server is
+            # gone stops the ones not yet begun.
+            halt = threading.Event()
+
+            def delete(item: tuple[str, str]) -> tuple[str | None, str | None]:
+                name, namespace = item
+                if halt.is_set():
+                    return None, f"{namespace}/{name} (not tried)"
+                done, failure, stop = self._delete(namespace, name, uids.get(name))
+                if stop:
+                    halt.set()
+                return done, failure
+
+            outcomes.append(delete(pending[0]))
+            rest = pending[1:]
+            if rest:
+                workers = max(1, min(self.max_parallel, len(rest)))
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eksid-cleanup") as pool:
+                    outcomes += pool.map(delete, rest)
+        deleted = [done for done, _ in outcomes if done is not None]
+        failed = [failure for _, failure in outcomes if failure is not None]
         if failed:
             raise KubeError(
                 f"could not delete {len(failed)} probe pod(s) (deleted {len(deleted)}): {'; '.join(failed[:5])}; "
