@@ -8,6 +8,9 @@ import botocore.session
 from pytest_eksid import botocore_data
 from pytest_eksid.aws import Aws
 
+# Keys and an endpoint no request reaches: the sessions are only made, never used.
+ENV = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+
 
 def _loader_of(aws: Aws) -> object:
     aws._client("sts")  # the session is made with the first client
@@ -15,8 +18,7 @@ def _loader_of(aws: Aws) -> object:
 
 
 def test_every_clusters_session_shares_one_loader_and_its_parsed_data() -> None:
-    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    first, second = Aws(region="eu-west-1", env=env), Aws(region="us-east-1", env=env)
+    first, second = Aws(region="eu-west-1", env=ENV), Aws(region="us-east-1", env=ENV)
     loader = _loader_of(first)
     assert _loader_of(second) is loader is botocore_data.loader()
     # what one session's client parsed is the other's too (botocore.loaders.instance_cache keys by the call)
@@ -25,11 +27,10 @@ def test_every_clusters_session_shares_one_loader_and_its_parsed_data() -> None:
 
 
 def test_boto3_sessions_do_not_grow_the_shared_search_path() -> None:
-    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    _loader_of(Aws(region="eu-west-1", env=env))
+    _loader_of(Aws(region="eu-west-1", env=ENV))
     before = list(botocore_data.loader().search_paths)
     for _ in range(5):
-        _loader_of(Aws(region="eu-west-1", env=env))
+        _loader_of(Aws(region="eu-west-1", env=ENV))
     assert botocore_data.loader().search_paths == before
     assert len(set(before)) == len(before)
 
@@ -51,6 +52,5 @@ def test_the_clusters_aws_profile_is_applied_before_the_loader_is_chosen(tmp_pat
     config.write_text(f"[profile other]\nregion = eu-west-1\ndata_path = {data}\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_PROFILE", "missing")
-    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
-    aws = Aws(region="eu-west-1", env=env, profile_name="other")
+    aws = Aws(region="eu-west-1", env=ENV, profile_name="other")
     assert _loader_of(aws) is botocore_data.loader(str(data))
