@@ -33,11 +33,13 @@ from botocore.exceptions import (
 )
 
 from pytest_eksid import botocore_data
+from pytest_eksid.escape import printable
 from pytest_eksid.settings import DEFAULT_API_TIMEOUT
 
 # The IAM actions this module uses; docs/fleet.md's runner policy is derived from it.
 ACTIONS = (
     "sts:GetCallerIdentity",
+    "iam:GetAccountAuthorizationDetails",
     "iam:GetRole",
     "iam:ListRolePolicies",
     "iam:GetRolePolicy",
@@ -199,6 +201,25 @@ def _doc(value: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+# The bulk read's page: GetAccountAuthorizationDetails answers up to MaxItems items (1 to 1,000, botocore's iam model
+# maxItemsType) a request, and continues by Marker while IsTruncated (botocore's iam paginators-1.json).
+IAM_BULK_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class _AccountIam:
+    """The account's IAM as GetAccountAuthorizationDetails (Filter Role, LocalManagedPolicy) gives it: each role
+    (its RoleDetail: trust policy, inline policies, attached managed policies' ARNs) by case-folded name, since
+    IAM role names are unique regardless of case (IAM User Guide, "IAM object quotas and names"); and each
+    customer managed policy's default version's document by ARN. AWS managed policies are not in it."""
+
+    roles: Mapping[str, Mapping[str, Any]]
+    policies: Mapping[str, dict[str, Any]]
+
+    def find(self, name: str) -> Mapping[str, Any] | None:
+        return self.roles.get(name.casefold())
+
+
 @dataclass
 class Aws:
     """Read-only AWS facts for one cluster, cached for the session."""
@@ -209,6 +230,10 @@ class Aws:
     env: Mapping[str, str | None] = field(default_factory=dict, repr=False)  # may hold keys: never printed
     profile_name: str | None = None  # an AWS named profile (cluster.awsProfile)
     timeout: float = DEFAULT_API_TIMEOUT
+    # Read the account's roles and customer managed policies in one bulk read (GetAccountAuthorizationDetails)
+    # instead of role by role; where IAM refuses it, role by role after all, said once through ``say``.
+    bulk_iam: bool = False
+    say: Callable[[str], None] = field(default=lambda _message: None, repr=False)
     _unavailable: str | None = field(default=None, repr=False)
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -350,10 +375,49 @@ class Aws:
             raise IdentityNotProven(f"STS at {endpoint} did not answer: {reason.__class__.__name__}") from None
         return _caller_from_xml(body)
 
+    def _account_iam(self) -> _AccountIam | None:
+        """The account's roles and customer managed policies, read in bulk once per run (every page); None when
+        IAM refused the read: the run then reads role by role, and says why once."""
+
+        def fetch() -> _AccountIam | None:
+            roles: dict[str, Mapping[str, Any]] = {}
+            policies: dict[str, dict[str, Any]] = {}
+            pages = (
+                self._client("iam")
+                .get_paginator("get_account_authorization_details")
+                .paginate(Filter=["Role", "LocalManagedPolicy"], PaginationConfig={"PageSize": IAM_BULK_PAGE})
+            )
+            try:
+                for page in pages:
+                    for role in page.get("RoleDetailList", []):
+                        roles[str(role["RoleName"]).casefold()] = role
+                    for policy in page.get("Policies", []):
+                        for version in policy.get("PolicyVersionList", []):
+                            if version.get("IsDefaultVersion"):
+                                policies[str(policy["Arn"])] = _doc(version.get("Document") or {})
+            except ClientError as exc:
+                err = exc.response.get("Error", {})
+                why = printable(f"{err.get('Code')}: {err.get('Message')}")[:300]
+                self.say(f"reading IAM role by role: iam:GetAccountAuthorizationDetails failed ({why})")
+                return None
+            return _AccountIam(roles, policies)
+
+        result: _AccountIam | None = self._cached(("iam", "GetAccountAuthorizationDetails"), fetch)
+        return result
+
+    def _bulk(self) -> _AccountIam | None:
+        return self._account_iam() if self.bulk_iam else None
+
     def role(self, name: str) -> dict[str, Any] | None:
         """The role with its trust policy, or None when it does not exist."""
 
         def fetch() -> dict[str, Any] | None:
+            account = self._bulk()
+            if account is not None:
+                found = account.find(name)
+                if found is None:
+                    return None
+                return {"arn": found["Arn"], "trust": _doc(found.get("AssumeRolePolicyDocument") or {})}
             try:
                 role = self._client("iam").get_role(RoleName=name)["Role"]
             except ClientError as exc:
@@ -369,6 +433,9 @@ class Aws:
         """Every permission policy of the role: inline by name, managed by ARN."""
 
         def fetch() -> dict[str, dict[str, Any]]:
+            account = self._bulk()
+            if account is not None:
+                return self._role_policies_from(account, name)
             iam = self._client("iam")
             out: dict[str, dict[str, Any]] = {}
             for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
@@ -377,13 +444,32 @@ class Aws:
                     out[policy_name] = _doc(doc)
             for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name):
                 for attached in page["AttachedPolicies"]:
-                    arn = attached["PolicyArn"]
-                    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-                    doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
-                    out[arn] = _doc(doc)
+                    out[attached["PolicyArn"]] = self.managed_policy(attached["PolicyArn"])
             return out
 
         result: dict[str, dict[str, Any]] = self._cached(("iam", "RolePolicies", name), fetch)
+        return result
+
+    def _role_policies_from(self, account: _AccountIam, name: str) -> dict[str, dict[str, Any]]:
+        found = account.find(name)
+        if found is None:  # as ListRolePolicies answers for a role that does not exist
+            raise AwsError(f"iam.RolePolicies: NoSuchEntity: The role with name {name} cannot be found.")
+        out = {str(p["PolicyName"]): _doc(p.get("PolicyDocument") or {}) for p in found.get("RolePolicyList", [])}
+        for attached in found.get("AttachedManagedPolicies", []):
+            arn = str(attached["PolicyArn"])
+            local = account.policies.get(arn)
+            out[arn] = local if local is not None else self.managed_policy(arn)  # AWS managed: not in the bulk read
+        return out
+
+    def managed_policy(self, arn: str) -> dict[str, Any]:
+        """A managed policy's default version's document, read once per run however many roles attach it."""
+
+        def fetch() -> dict[str, Any]:
+            iam = self._client("iam")
+            version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+            return _doc(iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"])
+
+        result: dict[str, Any] = self._cached(("iam", "ManagedPolicy", arn), fetch)
         return result
 
     def oidc_providers(self) -> dict[str, list[str]]:

@@ -156,8 +156,7 @@ class Engine:
             runner = aws.caller()["arn"]
         except AwsError as exc:
             runner = f"unknown ({exc})"
-        workloads = {t.workload.name: t.workload for t in self.selected(name)}
-        for workload in sorted(workloads.values(), key=lambda w: w.name):
+        for workload in sorted(self._workloads(name), key=lambda w: w.name):
             key = f"{name}/{workload.name}"
             if workload.mechanism != "pod-identity" or key in self.facts.last_changed:
                 continue
@@ -173,8 +172,10 @@ class Engine:
     def prefetch(self, loaded: LoadedProfile) -> None:
         """Start the cluster's AWS reads in the background, once, while its probe pods start: the facts, the cluster,
         its agent addon, the OIDC providers, every association (one listing), and each selected workload's roles,
-        their policies and legacy user, each distinct one once. The tests then find them cached (a test that asks
-        for one still in flight waits for it: Aws reads are single-flight); an error is left for the test to meet."""
+        their policies and legacy user, each distinct one once (the roles and policies from one bulk read of the
+        account's IAM when there are at least --eksid-iam-bulk of them). The tests then find them cached (a test
+        that asks for one still in flight waits for it: Aws reads are single-flight); an error is left for the test
+        to meet."""
         name = loaded.name
         with self._prefetch_lock:
             if name in self._prefetched:
@@ -191,21 +192,25 @@ class Engine:
             ("addon", ""): lambda: aws.addon(cluster),
             ("oidc", ""): aws.oidc_providers,
         }
-        for workload in {t.workload.name: t.workload for t in self.selected(name)}.values():
-            for kind, arn in (("role", workload.role_arn), ("policies", workload.final_role_arn)):
-                try:
-                    role = role_arn_parts(arn)[1]
-                except ValueError:
-                    continue
-                reads.setdefault(
-                    (kind, role), functools.partial(aws.role if kind == "role" else aws.role_policies, role)
-                )
+        for workload in self._workloads(name):
+            for kind, role in (
+                ("role", _role_name(workload.role_arn)),
+                ("policies", _role_name(workload.final_role_arn)),
+            ):
+                if role is not None:
+                    reads.setdefault(
+                        (kind, role), functools.partial(aws.role if kind == "role" else aws.role_policies, role)
+                    )
             if workload.legacy_iam_user:
                 reads.setdefault(
                     ("user", workload.legacy_iam_user), functools.partial(aws.access_keys, workload.legacy_iam_user)
                 )
         for read in reads.values():
             pool.submit(_quietly, read)
+
+    def _workloads(self, name: str) -> list[Workload]:
+        """The cluster's workloads that the run's selected tests need, each once."""
+        return list({t.workload.name: t.workload for t in self.selected(name)}.values())
 
     def _finish_prefetch(self, wait: bool) -> None:
         with self._prefetch_lock:
@@ -245,11 +250,21 @@ class Engine:
             self._check(name)
             reach = self._reach.get(name) or self.reach(loaded)  # already reached while gathering its facts
             cluster = loaded.profile.cluster
+            # IAM in bulk when the run's selected workloads name enough distinct roles (--eksid-iam-bulk).
+            roles = {
+                role
+                for w in self._workloads(name)
+                for role in (_role_name(w.role_arn), _role_name(w.final_role_arn))
+                if role is not None
+            }
+            bulk = self.settings.iam_bulk.value
             self._aws[name] = Aws(
                 region=cluster.region,
                 env=reach.env,
                 profile_name=cluster.aws_profile,
                 timeout=self.settings.api_timeout.value,
+                bulk_iam=bulk > 0 and len(roles) >= bulk,
+                say=lambda message: self._say(name, message),
             )
         return self._aws[name]
 
@@ -394,3 +409,11 @@ def _quietly(read: Callable[[], object]) -> None:
     """A prefetch: its error is met again by the test that needs the read, and reported there."""
     with contextlib.suppress(Exception):
         read()
+
+
+def _role_name(arn: str) -> str | None:
+    """The role name of a role ARN; None for what is not one (the test that needs it reports that)."""
+    try:
+        return role_arn_parts(arn)[1]
+    except ValueError:
+        return None

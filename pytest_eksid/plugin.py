@@ -55,11 +55,13 @@ from pytest_eksid.profile import (
 )
 from pytest_eksid.redact import guard_handlers, quiet_wire_loggers
 from pytest_eksid.settings import (
+    DEFAULT_IAM_BULK_ROLES,
     DEFAULT_MAX_PARALLEL,
     Setting,
     SettingError,
     Settings,
     optional_setting,
+    parse_count,
     parse_inconclusive,
     parse_minutes,
     parse_names,
@@ -255,6 +257,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "env: EKSID_SKIP_IAM_SCAN)",
     )
     group.addoption(
+        "--eksid-iam-bulk",
+        dest="eksid_iam_bulk",
+        metavar="ROLES",
+        type=parse_count,
+        default=None,
+        help="Read IAM in bulk (iam:GetAccountAuthorizationDetails: every role and customer managed policy of the "
+        f"account, up to 1,000 a request) when the run reads at least ROLES distinct roles (default "
+        f"{DEFAULT_IAM_BULK_ROLES}; 0: always role by role; where IAM refuses the bulk read, the run reads role by "
+        "role and says so; ini: eksid_iam_bulk, env: EKSID_IAM_BULK)",
+    )
+    group.addoption(
         "--eksid-discover",
         dest="eksid_discover",
         metavar="PATH",
@@ -265,6 +278,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "no workloads yet (ini: eksid_discover, env: EKSID_DISCOVER)",
     )
     parser.addini("eksid_discover", "Write a starter profile from the cluster to this path", default=None)
+    parser.addini("eksid_iam_bulk", "Distinct roles from which IAM is read in bulk (0: never)", default=None)
     parser.addini("eksid_skip_iam_scan", "Do not scan IAM roles for undeclared identities (true/false)", default=None)
     parser.addini("eksid_require_contract", "Fail workloads without allow or deny entries (true/false)", default=None)
     parser.addini("eksid_exec", "Look inside running containers (true/false)", default=None)

@@ -25,6 +25,11 @@ DEFAULT_API_TIMEOUT = 30.0
 # on one kube-apiserver with its default limits (ceil(600 * 20 / 245) = 49). docs/performance.md, "Defaults for
 # real clusters", has the reasoning and its sources. A provider may set its own (pytest_eksid_provider).
 DEFAULT_MAX_PARALLEL = 24
+# From this many distinct IAM roles in a run, the runner reads the account's roles and customer managed policies
+# in bulk (iam:GetAccountAuthorizationDetails, up to 1,000 a request) instead of role by role (at least 4 requests
+# a role). Below it, a few small requests beat downloading a whole account's IAM. Guessed: docs/performance.md,
+# "Reading IAM in bulk", has the reasoning; 0 never reads in bulk.
+DEFAULT_IAM_BULK_ROLES = 25
 
 Inconclusive = Literal["skip", "fail"]
 
@@ -94,6 +99,13 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def parse_names(text: str) -> list[str]:
     """Several names separated by spaces or commas."""
     return [n for n in text.replace(",", " ").split() if n]
@@ -151,6 +163,7 @@ class Settings:
     api_timeout: Setting[float] = Setting(DEFAULT_API_TIMEOUT, "default")
     require_contract: Setting[bool] = Setting(False, "default")
     skip_iam_scan: Setting[bool] = Setting(False, "default")
+    iam_bulk: Setting[int] = Setting(DEFAULT_IAM_BULK_ROLES, "default")
     # An earlier run's JSON inventory to compare this run's with (a path as given; pytest_eksid.inventory
     # resolves it like --eksid-inventory).
     inventory_baseline: Setting[str] | None = None
@@ -191,6 +204,7 @@ def resolve(
         api_timeout=setting(config, "eksid_api_timeout", "--eksid-api-timeout", parse_seconds, DEFAULT_API_TIMEOUT),
         require_contract=setting(config, "eksid_require_contract", "--eksid-require-contract", parse_bool, False),
         skip_iam_scan=setting(config, "eksid_skip_iam_scan", "--eksid-skip-iam-scan", parse_bool, False),
+        iam_bulk=setting(config, "eksid_iam_bulk", "--eksid-iam-bulk", parse_count, DEFAULT_IAM_BULK_ROLES),
         inventory_baseline=optional_setting(config, "eksid_inventory_baseline", "--eksid-inventory-baseline", str),
         discover=optional_setting(config, "eksid_discover", "--eksid-discover", parse_path),
         cloudtrail=optional_setting(config, "eksid_cloudtrail", "--eksid-cloudtrail", parse_path),

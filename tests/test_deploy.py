@@ -91,5 +91,6 @@ def test_runner_iam_policy_lists_exactly_the_actions_aws_py_uses():
         "ListPodIdentityAssociations",
         "ListRoles",
         "LookupEvents",  # get_paginator("lookup_events")
+        "GetAccountAuthorizationDetails",  # get_paginator("get_account_authorization_details")
     }
     assert operations | paginated <= declared | {"GetCallerIdentity"}, sorted((operations | paginated) - declared)

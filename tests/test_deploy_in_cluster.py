@@ -50,6 +50,8 @@ NOT_USED_BY_A_PASSING_RUN = {
 OPTIONAL_ACTIONS = {
     # --eksid-cloudtrail (opt-in): the previous run's probe sessions in CloudTrail (docs/cloudtrail.md)
     "cloudtrail:LookupEvents": "only with --eksid-cloudtrail",
+    # IAM read in bulk: only when the run reads at least --eksid-iam-bulk distinct roles (25), the demo two
+    "iam:GetAccountAuthorizationDetails": "only from --eksid-iam-bulk distinct roles",
 }
 DEMO_WORKLOADS = ("invoice-exporter", "billing-worker")
 

@@ -523,6 +523,25 @@ SHARED_CLUSTER_RUNS = {
 }
 
 
+# The rows whose checks read IAM (a role's trust, its permission policies, which role it is), run again with IAM
+# read in bulk (--eksid-iam-bulk 1: GetAccountAuthorizationDetails) where every other batch reads it role by role
+# (--eksid-iam-bulk 0): the two ways of reading must come to the same verdicts, each fault caught by both.
+READ_IN_BULK = "iam-faults-read-in-bulk"
+IAM_ROWS = (
+    "exact-key-delete-grant",
+    "excess-permissions",
+    "missing-aud-condition",
+    "missing-tag-session",
+    "wildcard-trust-sub",
+    "wrong-role",
+)
+
+
+def runs() -> dict[str, tuple[str, ...]]:
+    """Every run of this module: the batches, and the IAM rows again with IAM read in bulk."""
+    return {**batches(), READ_IN_BULK: IAM_ROWS}
+
+
 def batches() -> dict[str, tuple[str, ...]]:
     """Run name (its profile's file name, so its test ids' cluster) -> the rows it proves."""
     out: dict[str, tuple[str, ...]] = {
@@ -546,7 +565,7 @@ def at_of(batch: str, row: str) -> At:
 def batch_profile(batch: str) -> dict[str, Any]:
     """The demo profile with the batch's faults: each workload fault on its row's own workload copy."""
     data = demo_data()
-    for row in batches()[batch]:
+    for row in runs()[batch]:
         spec = FAULTS[row]
         fault = dict(spec.fault)
         if spec.on is not None:
@@ -621,7 +640,8 @@ def test_clean_demo_passes_every_check(tmp_path):
 
 def run_batch(batch: str, tmp_path: Path) -> SuiteRun:
     profile = write_profile(tmp_path, batch_profile(batch), batch)
-    return run_pytest(f"--profile={profile}", "--eksid-exec", tmp_path=tmp_path)
+    bulk = "1" if batch == READ_IN_BULK else "0"
+    return run_pytest(f"--profile={profile}", "--eksid-exec", f"--eksid-iam-bulk={bulk}", "-v", tmp_path=tmp_path)
 
 
 def own_tests(failed: set[str], at: At, row: str) -> set[str]:
@@ -630,13 +650,17 @@ def own_tests(failed: set[str], at: At, row: str) -> set[str]:
     return {test for test in failed if any(mark in test for mark in own)}
 
 
-@pytest.mark.parametrize("batch", sorted(batches()))
+@pytest.mark.parametrize("batch", sorted(runs()))
 def test_faults_are_caught(tmp_path: Path, subtests: pytest.Subtests, batch: str) -> None:
     run = run_batch(batch, tmp_path)
     assert "INTERNALERROR" not in run.stdout + run.stderr
+    # IAM was read the way the run asked for (-v lists the run's AWS calls).
+    in_bulk = "iam:GetAccountAuthorizationDetails 1," in run.stdout
+    assert in_bulk == (batch == READ_IN_BULK), run.stdout[-3000:]
+    assert ("iam:GetRole " in run.stdout) == (batch != READ_IN_BULK), run.stdout[-3000:]
     failed = set(run.failed())
     everything: set[str] = set()
-    for row in batches()[batch]:
+    for row in runs()[batch]:
         at = at_of(batch, row)
         expected = FAULTS[row].expected(at)
         everything |= set(expected)
@@ -650,4 +674,4 @@ def test_faults_are_caught(tmp_path: Path, subtests: pytest.Subtests, batch: str
                 beyond = own_tests(failed, at, row) - set(expected)
                 assert not beyond, f"{row}: failed beyond the row: {sorted(beyond)}\n{run.stdout[-6000:]}"
     beyond = sorted(failed - everything)
-    assert not beyond, f"failed beyond the rows of {batch} {batches()[batch]}: {beyond}\n{run.stdout[-6000:]}"
+    assert not beyond, f"failed beyond the rows of {batch} {runs()[batch]}: {beyond}\n{run.stdout[-6000:]}"

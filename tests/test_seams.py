@@ -32,11 +32,13 @@ from pytest_eksid.probe.pod import (
 )
 from pytest_eksid.profile import load_profile
 from pytest_eksid.settings import (
+    DEFAULT_IAM_BULK_ROLES,
     DEFAULT_MAX_PARALLEL,
     Setting,
     SettingError,
     Settings,
     optional_setting,
+    parse_count,
     parse_positive_int,
     resolve,
     setting,
@@ -84,11 +86,26 @@ def test_a_bad_value_names_where_it_came_from():
         )
 
 
+def test_the_iam_bulk_threshold_takes_zero_but_nothing_below():
+    name, flag = "eksid_iam_bulk", "--eksid-iam-bulk"
+    assert setting(Options(), name, flag, parse_count, 25, {"EKSID_IAM_BULK": "0"}) == Setting(0, "$EKSID_IAM_BULK")
+    with pytest.raises(SettingError, match=r"^ini eksid_iam_bulk: must be 0 or more, got -1$"):
+        setting(Options(ini={name: "-1"}), name, flag, parse_count, 25, {})
+
+
 def test_resolved_settings_always_have_their_defaults(monkeypatch):
-    for name in ("EKSID_KEEP_PODS", "EKSID_MAX_PARALLEL", "EKSID_INCONCLUSIVE", "EKSID_API_TIMEOUT", "EKSID_SWEEP"):
+    for name in (
+        "EKSID_KEEP_PODS",
+        "EKSID_MAX_PARALLEL",
+        "EKSID_INCONCLUSIVE",
+        "EKSID_API_TIMEOUT",
+        "EKSID_SWEEP",
+        "EKSID_IAM_BULK",
+    ):
         monkeypatch.delenv(name, raising=False)
     settings = resolve(Options(), ())
     assert settings.max_parallel == Setting(DEFAULT_MAX_PARALLEL, "default")
+    assert settings.iam_bulk == Setting(DEFAULT_IAM_BULK_ROLES, "default")
     assert settings.inconclusive == Setting("skip", "default")
     assert settings.keep_pods.value is False
     assert settings.sweep_minutes is None
