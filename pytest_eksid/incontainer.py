@@ -22,6 +22,8 @@ from typing import Any
 
 import testinfra
 
+from pytest_eksid.escape import printable
+
 # What the checks need to know about files, asked as shell tests in the container.
 FILE_TESTS = {
     "aws_credentials_file": 'test -e "$HOME/.aws/credentials"',
@@ -113,7 +115,8 @@ def inspect_container(
     listed = _run(host, INVENTORY_COMMAND, where)
     if listed.rc != 0:
         raise InspectError(
-            f"kubectl exec into {namespace}/{pod} ({container}) failed: exit {listed.rc}: {listed.stderr[:300]}"
+            # kubectl's stderr carries the container's own: escaped, as anything the cluster writes.
+            f"kubectl exec into {where} failed: exit {listed.rc}: {printable(listed.stderr[:300])}"
         )
     view.variables, view.files = parse_inventory(listed.stdout)
     missing = sorted(set(FILE_TESTS) - set(view.files))

@@ -517,3 +517,16 @@ def test_an_exec_that_keeps_losing_its_answer_fails_naming_the_kubectl_bug(monke
     dropped = (0, "", "Unknown stream id 1, discarding message\n")
     with pytest.raises(InspectError, match=r"ns/p \(app\) lost the answer 3 times .*#131189.*kubectl 1\.34"):
         _inspect_with(monkeypatch, _ScriptedHost([dropped] * EXEC_ATTEMPTS))
+
+
+def test_a_failed_exec_names_its_stderr_escaped(monkeypatch):
+    """The exec's stderr is the container's own (its shell's, or whatever the image put there): a failure quotes
+    it with its control characters escaped, so it cannot drive the terminal that shows the report."""
+    from pytest_eksid.incontainer import InspectError
+
+    hostile = (126, "", "sh: not found\x1b]0;owned\x07\x1b[2J\r\n")
+    with pytest.raises(InspectError) as failed:
+        _inspect_with(monkeypatch, _ScriptedHost([hostile]))
+    message = str(failed.value)
+    assert "exit 126: sh: not found" in message
+    assert not any(c in message for c in "\x1b\x07\r"), repr(message)
