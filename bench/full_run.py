@@ -33,7 +33,11 @@ and its children: xdist workers, the kubeconfig's token plugin); Kubernetes and 
 (the run's own counts, ``--eksid-stats``; AWS by service below the table); the runner's peak RSS (largest
 process, and all processes' peaks added); JUnit and inventory sizes; and the outcomes. With ``--cookbook N``
 (default 200) it also runs bench/scale.py's cookbook on the same sandbox after that N's run (a sample of
-``--cookbook-sample`` workloads, extrapolated linearly) and prints the speed-up. It prints; it asserts nothing.
+``--cookbook-sample`` workloads, extrapolated linearly) and prints the speed-up. Each N runs with the product's
+default way of reading IAM (role by role, or in bulk from ``--eksid-iam-bulk`` roles); ``--role-by-role SIZES``
+runs those N once more role by role (rows ``<N>r``), and the unavoidable IAM reads follow the way each row read.
+Beside the ideal each row prints two floors the ideal leaves out: the probe pods' waves (ceil(N / max parallel)
+pod starts and probes) and the runner's and emulated cluster's CPU over the cores. It prints; it asserts nothing.
 
     python bench/full_run.py --sizes 1,100,200,1000 --latency --throttle-iam 20 --hollow [-n 2]
     python bench/full_run.py --sizes 1,20            # today's sandbox: real probes, pod start latency only
