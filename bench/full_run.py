@@ -229,10 +229,19 @@ def junit_outcomes(path: Path) -> Counter[str]:
 
 
 def run_suites(
-    n: int, args: argparse.Namespace, workdir: Path, *, hollow: bool, cookbook: bool, role_by_role: bool = False
+    n: int,
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    hollow: bool,
+    cookbook: bool,
+    role_by_role: bool = False,
+    max_parallel: int | None = None,
 ) -> dict[str, Any]:
     """Start the sandbox, run the suites against it, optionally the cookbook; the row's figures. ``role_by_role``:
-    IAM read role by role (--eksid-iam-bulk=0) whatever the number of roles."""
+    IAM read role by role (--eksid-iam-bulk=0) whatever the number of roles; ``max_parallel``: this row's
+    --eksid-max-parallel instead of --max-parallel's (or the live provider's default)."""
+    max_parallel = max_parallel or args.max_parallel
     data = profile_data(n, args, hollow)
     sandbox_profile = workdir / f"sandbox-{n}.yaml"
     sandbox_profile.write_text(yaml.safe_dump(data))
@@ -257,7 +266,7 @@ def run_suites(
             f"--eksid-inventory={inventory}",
             f"--eksid-stats={stats}",
             *(["-n", str(args.workers)] if args.workers else []),
-            *([f"--eksid-max-parallel={args.max_parallel}"] if args.max_parallel else []),
+            *([f"--eksid-max-parallel={max_parallel}"] if max_parallel else []),
             *(["--eksid-iam-bulk=0"] if role_by_role else []),
         ]
         output = workdir / "pytest-output.txt"
@@ -276,9 +285,11 @@ def run_suites(
         document = json.loads(stats.read_text())
         outcomes = junit_outcomes(junit)
         bulk = any("iam:GetAccountAuthorizationDetails" in c["aws"]["calls"] for c in document["clusters"].values())
+        wide = max_parallel != args.max_parallel
         row: dict[str, Any] = {
             "n": n,
-            "label": f"{n}{'' if bulk or n == 1 else 'r'}",
+            "label": f"{n}{'' if bulk or n == 1 else 'r'}{f'p{max_parallel}' if wide else ''}",
+            "max_parallel": max_parallel or LIVE_MAX_PARALLEL,
             "iam": "bulk" if bulk else "role by role",
             "hollow": hollow,
             "exit": proc.returncode,
@@ -402,14 +413,14 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
             f"{name} {p.get('cpu_seconds', 0.0):.1f}s/{p.get('peak_rss_mib', 0.0):.0f}MiB"
             for name, p in row["stats"]["processes"].items()
         )
-        waves = math.ceil(n / (args.max_parallel or LIVE_MAX_PARALLEL))
+        in_flight = row["max_parallel"]
+        waves = math.ceil(n / in_flight)
         print(f"  N={row['label']}: IAM read {row['iam']}; aws per workload by service: {services}")
         print(
             f"        iam requests {cluster['aws']['services'].get('iam', 0)}, unavoidable {row['min_iam_reads']} "
             f"({throttled:.2f}s at the throttle rate); probes {cluster['probes']['count']}, own time median "
             f"{cluster['probes']['seconds_median']}s max {cluster['probes']['seconds_max']}s; processes: {per_process}"
         )
-        in_flight = args.max_parallel or LIVE_MAX_PARALLEL
         print(
             f"        floors beside the ideal: {waves} wave(s) of at most {in_flight} probe pods in flight, each a pod "
             f"start and a probe's own time: {waves * (args.pod_start + probe_seconds):.1f}s; "
@@ -426,9 +437,9 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
             print("        the run ended abnormally; its output ends:\n" + row["tail"])
     print()
     print("targets (issue #15):")
-    main_rows = [r for r in rows if not r.get("role_by_role")]
+    main_rows = [r for r in rows if not r.get("extra")]
     by_n = {r["n"]: r for r in main_rows}
-    tops = [r for r in rows if r["n"] == 1000]
+    tops = [r for r in rows if r["n"] == 1000 and r["max_parallel"] == (args.max_parallel or LIVE_MAX_PARALLEL)]
     for top in tops:
         ideal, _ = ideal_seconds(top, args, probe_seconds)
         setting = (
@@ -485,6 +496,12 @@ def report(rows: list[dict[str, Any]], calibration: dict[str, Any], args: argpar
         )
         for note in book["notes"]:
             print(f"    cookbook: {note}")
+        for wide in (r for r in rows if r["n"] == book_row["n"] and r["max_parallel"] != book_row["max_parallel"]):
+            print(
+                f"  informational, not the target's setting: N={wide['n']} with --eksid-max-parallel "
+                f"{wide['max_parallel']} (row {wide['label']}): {wide['wall']:.1f}s, "
+                f"{book['wall'] / wide['wall']:.1f}x faster than the same cookbook"
+            )
     else:
         print("  the cookbook comparison: not run (--cookbook names no N of --sizes)")
 
@@ -518,6 +535,12 @@ def main() -> None:
         default="",
         help="comma-separated workload counts run once more with IAM read role by role (--eksid-iam-bulk=0)",
     )
+    parser.add_argument(
+        "--in-flight",
+        default="",
+        metavar="N:MAX,...",
+        help="run N once more with --eksid-max-parallel MAX (rows <N>p<MAX>): the runner without the waves' limit",
+    )
     parser.add_argument("--keep", type=Path, help="keep each run's profiles, output, JUnit, inventory, stats here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -548,7 +571,13 @@ def main() -> None:
             work = Path(tmp) / f"n{n}-role-by-role"
             work.mkdir(parents=True)
             rows.append(run_suites(n, args, work, hollow=args.hollow, cookbook=False, role_by_role=True))
-            rows[-1]["role_by_role"] = True
+            rows[-1]["extra"] = True
+        for pair in [p for p in args.in_flight.split(",") if p]:
+            n, _, wide = pair.partition(":")
+            work = Path(tmp) / f"n{n}-in-flight-{wide}"
+            work.mkdir(parents=True)
+            rows.append(run_suites(int(n), args, work, hollow=args.hollow, cookbook=False, max_parallel=int(wide)))
+            rows[-1]["extra"] = True
     print("load average at end:   " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)")
     assert calibration is not None
     report(rows, calibration, args)
