@@ -69,6 +69,13 @@ def stubbed(aws: Aws) -> Stubber:
     return stubber
 
 
+def in_bulk() -> tuple[Aws, Stubber, list[str]]:
+    """An Aws that reads IAM in bulk, its stubbed IAM client, and what it says."""
+    said: list[str] = []
+    aws = Aws(region="eu-west-1", env=ENV, bulk_iam=True, say=said.append)
+    return aws, stubbed(aws), said
+
+
 def expect_managed(stubber: Stubber, arn: str, doc: dict[str, Any]) -> None:
     stubber.add_response("get_policy", {"Policy": {"Arn": arn, "DefaultVersionId": "v3"}}, {"PolicyArn": arn})
     stubber.add_response(
@@ -79,9 +86,7 @@ def expect_managed(stubber: Stubber, arn: str, doc: dict[str, Any]) -> None:
 
 
 def test_the_bulk_read_follows_every_page_once_and_answers_each_role_from_them():
-    said: list[str] = []
-    aws = Aws(region="eu-west-1", env=ENV, bulk_iam=True, say=said.append)
-    stubber = stubbed(aws)
+    aws, stubber, said = in_bulk()
     # Page 1: a role attaching a customer managed policy that only page 2 lists, and an AWS managed one.
     stubber.add_response(
         "get_account_authorization_details",
@@ -138,9 +143,7 @@ def test_the_bulk_read_follows_every_page_once_and_answers_each_role_from_them()
 
 
 def test_a_refused_bulk_read_is_said_once_escaped_and_the_run_reads_role_by_role():
-    said: list[str] = []
-    aws = Aws(region="eu-west-1", env=ENV, bulk_iam=True, say=said.append)
-    stubber = stubbed(aws)
+    aws, stubber, said = in_bulk()
     stubber.add_client_error(
         "get_account_authorization_details",
         service_error_code="AccessDenied",
