@@ -204,6 +204,7 @@ def _doc(value: Any) -> dict[str, Any]:
 # The bulk read's page: GetAccountAuthorizationDetails answers up to MaxItems items (1 to 1,000, botocore's iam model
 # maxItemsType) a request, and continues by Marker while IsTruncated (botocore's iam paginators-1.json).
 IAM_BULK_PAGE = 1000
+_ROLE_DETAIL = ("Arn", "AssumeRolePolicyDocument", "RolePolicyList", "AttachedManagedPolicies")
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,9 @@ class Aws:
             try:
                 for page in pages:
                     for role in page.get("RoleDetailList", []):
-                        roles[str(role["RoleName"]).casefold()] = role
+                        # Only what the checks read: an account's tags, instance profiles and last uses stay out of
+                        # the run's memory (up to 5,000 roles, IAM's quota).
+                        roles[str(role["RoleName"]).casefold()] = {k: role[k] for k in _ROLE_DETAIL if k in role}
                     for policy in page.get("Policies", []):
                         for version in policy.get("PolicyVersionList", []):
                             if version.get("IsDefaultVersion"):
