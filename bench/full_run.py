@@ -130,7 +130,8 @@ def profile_data(n: int, args: argparse.Namespace, hollow: bool) -> dict[str, An
 
 def minimum_iam_reads(data: dict[str, Any], bulk: bool) -> int:
     """The IAM reads no runner can avoid for this profile, read role by role or in bulk (see IAM_READS_PER_ROLE).
-    In bulk, IAM would answer the account's roles in pages of IAM_PAGE (the sandbox's moto answers one page)."""
+    In bulk, IAM would answer the account's roles in pages of IAM_PAGE (the sandbox's moto answers one page; the
+    bench's accounts have no customer managed policies, which would share the pages)."""
     roles = {w["roleArn"] for w in data["workloads"]}
     users = {w["legacyIamUser"] for w in data["workloads"] if w.get("legacyIamUser")}
     listed = max(1, math.ceil(len(data["sandbox"]["roles"]) / IAM_PAGE))

@@ -210,15 +210,18 @@ _ROLE_DETAIL = ("Arn", "AssumeRolePolicyDocument", "RolePolicyList", "AttachedMa
 @dataclass(frozen=True)
 class _AccountIam:
     """The account's IAM as GetAccountAuthorizationDetails (Filter Role, LocalManagedPolicy) gives it: each role
-    (its RoleDetail: trust policy, inline policies, attached managed policies' ARNs) by case-folded name, since
-    IAM role names are unique regardless of case (IAM User Guide, "IAM object quotas and names"); and each
-    customer managed policy's default version's document by ARN. AWS managed policies are not in it."""
+    (its RoleDetail: trust policy, inline policies, attached managed policies' ARNs) by name, and each customer
+    managed policy's default version's document by ARN, as IAM sent them (parsed when a check asks: one odd
+    document of a role no check reads must not cost the others their verdicts). AWS managed policies are not in
+    it. Names match exactly, as moto's GetRole matches them: that IAM's GetRole would find a name given in
+    another case is not documented (only that names are unique regardless of case), so a profile's role ARN in
+    another case than the role's fails here rather than passes on a guess."""
 
     roles: Mapping[str, Mapping[str, Any]]
-    policies: Mapping[str, dict[str, Any]]
+    policies: Mapping[str, Any]
 
     def find(self, name: str) -> Mapping[str, Any] | None:
-        return self.roles.get(name.casefold())
+        return self.roles.get(name)
 
 
 @dataclass
@@ -378,11 +381,13 @@ class Aws:
 
     def _account_iam(self) -> _AccountIam | None:
         """The account's roles and customer managed policies, read in bulk once per run (every page); None when
-        IAM refused the read: the run then reads role by role, and says why once."""
+        the read failed short of AWS being out of reach (IAM refused it or throttled it past the retries, a page
+        timed out or came malformed): the run then reads role by role, and says why once. AWS out of reach
+        (no credentials, no connection) is the run's, as for any call."""
 
         def fetch() -> _AccountIam | None:
             roles: dict[str, Mapping[str, Any]] = {}
-            policies: dict[str, dict[str, Any]] = {}
+            policies: dict[str, Any] = {}
             pages = (
                 self._client("iam")
                 .get_paginator("get_account_authorization_details")
@@ -393,17 +398,24 @@ class Aws:
                     for role in page.get("RoleDetailList", []):
                         # Only what the checks read: an account's tags, instance profiles and last uses stay out of
                         # the run's memory (up to 5,000 roles, IAM's quota).
-                        roles[str(role["RoleName"]).casefold()] = {k: role[k] for k in _ROLE_DETAIL if k in role}
+                        roles[str(role["RoleName"])] = {k: role[k] for k in _ROLE_DETAIL if k in role}
                     for policy in page.get("Policies", []):
                         for version in policy.get("PolicyVersionList", []):
                             if version.get("IsDefaultVersion"):
-                                policies[str(policy["Arn"])] = _doc(version.get("Document") or {})
+                                policies[str(policy["Arn"])] = version.get("Document") or {}
+            except ReadTimeoutError as exc:  # a large page, not AWS out of reach: smaller requests may do
+                why = f"{exc.__class__.__name__}: {exc}"
+            except _UNAVAILABLE:
+                raise
             except ClientError as exc:
                 err = exc.response.get("Error", {})
-                why = printable(f"{err.get('Code')}: {err.get('Message')}")[:300]
-                self.say(f"reading IAM role by role: iam:GetAccountAuthorizationDetails failed ({why})")
-                return None
-            return _AccountIam(roles, policies)
+                why = f"{err.get('Code')}: {err.get('Message')}"
+            except (BotoCoreError, KeyError, TypeError, AttributeError) as exc:
+                why = f"{exc.__class__.__name__}: {exc}"
+            else:
+                return _AccountIam(roles, policies)
+            self.say(f"reading IAM role by role: iam:GetAccountAuthorizationDetails failed ({printable(why[:300])})")
+            return None
 
         result: _AccountIam | None = self._cached(("iam", "GetAccountAuthorizationDetails"), fetch)
         return result
@@ -461,7 +473,7 @@ class Aws:
         for attached in found.get("AttachedManagedPolicies", []):
             arn = str(attached["PolicyArn"])
             local = account.policies.get(arn)
-            out[arn] = local if local is not None else self.managed_policy(arn)  # AWS managed: not in the bulk read
+            out[arn] = _doc(local) if local is not None else self.managed_policy(arn)  # AWS managed: not in it
         return out
 
     def managed_policy(self, arn: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ DEFAULT_API_TIMEOUT = 30.0
 # real clusters", has the reasoning and its sources. A provider may set its own (pytest_eksid_provider).
 DEFAULT_MAX_PARALLEL = 24
 # From this many distinct IAM roles in a run, the runner reads the account's roles and customer managed policies
-# in bulk (iam:GetAccountAuthorizationDetails, up to 1,000 a request) instead of role by role (at least 4 requests
+# in bulk (iam:GetAccountAuthorizationDetails, up to 1,000 a request) instead of role by role (at least 3 requests
 # a role). Below it, a few small requests beat downloading a whole account's IAM. Guessed: docs/performance.md,
 # "Reading IAM in bulk", has the reasoning; 0 never reads in bulk.
 DEFAULT_IAM_BULK_ROLES = 25

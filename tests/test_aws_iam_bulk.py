@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from botocore.stub import Stubber
 
 from pytest_eksid.aws import IAM_BULK_PAGE, Aws, AwsError
@@ -54,7 +55,7 @@ TRUST = {
 def role_detail(name: str, inline: dict[str, Any], attached: list[str]) -> dict[str, Any]:
     return {
         "RoleName": name,
-        "RoleId": "AROAEXAMPLE" + name.upper().replace("-", "")[:9],
+        "RoleId": "AROAEXAMPLE" + (name.upper().replace("-", "") + "X" * 9)[:9],
         "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
         "Path": "/",
         "AssumeRolePolicyDocument": encoded(TRUST),
@@ -126,8 +127,9 @@ def test_the_bulk_read_follows_every_page_once_and_answers_each_role_from_them()
     # The AWS managed policy is not in the bulk read: read by itself, once for both roles that attach it.
     expect_managed(stubber, AWS_MANAGED, statement("s3:List*"))
 
-    # IAM role names are unique regardless of case: the profile's spelling finds the account's.
-    assert aws.role("invoice-exporter") == {"arn": f"arn:aws:iam::{ACCOUNT}:role/Invoice-Exporter", "trust": TRUST}
+    assert aws.role("Invoice-Exporter") == {"arn": f"arn:aws:iam::{ACCOUNT}:role/Invoice-Exporter", "trust": TRUST}
+    # A name in another case is not the role (exactly as moto's GetRole: that IAM's would find it is undocumented).
+    assert aws.role("invoice-exporter") is None
     assert aws.role_policies("Invoice-Exporter") == {
         "inline-read": statement("s3:GetObject"),
         LOCAL: statement("sqs:SendMessage"),  # the default version, neither the first nor the last
@@ -142,6 +144,23 @@ def test_the_bulk_read_follows_every_page_once_and_answers_each_role_from_them()
     assert said == []
 
 
+def expect_get_role(stubber: Stubber, name: str) -> None:
+    stubber.add_response(
+        "get_role",
+        {
+            "Role": {
+                "RoleName": name,
+                "RoleId": "AROAEXAMPLEROLE" + name.upper(),
+                "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
+                "Path": "/",
+                "CreateDate": "2026-12-01T00:00:00Z",
+                "AssumeRolePolicyDocument": encoded(TRUST),
+            }
+        },
+        {"RoleName": name},
+    )
+
+
 def test_a_refused_bulk_read_is_said_once_escaped_and_the_run_reads_role_by_role():
     aws, stubber, said = in_bulk()
     stubber.add_client_error(
@@ -151,26 +170,66 @@ def test_a_refused_bulk_read_is_said_once_escaped_and_the_run_reads_role_by_role
         http_status_code=403,
     )
     for name in ("a", "b"):
-        stubber.add_response(
-            "get_role",
-            {
-                "Role": {
-                    "RoleName": name,
-                    "RoleId": "AROAEXAMPLEROLE" + name.upper(),
-                    "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
-                    "Path": "/",
-                    "CreateDate": "2026-12-01T00:00:00Z",
-                    "AssumeRolePolicyDocument": encoded(TRUST),
-                }
-            },
-            {"RoleName": name},
-        )
+        expect_get_role(stubber, name)
     assert aws.role("a") == {"arn": f"arn:aws:iam::{ACCOUNT}:role/a", "trust": TRUST}
     assert aws.role("b") is not None  # the refusal is kept: the bulk read is not tried again
     stubber.assert_no_pending_responses()
     assert len(said) == 1, said
     assert "reading IAM role by role: iam:GetAccountAuthorizationDetails failed (AccessDenied: User:" in said[0]
     assert "\x1b" not in said[0]
+
+
+def test_a_bulk_read_that_fails_on_a_later_page_is_dropped_whole():
+    """Throttled past the retries on page 2: what page 1 held is not used (it is not the whole account: a role on
+    page 2 would look absent); the run reads role by role."""
+    aws, stubber, said = in_bulk()
+    stubber.add_response(
+        "get_account_authorization_details",
+        {"RoleDetailList": [role_detail("a", {}, [])], "IsTruncated": True, "Marker": "page-2"},
+        {"Filter": FILTER, "MaxItems": IAM_BULK_PAGE},
+    )
+    stubber.add_client_error(
+        "get_account_authorization_details", service_error_code="Throttling", service_message="Rate exceeded"
+    )
+    expect_get_role(stubber, "b")
+    assert aws.role("b") == {"arn": f"arn:aws:iam::{ACCOUNT}:role/b", "trust": TRUST}
+    stubber.assert_no_pending_responses()
+    assert said == ["reading IAM role by role: iam:GetAccountAuthorizationDetails failed (Throttling: Rate exceeded)"]
+
+
+def _failing_with(monkeypatch: pytest.MonkeyPatch, aws: Aws, error: Exception) -> None:
+    """The bulk read's paginator raises ``error`` at its first page (as botocore raises a transport error)."""
+    client = aws._client("iam")
+    paginator = client.get_paginator
+
+    class Failing:
+        def __init__(self, operation: str) -> None:
+            assert operation == "get_account_authorization_details"
+
+        def paginate(self, **_kwargs: Any) -> Any:
+            raise error
+            yield  # a generator, as botocore's pages are
+
+    monkeypatch.setattr(client, "get_paginator", lambda op: Failing(op) if "authorization" in op else paginator(op))
+
+
+def test_a_bulk_read_that_times_out_falls_back_but_aws_out_of_reach_is_the_runs(monkeypatch: pytest.MonkeyPatch):
+    """A read timeout on the run's largest answer is the bulk read's own trouble: role by role may do. No
+    connection at all is every call's: the read fails as any would, and later AWS calls are not tried."""
+    aws, stubber, said = in_bulk()
+    _failing_with(monkeypatch, aws, ReadTimeoutError(endpoint_url="https://iam.amazonaws.com/"))
+    expect_get_role(stubber, "a")
+    assert aws.role("a") is not None
+    assert len(said) == 1, said
+    assert "failed (ReadTimeoutError: Read timeout" in said[0]
+
+    aws, stubber, said = in_bulk()
+    _failing_with(monkeypatch, aws, EndpointConnectionError(endpoint_url="https://iam.amazonaws.com/"))
+    with pytest.raises(AwsError, match=r"cannot reach AWS"):
+        aws.role("a")
+    with pytest.raises(AwsError, match=r"later AWS calls of this run are not tried"):
+        aws.role_policies("a")
+    assert said == []
 
 
 def test_role_by_role_a_managed_policy_attached_to_two_roles_is_read_once():
@@ -189,24 +248,31 @@ def test_role_by_role_a_managed_policy_attached_to_two_roles_is_read_once():
     stubber.assert_no_pending_responses()
 
 
-@pytest.mark.parametrize(("threshold", "bulk"), [(0, False), (1, True), (2, True), (3, False)])
+@pytest.mark.parametrize(("threshold", "bulk"), [(0, False), (1, True), (3, True), (4, False)])
 def test_the_run_reads_in_bulk_from_the_number_of_distinct_roles_its_workloads_name(
     tmp_path: Path, threshold: int, bulk: bool
 ):
-    """The demo's two workloads name two roles: --eksid-iam-bulk 2 reads them in bulk, 3 role by role, 0 never."""
+    """The demo's two workloads, one of them chained to a target role, name three roles: --eksid-iam-bulk 3 reads
+    them in bulk, 4 role by role, 0 never. What the bulk reader says is the run's progress."""
     data = demo_data()
     del data["sandbox"]
-    loaded = load_profile(str(write_profile(tmp_path, data, "two-roles")), tmp_path)
+    pod_identity = next(w for w in data["workloads"] if w["mechanism"] == "pod-identity")
+    pod_identity["targetRoleArn"] = f"arn:aws:iam::{ACCOUNT}:role/ledger-target"
+    loaded = load_profile(str(write_profile(tmp_path, data, "three-roles")), tmp_path)
     settings = Settings(profiles=(Setting(loaded, "--profile"),), iam_bulk=Setting(threshold, "--eksid-iam-bulk"))
+    said: list[str] = []
     engine = Engine(
         settings,
         tmp_path,
+        progress=said.append,
         selected=lambda _name: [target for w in loaded.profile.workloads for target in _targets(loaded, w.name)],
         connect=lambda _profile, _say: Connection(kubeconfig=None, context=None, env=ENV),
     )
     # (Not closed: closing gathers the run's facts from AWS, which is not there; nothing was started.)
-    assert len({w.role_arn for w in loaded.profile.workloads}) == 2
-    assert engine.aws(loaded).bulk_iam is bulk
+    aws = engine.aws(loaded)
+    assert aws.bulk_iam is bulk
+    aws.say("reading IAM role by role: ...")
+    assert said == ["reading IAM role by role: ..."]
 
 
 def _targets(loaded: Any, name: str) -> list[Any]:
