@@ -235,7 +235,7 @@ class Aws:
     profile_name: str | None = None  # an AWS named profile (cluster.awsProfile)
     timeout: float = DEFAULT_API_TIMEOUT
     # Read the account's roles and customer managed policies in one bulk read (GetAccountAuthorizationDetails)
-    # instead of role by role; where IAM refuses it, role by role after all, said once through ``say``.
+    # instead of role by role; where that read fails (_account_iam), role by role after all, said once through ``say``.
     bulk_iam: bool = False
     say: Callable[[str], None] = field(default=lambda _message: None, repr=False)
     _unavailable: str | None = field(default=None, repr=False)
