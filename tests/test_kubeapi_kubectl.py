@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,10 +12,10 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.helpers import KUBECTL
 from tests.helpers.sandboxes import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 NS = "finance-demo"
 SA = "invoice-exporter-aws-sa"
 

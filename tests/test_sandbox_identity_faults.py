@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,11 +16,10 @@ import pytest
 
 from pytest_eksid.checks import become, identities
 from pytest_eksid.profile import ProfileError, load_profile
-from tests.helpers import REPO
+from tests.helpers import KUBECTL, REPO
 from tests.helpers.profiles import demo_data, write_profile
 from tests.helpers.sandboxes import Running, runner_client
 
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 ACCOUNT = "111122223333"
 PI_NS, PI_SA = "finance-demo", "invoice-exporter-aws-sa"
 

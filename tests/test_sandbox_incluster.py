@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pytest_eksid.sandbox.kubeapi.request import RequestInfo
 from pytest_eksid.sandbox.kubeapi.server import Caller, Decision
 from pytest_eksid.sandbox.kubeapi.serviceaccounts import TokenPolicy
 from pytest_eksid.sandbox.tokens import API_AUDIENCE, TokenError, audiences, unverified_claims
+from tests.helpers import KUBECTL
 from tests.helpers.profiles import demo_data
 from tests.helpers.sandboxes import Running, close_sandbox, open_sandbox
 
@@ -40,7 +40,6 @@ IRSA_ROLE = "arn:aws:iam::111122223333:role/demo-billing-worker"
 API_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 IRSA_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
 EKS_EXTENDED = 90 * 24 * 3600  # EKS user guide, service-accounts.html: "the extended expiry period is 90 days"
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 ACCESS_VOLUME = re.compile(r"^kube-api-access-[bcdfghjklmnpqrstvwxz2456789]{5}$")
 
 EXPECTED_SOURCES = [

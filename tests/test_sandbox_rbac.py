@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,8 +23,8 @@ import yaml
 from pytest_eksid.sandbox.kubeapi import KubeApiServer, Store
 from pytest_eksid.sandbox.kubeapi.rbac import Attributes, Rbac, install, rule_allows
 from pytest_eksid.sandbox.kubeapi.server import Caller
+from tests.helpers import KUBECTL
 
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 RBAC = "rbac.authorization.k8s.io"
 NS = "team-a"
 OTHER = "team-b"

