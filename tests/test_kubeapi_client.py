@@ -20,6 +20,7 @@ from kubernetes.stream import stream
 
 from pytest_eksid.sandbox.kubeapi import streaming
 from pytest_eksid.sandbox.kubeapi.errors import ApiError
+from pytest_eksid.sandbox.kubeapi.resources import resource_type
 from tests.helpers.sandboxes import wait_pod_phase
 
 REPO = Path(__file__).resolve().parent.parent
@@ -303,6 +304,45 @@ def test_watch(core):
             w.stop()
     writer.join(timeout=5)
     assert seen == [("ADDED", {"a": "1"}), ("MODIFIED", {"a": "2"}), ("DELETED", {"a": "2"})]
+
+
+def test_a_list_is_as_of_its_resource_version_so_a_watch_from_it_misses_nothing(core, sandbox, monkeypatch):
+    """kube-apiserver answers a list from one snapshot, with that snapshot's version. A change that lands right after
+    the list's items were gathered is after the list's version, and a watch from that version brings it. (Read apart,
+    the version once included such a change that the items did not: neither the list nor the watch had it, and a
+    probe pod's ErrImagePull went unseen until its timeout.)"""
+    sb, _ = sandbox
+    store = sb.store
+    name = "list-then-change"
+    only = f"metadata.name={name}"
+    core.create_namespaced_config_map(NS, {"metadata": {"name": name}, "data": {"a": "1"}})
+    try:
+        gathered = store.list_at
+
+        def then_change(resource: Any, *args: Any, **kwargs: Any) -> Any:
+            out = gathered(resource, *args, **kwargs)
+            if resource_type(resource).key == resource_type("configmaps").key:  # not the authorizer's lists
+                store.update("configmaps", NS, name, lambda o: o["data"].update({"a": "2"}))
+            return out
+
+        monkeypatch.setattr(store, "list_at", then_change)
+        listed = core.list_namespaced_config_map(NS, field_selector=only)
+        monkeypatch.undo()
+        assert [c.data for c in listed.items] == [{"a": "1"}]
+        seen = []
+        w = watch.Watch()
+        for event in w.stream(
+            core.list_namespaced_config_map,
+            NS,
+            field_selector=only,
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=10,
+        ):
+            seen.append((event["type"], event["object"].data))
+            w.stop()
+        assert seen == [("MODIFIED", {"a": "2"})]
+    finally:
+        core.delete_namespaced_config_map(name, NS)
 
 
 # --- apps/v1, admissionregistration, discovery, the in-process API -----------------------

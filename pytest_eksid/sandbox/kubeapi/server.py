@@ -608,17 +608,20 @@ class KubeApiServer:
             raise bad_request("unsupported dry run value (supported: All)")
         return body
 
-    def _list_body(self, rt: ResourceType, items: list[Obj]) -> Obj:
+    def _list_body(self, rt: ResourceType, items: list[Obj], rv: str | None = None) -> Obj:
         return {
             "kind": f"{rt.kind}List",
             "apiVersion": rt.api_version,
-            "metadata": {"resourceVersion": self.store.resource_version},
+            "metadata": {"resourceVersion": self.store.resource_version if rv is None else rv},
             "items": items,
         }
 
-    def _render(self, req: Request, rt: ResourceType, objs: list[Obj], *, single: bool) -> Response:
+    def _render(
+        self, req: Request, rt: ResourceType, objs: list[Obj], *, single: bool, rv: str | None = None
+    ) -> Response:
+        """``rv``: the version a list is as of (Store.list_at), read with its items."""
         form, ctype = negotiate(req.headers.get("Accept") or "")
-        rv = self.store.resource_version
+        rv = self.store.resource_version if rv is None else rv
         if form.startswith("table/"):
             table = to_table(
                 rt,
@@ -646,14 +649,14 @@ class KubeApiServer:
                 },
                 ctype,
             )
-        return Response(200, objs[0] if single else self._list_body(rt, objs))
+        return Response(200, objs[0] if single else self._list_body(rt, objs, rv))
 
     def _list(self, req: Request, handler: _Handler, rt: ResourceType, ns: str | None) -> Response | None:
         if req.flag("watch"):
             self._watch(req, handler, rt, ns)
             return None
-        items = self.store.list(rt, ns, req.q("labelSelector"), req.q("fieldSelector"))
-        return self._render(req, rt, items, single=False)
+        items, rv = self.store.list_at(rt, ns, req.q("labelSelector"), req.q("fieldSelector"))
+        return self._render(req, rt, items, single=False, rv=rv)
 
     # -- streaming: watch and log follow (exec: ``streaming``) --
 

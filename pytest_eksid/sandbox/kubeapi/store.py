@@ -279,10 +279,22 @@ class Store:
         label_selector: str = "",
         field_selector: str = "",
     ) -> list[Obj]:
+        return self.list_at(resource, namespace, label_selector, field_selector)[0]
+
+    def list_at(
+        self,
+        resource: str | ResourceType,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[Objs, str]:
+        """The matching objects and the resourceVersion they are as of, read together: kube-apiserver answers a
+        list from one snapshot with that snapshot's version, so a watch from it misses no change. Read apart, a
+        change landing in between was in neither the list nor the watch."""
         rt = resource_type(resource)
         matches = self._matching(rt, namespace, label_selector, field_selector)
         with self._lock:
-            return [copy.deepcopy(o) for _, o in self._sorted_matches(rt, matches)]
+            return [copy.deepcopy(o) for _, o in self._sorted_matches(rt, matches)], str(self._rv)
 
     def _sorted_matches(self, rt: ResourceType, matches: Callable[[str, str, Obj], bool]) -> Keyed:
         """The stored (key, object) pairs of ``rt`` that match, in key order: read from the kind's index, as the
